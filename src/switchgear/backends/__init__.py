@@ -1,0 +1,1 @@
+"""Backends: the inference servers behind the router (embedded, openai_http, simulated)."""

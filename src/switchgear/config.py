@@ -1,0 +1,193 @@
+"""Typed configuration: one YAML file, validated whole before anything starts.
+
+Secrets never sit in the file: a deployment names the environment variable holding its API key
+(``api_key_env``) and the key is read when the backend is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BackendKind = Literal["embedded", "openai_http", "simulated"]
+
+DEFAULT_ALIAS = "smollm2"
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message names the field and problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Seconds to wait for an upstream: to connect, and for the whole answer."""
+
+    connect: float = Field(5.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class Price(_Strict):
+    """What a deployment costs, in currency units per million tokens."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+
+class EmbeddedOptions(_Strict):
+    """Settings of the embedded llama.cpp engine (the model file defaults to SmolLM2's GGUF)."""
+
+    model_path: str | None = None
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class SimulatedOptions(_Strict):
+    """Settings of the in-process simulated model server (the same model `simulate` serves)."""
+
+    slots: int = Field(8, ge=1)
+    ttft_ms: float = Field(20.0, ge=0)
+    tpot_ms: float = Field(2.0, ge=0)
+    mean_output_tokens: int = Field(32, ge=1)
+    seed: int | None = 0
+
+
+class DeploymentConfig(_Strict):
+    """One place a model alias can be served from."""
+
+    name: str = Field(min_length=1)
+    backend: BackendKind
+    url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    weight: float = Field(1.0, gt=0)
+    max_concurrency: int = Field(64, ge=1)
+    context_window: int | None = Field(None, ge=1)
+    timeouts: Timeouts = Timeouts()
+    price: Price = Price()
+    embedded: EmbeddedOptions = EmbeddedOptions()
+    simulated: SimulatedOptions = SimulatedOptions()
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> DeploymentConfig:
+        if self.backend == "openai_http" and not self.url:
+            raise ValueError("an openai_http deployment needs a url")
+        return self
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/") if url else url
+
+    def api_key(self) -> str | None:
+        """The API key from the named environment variable, if any."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if key is None:
+            raise ConfigError(f"deployment {self.name!r}: environment variable "
+                              f"{self.api_key_env} (api_key_env) is not set")
+        return key
+
+
+class ModelConfig(_Strict):
+    """A model alias clients ask for, and the deployments that serve it."""
+
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelConfig:
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployment names must be unique, got {names}")
+        return self
+
+
+class ServerConfig(_Strict):
+    """Where the gateway listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+
+class StoreConfig(_Strict):
+    """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``."""
+
+    url: str = "sqlite:///switchgear.db"
+    batch_size: int = Field(256, ge=1)
+    flush_interval_ms: int = Field(200, ge=1)
+    queue_size: int = Field(100_000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite://, postgresql:// or postgres://")
+        return url
+
+
+class Config(_Strict):
+    """The whole gateway configuration."""
+
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    models: dict[str, ModelConfig] = Field(
+        default_factory=lambda: {
+            DEFAULT_ALIAS: ModelConfig(
+                deployments=[DeploymentConfig(name="embedded", backend="embedded")]
+            )
+        }
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        if not models:
+            raise ValueError("at least one model alias is needed")
+        return models
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate already-loaded YAML/JSON data as a Config, or raise ConfigError naming the field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read the YAML file at ``path``; with no path, the embedded default."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path))

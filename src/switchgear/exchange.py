@@ -1,0 +1,93 @@
+"""The Exchange: one request's journey through the pipeline, filled in stage by stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Operation(StrEnum):
+    """What the client asked for; each maps to one OpenAI endpoint."""
+
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who sent the request. Until API keys exist every request is the ``default`` tenant."""
+
+    tenant: str = "default"
+    key_id: str | None = None
+    user: str | None = None
+    feature: str | None = None
+    role: str = "user"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens counted for the request (as the backend reported them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of the request against one deployment."""
+
+    deployment: str
+    started: float
+    latency: float = 0.0
+    outcome: str = "pending"  # ok | error
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request from arrival to record: what was asked, by whom, what happened, what it cost.
+
+    Times are seconds since the epoch (``time.time()``); ``None`` means "not reached".
+    """
+
+    request_id: str
+    operation: Operation
+    body: dict[str, Any]
+    model: str
+    stream: bool = False
+    include_usage: bool = False
+    trace_id: str = ""
+    principal: Principal = field(default_factory=Principal)
+    priority: str = "standard"
+    received: float = field(default_factory=time.time)
+    admitted: float | None = None
+    first_token: float | None = None
+    done: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    deployment: str | None = None
+    cache_status: str = "miss"
+    usage: Usage = field(default_factory=Usage)
+    status: int = 200
+    error_type: str | None = None
+    truncated: bool = False
+    cost: float = 0.0
+    cost_basis: str = ""
+
+    @property
+    def latency(self) -> float | None:
+        """End-to-end seconds, once done."""
+        return None if self.done is None else self.done - self.received
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """Seconds from arrival to the first token (or the whole answer when not streamed)."""
+        return None if self.first_token is None else self.first_token - self.received

@@ -1,0 +1,59 @@
+"""The request-log row: a flat projection of a finished Exchange."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+from switchgear.exchange import Exchange
+
+
+@dataclass(slots=True, frozen=True)
+class RequestRecord:
+    """One row of ``request_log``; times are seconds since the epoch."""
+
+    request_id: str
+    tenant: str
+    model: str
+    deployment: str | None
+    operation: str
+    stream: bool
+    received_at: float
+    first_token_at: float | None
+    done_at: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    status: int
+    error_type: str | None
+    truncated: bool
+    attempts: int
+    cost: float
+
+    @classmethod
+    def of(cls, exchange: Exchange) -> RequestRecord:
+        """Project a finished Exchange onto a row."""
+        return cls(
+            request_id=exchange.request_id,
+            tenant=exchange.principal.tenant,
+            model=exchange.model,
+            deployment=exchange.deployment,
+            operation=exchange.operation.value,
+            stream=exchange.stream,
+            received_at=exchange.received,
+            first_token_at=exchange.first_token,
+            done_at=exchange.done,
+            prompt_tokens=exchange.usage.prompt_tokens,
+            completion_tokens=exchange.usage.completion_tokens,
+            status=exchange.status,
+            error_type=exchange.error_type,
+            truncated=exchange.truncated,
+            attempts=len(exchange.attempts),
+            cost=exchange.cost,
+        )
+
+    def values(self) -> tuple[object, ...]:
+        """The row's values in column order."""
+        return astuple(self)
+
+
+#: Column names of ``request_log`` in the order ``RequestRecord.values`` gives them.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
