@@ -1,0 +1,211 @@
+"""The gateway's ASGI application: the OpenAI surface, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from switchgear.errors import (
+    MethodNotAllowed,
+    NotFound,
+    SwitchgearError,
+    internal_error,
+)
+from switchgear.exchange import Exchange, Operation
+from switchgear.gateway.http import (
+    DONE_EVENT,
+    Receive,
+    Scope,
+    Send,
+    event,
+    read_json,
+    send_body,
+    send_error,
+    send_events,
+    send_json,
+)
+from switchgear.gateway.requests import make_exchange, new_request_id
+from switchgear.gateway.state import AppState
+from switchgear.pipeline import Body
+from switchgear.telemetry.metrics import CONTENT_TYPE
+
+log = logging.getLogger("switchgear.gateway")
+
+Endpoint = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+
+#: How long /readyz waits for each dependency before calling it unready.
+READY_TIMEOUT = 2.0
+
+
+class GatewayApp:
+    """ASGI entry point; the lifespan starts and stops the shared state."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.routes: dict[str, dict[str, Endpoint]] = {
+            "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
+            "/v1/completions": {"POST": partial(self.openai, Operation.COMPLETIONS)},
+            "/v1/embeddings": {"POST": partial(self.openai, Operation.EMBEDDINGS)},
+            "/v1/models": {"GET": self.models},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+            "/metrics": {"GET": self.metrics},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        """Start the state on start-up; stop it (draining records) on shutdown."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.state.start()
+                except Exception as error:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.state.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch by path and method; 404 and 405 in OpenAI's shape."""
+        request_id = new_request_id()
+        methods = self.routes.get(scope["path"].rstrip("/") or "/")
+        try:
+            if methods is None:
+                raise NotFound(f"Unknown path: {scope['path']}")
+            endpoint = methods.get(scope["method"])
+            if endpoint is None:
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
+                                       f"use {', '.join(methods)}.")
+        except SwitchgearError as error:
+            await send_error(send, error, request_id)
+            return
+        await endpoint(scope, receive, send, request_id)
+
+    async def openai(self, operation: Operation, scope: Scope, receive: Receive, send: Send,
+                     request_id: str) -> None:
+        """An OpenAI inference call: validate, run the pipeline, answer in JSON or SSE."""
+        state = self.state
+        received = time.time()
+        try:
+            body = await read_json(scope, receive, state.config.server.max_body_bytes)
+            exchange = make_exchange(operation, body, request_id)
+        except SwitchgearError as error:
+            self._record_refusal(operation, request_id, received, error)
+            await send_error(send, error, request_id)
+            return
+        exchange.received = received
+        state.metrics.in_flight.inc()
+        try:
+            reply = await state.pipeline(exchange)
+        except SwitchgearError as error:
+            state.metrics.in_flight.dec()
+            await send_error(send, error, request_id)
+            return
+        except Exception:
+            state.metrics.in_flight.dec()
+            log.exception("request %s failed", request_id)
+            await send_error(send, internal_error(), request_id)
+            return
+        if isinstance(reply, dict):
+            state.metrics.in_flight.dec()
+            await send_json(send, 200, reply, request_id)
+            return
+        try:
+            await send_events(send, receive, self._events(exchange, reply), request_id)
+        finally:
+            state.metrics.in_flight.dec()
+
+    def _record_refusal(self, operation: Operation, request_id: str, received: float,
+                        error: SwitchgearError) -> None:
+        """Log a request refused before it became an Exchange, so every request has its row."""
+        exchange = Exchange(request_id=request_id, operation=operation, body={}, model="",
+                            received=received)
+        self.state.recorder.fail(exchange, error)
+
+    @staticmethod
+    async def _events(exchange: Exchange, chunks: AsyncIterator[Body]
+                      ) -> AsyncGenerator[bytes, None]:
+        """Encode a stream as server-sent events; a failure after the first byte becomes an
+        error event and the stream ends without ``[DONE]``, so no client mistakes it for a
+        clean finish."""
+        try:
+            async for chunk in chunks:
+                if "usage" in chunk and not exchange.include_usage:
+                    if not chunk.get("choices"):
+                        continue
+                    chunk = {key: value for key, value in chunk.items() if key != "usage"}
+                yield event(chunk)
+        except SwitchgearError as error:
+            yield event(error.body())
+            return
+        except Exception:
+            log.exception("stream %s failed", exchange.request_id)
+            yield event(internal_error().body())
+            return
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        yield DONE_EVENT
+
+    async def models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /v1/models: the aliases clients may ask for."""
+        data = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchgear"}
+                for alias in self.state.router.aliases]
+        await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def healthz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /healthz: the process is alive and serving."""
+        await send_json(send, 200, {"status": "ok"}, request_id)
+
+    async def readyz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /readyz: 200 when the store is writable and every alias has a reachable deployment."""
+        deployments = self.state.router.deployments()
+        results = await asyncio.gather(
+            _probe(self.state.store.ping()),
+            *(_probe(d.backend.check()) for d in deployments),
+        )
+        store, checks = results[0], results[1:]
+        reachable = {alias: False for alias in self.state.router.aliases}
+        report: dict[str, Any] = {"store": store or "ok", "deployments": {}}
+        for deployment, problem in zip(deployments, checks, strict=True):
+            report["deployments"][f"{deployment.alias}/{deployment.name}"] = problem or "ok"
+            reachable[deployment.alias] |= problem is None
+        ready = store is None and all(reachable.values())
+        report["status"] = "ready" if ready else "unready"
+        await send_json(send, 200 if ready else 503, report, request_id)
+
+    async def metrics(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /metrics: Prometheus text format."""
+        await send_body(send, 200, self.state.metrics.render(), request_id,
+                        content_type=CONTENT_TYPE.encode())
+
+
+async def _probe(check: Awaitable[None]) -> str | None:
+    """None when ``check`` passes in time, else what went wrong (no secrets: class and message)."""
+    try:
+        await asyncio.wait_for(check, READY_TIMEOUT)
+    except TimeoutError:
+        return "timed out"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def build_app(state: AppState) -> GatewayApp:
+    """The ASGI app over ``state``."""
+    return GatewayApp(state)

@@ -1,0 +1,121 @@
+"""Raw ASGI plumbing: read a bounded body, send JSON, send a server-sent-event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from switchgear.errors import BodyTooLarge, InvalidRequest, SwitchgearError, UnsupportedMediaType
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+EVENT_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of the request header ``name`` (lower case), if present."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
+    """The request body parsed as JSON; refuses wrong content types, oversize and broken bodies."""
+    content_type = header(scope, b"content-type")
+    if content_type is None or JSON not in content_type.lower():
+        raise UnsupportedMediaType("Content-Type must be application/json.")
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {error}") from None
+
+
+def _headers(request_id: str, content_type: bytes, extra: list[tuple[bytes, bytes]]
+             ) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", content_type), (b"x-request-id", request_id.encode()), *extra]
+
+
+async def send_body(send: Send, status: int, body: bytes, request_id: str,
+                    content_type: bytes = JSON,
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a complete response."""
+    headers = _headers(request_id, content_type, extra or [])
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, body: Any, request_id: str) -> None:
+    """Send ``body`` as a JSON response."""
+    await send_body(send, status, orjson.dumps(body), request_id)
+
+
+async def send_error(send: Send, error: SwitchgearError, request_id: str) -> None:
+    """Send ``error`` in OpenAI's shape; 429 and 503 carry Retry-After."""
+    extra = []
+    if error.retry_after is not None or error.status in (429, 503):
+        extra.append((b"retry-after", str(max(1, round(error.retry_after or 1))).encode()))
+    await send_body(send, error.status, orjson.dumps(error.body()), request_id, extra=extra)
+
+
+def event(payload: Any) -> bytes:
+    """One server-sent event carrying ``payload`` as JSON."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes, None],
+                      request_id: str) -> None:
+    """Stream already-encoded events, stopping early when the client goes away.
+
+    ``events`` is closed however the stream ends, so whatever produces it can release its
+    resources and record what happened.
+    """
+    disconnected = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": _headers(request_id, EVENT_STREAM_HEADERS[0][1],
+                                        EVENT_STREAM_HEADERS[1:])})
+        async for data in events:
+            if disconnected.done():
+                break
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        disconnected.cancel()
+        await events.aclose()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

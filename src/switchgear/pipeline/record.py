@@ -1,0 +1,108 @@
+"""The Record stage: when a request ends, however it ends, count it, cost it and log it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from switchgear.errors import SwitchgearError, internal_error
+from switchgear.exchange import Exchange
+from switchgear.ledger.cost import PriceBook
+from switchgear.pipeline import Body, Handler, Reply
+from switchgear.store.records import RequestRecord
+from switchgear.store.writer import RecordWriter
+from switchgear.telemetry.metrics import GatewayMetrics
+
+#: Status recorded when the client went away before the answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+class Recorder:
+    """Finishes an Exchange: its cost, its metrics and its request-log row (written in batches)."""
+
+    def __init__(self, prices: PriceBook, metrics: GatewayMetrics, writer: RecordWriter) -> None:
+        self.prices = prices
+        self.metrics = metrics
+        self.writer = writer
+
+    def finish(self, exchange: Exchange) -> None:
+        """Record a finished exchange; O(1), the row is written later off the hot path."""
+        exchange.done = time.time()
+        self.prices.price(exchange)
+        self.metrics.observe(exchange)
+        self.writer.submit(RequestRecord.of(exchange))
+
+    def fail(self, exchange: Exchange, error: SwitchgearError) -> None:
+        """Record an exchange that ended in ``error``."""
+        exchange.status = error.status
+        exchange.error_type = error.kind
+        self.finish(exchange)
+
+
+def take_usage(exchange: Exchange, body: Body) -> None:
+    """Copy the token counts of an OpenAI ``usage`` object, if the body has one."""
+    usage: Any = body.get("usage")
+    if not usage:
+        return
+    exchange.usage.prompt_tokens = usage.get("prompt_tokens") or 0
+    exchange.usage.completion_tokens = usage.get("completion_tokens") or 0
+    details = usage.get("prompt_tokens_details") or {}
+    exchange.usage.cached_tokens = details.get("cached_tokens") or 0
+
+
+class Record:
+    """Wraps the rest of the pipeline so every request ends in exactly one record."""
+
+    def __init__(self, next_stage: Handler, recorder: Recorder) -> None:
+        self.next_stage = next_stage
+        self.recorder = recorder
+
+    async def __call__(self, exchange: Exchange) -> Reply:
+        try:
+            reply = await self.next_stage(exchange)
+        except SwitchgearError as error:
+            self.recorder.fail(exchange, error)
+            raise
+        except Exception:
+            self.recorder.fail(exchange, internal_error())
+            raise
+        if isinstance(reply, dict):
+            exchange.first_token = time.time()
+            take_usage(exchange, reply)
+            self.recorder.finish(exchange)
+            return reply
+        return self._watch(exchange, reply)
+
+    async def _watch(self, exchange: Exchange, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
+        """Pass a stream on, noting its first token, its usage and how it ended."""
+        error: SwitchgearError | None = None
+        try:
+            async for chunk in chunks:
+                if exchange.first_token is None:
+                    exchange.first_token = time.time()
+                take_usage(exchange, chunk)
+                yield chunk
+        except SwitchgearError as failure:
+            error = failure
+            raise
+        except Exception:
+            error = internal_error()
+            raise
+        except BaseException:  # the client went away (GeneratorExit) or the server is stopping
+            exchange.status, exchange.error_type = CLIENT_CLOSED, "ClientClosed"
+            exchange.truncated = True
+            raise
+        finally:
+            await _close(chunks)
+            if error is not None:
+                exchange.truncated = True
+                self.recorder.fail(exchange, error)
+            else:
+                self.recorder.finish(exchange)
+
+
+async def _close(chunks: AsyncIterator[Body]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
