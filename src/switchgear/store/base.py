@@ -1,0 +1,100 @@
+"""The record store's contract, the error a store raises, and the SQL both stores share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from switchgear.store.migrations import Dialect, placeholders
+from switchgear.store.records import COLUMNS, RequestRecord
+
+REQUEST_LOG = "request_log"
+
+#: ``scheme://user:password@`` and ``?password=...`` / ``&password=...`` in a URL.
+USER_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#@]*):[^/?#]*@")
+QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or written now. Its message never holds a password."""
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """Where request records are kept: a SQL database with the ``request_log`` table."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations; raise StoreUnavailable when that fails."""
+        ...
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        """Write a batch in one transaction; a request id already stored is skipped."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the store accepts writes now, else raise StoreUnavailable."""
+        ...
+
+    async def fetch(self, limit: int | None = None) -> list[RequestRecord]:
+        """Stored records, oldest ``received_at`` first, at most ``limit`` of them."""
+        ...
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store may be opened again."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLogSQL:
+    """The statements a store runs against ``request_log``, spelled for one dialect."""
+
+    insert: str
+    select: str
+    select_limited: str
+    count: str
+    #: A write that changes nothing but is refused when the database is read-only or locked.
+    write_probe: str
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> RequestLogSQL:
+        """The statements for ``dialect``."""
+        columns = ", ".join(COLUMNS)
+        select = f"SELECT {columns} FROM {REQUEST_LOG} ORDER BY received_at, request_id"
+        return cls(
+            insert=(f"INSERT INTO {REQUEST_LOG} ({columns}) "
+                    f"VALUES ({placeholders(dialect, len(COLUMNS))}) "
+                    "ON CONFLICT (request_id) DO NOTHING"),
+            select=select,
+            select_limited=f"{select} LIMIT {placeholders(dialect, 1)}",
+            count=f"SELECT count(*) FROM {REQUEST_LOG}",
+            write_probe="DELETE FROM schema_migrations WHERE 1 = 0",
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` parameter) as ``***``."""
+    return QUERY_PASSWORD.sub(r"\1***", USER_PASSWORD.sub(r"\1:***@", url, count=1))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password in ``url`` as written and as decoded, so that messages can blot it out."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    written = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    written += [value for name, value in parse_qsl(parts.query) if name == "password"]
+    return tuple({form for secret in written for form in (secret, unquote(secret)) if form})
+
+
+def describe_failure(what: str, error: BaseException, secrets: Sequence[str] = ()) -> str:
+    """``what`` plus the error's type and text, with each of ``secrets`` blotted out."""
+    text = f"{what}: {type(error).__name__}: {error}"
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

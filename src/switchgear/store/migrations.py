@@ -1,0 +1,151 @@
+"""The record store's schema as an ordered list of migrations, one SQL text per dialect.
+
+A migration, once released, never changes: a new column or index is a new migration appended to
+``MIGRATIONS``. Stores apply the ``pending`` ones at open, in one transaction, and note each in
+``schema_migrations`` (version, description, applied_at in seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+#: Logical column types and how each dialect spells them (SQLite keeps booleans as integer 0/1).
+TYPE_NAMES: Mapping[Dialect, Mapping[str, str]] = {
+    "sqlite": {"text": "TEXT", "bigint": "INTEGER", "double": "REAL", "boolean": "INTEGER"},
+    "postgresql": {
+        "text": "TEXT",
+        "bigint": "BIGINT",
+        "double": "DOUBLE PRECISION",
+        "boolean": "BOOLEAN",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of a table created by a migration: name, logical type, whether it may be NULL."""
+
+    name: str
+    type: str
+    nullable: bool = False
+
+    def ddl(self, dialect: Dialect) -> str:
+        """The column's definition in ``dialect``."""
+        null = "" if self.nullable else " NOT NULL"
+        return f"{self.name} {TYPE_NAMES[dialect][self.type]}{null}"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: its version, what it does, and its statements per dialect."""
+
+    version: int
+    description: str
+    sql: Mapping[Dialect, tuple[str, ...]]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        """The statements that apply this migration in ``dialect``."""
+        return self.sql[dialect]
+
+
+def create_table(
+    table: str,
+    columns: Iterable[Column],
+    primary_key: str,
+    dialect: Dialect,
+    *,
+    if_not_exists: bool = False,
+) -> str:
+    """``CREATE TABLE`` for ``columns`` in ``dialect``."""
+    body = ",\n    ".join([*(column.ddl(dialect) for column in columns),
+                           f"PRIMARY KEY ({primary_key})"])
+    guard = "IF NOT EXISTS " if if_not_exists else ""
+    return f"CREATE TABLE {guard}{table} (\n    {body}\n)"
+
+
+def placeholders(dialect: Dialect, count: int) -> str:
+    """``count`` bind parameters as ``dialect`` writes them: ``?, ?`` or ``$1, $2``."""
+    if dialect == "sqlite":
+        return ", ".join("?" * count)
+    return ", ".join(f"${number}" for number in range(1, count + 1))
+
+
+def create_index(table: str, columns: tuple[str, ...]) -> str:
+    """``CREATE INDEX`` named ``<table>_<columns>_idx`` (the same text in both dialects)."""
+    name = "_".join((table, *columns, "idx"))
+    return f"CREATE INDEX {name} ON {table} ({', '.join(columns)})"
+
+
+#: request_log as migration 1 created it; frozen here even if RequestRecord changes later.
+REQUEST_LOG_V1: tuple[Column, ...] = (
+    Column("request_id", "text"),
+    Column("tenant", "text"),
+    Column("model", "text"),
+    Column("deployment", "text", nullable=True),
+    Column("operation", "text"),
+    Column("stream", "boolean"),
+    Column("received_at", "double"),
+    Column("first_token_at", "double", nullable=True),
+    Column("done_at", "double", nullable=True),
+    Column("prompt_tokens", "bigint"),
+    Column("completion_tokens", "bigint"),
+    Column("status", "bigint"),
+    Column("error_type", "text", nullable=True),
+    Column("truncated", "boolean"),
+    Column("attempts", "bigint"),
+    Column("cost", "double"),
+)
+
+REQUEST_LOG_V1_INDEXES: tuple[tuple[str, ...], ...] = (
+    ("received_at",),
+    ("tenant", "received_at"),
+    ("model", "received_at"),
+)
+
+
+def _request_log_v1(dialect: Dialect) -> tuple[str, ...]:
+    return (
+        create_table("request_log", REQUEST_LOG_V1, "request_id", dialect),
+        *(create_index("request_log", columns) for columns in REQUEST_LOG_V1_INDEXES),
+    )
+
+
+#: Every migration, in the order it is applied; versions are 1, 2, 3, ... without gaps.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="request_log: one row per finished request",
+        sql={"sqlite": _request_log_v1("sqlite"), "postgresql": _request_log_v1("postgresql")},
+    ),
+)
+
+#: The table that remembers which migrations ran (created before any migration is applied).
+CREATE_SCHEMA_MIGRATIONS: Mapping[Dialect, str] = {
+    dialect: create_table(
+        "schema_migrations",
+        (Column("version", "bigint"), Column("description", "text"),
+         Column("applied_at", "double")),
+        "version",
+        dialect,
+        if_not_exists=True,
+    )
+    for dialect in ("sqlite", "postgresql")
+}
+
+SELECT_APPLIED_VERSIONS = "SELECT version FROM schema_migrations ORDER BY version"
+
+
+def record_applied(dialect: Dialect) -> str:
+    """The statement noting one applied migration (version, description, applied_at)."""
+    return ("INSERT INTO schema_migrations (version, description, applied_at) "
+            f"VALUES ({placeholders(dialect, 3)})")
+
+
+def pending(applied: Iterable[int]) -> list[Migration]:
+    """The migrations not yet in ``applied``, in order."""
+    done = set(applied)
+    return [migration for migration in MIGRATIONS if migration.version not in done]

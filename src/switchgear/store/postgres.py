@@ -1,0 +1,158 @@
+"""The record store in PostgreSQL, through a small asyncpg pool."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from switchgear.store.base import (
+    RequestLogSQL,
+    StoreUnavailable,
+    describe_failure,
+    redact_url,
+    url_secrets,
+)
+from switchgear.store.migrations import (
+    CREATE_SCHEMA_MIGRATIONS,
+    SELECT_APPLIED_VERSIONS,
+    pending,
+    record_applied,
+)
+from switchgear.store.records import RequestRecord
+
+SQL = RequestLogSQL.of("postgresql")
+RECORD_MIGRATION = record_applied("postgresql")
+
+#: A schema name the store accepts: a plain lower-case identifier, so it needs no quoting.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+#: Errors that mean "the database cannot be used now", as opposed to a bug in our SQL.
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class PostgresStore:
+    """A RecordStore in PostgreSQL at ``url``, in ``schema`` when given (created if missing)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_connections: int = 1,
+        max_connections: int = 4,
+        timeout: float = 10.0,
+    ) -> None:
+        if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema must be a lower-case SQL identifier, got {schema!r}")
+        self._url = url
+        self.schema = schema
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._secrets = url_secrets(url)
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact_url(self._url)!r}, schema={self.schema!r})"
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        if self._pool is not None:
+            return
+        settings = {"search_path": self.schema} if self.schema else {}
+        async with self._mapped("open"):
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                timeout=self.timeout,
+                command_timeout=self.timeout,
+                server_settings=settings,
+            )
+            try:
+                async with pool.acquire() as connection:
+                    await self._migrate(connection)
+            except BaseException:
+                pool.terminate()
+                raise
+        self._pool = pool
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        """Write a batch in one transaction; a request id already stored is skipped."""
+        if not records:
+            return
+        async with self._connection("write") as connection, connection.transaction():
+            await connection.executemany(SQL.insert, [record.values() for record in records])
+
+    async def ping(self) -> None:
+        """Return if the database accepts writes now, else raise StoreUnavailable."""
+        async with self._connection("ping") as connection, connection.transaction():
+            await connection.execute(SQL.write_probe)
+
+    async def fetch(self, limit: int | None = None) -> list[RequestRecord]:
+        """Stored records, oldest ``received_at`` first, at most ``limit`` of them."""
+        async with self._connection("fetch") as connection:
+            if limit is None:
+                rows = await connection.fetch(SQL.select)
+            else:
+                rows = await connection.fetch(SQL.select_limited, limit)
+        return [RequestRecord(*row) for row in rows]
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        async with self._connection("count") as connection:
+            count: int = await connection.fetchval(SQL.count)
+        return count
+
+    async def close(self) -> None:
+        """Close the pool, waiting at most ``timeout`` for connections in use."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with self._mapped("close"), asyncio.timeout(self.timeout):
+                await pool.close()
+        except StoreUnavailable:
+            pool.terminate()
+            raise
+
+    async def _migrate(self, connection: Any) -> None:
+        async with connection.transaction():
+            # Replicas starting together must not apply the same migration twice.
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                f"switchgear.migrations.{self.schema or 'public'}",
+            )
+            if self.schema and await connection.fetchval(
+                "SELECT to_regnamespace($1) IS NULL", self.schema
+            ):
+                await connection.execute(f"CREATE SCHEMA {self.schema}")
+            await connection.execute(CREATE_SCHEMA_MIGRATIONS["postgresql"])
+            applied = [row[0] for row in await connection.fetch(SELECT_APPLIED_VERSIONS)]
+            for migration in pending(applied):
+                for statement in migration.statements("postgresql"):
+                    await connection.execute(statement)
+                await connection.execute(
+                    RECORD_MIGRATION, migration.version, migration.description, time.time()
+                )
+
+    @asynccontextmanager
+    async def _connection(self, what: str) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StoreUnavailable(f"PostgreSQL store {redact_url(self._url)} is not open")
+        async with self._mapped(what), self._pool.acquire(timeout=self.timeout) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _mapped(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except UNAVAILABLE as error:
+            where = f"PostgreSQL {what} on {redact_url(self._url)}"
+            raise StoreUnavailable(describe_failure(where, error, self._secrets)) from None

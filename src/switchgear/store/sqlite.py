@@ -1,0 +1,204 @@
+"""The record store in a SQLite file (WAL), driven from one worker thread it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+from switchgear.store.base import RequestLogSQL, StoreUnavailable, describe_failure
+from switchgear.store.migrations import (
+    CREATE_SCHEMA_MIGRATIONS,
+    SELECT_APPLIED_VERSIONS,
+    pending,
+    record_applied,
+)
+from switchgear.store.records import COLUMNS, RequestRecord
+
+T = TypeVar("T")
+
+SQL = RequestLogSQL.of("sqlite")
+RECORD_MIGRATION = record_applied("sqlite")
+
+#: Seconds between tries to switch a new file to WAL while another connection holds it.
+WAL_SWITCH_PAUSE = 0.01
+
+#: Positions of the boolean columns, which SQLite hands back as 0/1.
+BOOLEAN_POSITIONS: tuple[int, ...] = tuple(
+    position
+    for position, name in enumerate(COLUMNS)
+    if get_type_hints(RequestRecord)[name] is bool
+)
+
+
+def record_of(row: Sequence[Any]) -> RequestRecord:
+    """A RequestRecord from a ``request_log`` row as SQLite returns it."""
+    values = list(row)
+    for position in BOOLEAN_POSITIONS:
+        values[position] = bool(values[position])
+    return RequestRecord(*values)
+
+
+class SQLiteConnection:
+    """A sqlite3 connection to the store's file; every method blocks, so it runs on one thread."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.connection = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=True
+        )
+        try:
+            self.connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._enter_wal_mode(busy_timeout)
+            self.connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error:
+            self.connection.close()
+            raise
+
+    def _enter_wal_mode(self, busy_timeout: float) -> None:
+        # Switching a new file to WAL while another connection does the same can fail with
+        # "database is locked" at once, without the busy handler; so wait here instead.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self.connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(WAL_SWITCH_PAUSE)
+
+    def migrate(self) -> None:
+        """Apply the pending migrations in one transaction."""
+        with self.transaction() as cursor:
+            cursor.execute(CREATE_SCHEMA_MIGRATIONS["sqlite"])
+            applied = [version for (version,) in cursor.execute(SELECT_APPLIED_VERSIONS)]
+            for migration in pending(applied):
+                for statement in migration.statements("sqlite"):
+                    cursor.execute(statement)
+                cursor.execute(
+                    RECORD_MIGRATION, (migration.version, migration.description, time.time())
+                )
+
+    def write(self, records: Sequence[RequestRecord]) -> None:
+        """Insert ``records`` in one transaction, skipping request ids already stored."""
+        with self.transaction() as cursor:
+            cursor.executemany(SQL.insert, (record.values() for record in records))
+
+    def probe(self) -> None:
+        """Take the write lock with a write that changes nothing."""
+        with self.transaction() as cursor:
+            cursor.execute(SQL.write_probe)
+
+    def fetch(self, limit: int | None) -> list[RequestRecord]:
+        """Stored records, oldest first."""
+        if limit is None:
+            rows = self.connection.execute(SQL.select).fetchall()
+        else:
+            rows = self.connection.execute(SQL.select_limited, (limit,)).fetchall()
+        return [record_of(row) for row in rows]
+
+    def count(self) -> int:
+        """How many records are stored."""
+        (count,) = self.connection.execute(SQL.count).fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+    def transaction(self) -> _Transaction:
+        """``with`` block: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on error."""
+        return _Transaction(self.connection)
+
+
+class _Transaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection.cursor()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class SQLiteStore:
+    """A RecordStore in the SQLite file at ``path``; the event loop never waits on the disk."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = str(path)
+        self.busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection: SQLiteConnection | None = None
+
+    async def open(self) -> None:
+        """Open (or create) the file and apply pending migrations."""
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switchgear-sqlite")
+        try:
+            connection = await self._run_on(executor, "open", self._connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor, self._connection = executor, connection
+
+    async def write(self, records: Sequence[RequestRecord]) -> None:
+        """Write a batch in one transaction; a request id already stored is skipped."""
+        if records:
+            connection = self._opened()
+            await self._call("write", partial(connection.write, records))
+
+    async def ping(self) -> None:
+        """Return if the file accepts writes now, else raise StoreUnavailable."""
+        await self._call("ping", self._opened().probe)
+
+    async def fetch(self, limit: int | None = None) -> list[RequestRecord]:
+        """Stored records, oldest ``received_at`` first, at most ``limit`` of them."""
+        return await self._call("fetch", partial(self._opened().fetch, limit))
+
+    async def count(self) -> int:
+        """How many records are stored."""
+        return await self._call("count", self._opened().count)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        executor, connection = self._executor, self._connection
+        self._executor = self._connection = None
+        if executor is None or connection is None:
+            return
+        try:
+            await self._run_on(executor, "close", connection.close)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _connect(self) -> SQLiteConnection:
+        connection = SQLiteConnection(self.path, self.busy_timeout)
+        try:
+            connection.migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _opened(self) -> SQLiteConnection:
+        if self._connection is None:
+            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        return self._connection
+
+    async def _call(self, what: str, work: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        return await self._run_on(self._executor, what, work)
+
+    async def _run_on(self, executor: ThreadPoolExecutor, what: str, work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(describe_failure(f"SQLite {what} on {self.path}", error)) from None
