@@ -132,12 +132,13 @@ def test_unknown_path_and_method(base_url: str) -> None:
 
 
 def test_the_sdk_raises_the_right_exceptions(base_url: str) -> None:
-    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-    with pytest.raises(openai.NotFoundError) as not_found:
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client, \
+            pytest.raises(openai.NotFoundError) as not_found:
         client.chat.completions.create(model="no-such-model", messages=[
             {"role": "user", "content": "hi"}])
     assert not_found.value.code == "model_not_found"
-    with pytest.raises(openai.BadRequestError):
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client, \
+            pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="sim", messages=[
             {"role": "user", "content": "hi"}], max_tokens=-5)
 
@@ -146,8 +147,8 @@ def test_still_serving_after_bad_input(base_url: str) -> None:
     for body in (b"{", b"[]", b'{"model": 1}', b"\xff\xfe"):
         status, _, _ = post(base_url, "/chat/completions", body)
         assert 400 <= status < 500
-    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-    answer = client.chat.completions.create(model="sim", max_tokens=4, messages=[
-        {"role": "user", "content": "still there?"}])
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        answer = client.chat.completions.create(model="sim", max_tokens=4, messages=[
+            {"role": "user", "content": "still there?"}])
     assert answer.choices[0].message.content
     assert answer.usage is not None and answer.usage.completion_tokens > 0

@@ -33,17 +33,17 @@ def main() -> None:
 def serve(config_path: Path | None, host: str | None, port: int | None, log_level: str) -> None:
     """Run the gateway: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
     /healthz, /readyz and /metrics."""
+    from switchgear.gateway.server import serve as run_server  # heavy imports only when serving
+
     try:
         config = load_config(config_path)
+        overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        if overrides:
+            config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+        run_server(config, log_level)
     except ConfigError as error:
         click.echo(f"switchgear: invalid config: {error}", err=True)
         sys.exit(2)
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    if overrides:
-        config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
-    from switchgear.gateway.server import serve as run_server  # heavy imports only when serving
-
-    run_server(config, log_level)
 
 
 main.add_command(simulate)

@@ -6,7 +6,7 @@ other field through to the model server untouched, so new OpenAI parameters keep
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -145,7 +145,7 @@ _SCHEMAS: dict[Operation, tuple[tuple[str, ...], dict[str, Check]]] = {
 
 def new_request_id() -> str:
     """A fresh request id (``req_`` and 32 hex digits)."""
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
 
 
 def make_exchange(operation: Operation, body: Any, request_id: str) -> Exchange:

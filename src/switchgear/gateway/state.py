@@ -21,6 +21,9 @@ from switchgear.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("switchgear.gateway")
 
+#: How long shutdown keeps trying to write pending records to an unreachable store.
+DRAIN_SECONDS = 60
+
 
 @dataclass(slots=True)
 class AppState:
@@ -63,6 +66,11 @@ class AppState:
         """Close the backends, then write every record still pending and close the store."""
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)
-        await self.writer.close()
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self.writer.close()
+        except TimeoutError:
+            log.error("the store stayed unwritable for %ss at shutdown: %d records not written",
+                      DRAIN_SECONDS, self.writer.pending)
         await self.store.close()
         log.info("switchgear stopped: %d records written", self.writer.written)

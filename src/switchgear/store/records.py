@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from switchgear.exchange import Exchange
 
@@ -52,8 +53,10 @@ class RequestRecord:
 
     def values(self) -> tuple[object, ...]:
         """The row's values in column order."""
-        return astuple(self)
+        values: tuple[object, ...] = _COLUMN_VALUES(self)
+        return values
 
 
 #: Column names of ``request_log`` in the order ``RequestRecord.values`` gives them.
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+_COLUMN_VALUES = attrgetter(*COLUMNS)
