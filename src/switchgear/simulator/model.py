@@ -1,0 +1,172 @@
+"""A simulated model: slots, a waiting line, load-dependent speed, and OpenAI-shaped answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from switchgear.errors import InvalidRequest
+from switchgear.exchange import Operation
+from switchgear.simulator.bodies import completion_shape, embedding_list, model_list, usage
+from switchgear.simulator.options import ModelOptions
+from switchgear.simulator.requests import (
+    EmbeddingRequest,
+    GenerationRequest,
+    parse_embedding,
+    parse_generation,
+)
+from switchgear.simulator.slots import SlotPool
+from switchgear.simulator.text import filler_words
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A validated generation request and how long its answer will be."""
+
+    request: GenerationRequest
+    output_tokens: int
+    finish_reason: str
+
+    @property
+    def stream(self) -> bool:
+        """Whether the client asked for a stream."""
+        return self.request.stream
+
+
+class SimulatedModel:
+    """A model server's behaviour without a model: timing, queueing, token counts, answer shapes.
+
+    ``slots`` sequences run at once; later requests wait first-come-first-served. The first token
+    comes after ``ttft_ms`` and each further one after ``tpot_ms``, both stretched by the load (see
+    ``ModelOptions``). Output lengths are lognormal around ``mean_output_tokens``, clipped to
+    ``max_tokens`` (``finish_reason`` is then ``length``).
+    """
+
+    def __init__(self, options: ModelOptions) -> None:
+        self.options = options
+        self._slots = SlotPool(options.slots)
+        self._rng = random.Random(options.seed)
+        self._served = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot now."""
+        return self._slots.waiting
+
+    @property
+    def busy_slots(self) -> int:
+        """Slots running a sequence now."""
+        return self._slots.busy
+
+    @property
+    def requests_served(self) -> int:
+        """Requests answered in full since start."""
+        return self._served
+
+    @property
+    def ttft_seconds(self) -> float:
+        """Time to first token at the current load, once a slot is held."""
+        return self._under_load(self.options.ttft_ms)
+
+    @property
+    def tpot_seconds(self) -> float:
+        """Time per further output token at the current load."""
+        return self._under_load(self.options.tpot_ms)
+
+    def models(self) -> Body:
+        """The ``/v1/models`` body."""
+        return model_list(self.options.model)
+
+    def plan_generation(self, operation: Operation, body: Body) -> Generation:
+        """Validate a chat or completions body and draw its output length."""
+        request = parse_generation(operation, body, self.options.context_window)
+        limit = request.max_tokens or self.options.context_window - request.prompt_tokens
+        drawn = self._draw_output_tokens()
+        if drawn >= limit:
+            return Generation(request, limit, "length")
+        return Generation(request, drawn, "stop")
+
+    def plan_embedding(self, body: Body) -> EmbeddingRequest:
+        """Validate an embeddings body."""
+        return parse_embedding(body)
+
+    async def complete(self, generation: Generation) -> Body:
+        """Generate the whole answer and return it as one body with usage."""
+        shape = completion_shape(generation.request.operation, generation.request.model)
+        async with aclosing(self._tokens(generation)) as tokens:
+            text = "".join([token async for token in tokens])
+        return shape.whole(text, generation.finish_reason, self._usage(generation))
+
+    def stream(self, generation: Generation) -> AsyncGenerator[Body, None]:
+        """Generate the answer as stream chunks, the usage chunk last when it was asked for."""
+        if generation.request.operation is Operation.EMBEDDINGS:
+            raise InvalidRequest("embeddings cannot be streamed", param="stream")
+        return self._chunks(generation)
+
+    async def embed(self, request: EmbeddingRequest) -> Body:
+        """Embed every input as a deterministic unit vector derived from its text."""
+        dimension = request.dimensions or self.options.embedding_dimension
+        async with self._slots.hold():
+            await asyncio.sleep(self.ttft_seconds)
+        self._served += 1
+        vectors = [unit_vector(text, dimension) for text in request.inputs]
+        return embedding_list(request.model, vectors, request.encoding_format,
+                              request.prompt_tokens)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing runs and nothing waits."""
+        await self._slots.wait_idle()
+
+    async def _chunks(self, generation: Generation) -> AsyncGenerator[Body, None]:
+        shape = completion_shape(generation.request.operation, generation.request.model)
+        opening = shape.opening()
+        async with aclosing(self._tokens(generation)) as tokens:
+            async for token in tokens:
+                if opening is not None:
+                    yield opening  # sent with the first token, as real servers do
+                    opening = None
+                yield shape.piece(token)
+        yield shape.closing(generation.finish_reason)
+        if generation.request.include_usage:
+            yield shape.usage_chunk(self._usage(generation))
+
+    async def _tokens(self, generation: Generation) -> AsyncGenerator[str, None]:
+        words = filler_words()
+        async with self._slots.hold():
+            await asyncio.sleep(self.ttft_seconds)
+            for index in range(generation.output_tokens):
+                if index:
+                    await asyncio.sleep(self.tpot_seconds)
+                yield next(words)
+        self._served += 1
+
+    def _under_load(self, base_ms: float) -> float:
+        # The sequence asking is one of the busy ones; only the others slow it down.
+        others = max(0, self._slots.busy - 1)
+        return base_ms / 1000 * (1 + self.options.load_factor * others / self.options.slots)
+
+    def _draw_output_tokens(self) -> int:
+        sigma = self.options.output_spread
+        mu = math.log(self.options.mean_output_tokens) - sigma * sigma / 2
+        return max(1, round(self._rng.lognormvariate(mu, sigma)))
+
+    @staticmethod
+    def _usage(generation: Generation) -> Body:
+        return usage(generation.request.prompt_tokens, generation.output_tokens)
+
+
+def unit_vector(text: str, dimension: int) -> list[float]:
+    """A unit vector that depends only on ``text`` and ``dimension``."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    rng = random.Random(int.from_bytes(digest, "big"))
+    components = [rng.gauss(0.0, 1.0) for _ in range(dimension)]
+    norm = math.sqrt(sum(c * c for c in components)) or 1.0
+    return [c / norm for c in components]
