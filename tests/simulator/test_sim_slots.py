@@ -24,9 +24,9 @@ async def test_waiters_get_the_slot_in_arrival_order(wait_until: WaitUntil) -> N
     first = asyncio.create_task(holder("first", release_first))
     await wait_until(lambda: pool.busy == 1)
     waiters = []
-    for queued, name in enumerate(("b", "c", "d"), start=1):
+    for name in ("b", "c", "d"):
         waiters.append(asyncio.create_task(holder(name)))
-        await wait_until(lambda queued=queued: pool.waiting == queued)
+        await wait_until(lambda: pool.waiting == len(waiters))
     release_first.set()
     async with asyncio.timeout(5):
         await asyncio.gather(first, *waiters)
