@@ -1,0 +1,236 @@
+"""The targets measured against the same upstream: the upstream itself and three gateways."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from processes import Endpoint, ServiceProcess, pinned
+from upstream import UPSTREAM_MODEL, NginxUpstream
+
+GATEWAY_MODEL = "bench"
+JSON_HEADERS: Mapping[str, str] = {
+    "Content-Type": "application/json",
+    "Authorization": "Bearer x",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A started-to-be target: its server process (None for the upstream) and its endpoint."""
+
+    process: ServiceProcess | None
+    endpoint: Endpoint
+
+
+class Target(Protocol):
+    """Something that answers chat completions, measured in the benchmark."""
+
+    @property
+    def name(self) -> str:
+        """The target's name in the table and in --only."""
+        ...
+
+    @property
+    def startup_timeout_s(self) -> float:
+        """How long to wait for its first 200 answer after starting it."""
+        ...
+
+    def missing(self) -> str | None:
+        """Why this target cannot run on this machine (not installed), or None when it can."""
+        ...
+
+    def version(self) -> str:
+        """The target's version, for the method paragraph."""
+        ...
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """The process to start (pinned to ``core``, listening on ``port``) and its endpoint."""
+        ...
+
+
+def _environment(extra: Mapping[str, str]) -> dict[str, str]:
+    return {**os.environ, **extra}
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+class DirectUpstream:
+    """The upstream measured directly: the baseline each gateway's added latency is taken from."""
+
+    name = "upstream"
+    startup_timeout_s = 10.0
+
+    def missing(self) -> str | None:
+        """Never missing: the upstream is started for every run anyway."""
+        return None
+
+    def version(self) -> str:
+        """nginx's version line."""
+        return _first_line(["nginx", "-v"])
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """No process of its own: the running nginx is the target."""
+        return Launch(process=None, endpoint=upstream.endpoint())
+
+
+def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
+    """Switchgear's YAML config: one alias, one openai_http deployment on the upstream."""
+    return (
+        "server: {host: 127.0.0.1, port: 8080}\n"
+        f'store: {{url: "sqlite:///{database}"}}\n'
+        "models:\n"
+        f"  {GATEWAY_MODEL}:\n"
+        "    deployments:\n"
+        "      - name: nginx\n"
+        "        backend: openai_http\n"
+        f"        url: {upstream.base_url}\n"
+        f"        model: {UPSTREAM_MODEL}\n"
+        "        max_concurrency: 1024\n"
+    )
+
+
+@dataclass(frozen=True)
+class SwitchgearGateway:
+    """Switchgear's `switchgear serve`, full path on (request records to SQLite, metrics)."""
+
+    executable: Path
+    name: str = "switchgear"
+    startup_timeout_s: float = 60.0
+
+    def missing(self) -> str | None:
+        """Set when the `switchgear` command is not installed in the venv."""
+        return None if self.executable.exists() else f"{self.executable} does not exist"
+
+    def version(self) -> str:
+        """`switchgear --version`."""
+        return _first_line([str(self.executable), "--version"])
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """`switchgear serve` with a generated config; a fresh SQLite file each run."""
+        directory = work_dir / "switchgear"
+        directory.mkdir(parents=True, exist_ok=True)
+        database = directory / "bench.db"
+        for stale in directory.glob("bench.db*"):
+            stale.unlink()
+        config = directory / "switchgear.yaml"
+        config.write_text(switchgear_config(upstream, database))
+        argv = [str(self.executable), "serve", "--config", str(config),
+                "--host", "127.0.0.1", "--port", str(port)]
+        process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
+                                 env=_environment({"PYTHONUNBUFFERED": "1"}), cwd=directory)
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            GATEWAY_MODEL, JSON_HEADERS)
+        return Launch(process, endpoint)
+
+
+def litellm_config(upstream: NginxUpstream) -> str:
+    """LiteLLM proxy's YAML config: one model mapped to `openai/<upstream model>` on the upstream."""
+    return (
+        "model_list:\n"
+        f"  - model_name: {GATEWAY_MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{UPSTREAM_MODEL}\n"
+        f"      api_base: {upstream.base_url}\n"
+        "      api_key: x\n"
+    )
+
+
+# Offline, quiet, no telemetry: the model cost map ships with the package; log errors only
+# (which also turns off uvicorn's per-request access log).
+LITELLM_ENV: Mapping[str, str] = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_ADMIN_UI": "True",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+@dataclass(frozen=True)
+class LiteLLMProxy:
+    """LiteLLM's proxy (`litellm --config`), installed in its own venv, one worker."""
+
+    venv: Path
+    name: str = "litellm"
+    startup_timeout_s: float = 120.0
+
+    def missing(self) -> str | None:
+        """Set when setup.sh has not installed LiteLLM."""
+        binary = self.venv / "bin" / "litellm"
+        return None if binary.exists() else f"{binary} does not exist (run setup.sh)"
+
+    def version(self) -> str:
+        """The installed litellm distribution's version."""
+        found = sorted(self.venv.glob("lib/python*/site-packages/litellm-*.dist-info"))
+        return found[-1].name.removesuffix(".dist-info") if found else "litellm (unknown)"
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """`litellm --config` with a generated config, one uvicorn worker, a fresh master key."""
+        directory = work_dir / "litellm"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "litellm.yaml"
+        config.write_text(litellm_config(upstream))
+        argv = [str(self.venv / "bin" / "litellm"), "--config", str(config),
+                "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        # LiteLLM refuses to start without a master key; clients send it as their bearer token.
+        master_key = f"sk-{secrets.token_hex(32)}"
+        environment = _environment({**LITELLM_ENV, "LITELLM_MASTER_KEY": master_key})
+        process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
+                                 env=environment, cwd=directory)
+        headers = {**JSON_HEADERS, "Authorization": f"Bearer {master_key}"}
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            GATEWAY_MODEL, headers)
+        return Launch(process, endpoint)
+
+
+@dataclass(frozen=True)
+class PortkeyGateway:
+    """Portkey's open-source gateway on Node.js, headless, provider and host given per request."""
+
+    package_dir: Path
+    name: str = "portkey"
+    startup_timeout_s: float = 60.0
+
+    @property
+    def entry_point(self) -> Path:
+        """The package's `bin`: build/start-server.js."""
+        return self.package_dir / "build" / "start-server.js"
+
+    def missing(self) -> str | None:
+        """Set when setup.sh has not installed the gateway."""
+        return None if self.entry_point.exists() else f"{self.entry_point} does not exist"
+
+    def version(self) -> str:
+        """@portkey-ai/gateway's version from its package.json."""
+        manifest = json.loads((self.package_dir / "package.json").read_text())
+        return f"@portkey-ai/gateway {manifest.get('version', 'unknown')}"
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """`node build/start-server.js --port=P --headless` in production mode."""
+        directory = work_dir / "portkey"
+        directory.mkdir(parents=True, exist_ok=True)
+        argv = ["node", str(self.entry_point), f"--port={port}", "--headless"]
+        process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
+                                 env=_environment({"NODE_ENV": "production"}), cwd=directory)
+        headers = {
+            **JSON_HEADERS,
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": upstream.base_url,
+        }
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            UPSTREAM_MODEL, headers)
+        return Launch(process, endpoint)

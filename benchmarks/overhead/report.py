@@ -1,0 +1,187 @@
+"""What the benchmark prints and writes: the results table, target checks, method and JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from load import LoadResult
+
+BASELINE = "upstream"
+SWITCHGEAR = "switchgear"
+TARGET_REQUESTS_PER_S = 1_000.0
+TARGET_ADDED_P50_MS_AT_1 = 0.5
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One target at one concurrency: the warm-up run, the measured run and the gateway's CPU.
+
+    ``cpu_ms_per_request`` is the CPU time the target's processes used during the measured run
+    divided by the requests answered (None for the upstream, which has no process of its own).
+    """
+
+    target: str
+    concurrency: int
+    warmup: LoadResult
+    measured: LoadResult
+    cpu_ms_per_request: float | None = None
+
+
+@dataclass
+class TargetOutcome:
+    """How one target fared: measured, skipped (not installed) or failed (with the reason)."""
+
+    name: str
+    version: str = ""
+    status: str = "measured"
+    reason: str = ""
+    measurements: list[Measurement] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the figures were made, printed under the table."""
+
+    cpu_count: int
+    cpu_model: str
+    load_core: int
+    gateway_core: int
+    seconds: int
+    warmup_seconds: int
+    concurrencies: Sequence[int]
+    request_body: str
+    response_body: str
+    tools: Sequence[str]
+    load_average_before: str
+    load_average_after: str
+
+    def paragraph(self) -> str:
+        """The method as prose."""
+        levels = ", ".join(str(c) for c in self.concurrencies)
+        return (
+            f"Method: {self.cpu_count} CPUs ({self.cpu_model}). The upstream is nginx (one worker,"
+            f" keep-alive, access log off) answering every POST /v1/chat/completions with a fixed"
+            f" {len(self.response_body)}-byte chat.completion (with usage), pinned to core"
+            f" {self.load_core} with taskset; the load generator wrk runs in its own process on"
+            f" the same core {self.load_core}; each gateway runs alone, pinned to core"
+            f" {self.gateway_core}, started fresh and pointed at the same nginx, one after another."
+            f" Per target and concurrency ({levels} keep-alive connections, wrk threads ="
+            f" min(concurrency, 2)): a {self.warmup_seconds} s warm-up run, then a"
+            f" {self.seconds} s measured run; non-streaming; request body"
+            f" ({len(self.request_body)} bytes, model name per target): {self.request_body}."
+            f" Latency percentiles are wrk's (--latency); 'added' is the target's p50 minus the"
+            f" upstream's p50 at the same concurrency; 'cpu ms/req' is the CPU time (user +"
+            f" system, from /proc) the gateway's processes used in the measured run divided by the"
+            f" requests answered; 'errors' counts non-2xx/3xx answers and socket errors in the"
+            f" measured run. Load average (1/5/15 min) before: {self.load_average_before};"
+            f" after: {self.load_average_after} (other work on the machine skews the figures)."
+            f" Versions: {'; '.join(self.tools)}."
+        )
+
+
+def _baseline_p50(outcomes: Sequence[TargetOutcome]) -> dict[int, float]:
+    return {
+        m.concurrency: m.measured.p50_ms
+        for outcome in outcomes
+        if outcome.name == BASELINE
+        for m in outcome.measurements
+    }
+
+
+def table(outcomes: Sequence[TargetOutcome]) -> str:
+    """The results as a fixed-width text table, one row per target and concurrency."""
+    baseline = _baseline_p50(outcomes)
+    header = ("target", "conc", "req/s", "p50 ms", "p99 ms", "p50 added ms", "cpu ms/req",
+              "errors")
+    rows: list[tuple[str, ...]] = []
+    for outcome in outcomes:
+        if outcome.status != "measured" and not outcome.measurements:
+            rows.append((outcome.name, "-", outcome.status, "", "", "", "", ""))
+            continue
+        for m in outcome.measurements:
+            result = m.measured
+            added = (
+                f"{result.p50_ms - baseline[m.concurrency]:+.3f}"
+                if m.concurrency in baseline and outcome.name != BASELINE
+                else "-"
+            )
+            cpu = "-" if m.cpu_ms_per_request is None else f"{m.cpu_ms_per_request:.3f}"
+            rows.append((
+                outcome.name, str(m.concurrency), f"{result.requests_per_s:,.0f}",
+                f"{result.p50_ms:.3f}", f"{result.p99_ms:.3f}", added, cpu, str(result.errors),
+            ))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def target_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
+    """Switchgear against its targets (>= 1,000 req/s; <= 0.5 ms added p50 at concurrency 1)."""
+    switchgear = next((o for o in outcomes if o.name == SWITCHGEAR and o.measurements), None)
+    if switchgear is None:
+        return ["Switchgear targets: not checked (Switchgear was not measured)."]
+    best = max(switchgear.measurements, key=lambda m: m.measured.requests_per_s)
+    lines = [
+        f"Switchgear throughput: {best.measured.requests_per_s:,.0f} req/s at concurrency"
+        f" {best.concurrency} (target >= {TARGET_REQUESTS_PER_S:,.0f}):"
+        f" {'met' if best.measured.requests_per_s >= TARGET_REQUESTS_PER_S else 'MISSED'}"
+    ]
+    baseline = _baseline_p50(outcomes)
+    at_one = next((m for m in switchgear.measurements if m.concurrency == 1), None)
+    if at_one is None or 1 not in baseline:
+        lines.append("Switchgear added p50 at concurrency 1: not checked (needs upstream and c=1).")
+    else:
+        added = at_one.measured.p50_ms - baseline[1]
+        verdict = "met" if added <= TARGET_ADDED_P50_MS_AT_1 else "MISSED"
+        lines.append(
+            f"Switchgear added p50 at concurrency 1: {added:.3f} ms"
+            f" (target <= {TARGET_ADDED_P50_MS_AT_1} ms): {verdict}"
+        )
+    return lines
+
+
+def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:
+    """Failures, skips and runs with errors: each makes the figures of that target worthless."""
+    found = [
+        f"{o.name}: {o.status}: {o.reason.splitlines()[0] if o.reason else ''}"
+        for o in outcomes
+        if o.status != "measured"
+    ]
+    for outcome in outcomes:
+        for m in outcome.measurements:
+            if m.warmup.errors or m.measured.errors:
+                found.append(
+                    f"{outcome.name} at concurrency {m.concurrency}: {m.warmup.errors} errors in"
+                    f" warm-up, {m.measured.errors} in the measured run"
+                    f" ({m.measured.non_2xx} non-2xx, {m.measured.socket_errors} socket)"
+                )
+    return found
+
+
+def write_json(path: Path, outcomes: Sequence[TargetOutcome], method: Method) -> None:
+    """Everything measured, with the method, as JSON at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    baseline = _baseline_p50(outcomes)
+    document = {
+        "method": {**asdict(method), "paragraph": method.paragraph()},
+        "targets": [
+            {
+                **asdict(outcome),
+                "added_p50_ms": {
+                    str(m.concurrency): m.measured.p50_ms - baseline[m.concurrency]
+                    for m in outcome.measurements
+                    if m.concurrency in baseline
+                },
+            }
+            for outcome in outcomes
+        ],
+        "checks": target_checks(outcomes),
+        "problems": problems(outcomes),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
