@@ -253,3 +253,22 @@ async def _scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
+
+
+async def test_a_client_leaving_mid_stream_frees_its_slot(wait_until: WaitUntil) -> None:
+    running = await start_simulator(
+        ModelOptions(slots=1, ttft_ms=1, tpot_ms=20, mean_output_tokens=500, seed=1)
+    )
+    try:
+        async with openai.AsyncOpenAI(base_url=running.base_url, api_key="test",
+                                      max_retries=0, timeout=10) as sim_client:
+            stream = await sim_client.chat.completions.create(model="sim", messages=HELLO,
+                                                              stream=True)
+            async for _ in stream:
+                break
+            assert running.state.model.busy_slots == 1
+            await stream.close()
+        await wait_until(lambda: running.state.model.busy_slots == 0)
+        await wait_until(lambda: b'status="client_closed"' in running.state.metrics.render())
+    finally:
+        await running.stop()

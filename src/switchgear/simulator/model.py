@@ -11,7 +11,6 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from switchgear.errors import InvalidRequest
 from switchgear.exchange import Operation
 from switchgear.simulator.bodies import completion_shape, embedding_list, model_list, usage
 from switchgear.simulator.options import ModelOptions
@@ -105,11 +104,6 @@ class SimulatedModel:
             text = "".join([token async for token in tokens])
         return shape.whole(text, generation.finish_reason, self._usage(generation))
 
-    def stream(self, generation: Generation) -> AsyncGenerator[Body, None]:
-        """Generate the answer as stream chunks, the usage chunk last when it was asked for."""
-        if generation.request.operation is Operation.EMBEDDINGS:
-            raise InvalidRequest("embeddings cannot be streamed", param="stream")
-        return self._chunks(generation)
 
     async def embed(self, request: EmbeddingRequest) -> Body:
         """Embed every input as a deterministic unit vector derived from its text."""
@@ -125,7 +119,8 @@ class SimulatedModel:
         """Return once nothing runs and nothing waits."""
         await self._slots.wait_idle()
 
-    async def _chunks(self, generation: Generation) -> AsyncGenerator[Body, None]:
+    async def stream(self, generation: Generation) -> AsyncGenerator[Body, None]:
+        """Generate the answer as stream chunks, the usage chunk last when it was asked for."""
         shape = completion_shape(generation.request.operation, generation.request.model)
         opening = shape.opening()
         async with aclosing(self._tokens(generation)) as tokens:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -21,8 +22,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from switchgear.errors import InvalidRequest, MethodNotAllowed, NotFound, SwitchgearError
+from switchgear.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    SwitchgearError,
+    internal_error,
+)
 from switchgear.exchange import Operation
 from switchgear.simulator.connection import cut_connection, reset_connection
 from switchgear.simulator.faults import Failure, Faults
@@ -37,6 +45,8 @@ CHUNKS_BEFORE_DISCONNECT = 2
 SHUTDOWN_SECONDS = 2.0
 #: The outcome of the request being handled when it has no HTTP status (reset, hang, disconnect).
 _FAULT_OUTCOME: ContextVar[str | None] = ContextVar("switchgear_sim_fault_outcome", default=None)
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -152,7 +162,7 @@ class OperatorEndpoints:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics``: Prometheus text."""
         return web.Response(body=self._state.metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_faults(self, request: web.Request) -> web.StreamResponse:
         """``GET /admin/faults``: the faults in force."""
@@ -272,7 +282,7 @@ async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamRe
         response = await handler(request)
         outcome = str(response.status)
         return response
-    except ConnectionDropped:
+    except (ConnectionDropped, ConnectionError):
         return web.Response()  # never sent: aiohttp finds the transport closed
     except SwitchgearError as error:
         outcome = str(error.status)
@@ -281,6 +291,11 @@ async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamRe
         mapped = _mapped_http_error(request, error)
         outcome = str(mapped.status)
         return _error_response(mapped)
+    except Exception:
+        logger.exception("simulator: unexpected error answering %s %s",
+                         request.method, request.path)
+        outcome = "500"
+        return _error_response(internal_error())
     finally:
         if request.path.startswith("/v1/"):
             request.app[STATE].metrics.count(_FAULT_OUTCOME.get() or outcome)
