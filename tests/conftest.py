@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 
 from switchgear.config import Config, parse_config
 
-from servers import BackgroundLoop
+from servers import POSTGRES_URL, BackgroundLoop, drop_schema
 
 
 @pytest.fixture
@@ -35,3 +37,15 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
         return parse_config(data)
 
     return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh record store of each kind: a SQLite file, and a PostgreSQL schema dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/records.db"
+        return
+    schema = f"sg_test_{uuid.uuid4().hex}"
+    yield f"{POSTGRES_URL}?schema={schema}"
+    asyncio.run(drop_schema(schema))
+

@@ -10,10 +10,13 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 import uvicorn
 
 from switchgear.config import Config
 from switchgear.gateway.server import uvicorn_config
+from switchgear.store import open_store
+from switchgear.store.records import RequestRecord
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -62,3 +65,25 @@ def gateway(config: Config) -> Iterator[str]:
         server.should_exit = True
         thread.join(60)
 
+
+async def drop_schema(schema: str) -> None:
+    """Drop a test's PostgreSQL schema and everything in it."""
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+def fetch_records(url: str) -> list[RequestRecord]:
+    """Every row of the store at ``url``."""
+
+    async def fetch() -> list[RequestRecord]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.fetch()
+        finally:
+            await store.close()
+
+    return asyncio.run(fetch())
