@@ -87,3 +87,15 @@ def fetch_records(url: str) -> list[RequestRecord]:
             await store.close()
 
     return asyncio.run(fetch())
+
+
+def wait_for_record(url: str, request_id: str, timeout: float = 10) -> RequestRecord:
+    """The row of ``request_id``, once the batched writer has written it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in fetch_records(url):
+            if record.request_id == request_id:
+                return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no record of {request_id} after {timeout}s")
+        time.sleep(0.05)

@@ -1,19 +1,25 @@
 """The openai_http backend: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, hosted APIs).
 
-Connections are pooled and kept alive; a stream is passed on chunk by chunk as it arrives.
-aiohttp's errors are mapped to switchgear.errors here and nowhere else.
+Connections are pooled and kept alive; a stream is passed on chunk by chunk as it arrives. The HTTP
+client's errors are mapped to switchgear.errors here and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
-import aiohttp
 import orjson
 
 from switchgear.backends.base import Body
+from switchgear.backends.http_client import (
+    ClientError,
+    ConnectFailed,
+    ConnectionClosed,
+    ConnectionPool,
+    Response,
+    ResponseTimeout,
+)
 from switchgear.config import DeploymentConfig
 from switchgear.errors import (
     SwitchgearError,
@@ -31,24 +37,40 @@ PATHS = {
     Operation.EMBEDDINGS: "/embeddings",
 }
 DONE = b"[DONE]"
+#: Seconds a readiness check may take.
+CHECK_TIMEOUT = 2.0
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
-def map_client_error(error: BaseException, name: str) -> SwitchgearError:
-    """The gateway error for an aiohttp (or timeout) failure talking to deployment ``name``."""
-    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+def map_client_error(error: ClientError, name: str) -> SwitchgearError:
+    """The gateway error for an HTTP client failure talking to deployment ``name``."""
+    if isinstance(error, ResponseTimeout):
         return UpstreamTimeout(f"Deployment '{name}' did not answer in time.")
-    if isinstance(error, aiohttp.ClientConnectorError):
+    if isinstance(error, ConnectFailed):
         return UpstreamConnectError(f"Deployment '{name}' is unreachable.")
-    return UpstreamProtocolError(f"Deployment '{name}' broke the connection: "
-                                 f"{type(error).__name__}.")
+    if isinstance(error, ConnectionClosed) and error.before_response:
+        return UpstreamProtocolError(f"Deployment '{name}' closed the connection without answering.")
+    return UpstreamProtocolError(f"Deployment '{name}' broke the connection: {error}.")
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of a server-sent-event stream, given its raw chunks."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip()
 
 
 class OpenAIHTTPBackend:
@@ -57,43 +79,42 @@ class OpenAIHTTPBackend:
     def __init__(self, config: DeploymentConfig) -> None:
         assert config.url is not None
         self.name = config.name
-        self._base = config.url
-        self._limit = config.max_concurrency
-        self._timeout = aiohttp.ClientTimeout(total=config.timeouts.total,
-                                              sock_connect=config.timeouts.connect)
-        self._headers = {"Content-Type": "application/json"}
+        self._url = config.url
+        self._connect_timeout = config.timeouts.connect
+        self._total_timeout = config.timeouts.total
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         api_key = config.api_key()
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        """Open the connection pool."""
-        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60,
-                                         enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers=self._headers,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(), auto_decompress=True,
-        )
+        """Open the connection pool (connections are made on first use)."""
+        self._pool = ConnectionPool(self._url, connect_timeout=self._connect_timeout,
+                                    headers=self._headers)
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The open session (``start`` must have run)."""
-        assert self._session is not None, "backend not started"
-        return self._session
+    async def _send(self, method: str, path: str, body: bytes, seconds: float) -> Response:
+        assert self._pool is not None, "backend not started"
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            return await self._pool.request(method, path, body, deadline)
+        except ClientError as error:
+            raise map_client_error(error, self.name) from None
+
+    async def _read(self, response: Response) -> bytes:
+        try:
+            return await response.read()
+        except ClientError as error:
+            raise map_client_error(error, self.name) from None
+        finally:
+            response.close()
 
     async def complete(self, operation: Operation, body: Body) -> Body:
         """POST the request and return the parsed JSON answer."""
-        try:
-            async with self.session.post(self._base + PATHS[operation],
-                                         data=orjson.dumps(body)) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, raw, response.headers)
-        except SwitchgearError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as error:
-            raise map_client_error(error, self.name) from None
+        response = await self._send("POST", PATHS[operation], orjson.dumps(body), self._total_timeout)
+        raw = await self._read(response)
+        if response.status >= 400:
+            raise self._status_error(response.status, raw, response.headers)
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -105,26 +126,21 @@ class OpenAIHTTPBackend:
 
     async def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
         """POST the request and yield each server-sent event's JSON until ``[DONE]``."""
+        response = await self._send("POST", PATHS[operation], orjson.dumps(body), self._total_timeout)
+        if response.status >= 400:
+            raise self._status_error(response.status, await self._read(response), response.headers)
         try:
-            async with self.session.post(self._base + PATHS[operation],
-                                         data=orjson.dumps(body)) as response:
-                if response.status >= 400:
-                    raw = await response.read()
-                    raise self._status_error(response.status, raw, response.headers)
-                async for line in response.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == DONE:
-                        return
-                    chunk = self._chunk(data)
-                    if "error" in chunk:
-                        raise self._event_error(chunk)
-                    yield chunk
-        except SwitchgearError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as error:
+            async for data in sse_data(response.iter_chunks()):
+                if data == DONE:
+                    return
+                chunk = self._chunk(data)
+                if "error" in chunk:
+                    raise self._event_error(chunk)
+                yield chunk
+        except ClientError as error:
             raise map_client_error(error, self.name) from None
+        finally:
+            response.close()
         raise UpstreamProtocolError(f"Deployment '{self.name}' ended the stream without [DONE].")
 
     def _chunk(self, data: bytes) -> Body:
@@ -142,7 +158,8 @@ class OpenAIHTTPBackend:
         message = error.get("message") if isinstance(error, dict) else str(error)
         return UpstreamProtocolError(f"Deployment '{self.name}' failed mid-stream: {message}")
 
-    def _status_error(self, status: int, raw: bytes, headers: Any) -> UpstreamStatusError:
+    def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]
+                      ) -> UpstreamStatusError:
         message, kind, param, code = f"Deployment '{self.name}' answered {status}.", None, None, None
         try:
             error = orjson.loads(raw).get("error")
@@ -158,20 +175,14 @@ class OpenAIHTTPBackend:
 
     async def check(self) -> None:
         """GET /models: raise an UpstreamError unless the server answers 200."""
-        try:
-            async with self.session.get(self._base + "/models",
-                                        timeout=aiohttp.ClientTimeout(total=2)) as response:
-                await response.read()
-                if response.status != 200:
-                    raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
-                                              f"{response.status}.", status=503)
-        except SwitchgearError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as error:
-            raise map_client_error(error, self.name) from None
+        response = await self._send("GET", "/models", b"", CHECK_TIMEOUT)
+        await self._read(response)
+        if response.status != 200:
+            raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
+                                      f"{response.status}.", status=503)
 
     async def aclose(self) -> None:
-        """Close the pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the pool's connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -28,7 +28,7 @@ from switchgear.gateway.http import (
     send_events,
     send_json,
 )
-from switchgear.gateway.requests import make_exchange, new_request_id
+from switchgear.gateway.requests import RequestIds, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body
 from switchgear.telemetry.metrics import CONTENT_TYPE
@@ -46,6 +46,7 @@ class GatewayApp:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.request_ids = RequestIds()
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
             "/v1/completions": {"POST": partial(self.openai, Operation.COMPLETIONS)},
@@ -81,7 +82,7 @@ class GatewayApp:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch by path and method; 404 and 405 in OpenAI's shape."""
-        request_id = new_request_id()
+        request_id = self.request_ids.new()
         methods = self.routes.get(scope["path"].rstrip("/") or "/")
         try:
             if methods is None:

@@ -1,0 +1,71 @@
+"""The zero-setup default: the gateway serving the embedded SmolLM2 model through llama.cpp."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from switchgear.config import DEFAULT_ALIAS, Config, StoreConfig
+
+from servers import gateway, wait_for_record
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The default config (embedded model as 'smollm2') with records in a temporary SQLite file."""
+    store_url = f"sqlite:///{tmp_path_factory.mktemp('embedded')}/records.db"
+    config = Config(store=StoreConfig(url=store_url, flush_interval_ms=20))
+    with gateway(config) as base_url:
+        yield base_url, store_url
+
+
+def test_the_default_config_serves_smollm2(embedded: tuple[str, str]) -> None:
+    base_url, _ = embedded
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as sdk:
+        assert [model.id for model in sdk.models.list().data] == [DEFAULT_ALIAS]
+
+
+def test_chat_with_real_tokens_and_counted_usage(embedded: tuple[str, str]) -> None:
+    base_url, store_url = embedded
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model=DEFAULT_ALIAS, max_tokens=8, temperature=0,
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        answer = raw.parse()
+    text = answer.choices[0].message.content
+    assert text and text.strip()
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens > 5  # the chat template wraps the question
+    assert 0 < answer.usage.completion_tokens <= 8
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    row = wait_for_record(store_url, raw.headers["x-request-id"])
+    assert (row.prompt_tokens, row.completion_tokens) == (answer.usage.prompt_tokens,
+                                                          answer.usage.completion_tokens)
+    assert row.deployment == "embedded" and row.status == 200
+
+
+def test_streamed_chat_token_by_token_with_usage(embedded: tuple[str, str]) -> None:
+    base_url, _ = embedded
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as sdk:
+        chunks = list(sdk.chat.completions.create(
+            model=DEFAULT_ALIAS, max_tokens=8, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Count from one to ten."}]))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) >= 2
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens >= len(deltas) - 1
+    assert usage.prompt_tokens > 0
+
+
+def test_a_prompt_beyond_the_context_window_is_a_400(embedded: tuple[str, str]) -> None:
+    base_url, _ = embedded
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as sdk, \
+            pytest.raises(openai.BadRequestError) as error:
+        sdk.chat.completions.create(model=DEFAULT_ALIAS, max_tokens=4, messages=[
+            {"role": "user", "content": "lorem ipsum " * 2000}])
+    assert error.value.code == "context_length_exceeded"
