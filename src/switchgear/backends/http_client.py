@@ -83,6 +83,7 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._response: Response | None = None
         self._complete = False
+        self._keep_alive = False
         self._error: ClientError | None = None
         self._paused = False
         self.reused = False
@@ -131,6 +132,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        self._keep_alive = self._parser.should_keep_alive()  # the parser forgets once reset
         self._complete = True
         self._wake()
 
@@ -172,8 +174,7 @@ class Connection(asyncio.Protocol):
     def finish(self) -> None:
         """The caller is done with the response: pool the connection or close it."""
         self._cancel_timer()
-        reusable = (self._complete and self._error is None and not self.closed
-                    and self._parser.should_keep_alive())
+        reusable = self._complete and self._keep_alive and self._error is None and not self.closed
         self._response = None
         if reusable:
             self.reused = True

@@ -11,6 +11,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+import orjson
+
 from switchgear.store.base import RequestLogSQL, StoreUnavailable, describe_failure
 from switchgear.store.migrations import (
     CREATE_SCHEMA_MIGRATIONS,
@@ -23,6 +25,15 @@ from switchgear.store.records import COLUMNS, RequestRecord
 T = TypeVar("T")
 
 SQL = RequestLogSQL.of("sqlite")
+
+#: The whole batch in one statement: the rows arrive as one JSON array, so the worker thread
+#: gives up the GIL once per batch, not once per row. Per-row handoffs stalled the event loop for
+#: milliseconds at each flush under load (p99 4 ms against 0.7 ms, benchmarks/overhead).
+_ROW_FIELDS = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(COLUMNS)))
+INSERT_BATCH = (
+    f"INSERT INTO request_log ({', '.join(COLUMNS)}) SELECT {_ROW_FIELDS} "
+    "FROM json_each(?) WHERE true ON CONFLICT (request_id) DO NOTHING"
+)
 RECORD_MIGRATION = record_applied("sqlite")
 
 #: Seconds between tries to switch a new file to WAL while another connection holds it.
@@ -86,8 +97,9 @@ class SQLiteConnection:
 
     def write(self, records: Sequence[RequestRecord]) -> None:
         """Insert ``records`` in one transaction, skipping request ids already stored."""
+        rows = orjson.dumps([record.values() for record in records])
         with self.transaction() as cursor:
-            cursor.executemany(SQL.insert, (record.values() for record in records))
+            cursor.execute(INSERT_BATCH, (rows,))
 
     def probe(self) -> None:
         """Take the write lock with a write that changes nothing."""
