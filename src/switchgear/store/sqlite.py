@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,10 @@ INSERT_BATCH = (
 )
 RECORD_MIGRATION = record_applied("sqlite")
 
+#: Seconds a batch may lag before the writer thread leaves idle priority, and rejoins it.
+BEHIND_SECONDS = 2.0
+CAUGHT_UP_SECONDS = 0.5
+
 #: Seconds between tries to switch a new file to WAL while another connection holds it.
 WAL_SWITCH_PAUSE = 0.01
 
@@ -45,6 +51,35 @@ BOOLEAN_POSITIONS: tuple[int, ...] = tuple(
     for position, name in enumerate(COLUMNS)
     if get_type_hints(RequestRecord)[name] is bool
 )
+
+
+class WriterPriority:
+    """Keeps the writer thread out of the event loop's way without letting records pile up.
+
+    On one core, a writer at normal priority gets whole kernel time slices while requests wait:
+    p99 4 ms against 0.4 ms without writes (benchmarks/overhead). So the thread runs at idle
+    priority, in the gaps between requests, while batches arrive fresh; when they arrive late
+    (the gateway is saturated and leaves no gaps) it competes normally until it has caught up.
+    """
+
+    def __init__(self) -> None:
+        self.idle = False
+
+    def adjust(self, oldest: float) -> None:
+        """Set this thread's priority for a batch whose oldest record finished at ``oldest``."""
+        lag = time.time() - oldest
+        if self.idle and lag > BEHIND_SECONDS:
+            self.idle = not _set_policy(os.SCHED_OTHER)
+        elif not self.idle and lag < CAUGHT_UP_SECONDS:
+            self.idle = _set_policy(os.SCHED_IDLE)
+
+
+def _set_policy(policy: int) -> bool:
+    try:
+        os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux, or not allowed: leave the thread as it is
+        return False
+    return True
 
 
 def record_of(row: Sequence[Any]) -> RequestRecord:
@@ -59,6 +94,7 @@ class SQLiteConnection:
     """A sqlite3 connection to the store's file; every method blocks, so it runs on one thread."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
+        self.priority = WriterPriority()
         self.connection = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=True
         )
@@ -97,6 +133,7 @@ class SQLiteConnection:
 
     def write(self, records: Sequence[RequestRecord]) -> None:
         """Insert ``records`` in one transaction, skipping request ids already stored."""
+        self.priority.adjust(min(record.done_at or record.received_at for record in records))
         rows = orjson.dumps([record.values() for record in records])
         with self.transaction() as cursor:
             cursor.execute(INSERT_BATCH, (rows,))
