@@ -115,14 +115,7 @@ class OpenAIHTTPBackend:
         raw = await self._read(response)
         if response.status >= 400:
             raise self._status_error(response.status, raw, response.headers)
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a body that is "
-                                        "not JSON.") from None
-        if not isinstance(answer, dict):
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a non-object body.")
-        return answer
+        return self._json_object(raw, "body")
 
     async def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
         """POST the request and yield each server-sent event's JSON until ``[DONE]``."""
@@ -133,7 +126,7 @@ class OpenAIHTTPBackend:
             async for data in sse_data(response.iter_chunks()):
                 if data == DONE:
                     return
-                chunk = self._chunk(data)
+                chunk = self._json_object(data, "event")
                 if "error" in chunk:
                     raise self._event_error(chunk)
                 yield chunk
@@ -143,15 +136,16 @@ class OpenAIHTTPBackend:
             response.close()
         raise UpstreamProtocolError(f"Deployment '{self.name}' ended the stream without [DONE].")
 
-    def _chunk(self, data: bytes) -> Body:
+    def _json_object(self, data: bytes, what: str) -> Body:
+        """``data`` parsed as a JSON object, or an UpstreamProtocolError naming ``what`` it was."""
         try:
-            chunk = orjson.loads(data)
+            parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent an event that is "
-                                        "not JSON.") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a non-object event.")
-        return chunk
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a {what} that is not "
+                                        "a JSON object.")
+        return parsed
 
     def _event_error(self, chunk: Body) -> UpstreamError:
         error = chunk.get("error") or {}

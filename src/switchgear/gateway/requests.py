@@ -28,24 +28,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _number(low: float, high: float) -> Check:
+def _ranged(kind: str, accepts: Callable[[Any], bool], low: float, high: float) -> Check:
     def check(value: Any, param: str) -> None:
-        if not _is_number(value):
-            raise InvalidRequest(f"{param} must be a number, got {value!r}", param=param)
+        if not accepts(value):
+            raise InvalidRequest(f"{param} must be {kind}, got {value!r}", param=param)
         if not low <= value <= high:
             raise InvalidRequest(f"{param} must be between {low:g} and {high:g}, got {value}",
                                  param=param)
     return check
 
 
+def _number(low: float, high: float) -> Check:
+    return _ranged("a number", _is_number, low, high)
+
+
 def _integer(low: int, high: int) -> Check:
-    def check(value: Any, param: str) -> None:
-        if not _is_int(value):
-            raise InvalidRequest(f"{param} must be an integer, got {value!r}", param=param)
-        if not low <= value <= high:
-            raise InvalidRequest(f"{param} must be between {low} and {high}, got {value}",
-                                 param=param)
-    return check
+    return _ranged("an integer", _is_int, low, high)
 
 
 def _boolean(value: Any, param: str) -> None:
