@@ -27,9 +27,12 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
-    """Seconds to wait for an upstream: to connect, and for the whole answer."""
+    """Seconds to wait for an upstream: to connect, for the first token (the whole answer when
+    not streamed), for each further streamed chunk, and for everything."""
 
     connect: float = Field(5.0, gt=0)
+    ttft: float = Field(60.0, gt=0)
+    idle: float = Field(30.0, gt=0)
     total: float = Field(600.0, gt=0)
 
 
@@ -99,17 +102,89 @@ class DeploymentConfig(_Strict):
         return key
 
 
-class ModelConfig(_Strict):
-    """A model alias clients ask for, and the deployments that serve it."""
+PolicyName = Literal["weighted", "least_outstanding", "latency", "cost", "priority"]
 
-    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+class Variant(_Strict):
+    """One arm of an experiment: another alias and its share of the traffic."""
+
+    model: str = Field(min_length=1)
+    weight: float = Field(gt=0)
+    canary: bool = False
+
+
+class CanaryGuard(_Strict):
+    """When a canary is rolled back: its error rate or p95 latency worse than the baseline's by
+    more than these margins, once both have ``min_samples`` requests in the last ``window_s``."""
+
+    error_rate_margin: float = Field(0.05, ge=0, le=1)
+    p95_margin: float = Field(0.5, ge=0)
+    min_samples: int = Field(50, ge=1)
+    window_s: float = Field(300.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    """A model alias clients ask for: deployments that serve it, or variants that split it."""
+
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    policy: PolicyName = "weighted"
+    #: The latency signal of the latency and cost policies: time to first token, or the whole.
+    latency_signal: Literal["ttft", "total"] = "ttft"
+    #: The cost policy takes the cheapest deployment whose latency is within this target.
+    latency_target_ms: float | None = Field(None, gt=0)
+    #: Aliases to try, in order, when this one fails, is overloaded or its context is too short.
+    fallbacks: list[str] = Field(default_factory=list)
+    variants: list[Variant] = Field(default_factory=list)
+    #: What keeps a client on one variant: its ``user`` field, its API key, or nothing.
+    sticky: Literal["user", "key", "none"] = "user"
+    canary_guard: CanaryGuard = CanaryGuard()
 
     @model_validator(mode="after")
-    def _unique_names(self) -> ModelConfig:
+    def _deployments_or_variants(self) -> ModelConfig:
+        if bool(self.deployments) == bool(self.variants):
+            raise ValueError("give either deployments or variants (an experiment), not both")
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             raise ValueError(f"deployment names must be unique, got {names}")
+        if sum(v.canary for v in self.variants) > 1:
+            raise ValueError("at most one variant can be the canary")
+        if any(v.canary for v in self.variants) and len(self.variants) < 2:
+            raise ValueError("a canary needs a baseline variant beside it")
         return self
+
+
+class RetryConfig(_Strict):
+    """How failed attempts are retried: how often, how far apart, and within what budget."""
+
+    max_attempts: int = Field(3, ge=1)
+    #: Retries may be at most this share of requests (plus ``budget_min_per_second``), as in
+    #: Envoy's and gRPC's retry budgets, so a failing fleet does not face a retry storm.
+    budget_ratio: float = Field(0.2, ge=0)
+    budget_min_per_second: float = Field(5.0, ge=0)
+    backoff_base_ms: float = Field(10.0, ge=0)
+    backoff_max_ms: float = Field(500.0, ge=0)
+
+
+class OutlierConfig(_Strict):
+    """Passive health: when a deployment is ejected, and for how long."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    error_ratio: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    window_s: float = Field(10.0, gt=0)
+    base_ejection_s: float = Field(2.0, gt=0)
+    max_ejection_s: float = Field(60.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    """Resilience settings shared by every alias."""
+
+    retry: RetryConfig = RetryConfig()
+    outlier: OutlierConfig = OutlierConfig()
+    #: Seconds between active health checks of each deployment; None turns them off.
+    health_check_interval_s: float | None = Field(5.0, gt=0)
+    #: How long a request waits for a slot at a full deployment before spilling to the next.
+    queue_timeout_ms: float = Field(50.0, ge=0)
 
 
 class ServerConfig(_Strict):
@@ -141,6 +216,7 @@ class Config(_Strict):
 
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    routing: RoutingConfig = RoutingConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -154,6 +230,14 @@ class Config(_Strict):
     def _some_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
         if not models:
             raise ValueError("at least one model alias is needed")
+        for alias, model in models.items():
+            for other in [*model.fallbacks, *(v.model for v in model.variants)]:
+                if other not in models:
+                    raise ValueError(f"{alias} refers to {other!r}, which is not a model alias")
+                if other == alias:
+                    raise ValueError(f"{alias} refers to itself")
+                if models[other].variants:
+                    raise ValueError(f"{alias} refers to {other!r}, which is itself an experiment")
         return models
 
 

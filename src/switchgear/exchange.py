@@ -74,6 +74,8 @@ class Exchange:
     done: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     deployment: str | None = None
+    #: The experiment variant (an alias) chosen for this request, if its alias splits traffic.
+    variant: str | None = None
     cache_status: str = "miss"
     usage: Usage = field(default_factory=Usage)
     status: int = 200

@@ -17,7 +17,8 @@ def test_version() -> None:
     assert __version__ in result.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["simulate", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["simulate", "--help"],
+                                  ["routes", "--help"]])
 def test_every_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0
@@ -37,7 +38,9 @@ def test_serve_help_names_its_options() -> None:
         ("server: {port: 99999}\n", "server.port"),
         ("models: {m: {deployments: [{name: a, backend: warp}]}}\n", "models.m.deployments.0.backend"),
         ("models: {m: {deployments: [{name: a, backend: openai_http}]}}\n", "needs a url"),
-        ("models: {m: {deployments: []}}\n", "models.m.deployments"),
+        ("models: {m: {deployments: []}}\n", "either deployments or variants"),
+        ("models: {m: {deployments: [{name: a, backend: simulated}], fallbacks: [x]}}\n",
+         "not a model alias"),
         ("store: {url: 'mysql://x'}\n", "store.url"),
         ("surprise: 1\n", "surprise"),
         ("models: [1, 2\n", "not valid YAML"),

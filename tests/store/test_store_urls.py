@@ -11,8 +11,11 @@ from store_support import POSTGRES_URL, WAIT, StoreBench, drop_schema
 
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore, redact_url
+from switchgear.store.migrations import MIGRATIONS
 from switchgear.store.postgres import PostgresStore
 from switchgear.store.sqlite import SQLiteStore
+
+ALL_VERSIONS = [migration.version for migration in MIGRATIONS]
 
 
 async def test_sqlite_relative_url_is_relative_to_the_working_directory(
@@ -44,7 +47,7 @@ async def test_postgres_url_schema_parameter_selects_the_schema(scheme: str) -> 
     try:
         async with asyncio.timeout(WAIT):
             await store.open()
-        assert (await bench.inspect()).versions == [1]
+        assert (await bench.inspect()).versions == ALL_VERSIONS
     finally:
         await bench.close_all()
         await drop_schema(schema)

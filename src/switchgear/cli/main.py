@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
     except ConfigError as error:
         click.echo(f"switchgear: invalid config: {error}", err=True)
         sys.exit(2)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="SWITCHGEAR_URL",
+              show_envvar=True, help="The running gateway's base URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+def routes(url: str, as_json: bool) -> None:
+    """Show each deployment's routing state: healthy / ejected / probing, requests in flight,
+    EWMA latency, error ratio and share of traffic (from GET /admin/routing)."""
+    from switchgear.cli.routes import fetch_routing, render_routing
+
+    try:
+        report = fetch_routing(url)
+    except OSError as error:
+        click.echo(f"switchgear: cannot read {url}/admin/routing: {error}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(report, indent=2) if as_json else render_routing(report))
 
 
 main.add_command(simulate)

@@ -55,6 +55,7 @@ class GatewayApp:
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
             "/metrics": {"GET": self.metrics},
+            "/admin/routing": {"GET": self.routing},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,6 +190,15 @@ class GatewayApp:
         ready = store is None and all(reachable.values())
         report["status"] = "ready" if ready else "unready"
         await send_json(send, 200 if ready else 503, report, request_id)
+
+    async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
+        budget = self.state.budget
+        await send_json(send, 200, {
+            "models": self.state.router.snapshot(),
+            "retry_budget": {"requests": budget.requests, "retries": budget.retries,
+                             "refused": budget.refused, "tokens": round(budget.tokens, 2)},
+        }, request_id)
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /metrics: Prometheus text format."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from switchgear.errors import SwitchgearError, internal_error
@@ -18,20 +18,28 @@ from switchgear.telemetry.metrics import GatewayMetrics
 CLIENT_CLOSED = 499
 
 
-class Recorder:
-    """Finishes an Exchange: its cost, its metrics and its request-log row (written in batches)."""
+Step = Callable[[Exchange], None]
 
-    def __init__(self, prices: PriceBook, metrics: GatewayMetrics, writer: RecordWriter) -> None:
-        self.prices = prices
-        self.metrics = metrics
-        self.writer = writer
+
+class Recorder:
+    """Finishes an Exchange by running its steps in order over it: price it, count it, let the
+    router learn from it, log its row (written in batches, off the hot path)."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+
+    @classmethod
+    def standard(cls, prices: PriceBook, metrics: GatewayMetrics, writer: RecordWriter,
+                 *observers: Step) -> Recorder:
+        """Price, then metrics, then ``observers``, then the request-log row."""
+        return cls([prices.price, metrics.observe, *observers,
+                    lambda exchange: writer.submit(RequestRecord.of(exchange))])
 
     def finish(self, exchange: Exchange) -> None:
-        """Record a finished exchange; O(1), the row is written later off the hot path."""
+        """Record a finished exchange; O(1) per step."""
         exchange.done = time.time()
-        self.prices.price(exchange)
-        self.metrics.observe(exchange)
-        self.writer.submit(RequestRecord.of(exchange))
+        for step in self.steps:
+            step(exchange)
 
     def fail(self, exchange: Exchange, error: SwitchgearError) -> None:
         """Record an exchange that ended in ``error``."""

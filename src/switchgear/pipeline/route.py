@@ -1,40 +1,95 @@
-"""The Route stage: send the request to a deployment, and to another if the first fails early."""
+"""The Route stage: try the router's plan, retrying what is retryable within the retry budget,
+then the alias's fallbacks; never switch deployments after the first streamed byte."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from switchgear.backends.base import Body
-from switchgear.errors import Overloaded, SwitchgearError, UpstreamProtocolError
+from switchgear.config import RetryConfig
+from switchgear.errors import (
+    ContextWindowExceeded,
+    Overloaded,
+    SwitchgearError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from switchgear.exchange import Attempt, Exchange
 from switchgear.pipeline import Reply
+from switchgear.routing.budget import RetryBudget
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
 
+T = TypeVar("T")
+
+#: An upstream error with this code means "too long for this model": go to a fallback alias.
+CONTEXT_CODE = ContextWindowExceeded.code
+#: Characters per token when guessing whether a prompt fits a deployment's context window.
+CHARS_PER_TOKEN = 4
+
+
+def estimated_tokens(exchange: Exchange) -> int:
+    """A cheap upper-side guess of prompt plus output tokens, from the body's text."""
+    body = exchange.body
+    text = body.get("messages") or body.get("prompt") or body.get("input") or ""
+    return len(str(text)) // CHARS_PER_TOKEN + int(body.get("max_tokens") or 0)
+
 
 class Route:
-    """Tries the router's plan in order; a retryable failure before the first byte moves on."""
+    """Tries deployments in the router's order and the alias's fallbacks after them."""
 
-    def __init__(self, router: Router, max_attempts: int = 2) -> None:
+    def __init__(self, router: Router, retry: RetryConfig, budget: RetryBudget,
+                 queue_timeout: float) -> None:
         self.router = router
-        self.max_attempts = max_attempts
+        self.retry = retry
+        self.budget = budget
+        self.queue_timeout = queue_timeout
+        self._random = random.Random()
 
     async def __call__(self, exchange: Exchange) -> Reply:
-        candidates = [d for d in self.router.plan(exchange.model) if d.has_room]
-        if not candidates:
-            raise Overloaded(f"Every deployment of '{exchange.model}' is at its concurrency "
-                             "limit; try again shortly.", retry_after=1)
+        self.budget.on_request()
         error: SwitchgearError | None = None
-        for deployment in candidates[: self.max_attempts]:
-            try:
-                return await self._attempt(exchange, deployment)
-            except SwitchgearError as failure:
-                if not failure.retryable:
-                    raise
-                error = failure
-        assert error is not None
-        raise error
+        for alias in self.router.chain(self.router.resolve(exchange)):
+            for deployment in self._by_room(self.router.plan(alias)):
+                if len(exchange.attempts) >= self.retry.max_attempts:
+                    raise error or _unavailable(alias)
+                window = deployment.config.context_window
+                if window is not None and estimated_tokens(exchange) > window:
+                    error = ContextWindowExceeded(
+                        f"The request is too long for '{alias}' ({window} tokens).",
+                        param="messages")
+                    break
+                if not await deployment.wait_for_room(self.queue_timeout):
+                    error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
+                    continue
+                if exchange.attempts:
+                    if not self.budget.try_retry():
+                        raise error or _unavailable(alias)
+                    await asyncio.sleep(self._backoff(len(exchange.attempts)))
+                if not deployment.health.admit(time.monotonic()):
+                    continue
+                try:
+                    return await self._attempt(exchange, deployment)
+                except SwitchgearError as failure:
+                    error = failure
+                    if failure.code == CONTEXT_CODE:
+                        break  # too long for this alias: its fallbacks may take it
+                    if not failure.retryable:
+                        raise
+        raise error or _unavailable(exchange.model)
+
+    def _by_room(self, plan: list[Deployment]) -> list[Deployment]:
+        """Deployments with a free slot first: a full one is waited for only as a last resort."""
+        return [d for d in plan if d.has_room] + [d for d in plan if not d.has_room]
+
+    def _backoff(self, retry: int) -> float:
+        """Full-jitter exponential backoff before retry number ``retry``."""
+        cap = min(self.retry.backoff_max_ms, self.retry.backoff_base_ms * 2 ** (retry - 1))
+        return self._random.uniform(0, cap) / 1000
 
     async def _attempt(self, exchange: Exchange, deployment: Deployment) -> Reply:
         body = {**exchange.body, "model": deployment.upstream_model}
@@ -42,47 +97,101 @@ class Route:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         attempt = Attempt(deployment.name, started=time.time())
         exchange.attempts.append(attempt)
-        deployment.in_flight += 1
+        timeouts = deployment.config.timeouts
+        started = time.monotonic()
+        chunks: AsyncIterator[Body] | None = None
+        deployment.acquire()
         try:
             if exchange.stream:
                 chunks = deployment.backend.stream(exchange.operation, body)
-                try:
-                    first = await anext(chunks)
-                except StopAsyncIteration:
-                    raise UpstreamProtocolError("The model server ended the stream "
-                                                "before sending anything.") from None
-                reply: Reply = self._relay(first, chunks, deployment, attempt)
+                first = await _within(anext(chunks), timeouts.ttft, deployment.name)
+                ttft = time.monotonic() - started
+                reply: Reply = self._relay(first, chunks, deployment, attempt, started, ttft)
             else:
-                reply = await deployment.backend.complete(exchange.operation, body)
-                deployment.in_flight -= 1
-                attempt.outcome = "ok"
-                attempt.latency = time.time() - attempt.started
+                reply = await _within(deployment.backend.complete(exchange.operation, body),
+                                      timeouts.total, deployment.name)
+                elapsed = time.monotonic() - started
+                _succeeded(deployment, attempt, elapsed, elapsed)
+                deployment.release()
+        except StopAsyncIteration:
+            failure = UpstreamProtocolError(f"Deployment '{deployment.name}' ended the stream "
+                                            "before sending anything.")
+            _failed(deployment, attempt, failure)
+            deployment.release()
+            raise failure from None
         except SwitchgearError as failure:
-            deployment.in_flight -= 1
-            attempt.outcome, attempt.error = "error", failure.kind
-            attempt.latency = time.time() - attempt.started
+            _failed(deployment, attempt, failure)
+            deployment.release()
+            if chunks is not None:
+                await _close(chunks)
             raise
         except BaseException:
-            deployment.in_flight -= 1
+            deployment.health.released()
+            deployment.release()
             raise
         exchange.deployment = deployment.name
         return reply
 
     @staticmethod
     async def _relay(first: Body, rest: AsyncIterator[Body], deployment: Deployment,
-                     attempt: Attempt) -> AsyncIterator[Body]:
-        """Yield the stream on; the deployment's slot is released however the stream ends."""
+                     attempt: Attempt, started: float, ttft: float) -> AsyncIterator[Body]:
+        """Yield the stream on, each chunk within the idle timeout and all within the total;
+        the deployment's slot and health are settled however the stream ends."""
+        timeouts = deployment.config.timeouts
+        deadline = started + timeouts.total
+        settled = False
         try:
             yield first
-            async for chunk in rest:
+            while True:
+                limit = min(timeouts.idle, deadline - time.monotonic())
+                try:
+                    chunk = await _within(anext(rest), limit, deployment.name)
+                except StopAsyncIteration:
+                    break
                 yield chunk
-            attempt.outcome = "ok"
+            _succeeded(deployment, attempt, ttft, time.monotonic() - started)
+            settled = True
         except SwitchgearError as failure:
-            attempt.outcome, attempt.error = "error", failure.kind
+            _failed(deployment, attempt, failure)
+            settled = True
             raise
         finally:
-            attempt.latency = time.time() - attempt.started
-            deployment.in_flight -= 1
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            if not settled:
+                deployment.health.released()
+            deployment.release()
+            await _close(rest)
+
+
+async def _within(step: Awaitable[T], seconds: float, name: str) -> T:
+    """Await ``step`` for at most ``seconds``; an UpstreamTimeout after that."""
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            return await step
+    except TimeoutError:
+        raise UpstreamTimeout(f"Deployment '{name}' did not answer within {seconds:g}s.") from None
+
+
+def _succeeded(deployment: Deployment, attempt: Attempt, ttft: float, total: float) -> None:
+    attempt.outcome = "ok"
+    attempt.latency = total
+    deployment.health.succeeded(ttft, total, time.monotonic())
+
+
+def _failed(deployment: Deployment, attempt: Attempt, failure: SwitchgearError) -> None:
+    attempt.outcome, attempt.error = "error", failure.kind
+    attempt.latency = time.time() - attempt.started
+    if failure.retryable:  # the deployment's fault; a bad request or a too-long one is not
+        deployment.health.failed(time.monotonic(), failure.kind, failure.retry_after)
+    else:
+        deployment.health.released()
+
+
+def _unavailable(alias: str) -> Overloaded:
+    return Overloaded(f"No deployment of '{alias}' can take the request now; try again shortly.",
+                      retry_after=1)
+
+
+async def _close(chunks: AsyncIterator[Body]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,45 +1,112 @@
-"""The router: which deployments of an alias to try, in which order.
-
-Minimal for now: one weighted random pick first, then the alias's other deployments by weight as
-the fallbacks a failed attempt moves on to. Health, breakers and policies plug in here later.
-"""
+"""The router: for one request, which alias (experiments), which deployments in which order
+(policy over the healthy ones), and which aliases to fall back to."""
 
 from __future__ import annotations
 
 import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+from switchgear.config import ModelConfig
 from switchgear.errors import ModelNotFound
+from switchgear.exchange import Exchange
 from switchgear.routing.deployment import Deployment
+from switchgear.routing.experiments import Experiment
+from switchgear.routing.policies import Policy, policy_for
+
+
+@dataclass
+class AliasRoutes:
+    """Everything the router knows about one alias."""
+
+    config: ModelConfig
+    deployments: list[Deployment]
+    policy: Policy
+    experiment: Experiment | None = None
+    picks: dict[str, int] = field(default_factory=dict)
 
 
 class Router:
-    """Orders an alias's deployments for one request."""
+    """Plans where each request goes; reads live health and load, never blocks."""
 
-    def __init__(self, deployments: dict[str, list[Deployment]], seed: int | None = None) -> None:
-        self._deployments = {
-            alias: sorted(group, key=lambda d: -d.config.weight)
-            for alias, group in deployments.items()
-        }
-        self._weights = {
-            alias: [d.config.weight for d in group] for alias, group in self._deployments.items()
+    def __init__(self, models: dict[str, ModelConfig], deployments: dict[str, list[Deployment]],
+                 seed: int | None = None) -> None:
+        self.routes = {
+            alias: AliasRoutes(model, deployments.get(alias, []), policy_for(model),
+                               Experiment(alias, model) if model.variants else None)
+            for alias, model in models.items()
         }
         self._random = random.Random(seed)
 
     @property
     def aliases(self) -> list[str]:
         """The model aliases clients may ask for."""
-        return list(self._deployments)
+        return list(self.routes)
 
     def deployments(self) -> list[Deployment]:
         """Every deployment of every alias."""
-        return [d for group in self._deployments.values() for d in group]
+        return [d for routes in self.routes.values() for d in routes.deployments]
+
+    def _routes(self, alias: str) -> AliasRoutes:
+        routes = self.routes.get(alias)
+        if routes is None:
+            raise ModelNotFound(f"The model '{alias}' does not exist.", param="model")
+        return routes
+
+    def resolve(self, exchange: Exchange) -> str:
+        """The alias to serve ``exchange`` from: its own, or the variant its experiment picks."""
+        routes = self._routes(exchange.model)
+        if routes.experiment is None:
+            return exchange.model
+        exchange.variant = routes.experiment.choose(exchange, self._random)
+        return exchange.variant
+
+    def chain(self, alias: str) -> list[str]:
+        """``alias`` then its fallbacks, in order."""
+        return [alias, *self._routes(alias).config.fallbacks]
 
     def plan(self, alias: str) -> list[Deployment]:
-        """The deployments to try for ``alias``: a weighted pick, then the rest by weight."""
-        group = self._deployments.get(alias)
-        if group is None:
-            raise ModelNotFound(f"The model '{alias}' does not exist.", param="model")
-        if len(group) == 1:
-            return group
-        first = self._random.choices(group, weights=self._weights[alias])[0]
-        return [first, *(d for d in group if d is not first)]
+        """The deployments of ``alias`` that can take a request now, best first."""
+        routes = self._routes(alias)
+        now = time.monotonic()
+        available = [d for d in routes.deployments if d.health.available(now)]
+        return routes.policy.order(available, self._random)
+
+    def observe(self, exchange: Exchange) -> None:
+        """Feed a finished request to its experiment's canary guard, if any."""
+        routes = self.routes.get(exchange.model)
+        if routes is not None and routes.experiment is not None and routes.experiment.guard:
+            routes.experiment.guard.observe(exchange)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Each alias's deployments with their state, load, latency, errors and traffic share."""
+        now = time.monotonic()
+        report: dict[str, Any] = {}
+        for alias, routes in self.routes.items():
+            total = sum(d.attempts for d in routes.deployments) or 1
+            entry: dict[str, Any] = {"policy": routes.config.policy,
+                                     "fallbacks": routes.config.fallbacks}
+            entry["deployments"] = [{
+                "name": d.name,
+                "state": d.health.state.value,
+                "reason": d.health.reason or None,
+                "in_flight": d.in_flight,
+                "ewma_ttft_ms": _ms(d.health.ttft.value),
+                "ewma_total_ms": _ms(d.health.total.value),
+                "error_ratio": round(d.health.error_ratio(now), 4),
+                "traffic_share": round(d.attempts / total, 4),
+                "attempts": d.attempts,
+            } for d in routes.deployments]
+            if routes.experiment is not None:
+                experiment = routes.experiment
+                entry["variants"] = dict(zip(experiment.variants, experiment.weights, strict=True))
+                guard = experiment.guard
+                entry["canary"] = None if guard is None else {
+                    "variant": guard.canary, "rolled_back": guard.rolled_back}
+            report[alias] = entry
+        return report
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

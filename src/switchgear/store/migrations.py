@@ -115,11 +115,26 @@ def _request_log_v1(dialect: Dialect) -> tuple[str, ...]:
 
 
 #: Every migration, in the order it is applied; versions are 1, 2, 3, ... without gaps.
+def add_column(table: str, column: Column, dialect: Dialect) -> str:
+    """``ALTER TABLE ... ADD COLUMN`` (the same shape in both dialects)."""
+    return f"ALTER TABLE {table} ADD COLUMN {column.ddl(dialect)}"
+
+
+#: The experiment variant that served a request (NULL outside experiments).
+VARIANT = Column("variant", "text", nullable=True)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         description="request_log: one row per finished request",
         sql={"sqlite": _request_log_v1("sqlite"), "postgresql": _request_log_v1("postgresql")},
+    ),
+    Migration(
+        version=2,
+        description="request_log.variant: the experiment arm that served the request",
+        sql={dialect: (add_column("request_log", VARIANT, dialect),
+                       create_index("request_log", ("variant", "received_at")))
+             for dialect in ("sqlite", "postgresql")},
     ),
 )
 

@@ -28,6 +28,7 @@ class RequestRecord:
     truncated: bool
     attempts: int
     cost: float
+    variant: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -49,6 +50,7 @@ class RequestRecord:
             truncated=exchange.truncated,
             attempts=len(exchange.attempts),
             cost=exchange.cost,
+            variant=exchange.variant,
         )
 
     def values(self) -> tuple[object, ...]:

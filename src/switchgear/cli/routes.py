@@ -1,0 +1,47 @@
+"""`switchgear routes`: read /admin/routing from a running gateway and lay it out as a table."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+COLUMNS = ("alias", "deployment", "state", "in flight", "ttft ms", "total ms", "errors", "share")
+
+
+def fetch_routing(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The JSON of ``url``/admin/routing."""
+    with urllib.request.urlopen(url.rstrip("/") + "/admin/routing", timeout=timeout) as response:
+        report: dict[str, Any] = json.load(response)
+    return report
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_routing(report: dict[str, Any]) -> str:
+    """A plain-text table of every deployment, then experiments and the retry budget."""
+    rows = [COLUMNS]
+    notes = []
+    for alias, entry in report["models"].items():
+        for d in entry["deployments"]:
+            rows.append((alias, d["name"], d["state"], _cell(d["in_flight"]),
+                         _cell(d["ewma_ttft_ms"]), _cell(d["ewma_total_ms"]),
+                         f"{d['error_ratio']:.1%}", f"{d['traffic_share']:.1%}"))
+            if d.get("reason"):
+                notes.append(f"{alias}/{d['name']}: {d['reason']}")
+        if entry.get("variants"):
+            split = ", ".join(f"{name} {weight:g}" for name, weight in entry["variants"].items())
+            notes.append(f"{alias} splits: {split}")
+        canary = entry.get("canary")
+        if canary and canary.get("rolled_back"):
+            notes.append(f"{alias}: canary {canary['variant']} rolled back: {canary['rolled_back']}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    budget = report.get("retry_budget", {})
+    lines.append("")
+    lines.append(f"retry budget: {budget.get('retries', 0)} retries for {budget.get('requests', 0)} "
+                 f"requests, {budget.get('refused', 0)} refused")
+    return "\n".join(lines + notes)

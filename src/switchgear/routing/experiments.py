@@ -1,0 +1,110 @@
+"""Experiments: an alias split between variant aliases by weight, sticky per user or key, and the
+canary guard that rolls a canary back by itself when it does worse than its baseline."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from collections import deque
+
+from switchgear.config import ModelConfig
+from switchgear.exchange import Exchange
+
+log = logging.getLogger("switchgear.routing")
+
+#: The guard re-evaluates after this many new canary observations (cheap between).
+EVALUATE_EVERY = 10
+
+
+class Experiment:
+    """Chooses the variant of an alias for each request."""
+
+    def __init__(self, alias: str, config: ModelConfig) -> None:
+        self.alias = alias
+        self.variants = [variant.model for variant in config.variants]
+        self.weights = [variant.weight for variant in config.variants]
+        self.sticky = config.sticky
+        canary = next((v.model for v in config.variants if v.canary), None)
+        self.guard = CanaryGuard(self, canary, config) if canary else None
+
+    def choose(self, exchange: Exchange, rng: random.Random) -> str:
+        """The variant for this request: a hash of its user or key when sticky, else random."""
+        key = exchange.principal.key_id if self.sticky == "key" else exchange.principal.user
+        if self.sticky == "user":
+            key = key or _user_field(exchange)
+        point = (zlib.crc32(key.encode()) / 2**32 if self.sticky != "none" and key
+                 else rng.random())
+        total = sum(self.weights)
+        for variant, weight in zip(self.variants, self.weights, strict=True):
+            point -= weight / total
+            if point < 0:
+                return variant
+        return next(v for v, w in zip(self.variants, self.weights, strict=True) if w > 0)
+
+    def roll_back(self, variant: str, reason: str) -> None:
+        """Send no more traffic to ``variant``."""
+        self.weights[self.variants.index(variant)] = 0.0
+        log.warning("canary %s of %s rolled back: %s", variant, self.alias, reason)
+
+
+def _user_field(exchange: Exchange) -> str | None:
+    user = exchange.body.get("user")
+    return user if isinstance(user, str) else None
+
+
+class CanaryGuard:
+    """Compares the canary's error rate and p95 latency with the baseline's over a window."""
+
+    def __init__(self, experiment: Experiment, canary: str, config: ModelConfig) -> None:
+        self.experiment = experiment
+        self.canary = canary
+        self.settings = config.canary_guard
+        self.samples: dict[bool, deque[tuple[float, bool, float]]] = {True: deque(), False: deque()}
+        self.rolled_back: str | None = None
+        self._since_evaluation = 0
+
+    def observe(self, exchange: Exchange) -> None:
+        """Count a finished request of this experiment."""
+        if self.rolled_back is not None or exchange.variant is None:
+            return
+        is_canary = exchange.variant == self.canary
+        now = time.monotonic()
+        self.samples[is_canary].append((now, exchange.status < 500, exchange.latency or 0.0))
+        if is_canary:
+            self._since_evaluation += 1
+            if self._since_evaluation >= EVALUATE_EVERY:
+                self._since_evaluation = 0
+                self._evaluate(now)
+
+    def _evaluate(self, now: float) -> None:
+        for window in self.samples.values():
+            while window and window[0][0] < now - self.settings.window_s:
+                window.popleft()
+        canary, baseline = self.samples[True], self.samples[False]
+        if min(len(canary), len(baseline)) < self.settings.min_samples:
+            return
+        canary_errors, baseline_errors = _error_rate(canary), _error_rate(baseline)
+        canary_p95, baseline_p95 = _p95(canary), _p95(baseline)
+        reason = None
+        if canary_errors > baseline_errors + self.settings.error_rate_margin:
+            reason = (f"error rate {canary_errors:.1%} against the baseline's "
+                      f"{baseline_errors:.1%} (margin {self.settings.error_rate_margin:.1%}) "
+                      f"over {len(canary)} and {len(baseline)} requests")
+        elif canary_p95 > baseline_p95 * (1 + self.settings.p95_margin):
+            reason = (f"p95 latency {canary_p95 * 1000:.0f} ms against the baseline's "
+                      f"{baseline_p95 * 1000:.0f} ms (margin {self.settings.p95_margin:.0%}) "
+                      f"over {len(canary)} and {len(baseline)} requests")
+        if reason is not None:
+            self.rolled_back = reason
+            self.experiment.roll_back(self.canary, reason)
+
+
+def _error_rate(samples: deque[tuple[float, bool, float]]) -> float:
+    return sum(not ok for _, ok, _ in samples) / len(samples)
+
+
+def _p95(samples: deque[tuple[float, bool, float]]) -> float:
+    latencies = sorted(latency for _, _, latency in samples)
+    return latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
