@@ -27,8 +27,8 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
-    """Seconds to wait for an upstream: to connect, for the first token (the whole answer when
-    not streamed), for each further streamed chunk, and for everything."""
+    """Seconds to wait for an upstream: to connect, for the first streamed token, for each
+    further streamed chunk, and for everything (a non-streamed answer has the total)."""
 
     connect: float = Field(5.0, gt=0)
     ttft: float = Field(60.0, gt=0)

@@ -1,0 +1,301 @@
+"""Routing under real faults: simulators over real HTTP, many concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import urllib3
+
+from switchgear.config import Config
+from switchgear.simulator.faults import Faults
+from switchgear.simulator.options import ModelOptions
+from switchgear.simulator.server import RunningSimulator, start_simulator
+
+from servers import BackgroundLoop, fetch_records, free_port, gateway
+
+FAST = ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=6, seed=3)
+HELLO = [{"role": "user", "content": "Say hello"}]
+ROUTING = {"health_check_interval_s": 0.5,
+           "outlier": {"base_ejection_s": 1.0, "max_ejection_s": 5.0}}
+
+
+@pytest.fixture
+def simulators(background: BackgroundLoop) -> Iterator[Callable[..., RunningSimulator]]:
+    """Start simulators on the background loop; every one is stopped at the end."""
+    running: list[RunningSimulator] = []
+
+    def start(options: ModelOptions = FAST, faults: Faults | None = None, **kwargs: Any
+              ) -> RunningSimulator:
+        sim: RunningSimulator = background.run(start_simulator(options, faults, **kwargs))
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        background.run(sim.stop())
+
+
+def deployment(name: str, sim: RunningSimulator | None = None, **extra: Any) -> dict[str, Any]:
+    url = sim.base_url if sim else f"http://127.0.0.1:{free_port()}/v1"
+    return {"name": name, "backend": "openai_http", "url": url, "model": "sim",
+            "timeouts": {"connect": 1, "ttft": 5, "idle": 5, "total": 10}, **extra}
+
+
+def configure(tmp_path: Path, models: dict[str, Any], routing: dict[str, Any] | None = None
+              ) -> Config:
+    from switchgear.config import parse_config
+
+    return parse_config({"models": models, "routing": {**ROUTING, **(routing or {})},
+                         "store": {"url": f"sqlite:///{tmp_path}/records.db",
+                                   "flush_interval_ms": 20}})
+
+
+def routing_state(base_url: str) -> dict[str, Any]:
+    response = urllib3.request("GET", base_url.removesuffix("/v1") + "/admin/routing", timeout=5)
+    state: dict[str, Any] = json.loads(response.data)
+    return state
+
+
+def deployment_state(base_url: str, alias: str, name: str) -> dict[str, Any]:
+    entry = routing_state(base_url)["models"][alias]["deployments"]
+    return next(d for d in entry if d["name"] == name)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+class Load:
+    """Many concurrent clients sending chat requests for a while; counts what they got."""
+
+    def __init__(self, base_url: str, model: str = "chat", workers: int = 32) -> None:
+        self.url = base_url + "/chat/completions"
+        self.model = model
+        self.workers = workers
+        self.statuses: list[int] = []
+        self.retry_after: list[str | None] = []
+
+    async def run(self, seconds: float, body: dict[str, Any] | None = None,
+                  during: Callable[[], Any] | None = None, at: float = 0.0) -> None:
+        """Send requests from ``workers`` clients for ``seconds``; call ``during`` at ``at`` s."""
+        payload = body or {"model": self.model, "messages": HELLO, "max_tokens": 4}
+        deadline = time.monotonic() + seconds
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async def worker(index: int) -> None:
+                while time.monotonic() < deadline:
+                    data = {**payload, "user": f"user-{index}-{len(self.statuses)}"}
+                    try:
+                        async with session.post(self.url, json=data) as response:
+                            await response.read()
+                            self.statuses.append(response.status)
+                            self.retry_after.append(response.headers.get("retry-after"))
+                    except aiohttp.ClientError:
+                        self.statuses.append(0)
+
+            tasks = [asyncio.create_task(worker(i)) for i in range(self.workers)]
+            if during is not None:
+                await asyncio.sleep(at)
+                await asyncio.to_thread(during)
+            await asyncio.gather(*tasks)
+
+    @property
+    def success_ratio(self) -> float:
+        return self.statuses.count(200) / len(self.statuses)
+
+
+def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    a, b, c = simulators(), simulators(), simulators()
+    port_b = b.port
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("a", a), deployment("b", b), deployment("c", c)]}})
+    with gateway(config) as base_url:
+        load = Load(base_url)
+        asyncio.run(load.run(4.0, during=lambda: background.run(b.stop()), at=1.0))
+        assert len(load.statuses) > 500
+        assert load.success_ratio >= 0.999, f"{load.statuses.count(200)} of {len(load.statuses)}"
+        assert wait_until(lambda: deployment_state(base_url, "chat", "b")["state"] != "healthy", 5)
+
+        simulators(port=port_b)  # it comes back on the same address
+        assert wait_until(lambda: deployment_state(base_url, "chat", "b")["state"] == "healthy", 10)
+        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+            for _ in range(30):
+                sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
+        assert deployment_state(base_url, "chat", "b")["state"] == "healthy"
+    served_by_b_after = [r for r in fetch_records(f"sqlite:///{tmp_path}/records.db")
+                         if r.deployment == "b"]
+    assert served_by_b_after  # b served requests again once readmitted (and before it died)
+
+
+def test_five_percent_errors_are_absorbed_within_the_retry_budget(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    flaky = simulators(faults=Faults(error_rate=0.05, error_status=500))
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("flaky", flaky), deployment("b", simulators()), deployment("c", simulators())]}})
+    with gateway(config) as base_url:
+        load = Load(base_url)
+        asyncio.run(load.run(4.0))
+        budget = routing_state(base_url)["retry_budget"]
+    assert len(load.statuses) > 500
+    assert load.success_ratio >= 0.9999, f"{load.statuses.count(200)} of {len(load.statuses)}"
+    assert budget["retries"] > 0
+    assert budget["retries"] <= 0.2 * budget["requests"] + 10 + 5 * 6  # ratio, reserve, per-second
+
+
+def test_latency_aware_policy_moves_traffic_off_a_slowed_deployment(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    options = ModelOptions(ttft_ms=10, tpot_ms=0.1, mean_output_tokens=4, seed=5)
+    slow = simulators(options)
+    config = configure(tmp_path, {"chat": {"policy": "latency", "deployments": [
+        deployment("slow", slow), deployment("b", simulators(options)),
+        deployment("c", simulators(options))]}})
+    with gateway(config) as base_url:
+        asyncio.run(Load(base_url, workers=8).run(1.5))  # everyone measured while equal
+        before = deployment_state(base_url, "chat", "slow")["attempts"]
+        total_before = sum(d["attempts"] for d in routing_state(base_url)["models"]["chat"]["deployments"])
+        background.run(_set_faults(slow, {"spike_rate": 1.0, "spike_ms": 100}))  # ten times slower
+        load = Load(base_url, workers=8)
+        asyncio.run(load.run(3.0))
+        after = deployment_state(base_url, "chat", "slow")["attempts"]
+        total_after = sum(d["attempts"] for d in routing_state(base_url)["models"]["chat"]["deployments"])
+    share = (after - before) / (total_after - total_before)
+    assert before > 0  # it had its share before it slowed down
+    assert share <= 0.10, f"the slow deployment still got {share:.1%} of the traffic"
+    assert load.success_ratio == 1.0
+
+
+async def _set_faults(sim: RunningSimulator, faults: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as session, \
+            session.post(sim.url + "/admin/faults", json=faults) as response:
+        assert response.status == 200
+
+
+def test_a_stream_cut_mid_way_ends_in_an_error_event_without_fallback(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    cutting = simulators(ModelOptions(ttft_ms=1, tpot_ms=1, mean_output_tokens=40, seed=1),
+                         Faults(disconnect_rate=1.0))
+    config = configure(tmp_path, {"chat": {"policy": "priority", "deployments": [
+        deployment("cutting", cutting), deployment("healthy", simulators())]}})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        chunks = []
+        with pytest.raises(openai.APIError) as error:
+            for chunk in sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=40,
+                                                     stream=True):
+                chunks.append(chunk)
+        assert chunks, "the failure came after the first byte"
+        assert "mid-stream" in str(error.value) or "broke" in str(error.value)
+    (record,) = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert record.truncated and record.attempts == 1 and record.deployment == "cutting"
+    assert record.status >= 500
+
+
+def test_every_deployment_down_gives_fast_503s_with_bounded_attempts(tmp_path: Path) -> None:
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("a"), deployment("b"), deployment("c")]}},
+        routing={"retry": {"budget_ratio": 0.2, "budget_min_per_second": 5}})
+    with gateway(config) as base_url:
+        load = Load(base_url, workers=16)
+        asyncio.run(load.run(2.0))
+        state = routing_state(base_url)
+    requests = len(load.statuses)
+    assert requests > 100
+    assert set(load.statuses) == {503}
+    assert all(value is not None and float(value) >= 1 for value in load.retry_after)
+    assert all(d["state"] != "healthy" for d in state["models"]["chat"]["deployments"])
+    attempts = sum(r.attempts for r in fetch_records(f"sqlite:///{tmp_path}/records.db"))
+    # every first attempt, plus retries the budget allowed (share, reserve, per-second refill)
+    assert attempts <= requests + 0.2 * requests + 10 + 5 * 3
+
+
+def test_a_failing_canary_is_rolled_back_and_the_log_says_why(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = configure(tmp_path, {
+        "chat": {"variants": [{"model": "stable", "weight": 70},
+                              {"model": "candidate", "weight": 30, "canary": True}],
+                 "canary_guard": {"min_samples": 40, "error_rate_margin": 0.05}},
+        "stable": {"deployments": [deployment("stable-1", simulators())]},
+        "candidate": {"deployments": [deployment("candidate-1", simulators(
+            faults=Faults(error_rate=0.2, error_status=500)))]},
+    }, routing={"outlier": {"error_ratio": 0.9, "consecutive_failures": 50}})
+    with caplog.at_level(logging.WARNING, logger="switchgear.routing"), \
+            gateway(config) as base_url:
+        asyncio.run(Load(base_url, workers=16).run(3.0))
+        canary = routing_state(base_url)["models"]["chat"]["canary"]
+        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+            for index in range(20):
+                sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2,
+                                            user=f"after-{index}")
+    assert canary["rolled_back"] and "error rate" in canary["rolled_back"]
+    assert any("rolled back" in m and "error rate" in m for m in caplog.messages)
+    records = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert {r.variant for r in records} == {"stable", "candidate"}
+    assert all(r.model == "chat" for r in records)
+    assert [r.variant for r in records[-20:]] == ["stable"] * 20  # no traffic after rollback
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("declared", [False, True], ids=["upstream-refuses", "window-declared"])
+def test_a_request_too_long_for_the_primary_goes_to_the_long_context_fallback(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path, stream: bool, declared: bool
+) -> None:
+    short = simulators(ModelOptions(ttft_ms=1, tpot_ms=0.1, mean_output_tokens=4,
+                                    context_window=256, seed=2))
+    long = simulators(ModelOptions(ttft_ms=1, tpot_ms=0.1, mean_output_tokens=4,
+                                   context_window=32_768, seed=2))
+    window = {"context_window": 256} if declared else {}
+    config = configure(tmp_path, {
+        "short": {"fallbacks": ["long"], "deployments": [deployment("short-1", short, **window)]},
+        "long": {"deployments": [deployment("long-1", long)]},
+    })
+    prompt = [{"role": "user", "content": "tell me about this: " + "lorem ipsum " * 400}]
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        if stream:
+            assert list(sdk.chat.completions.create(model="short", messages=prompt,
+                                                    max_tokens=4, stream=True))
+        else:
+            assert sdk.chat.completions.create(model="short", messages=prompt, max_tokens=4)
+        small = sdk.chat.completions.create(model="short", messages=HELLO, max_tokens=4)
+        assert small.choices[0].message.content
+    records = {r.deployment: r for r in fetch_records(f"sqlite:///{tmp_path}/records.db")}
+    assert set(records) == {"long-1", "short-1"}
+    assert records["long-1"].model == "short" and records["long-1"].status == 200
+    assert records["long-1"].attempts == (1 if declared else 2)
+
+
+def test_a_hanging_deployment_times_out_before_the_first_token_and_fails_over(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    hanging = simulators(faults=Faults(hang_rate=1.0))
+    config = configure(tmp_path, {"chat": {"policy": "priority", "deployments": [
+        deployment("hanging", hanging, timeouts={"connect": 1, "ttft": 0.3, "idle": 1, "total": 1}),
+        deployment("healthy", simulators())]}})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        assert list(sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3,
+                                                stream=True))
+        assert sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3)
+    records = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert all(r.status == 200 and r.deployment == "healthy" for r in records)
+    assert records[0].attempts == 2
