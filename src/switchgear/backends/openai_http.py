@@ -168,10 +168,11 @@ class OpenAIHTTPBackend:
                                    code=code, retry_after=_retry_after(headers))
 
     async def check(self) -> None:
-        """GET /models: raise an UpstreamError unless the server answers 200."""
+        """GET /models: raise an UpstreamError unless the server answers without a 5xx (a 404
+        from a server without that endpoint still shows it is up)."""
         response = await self._send("GET", "/models", b"", CHECK_TIMEOUT)
         await self._read(response)
-        if response.status != 200:
+        if response.status >= 500:
             raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
                                       f"{response.status}.", status=503)
 
