@@ -111,15 +111,20 @@ class DeploymentHealth:
             self.ttft.observe(ttft, now)
         if total is not None:
             self.total.observe(total, now)
-        if self.state is not State.HEALTHY:
+        # When ejected, this was a request sent before the ejection: only the probe (or an
+        # active check) readmits, or a high error ratio would be forgiven by the next success.
+        if self.state is State.PROBING:
             self._readmit(now)
-        elif self.ejections and now - self.healthy_since > self.config.max_ejection_s:
+        elif (self.state is State.HEALTHY and self.ejections
+              and now - self.healthy_since > self.config.max_ejection_s):
             self.ejections = 0  # healthy for long enough: the next ejection starts short again
 
     def failed(self, now: float, reason: str, retry_after: float | None = None) -> None:
         """An attempt failed; eject when the deployment looks like an outlier."""
         self.consecutive_failures += 1
         self.window.add(True, now)
+        if self.state is State.EJECTED:
+            return  # a request sent before the ejection: it must not eject again, for longer
         if self.state is State.PROBING:
             self._eject(now, f"probe failed: {reason}")
         elif retry_after:
