@@ -89,15 +89,22 @@ class Load:
         self.statuses: list[int] = []
         self.retry_after: list[str | None] = []
 
+    async def burst(self) -> None:
+        """Each of the ``workers`` clients sends one request, all at once."""
+        await self.run(0.0, once=True)
+
     async def run(self, seconds: float, body: dict[str, Any] | None = None,
-                  during: Callable[[], Any] | None = None, at: float = 0.0) -> None:
+                  during: Callable[[], Any] | None = None, at: float = 0.0,
+                  once: bool = False) -> None:
         """Send requests from ``workers`` clients for ``seconds``; call ``during`` at ``at`` s."""
         payload = body or {"model": self.model, "messages": HELLO, "max_tokens": 4}
         deadline = time.monotonic() + seconds
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async def worker(index: int) -> None:
-                while time.monotonic() < deadline:
+                sent = 0
+                while time.monotonic() < deadline or (once and not sent):
+                    sent += 1
                     data = {**payload, "user": f"user-{index}-{len(self.statuses)}"}
                     try:
                         async with session.post(self.url, json=data) as response:
@@ -299,3 +306,27 @@ def test_a_hanging_deployment_times_out_before_the_first_token_and_fails_over(
     records = fetch_records(f"sqlite:///{tmp_path}/records.db")
     assert all(r.status == 200 and r.deployment == "healthy" for r in records)
     assert records[0].attempts == 2
+
+
+def test_a_full_deployment_spills_to_the_next_or_queues_briefly(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    slow = ModelOptions(ttft_ms=300, tpot_ms=0.1, mean_output_tokens=2, seed=4)
+    config = configure(tmp_path, {
+        "chat": {"policy": "priority", "deployments": [
+            deployment("small", simulators(slow), max_concurrency=2),
+            deployment("spare", simulators(slow))]},
+        "single": {"deployments": [deployment("only", simulators(slow), max_concurrency=1)]},
+    }, routing={"queue_timeout_ms": 50})
+    with gateway(config) as base_url:
+        spill = Load(base_url, workers=6)
+        asyncio.run(spill.burst())
+        single = Load(base_url, model="single", workers=4)
+        asyncio.run(single.burst())
+    assert spill.statuses == [200] * 6
+    served = [r.deployment for r in fetch_records(f"sqlite:///{tmp_path}/records.db")
+              if r.model == "chat"]
+    assert served.count("small") == 2 and served.count("spare") == 4
+    assert sorted(single.statuses) == [200, 503, 503, 503]
+    assert all(float(value) >= 1 for status, value in zip(single.statuses, single.retry_after,
+                                                           strict=True) if status == 503)
