@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 import pytest
-from routing_support import make_deployment
+from routing_support import Clock, make_deployment
 
 from switchgear.config import DeploymentConfig, ModelConfig
 from switchgear.routing.deployment import Deployment
@@ -20,6 +20,14 @@ from switchgear.routing.policies import (
 )
 
 T0 = 1000.0
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The policies read latencies as of T0 (a stand-in for the time module: no idle decay)."""
+    clock = Clock(T0)
+    monkeypatch.setattr("switchgear.routing.policies.time", clock)
+    return clock
 DRAWS = 10_000
 
 
@@ -143,6 +151,16 @@ def test_latency_aware_notices_a_slowdown_on_the_next_answer() -> None:
         counts[first.name] += 1
         first.health.succeeded(0.05 if first.name != "c" else 0.5, 0.05, T0 + 1 + i / 100)
     assert counts["c"] / 1000 <= 0.10
+
+
+def test_an_idle_slow_deployment_fades_and_is_tried_again(frozen_clock: Clock) -> None:
+    slow = with_latency(make_deployment("slow"), 1.0)  # at T0, then no traffic
+    fast = make_deployment("fast")
+    fast.health.succeeded(0.1, 0.1, T0 + 30)
+    frozen_clock.now = T0 + 30
+    assert LatencyAware("ttft").order([slow, fast], random.Random(0)) == [slow, fast]
+    frozen_clock.now = T0 + 1
+    assert LatencyAware("ttft").order([slow, fast], random.Random(0)) == [fast, slow]
 
 
 def test_cost_aware_picks_the_cheapest_within_the_latency_target() -> None:

@@ -97,14 +97,17 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
                       request_id: str) -> None:
     """Stream already-encoded events, stopping early when the client goes away.
 
-    ``events`` is closed however the stream ends, so whatever produces it can release its
-    resources and record what happened.
+    The first event is taken before the headers go out, so the chain producing ``events`` has
+    started and its clean-up runs however the stream ends: ``events`` is closed in every case.
     """
     disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
+        first = await anext(events, None)
         await send({"type": "http.response.start", "status": 200,
                     "headers": _headers(request_id, EVENT_STREAM_HEADERS[0][1],
                                         EVENT_STREAM_HEADERS[1:])})
+        if first is not None:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
         async for data in events:
             if disconnected.done():
                 break

@@ -66,6 +66,8 @@ class Route:
                 if not await deployment.wait_for_room(self.queue_timeout):
                     error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
                     continue
+                if not deployment.health.available(time.monotonic()):
+                    continue  # ejected meanwhile: spend no retry on it
                 if exchange.attempts:
                     if not self.budget.try_retry():
                         raise error or _unavailable(alias)

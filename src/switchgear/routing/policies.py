@@ -7,6 +7,7 @@ on to. Policies read live state (requests in flight, peak-EWMA latency, price) a
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -59,15 +60,16 @@ class LatencyAware:
     def __init__(self, signal: str) -> None:
         self.signal = signal
 
-    def latency(self, deployment: Deployment) -> float:
-        """The deployment's peak-EWMA latency in seconds (0 when unknown)."""
+    def latency(self, deployment: Deployment, now: float) -> float:
+        """The deployment's peak-EWMA latency in seconds as of ``now`` (0 when unknown)."""
         ewma = deployment.health.ttft if self.signal == "ttft" else deployment.health.total
-        return ewma.value or 0.0
+        return ewma.current(now) or 0.0
 
     def order(self, candidates: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
         """See the class docstring."""
+        now = time.monotonic()
         return _two_choices(candidates, rng,
-                            {d: self.latency(d) * (d.in_flight + 1) for d in candidates})
+                            {d: self.latency(d, now) * (d.in_flight + 1) for d in candidates})
 
 
 class CostAware:
@@ -83,11 +85,13 @@ class CostAware:
         by_price = sorted(candidates, key=lambda d: (d.price_per_million, -d.config.weight))
         if self.target is None:
             return by_price
+        now = time.monotonic()
+        latency = {d: self.latency.latency(d, now) for d in by_price}
         meets: list[Deployment] = []
         misses: list[Deployment] = []
         for deployment in by_price:  # one pass: a `not in meets` test made this quadratic
-            (meets if self.latency.latency(deployment) <= self.target else misses).append(deployment)
-        misses.sort(key=self.latency.latency)
+            (meets if latency[deployment] <= self.target else misses).append(deployment)
+        misses.sort(key=latency.__getitem__)
         return meets + misses
 
 
