@@ -211,12 +211,23 @@ class StoreConfig(_Strict):
         return url
 
 
+class AuthConfig(_Strict):
+    """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
+    no admin key set and no key created yet (the zero-setup default, announced at start-up);
+    ``required`` always; ``open`` never (refused on a non-loopback address)."""
+
+    mode: Literal["auto", "required", "open"] = "auto"
+    #: The environment variable whose value is the bootstrap admin key (never stored).
+    admin_key_env: str = "SWITCHGEAR_ADMIN_KEY"
+
+
 class Config(_Strict):
     """The whole gateway configuration."""
 
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     routing: RoutingConfig = RoutingConfig()
+    auth: AuthConfig = AuthConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -224,6 +235,13 @@ class Config(_Strict):
             )
         }
     )
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> Config:
+        if self.auth.mode == "open" and not is_loopback(self.server.host):
+            raise ValueError(f"auth.mode open is only allowed on a loopback address, "
+                             f"not {self.server.host}")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -239,6 +257,11 @@ class Config(_Strict):
                 if models[other].variants:
                     raise ValueError(f"{alias} refers to {other!r}, which is itself an experiment")
         return models
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _describe(error: ValidationError) -> str:

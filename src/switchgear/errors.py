@@ -5,6 +5,8 @@
     │   ├── ContextWindowExceeded        400 invalid_request_error / context_length_exceeded
     │   ├── BodyTooLarge                 413 invalid_request_error
     │   └── UnsupportedMediaType         415 invalid_request_error
+    ├── AuthenticationFailed             401 invalid_request_error / invalid_api_key
+    ├── PermissionDenied                 403 permission_error
     ├── NotFound                         404 invalid_request_error
     │   └── ModelNotFound                404 invalid_request_error / model_not_found
     ├── MethodNotAllowed                 405 invalid_request_error
@@ -93,6 +95,22 @@ class UnsupportedMediaType(InvalidRequest):
     """The request body is not JSON."""
 
     status = 415
+
+
+class AuthenticationFailed(SwitchgearError):
+    """No API key, or one that is unknown, revoked or expired."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(SwitchgearError):
+    """The key is valid but its role or scopes do not allow this."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
 
 
 class NotFound(SwitchgearError):

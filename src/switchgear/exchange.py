@@ -83,6 +83,8 @@ class Exchange:
     truncated: bool = False
     cost: float = 0.0
     cost_basis: str = ""
+    #: The bearer token as received, until the Admit stage has verified it (then None).
+    credentials: str | None = field(default=None, repr=False)
 
     @property
     def latency(self) -> float | None:

@@ -16,19 +16,22 @@ from switchgear.errors import (
     internal_error,
 )
 from switchgear.exchange import Exchange, Operation
+from switchgear.gateway.admin import AdminAPI
 from switchgear.gateway.http import (
     DONE_EVENT,
     Receive,
     Scope,
     Send,
+    bearer_token,
     event,
+    header,
     read_json,
     send_body,
     send_error,
     send_events,
     send_json,
 )
-from switchgear.gateway.requests import RequestIds, make_exchange
+from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body
 from switchgear.telemetry.metrics import CONTENT_TYPE
@@ -47,6 +50,7 @@ class GatewayApp:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.request_ids = RequestIds()
+        self.admin = AdminAPI(state)
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
             "/v1/completions": {"POST": partial(self.openai, Operation.COMPLETIONS)},
@@ -55,8 +59,14 @@ class GatewayApp:
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
             "/metrics": {"GET": self.metrics},
-            "/admin/routing": {"GET": self.routing},
+            "/admin/routing": {"GET": self.admin.routing},
+            "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
+            "/admin/records": {"GET": self.admin.records},
         }
+        #: Paths with an id at the end: (prefix, methods).
+        self.prefixed: list[tuple[str, dict[str, Endpoint]]] = [
+            ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -84,7 +94,9 @@ class GatewayApp:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch by path and method; 404 and 405 in OpenAI's shape."""
         request_id = self.request_ids.new()
-        methods = self.routes.get(scope["path"].rstrip("/") or "/")
+        path = scope["path"].rstrip("/") or "/"
+        methods = self.routes.get(path) or next(
+            (table for prefix, table in self.prefixed if path.startswith(prefix)), None)
         try:
             if methods is None:
                 raise NotFound(f"Unknown path: {scope['path']}")
@@ -92,10 +104,9 @@ class GatewayApp:
             if endpoint is None:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; "
                                        f"use {', '.join(methods)}.")
-        except SwitchgearError as error:
+            await endpoint(scope, receive, send, request_id)
+        except SwitchgearError as error:  # refused before the endpoint started its answer
             await send_error(send, error, request_id)
-            return
-        await endpoint(scope, receive, send, request_id)
 
     async def openai(self, operation: Operation, scope: Scope, receive: Receive, send: Send,
                      request_id: str) -> None:
@@ -110,6 +121,8 @@ class GatewayApp:
             await send_error(send, error, request_id)
             return
         exchange.received = received
+        attribute(exchange, bearer_token(scope), header(scope, b"x-switchgear-feature"),
+                  header(scope, b"x-switchgear-priority"))
         state.metrics.in_flight.inc()
         try:
             reply = await state.pipeline(exchange)
@@ -190,15 +203,6 @@ class GatewayApp:
         ready = store is None and all(reachable.values())
         report["status"] = "ready" if ready else "unready"
         await send_json(send, 200 if ready else 503, report, request_id)
-
-    async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
-        budget = self.state.budget
-        await send_json(send, 200, {
-            "models": self.state.router.snapshot(),
-            "retry_budget": {"requests": budget.requests, "retries": budget.retries,
-                             "refused": budget.refused, "tokens": round(budget.tokens, 2)},
-        }, request_id)
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /metrics: Prometheus text format."""

@@ -32,6 +32,15 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def bearer_token(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header, if any."""
+    value = header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
     """The request body parsed as JSON; refuses wrong content types, oversize and broken bodies."""
     content_type = header(scope, b"content-type")

@@ -152,6 +152,27 @@ class RequestIds:
         return f"req_{self._random.getrandbits(128):032x}"
 
 
+#: Longest feature tag kept (a header is client input: bounded before it reaches records).
+MAX_TAG_LENGTH = 64
+
+
+def _tag(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    return value.decode("latin-1")[:MAX_TAG_LENGTH]
+
+
+def attribute(exchange: Exchange, token: str | None, feature: bytes | None,
+              priority: bytes | None) -> None:
+    """Note who is asking: the bearer token (for the Admit stage), the OpenAI ``user`` field,
+    the feature tag and the priority tier asked for in headers."""
+    exchange.credentials = token
+    user = exchange.body.get("user")
+    exchange.principal.user = user[:MAX_TAG_LENGTH] if isinstance(user, str) else None
+    exchange.principal.feature = _tag(feature)
+    exchange.priority = _tag(priority) or ""
+
+
 def make_exchange(operation: Operation, body: Any, request_id: str) -> Exchange:
     """Validate ``body`` for ``operation`` and wrap it in an Exchange; raise InvalidRequest."""
     if not isinstance(body, dict):

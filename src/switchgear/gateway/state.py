@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
+from switchgear.admission.keys import KeyRing, bootstrap_key
 from switchgear.backends import build_backend
-from switchgear.config import Config
+from switchgear.config import Config, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
+from switchgear.pipeline.admit import Admit, Authenticator
 from switchgear.pipeline.record import Record, Recorder
 from switchgear.pipeline.route import Route
 from switchgear.routing.budget import RetryBudget
@@ -40,6 +43,8 @@ class AppState:
     metrics: GatewayMetrics
     budget: RetryBudget
     checker: HealthChecker | None
+    keys: KeyRing
+    authenticator: Authenticator
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -60,19 +65,40 @@ class AppState:
         recorder = Recorder.standard(prices, metrics, writer, router.observe)
         budget = RetryBudget(routing.retry)
         route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000)
-        pipeline: Handler = Record(route, recorder)
+        admin_token = os.environ.get(config.auth.admin_key_env)
+        keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
+        authenticator = Authenticator(keys)
+        pipeline: Handler = Record(Admit(route, authenticator), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
-        return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker)
+        return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
+                   keys, authenticator)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
         await self.store.open()
+        await self.keys.load()
+        self._choose_auth()
         self.writer.start()
         await asyncio.gather(*(d.backend.start() for d in self.router.deployments()))
         if self.checker is not None:
             self.checker.start()
         log.info("switchgear ready: models %s", ", ".join(self.router.aliases))
+
+    def _choose_auth(self) -> None:
+        """Keys required, or open on loopback only: decided once at start-up, and said."""
+        mode, host = self.config.auth.mode, self.config.server.host
+        required = mode == "required" or (mode == "auto" and (
+            self.keys.bootstrap is not None or not self.keys.empty or not is_loopback(host)))
+        if required:
+            self.authenticator.keys = self.keys
+            log.info("API keys required (%d keys%s)", len(self.keys.all()),
+                     ", bootstrap admin key set" if self.keys.bootstrap else "")
+        else:
+            self.authenticator.keys = None
+            log.warning("authentication is OFF: open to anyone who can reach %s (loopback only); "
+                        "set %s or create a key to require keys", host,
+                        self.config.auth.admin_key_env)
 
     async def stop(self) -> None:
         """Close the backends, then write every record still pending and close the store."""

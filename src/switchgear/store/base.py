@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from switchgear.store.migrations import Dialect, placeholders
@@ -24,7 +24,10 @@ class StoreUnavailable(Exception):
 
 @runtime_checkable
 class RecordStore(Protocol):
-    """Where request records are kept: a SQL database with the ``request_log`` table."""
+    """Where request records are kept: a SQL database with the ``request_log`` table (and the
+    other tables the migrations create, reached through ``execute`` and ``rows``)."""
+
+    dialect: Dialect
 
     async def open(self) -> None:
         """Connect and apply pending migrations; raise StoreUnavailable when that fails."""
@@ -44,6 +47,14 @@ class RecordStore(Protocol):
 
     async def count(self) -> int:
         """How many records are stored."""
+        ...
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one statement of this store's dialect in its own transaction; rows affected."""
+        ...
+
+    async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query of this store's dialect returns."""
         ...
 
     async def close(self) -> None:

@@ -123,6 +123,30 @@ def add_column(table: str, column: Column, dialect: Dialect) -> str:
 #: The experiment variant that served a request (NULL outside experiments).
 VARIANT = Column("variant", "text", nullable=True)
 
+#: Who asked, and for what: the key, the OpenAI ``user`` field, the feature tag, the tier.
+ATTRIBUTION: tuple[Column, ...] = (
+    Column("key_id", "text", nullable=True),
+    Column("user_id", "text", nullable=True),
+    Column("feature", "text", nullable=True),
+    Column("priority", "text", nullable=True),
+)
+
+#: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
+API_KEYS: tuple[Column, ...] = (
+    Column("key_id", "text"),
+    Column("prefix", "text"),
+    Column("digest", "text"),
+    Column("tenant", "text"),
+    Column("role", "text"),
+    Column("name", "text"),
+    Column("scopes", "text"),
+    Column("feature", "text", nullable=True),
+    Column("tier", "text"),
+    Column("created_at", "double"),
+    Column("expires_at", "double", nullable=True),
+    Column("revoked_at", "double", nullable=True),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -134,6 +158,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="request_log.variant: the experiment arm that served the request",
         sql={dialect: (add_column("request_log", VARIANT, dialect),
                        create_index("request_log", ("variant", "received_at")))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=3,
+        description="api_keys: hashed API keys with tenant, role, scopes and expiry",
+        sql={dialect: (create_table("api_keys", API_KEYS, "key_id", dialect),
+                       create_index("api_keys", ("prefix",)))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=4,
+        description="request_log attribution: key, user, feature tag and priority tier",
+        sql={dialect: (*(add_column("request_log", column, dialect) for column in ATTRIBUTION),
+                       create_index("request_log", ("feature", "received_at")))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

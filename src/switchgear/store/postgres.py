@@ -21,6 +21,7 @@ from switchgear.store.base import (
 from switchgear.store.migrations import (
     CREATE_SCHEMA_MIGRATIONS,
     SELECT_APPLIED_VERSIONS,
+    Dialect,
     pending,
     record_applied,
 )
@@ -38,6 +39,8 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceEr
 
 class PostgresStore:
     """A RecordStore in PostgreSQL at ``url``, in ``schema`` when given (created if missing)."""
+
+    dialect: Dialect = "postgresql"
 
     def __init__(
         self,
@@ -109,6 +112,18 @@ class PostgresStore:
         async with self._connection("count") as connection:
             count: int = await connection.fetchval(SQL.count)
         return count
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one statement in its own transaction; the rows it changed."""
+        async with self._connection("execute") as connection, connection.transaction():
+            status: str = await connection.execute(sql, *params)
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        async with self._connection("query") as connection:
+            return [tuple(row) for row in await connection.fetch(sql, *params)]
 
     async def close(self) -> None:
         """Close the pool, waiting at most ``timeout`` for connections in use."""

@@ -29,6 +29,10 @@ class RequestRecord:
     attempts: int
     cost: float
     variant: str | None = None
+    key_id: str | None = None
+    user_id: str | None = None
+    feature: str | None = None
+    priority: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -51,7 +55,19 @@ class RequestRecord:
             attempts=len(exchange.attempts),
             cost=exchange.cost,
             variant=exchange.variant,
+            key_id=exchange.principal.key_id,
+            user_id=exchange.principal.user,
+            feature=exchange.principal.feature,
+            priority=exchange.priority,
         )
+
+    @classmethod
+    def of_row(cls, row: tuple[object, ...]) -> RequestRecord:
+        """A record from a row in COLUMNS order (SQLite's 0/1 booleans become bools)."""
+        values = dict(zip(COLUMNS, row, strict=True))
+        values["stream"] = bool(values["stream"])
+        values["truncated"] = bool(values["truncated"])
+        return cls(**values)  # type: ignore[arg-type]
 
     def values(self) -> tuple[object, ...]:
         """The row's values in column order."""

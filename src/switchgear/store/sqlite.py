@@ -19,6 +19,7 @@ from switchgear.store.base import RequestLogSQL, StoreUnavailable, describe_fail
 from switchgear.store.migrations import (
     CREATE_SCHEMA_MIGRATIONS,
     SELECT_APPLIED_VERSIONS,
+    Dialect,
     pending,
     record_applied,
 )
@@ -151,6 +152,16 @@ class SQLiteConnection:
             rows = self.connection.execute(SQL.select_limited, (limit,)).fetchall()
         return [record_of(row) for row in rows]
 
+    def execute(self, sql: str, params: Sequence[object]) -> int:
+        """Run one statement in a transaction; the rows it changed."""
+        with self.transaction() as cursor:
+            cursor.execute(sql, tuple(params))
+            return int(cursor.rowcount)
+
+    def rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of a query."""
+        return [tuple(row) for row in self.connection.execute(sql, tuple(params)).fetchall()]
+
     def count(self) -> int:
         """How many records are stored."""
         (count,) = self.connection.execute(SQL.count).fetchone()
@@ -179,6 +190,8 @@ class _Transaction:
 
 class SQLiteStore:
     """A RecordStore in the SQLite file at ``path``; the event loop never waits on the disk."""
+
+    dialect: Dialect = "sqlite"
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = str(path)
@@ -215,6 +228,14 @@ class SQLiteStore:
     async def count(self) -> int:
         """How many records are stored."""
         return await self._call("count", self._opened().count)
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one statement in its own transaction; the rows it changed."""
+        return await self._call("execute", partial(self._opened().execute, sql, params))
+
+    async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        return await self._call("query", partial(self._opened().rows, sql, params))
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread."""

@@ -1,0 +1,133 @@
+"""The admin API: keys, records and routing state, each endpoint checking the caller's role.
+
+A tenant's operator or viewer sees only that tenant; an admin sees every tenant. In open mode
+(loopback only, no keys) every endpoint is open, as the start-up log says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from switchgear.admission.keys import ApiKey, Role
+from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
+from switchgear.gateway.http import Receive, Scope, Send, bearer_token, read_json, send_json
+from switchgear.gateway.state import AppState
+from switchgear.store.queries import recent_records
+
+READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
+ADMINS = frozenset({Role.ADMIN})
+#: Largest admin request body.
+ADMIN_BODY_LIMIT = 64 * 1024
+#: Longest a key may live, in seconds (ten years).
+MAX_KEY_LIFETIME = 10 * 365 * 86400
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    return {name: values[-1] for name, values in
+            parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+
+
+class AdminAPI:
+    """The /admin/* endpoints over the app state."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    async def caller(self, scope: Scope, roles: frozenset[Role]) -> ApiKey | None:
+        """The verified key of the caller if its role is one of ``roles`` (None in open mode)."""
+        key = await self.state.authenticator.verify(bearer_token(scope))
+        if key is not None and key.role not in roles:
+            raise PermissionDenied(f"A {key.role.value} key cannot do this.")
+        return key
+
+    @staticmethod
+    def tenant_scope(key: ApiKey | None, requested: str | None) -> str | None:
+        """The tenant a read is limited to: any (None) for admins and open mode, else the
+        caller's own; asking for another tenant's data is refused."""
+        if key is None or key.role is Role.ADMIN:
+            return requested
+        if requested is not None and requested != key.tenant:
+            raise PermissionDenied("You may only see your own tenant's data.", param="tenant")
+        return key.tenant
+
+    async def list_keys(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/keys[?tenant=T]: the keys (never their secrets)."""
+        key = await self.caller(scope, READERS)
+        tenant = self.tenant_scope(key, _query(scope).get("tenant"))
+        keys = [k.public() for k in self.state.keys.all() if tenant is None or k.tenant == tenant]
+        await send_json(send, 200, {"object": "list", "data": keys}, request_id)
+
+    async def create_key(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """POST /admin/keys: make a key; its secret is in this answer and nowhere else."""
+        await self.caller(scope, ADMINS)
+        body = await read_json(scope, receive, ADMIN_BODY_LIMIT)
+        if not isinstance(body, dict):
+            raise InvalidRequest("The body must be a JSON object.")
+        tenant, name = _text(body, "tenant"), _text(body, "name")
+        try:
+            role = Role(body.get("role", "client"))
+        except ValueError:
+            raise InvalidRequest(f"role must be one of {[r.value for r in Role]}",
+                                 param="role") from None
+        scopes = body.get("scopes", [])
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise InvalidRequest("scopes must be a list of model aliases", param="scopes")
+        unknown = [s for s in scopes if s not in self.state.router.aliases]
+        if unknown:
+            raise InvalidRequest(f"unknown models in scopes: {unknown}", param="scopes")
+        tier = body.get("tier", "standard")
+        if tier not in ("interactive", "standard", "batch"):
+            raise InvalidRequest("tier must be interactive, standard or batch", param="tier")
+        expires_in = body.get("expires_in_s")
+        if expires_in is not None and (not isinstance(expires_in, int | float)
+                                       or isinstance(expires_in, bool)
+                                       or not 0 < expires_in <= MAX_KEY_LIFETIME):
+            raise InvalidRequest("expires_in_s must be a positive number of seconds",
+                                 param="expires_in_s")
+        feature = body.get("feature")
+        if feature is not None and not isinstance(feature, str):
+            raise InvalidRequest("feature must be a string", param="feature")
+        key, token = await self.state.keys.create(tenant, role, name, scopes, feature, tier,
+                                                  expires_in)
+        await send_json(send, 201, {"key": key.public(), "secret": token}, request_id)
+
+    async def revoke_key(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """DELETE /admin/keys/{id}: revoke a key at once."""
+        await self.caller(scope, ADMINS)
+        key_id = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+        revoked = await self.state.keys.revoke(key_id)
+        if revoked is None:
+            raise NotFound(f"No active key {key_id}.")
+        await send_json(send, 200, {"key": revoked.public()}, request_id)
+
+    async def records(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/records[?tenant=T&limit=N]: the newest request records."""
+        key = await self.caller(scope, READERS)
+        query = _query(scope)
+        tenant = self.tenant_scope(key, query.get("tenant"))
+        limit = query.get("limit", "100")
+        if not limit.isdigit():
+            raise InvalidRequest("limit must be a positive integer", param="limit")
+        rows = await recent_records(self.state.store, tenant, int(limit))
+        data: list[dict[str, Any]] = [
+            {name: getattr(row, name) for name in row.__dataclass_fields__} for row in rows]
+        await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
+        await self.caller(scope, READERS)
+        budget = self.state.budget
+        await send_json(send, 200, {
+            "models": self.state.router.snapshot(),
+            "retry_budget": {"requests": budget.requests, "retries": budget.retries,
+                             "refused": budget.refused, "tokens": round(budget.tokens, 2)},
+        }, request_id)
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        raise InvalidRequest(f"{name} must be a non-empty string of at most 128 characters",
+                             param=name)
+    return value.strip()
