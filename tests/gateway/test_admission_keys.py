@@ -181,3 +181,27 @@ async def test_an_unreachable_key_store_is_503_never_401() -> None:
     with pytest.raises(Overloaded) as error:
         await Authenticator(keys).verify("sg-abcdefgh-some-secret-value")
     assert error.value.status == 503 and error.value.retry_after
+
+
+def test_the_keys_and_routes_commands_drive_the_admin_api(secured: str) -> None:
+    from click.testing import CliRunner
+
+    from switchgear.cli.main import main
+
+    root = secured.removesuffix("/v1")
+    runner = CliRunner()
+    created = runner.invoke(main, ["keys", "create", "--url", root, "--admin-key", ADMIN,
+                                   "--tenant", "acme", "--name", "cli", "--scope", "sim"])
+    assert created.exit_code == 0, created.output
+    secret = created.output.split("store it now): ")[1].strip()
+    key_id = created.output.split()[1]
+    listed = runner.invoke(main, ["keys", "list", "--url", root, "--admin-key", ADMIN])
+    assert key_id in listed.output and "active" in listed.output and secret not in listed.output
+    with sdk(secured, secret) as client:
+        assert client.chat.completions.create(model="sim", messages=HELLO, max_tokens=1)
+    table = runner.invoke(main, ["routes", "--url", root, "--admin-key", ADMIN])
+    assert table.exit_code == 0 and "local" in table.output and "healthy" in table.output
+    revoked = runner.invoke(main, ["keys", "revoke", key_id, "--url", root, "--admin-key", ADMIN])
+    assert revoked.exit_code == 0
+    refused = runner.invoke(main, ["keys", "list", "--url", root, "--admin-key", secret])
+    assert refused.exit_code == 1 and "401" in refused.output

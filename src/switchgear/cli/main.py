@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,21 +48,89 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
         sys.exit(2)
 
 
+ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+                         envvar="SWITCHGEAR_URL", show_envvar=True,
+                         help="The running gateway's base URL.")
+ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
+                         help="An admin key (or, for list, any reader's key).")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (through the gateway's admin API)."""
+
+
+@keys.command("create")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--tenant", required=True, help="The tenant that owns the key.")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--role", default="client", show_default=True,
+              type=click.Choice(["admin", "operator", "approver", "viewer", "client"]))
+@click.option("--scope", "scopes", multiple=True, help="A model alias the key may call "
+              "(repeat; none: every model).")
+@click.option("--feature", help="Default feature tag of the key's requests.")
+@click.option("--tier", default="standard", show_default=True,
+              type=click.Choice(["interactive", "standard", "batch"]))
+@click.option("--expires-in", type=click.FloatRange(min=1), help="Seconds until it expires.")
+def keys_create(url: str, admin_key: str | None, tenant: str, name: str, role: str,
+                scopes: tuple[str, ...], feature: str | None, tier: str,
+                expires_in: float | None) -> None:
+    """Create a key and print its secret (shown this once only)."""
+    body = {"tenant": tenant, "name": name, "role": role, "scopes": list(scopes),
+            "feature": feature, "tier": tier, "expires_in_s": expires_in}
+    answer = _admin(url, "POST", "/admin/keys", admin_key, body)
+    key = answer["key"]
+    click.echo(f"created {key['id']} ({key['prefix']}…) for tenant {key['tenant']}, "
+               f"role {key['role']}")
+    click.echo(f"secret (shown once, store it now): {answer['secret']}")
+
+
+@keys.command("list")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--tenant", help="Only this tenant's keys.")
+def keys_list(url: str, admin_key: str | None, tenant: str | None) -> None:
+    """List keys (never their secrets)."""
+    path = "/admin/keys" + (f"?tenant={tenant}" if tenant else "")
+    for key in _admin(url, "GET", path, admin_key)["data"]:
+        state = "revoked" if key["revoked_at"] else "active"
+        scopes = ",".join(key["scopes"]) or "*"
+        click.echo(f"{key['id']}  {key['prefix']}…  {key['tenant']}  {key['role']}  {state}  "
+                   f"models={scopes}  {key['name']}")
+
+
+@keys.command("revoke")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("key_id")
+def keys_revoke(url: str, admin_key: str | None, key_id: str) -> None:
+    """Revoke a key at once."""
+    _admin(url, "DELETE", f"/admin/keys/{key_id}", admin_key)
+    click.echo(f"revoked {key_id}")
+
+
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="SWITCHGEAR_URL",
-              show_envvar=True, help="The running gateway's base URL.")
+@ADMIN_URL
+@ADMIN_KEY
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
-def routes(url: str, as_json: bool) -> None:
+def routes(url: str, admin_key: str | None, as_json: bool) -> None:
     """Show each deployment's routing state: healthy / ejected / probing, requests in flight,
     EWMA latency, error ratio and share of traffic (from GET /admin/routing)."""
-    from switchgear.cli.routes import fetch_routing, render_routing
+    from switchgear.cli.routes import render_routing
+
+    report = _admin(url, "GET", "/admin/routing", admin_key)
+    click.echo(json.dumps(report, indent=2) if as_json else render_routing(report))
+
+
+def _admin(url: str, method: str, path: str, token: str | None, body: Any = None) -> Any:
+    from switchgear.cli.admin_client import AdminError, admin_call
 
     try:
-        report = fetch_routing(url)
-    except OSError as error:
-        click.echo(f"switchgear: cannot read {url}/admin/routing: {error}", err=True)
+        return admin_call(url, method, path, token, body)
+    except AdminError as error:
+        click.echo(f"switchgear: {error}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(report, indent=2) if as_json else render_routing(report))
 
 
 main.add_command(simulate)

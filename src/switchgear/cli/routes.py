@@ -1,19 +1,10 @@
-"""`switchgear routes`: read /admin/routing from a running gateway and lay it out as a table."""
+"""`switchgear routes`: lay out a gateway's /admin/routing report as a table."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from typing import Any
 
 COLUMNS = ("alias", "deployment", "state", "in flight", "ttft ms", "total ms", "errors", "share")
-
-
-def fetch_routing(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The JSON of ``url``/admin/routing."""
-    with urllib.request.urlopen(url.rstrip("/") + "/admin/routing", timeout=timeout) as response:
-        report: dict[str, Any] = json.load(response)
-    return report
 
 
 def _cell(value: Any) -> str:

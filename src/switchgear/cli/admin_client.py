@@ -1,0 +1,33 @@
+"""A small client of the gateway's admin API for the CLI (stdlib HTTP, JSON in and out)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class AdminError(Exception):
+    """The admin API refused the call or could not be reached; the message says why."""
+
+
+def admin_call(url: str, method: str, path: str, token: str | None = None,
+               body: Any = None, timeout: float = 10.0) -> Any:
+    """Call ``method path`` on the gateway at ``url``; the parsed JSON answer."""
+    request = urllib.request.Request(url.rstrip("/") + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.load(error)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = error.reason
+        raise AdminError(f"{error.code}: {message}") from None
+    except OSError as error:
+        raise AdminError(f"cannot reach {url}: {error}") from None
