@@ -193,6 +193,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: All request headers together (JSON nesting is capped at 1024 levels by the parser).
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
 
 
 class StoreConfig(_Strict):

@@ -4,6 +4,7 @@
     ├── InvalidRequest                   400 invalid_request_error
     │   ├── ContextWindowExceeded        400 invalid_request_error / context_length_exceeded
     │   ├── BodyTooLarge                 413 invalid_request_error
+    │   ├── HeadersTooLarge              431 invalid_request_error
     │   └── UnsupportedMediaType         415 invalid_request_error
     ├── AuthenticationFailed             401 invalid_request_error / invalid_api_key
     ├── PermissionDenied                 403 permission_error
@@ -89,6 +90,12 @@ class BodyTooLarge(InvalidRequest):
     """The request body is larger than the configured limit."""
 
     status = 413
+
+
+class HeadersTooLarge(InvalidRequest):
+    """The request headers together are larger than the configured limit."""
+
+    status = 431
 
 
 class UnsupportedMediaType(InvalidRequest):

@@ -152,3 +152,18 @@ def test_still_serving_after_bad_input(base_url: str) -> None:
             {"role": "user", "content": "still there?"}])
     assert answer.choices[0].message.content
     assert answer.usage is not None and answer.usage.completion_tokens > 0
+
+
+def test_json_nested_too_deep_is_400(base_url: str) -> None:
+    deep = b'{"model": "sim", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, answer, _ = post(base_url, "/chat/completions", deep)
+    assert status == 400
+    assert_openai_error(answer)
+
+
+def test_headers_over_the_limit_are_431(base_url: str) -> None:
+    response = urllib3.request("POST", base_url + "/chat/completions", body=json.dumps(CHAT),
+                               headers={"Content-Type": "application/json",
+                                        "X-Padding": "x" * 40_000}, retries=False, timeout=10)
+    assert response.status == 431
+    assert_openai_error(json.loads(response.data))

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from switchgear.errors import (
+    HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     SwitchgearError,
@@ -51,6 +52,7 @@ class GatewayApp:
         self.state = state
         self.request_ids = RequestIds()
         self.admin = AdminAPI(state)
+        self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
             "/v1/completions": {"POST": partial(self.openai, Operation.COMPLETIONS)},
@@ -98,6 +100,9 @@ class GatewayApp:
         methods = self.routes.get(path) or next(
             (table for prefix, table in self.prefixed if path.startswith(prefix)), None)
         try:
+            if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
+                raise HeadersTooLarge(f"The request headers are larger than the limit of "
+                                      f"{self.max_header_bytes} bytes.")
             if methods is None:
                 raise NotFound(f"Unknown path: {scope['path']}")
             endpoint = methods.get(scope["method"])
