@@ -1,0 +1,358 @@
+"""Requests-per-minute and tokens-per-minute limits per key, tenant and model.
+
+A request names any set of ``Limit``s (its key's, its tenant's, its model's, ...), each with its
+own rpm and/or tpm, and is admitted only if every one of them admits it; the check and the
+consumption are one atomic step, so a refusal by one limit consumes nothing from the others.
+
+Algorithm: GCRA (the generic cell rate algorithm), which is a token bucket kept as one number.
+Each bucket stores its theoretical arrival time ``tat``: the moment it will be full again. A
+limit of L per minute has an emission interval ``T = 60 / L``; taking ``n`` units moves
+``tat`` to ``max(tat, now) + n * T``, allowed while that is at most one minute ahead of now (a
+burst of up to L, then one every T). Chosen over a counter-and-refill bucket because the state
+is one float per bucket with no refill bookkeeping, which makes the Redis script a single GET and
+SET per bucket, and a window-free algorithm has no boundary burst of 2L that fixed windows have.
+Remaining units and the time to full follow directly from ``tat - now``.
+
+Tokens are reserved at admission (the prompt estimate plus ``max_tokens``) and settled on
+completion with the real usage: a smaller real count gives the difference back, a larger one
+charges it (a bucket may go into debt, refusing until it drains).
+
+Two implementations of the ``Limiter`` protocol: ``InProcessLimiter`` (one process, the
+default) and ``RedisLimiter`` (one Lua script per operation by EVALSHA, atomic across gateway
+replicas). A Redis failure raises ``StateUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from redis.asyncio import Redis
+
+from switchgear.admission.state import LuaScript, text
+from switchgear.errors import RateLimited
+
+#: The window every limit is expressed in, in seconds (per minute).
+PERIOD = 60.0
+#: Float slack when comparing a bucket's fill against the period.
+EPSILON = 1e-6
+
+Dimension = Literal["requests", "tokens"]
+DIMENSIONS: tuple[Dimension, ...] = ("requests", "tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Limits for one limit key (e.g. ``key:k1``, ``tenant:acme``, ``model:gpt-4o``); ``None``
+    leaves that dimension unlimited."""
+
+    key: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
+            if value is not None and value < 1:
+                raise ValueError(f"limit {self.key!r}: {name} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """One bucket after a decision: its limit, what is left of it now, seconds until it is full."""
+
+    key: str
+    dimension: Dimension
+    limit: int
+    remaining: int
+    reset_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The tokens an admitted request holds in its token buckets until it is settled."""
+
+    tokens: int
+    buckets: tuple[tuple[str, float], ...] = ()  # (bucket name, emission interval) per tpm limit
+
+
+class RateLimitExceeded(RateLimited):
+    """A limit refused the request: 429 with Retry-After and OpenAI's ``x-ratelimit-*`` headers."""
+
+    def __init__(
+        self, message: str, *, retry_after: float, headers: list[tuple[bytes, bytes]], code: str | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, code=code)
+        self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one ``acquire``: admitted or not, and the limits' state for the headers."""
+
+    allowed: bool
+    retry_after: float
+    statuses: tuple[LimitStatus, ...]
+    reservation: Reservation
+    refused_by: tuple[str, ...] = ()
+    too_large: bool = False
+
+    def strictest(self, dimension: Dimension) -> LimitStatus | None:
+        """The bucket of ``dimension`` that will refuse first: least remaining, then longest reset."""
+        candidates = [s for s in self.statuses if s.dimension == dimension]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda s: (s.remaining, -s.reset_after))
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the strictest limits."""
+        out: list[tuple[bytes, bytes]] = []
+        for dimension in DIMENSIONS:
+            status = self.strictest(dimension)
+            if status is None:
+                continue
+            out.append((f"x-ratelimit-limit-{dimension}".encode(), str(status.limit).encode()))
+            out.append((f"x-ratelimit-remaining-{dimension}".encode(), str(status.remaining).encode()))
+            out.append((f"x-ratelimit-reset-{dimension}".encode(), duration(status.reset_after).encode()))
+        return out
+
+    def error(self) -> RateLimitExceeded:
+        """The 429 to raise for a refused decision."""
+        names = ", ".join(self.refused_by)
+        if self.too_large:
+            message = f"Request too large for the tokens-per-minute limit of {names}; ask for fewer tokens."
+            return RateLimitExceeded(
+                message, retry_after=self.retry_after, headers=self.headers(), code="request_too_large"
+            )
+        message = f"Rate limit reached for {names}; try again in {duration(self.retry_after)}."
+        return RateLimitExceeded(message, retry_after=self.retry_after, headers=self.headers())
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``, ``6m0s``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1.0:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60.0:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
+
+
+class Limiter(Protocol):
+    """Admits a request against all its limits at once and settles its tokens when it is done."""
+
+    async def acquire(self, limits: Sequence[Limit], tokens: int) -> Decision:
+        """Take one request and ``tokens`` tokens from every limit, or nothing if any refuses."""
+        ...
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    name: str
+    key: str
+    dimension: Dimension
+    limit: int
+    interval: float
+    cost: int
+
+
+def _buckets(limits: Sequence[Limit], tokens: int) -> list[_Bucket]:
+    if tokens < 0:
+        raise ValueError(f"tokens must be non-negative, got {tokens}")
+    seen: set[str] = set()
+    out: list[_Bucket] = []
+    for limit in limits:
+        if limit.key in seen:  # the same bucket twice would be read stale and charged twice
+            continue
+        seen.add(limit.key)
+        if limit.rpm is not None:
+            out.append(_Bucket(f"{limit.key}:rpm", limit.key, "requests", limit.rpm, PERIOD / limit.rpm, 1))
+        if limit.tpm is not None:
+            interval = PERIOD / limit.tpm
+            out.append(_Bucket(f"{limit.key}:tpm", limit.key, "tokens", limit.tpm, interval, tokens))
+    return out
+
+
+def _decide(buckets: Sequence[_Bucket], ahead: Sequence[float], allowed: bool, tokens: int) -> Decision:
+    """Build the decision from each bucket's ``tat - now`` after the step (before it if refused)."""
+    statuses = []
+    refused: list[str] = []
+    retry_after = 0.0
+    too_large = False
+    for bucket, lead in zip(buckets, ahead, strict=True):
+        lead = max(0.0, lead)
+        remaining = math.floor((PERIOD - lead) / bucket.interval + EPSILON)
+        statuses.append(LimitStatus(bucket.key, bucket.dimension, bucket.limit,
+                                    min(bucket.limit, max(0, remaining)), lead))
+        if not allowed:
+            wait = lead + bucket.cost * bucket.interval - PERIOD
+            if wait > EPSILON:
+                refused.append(bucket.key)
+                retry_after = max(retry_after, wait)
+            if bucket.cost > bucket.limit:
+                too_large = True
+    reservation = Reservation(0)
+    if allowed:
+        token_buckets = tuple((b.name, b.interval) for b in buckets if b.dimension == "tokens")
+        reservation = Reservation(tokens, token_buckets)
+    if not allowed:
+        retry_after = PERIOD if too_large else max(retry_after, 0.001)
+    return Decision(allowed, retry_after, tuple(statuses), reservation, tuple(dict.fromkeys(refused)),
+                    too_large)
+
+
+class InProcessLimiter:
+    """GCRA buckets in a dict, for one gateway process: O(1) per bucket, no locks (nothing awaits
+    between reading and writing a bucket)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tats: dict[str, float] = {}
+        self._prune_at = 1024
+
+    async def acquire(self, limits: Sequence[Limit], tokens: int) -> Decision:
+        """Take one request and ``tokens`` tokens from every limit, or nothing if any refuses."""
+        buckets = _buckets(limits, tokens)
+        now = self._clock()
+        starts = [max(self._tats.get(b.name, now), now) for b in buckets]
+        ends = [start + b.cost * b.interval for start, b in zip(starts, buckets, strict=True)]
+        allowed = all(end - now <= PERIOD + EPSILON for end in ends)
+        if allowed:
+            for bucket, end in zip(buckets, ends, strict=True):
+                self._tats[bucket.name] = end
+            self._prune(now)
+            return _decide(buckets, [end - now for end in ends], True, tokens)
+        return _decide(buckets, [start - now for start in starts], False, tokens)
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest."""
+        delta = used_tokens - reservation.tokens
+        if delta == 0:
+            return
+        now = self._clock()
+        for name, interval in reservation.buckets:
+            tat = max(self._tats.get(name, now), now) + delta * interval
+            if tat > now:
+                self._tats[name] = tat
+            else:
+                self._tats.pop(name, None)
+
+    def _prune(self, now: float) -> None:
+        # Full buckets hold no information; dropping them when the table doubles keeps memory
+        # bounded by the active buckets at amortized O(1) per request.
+        if len(self._tats) < self._prune_at:
+            return
+        for name in [name for name, tat in self._tats.items() if tat <= now]:
+            del self._tats[name]
+        self._prune_at = max(1024, 2 * len(self._tats))
+
+
+# KEYS: the buckets. ARGV[1]: now in seconds ('' = Redis server time), ARGV[2]: the period,
+# then per bucket i: ARGV[1 + 2i] emission interval, ARGV[2 + 2i] cost.
+# Returns {allowed, now, tat_i - now ...} (after the step if allowed, before it if refused).
+_ACQUIRE = LuaScript("""
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local period = tonumber(ARGV[2])
+local starts, ends = {}, {}
+local allowed = 1
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local cost = tonumber(ARGV[2 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  starts[i] = tat
+  ends[i] = tat + cost * interval
+  if ends[i] - now > period + 1e-6 then allowed = 0 end
+end
+local out = {allowed, string.format('%.6f', now)}
+for i = 1, #KEYS do
+  if allowed == 1 then
+    if ends[i] > now then
+      local ttl = math.ceil((ends[i] - now) * 1000) + 1000
+      redis.call('SET', KEYS[i], string.format('%.6f', ends[i]), 'PX', ttl)
+    end
+    out[#out + 1] = string.format('%.6f', ends[i] - now)
+  else
+    out[#out + 1] = string.format('%.6f', starts[i] - now)
+  end
+end
+return out
+""")
+
+# KEYS: the token buckets. ARGV[1]: now ('' = server time), then per bucket i: ARGV[2i] emission
+# interval, ARGV[2i + 1] tokens to add (negative gives back).
+_SETTLE = LuaScript("""
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local delta = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  tat = tat + delta * interval
+  if tat > now then
+    redis.call('SET', KEYS[i], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 1
+""")
+
+
+class RedisLimiter:
+    """GCRA buckets in Redis, shared by every gateway replica: each operation is one Lua script
+    (EVALSHA), so check-and-take is atomic across processes. Time is Redis's own clock unless a
+    ``clock`` is given (then every replica must share it)."""
+
+    def __init__(
+        self, client: Redis, *, prefix: str = "switchgear:limit:", clock: Callable[[], float] | None = None
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._clock = clock
+
+    def _now(self) -> str:
+        return "" if self._clock is None else f"{self._clock():.6f}"
+
+    async def acquire(self, limits: Sequence[Limit], tokens: int) -> Decision:
+        """Take one request and ``tokens`` tokens from every limit, or nothing if any refuses.
+
+        Raises ``StateUnavailable`` (503) if Redis cannot be reached.
+        """
+        buckets = _buckets(limits, tokens)
+        if not buckets:
+            return _decide(buckets, [], True, tokens)
+        args: list[str | float | int] = [self._now(), repr(PERIOD)]
+        for bucket in buckets:
+            args += [repr(bucket.interval), bucket.cost]
+        reply = await _ACQUIRE(self._client, [self._prefix + b.name for b in buckets], args)
+        allowed = int(reply[0]) == 1
+        return _decide(buckets, [float(text(v)) for v in reply[2:]], allowed, tokens)
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest.
+
+        Raises ``StateUnavailable`` (503) if Redis cannot be reached.
+        """
+        delta = used_tokens - reservation.tokens
+        if delta == 0 or not reservation.buckets:
+            return
+        args: list[str | float | int] = [self._now()]
+        for _, interval in reservation.buckets:
+            args += [repr(interval), delta]
+        await _SETTLE(self._client, [self._prefix + name for name, _ in reservation.buckets], args)

@@ -1,0 +1,87 @@
+"""Shared admission state in Redis: a client made to fail fast, Lua scripts run by EVALSHA, and
+the one error every Redis failure becomes (``StateUnavailable``, a 503 — never a 401).
+
+The in-process implementations need none of this; the Redis ones (``RedisLimiter``,
+``RedisBudgets``) share it so that an outage looks the same from every admission check, and so
+that the gateway recovers by itself when Redis returns: the client's pool reconnects on the next
+command and a script flushed by a Redis restart is loaded again on its next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from switchgear.errors import Overloaded
+
+#: Seconds a client is told to wait after a state outage before it tries again.
+OUTAGE_RETRY_AFTER = 1.0
+
+
+class StateUnavailable(Overloaded):
+    """The shared state (Redis) cannot be reached or answered wrongly: 503, try again shortly.
+
+    Admission refuses rather than guesses: without its counters it can neither enforce a limit
+    nor tell a valid caller from an invalid one, and a 401 would wrongly blame the key.
+    """
+
+    code = "state_unavailable"
+
+
+def connect_redis(url: str, *, timeout: float = 0.5) -> Redis:
+    """A Redis client for admission state that fails fast while Redis is away.
+
+    Connecting and each command wait at most ``timeout`` seconds; a command is retried once
+    without backoff, so a connection left stale by a Redis restart is replaced transparently
+    instead of failing one request.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=0,
+    )
+
+
+def unavailable(error: BaseException) -> StateUnavailable:
+    """The 503 a Redis failure becomes; its text names the failure's class, never a URL."""
+    return StateUnavailable(
+        f"Shared admission state is unavailable ({type(error).__name__}); try again shortly.",
+        retry_after=OUTAGE_RETRY_AFTER,
+    )
+
+
+class LuaScript:
+    """One Lua script run atomically by EVALSHA, loaded again if Redis has forgotten it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[str | float | int]) -> Any:
+        """Run the script on ``keys`` with ``args``; any Redis failure raises ``StateUnavailable``."""
+        try:
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(self.source)
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except (RedisError, OSError) as error:
+            raise unavailable(error) from error
+
+
+def text(value: Any) -> str:
+    """A Redis reply as text, whether the client decodes responses or not."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
