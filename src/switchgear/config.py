@@ -213,6 +213,31 @@ class StoreConfig(_Strict):
         return url
 
 
+class LimitValues(_Strict):
+    """Requests and tokens per minute; None leaves that dimension unlimited."""
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+
+class LimitsConfig(_Strict):
+    """Rate limits, enforced together (a request must fit all that apply to it): every key's,
+    its tenant's and its model's. State is in-process, or in Redis for replicas."""
+
+    #: ``redis://host:port/db`` to share limits across gateway replicas; None: in this process.
+    state_url: str | None = None
+    per_key: LimitValues = LimitValues()
+    tenants: dict[str, LimitValues] = Field(default_factory=dict)
+    models: dict[str, LimitValues] = Field(default_factory=dict)
+
+    @field_validator("state_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -230,6 +255,7 @@ class Config(_Strict):
     store: StoreConfig = StoreConfig()
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -27,6 +27,7 @@ request is an internal error and leaves as a 500 without its message (which may 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 #: Upstream HTTP statuses worth another attempt on another deployment.
@@ -40,6 +41,8 @@ class SwitchgearError(Exception):
     type = "api_error"
     code: str | None = None
     retryable = False
+    #: Extra response headers the error leaves with (e.g. ``x-ratelimit-*`` on a 429).
+    headers: Sequence[tuple[bytes, bytes]] = ()
 
     def __init__(
         self,

@@ -85,6 +85,10 @@ class Exchange:
     cost_basis: str = ""
     #: The bearer token as received, until the Admit stage has verified it (then None).
     credentials: str | None = field(default=None, repr=False)
+    #: Tokens held in rate-limit buckets until the request is settled (admission's business).
+    reservation: Any = None
+    #: Extra response headers (e.g. ``x-ratelimit-*``) the stages want the client to see.
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
     def latency(self) -> float | None:

@@ -142,10 +142,11 @@ class GatewayApp:
             return
         if isinstance(reply, dict):
             state.metrics.in_flight.dec()
-            await send_json(send, 200, reply, request_id)
+            await send_json(send, 200, reply, request_id, exchange.response_headers)
             return
         try:
-            await send_events(send, receive, self._events(exchange, reply), request_id)
+            await send_events(send, receive, self._events(exchange, reply), request_id,
+                              exchange.response_headers)
         finally:
             state.metrics.in_flight.dec()
 

@@ -84,14 +84,15 @@ async def send_body(send: Send, status: int, body: bytes, request_id: str,
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Send, status: int, body: Any, request_id: str) -> None:
+async def send_json(send: Send, status: int, body: Any, request_id: str,
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send ``body`` as a JSON response."""
-    await send_body(send, status, orjson.dumps(body), request_id)
+    await send_body(send, status, orjson.dumps(body), request_id, extra=extra)
 
 
 async def send_error(send: Send, error: SwitchgearError, request_id: str) -> None:
     """Send ``error`` in OpenAI's shape; 429 and 503 carry Retry-After."""
-    extra = []
+    extra = list(error.headers)
     if error.retry_after is not None or error.status in (429, 503):
         extra.append((b"retry-after", str(max(1, round(error.retry_after or 1))).encode()))
     await send_body(send, error.status, orjson.dumps(error.body()), request_id, extra=extra)
@@ -103,7 +104,7 @@ def event(payload: Any) -> bytes:
 
 
 async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes, None],
-                      request_id: str) -> None:
+                      request_id: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """Stream already-encoded events, stopping early when the client goes away.
 
     The first event is taken before the headers go out, so the chain producing ``events`` has
@@ -114,7 +115,7 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
         first = await anext(events, None)
         await send({"type": "http.response.start", "status": 200,
                     "headers": _headers(request_id, EVENT_STREAM_HEADERS[0][1],
-                                        EVENT_STREAM_HEADERS[1:])})
+                                        [*EVENT_STREAM_HEADERS[1:], *(extra or [])])})
         if first is not None:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         async for data in events:

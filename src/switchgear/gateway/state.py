@@ -8,11 +8,13 @@ import os
 from dataclasses import dataclass
 
 from switchgear.admission.keys import KeyRing, bootstrap_key
+from switchgear.admission.limits import InProcessLimiter, Limiter, RedisLimiter
+from switchgear.admission.state import connect_redis
 from switchgear.backends import build_backend
-from switchgear.config import Config, is_loopback
+from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
-from switchgear.pipeline.admit import Admit, Authenticator
+from switchgear.pipeline.admit import Admit, Authenticator, RateLimits
 from switchgear.pipeline.record import Record, Recorder
 from switchgear.pipeline.route import Route
 from switchgear.routing.budget import RetryBudget
@@ -25,6 +27,13 @@ from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("switchgear.gateway")
+
+
+def build_limiter(config: LimitsConfig) -> Limiter:
+    """The rate limiter: in this process, or in Redis when ``state_url`` is set."""
+    if config.state_url is None:
+        return InProcessLimiter()
+    return RedisLimiter(connect_redis(config.state_url))
 
 #: How long shutdown keeps trying to write pending records to an unreachable store.
 DRAIN_SECONDS = 60
@@ -45,6 +54,7 @@ class AppState:
     checker: HealthChecker | None
     keys: KeyRing
     authenticator: Authenticator
+    limits: RateLimits
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -62,17 +72,18 @@ class AppState:
                               flush_interval=config.store.flush_interval_ms / 1000,
                               queue_size=config.store.queue_size)
         metrics = GatewayMetrics()
-        recorder = Recorder.standard(prices, metrics, writer, router.observe)
         budget = RetryBudget(routing.retry)
         route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000)
         admin_token = os.environ.get(config.auth.admin_key_env)
         keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
         authenticator = Authenticator(keys)
-        pipeline: Handler = Record(Admit(route, authenticator), recorder)
+        limits = RateLimits(build_limiter(config.limits), config.limits)
+        recorder = Recorder.standard(prices, metrics, writer, router.observe, limits.settle)
+        pipeline: Handler = Record(Admit(route, authenticator, limits), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator)
+                   keys, authenticator, limits)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -106,6 +117,7 @@ class AppState:
             await self.checker.stop()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)
+        await self.limits.drain()
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 await self.writer.close()

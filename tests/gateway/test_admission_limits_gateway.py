@@ -1,0 +1,109 @@
+"""Rate limits through the gateway: RPM, TPM reserve-and-settle, and one limit shared by two
+gateway processes through a real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import urllib3
+import yaml
+
+from switchgear.config import Config
+
+from servers import free_port, gateway
+
+SIM = {"deployments": [{"name": "local", "backend": "simulated",
+                        "simulated": {"ttft_ms": 1, "tpot_ms": 0, "mean_output_tokens": 4}}]}
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def limited(make_config: Callable[..., Config], limits: dict[str, Any]) -> Config:
+    config = make_config({"sim": SIM})
+    return config.model_validate({**config.model_dump(), "limits": limits})
+
+
+def test_requests_per_minute_refuse_with_retry_after_and_headers(
+    make_config: Callable[..., Config]
+) -> None:
+    config = limited(make_config, {"tenants": {"default": {"rpm": 5}}})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        for _ in range(5):
+            raw = sdk.chat.completions.with_raw_response.create(model="sim", messages=HELLO,
+                                                                max_tokens=1)
+            assert raw.headers["x-ratelimit-limit-requests"] == "5"
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk.chat.completions.create(model="sim", messages=HELLO, max_tokens=1)
+    headers = refused.value.response.headers
+    assert float(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert "tenant:default" in refused.value.message
+
+
+def test_tokens_are_reserved_then_settled_with_the_real_usage(
+    make_config: Callable[..., Config]
+) -> None:
+    config = limited(make_config, {"models": {"sim": {"tpm": 200}}})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        # Each reserves ~160 tokens; only settling back to the ~10 really used lets the next in.
+        for _ in range(3):
+            answer = sdk.chat.completions.create(model="sim", messages=HELLO, max_tokens=150)
+            assert answer.usage is not None and answer.usage.total_tokens < 40
+            time.sleep(0.05)  # settlement runs right after the answer, in the background
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk.chat.completions.create(model="sim", messages=HELLO, max_tokens=195)
+        assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "200"
+        with pytest.raises(openai.RateLimitError) as too_large:
+            sdk.chat.completions.create(model="sim", messages=HELLO, max_tokens=5000)
+        assert too_large.value.code == "request_too_large"
+
+
+def test_two_gateway_processes_sharing_redis_admit_n_not_2n(tmp_path: Path) -> None:
+    alias = f"shared-{uuid.uuid4().hex[:8]}"  # fresh Redis keys for this run
+    ports = [free_port(), free_port()]
+    servers = []
+    for index, port in enumerate(ports):
+        config_file = tmp_path / f"gateway-{index}.yaml"
+        config_file.write_text(yaml.safe_dump({
+            "server": {"port": port},
+            "store": {"url": f"sqlite:///{tmp_path}/records-{index}.db"},
+            "models": {alias: SIM},
+            "limits": {"state_url": "redis://127.0.0.1:6379/0", "models": {alias: {"rpm": 10}}},
+        }))
+        servers.append(subprocess.Popen([sys.executable, "-m", "switchgear", "serve", "--config",
+                                         str(config_file), "--log-level", "warning"]))
+    try:
+        for port in ports:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if urllib3.request("GET", f"http://127.0.0.1:{port}/healthz", retries=False,
+                                       timeout=1).status == 200:
+                        break
+                except urllib3.exceptions.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "a gateway did not start"
+                time.sleep(0.1)
+        statuses = []
+        for attempt in range(30):
+            port = ports[attempt % 2]
+            response = urllib3.request(
+                "POST", f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                json={"model": alias, "messages": HELLO, "max_tokens": 1})
+            statuses.append(response.status)
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(30)
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 20
