@@ -220,15 +220,33 @@ class LimitValues(_Strict):
     tpm: int | None = Field(None, ge=1)
 
 
+class BudgetValues(_Strict):
+    """Spending limits in currency per UTC day and month (None: unlimited); at ``soft`` of a
+    limit an alert is logged once per period, at the limit requests are refused (429)."""
+
+    daily: float | None = Field(None, ge=0)
+    monthly: float | None = Field(None, ge=0)
+    soft: float = Field(0.8, gt=0, le=1)
+
+
+class BudgetsConfig(_Strict):
+    """Budgets per key (the same for every key) and per tenant."""
+
+    per_key: BudgetValues | None = None
+    tenants: dict[str, BudgetValues] = Field(default_factory=dict)
+
+
 class LimitsConfig(_Strict):
     """Rate limits, enforced together (a request must fit all that apply to it): every key's,
-    its tenant's and its model's. State is in-process, or in Redis for replicas."""
+    its tenant's and its model's; and spending budgets. State is in-process, or in Redis for
+    replicas."""
 
-    #: ``redis://host:port/db`` to share limits across gateway replicas; None: in this process.
+    #: ``redis://host:port/db`` to share limits and budgets across replicas; None: this process.
     state_url: str | None = None
     per_key: LimitValues = LimitValues()
     tenants: dict[str, LimitValues] = Field(default_factory=dict)
     models: dict[str, LimitValues] = Field(default_factory=dict)
+    budgets: BudgetsConfig = BudgetsConfig()
 
     @field_validator("state_url")
     @classmethod

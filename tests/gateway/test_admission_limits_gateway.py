@@ -107,3 +107,26 @@ def test_two_gateway_processes_sharing_redis_admit_n_not_2n(tmp_path: Path) -> N
             server.wait(30)
     assert statuses.count(200) == 10
     assert statuses.count(429) == 20
+
+
+def test_a_tenant_budget_stops_spending_and_warns_first(
+    make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    priced = {"deployments": [{**SIM["deployments"][0],  # type: ignore[index]
+                               "price": {"input_per_million": 1000, "output_per_million": 1000}}]}
+    config = make_config({"sim": priced})
+    config = config.model_validate({**config.model_dump(), "limits": {
+        "budgets": {"tenants": {"default": {"daily": 0.025, "soft": 0.5}}}}})
+    spent = 0.0
+    with caplog.at_level("WARNING"), gateway(config) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk, \
+            pytest.raises(openai.RateLimitError) as refused:
+        for _ in range(10):
+            answer = sdk.chat.completions.create(model="sim", messages=HELLO, max_tokens=4)
+            assert answer.usage is not None
+            spent += answer.usage.total_tokens * 1000 / 1e6
+            time.sleep(0.05)  # the cost is added right after the answer, in the background
+    assert refused.value.code == "insufficient_quota"
+    assert float(refused.value.response.headers["retry-after"]) > 0
+    assert 0.025 <= spent < 0.025 + 0.02  # refused on the first request after the limit
+    assert any("soft" in m.lower() for m in caplog.messages)

@@ -7,14 +7,15 @@ import logging
 import os
 from dataclasses import dataclass
 
+from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
-from switchgear.admission.limits import InProcessLimiter, Limiter, RedisLimiter
+from switchgear.admission.limits import InProcessLimiter, RedisLimiter
 from switchgear.admission.state import connect_redis
 from switchgear.backends import build_backend
 from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
-from switchgear.pipeline.admit import Admit, Authenticator, RateLimits
+from switchgear.pipeline.admit import Admit, Authenticator, Quotas
 from switchgear.pipeline.record import Record, Recorder
 from switchgear.pipeline.route import Route
 from switchgear.routing.budget import RetryBudget
@@ -29,11 +30,12 @@ from switchgear.telemetry.metrics import GatewayMetrics
 log = logging.getLogger("switchgear.gateway")
 
 
-def build_limiter(config: LimitsConfig) -> Limiter:
-    """The rate limiter: in this process, or in Redis when ``state_url`` is set."""
+def build_quotas(config: LimitsConfig) -> Quotas:
+    """Rate limits and budgets: in this process, or in Redis when ``state_url`` is set."""
     if config.state_url is None:
-        return InProcessLimiter()
-    return RedisLimiter(connect_redis(config.state_url))
+        return Quotas(InProcessLimiter(), InProcessBudgets(), config)
+    client = connect_redis(config.state_url)
+    return Quotas(RedisLimiter(client), RedisBudgets(client), config, on_close=client.aclose)
 
 #: How long shutdown keeps trying to write pending records to an unreachable store.
 DRAIN_SECONDS = 60
@@ -54,7 +56,7 @@ class AppState:
     checker: HealthChecker | None
     keys: KeyRing
     authenticator: Authenticator
-    limits: RateLimits
+    quotas: Quotas
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -77,13 +79,13 @@ class AppState:
         admin_token = os.environ.get(config.auth.admin_key_env)
         keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
         authenticator = Authenticator(keys)
-        limits = RateLimits(build_limiter(config.limits), config.limits)
-        recorder = Recorder.standard(prices, metrics, writer, router.observe, limits.settle)
-        pipeline: Handler = Record(Admit(route, authenticator, limits), recorder)
+        quotas = build_quotas(config.limits)
+        recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle)
+        pipeline: Handler = Record(Admit(route, authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, limits)
+                   keys, authenticator, quotas)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -117,7 +119,7 @@ class AppState:
             await self.checker.stop()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)
-        await self.limits.drain()
+        await self.quotas.aclose()
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 await self.writer.close()

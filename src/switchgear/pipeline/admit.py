@@ -1,7 +1,6 @@
 """The Admit stage: who is asking (API key → tenant, role, scopes), may they call this model,
-and do they fit their rate limits (tokens reserved now, settled when the request ends).
-
-Budgets and priority queues join this stage as they are built (issue 4).
+are they within budget, and do they fit their rate limits (tokens reserved now, settled with the
+real usage and cost when the request ends). Priority queues join this stage next (issue 4).
 """
 
 from __future__ import annotations
@@ -9,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
+from switchgear.admission.budgets import Budget, Budgets
 from switchgear.admission.keys import ApiKey, KeyRing, Role
 from switchgear.admission.limits import Limit, Limiter, Reservation
 from switchgear.admission.state import StateUnavailable
@@ -63,13 +64,31 @@ class Authenticator:
         return key
 
 
-class RateLimits:
-    """Which limits apply to a request, and the limiter that enforces them together."""
+class Quotas:
+    """Which rate limits and budgets apply to a request; takes it from them at admission and
+    settles its real tokens and cost when it ends."""
 
-    def __init__(self, limiter: Limiter, config: LimitsConfig) -> None:
+    def __init__(self, limiter: Limiter, budgets: Budgets, config: LimitsConfig,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
         self.limiter = limiter
+        self.budgets = budgets
         self.config = config
+        self.on_close = on_close
         self._settling: set[asyncio.Task[None]] = set()
+
+    def applicable_budgets(self, exchange: Exchange) -> list[Budget]:
+        """The key's and the tenant's budgets, where configured."""
+        config, principal = self.config.budgets, exchange.principal
+        budgets = []
+        if principal.key_id is not None and config.per_key is not None:
+            values = config.per_key
+            budgets.append(Budget(f"key:{principal.key_id}", values.daily, values.monthly,
+                                  values.soft))
+        tenant = config.tenants.get(principal.tenant)
+        if tenant is not None:
+            budgets.append(Budget(f"tenant:{principal.tenant}", tenant.daily, tenant.monthly,
+                                  tenant.soft))
+        return budgets
 
     def applicable(self, exchange: Exchange) -> list[Limit]:
         """The key's, the tenant's and the model's limits, where configured."""
@@ -85,7 +104,11 @@ class RateLimits:
         return limits
 
     async def admit(self, exchange: Exchange) -> None:
-        """Take the request from its limits, or raise a 429 with Retry-After and headers."""
+        """Refuse a request over budget; take it from its limits, or raise a 429 with
+        Retry-After and the ``x-ratelimit-*`` headers."""
+        budgets = self.applicable_budgets(exchange)
+        if budgets:
+            await self.budgets.check(budgets)
         limits = self.applicable(exchange)
         if not limits:
             return
@@ -96,27 +119,36 @@ class RateLimits:
         exchange.response_headers.extend(decision.headers())
 
     def settle(self, exchange: Exchange) -> None:
-        """A Recorder step: swap the reserved tokens for the ones really used (in the background)."""
+        """A Recorder step: swap the reserved tokens for the ones really used and add the cost
+        to the budgets (in the background: the answer is already on its way)."""
         reservation = exchange.reservation
-        if not isinstance(reservation, Reservation):
-            return
         exchange.reservation = None
-        task = asyncio.get_running_loop().create_task(
-            self._settle(reservation, exchange.usage.total_tokens))
+        budgets = self.applicable_budgets(exchange) if exchange.cost else []
+        if not isinstance(reservation, Reservation) and not budgets:
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(
+            reservation if isinstance(reservation, Reservation) else None,
+            exchange.usage.total_tokens, budgets, exchange.cost))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def _settle(self, reservation: Reservation, used: int) -> None:
+    async def _settle(self, reservation: Reservation | None, used: int, budgets: list[Budget],
+                      cost: float) -> None:
         try:
-            await self.limiter.settle(reservation, used)
+            if reservation is not None:
+                await self.limiter.settle(reservation, used)
+            if budgets:
+                await self.budgets.add(budgets, cost)
         except StateUnavailable:
-            log.warning("could not settle %d reserved tokens: shared state unavailable",
-                        reservation.tokens)
+            log.warning("could not settle a finished request's tokens and cost: shared state "
+                        "unavailable")
 
-    async def drain(self) -> None:
-        """Wait for settlements still running (at shutdown)."""
+    async def aclose(self) -> None:
+        """Wait for settlements still running, then release the shared state (at shutdown)."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        if self.on_close is not None:
+            await self.on_close()
 
 
 class Admit:
@@ -124,10 +156,10 @@ class Admit:
     takes the request from its rate limits."""
 
     def __init__(self, next_stage: Handler, authenticator: Authenticator,
-                 limits: RateLimits) -> None:
+                 quotas: Quotas) -> None:
         self.next_stage = next_stage
         self.authenticator = authenticator
-        self.limits = limits
+        self.quotas = quotas
 
     async def __call__(self, exchange: Exchange) -> Reply:
         token, exchange.credentials = exchange.credentials, None
@@ -145,6 +177,6 @@ class Admit:
                                            role=key.role.value)
         default_tier = key.tier if key is not None else "standard"
         exchange.priority = lower_tier(default_tier, exchange.priority or None)
-        await self.limits.admit(exchange)
+        await self.quotas.admit(exchange)
         exchange.admitted = time.time()
         return await self.next_stage(exchange)
