@@ -88,10 +88,16 @@ class DirectUpstream:
 
 
 def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
-    """Switchgear's YAML config: one alias, one openai_http deployment on the upstream."""
+    """Switchgear's YAML config: one alias, one openai_http deployment on the upstream, and the
+    admission path on: an API key is required, and per-key rate limits and a budget are taken
+    for every request (set high enough never to refuse)."""
     return (
         "server: {host: 127.0.0.1, port: 8080}\n"
         f'store: {{url: "sqlite:///{database}"}}\n'
+        "auth: {mode: required}\n"
+        "limits:\n"
+        "  per_key: {rpm: 100000000, tpm: 1000000000000}\n"
+        "  budgets: {per_key: {daily: 1000000000}}\n"
         "models:\n"
         f"  {GATEWAY_MODEL}:\n"
         "    deployments:\n"
@@ -105,7 +111,8 @@ def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
 
 @dataclass(frozen=True)
 class SwitchgearGateway:
-    """Switchgear's `switchgear serve`, full path on (request records to SQLite, metrics)."""
+    """Switchgear's `switchgear serve`, full path on: key, rate limits and budget checked,
+    request records to SQLite, metrics."""
 
     executable: Path
     name: str = "switchgear"
@@ -130,10 +137,13 @@ class SwitchgearGateway:
         config.write_text(switchgear_config(upstream, database))
         argv = [str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
+        admin_key = "sg-bench-" + secrets.token_urlsafe(24)
         process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
-                                 env=_environment({"PYTHONUNBUFFERED": "1"}), cwd=directory)
-        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions",
-                            GATEWAY_MODEL, JSON_HEADERS)
+                                 env=_environment({"PYTHONUNBUFFERED": "1",
+                                                   "SWITCHGEAR_ADMIN_KEY": admin_key}),
+                                 cwd=directory)
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
+                            {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"})
         return Launch(process, endpoint)
 
 
