@@ -9,6 +9,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import orjson
+
 from switchgear.errors import (
     HeadersTooLarge,
     MethodNotAllowed,
@@ -32,6 +34,7 @@ from switchgear.gateway.http import (
     send_events,
     send_json,
 )
+from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body
@@ -64,7 +67,9 @@ class GatewayApp:
             "/admin/routing": {"GET": self.admin.routing},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
+            "/openapi.json": {"GET": self.openapi},
         }
+        self._openapi = orjson.dumps(openapi_spec())
         #: Paths with an id at the end: (prefix, methods).
         self.prefixed: list[tuple[str, dict[str, Endpoint]]] = [
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
@@ -188,6 +193,10 @@ class GatewayApp:
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchgear"}
                 for alias in self.state.router.aliases]
         await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def openapi(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /openapi.json: the API's OpenAPI 3 description."""
+        await send_body(send, 200, self._openapi, request_id)
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /healthz: the process is alive and serving."""

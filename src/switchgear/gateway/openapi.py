@@ -1,0 +1,105 @@
+"""The gateway's OpenAPI 3 description (served at GET /openapi.json, used to fuzz the API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchgear import __version__
+from switchgear.gateway.requests import CHAT_ROLES, MAX_TOKENS_LIMIT
+
+JSON = "application/json"
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]},
+                       "code": {"type": ["string", "null"]}},
+    }},
+}
+
+SAMPLING = {
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stream": {"type": "boolean"},
+    "stop": {"oneOf": [{"type": "string"},
+                       {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+    "user": {"type": "string"},
+    "seed": {"type": "integer"},
+}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _answers(success: str, *errors: int) -> dict[str, Any]:
+    answers: dict[str, Any] = {success: {"description": "OK"}}
+    for status in errors:
+        answers[str(status)] = {"description": "OpenAI-shaped error",
+                                "content": {JSON: {"schema": ERROR}}}
+    return answers
+
+
+def _operation(summary: str, body: dict[str, Any] | None, success: str = "200",
+               errors: tuple[int, ...] = (400, 401, 403, 404, 429, 503)) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": _answers(success, *errors),
+                                 "security": [{"bearer": []}]}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+    return operation
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI document of the OpenAI surface and the admin API."""
+    message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
+                                            "content": {"type": "string"}})
+    chat = _object(["model", "messages"], {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "items": message, "minItems": 1}, **SAMPLING})
+    completion = _object(["model", "prompt"], {"model": {"type": "string"},
+                                               "prompt": {"type": "string"}, **SAMPLING})
+    embedding = _object(["model", "input"], {
+        "model": {"type": "string"},
+        "input": {"oneOf": [{"type": "string"},
+                            {"type": "array", "items": {"type": "string"}, "minItems": 1}]}})
+    new_key = _object(["tenant", "name"], {
+        "tenant": {"type": "string"}, "name": {"type": "string"},
+        "role": {"type": "string", "enum": ["admin", "operator", "approver", "viewer", "client"]},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "tier": {"type": "string", "enum": ["interactive", "standard", "batch"]},
+        "feature": {"type": "string"}, "expires_in_s": {"type": "number"}})
+    tenant = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}
+    limit = {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Switchgear", "version": __version__},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/v1/chat/completions": {"post": _operation("Chat completion", chat)},
+            "/v1/completions": {"post": _operation("Text completion", completion)},
+            "/v1/embeddings": {"post": _operation("Embeddings", embedding)},
+            "/v1/models": {"get": _operation("Model aliases", None, errors=())},
+            "/admin/keys": {
+                "get": {**_operation("List keys", None, errors=(400, 401, 403)),
+                        "parameters": [tenant]},
+                "post": _operation("Create a key", new_key, "201", (400, 401, 403, 413, 415)),
+            },
+            "/admin/keys/{key_id}": {"delete": {
+                **_operation("Revoke a key", None, errors=(401, 403, 404)),
+                "parameters": [{"name": "key_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}]}},
+            "/admin/records": {"get": {**_operation("Recent records", None,
+                                                    errors=(400, 401, 403)),
+                                       "parameters": [tenant, limit]}},
+            "/admin/routing": {"get": _operation("Routing state", None, errors=(401, 403))},
+            "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
+            "/readyz": {"get": {"summary": "Ready", "responses": {
+                "200": {"description": "Ready"},
+                "503": {"description": "Not ready; the report says which dependency"}}}},
+        },
+    }
