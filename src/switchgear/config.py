@@ -201,6 +201,9 @@ class StoreConfig(_Strict):
     """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``."""
 
     url: str = "sqlite:///switchgear.db"
+    #: Store prompts and completions with the records (redacted: emails, phone numbers, card
+    #: numbers, API keys and tokens). Off by default: only counts and times are kept.
+    log_content: bool = False
     batch_size: int = Field(256, ge=1)
     flush_interval_ms: int = Field(200, ge=1)
     queue_size: int = Field(100_000, ge=1)

@@ -87,6 +87,11 @@ class Exchange:
     credentials: str | None = field(default=None, repr=False)
     #: Tokens held in rate-limit buckets until the request is settled (admission's business).
     reservation: Any = None
+    #: The answer's text, collected only when content logging is on.
+    completion_text: list[str] | None = None
+    #: Redacted prompt and completion for the record (content logging only).
+    stored_prompt: str | None = None
+    stored_completion: str | None = None
     #: Extra response headers (e.g. ``x-ratelimit-*``) the stages want the client to see.
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 

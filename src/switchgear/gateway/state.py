@@ -16,7 +16,7 @@ from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
-from switchgear.pipeline.record import Record, Recorder
+from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.checks import HealthChecker
@@ -80,8 +80,10 @@ class AppState:
         keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
         authenticator = Authenticator(keys)
         quotas = build_quotas(config.limits)
-        recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle)
-        pipeline: Handler = Record(Admit(route, authenticator, quotas), recorder)
+        log_content = config.store.log_content
+        recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
+                                     *([store_content] if log_content else []))
+        pipeline: Handler = Record(Admit(route, authenticator, quotas), recorder, log_content)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,

@@ -8,6 +8,7 @@ from typing import Any
 
 from switchgear.errors import SwitchgearError, internal_error
 from switchgear.exchange import Exchange
+from switchgear.guards.redact import redact
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Body, Handler, Reply
 from switchgear.store.records import RequestRecord
@@ -59,14 +60,46 @@ def take_usage(exchange: Exchange, body: Body) -> None:
     exchange.usage.cached_tokens = details.get("cached_tokens") or 0
 
 
-class Record:
-    """Wraps the rest of the pipeline so every request ends in exactly one record."""
+def answer_text(body: Body) -> str:
+    """The text an answer or a chunk carries (chat message, chat delta or completion text)."""
+    parts = []
+    for choice in body.get("choices") or ():
+        part = (choice.get("message") or choice.get("delta") or {}).get("content") or \
+            choice.get("text")
+        if isinstance(part, str):
+            parts.append(part)
+    return "".join(parts)
 
-    def __init__(self, next_stage: Handler, recorder: Recorder) -> None:
+
+def prompt_text(exchange: Exchange) -> str:
+    """The request's prompt as text (messages' contents, or the prompt / input)."""
+    body = exchange.body
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages
+                         if isinstance(m, dict))
+    return str(body.get("prompt") or body.get("input") or "")
+
+
+def store_content(exchange: Exchange) -> None:
+    """A Recorder step (content logging only): the redacted prompt and completion."""
+    exchange.stored_prompt = redact(prompt_text(exchange))
+    exchange.stored_completion = redact("".join(exchange.completion_text or ()))
+
+
+class Record:
+    """Wraps the rest of the pipeline so every request ends in exactly one record; with
+    ``capture_content`` it also collects the answer's text for the content log."""
+
+    def __init__(self, next_stage: Handler, recorder: Recorder,
+                 capture_content: bool = False) -> None:
         self.next_stage = next_stage
         self.recorder = recorder
+        self.capture_content = capture_content
 
     async def __call__(self, exchange: Exchange) -> Reply:
+        if self.capture_content:
+            exchange.completion_text = []
         try:
             reply = await self.next_stage(exchange)
         except SwitchgearError as error:
@@ -78,6 +111,8 @@ class Record:
         if isinstance(reply, dict):
             exchange.first_token = time.time()
             take_usage(exchange, reply)
+            if exchange.completion_text is not None:
+                exchange.completion_text.append(answer_text(reply))
             self.recorder.finish(exchange)
             return reply
         return self._watch(exchange, reply)
@@ -90,6 +125,8 @@ class Record:
                 if exchange.first_token is None:
                     exchange.first_token = time.time()
                 take_usage(exchange, chunk)
+                if exchange.completion_text is not None:
+                    exchange.completion_text.append(answer_text(chunk))
                 yield chunk
         except SwitchgearError as failure:
             error = failure

@@ -131,6 +131,10 @@ ATTRIBUTION: tuple[Column, ...] = (
     Column("priority", "text", nullable=True),
 )
 
+#: Prompt and completion text, stored only when ``store.log_content`` is on, and redacted.
+CONTENT: tuple[Column, ...] = (Column("prompt", "text", nullable=True),
+                               Column("completion", "text", nullable=True))
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -172,6 +176,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="request_log attribution: key, user, feature tag and priority tier",
         sql={dialect: (*(add_column("request_log", column, dialect) for column in ATTRIBUTION),
                        create_index("request_log", ("feature", "received_at")))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=5,
+        description="request_log content: redacted prompt and completion, when configured",
+        sql={dialect: tuple(add_column("request_log", column, dialect) for column in CONTENT)
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -33,6 +33,8 @@ class RequestRecord:
     user_id: str | None = None
     feature: str | None = None
     priority: str | None = None
+    prompt: str | None = None
+    completion: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -59,6 +61,8 @@ class RequestRecord:
             user_id=exchange.principal.user,
             feature=exchange.principal.feature,
             priority=exchange.priority,
+            prompt=exchange.stored_prompt,
+            completion=exchange.stored_completion,
         )
 
     @classmethod

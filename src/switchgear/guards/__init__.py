@@ -1,0 +1,1 @@
+"""Guards: checks and transformations of request and response content (redaction first)."""
