@@ -259,6 +259,23 @@ class LimitsConfig(_Strict):
         return url
 
 
+class TierSettings(_Strict):
+    """One priority tier's queue: how many may wait, and how long each may wait."""
+
+    max_queue: int = Field(ge=0)
+    wait_target_ms: float = Field(gt=0)
+
+
+class TiersConfig(_Strict):
+    """Priority tiers: at most ``capacity`` requests run at once (None: no gate); the rest wait
+    in bounded queues, interactive first, and under overload the lowest tier is shed first."""
+
+    capacity: int | None = Field(None, ge=1)
+    interactive: TierSettings = TierSettings(max_queue=100, wait_target_ms=100)
+    standard: TierSettings = TierSettings(max_queue=200, wait_target_ms=1000)
+    batch: TierSettings = TierSettings(max_queue=1000, wait_target_ms=10000)
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -277,6 +294,7 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+    tiers: TiersConfig = TiersConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -118,8 +118,10 @@ class AdminAPI:
         """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
         await self.caller(scope, READERS)
         budget = self.state.budget
+        gate = self.state.gate
         await send_json(send, 200, {
             "models": self.state.router.snapshot(),
+            "priority": None if gate is None else gate.snapshot(),
             "retry_budget": {"requests": budget.requests, "retries": budget.retries,
                              "refused": budget.refused, "tokens": round(budget.tokens, 2)},
         }, request_id)

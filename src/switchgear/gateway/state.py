@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
 from switchgear.admission.limits import InProcessLimiter, RedisLimiter
+from switchgear.admission.priority import PriorityGate
 from switchgear.admission.state import connect_redis
 from switchgear.backends import build_backend
 from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
+from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
 from switchgear.routing.budget import RetryBudget
@@ -57,6 +59,7 @@ class AppState:
     keys: KeyRing
     authenticator: Authenticator
     quotas: Quotas
+    gate: PriorityGate | None
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -83,11 +86,13 @@ class AppState:
         log_content = config.store.log_content
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
                                      *([store_content] if log_content else []))
-        pipeline: Handler = Record(Admit(route, authenticator, quotas), recorder, log_content)
+        gate = PriorityGate(config.tiers) if config.tiers.capacity is not None else None
+        pipeline: Handler = Record(Admit(Prioritize(route, gate), authenticator, quotas),
+                                   recorder, log_content)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, quotas)
+                   keys, authenticator, quotas, gate)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
