@@ -89,8 +89,8 @@ class DirectUpstream:
 
 def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
     """Switchgear's YAML config: one alias, one openai_http deployment on the upstream, and the
-    admission path on: an API key is required, and per-key rate limits and a budget are taken
-    for every request (set high enough never to refuse)."""
+    admission path on: an API key is required, per-key rate limits and a budget are taken and
+    the priority gate is passed for every request (set high enough never to refuse)."""
     return (
         "server: {host: 127.0.0.1, port: 8080}\n"
         f'store: {{url: "sqlite:///{database}"}}\n'
@@ -98,6 +98,7 @@ def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
         "limits:\n"
         "  per_key: {rpm: 100000000, tpm: 1000000000000}\n"
         "  budgets: {per_key: {daily: 1000000000}}\n"
+        "tiers: {capacity: 4096}\n"
         "models:\n"
         f"  {GATEWAY_MODEL}:\n"
         "    deployments:\n"
