@@ -246,6 +246,8 @@ class LimitsConfig(_Strict):
 
     #: ``redis://host:port/db`` to share limits and budgets across replicas; None: this process.
     state_url: str | None = None
+    #: Prefix of every Redis key (separates gateways, or test runs, sharing one Redis).
+    state_prefix: str = "switchgear:"
     per_key: LimitValues = LimitValues()
     tenants: dict[str, LimitValues] = Field(default_factory=dict)
     models: dict[str, LimitValues] = Field(default_factory=dict)

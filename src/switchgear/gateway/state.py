@@ -37,7 +37,9 @@ def build_quotas(config: LimitsConfig) -> Quotas:
     if config.state_url is None:
         return Quotas(InProcessLimiter(), InProcessBudgets(), config)
     client = connect_redis(config.state_url)
-    return Quotas(RedisLimiter(client), RedisBudgets(client), config, on_close=client.aclose)
+    prefix = config.state_prefix
+    return Quotas(RedisLimiter(client, prefix=prefix + "limit:"),
+                  RedisBudgets(client, prefix=prefix + "budget:"), config, on_close=client.aclose)
 
 #: How long shutdown keeps trying to write pending records to an unreachable store.
 DRAIN_SECONDS = 60
