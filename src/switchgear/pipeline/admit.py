@@ -1,6 +1,7 @@
 """The Admit stage: who is asking (API key → tenant, role, scopes), may they call this model,
 are they within budget, and do they fit their rate limits (tokens reserved now, settled with the
-real usage and cost when the request ends). Priority queues join this stage next (issue 4).
+real usage and cost when the request ends). Priority tiers are the next stage,
+Prioritize.
 """
 
 from __future__ import annotations
