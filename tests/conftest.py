@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from switchgear.config import Config, parse_config
+from switchgear.simulator.faults import Faults
+from switchgear.simulator.options import ModelOptions
+from switchgear.simulator.server import RunningSimulator, start_simulator
 
 from servers import POSTGRES_URL, BackgroundLoop, drop_schema
 
@@ -48,4 +51,25 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     schema = f"sg_test_{uuid.uuid4().hex}"
     yield f"{POSTGRES_URL}?schema={schema}"
     asyncio.run(drop_schema(schema))
+
+
+#: Quick simulated timings for tests that do not study timing.
+FAST_SIMULATOR = ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=6, seed=3)
+
+
+@pytest.fixture
+def simulators(background: BackgroundLoop) -> Iterator[Callable[..., RunningSimulator]]:
+    """Start simulators (``simulators(options, faults, **kwargs)``) on the background loop;
+    every one is stopped at the end of the test."""
+    running: list[RunningSimulator] = []
+
+    def start(options: ModelOptions = FAST_SIMULATOR, faults: Faults | None = None,
+              **kwargs: Any) -> RunningSimulator:
+        sim: RunningSimulator = background.run(start_simulator(options, faults, **kwargs))
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        background.run(sim.stop())
 

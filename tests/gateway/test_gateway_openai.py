@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +15,11 @@ import urllib3
 from switchgear.config import Config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
-from switchgear.simulator.server import RunningSimulator, start_simulator
+from switchgear.simulator.server import RunningSimulator
 
 from servers import BackgroundLoop, gateway
 
-FAST = ModelOptions(ttft_ms=1, tpot_ms=0.2, mean_output_tokens=8, seed=7)
 HELLO = [{"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture
-def simulator(background: BackgroundLoop) -> Iterator[Callable[..., RunningSimulator]]:
-    """Start simulators on free ports; all are stopped at the end of the test."""
-    running: list[RunningSimulator] = []
-
-    def start(options: ModelOptions = FAST, faults: Faults | None = None, **kwargs: Any
-              ) -> RunningSimulator:
-        sim: RunningSimulator = background.run(start_simulator(options, faults, **kwargs))
-        running.append(sim)
-        return sim
-
-    yield start
-    for sim in running:
-        background.run(sim.stop())
 
 
 def http_deployment(name: str, sim: RunningSimulator, **extra: Any) -> dict[str, Any]:
@@ -54,9 +37,9 @@ def client(base_url: str) -> openai.OpenAI:
 
 
 def test_chat_plain_and_streamed_through_openai_http(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator], tmp_path: Path
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
-    sim = simulator()
+    sim = simulators()
     config = make_config({"chat": {"deployments": [http_deployment(
         "sim-a", sim, price={"input_per_million": 1.0, "output_per_million": 2.0})]}})
     with gateway(config) as base_url, client(base_url) as sdk:
@@ -115,10 +98,10 @@ def test_completions_embeddings_and_models_via_simulated_backend(
 
 
 def test_upstream_errors_reach_the_sdk_as_the_right_exception(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator]
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
 ) -> None:
-    limited = simulator(faults=Faults(error_rate=1.0, error_status=429))
-    broken = simulator(faults=Faults(error_rate=1.0, error_status=500))
+    limited = simulators(faults=Faults(error_rate=1.0, error_status=429))
+    broken = simulators(faults=Faults(error_rate=1.0, error_status=500))
     config = make_config({
         "limited": {"deployments": [http_deployment("l", limited)]},
         "broken": {"deployments": [http_deployment("b", broken)]},
@@ -134,10 +117,10 @@ def test_upstream_errors_reach_the_sdk_as_the_right_exception(
 
 
 def test_a_failure_before_the_first_byte_is_retried_on_another_deployment(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator], tmp_path: Path
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
-    healthy = simulator()
-    resetting = simulator(faults=Faults(reset_rate=1.0))
+    healthy = simulators()
+    resetting = simulators(faults=Faults(reset_rate=1.0))
     config = make_config({"chat": {"deployments": [
         http_deployment("healthy", healthy), http_deployment("resetting", resetting, weight=100)]}})
     with gateway(config) as base_url, client(base_url) as sdk:
@@ -168,9 +151,9 @@ def test_a_dead_deployment_alone_gives_a_503_with_retry_after(
 
 
 def test_weights_spread_the_load(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator], tmp_path: Path
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
-    heavy, light = simulator(), simulator()
+    heavy, light = simulators(), simulators()
     config = make_config({"chat": {"deployments": [
         http_deployment("heavy", heavy, weight=3), http_deployment("light", light, weight=1)]}})
     with gateway(config) as base_url, client(base_url) as sdk:
@@ -183,9 +166,9 @@ def test_weights_spread_the_load(
 
 
 def test_a_stream_cut_in_the_middle_ends_with_an_error_event(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator], tmp_path: Path
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
-    cutting = simulator(ModelOptions(ttft_ms=1, tpot_ms=1, mean_output_tokens=40, seed=1),
+    cutting = simulators(ModelOptions(ttft_ms=1, tpot_ms=1, mean_output_tokens=40, seed=1),
                         Faults(disconnect_rate=1.0))
     config = make_config({"chat": {"deployments": [http_deployment("cut", cutting)]}})
     with gateway(config) as base_url:
@@ -203,10 +186,10 @@ def test_a_stream_cut_in_the_middle_ends_with_an_error_event(
 
 
 def test_health_readiness_and_metrics(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator],
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
     background: BackgroundLoop
 ) -> None:
-    sim = simulator()
+    sim = simulators()
     config = make_config({"chat": {"deployments": [http_deployment("sim-a", sim)]}})
     with gateway(config) as base_url:
         root = base_url.removesuffix("/v1")
@@ -227,10 +210,10 @@ def test_health_readiness_and_metrics(
 
 
 def test_the_api_key_is_read_from_the_environment_and_forwarded(
-    make_config: Callable[..., Config], simulator: Callable[..., RunningSimulator],
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = simulator(api_key="upstream-secret")
+    sim = simulators(api_key="upstream-secret")
     monkeypatch.setenv("SG_TEST_UPSTREAM_KEY", "upstream-secret")
     config = make_config({
         "keyed": {"deployments": [http_deployment("k", sim, api_key_env="SG_TEST_UPSTREAM_KEY")]},

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +18,13 @@ import urllib3
 from switchgear.config import Config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
-from switchgear.simulator.server import RunningSimulator, start_simulator
+from switchgear.simulator.server import RunningSimulator
 
 from servers import BackgroundLoop, fetch_records, free_port, gateway
 
-FAST = ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=6, seed=3)
 HELLO = [{"role": "user", "content": "Say hello"}]
 ROUTING = {"health_check_interval_s": 0.5,
            "outlier": {"base_ejection_s": 1.0, "max_ejection_s": 5.0}}
-
-
-@pytest.fixture
-def simulators(background: BackgroundLoop) -> Iterator[Callable[..., RunningSimulator]]:
-    """Start simulators on the background loop; every one is stopped at the end."""
-    running: list[RunningSimulator] = []
-
-    def start(options: ModelOptions = FAST, faults: Faults | None = None, **kwargs: Any
-              ) -> RunningSimulator:
-        sim: RunningSimulator = background.run(start_simulator(options, faults, **kwargs))
-        running.append(sim)
-        return sim
-
-    yield start
-    for sim in running:
-        background.run(sim.stop())
 
 
 def deployment(name: str, sim: RunningSimulator | None = None, **extra: Any) -> dict[str, Any]:
