@@ -1,0 +1,336 @@
+"""Priority tiers and load shedding: the gate in front of the backends.
+
+At most ``capacity`` requests run at once (the sum of the deployments' capacity). Beyond that,
+requests wait in one bounded FIFO queue per tier, and a freed place always goes to the oldest
+waiter of the highest tier: interactive, then standard, then batch. Under overload the lowest tier
+is shed first, in three ways:
+
+- **queue full**: an arrival whose own tier's queue is at ``max_queue`` is shed at once;
+- **displaced**: when all waiting places together are taken (``max_waiting``), an arrival of a
+  higher tier pushes out the newest waiter of the lowest tier below it (an interactive request
+  displaces the newest batch request); with no lower waiter to push out, the arrival is shed;
+- **wait target**: a waiter still queued when its tier's ``wait_target_ms`` has passed is shed,
+  so a higher tier taking every freed place turns into lower-tier sheds, not unbounded waits.
+
+Shed requests get :class:`switchgear.errors.Overloaded` (503 with Retry-After), never
+:class:`~switchgear.errors.RateLimited` (429): a shed says the *gateway* is out of capacity right
+now, not that the caller went over its own quota. Keeping 429 for quota (RPM/TPM/budget) lets
+clients, dashboards and SLOs tell "you sent too much" from "we are full"; both are retryable for
+the OpenAI SDKs, which back off on 429 and 5xx alike.
+
+Memory is bounded by the queues: a waiter is one small object in one deque of bounded length;
+everything else is a fixed set of integer counters, whatever the offered load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from switchgear.errors import Overloaded
+
+Tier = Literal["interactive", "standard", "batch"]
+
+#: The tiers from highest to lowest priority.
+TIERS: tuple[Tier, ...] = ("interactive", "standard", "batch")
+
+#: The header a request may use to lower its tier (never to raise it).
+PRIORITY_HEADER = "x-switchgear-priority"
+
+ShedReason = Literal["queue_full", "displaced", "wait_target"]
+
+
+def effective_tier(default: str, requested: str | None) -> Tier:
+    """The tier a request runs at: its key's ``default``, or a lower tier it ``requested``.
+
+    ``requested`` is the raw header value (``None`` when absent). A request may lower its tier,
+    never raise it: asking for a higher tier, or for a name that is not a tier, keeps the default.
+    Matching is case-insensitive and ignores surrounding spaces. A ``default`` that is not a tier is
+    a configuration error (``ValueError``).
+    """
+    base = _tier_or_none(default)
+    if base is None:
+        raise ValueError(f"unknown priority tier {default!r}; expected one of {', '.join(TIERS)}")
+    asked = _tier_or_none(requested)
+    if asked is not None and TIERS.index(asked) > TIERS.index(base):
+        return asked
+    return base
+
+
+def _tier_or_none(name: str | None) -> Tier | None:
+    if name is None:
+        return None
+    cleaned = name.strip().lower()
+    return cleaned if cleaned in TIERS else None
+
+
+class TierLimits(BaseModel):
+    """One tier's queue: how many requests may wait in it, and for how long each may wait."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queue: int = Field(ge=0)
+    wait_target_ms: float = Field(gt=0)
+
+
+class TierConfig(BaseModel):
+    """The gate's settings: running places, and per tier a queue bound and a wait target.
+
+    ``max_waiting`` bounds all queues together (``None``: the sum of the tiers' ``max_queue``, so
+    only per-tier bounds apply). Set below that sum, a higher tier displaces the newest waiter of a
+    lower tier when every waiting place is taken.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capacity: int = Field(ge=1)
+    interactive: TierLimits = TierLimits(max_queue=100, wait_target_ms=50)
+    standard: TierLimits = TierLimits(max_queue=500, wait_target_ms=500)
+    batch: TierLimits = TierLimits(max_queue=1000, wait_target_ms=5000)
+    max_waiting: int | None = Field(1000, ge=0)
+
+    @model_validator(mode="after")
+    def _waiting_within_queues(self) -> TierConfig:
+        if self.max_waiting is not None and self.max_waiting > self.queue_room:
+            raise ValueError(f"max_waiting ({self.max_waiting}) exceeds the tiers' queues together "
+                             f"({self.queue_room})")
+        return self
+
+    @property
+    def queue_room(self) -> int:
+        """The tiers' ``max_queue`` added up."""
+        return sum(self.limits(tier).max_queue for tier in TIERS)
+
+    @property
+    def waiting_bound(self) -> int:
+        """How many requests may wait at once, across all tiers."""
+        return self.queue_room if self.max_waiting is None else self.max_waiting
+
+    def limits(self, tier: Tier) -> TierLimits:
+        """The queue settings of ``tier``."""
+        limits: TierLimits = getattr(self, tier)
+        return limits
+
+
+@dataclass(frozen=True, slots=True)
+class TierSnapshot:
+    """One tier at one moment: its queue, its running requests and its counters since start."""
+
+    waiting: int
+    in_use: int
+    admitted: int
+    shed_queue_full: int
+    shed_displaced: int
+    shed_wait_target: int
+    max_depth: int
+    max_queue: int
+    wait_target_ms: float
+
+    @property
+    def shed(self) -> int:
+        """Requests of this tier shed so far, for any reason."""
+        return self.shed_queue_full + self.shed_displaced + self.shed_wait_target
+
+
+@dataclass(frozen=True, slots=True)
+class GateSnapshot:
+    """The whole gate at one moment (for /admin, metrics and benchmarks)."""
+
+    capacity: int
+    in_use: int
+    waiting: int
+    max_waiting: int
+    tiers: dict[str, TierSnapshot]
+
+
+class _Waiter:
+    """A request waiting in a tier's queue; ``future`` resolves when it is handed a place."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+
+class _TierState:
+    """One tier's live queue and counters (owned by the gate, changed only on its event loop)."""
+
+    __slots__ = ("admitted", "in_use", "limits", "max_depth", "name", "shed", "waiting")
+
+    def __init__(self, name: Tier, limits: TierLimits) -> None:
+        self.name = name
+        self.limits = limits
+        self.waiting: deque[_Waiter] = deque()
+        self.in_use = 0
+        self.admitted = 0
+        self.max_depth = 0
+        self.shed: dict[ShedReason, int] = {"queue_full": 0, "displaced": 0, "wait_target": 0}
+
+    def snapshot(self) -> TierSnapshot:
+        return TierSnapshot(
+            waiting=len(self.waiting), in_use=self.in_use, admitted=self.admitted,
+            shed_queue_full=self.shed["queue_full"], shed_displaced=self.shed["displaced"],
+            shed_wait_target=self.shed["wait_target"], max_depth=self.max_depth,
+            max_queue=self.limits.max_queue, wait_target_ms=self.limits.wait_target_ms)
+
+
+class TierSlot:
+    """A running place held by one request; give it back with :meth:`release` (idempotent)."""
+
+    __slots__ = ("_gate", "released", "tier")
+
+    def __init__(self, gate: TierGate, tier: Tier) -> None:
+        self._gate = gate
+        self.tier = tier
+        self.released = False
+
+    def release(self) -> None:
+        """Give the place back (to the next waiter, if any); later calls do nothing."""
+        if not self.released:
+            self.released = True
+            self._gate._release(self.tier)
+
+
+class TierGate:
+    """Admits at most ``config.capacity`` requests at once; queues, orders and sheds the rest.
+
+    Use ``async with gate.slot(tier):`` around the work that needs a place. For work that outlives
+    one block (a streamed answer), ``slot = await gate.acquire(tier)`` then ``slot.release()`` in
+    a ``finally``. Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self, config: TierConfig) -> None:
+        self.config = config
+        self._in_use = 0
+        self._waiting = 0
+        self._tiers = {name: _TierState(name, config.limits(name)) for name in TIERS}
+
+    @asynccontextmanager
+    async def slot(self, tier: str) -> AsyncIterator[TierSlot]:
+        """Hold a running place for the body of the ``async with``.
+
+        Raises :class:`~switchgear.errors.Overloaded` when the request is shed. The place is given
+        back on exit, whether the body returns, raises or is cancelled.
+        """
+        held = await self.acquire(tier)
+        try:
+            yield held
+        finally:
+            held.release()
+
+    async def acquire(self, tier: str) -> TierSlot:
+        """Take a running place now, or wait for one in ``tier``'s queue, or be shed (Overloaded).
+
+        A waiter that is cancelled leaves its queue at once; a place handed to it just as it was
+        cancelled is passed on to the next waiter.
+        """
+        state = self._state(tier)
+        if self._in_use < self.config.capacity:
+            self._in_use += 1
+            return self._admit(state)
+        self._make_room(state)
+        waiter = _Waiter(asyncio.get_running_loop().create_future())
+        state.waiting.append(waiter)
+        self._waiting += 1
+        state.max_depth = max(state.max_depth, len(state.waiting))
+        try:
+            async with asyncio.timeout(state.limits.wait_target_ms / 1000):
+                await waiter.future
+        except TimeoutError:
+            if not _granted(waiter.future):
+                displaced = _displaced(waiter.future)
+                if displaced is not None:  # displaced just as the target passed
+                    raise displaced from None
+                self._leave(state, waiter)
+                raise self._shed(state, "wait_target") from None
+        except BaseException:
+            if _granted(waiter.future):
+                self._hand_on()  # handed a place just as we left: pass it on
+            else:
+                _displaced(waiter.future)  # marks a displacement's error as seen
+                self._leave(state, waiter)
+            raise
+        return self._admit(state)
+
+    def snapshot(self) -> GateSnapshot:
+        """Places in use, requests waiting and, per tier, its queue and counters."""
+        return GateSnapshot(capacity=self.config.capacity, in_use=self._in_use,
+                            waiting=self._waiting, max_waiting=self.config.waiting_bound,
+                            tiers={name: state.snapshot() for name, state in self._tiers.items()})
+
+    def _state(self, tier: str) -> _TierState:
+        if tier not in TIERS:
+            raise ValueError(f"unknown priority tier {tier!r}; expected one of {', '.join(TIERS)}")
+        return self._tiers[tier]
+
+    def _admit(self, state: _TierState) -> TierSlot:
+        state.in_use += 1
+        state.admitted += 1
+        return TierSlot(self, state.name)
+
+    def _make_room(self, state: _TierState) -> None:
+        """Make sure ``state`` may queue one more request, or raise Overloaded for the arrival."""
+        if len(state.waiting) >= state.limits.max_queue:
+            raise self._shed(state, "queue_full")
+        if self._waiting < self.config.waiting_bound:
+            return
+        for lower in reversed(TIERS[TIERS.index(state.name) + 1:]):
+            victims = self._tiers[lower].waiting
+            if victims:
+                victim = victims.pop()  # the newest of the lowest tier goes first
+                self._waiting -= 1
+                victim.future.set_exception(self._shed(self._tiers[lower], "displaced"))
+                return
+        raise self._shed(state, "queue_full")
+
+    def _leave(self, state: _TierState, waiter: _Waiter) -> None:
+        """Take a waiter that gave up (cancelled, timed out) out of its queue, if still there."""
+        try:
+            state.waiting.remove(waiter)
+        except ValueError:
+            return  # already taken out: displaced
+        self._waiting -= 1
+
+    def _release(self, tier: Tier) -> None:
+        """Give back a place that ``tier`` held."""
+        self._tiers[tier].in_use -= 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Pass a freed place to the oldest waiter of the highest tier, or free it if none waits."""
+        for name in TIERS:
+            waiting = self._tiers[name].waiting
+            while waiting:
+                waiter = waiting.popleft()
+                self._waiting -= 1
+                if not waiter.future.done():
+                    waiter.future.set_result(None)  # the place passes on: in_use is unchanged
+                    return
+        self._in_use -= 1
+
+    def _shed(self, state: _TierState, reason: ShedReason) -> Overloaded:
+        state.shed[reason] += 1
+        why = {"queue_full": "its queue is full",
+               "displaced": "a higher-priority request needed its place in the queue",
+               "wait_target": f"it waited past its {state.limits.wait_target_ms:g} ms target"}[reason]
+        return Overloaded(f"Overloaded: this {state.name} request was shed because {why}; "
+                          f"try again shortly.",
+                          retry_after=max(1.0, state.limits.wait_target_ms / 1000))
+
+
+def _granted(future: asyncio.Future[None]) -> bool:
+    """Whether the gate handed this waiter a place (its future holds a result, not an error)."""
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _displaced(future: asyncio.Future[None]) -> BaseException | None:
+    """The error a displaced waiter's future holds (marking it as seen), or None."""
+    if future.done() and not future.cancelled():
+        return future.exception()
+    return None
