@@ -278,6 +278,16 @@ class TiersConfig(_Strict):
     batch: TierSettings = TierSettings(max_queue=1000, wait_target_ms=10000)
 
 
+class CacheConfig(_Strict):
+    """The exact response cache: deterministic requests only (temperature 0, or a seed; all
+    embeddings), per tenant unless ``shared_across_tenants``."""
+
+    enabled: bool = True
+    ttl_s: float = Field(300.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)
+    shared_across_tenants: bool = False
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -297,6 +307,7 @@ class Config(_Strict):
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     tiers: TiersConfig = TiersConfig()
+    cache: CacheConfig = CacheConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -74,6 +74,8 @@ class Exchange:
     done: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     deployment: str | None = None
+    #: The alias whose deployment answered (a variant or a fallback may differ from ``model``).
+    served_alias: str | None = None
     #: The experiment variant (an alias) chosen for this request, if its alias splits traffic.
     variant: str | None = None
     cache_status: str = "miss"
@@ -83,6 +85,8 @@ class Exchange:
     truncated: bool = False
     cost: float = 0.0
     cost_basis: str = ""
+    #: What a cache hit or a coalesced answer saved (the cost of producing it).
+    saved_cost: float = 0.0
     #: The bearer token as received, until the Admit stage has verified it (then None).
     credentials: str | None = field(default=None, repr=False)
     #: Tokens held in rate-limit buckets until the request is settled (admission's business).

@@ -33,6 +33,7 @@ from switchgear.gateway.http import (
     send_error,
     send_events,
     send_json,
+    wants_no_cache,
 )
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
@@ -132,7 +133,7 @@ class GatewayApp:
             return
         exchange.received = received
         attribute(exchange, bearer_token(scope), header(scope, b"x-switchgear-feature"),
-                  header(scope, b"x-switchgear-priority"))
+                  header(scope, b"x-switchgear-priority"), wants_no_cache(scope))
         state.metrics.in_flight.inc()
         try:
             reply = await state.pipeline(exchange)

@@ -41,6 +41,13 @@ def bearer_token(scope: Scope) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def wants_no_cache(scope: Scope) -> bool:
+    """``Cache-Control: no-cache`` / ``no-store``, or ``x-switchgear-cache: bypass``."""
+    control = (header(scope, b"cache-control") or b"").lower()
+    return (b"no-cache" in control or b"no-store" in control
+            or header(scope, b"x-switchgear-cache") == b"bypass")
+
+
 async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
     """The request body parsed as JSON; refuses wrong content types, oversize and broken bodies."""
     content_type = header(scope, b"content-type")

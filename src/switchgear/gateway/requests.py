@@ -163,10 +163,12 @@ def _tag(value: bytes | None) -> str | None:
 
 
 def attribute(exchange: Exchange, token: str | None, feature: bytes | None,
-              priority: bytes | None) -> None:
+              priority: bytes | None, no_cache: bool = False) -> None:
     """Note who is asking: the bearer token (for the Admit stage), the OpenAI ``user`` field,
-    the feature tag and the priority tier asked for in headers."""
+    the feature tag and the priority tier asked for in headers, and a cache opt-out."""
     exchange.credentials = token
+    if no_cache:
+        exchange.cache_status = "bypass"
     user = exchange.body.get("user")
     exchange.principal.user = user[:MAX_TAG_LENGTH] if isinstance(user, str) else None
     exchange.principal.feature = _tag(feature)

@@ -17,6 +17,7 @@ from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
+from switchgear.pipeline.cache import Cache
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
@@ -62,6 +63,7 @@ class AppState:
     authenticator: Authenticator
     quotas: Quotas
     gate: PriorityGate | None
+    cache: Cache
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -89,12 +91,12 @@ class AppState:
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
                                      *([store_content] if log_content else []))
         gate = PriorityGate(config.tiers) if config.tiers.capacity is not None else None
-        pipeline: Handler = Record(Admit(Prioritize(route, gate), authenticator, quotas),
-                                   recorder, log_content)
+        cache = Cache(Prioritize(route, gate), config.cache, prices)
+        pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder, log_content)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, quotas, gate)
+                   keys, authenticator, quotas, gate, cache)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""

@@ -132,6 +132,7 @@ class Route:
             deployment.release()
             raise
         exchange.deployment = deployment.name
+        exchange.served_alias = deployment.alias
         return reply
 
     @staticmethod

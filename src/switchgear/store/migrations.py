@@ -135,6 +135,10 @@ ATTRIBUTION: tuple[Column, ...] = (
 CONTENT: tuple[Column, ...] = (Column("prompt", "text", nullable=True),
                                Column("completion", "text", nullable=True))
 
+#: How the cache answered (hit, miss, coalesced, bypass) and the cost a hit saved.
+CACHE: tuple[Column, ...] = (Column("cache_status", "text", nullable=True),
+                             Column("saved_cost", "double", nullable=True))
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -182,6 +186,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=5,
         description="request_log content: redacted prompt and completion, when configured",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in CONTENT)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=6,
+        description="request_log cache outcome: hit, miss, coalesced or bypass, and cost saved",
+        sql={dialect: tuple(add_column("request_log", column, dialect) for column in CACHE)
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -35,6 +35,8 @@ class RequestRecord:
     priority: str | None = None
     prompt: str | None = None
     completion: str | None = None
+    cache_status: str | None = None
+    saved_cost: float | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -63,6 +65,8 @@ class RequestRecord:
             priority=exchange.priority,
             prompt=exchange.stored_prompt,
             completion=exchange.stored_completion,
+            cache_status=exchange.cache_status,
+            saved_cost=exchange.saved_cost,
         )
 
     @classmethod

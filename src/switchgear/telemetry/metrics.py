@@ -33,6 +33,9 @@ class GatewayMetrics:
             ["model", "deployment", "direction"], registry=self.registry)
         self.in_flight = Gauge(
             "switchgear_in_flight_requests", "Requests being served now.", registry=self.registry)
+        self.cache = Counter(
+            "switchgear_cache_requests", "Requests by cache outcome (hit, miss, coalesced, bypass).",
+            ["model", "outcome"], registry=self.registry)
         self.upstream_errors = Counter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
             ["model", "deployment", "error"], registry=self.registry)
@@ -53,6 +56,7 @@ class GatewayMetrics:
             self.tokens.labels(model, deployment, "input").inc(usage.prompt_tokens)
         if usage.completion_tokens:
             self.tokens.labels(model, deployment, "output").inc(usage.completion_tokens)
+        self.cache.labels(model, exchange.cache_status).inc()
         for attempt in exchange.attempts:
             if attempt.error is not None:
                 self.upstream_errors.labels(model, attempt.deployment, attempt.error).inc()

@@ -1,0 +1,1 @@
+"""Cache: answer repeated requests from memory, and let identical requests share one call."""

@@ -1,0 +1,159 @@
+"""The exact cache and in-flight coalescing, with the official client against a simulator that
+counts the calls it really answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from switchgear.cache.exact import ExactCache
+from switchgear.config import Config
+from switchgear.simulator.faults import Faults
+from switchgear.simulator.options import ModelOptions
+from switchgear.simulator.server import RunningSimulator
+
+from servers import fetch_records, gateway
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+SLOW = ModelOptions(ttft_ms=150, tpot_ms=1, mean_output_tokens=8, seed=4)
+
+
+def configure(make_config: Callable[..., Config], sim: RunningSimulator,
+              cache: dict[str, Any] | None = None) -> Config:
+    config = make_config({"chat": {"deployments": [
+        {"name": "s", "backend": "openai_http", "url": sim.base_url, "model": "sim",
+         "price": {"input_per_million": 1000, "output_per_million": 1000}}]}})
+    return config.model_validate({**config.model_dump(), "cache": cache or {}})
+
+
+def served(sim: RunningSimulator) -> int:
+    return sim.state.model.requests_served
+
+
+def test_a_repeated_deterministic_request_is_answered_once(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    sim = simulators()
+    with gateway(configure(make_config, sim)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        first = sdk.chat.completions.with_raw_response.create(
+            model="chat", messages=HELLO, max_tokens=5, temperature=0)
+        second = sdk.chat.completions.with_raw_response.create(
+            model="chat", messages=HELLO, max_tokens=5, temperature=0)
+        streamed = list(sdk.chat.completions.create(
+            model="chat", messages=HELLO, max_tokens=5, temperature=0, stream=True,
+            stream_options={"include_usage": True}))
+        assert served(sim) == 1
+        assert first.headers["x-switchgear-cache"] == "miss"
+        assert second.headers["x-switchgear-cache"] == "hit"
+        text = first.parse().choices[0].message.content
+        assert second.parse().choices[0].message.content == text
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text
+        assert streamed[-1].usage is not None and streamed[-2].choices[0].finish_reason
+        # a streamed miss is cached too, and replayed to a plain request
+        list(sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=6,
+                                         temperature=0, stream=True))
+        again = sdk.chat.completions.with_raw_response.create(
+            model="chat", messages=HELLO, max_tokens=6, temperature=0)
+        assert again.headers["x-switchgear-cache"] == "hit" and served(sim) == 2
+    records = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    statuses = [r.cache_status for r in records]
+    assert statuses == ["miss", "hit", "hit", "miss", "hit"]
+    hits = [r for r in records if r.cache_status == "hit"]
+    assert all(r.cost == 0 and r.saved_cost and r.saved_cost > 0 for r in hits)
+
+
+def test_non_deterministic_and_opted_out_requests_go_to_the_model(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    sim = simulators()
+    with gateway(configure(make_config, sim)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        for _ in range(2):
+            raw = sdk.chat.completions.with_raw_response.create(model="chat", messages=HELLO,
+                                                                max_tokens=3)
+            assert raw.headers["x-switchgear-cache"] == "bypass"
+        for headers in ({"Cache-Control": "no-cache"}, {"x-switchgear-cache": "bypass"}):
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="chat", messages=HELLO, max_tokens=3, seed=1, extra_headers=headers)
+            assert raw.headers["x-switchgear-cache"] == "bypass"
+        assert served(sim) == 4
+
+
+def test_tenants_do_not_share_entries(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import urllib3
+
+    admin = "sg-cache-admin-0123456789abcdef0123456"
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
+    sim = simulators()
+    with gateway(configure(make_config, sim)) as base_url:
+        root = base_url.removesuffix("/v1")
+        keys = [json.loads(urllib3.request("POST", root + "/admin/keys", json={
+            "tenant": tenant, "name": "k"}, headers={"Authorization": f"Bearer {admin}"}).data
+        )["secret"] for tenant in ("acme", "globex")]
+        for key in keys + keys:
+            with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0) as sdk:
+                sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=7)
+        assert served(sim) == 2  # one miss per tenant, then one hit each
+
+
+async def _burst(base_url: str, count: int, stream: bool) -> list[tuple[int, str]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def one() -> tuple[int, str]:
+            async with session.post(base_url + "/chat/completions", json={
+                    "model": "chat", "messages": HELLO, "max_tokens": 8, "temperature": 0,
+                    "stream": stream}) as response:
+                return response.status, (await response.read()).decode()
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fifty_identical_requests_reach_the_model_once(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    tmp_path: Path, stream: bool
+) -> None:
+    sim = simulators(SLOW)
+    with gateway(configure(make_config, sim)) as base_url:
+        answers = asyncio.run(_burst(base_url, 50, stream))
+    assert served(sim) == 1
+    assert all(status == 200 for status, _ in answers)
+    bodies = {body for _, body in answers}
+    if stream:
+        assert all(body.rstrip().endswith("data: [DONE]") for body in bodies)
+    else:
+        assert len(bodies) == 1  # every client got the same full answer
+    outcomes = [r.cache_status for r in fetch_records(f"sqlite:///{tmp_path}/records.db")]
+    assert outcomes.count("miss") == 1 and outcomes.count("coalesced") == 49
+
+
+def test_when_the_leader_fails_followers_get_an_answer_or_an_error(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    sim = simulators(SLOW, Faults(error_rate=0.5, error_status=500))
+    with gateway(configure(make_config, sim)) as base_url:
+        answers = asyncio.run(_burst(base_url, 20, False))
+    assert {status for status, _ in answers} <= {200, 500, 503}  # 503: failures ejected it
+    assert all('"error"' in body for status, body in answers if status != 200)
+
+
+def test_ttl_and_size_bound() -> None:
+    cache = ExactCache(ttl=0.05, max_entries=2)
+    for key in ("a", "b", "c"):
+        cache.put(key, {"k": key}, 0.0)
+    assert cache.get("a") is None and cache.evictions == 1  # least recently used went first
+    assert cache.get("b") is not None and len(cache) == 2
+    time.sleep(0.06)
+    assert cache.get("b") is None and cache.get("c") is None
