@@ -290,6 +290,23 @@ async def test_queues_stay_bounded_under_a_flood() -> None:
     assert results.count("shed") > len(tiers) // 2
 
 
+async def test_headroom_keeps_places_free_for_higher_tiers() -> None:
+    gate = make_gate(capacity=2, batch={"max_queue": 10, "wait_target_ms": LONG_MS, "headroom": 1})
+    first = await gate.acquire("batch")
+    second = asyncio.create_task(gate.acquire("batch"))  # one place free, but it is headroom
+    await until(lambda: waiting(gate, "batch") == 1)
+    assert gate.snapshot().in_use == 1
+    interactive = await gate.acquire("interactive")  # takes the headroom place at once
+    assert gate.snapshot().in_use == 2
+    interactive.release()  # batch may not take it: it stays free
+    await asyncio.sleep(0)
+    snap = gate.snapshot()
+    assert snap.in_use == 1 and snap.tiers["batch"].waiting == 1
+    first.release()  # a batch place: it passes to the waiting batch request
+    (await second).release()
+    assert gate.snapshot().in_use == 0
+
+
 async def test_unknown_tiers_are_refused() -> None:
     gate = make_gate()
     with pytest.raises(ValueError):
@@ -327,3 +344,9 @@ def test_config_defaults_and_bounds() -> None:
         TierConfig(capacity=0)
     with pytest.raises(ValidationError):
         TierConfig(capacity=1, max_waiting=config.queue_room + 1)
+    batch = {"max_queue": 1, "wait_target_ms": 1}
+    with pytest.raises(ValidationError):  # headroom as large as the capacity: batch never runs
+        TierConfig.model_validate({"capacity": 2, "batch": {**batch, "headroom": 2}})
+    with pytest.raises(ValidationError):  # headroom may not shrink going down the tiers
+        TierConfig.model_validate({"capacity": 4, "standard": {**batch, "headroom": 2},
+                                   "batch": {**batch, "headroom": 1}})

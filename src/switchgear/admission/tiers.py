@@ -12,6 +12,11 @@ is shed first, in three ways:
 - **wait target**: a waiter still queued when its tier's ``wait_target_ms`` has passed is shed,
   so a higher tier taking every freed place turns into lower-tier sheds, not unbounded waits.
 
+A tier may also leave ``headroom`` places free for the tiers above it (e.g. batch headroom 1:
+batch runs on at most ``capacity - 1`` places), so an interactive arrival usually finds a place
+at once instead of waiting for a long batch request to finish: running requests are never
+preempted, so headroom is what keeps interactive waits short when batch could fill every place.
+
 Shed requests get :class:`switchgear.errors.Overloaded` (503 with Retry-After), never
 :class:`~switchgear.errors.RateLimited` (429): a shed says the *gateway* is out of capacity right
 now, not that the caller went over its own quota. Keeping 429 for quota (RPM/TPM/budget) lets
@@ -71,12 +76,14 @@ def _tier_or_none(name: str | None) -> Tier | None:
 
 
 class TierLimits(BaseModel):
-    """One tier's queue: how many requests may wait in it, and for how long each may wait."""
+    """One tier's queue: how many requests may wait in it, and for how long each may wait;
+    ``headroom``: running places this tier leaves free for higher tiers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_queue: int = Field(ge=0)
     wait_target_ms: float = Field(gt=0)
+    headroom: int = Field(0, ge=0)
 
 
 class TierConfig(BaseModel):
@@ -100,6 +107,10 @@ class TierConfig(BaseModel):
         if self.max_waiting is not None and self.max_waiting > self.queue_room:
             raise ValueError(f"max_waiting ({self.max_waiting}) exceeds the tiers' queues together "
                              f"({self.queue_room})")
+        headrooms = [self.limits(tier).headroom for tier in TIERS]
+        if headrooms != sorted(headrooms) or headrooms[-1] >= self.capacity:
+            raise ValueError(f"headroom must not shrink from interactive to batch and must stay "
+                             f"below capacity ({self.capacity}); got {headrooms}")
         return self
 
     @property
@@ -131,6 +142,7 @@ class TierSnapshot:
     max_depth: int
     max_queue: int
     wait_target_ms: float
+    headroom: int
 
     @property
     def shed(self) -> int:
@@ -177,7 +189,8 @@ class _TierState:
             waiting=len(self.waiting), in_use=self.in_use, admitted=self.admitted,
             shed_queue_full=self.shed["queue_full"], shed_displaced=self.shed["displaced"],
             shed_wait_target=self.shed["wait_target"], max_depth=self.max_depth,
-            max_queue=self.limits.max_queue, wait_target_ms=self.limits.wait_target_ms)
+            max_queue=self.limits.max_queue, wait_target_ms=self.limits.wait_target_ms,
+            headroom=self.limits.headroom)
 
 
 class TierSlot:
@@ -231,7 +244,7 @@ class TierGate:
         cancelled is passed on to the next waiter.
         """
         state = self._state(tier)
-        if self._in_use < self.config.capacity:
+        if self._in_use < self.config.capacity - state.limits.headroom:
             self._in_use += 1
             return self._admit(state)
         self._make_room(state)
@@ -303,9 +316,13 @@ class TierGate:
         self._hand_on()
 
     def _hand_on(self) -> None:
-        """Pass a freed place to the oldest waiter of the highest tier, or free it if none waits."""
+        """Pass a freed place to the oldest waiter of the highest tier that may take it (its
+        headroom allowing), or free it if none may."""
         for name in TIERS:
-            waiting = self._tiers[name].waiting
+            state = self._tiers[name]
+            if self._in_use - 1 >= self.config.capacity - state.limits.headroom:
+                continue
+            waiting = state.waiting
             while waiting:
                 waiter = waiting.popleft()
                 self._waiting -= 1
