@@ -100,11 +100,12 @@ def test_roles_on_every_admin_endpoint(secured: str) -> None:
               for role in ("operator", "approver", "viewer", "client")}
     tokens["admin"] = ADMIN
     endpoints = [("GET", "/admin/routing"), ("GET", "/admin/keys"), ("GET", "/admin/records"),
-                 ("POST", "/admin/keys"), ("DELETE", "/admin/keys/key_nonexistent")]
+                 ("POST", "/admin/keys"), ("DELETE", "/admin/keys/key_nonexistent"),
+                 ("GET", "/admin/cache"), ("DELETE", "/admin/cache")]
     allowed = {
-        "admin": {0, 1, 2, 3, 4},
-        "operator": {0, 1, 2},
-        "viewer": {0, 1, 2},
+        "admin": {0, 1, 2, 3, 4, 5, 6},
+        "operator": {0, 1, 2, 5, 6},
+        "viewer": {0, 1, 2, 5},
         "approver": set(),
         "client": set(),
     }

@@ -157,3 +157,26 @@ def test_ttl_and_size_bound() -> None:
     assert cache.get("b") is not None and len(cache) == 2
     time.sleep(0.06)
     assert cache.get("b") is None and cache.get("c") is None
+
+
+def test_stats_and_purge_by_model_over_the_admin_api_and_cli(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    from click.testing import CliRunner
+
+    from switchgear.cli.main import main
+
+    sim = simulators()
+    with gateway(configure(make_config, sim)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        root = base_url.removesuffix("/v1")
+        for seed in (1, 2, 1):
+            sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=seed)
+        stats = CliRunner().invoke(main, ["cache", "stats", "--url", root])
+        assert stats.exit_code == 0 and '"entries": 2' in stats.output and '"hit": 1' in stats.output
+        other = CliRunner().invoke(main, ["cache", "purge", "--url", root, "--model", "nope"])
+        assert "purged 0 entries" in other.output
+        purged = CliRunner().invoke(main, ["cache", "purge", "--url", root, "--model", "chat"])
+        assert "purged 2 entries" in purged.output
+        sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=1)
+        assert served(sim) == 3  # the purged answer had to be made again

@@ -38,6 +38,8 @@ class Entry:
     body: dict[str, Any]
     cost: float
     expires: float
+    alias: str = ""
+    scope: str = ""
 
 
 class ExactCache:
@@ -60,19 +62,24 @@ class ExactCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, body: dict[str, Any], cost: float) -> None:
+    def put(self, key: str, body: dict[str, Any], cost: float, alias: str = "",
+            scope: str = "") -> None:
         """Keep an answer, evicting the least recently used beyond the bound."""
-        self._entries[key] = Entry(body, cost, time.monotonic() + self.ttl)
+        self._entries[key] = Entry(body, cost, time.monotonic() + self.ttl, alias, scope)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
             self.evictions += 1
 
-    def purge(self) -> int:
-        """Drop everything; how many entries there were."""
-        count = len(self._entries)
-        self._entries.clear()
-        return count
+    def purge(self, alias: str | None = None, scope: str | None = None) -> int:
+        """Drop the entries of ``alias`` and/or ``scope`` (everything when neither is given);
+        how many were dropped."""
+        doomed = [key for key, entry in self._entries.items()
+                  if (alias is None or entry.alias == alias)
+                  and (scope is None or entry.scope == scope)]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
 
     def __len__(self) -> int:
         return len(self._entries)

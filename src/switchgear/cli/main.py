@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,32 @@ def routes(url: str, admin_key: str | None, as_json: bool) -> None:
 
     report = _admin(url, "GET", "/admin/routing", admin_key)
     click.echo(json.dumps(report, indent=2) if as_json else render_routing(report))
+
+
+@main.group()
+def cache() -> None:
+    """Look at and purge the response cache (through the gateway's admin API)."""
+
+
+@cache.command("stats")
+@ADMIN_URL
+@ADMIN_KEY
+def cache_stats(url: str, admin_key: str | None) -> None:
+    """Entries, evictions and requests by cache outcome."""
+    click.echo(json.dumps(_admin(url, "GET", "/admin/cache", admin_key), indent=2))
+
+
+@cache.command("purge")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--model", help="Only this model alias's entries.")
+@click.option("--tenant", help="Only this tenant's entries.")
+def cache_purge(url: str, admin_key: str | None, model: str | None, tenant: str | None) -> None:
+    """Drop cached answers: of a model, of a tenant, or all of them."""
+    query = urllib.parse.urlencode({k: v for k, v in {"model": model, "tenant": tenant}.items()
+                                    if v})
+    answer = _admin(url, "DELETE", "/admin/cache" + (f"?{query}" if query else ""), admin_key)
+    click.echo(f"purged {answer['purged']} entries")
 
 
 def _admin(url: str, method: str, path: str, token: str | None, body: Any = None) -> Any:

@@ -17,6 +17,7 @@ from switchgear.store.queries import recent_records
 
 READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
 ADMINS = frozenset({Role.ADMIN})
+OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})
 #: Largest admin request body.
 ADMIN_BODY_LIMIT = 64 * 1024
 #: Longest a key may live, in seconds (ten years).
@@ -113,6 +114,20 @@ class AdminAPI:
         data: list[dict[str, Any]] = [
             {name: getattr(row, name) for name in row.__dataclass_fields__} for row in rows]
         await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def cache(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/cache: entries, evictions and requests by outcome."""
+        await self.caller(scope, READERS)
+        await send_json(send, 200, self.state.cache.stats(), request_id)
+
+    async def purge_cache(self, scope: Scope, receive: Receive, send: Send,
+                          request_id: str) -> None:
+        """DELETE /admin/cache[?model=M&tenant=T]: drop entries (operators: own tenant only)."""
+        key = await self.caller(scope, OPERATORS)
+        query = _query(scope)
+        tenant = self.tenant_scope(key, query.get("tenant"))
+        dropped = self.state.cache.cache.purge(query.get("model"), tenant)
+        await send_json(send, 200, {"purged": dropped}, request_id)
 
     async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""

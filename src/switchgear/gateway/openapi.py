@@ -97,6 +97,13 @@ def openapi_spec() -> dict[str, Any]:
                                                     errors=(400, 401, 403)),
                                        "parameters": [tenant, limit]}},
             "/admin/routing": {"get": _operation("Routing state", None, errors=(401, 403))},
+            "/admin/cache": {
+                "get": _operation("Cache statistics", None, errors=(401, 403)),
+                "delete": {**_operation("Purge cached answers", None, errors=(401, 403)),
+                           "parameters": [tenant, {"name": "model", "in": "query",
+                                                   "required": False,
+                                                   "schema": {"type": "string"}}]},
+            },
             "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
             "/readyz": {"get": {"summary": "Ready", "responses": {
                 "200": {"description": "Ready"},

@@ -31,11 +31,18 @@ class Cache:
             return False
         return exchange.operation is Operation.EMBEDDINGS or deterministic(exchange.body)
 
+    def stats(self) -> dict[str, object]:
+        """Entries, evictions and requests by outcome since start."""
+        return {"enabled": self.config.enabled, "entries": len(self.cache),
+                "max_entries": self.config.max_entries, "ttl_s": self.config.ttl_s,
+                "evictions": self.cache.evictions, "requests": dict(self.counts)}
+
     async def __call__(self, exchange: Exchange) -> Reply:
         if not self._cacheable(exchange):
             return await self._pass(exchange, "bypass")
         scope = "*" if self.config.shared_across_tenants else exchange.principal.tenant
-        key = cache_key(exchange, exchange.variant or exchange.model, scope)
+        alias = exchange.variant or exchange.model
+        key = cache_key(exchange, alias, scope)
         while True:
             entry = self.cache.get(key)
             if entry is not None:
@@ -54,9 +61,9 @@ class Cache:
             self.in_flight.finish(key, None)
             raise
         if isinstance(reply, dict):
-            self.in_flight.finish(key, self._remember(key, exchange, reply))
+            self.in_flight.finish(key, self._remember(key, exchange, reply, alias, scope))
             return reply
-        return self._collect(key, exchange, reply)
+        return self._collect(key, exchange, reply, alias, scope)
 
     async def _pass(self, exchange: Exchange, status: str) -> Reply:
         self._mark(exchange, status)
@@ -74,17 +81,18 @@ class Cache:
             return replay(exchange.operation, entry.body)
         return entry.body
 
-    def _remember(self, key: str, exchange: Exchange, body: Body) -> Entry:
+    def _remember(self, key: str, exchange: Exchange, body: Body, alias: str, scope: str
+                  ) -> Entry:
         usage = body.get("usage") or {}
         cost = self.prices.cost(exchange.served_alias or exchange.model, exchange.deployment or "",
                                 usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-        self.cache.put(key, body, cost)
+        self.cache.put(key, body, cost, alias, scope)
         entry = self.cache.get(key)
         assert entry is not None
         return entry
 
-    async def _collect(self, key: str, exchange: Exchange, chunks: AsyncIterator[Body]
-                       ) -> AsyncIterator[Body]:
+    async def _collect(self, key: str, exchange: Exchange, chunks: AsyncIterator[Body],
+                       alias: str, scope: str) -> AsyncIterator[Body]:
         """Pass a streamed miss on, and cache it as a whole answer once it completed."""
         seen: list[Body] = []
         entry = None
@@ -94,7 +102,7 @@ class Cache:
                 yield chunk
             body = assemble(exchange.operation, seen)
             if body is not None:
-                entry = self._remember(key, exchange, body)
+                entry = self._remember(key, exchange, body, alias, scope)
         finally:
             self.in_flight.finish(key, entry)
             aclose = getattr(chunks, "aclose", None)
