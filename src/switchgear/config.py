@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from switchgear.admission.tiers import TierConfig
+
 BackendKind = Literal["embedded", "openai_http", "simulated"]
 
 DEFAULT_ALIAS = "smollm2"
@@ -261,23 +263,6 @@ class LimitsConfig(_Strict):
         return url
 
 
-class TierSettings(_Strict):
-    """One priority tier's queue: how many may wait, and how long each may wait."""
-
-    max_queue: int = Field(ge=0)
-    wait_target_ms: float = Field(gt=0)
-
-
-class TiersConfig(_Strict):
-    """Priority tiers: at most ``capacity`` requests run at once (None: no gate); the rest wait
-    in bounded queues, interactive first, and under overload the lowest tier is shed first."""
-
-    capacity: int | None = Field(None, ge=1)
-    interactive: TierSettings = TierSettings(max_queue=100, wait_target_ms=100)
-    standard: TierSettings = TierSettings(max_queue=200, wait_target_ms=1000)
-    batch: TierSettings = TierSettings(max_queue=1000, wait_target_ms=10000)
-
-
 class CacheConfig(_Strict):
     """The exact response cache: deterministic requests only (temperature 0, or a seed; all
     embeddings), per tenant unless ``shared_across_tenants``."""
@@ -306,7 +291,8 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
-    tiers: TiersConfig = TiersConfig()
+    #: Priority tiers and shedding (admission/tiers.py); None: no gate.
+    tiers: TierConfig | None = None
     cache: CacheConfig = CacheConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {

@@ -61,7 +61,7 @@ def test_overload_sheds_batch_and_keeps_interactive(
     config = make_config({"sim": {"deployments": [
         {"name": "s", "backend": "openai_http", "url": sim.base_url, "model": "sim"}]}})
     config = config.model_validate({**config.model_dump(), "tiers": {
-        "capacity": 4,
+        "capacity": 4, "max_waiting": None,
         "interactive": {"max_queue": 50, "wait_target_ms": 1000},
         "standard": {"max_queue": 50, "wait_target_ms": 500},
         "batch": {"max_queue": 50, "wait_target_ms": 300}}})

@@ -6,10 +6,12 @@ A tenant's operator or viewer sees only that tenant; an admin sees every tenant.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
 
 from switchgear.admission.keys import ApiKey, Role
+from switchgear.admission.tiers import GateSnapshot
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
 from switchgear.gateway.http import Receive, Scope, Send, bearer_token, read_json, send_json
 from switchgear.gateway.state import AppState
@@ -136,10 +138,18 @@ class AdminAPI:
         gate = self.state.gate
         await send_json(send, 200, {
             "models": self.state.router.snapshot(),
-            "priority": None if gate is None else gate.snapshot(),
+            "priority": None if gate is None else _gate_report(gate.snapshot()),
             "retry_budget": {"requests": budget.requests, "retries": budget.retries,
                              "refused": budget.refused, "tokens": round(budget.tokens, 2)},
         }, request_id)
+
+
+def _gate_report(snapshot: GateSnapshot) -> dict[str, Any]:
+    """The priority gate's snapshot as JSON, each tier with its total shed count."""
+    report = asdict(snapshot)
+    for name, tier in snapshot.tiers.items():
+        report["tiers"][name]["shed"] = tier.shed
+    return report
 
 
 def _text(body: dict[str, Any], name: str) -> str:

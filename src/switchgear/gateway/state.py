@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
 from switchgear.admission.limits import InProcessLimiter, RedisLimiter
-from switchgear.admission.priority import PriorityGate
 from switchgear.admission.state import connect_redis
+from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.config import Config, LimitsConfig, is_loopback
 from switchgear.ledger.cost import PriceBook
@@ -62,7 +62,7 @@ class AppState:
     keys: KeyRing
     authenticator: Authenticator
     quotas: Quotas
-    gate: PriorityGate | None
+    gate: TierGate | None
     cache: Cache
 
     @classmethod
@@ -90,7 +90,7 @@ class AppState:
         log_content = config.store.log_content
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
                                      *([store_content] if log_content else []))
-        gate = PriorityGate(config.tiers) if config.tiers.capacity is not None else None
+        gate = TierGate(config.tiers) if config.tiers is not None else None
         cache = Cache(Prioritize(route, gate), config.cache, prices)
         pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder, log_content)
         interval = routing.health_check_interval_s

@@ -15,6 +15,7 @@ from switchgear.admission.budgets import Budget, Budgets
 from switchgear.admission.keys import ApiKey, KeyRing, Role
 from switchgear.admission.limits import Limit, Limiter, Reservation
 from switchgear.admission.state import StateUnavailable
+from switchgear.admission.tiers import effective_tier
 from switchgear.config import LimitsConfig
 from switchgear.errors import AuthenticationFailed, Overloaded, PermissionDenied
 from switchgear.exchange import Exchange, Principal
@@ -26,14 +27,6 @@ log = logging.getLogger("switchgear.admission")
 
 #: Roles whose keys may call models.
 CALLERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.CLIENT})
-TIERS = ("interactive", "standard", "batch")
-
-
-def lower_tier(default: str, requested: str | None) -> str:
-    """The tier a request runs at: its key's default, or a lower one it asked for."""
-    if requested in TIERS and default in TIERS and TIERS.index(requested) > TIERS.index(default):
-        return requested
-    return default
 
 
 class Authenticator:
@@ -177,7 +170,7 @@ class Admit:
                                            feature=principal.feature or key.feature,
                                            role=key.role.value)
         default_tier = key.tier if key is not None else "standard"
-        exchange.priority = lower_tier(default_tier, exchange.priority or None)
+        exchange.priority = effective_tier(default_tier, exchange.priority or None)
         await self.quotas.admit(exchange)
         exchange.admitted = time.time()
         return await self.next_stage(exchange)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from switchgear.admission.priority import PriorityGate
+from switchgear.admission.tiers import TierGate, TierSlot
 from switchgear.exchange import Exchange
 from switchgear.pipeline import Body, Handler, Reply
 
@@ -13,7 +13,7 @@ from switchgear.pipeline import Body, Handler, Reply
 class Prioritize:
     """Passes requests through the priority gate (or straight on when there is none)."""
 
-    def __init__(self, next_stage: Handler, gate: PriorityGate | None) -> None:
+    def __init__(self, next_stage: Handler, gate: TierGate | None) -> None:
         self.next_stage = next_stage
         self.gate = gate
 
@@ -21,24 +21,24 @@ class Prioritize:
         gate = self.gate
         if gate is None:
             return await self.next_stage(exchange)
-        await gate.acquire(exchange.priority)
+        slot = await gate.acquire(exchange.priority)
         try:
             reply = await self.next_stage(exchange)
         except BaseException:
-            gate.release()
+            slot.release()
             raise
         if isinstance(reply, dict):
-            gate.release()
+            slot.release()
             return reply
-        return self._hold(gate, reply)
+        return self._hold(slot, reply)
 
     @staticmethod
-    async def _hold(gate: PriorityGate, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
+    async def _hold(slot: TierSlot, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
         try:
             async for chunk in chunks:
                 yield chunk
         finally:
-            gate.release()
+            slot.release()
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
