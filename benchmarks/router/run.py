@@ -15,7 +15,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchgear.backends.base import Body
+from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.config import Config
 from switchgear.exchange import Exchange, Operation
 from switchgear.routing.deployment import Deployment
@@ -135,35 +135,10 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def load_average() -> str:
-    """The 1/5/15-minute load average, as text."""
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
-def commit() -> str:
-    """The checkout's short commit, with '+dirty' when it has changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO,
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def method(arguments: argparse.Namespace, core: int | None, overhead_ns: float, load_before: str,
@@ -173,7 +148,7 @@ def method(arguments: argparse.Namespace, core: int | None, overhead_ns: float, 
     return (
         f"Method: {platform.python_implementation()} {platform.python_version()} on"
         f" {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}),"
-        f" one process {pinning}; switchgear at commit {commit()}. Per policy and deployment"
+        f" one process {pinning}; switchgear at commit {commit(REPO)}. Per policy and deployment"
         f" count: one Router over one alias whose deployments have seeded live state (weights"
         f" 1-10, prices 0.2-10 per million tokens, peak-EWMA latencies 20-200 ms to first token,"
         f" 0-15 of 64 requests in flight, all healthy; the cost policy's target is"

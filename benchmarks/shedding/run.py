@@ -16,7 +16,6 @@ import asyncio
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from switchgear.admission.tiers import TIERS, TierConfig, TierGate
+from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.errors import Overloaded
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import start_simulator
@@ -209,35 +209,10 @@ def report(results: dict[str, TierResult], memory: Memory, gate: TierGate, secon
           f"gate in use after the run: {gate.snapshot().in_use}.", flush=True)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def load_average() -> str:
-    """The 1/5/15-minute load average, as text."""
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
-def commit() -> str:
-    """The checkout's short commit, with '+dirty' when src/ has changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO,
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -301,7 +276,7 @@ async def run(arguments: argparse.Namespace) -> int:
     print(
         f"Method: {platform.python_implementation()} {platform.python_version()} on"
         f" {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()});"
-        f" switchgear at commit {commit()}; aiohttp {aiohttp.__version__}. One process, one"
+        f" switchgear at commit {commit(REPO)}; aiohttp {aiohttp.__version__}. One process, one"
         f" event loop: switchgear.simulator (slots={options.slots}, ttft={options.ttft_ms:g} ms,"
         f" tpot={options.tpot_ms:g} ms, mean output {options.mean_output_tokens} tokens,"
         f" lognormal spread {options.output_spread:g}, load factor {options.load_factor:g})"

@@ -1,0 +1,1 @@
+"""Capacity: load generation and planning; for now the machine facts benchmarks print."""
