@@ -21,7 +21,8 @@ def main() -> None:
     """Switchgear: an OpenAI-compatible AI inference gateway.
 
     Put it in front of any model server, or run it on its embedded CPU model, and every request
-    is routed with fallbacks, measured, logged and costed.
+    is authenticated, admitted by limits, budgets and priority, cached, routed with fallbacks,
+    measured, logged and costed.
     """
 
 
