@@ -22,6 +22,8 @@ from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answ
 from report import Measurement, Method, TargetOutcome, problems, table, target_checks, write_json
 from upstream import NginxUpstream, completion_json
 
+from switchgear.capacity.machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 WORK = HERE / ".work"
@@ -81,17 +83,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"cores {arguments.load_core} and {arguments.gateway_core} must be among the"
                      f" usable cores {sorted(usable)}")
     return arguments
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def load_average() -> str:
