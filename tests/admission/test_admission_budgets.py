@@ -9,8 +9,6 @@ import logging
 import socket
 import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,7 +26,6 @@ from switchgear.admission.budgets import (
 )
 from switchgear.admission.state import StateUnavailable, connect_redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0
 #: The tests' clock starts at noon UTC on the 10th of next month: in the future, so Redis keeps
@@ -64,22 +61,6 @@ class Bench:
             self.budgets = RedisBudgets(client, prefix=prefix, on_alert=self.alerts.append, clock=self.clock)
 
 
-@pytest.fixture
-async def redis_client() -> AsyncIterator[Redis]:
-    """A client of the shared test Redis."""
-    client = connect_redis(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis_client: Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own, removed afterwards."""
-    value = f"sgtest:{uuid.uuid4().hex}:"
-    yield value
-    keys = [key async for key in redis_client.scan_iter(match=f"{value}*")]
-    if keys:
-        await redis_client.delete(*keys)
 
 
 @pytest.fixture(params=["in-process", "redis"])

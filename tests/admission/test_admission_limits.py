@@ -8,7 +8,6 @@ import asyncio
 import socket
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from switchgear.admission.limits import (
 from switchgear.admission.state import StateUnavailable, connect_redis
 from switchgear.errors import AuthenticationFailed, Overloaded
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0
 
@@ -46,27 +44,7 @@ class FakeClock:
         self.now += seconds
 
 
-async def drop_prefix(client: Redis, prefix: str) -> None:
-    """Delete every key under ``prefix``."""
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
 
-
-@pytest.fixture
-async def redis_client() -> AsyncIterator[Redis]:
-    """A client of the shared test Redis."""
-    client = connect_redis(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis_client: Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own, removed afterwards."""
-    value = f"sgtest:{uuid.uuid4().hex}:"
-    yield value
-    await drop_prefix(redis_client, value)
 
 
 @pytest.fixture(params=["in-process", "redis"])
