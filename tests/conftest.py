@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
+from switchgear.admission.state import connect_redis
 from switchgear.config import Config, parse_config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator, start_simulator
 
-from servers import POSTGRES_URL, BackgroundLoop, drop_schema
+from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema
 
 
 @pytest.fixture
@@ -73,3 +75,30 @@ def simulators(background: BackgroundLoop) -> Iterator[Callable[..., RunningSimu
     for sim in running:
         background.run(sim.stop())
 
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    """A client of the shared test Redis."""
+    client = connect_redis(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are removed afterwards."""
+    value = f"sgtest:{uuid.uuid4().hex}:"
+    yield value
+    asyncio.run(delete_keys(value))
+
+
+async def delete_keys(prefix: str) -> None:
+    """Remove every key under ``prefix`` from the test Redis."""
+    client = connect_redis(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -19,6 +19,7 @@ from switchgear.store import open_store
 from switchgear.store.records import RequestRecord
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def free_port() -> int:

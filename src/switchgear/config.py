@@ -258,19 +258,33 @@ class LimitsConfig(_Strict):
     @field_validator("state_url")
     @classmethod
     def _redis_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return url
+        return redis_url(url)
+
+
+#: Which requests the cache may answer: ``deterministic`` (temperature 0, or a seed; all
+#: embeddings), ``all`` (any, sampling included) or ``off``.
+Cacheable = Literal["deterministic", "all", "off"]
 
 
 class CacheConfig(_Strict):
-    """The exact response cache: deterministic requests only (temperature 0, or a seed; all
-    embeddings), per tenant unless ``shared_across_tenants``."""
+    """The exact response cache, per tenant unless ``shared_across_tenants``; in this process, or
+    in Redis at ``url`` so that replicas share answers. What may be cached is ``cacheable``,
+    overridden per model alias (``routes``) and per API key id (``keys``; a key wins)."""
 
     enabled: bool = True
+    url: str | None = None
+    prefix: str = "switchgear:"
     ttl_s: float = Field(300.0, gt=0)
     max_entries: int = Field(10_000, ge=1)
     shared_across_tenants: bool = False
+    cacheable: Cacheable = "deterministic"
+    routes: dict[str, Cacheable] = Field(default_factory=dict)
+    keys: dict[str, Cacheable] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        return redis_url(url)
 
 
 class AuthConfig(_Strict):
@@ -309,6 +323,13 @@ class Config(_Strict):
                              f"not {self.server.host}")
         return self
 
+    @model_validator(mode="after")
+    def _cache_routes_are_aliases(self) -> Config:
+        for alias in self.cache.routes:
+            if alias not in self.models:
+                raise ValueError(f"cache.routes names {alias!r}, which is not a model alias")
+        return self
+
     @field_validator("models")
     @classmethod
     def _some_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
@@ -323,6 +344,13 @@ class Config(_Strict):
                 if models[other].variants:
                     raise ValueError(f"{alias} refers to {other!r}, which is itself an experiment")
         return models
+
+
+def redis_url(url: str | None) -> str | None:
+    """``url`` if it names a Redis server (or is None); otherwise a ValueError saying why."""
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
 
 
 def is_loopback(host: str) -> bool:

@@ -13,13 +13,14 @@ import aiohttp
 import openai
 import pytest
 
-from switchgear.cache.exact import ExactCache
+from switchgear.cache.exact import AnswerStore, Entry, MemoryCache
+from switchgear.cache.shared import RedisCache
 from switchgear.config import Config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import fetch_records, gateway
+from servers import REDIS_URL, fetch_records, free_port, gateway
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 SLOW = ModelOptions(ttft_ms=150, tpot_ms=1, mean_output_tokens=8, seed=4)
@@ -149,14 +150,52 @@ def test_when_the_leader_fails_followers_get_an_answer_or_an_error(
     assert all('"error"' in body for status, body in answers if status != 200)
 
 
-def test_ttl_and_size_bound() -> None:
-    cache = ExactCache(ttl=0.05, max_entries=2)
-    for key in ("a", "b", "c"):
-        cache.put(key, {"k": key}, 0.0)
-    assert cache.get("a") is None and cache.evictions == 1  # least recently used went first
-    assert cache.get("b") is not None and len(cache) == 2
-    time.sleep(0.06)
-    assert cache.get("b") is None and cache.get("c") is None
+def answer_stores(prefix: str, ttl: float, max_entries: int) -> list[AnswerStore]:
+    return [MemoryCache(ttl, max_entries), RedisCache(REDIS_URL, prefix, ttl, max_entries)]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_ttl_and_size_bound(prefix: str, kind: str) -> None:
+    store = answer_stores(prefix, ttl=0.2, max_entries=2)[kind == "redis"]
+    try:
+        evicted = [await store.put(key, Entry({"k": key}, 0.0, "chat", "t")) for key in "abc"]
+        assert evicted == [0, 0, 1]
+        assert await store.get("a", "chat", "t") is None  # least recently used went first
+        hit = await store.get("b", "chat", "t")
+        assert hit is not None and hit.body == {"k": "b"}
+        assert (await store.stats())["entries"] == 2 and (await store.stats())["evictions"] == 1
+        await store.get("b", "chat", "t")  # b is now the most recently used ...
+        await store.put("d", Entry({"k": "d"}, 0.0, "chat", "t"))
+        assert await store.get("c", "chat", "t") is None  # ... so c went
+        await asyncio.sleep(0.25)
+        assert await store.get("b", "chat", "t") is None and await store.get("d", "chat", "t") is None
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_purge_by_alias_and_scope(prefix: str, kind: str) -> None:
+    store = answer_stores(prefix, ttl=60, max_entries=10)[kind == "redis"]
+    try:
+        for key, alias, scope in [("1", "chat", "acme"), ("2", "chat", "globex"),
+                                  ("3", "embed", "acme")]:
+            await store.put(key, Entry({}, 0.0, alias, scope))
+        assert await store.purge(alias="chat", scope="acme") == 1
+        assert await store.purge(scope="acme") == 1
+        assert await store.get("2", "chat", "globex") is not None
+        assert await store.purge() == 1 and (await store.stats())["entries"] == 0
+    finally:
+        await store.aclose()
+
+
+async def test_an_unreachable_redis_is_a_miss_not_a_failure() -> None:
+    store = RedisCache(f"redis://127.0.0.1:{free_port()}/0", "x:", 60, 10)
+    try:
+        assert await store.get("k", "chat", "t") is None
+        assert await store.put("k", Entry({}, 0.0, "chat", "t")) == 0
+        assert store.errors == 2
+    finally:
+        await store.aclose()
 
 
 def test_stats_and_purge_by_model_over_the_admin_api_and_cli(

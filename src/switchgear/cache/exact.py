@@ -1,14 +1,13 @@
-"""The exact response cache: answers keyed on everything that determines them, kept in memory with
-a TTL and an LRU size bound, and the in-flight table that lets identical requests share one call."""
+"""The exact response cache: answers keyed on everything that determines them, kept in memory
+with a TTL and an LRU size bound (``cache/shared.py`` keeps them in Redis for replicas)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -24,7 +23,8 @@ def deterministic(body: dict[str, Any]) -> bool:
 
 
 def cache_key(exchange: Exchange, alias: str, scope: str) -> str:
-    """The key of an exchange: alias, operation, scope (tenant) and the answer-shaping fields."""
+    """The key of an exchange: alias, operation, scope (tenant) and the answer-shaping fields;
+    never the API key."""
     fields = {name: value for name, value in exchange.body.items() if name not in DELIVERY_FIELDS}
     material = orjson.dumps([alias, exchange.operation.value, scope, fields],
                             option=orjson.OPT_SORT_KEYS)
@@ -33,83 +33,78 @@ def cache_key(exchange: Exchange, alias: str, scope: str) -> str:
 
 @dataclass(slots=True)
 class Entry:
-    """A cached answer: the complete (non-streamed) body and what producing it cost."""
+    """A cached answer: the complete (non-streamed) body, what producing it cost, and whose it is
+    (the alias and the tenant scope, for purges)."""
 
     body: dict[str, Any]
     cost: float
-    expires: float
     alias: str = ""
     scope: str = ""
 
 
-class ExactCache:
-    """An LRU of answers with a TTL, bounded in entries."""
+class AnswerStore(Protocol):
+    """Where cached answers live: in this process, or in Redis shared by replicas."""
+
+    async def get(self, key: str, alias: str, scope: str) -> Entry | None:
+        """The live entry for ``key`` (marked recently used), or None."""
+
+    async def put(self, key: str, entry: Entry) -> int:
+        """Keep an answer for the TTL, evicting the least recently used beyond the bound; how
+        many live answers that evicted."""
+
+    async def purge(self, alias: str | None = None, scope: str | None = None) -> int:
+        """Drop the entries of ``alias`` and/or ``scope`` (all when neither); how many went."""
+
+    async def stats(self) -> dict[str, Any]:
+        """Entries and evictions (and the store's kind)."""
+
+    async def aclose(self) -> None:
+        """Let go of connections."""
+
+
+class MemoryCache:
+    """An LRU of answers with a TTL, bounded in entries, in this process."""
 
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
         self.evictions = 0
 
-    def get(self, key: str) -> Entry | None:
+    async def get(self, key: str, alias: str = "", scope: str = "") -> Entry | None:
         """The live entry for ``key``, if any (and mark it recently used)."""
-        entry = self._entries.get(key)
-        if entry is None:
+        found = self._entries.get(key)
+        if found is None:
             return None
-        if entry.expires <= time.monotonic():
+        entry, expires = found
+        if expires <= time.monotonic():
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, body: dict[str, Any], cost: float, alias: str = "",
-            scope: str = "") -> None:
+    async def put(self, key: str, entry: Entry) -> int:
         """Keep an answer, evicting the least recently used beyond the bound."""
-        self._entries[key] = Entry(body, cost, time.monotonic() + self.ttl, alias, scope)
+        self._entries[key] = (entry, time.monotonic() + self.ttl)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        evicted = max(0, len(self._entries) - self.max_entries)
+        for _ in range(evicted):
             self._entries.popitem(last=False)
-            self.evictions += 1
+        self.evictions += evicted
+        return evicted
 
-    def purge(self, alias: str | None = None, scope: str | None = None) -> int:
-        """Drop the entries of ``alias`` and/or ``scope`` (everything when neither is given);
-        how many were dropped."""
-        doomed = [key for key, entry in self._entries.items()
+    async def purge(self, alias: str | None = None, scope: str | None = None) -> int:
+        """Drop the entries of ``alias`` and/or ``scope``; how many were dropped."""
+        doomed = [key for key, (entry, _) in self._entries.items()
                   if (alias is None or entry.alias == alias)
                   and (scope is None or entry.scope == scope)]
         for key in doomed:
             del self._entries[key]
         return len(doomed)
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    async def stats(self) -> dict[str, Any]:
+        """Entries held (some may have expired unseen) and evictions since start."""
+        return {"store": "memory", "entries": len(self._entries), "evictions": self.evictions}
 
-
-class InFlight:
-    """Identical requests being answered now: the first leads, the others wait for its answer."""
-
-    def __init__(self) -> None:
-        self._calls: dict[str, asyncio.Future[Entry]] = {}
-
-    def join(self, key: str) -> asyncio.Future[Entry] | None:
-        """The answer to wait for if an identical request leads; None makes the caller lead."""
-        future = self._calls.get(key)
-        if future is not None:
-            return future
-        self._calls[key] = asyncio.get_running_loop().create_future()
-        return None
-
-    def finish(self, key: str, entry: Entry | None) -> None:
-        """The leader is done: hand its answer to the followers, or let one of them retry."""
-        future = self._calls.pop(key, None)
-        if future is None or future.done():
-            return
-        if entry is None:
-            future.set_exception(LeaderFailed())
-            future.exception()  # followers may all be gone: nobody else must retrieve it
-        else:
-            future.set_result(entry)
-
-
-class LeaderFailed(Exception):
-    """The request being waited on failed; a follower retries as the new leader."""
+    async def aclose(self) -> None:
+        """Nothing to let go of."""

@@ -120,7 +120,7 @@ class AdminAPI:
     async def cache(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/cache: entries, evictions and requests by outcome."""
         await self.caller(scope, READERS)
-        await send_json(send, 200, self.state.cache.stats(), request_id)
+        await send_json(send, 200, await self.state.cache.stats(), request_id)
 
     async def purge_cache(self, scope: Scope, receive: Receive, send: Send,
                           request_id: str) -> None:
@@ -128,7 +128,7 @@ class AdminAPI:
         key = await self.caller(scope, OPERATORS)
         query = _query(scope)
         tenant = self.tenant_scope(key, query.get("tenant"))
-        dropped = self.state.cache.cache.purge(query.get("model"), tenant)
+        dropped = await self.state.cache.store.purge(query.get("model"), tenant)
         await send_json(send, 200, {"purged": dropped}, request_id)
 
     async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

@@ -128,6 +128,7 @@ class AppState:
         """Close the backends, then write every record still pending and close the store."""
         if self.checker is not None:
             await self.checker.stop()
+        await self.cache.aclose()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)
         await self.quotas.aclose()

@@ -1,41 +1,72 @@
-"""The Cache stage: answer a repeated deterministic request from the cache, let identical
-requests in flight share one call, and keep what the model answers for next time."""
+"""The Cache stage: answer a repeated request from the cache, let identical requests in flight
+share one call, and keep what the model answers for next time."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
-from switchgear.cache.exact import Entry, ExactCache, InFlight, LeaderFailed, cache_key, deterministic
+from switchgear.cache.exact import AnswerStore, Entry, MemoryCache, cache_key, deterministic
+from switchgear.cache.inflight import Call, InFlight, LeaderFailed
 from switchgear.cache.replay import assemble, replay
+from switchgear.cache.shared import RedisCache
 from switchgear.config import CacheConfig
+from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange, Operation
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Body, Handler, Reply
 
 HEADER = b"x-switchgear-cache"
+OUTCOMES = ("hit", "miss", "coalesced", "bypass")
+
+log = logging.getLogger(__name__)
+
+
+def answer_store(config: CacheConfig) -> AnswerStore:
+    """Redis when the config names one (replicas share answers), else this process's memory."""
+    if config.url is not None:
+        return RedisCache(config.url, config.prefix, config.ttl_s, config.max_entries)
+    return MemoryCache(config.ttl_s, config.max_entries)
 
 
 class Cache:
     """Between admission and routing: hit, coalesce, or miss and remember."""
 
-    def __init__(self, next_stage: Handler, config: CacheConfig, prices: PriceBook) -> None:
+    def __init__(self, next_stage: Handler, config: CacheConfig, prices: PriceBook,
+                 store: AnswerStore | None = None) -> None:
         self.next_stage = next_stage
         self.config = config
         self.prices = prices
-        self.cache = ExactCache(config.ttl_s, config.max_entries)
+        self.store = store or answer_store(config)
         self.in_flight = InFlight()
-        self.counts = {"hit": 0, "miss": 0, "coalesced": 0, "bypass": 0}
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        #: Answers this replica's puts pushed out of the store.
+        self.evictions = 0
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def _cacheable(self, exchange: Exchange) -> bool:
-        if not self.config.enabled or exchange.cache_status == "bypass":
+        config = self.config
+        if not config.enabled or exchange.cache_status == "bypass":
             return False
-        return exchange.operation is Operation.EMBEDDINGS or deterministic(exchange.body)
+        rule = config.keys.get(exchange.principal.key_id or "") or config.routes.get(
+            exchange.model) or config.cacheable
+        if rule == "deterministic":
+            return exchange.operation is Operation.EMBEDDINGS or deterministic(exchange.body)
+        return rule == "all"
 
-    def stats(self) -> dict[str, object]:
-        """Entries, evictions and requests by outcome since start."""
-        return {"enabled": self.config.enabled, "entries": len(self.cache),
+    async def stats(self) -> dict[str, object]:
+        """The store's entries and evictions, and this replica's requests by outcome."""
+        return {"enabled": self.config.enabled, **await self.store.stats(),
                 "max_entries": self.config.max_entries, "ttl_s": self.config.ttl_s,
-                "evictions": self.cache.evictions, "requests": dict(self.counts)}
+                "in_flight": len(self.in_flight), "requests": dict(self.counts)}
+
+    async def aclose(self) -> None:
+        """Stop the calls still streaming for followers, and close the store."""
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self.store.aclose()
 
     async def __call__(self, exchange: Exchange) -> Reply:
         if not self._cacheable(exchange):
@@ -44,26 +75,41 @@ class Cache:
         alias = exchange.variant or exchange.model
         key = cache_key(exchange, alias, scope)
         while True:
-            entry = self.cache.get(key)
+            entry = await self.store.get(key, alias, scope)
             if entry is not None:
                 return self._answer(exchange, entry, "hit")
-            leader = self.in_flight.join(key)
-            if leader is None:
-                break
+            call, leads = self.in_flight.join(key, exchange.stream)
+            if leads:
+                return await self._lead(key, call, exchange, alias, scope)
             try:
-                entry = await leader
+                return await self._follow(call, exchange)
             except LeaderFailed:
                 continue  # the call we waited on failed: one of us leads a new one
-            return self._answer(exchange, entry, "coalesced")
+
+    async def _follow(self, call: Call, exchange: Exchange) -> Reply:
+        """A streamed request following a streamed call gets its chunks as they come; any other
+        waits for the whole answer."""
+        if exchange.stream and call.streamed:
+            await call.started()
+            self._mark(exchange, "coalesced")
+            return call.follow(leader=False)
+        return self._answer(exchange, await call.outcome(), "coalesced")
+
+    async def _lead(self, key: str, call: Call, exchange: Exchange, alias: str, scope: str
+                    ) -> Reply:
         try:
             reply = await self._pass(exchange, "miss")
-        except BaseException:
-            self.in_flight.finish(key, None)
+        except BaseException as error:
+            self.in_flight.finish(key, None, error)
             raise
         if isinstance(reply, dict):
-            self.in_flight.finish(key, self._remember(key, exchange, reply, alias, scope))
+            entry = await self._remember(key, exchange, reply, alias, scope)
+            self.in_flight.finish(key, entry)
             return reply
-        return self._collect(key, exchange, reply, alias, scope)
+        pump = asyncio.create_task(self._pump(key, call, exchange, reply, alias, scope))
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        return call.follow(leader=True)
 
     async def _pass(self, exchange: Exchange, status: str) -> Reply:
         self._mark(exchange, status)
@@ -81,30 +127,34 @@ class Cache:
             return replay(exchange.operation, entry.body)
         return entry.body
 
-    def _remember(self, key: str, exchange: Exchange, body: Body, alias: str, scope: str
-                  ) -> Entry:
+    async def _remember(self, key: str, exchange: Exchange, body: Body, alias: str, scope: str
+                        ) -> Entry:
         usage = body.get("usage") or {}
         cost = self.prices.cost(exchange.served_alias or exchange.model, exchange.deployment or "",
                                 usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-        self.cache.put(key, body, cost, alias, scope)
-        entry = self.cache.get(key)
-        assert entry is not None
+        entry = Entry(body, cost, alias, scope)
+        self.evictions += await self.store.put(key, entry)
         return entry
 
-    async def _collect(self, key: str, exchange: Exchange, chunks: AsyncIterator[Body],
-                       alias: str, scope: str) -> AsyncIterator[Body]:
-        """Pass a streamed miss on, and cache it as a whole answer once it completed."""
-        seen: list[Body] = []
-        entry = None
+    async def _pump(self, key: str, call: Call, exchange: Exchange, chunks: AsyncIterator[Body],
+                    alias: str, scope: str) -> None:
+        """Read a streamed answer into ``call`` for its leader and followers alike (so a leader
+        that hangs up does not cut the others off), then keep it as a whole answer."""
+        entry: Entry | None = None
+        error: BaseException | None = None
         try:
             async for chunk in chunks:
-                seen.append(chunk)
-                yield chunk
-            body = assemble(exchange.operation, seen)
+                call.push(chunk)
+            body = assemble(exchange.operation, call.chunks)
             if body is not None:
-                entry = self._remember(key, exchange, body, alias, scope)
+                entry = await self._remember(key, exchange, body, alias, scope)
+        except asyncio.CancelledError:
+            error = Overloaded("The gateway is shutting down; try again.", retry_after=1.0)
+            raise
+        except Exception as failure:  # every stream error reaches the clients following it
+            error = failure
         finally:
-            self.in_flight.finish(key, entry)
+            self.in_flight.finish(key, entry, error)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
