@@ -4,7 +4,6 @@ counts the calls it really answered."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -23,7 +23,7 @@ class LeaderFailed(Exception):
 class Call:
     """One answer being made: the chunks so far, then the whole entry or the failure."""
 
-    __slots__ = ("streamed", "chunks", "entry", "error", "done", "_changed")
+    __slots__ = ("_changed", "chunks", "done", "entry", "error", "streamed")
 
     def __init__(self, streamed: bool) -> None:
         self.streamed = streamed

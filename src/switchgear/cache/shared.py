@@ -69,7 +69,8 @@ class RedisCache:
             value = await GET(self.client, [self.entries + member, self.lru],
                               [time.time(), member])
         except StateUnavailable as error:
-            return self._failed("read", error)
+            self._failed("read", error)
+            return None
         if value is None:
             return None
         stored = orjson.loads(value)
@@ -79,7 +80,7 @@ class RedisCache:
         """Keep an answer for the TTL (skipped, and counted, when Redis is away); how many live
         answers that evicted."""
         member = self.member(key, entry.alias, entry.scope)
-        value = orjson.dumps({"body": entry.body, "cost": entry.cost})
+        value = orjson.dumps({"body": entry.body, "cost": entry.cost}).decode()
         try:
             evicted = await PUT(self.client, [self.entries + member, self.lru, self.evictions],
                                 [value, self.ttl_ms, time.time(), member, self.max_entries,
