@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import uvicorn
+import yaml
 
 from switchgear.config import Config
 from switchgear.gateway.server import uvicorn_config
@@ -45,6 +50,42 @@ class BackgroundLoop:
         """Stop the loop and its thread."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+@contextmanager
+def gateway_process(config: Config, directory: Path) -> Iterator[str]:
+    """Run ``switchgear serve`` for ``config`` in a process of its own on a free port; yield its
+    /v1 base URL; SIGTERM it at the end."""
+    port = free_port()
+    path = directory / f"switchgear-{port}.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchgear", "serve", "--config", str(path), "--port", str(port),
+         "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(base_url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gateway process did not start: "
+                                   + (process.stderr.read().decode() if process.stderr else ""))
+            time.sleep(0.05)
+        yield base_url + "/v1"
+    finally:
+        process.terminate()
+        process.wait(30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(base_url + "/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @contextmanager

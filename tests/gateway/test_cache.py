@@ -19,7 +19,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import REDIS_URL, fetch_records, free_port, gateway
+from servers import REDIS_URL, fetch_records, free_port, gateway, gateway_process
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 SLOW = ModelOptions(ttft_ms=150, tpot_ms=1, mean_output_tokens=8, seed=4)
@@ -218,3 +218,110 @@ def test_stats_and_purge_by_model_over_the_admin_api_and_cli(
         assert "purged 2 entries" in purged.output
         sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=1)
         assert served(sim) == 3  # the purged answer had to be made again
+
+
+#: A stream slow enough (about 2.4 s) that a follower can join while it is being generated.
+TRICKLE = ModelOptions(ttft_ms=50, tpot_ms=300, mean_output_tokens=8, seed=4)
+
+
+async def _trickle(sdk: openai.AsyncOpenAI) -> openai.AsyncStream[Any]:
+    return await sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=8,
+                                             temperature=0, stream=True)
+
+
+def test_a_streamed_follower_gets_the_chunks_as_they_come_even_if_the_leader_hangs_up(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    tmp_path: Path
+) -> None:
+    sim = simulators(TRICKLE)
+
+    async def scenario(base_url: str) -> tuple[list[str], int]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+            leader = await _trickle(sdk)
+            await anext(aiter(leader))  # the model is generating now
+            follower = await _trickle(sdk)
+            texts: list[str] = []
+            served_midway = -1
+            async for chunk in follower:
+                texts.extend(c.delta.content or "" for c in chunk.choices)
+                if len(texts) == 3:
+                    await leader.close()  # the leader's client hangs up mid-stream
+                    served_midway = served(sim)
+            return texts, served_midway
+
+    with gateway(configure(make_config, sim)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        texts, served_midway = asyncio.run(scenario(base_url))
+        whole = sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=8,
+                                            temperature=0).choices[0].message.content
+    assert served_midway == 0  # chunks arrived while the model was still generating
+    assert served(sim) == 1 and "".join(texts) == whole  # the whole answer came, and was kept
+    records = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert sorted(r.cache_status for r in records) == ["coalesced", "hit", "miss"]
+
+
+def test_cacheability_is_widened_per_route_and_narrowed_per_key(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import urllib3
+
+    admin = "sg-cache-admin-0123456789abcdef0123456"
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
+    sim = simulators()
+    with gateway(configure(make_config, sim)) as base_url:
+        created = json.loads(urllib3.request(
+            "POST", base_url.removesuffix("/v1") + "/admin/keys", json={"tenant": "acme", "name": "k"},
+            headers={"Authorization": f"Bearer {admin}"}).data)
+    # sampled requests are cached on this route, but not for this key
+    rules = {"routes": {"chat": "all"}, "keys": {created["key"]["id"]: "off"}}
+    with gateway(configure(make_config, sim, rules)) as base_url:
+        outcomes = {}
+        for who, key in (("route", admin), ("key", created["secret"])):
+            with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0) as sdk:
+                outcomes[who] = [sdk.chat.completions.with_raw_response.create(
+                    model="chat", messages=HELLO, max_tokens=3, temperature=0.9
+                ).headers["x-switchgear-cache"] for _ in range(2)]
+    assert outcomes == {"route": ["miss", "hit"], "key": ["bypass", "bypass"]}
+    assert served(sim) == 3
+
+
+def test_a_config_naming_an_unknown_route_is_refused(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    with pytest.raises(ValueError, match="cache.routes names 'nope'"):
+        configure(make_config, simulators(), {"routes": {"nope": "all"}})
+
+
+def test_two_gateway_processes_share_answers_through_redis(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    tmp_path: Path, prefix: str
+) -> None:
+    sim = simulators()
+    config = configure(make_config, sim, {"url": REDIS_URL, "prefix": prefix})
+    with gateway_process(config, tmp_path) as one, gateway_process(config, tmp_path) as two:
+        outcomes = []
+        for base_url in (one, two, two):
+            with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+                raw = sdk.chat.completions.with_raw_response.create(
+                    model="chat", messages=HELLO, max_tokens=4, temperature=0)
+                outcomes.append((raw.headers["x-switchgear-cache"],
+                                 raw.parse().choices[0].message.content))
+    assert [status for status, _ in outcomes] == ["miss", "hit", "hit"]
+    assert len({text for _, text in outcomes}) == 1 and served(sim) == 1
+
+
+def test_with_redis_away_requests_are_answered_by_the_model(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    sim = simulators()
+    config = configure(make_config, sim, {"url": f"redis://127.0.0.1:{free_port()}/0"})
+    with gateway(config) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        for _ in range(2):
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="chat", messages=HELLO, max_tokens=4, temperature=0)
+            assert raw.status_code == 200 and raw.headers["x-switchgear-cache"] == "miss"
+    assert served(sim) == 2
