@@ -291,7 +291,7 @@ def test_cacheability_is_widened_per_route_and_narrowed_per_key(
 def test_a_config_naming_an_unknown_route_is_refused(
     make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
 ) -> None:
-    with pytest.raises(ValueError, match="cache.routes names 'nope'"):
+    with pytest.raises(ValueError, match=r"cache\.routes names 'nope'"):
         configure(make_config, simulators(), {"routes": {"nope": "all"}})
 
 
