@@ -7,7 +7,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -87,12 +87,14 @@ class DirectUpstream:
         return Launch(process=None, endpoint=upstream.endpoint())
 
 
-def switchgear_config(upstream: NginxUpstream, database: Path) -> str:
+def switchgear_config(upstream: NginxUpstream, database: Path, cache: str = "{}") -> str:
     """Switchgear's YAML config: one alias, one openai_http deployment on the upstream, and the
     admission path on: an API key is required, per-key rate limits and a budget are taken and
-    the priority gate is passed for every request (set high enough never to refuse)."""
+    the priority gate is passed for every request (set high enough never to refuse); ``cache``
+    is the cache section (on, in process, by default)."""
     return (
         "server: {host: 127.0.0.1, port: 8080}\n"
+        f"cache: {cache}\n"
         f'store: {{url: "sqlite:///{database}"}}\n'
         "auth: {mode: required}\n"
         "limits:\n"
@@ -118,6 +120,11 @@ class SwitchgearGateway:
     executable: Path
     name: str = "switchgear"
     startup_timeout_s: float = 60.0
+    #: The config's cache section.
+    cache: str = "{}"
+    #: Fields every request adds: ``{"temperature": 0}`` makes them all cache hits after the
+    #: first; without it they bypass the cache and reach the upstream.
+    fields: Mapping[str, object] = field(default_factory=dict)
 
     def missing(self) -> str | None:
         """Set when the `switchgear` command is not installed in the venv."""
@@ -135,7 +142,7 @@ class SwitchgearGateway:
         for stale in directory.glob("bench.db*"):
             stale.unlink()
         config = directory / "switchgear.yaml"
-        config.write_text(switchgear_config(upstream, database))
+        config.write_text(switchgear_config(upstream, database, self.cache))
         argv = [str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
         admin_key = "sg-bench-" + secrets.token_urlsafe(24)
@@ -144,7 +151,7 @@ class SwitchgearGateway:
                                                    "SWITCHGEAR_ADMIN_KEY": admin_key}),
                                  cwd=directory)
         endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
-                            {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"})
+                            {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"}, self.fields)
         return Launch(process, endpoint)
 
 

@@ -135,10 +135,12 @@ class Endpoint:
     url: str
     model: str
     headers: Mapping[str, str]
+    #: Body fields this target's requests add (temperature 0 makes them cacheable).
+    fields: Mapping[str, object] = field(default_factory=dict)
 
     def body(self, request_body: Mapping[str, object]) -> dict[str, object]:
-        """The benchmark's request body with this endpoint's model name in it."""
-        return {**request_body, "model": self.model}
+        """The benchmark's request body with this endpoint's model name and fields in it."""
+        return {**request_body, **self.fields, "model": self.model}
 
 
 @dataclass(frozen=True)

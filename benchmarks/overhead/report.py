@@ -11,6 +11,9 @@ from load import LoadResult
 
 BASELINE = "upstream"
 SWITCHGEAR = "switchgear"
+#: Switchgear answering every request from its cache (in process, and in Redis).
+CACHE_HIT = "switchgear-hit"
+REDIS_CACHE_HIT = "switchgear-redis-hit"
 TARGET_REQUESTS_PER_S = 1_000.0
 TARGET_ADDED_P50_MS_AT_1 = 0.5
 
@@ -71,7 +74,9 @@ class Method:
             f" Per target and concurrency ({levels} keep-alive connections, wrk threads ="
             f" min(concurrency, 2)): a {self.warmup_seconds} s warm-up run, then a"
             f" {self.seconds} s measured run; non-streaming; request body"
-            f" ({len(self.request_body)} bytes, model name per target): {self.request_body}."
+            f" ({len(self.request_body)} bytes, model name per target; the -hit targets add"
+            f' "temperature": 0, so every request after the first is a cache hit):'
+            f" {self.request_body}."
             f" Latency percentiles are wrk's (--latency); 'added' is the target's p50 minus the"
             f" upstream's p50 at the same concurrency; 'cpu ms/req' is the CPU time (user +"
             f" system, from /proc) the gateway's processes used in the measured run divided by the"
@@ -143,6 +148,28 @@ def target_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
             f"Switchgear added p50 at concurrency 1: {added:.3f} ms"
             f" (target <= {TARGET_ADDED_P50_MS_AT_1} ms): {verdict}"
         )
+    return lines
+
+
+def cache_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
+    """Each cache-hit target against the miss path: a hit's whole latency must not exceed what
+    the gateway adds to a request that goes to the model (the switchgear row's added p50)."""
+    by_name = {o.name: {m.concurrency: m for m in o.measurements} for o in outcomes}
+    baseline = _baseline_p50(outcomes)
+    lines = []
+    for name in (CACHE_HIT, REDIS_CACHE_HIT):
+        for concurrency, hit in sorted(by_name.get(name, {}).items()):
+            miss = by_name.get(SWITCHGEAR, {}).get(concurrency)
+            if miss is None or concurrency not in baseline:
+                lines.append(f"{name} at concurrency {concurrency}: not checked (needs upstream"
+                             " and switchgear at the same concurrency).")
+                continue
+            overhead = miss.measured.p50_ms - baseline[concurrency]
+            verdict = "met" if hit.measured.p50_ms <= overhead else "MISSED"
+            lines.append(
+                f"{name} at concurrency {concurrency}: p50 {hit.measured.p50_ms:.3f} ms,"
+                f" p99 {hit.measured.p99_ms:.3f} ms, {hit.measured.requests_per_s:,.0f} req/s;"
+                f" miss-path overhead p50 {overhead:.3f} ms: {verdict}")
     return lines
 
 

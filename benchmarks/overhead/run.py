@@ -19,7 +19,18 @@ from pathlib import Path
 from gateways import DirectUpstream, Launch, LiteLLMProxy, PortkeyGateway, SwitchgearGateway, Target
 from load import LoadResult, WrkLoad, wrk_binary, wrk_version
 from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answers
-from report import Measurement, Method, TargetOutcome, problems, table, target_checks, write_json
+from report import (
+    CACHE_HIT,
+    REDIS_CACHE_HIT,
+    Measurement,
+    Method,
+    TargetOutcome,
+    cache_checks,
+    problems,
+    table,
+    target_checks,
+    write_json,
+)
 from upstream import NginxUpstream, completion_json
 
 from switchgear.capacity.machine import cpu_model
@@ -43,6 +54,11 @@ def all_targets() -> list[Target]:
     return [
         DirectUpstream(),
         SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear"),
+        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=CACHE_HIT,
+                          fields={"temperature": 0}),
+        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=REDIS_CACHE_HIT,
+                          cache='{url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}',
+                          fields={"temperature": 0}),
         LiteLLMProxy(WORK / "litellm-venv"),
         PortkeyGateway(WORK / "portkey" / "node_modules" / "@portkey-ai" / "gateway"),
     ]
@@ -225,7 +241,7 @@ def main(argv: Sequence[str] | None = None, announce: Callable[[str], None] = sa
     announce("")
     announce(table(outcomes))
     announce("")
-    for line in target_checks(outcomes):
+    for line in [*target_checks(outcomes), *cache_checks(outcomes)]:
         announce(line)
     found = problems(outcomes)
     for line in found:

@@ -19,7 +19,15 @@ from processes import (
     post,
     wait_until_answers,
 )
-from report import Measurement, TargetOutcome, problems, table, target_checks
+from report import (
+    CACHE_HIT,
+    Measurement,
+    TargetOutcome,
+    cache_checks,
+    problems,
+    table,
+    target_checks,
+)
 from upstream import FIXED_COMPLETION, NginxUpstream, nginx_binary
 
 WRK_OUTPUT = """\
@@ -166,3 +174,13 @@ def test_target_checks_say_met_or_missed() -> None:
     assert [line.rsplit(" ", 1)[1] for line in target_checks([upstream, fast])] == ["met", "met"]
     assert [line.rsplit(" ", 1)[1] for line in target_checks([upstream, slow])] == [
         "MISSED", "MISSED"]
+
+
+def test_cache_checks_hold_a_hit_to_the_miss_paths_overhead() -> None:
+    upstream = TargetOutcome("upstream", measurements=[_measured("upstream", 1, 20_000, 0.05)])
+    miss = TargetOutcome("switchgear", measurements=[_measured("switchgear", 1, 1_500, 0.35)])
+    fast = TargetOutcome(CACHE_HIT, measurements=[_measured(CACHE_HIT, 1, 3_000, 0.25)])
+    slow = TargetOutcome(CACHE_HIT, measurements=[_measured(CACHE_HIT, 1, 1_000, 0.40)])
+    assert cache_checks([upstream, miss, fast])[0].endswith("overhead p50 0.300 ms: met")
+    assert cache_checks([upstream, miss, slow])[0].endswith("MISSED")
+    assert "not checked" in cache_checks([miss, fast])[0]
