@@ -4,6 +4,7 @@ counts the calls it really answered."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ def configure(make_config: Callable[..., Config], sim: RunningSimulator,
 
 def served(sim: RunningSimulator) -> int:
     return sim.state.model.requests_served
+
+
+def test_the_size_bound_evicts_and_the_metrics_count_it(
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+) -> None:
+    sim = simulators()
+    with gateway(configure(make_config, sim, {"max_entries": 1})) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        for seed in (1, 2, 1):
+            sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=seed)
+        metrics = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics").read()
+    assert served(sim) == 3  # seed 1 was pushed out by seed 2
+    assert b"switchgear_cache_evictions_total 2.0" in metrics
 
 
 def test_a_repeated_deterministic_request_is_answered_once(
@@ -214,6 +228,9 @@ def test_stats_and_purge_by_model_over_the_admin_api_and_cli(
         assert stats.exit_code == 0 and '"entries": 2' in stats.output and '"hit": 1' in stats.output
         other = CliRunner().invoke(main, ["cache", "purge", "--url", root, "--model", "nope"])
         assert "purged 0 entries" in other.output
+        metrics = urllib.request.urlopen(root + "/metrics").read().decode()
+        assert 'switchgear_cache_requests_total{model="chat",outcome="hit"} 1.0' in metrics
+        assert "switchgear_cache_evictions_total 0.0" in metrics
         purged = CliRunner().invoke(main, ["cache", "purge", "--url", root, "--model", "chat"])
         assert "purged 2 entries" in purged.output
         sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=1)

@@ -91,7 +91,7 @@ class AppState:
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
                                      *([store_content] if log_content else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
-        cache = Cache(Prioritize(route, gate), config.cache, prices)
+        cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
         pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder, log_content)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from switchgear.cache.exact import AnswerStore, Entry, MemoryCache, cache_key, deterministic
 from switchgear.cache.inflight import Call, InFlight, LeaderFailed
@@ -34,15 +34,15 @@ class Cache:
     """Between admission and routing: hit, coalesce, or miss and remember."""
 
     def __init__(self, next_stage: Handler, config: CacheConfig, prices: PriceBook,
+                 on_evicted: Callable[[int], None] = lambda count: None,
                  store: AnswerStore | None = None) -> None:
         self.next_stage = next_stage
+        self.on_evicted = on_evicted
         self.config = config
         self.prices = prices
         self.store = store or answer_store(config)
         self.in_flight = InFlight()
         self.counts = dict.fromkeys(OUTCOMES, 0)
-        #: Answers this replica's puts pushed out of the store.
-        self.evictions = 0
         self._pumps: set[asyncio.Task[None]] = set()
 
     def _cacheable(self, exchange: Exchange) -> bool:
@@ -133,7 +133,9 @@ class Cache:
         cost = self.prices.cost(exchange.served_alias or exchange.model, exchange.deployment or "",
                                 usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
         entry = Entry(body, cost, alias, scope)
-        self.evictions += await self.store.put(key, entry)
+        evicted = await self.store.put(key, entry)
+        if evicted:
+            self.on_evicted(evicted)
         return entry
 
     async def _pump(self, key: str, call: Call, exchange: Exchange, chunks: AsyncIterator[Body],

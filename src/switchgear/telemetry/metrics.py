@@ -36,6 +36,9 @@ class GatewayMetrics:
         self.cache = Counter(
             "switchgear_cache_requests", "Requests by cache outcome (hit, miss, coalesced, bypass).",
             ["model", "outcome"], registry=self.registry)
+        self.cache_evictions = Counter(
+            "switchgear_cache_evictions", "Cached answers pushed out by the size bound.",
+            registry=self.registry)
         self.upstream_errors = Counter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
             ["model", "deployment", "error"], registry=self.registry)
