@@ -91,8 +91,18 @@ class Exchange:
     credentials: str | None = field(default=None, repr=False)
     #: Tokens held in rate-limit buckets until the request is settled (admission's business).
     reservation: Any = None
-    #: The answer's text, collected only when content logging is on.
-    completion_text: list[str] | None = None
+    #: The answer's text as it was sent (guards, quality signals and the content log read it).
+    completion_text: list[str] = field(default_factory=list)
+    #: How the answer ended (its first choice's finish_reason), once it did.
+    finish_reason: str | None = None
+    #: Whether the answer was a refusal (a quality signal; None: not judged).
+    refused: bool | None = None
+    #: Whether the answer matched the JSON schema the request asked for (None: none asked).
+    schema_valid: bool | None = None
+    #: The strongest guard action taken: flag, redact or block (None: no check objected).
+    guard_action: str | None = None
+    #: The guard checks that ran: check, stage, verdict, action and reason of each.
+    checks: list[dict[str, str]] = field(default_factory=list)
     #: Redacted prompt and completion for the record (content logging only).
     stored_prompt: str | None = None
     stored_completion: str | None = None

@@ -78,6 +78,9 @@ def test_chat_plain_and_streamed_through_openai_http(
     assert len(streamed) == 2
     assert any(r["completion_tokens"] == streamed_tokens for r in streamed)
     assert all(r["completion_tokens"] > 0 and r["truncated"] == 0 for r in streamed)
+    assert first["finish_reason"] == answer.choices[0].finish_reason
+    assert chunks[-2].choices[0].finish_reason in {r["finish_reason"] for r in streamed}
+    assert {r["finish_reason"] for r in streamed} <= {"stop", "length"}
 
 
 def test_completions_embeddings_and_models_via_simulated_backend(

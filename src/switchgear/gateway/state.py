@@ -92,7 +92,7 @@ class AppState:
                                      *([store_content] if log_content else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
         cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
-        pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder, log_content)
+        pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,

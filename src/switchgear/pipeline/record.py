@@ -60,6 +60,17 @@ def take_usage(exchange: Exchange, body: Body) -> None:
     exchange.usage.cached_tokens = details.get("cached_tokens") or 0
 
 
+def take_answer(exchange: Exchange, body: Body) -> None:
+    """Note the text an answer or a chunk carries, and how the answer ended."""
+    choices = body.get("choices")
+    if not choices:
+        return
+    exchange.completion_text.append(answer_text(body))
+    reason = choices[0].get("finish_reason")
+    if reason:
+        exchange.finish_reason = reason
+
+
 def answer_text(body: Body) -> str:
     """The text an answer or a chunk carries (chat message, chat delta or completion text)."""
     parts = []
@@ -84,22 +95,18 @@ def prompt_text(exchange: Exchange) -> str:
 def store_content(exchange: Exchange) -> None:
     """A Recorder step (content logging only): the redacted prompt and completion."""
     exchange.stored_prompt = redact(prompt_text(exchange))
-    exchange.stored_completion = redact("".join(exchange.completion_text or ()))
+    exchange.stored_completion = redact("".join(exchange.completion_text))
 
 
 class Record:
-    """Wraps the rest of the pipeline so every request ends in exactly one record; with
-    ``capture_content`` it also collects the answer's text for the content log."""
+    """Wraps the rest of the pipeline so every request ends in exactly one record, with the
+    answer's text and finish reason noted on the way."""
 
-    def __init__(self, next_stage: Handler, recorder: Recorder,
-                 capture_content: bool = False) -> None:
+    def __init__(self, next_stage: Handler, recorder: Recorder) -> None:
         self.next_stage = next_stage
         self.recorder = recorder
-        self.capture_content = capture_content
 
     async def __call__(self, exchange: Exchange) -> Reply:
-        if self.capture_content:
-            exchange.completion_text = []
         try:
             reply = await self.next_stage(exchange)
         except SwitchgearError as error:
@@ -111,8 +118,7 @@ class Record:
         if isinstance(reply, dict):
             exchange.first_token = time.time()
             take_usage(exchange, reply)
-            if exchange.completion_text is not None:
-                exchange.completion_text.append(answer_text(reply))
+            take_answer(exchange, reply)
             self.recorder.finish(exchange)
             return reply
         return self._watch(exchange, reply)
@@ -125,8 +131,7 @@ class Record:
                 if exchange.first_token is None:
                     exchange.first_token = time.time()
                 take_usage(exchange, chunk)
-                if exchange.completion_text is not None:
-                    exchange.completion_text.append(answer_text(chunk))
+                take_answer(exchange, chunk)
                 yield chunk
         except SwitchgearError as failure:
             error = failure

@@ -139,6 +139,15 @@ CONTENT: tuple[Column, ...] = (Column("prompt", "text", nullable=True),
 CACHE: tuple[Column, ...] = (Column("cache_status", "text", nullable=True),
                              Column("saved_cost", "double", nullable=True))
 
+#: How the answer ended and what the guards made of it (quality signals read these).
+QUALITY: tuple[Column, ...] = (
+    Column("finish_reason", "text", nullable=True),
+    Column("refused", "boolean", nullable=True),
+    Column("schema_valid", "boolean", nullable=True),
+    Column("guard_action", "text", nullable=True),
+    Column("checks", "text", nullable=True),
+)
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -192,6 +201,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=6,
         description="request_log cache outcome: hit, miss, coalesced or bypass, and cost saved",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in CACHE)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=7,
+        description="request_log quality: finish reason, refusal, schema validity, guard checks",
+        sql={dialect: tuple(add_column("request_log", column, dialect) for column in QUALITY)
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
+import orjson
+
 from switchgear.exchange import Exchange
 
 
@@ -37,6 +39,12 @@ class RequestRecord:
     completion: str | None = None
     cache_status: str | None = None
     saved_cost: float | None = None
+    finish_reason: str | None = None
+    refused: bool | None = None
+    schema_valid: bool | None = None
+    guard_action: str | None = None
+    #: The guard checks that ran, as a JSON array.
+    checks: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -67,6 +75,11 @@ class RequestRecord:
             completion=exchange.stored_completion,
             cache_status=exchange.cache_status,
             saved_cost=exchange.saved_cost,
+            finish_reason=exchange.finish_reason,
+            refused=exchange.refused,
+            schema_valid=exchange.schema_valid,
+            guard_action=exchange.guard_action,
+            checks=orjson.dumps(exchange.checks).decode() if exchange.checks else None,
         )
 
     @classmethod
@@ -75,6 +88,9 @@ class RequestRecord:
         values = dict(zip(COLUMNS, row, strict=True))
         values["stream"] = bool(values["stream"])
         values["truncated"] = bool(values["truncated"])
+        for name in ("refused", "schema_valid"):
+            if values[name] is not None:
+                values[name] = bool(values[name])
         return cls(**values)  # type: ignore[arg-type]
 
     def values(self) -> tuple[object, ...]:
