@@ -7,6 +7,7 @@ Secrets never sit in the file: a deployment names the environment variable holdi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,6 +288,83 @@ class CacheConfig(_Strict):
         return redis_url(url)
 
 
+#: What a guard does when its check objects: refuse (400, nothing reaches the model, or the
+#: answer is withheld), rewrite and continue, or only record it.
+GuardAction = Literal["block", "redact", "flag"]
+#: Checks that can rewrite what they found.
+REDACTING_CHECKS = frozenset({"pii", "patterns", "custom"})
+#: Checks that only make sense on an answer.
+OUTPUT_ONLY_CHECKS = frozenset({"json_schema", "empty", "truncated"})
+
+
+class GuardCheckConfig(_Strict):
+    """One check and its action. ``patterns`` (regular expressions) and ``terms`` (whole words)
+    are for ``patterns``; ``max_chars``/``max_messages`` for ``size``; ``path``
+    (``module:attribute``) and ``whole`` for ``custom``."""
+
+    check: Literal["pii", "patterns", "injection", "size", "json_schema", "empty", "truncated",
+                   "custom"]
+    action: GuardAction = "flag"
+    name: str | None = None
+    patterns: list[str] = Field(default_factory=list)
+    terms: list[str] = Field(default_factory=list)
+    max_chars: int | None = Field(None, ge=1)
+    max_messages: int | None = Field(None, ge=1)
+    path: str | None = None
+    whole: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> GuardCheckConfig:
+        if self.action == "redact" and self.check not in REDACTING_CHECKS:
+            raise ValueError(f"{self.check} cannot redact; use block or flag")
+        if self.check == "patterns":
+            if not self.patterns and not self.terms:
+                raise ValueError("patterns needs patterns or terms")
+            for pattern in self.patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as error:
+                    raise ValueError(f"pattern {pattern!r} does not compile: {error}") from None
+        if self.check == "size" and self.max_chars is None and self.max_messages is None:
+            raise ValueError("size needs max_chars or max_messages")
+        if self.check == "custom":
+            if self.path is None:
+                raise ValueError("custom needs path: module:attribute")
+            from switchgear.guards.checks import load  # the check's code, imported now
+            load(self.path)
+        return self
+
+    @property
+    def label(self) -> str:
+        """The check's name in records and metrics."""
+        if self.name:
+            return self.name
+        return self.path.rpartition(":")[2] if self.check == "custom" and self.path else self.check
+
+
+class GuardList(_Strict):
+    """The checks run on what goes in, and on what comes out."""
+
+    input: list[GuardCheckConfig] = Field(default_factory=list)
+    output: list[GuardCheckConfig] = Field(default_factory=list)
+
+    @field_validator("input")
+    @classmethod
+    def _input_checks(cls, checks: list[GuardCheckConfig]) -> list[GuardCheckConfig]:
+        for check in checks:
+            if check.check in OUTPUT_ONLY_CHECKS:
+                raise ValueError(f"{check.check} checks answers: put it under output")
+        return checks
+
+
+class GuardsConfig(GuardList):
+    """Guards for every request, replaced per model alias (``routes``) or per API key id
+    (``keys``; a key's list wins over its route's)."""
+
+    routes: dict[str, GuardList] = Field(default_factory=dict)
+    keys: dict[str, GuardList] = Field(default_factory=dict)
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -308,6 +386,7 @@ class Config(_Strict):
     #: Priority tiers and shedding (admission/tiers.py); None: no gate.
     tiers: TierConfig | None = None
     cache: CacheConfig = CacheConfig()
+    guards: GuardsConfig = GuardsConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -324,10 +403,12 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _cache_routes_are_aliases(self) -> Config:
-        for alias in self.cache.routes:
-            if alias not in self.models:
-                raise ValueError(f"cache.routes names {alias!r}, which is not a model alias")
+    def _routes_are_aliases(self) -> Config:
+        for section, aliases in (("cache", self.cache.routes), ("guards", self.guards.routes)):
+            for alias in aliases:
+                if alias not in self.models:
+                    raise ValueError(f"{section}.routes names {alias!r}, which is not a model "
+                                     "alias")
         return self
 
     @field_validator("models")

@@ -18,6 +18,7 @@ from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
 from switchgear.pipeline.cache import Cache
+from switchgear.pipeline.guard import Guard
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
@@ -92,7 +93,10 @@ class AppState:
                                      *([store_content] if log_content else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
         cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
-        pipeline: Handler = Record(Admit(cache, authenticator, quotas), recorder)
+        guards = config.guards
+        guarded: Handler = cache if not (guards.input or guards.output or guards.routes
+                                          or guards.keys) else Guard(cache, guards)
+        pipeline: Handler = Record(Admit(guarded, authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
