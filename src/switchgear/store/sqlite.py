@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,13 +46,6 @@ CAUGHT_UP_SECONDS = 0.5
 #: Seconds between tries to switch a new file to WAL while another connection holds it.
 WAL_SWITCH_PAUSE = 0.01
 
-#: Positions of the boolean columns, which SQLite hands back as 0/1.
-BOOLEAN_POSITIONS: tuple[int, ...] = tuple(
-    position
-    for position, name in enumerate(COLUMNS)
-    if get_type_hints(RequestRecord)[name] is bool
-)
-
 
 class WriterPriority:
     """Keeps the writer thread out of the event loop's way without letting records pile up.
@@ -81,14 +74,6 @@ def _set_policy(policy: int) -> bool:
     except (OSError, AttributeError):  # not Linux, or not allowed: leave the thread as it is
         return False
     return True
-
-
-def record_of(row: Sequence[Any]) -> RequestRecord:
-    """A RequestRecord from a ``request_log`` row as SQLite returns it."""
-    values = list(row)
-    for position in BOOLEAN_POSITIONS:
-        values[position] = bool(values[position])
-    return RequestRecord(*values)
 
 
 class SQLiteConnection:
@@ -150,7 +135,7 @@ class SQLiteConnection:
             rows = self.connection.execute(SQL.select).fetchall()
         else:
             rows = self.connection.execute(SQL.select_limited, (limit,)).fetchall()
-        return [record_of(row) for row in rows]
+        return [RequestRecord.of_row(row) for row in rows]
 
     def execute(self, sql: str, params: Sequence[object]) -> int:
         """Run one statement in a transaction; the rows it changed."""

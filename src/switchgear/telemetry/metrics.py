@@ -39,6 +39,10 @@ class GatewayMetrics:
         self.cache_evictions = Counter(
             "switchgear_cache_evictions", "Cached answers pushed out by the size bound.",
             registry=self.registry)
+        self.guard_checks = Counter(
+            "switchgear_guard_checks", "Guard checks run, by route, model, check, stage, verdict "
+            "and action.", ["route", "model", "check", "stage", "verdict", "action"],
+            registry=self.registry)
         self.upstream_errors = Counter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
             ["model", "deployment", "error"], registry=self.registry)
@@ -60,6 +64,10 @@ class GatewayMetrics:
         if usage.completion_tokens:
             self.tokens.labels(model, deployment, "output").inc(usage.completion_tokens)
         self.cache.labels(model, exchange.cache_status).inc()
+        served = exchange.served_alias or model
+        for check in exchange.checks:
+            self.guard_checks.labels(model, served, check["check"], check["stage"],
+                                     check["verdict"], check["action"]).inc()
         for attempt in exchange.attempts:
             if attempt.error is not None:
                 self.upstream_errors.labels(model, attempt.deployment, attempt.error).inc()

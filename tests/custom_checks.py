@@ -1,0 +1,11 @@
+"""A team's own guard check, loaded by import path in the tests' configs."""
+
+from __future__ import annotations
+
+from switchgear.exchange import Exchange
+from switchgear.guards.checks import Finding
+
+
+def no_pirates(text: str, role: str, exchange: Exchange) -> Finding | None:
+    """Objects to talk like a pirate."""
+    return Finding("arr, a pirate") if "arr" in text.lower().split() else None
