@@ -87,14 +87,14 @@ class DirectUpstream:
         return Launch(process=None, endpoint=upstream.endpoint())
 
 
-def switchgear_config(upstream: NginxUpstream, database: Path, cache: str = "{}") -> str:
+def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "") -> str:
     """Switchgear's YAML config: one alias, one openai_http deployment on the upstream, and the
     admission path on: an API key is required, per-key rate limits and a budget are taken and
-    the priority gate is passed for every request (set high enough never to refuse); ``cache``
-    is the cache section (on, in process, by default)."""
+    the priority gate is passed for every request (set high enough never to refuse); the cache
+    is on (in process); ``extra`` adds YAML sections (a Redis cache, guards)."""
     return (
         "server: {host: 127.0.0.1, port: 8080}\n"
-        f"cache: {cache}\n"
+        f"{extra}"
         f'store: {{url: "sqlite:///{database}"}}\n'
         "auth: {mode: required}\n"
         "limits:\n"
@@ -120,8 +120,8 @@ class SwitchgearGateway:
     executable: Path
     name: str = "switchgear"
     startup_timeout_s: float = 60.0
-    #: The config's cache section.
-    cache: str = "{}"
+    #: YAML sections added to the config.
+    extra: str = ""
     #: Fields every request adds: ``{"temperature": 0}`` makes them all cache hits after the
     #: first; without it they bypass the cache and reach the upstream.
     fields: Mapping[str, object] = field(default_factory=dict)
@@ -142,7 +142,7 @@ class SwitchgearGateway:
         for stale in directory.glob("bench.db*"):
             stale.unlink()
         config = directory / "switchgear.yaml"
-        config.write_text(switchgear_config(upstream, database, self.cache))
+        config.write_text(switchgear_config(upstream, database, self.extra))
         argv = [str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
         admin_key = "sg-bench-" + secrets.token_urlsafe(24)

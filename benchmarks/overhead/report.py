@@ -14,6 +14,8 @@ SWITCHGEAR = "switchgear"
 #: Switchgear answering every request from its cache (in process, and in Redis).
 CACHE_HIT = "switchgear-hit"
 REDIS_CACHE_HIT = "switchgear-redis-hit"
+#: Switchgear with input and output guards on.
+GUARDED = "switchgear-guards"
 TARGET_REQUESTS_PER_S = 1_000.0
 TARGET_ADDED_P50_MS_AT_1 = 0.5
 
@@ -127,27 +129,30 @@ def table(outcomes: Sequence[TargetOutcome]) -> str:
 
 
 def target_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
-    """Switchgear against its targets (>= 1,000 req/s; <= 0.5 ms added p50 at concurrency 1)."""
-    switchgear = next((o for o in outcomes if o.name == SWITCHGEAR and o.measurements), None)
-    if switchgear is None:
+    """Switchgear against its targets (>= 1,000 req/s; <= 0.5 ms added p50 at concurrency 1),
+    plain and, when measured, with guards on."""
+    measured = {o.name: o for o in outcomes if o.measurements}
+    if SWITCHGEAR not in measured:
         return ["Switchgear targets: not checked (Switchgear was not measured)."]
-    best = max(switchgear.measurements, key=lambda m: m.measured.requests_per_s)
-    lines = [
-        f"Switchgear throughput: {best.measured.requests_per_s:,.0f} req/s at concurrency"
-        f" {best.concurrency} (target >= {TARGET_REQUESTS_PER_S:,.0f}):"
-        f" {'met' if best.measured.requests_per_s >= TARGET_REQUESTS_PER_S else 'MISSED'}"
-    ]
     baseline = _baseline_p50(outcomes)
-    at_one = next((m for m in switchgear.measurements if m.concurrency == 1), None)
-    if at_one is None or 1 not in baseline:
-        lines.append("Switchgear added p50 at concurrency 1: not checked (needs upstream and c=1).")
-    else:
+    lines = []
+    for name, label in ((SWITCHGEAR, "Switchgear"), (GUARDED, "Switchgear with guards")):
+        if name not in measured:
+            continue
+        best = max(measured[name].measurements, key=lambda m: m.measured.requests_per_s)
+        lines.append(
+            f"{label} throughput: {best.measured.requests_per_s:,.0f} req/s at concurrency"
+            f" {best.concurrency} (target >= {TARGET_REQUESTS_PER_S:,.0f}):"
+            f" {'met' if best.measured.requests_per_s >= TARGET_REQUESTS_PER_S else 'MISSED'}")
+        at_one = next((m for m in measured[name].measurements if m.concurrency == 1), None)
+        if at_one is None or 1 not in baseline:
+            lines.append(f"{label} added p50 at concurrency 1: not checked (needs upstream and"
+                         " c=1).")
+            continue
         added = at_one.measured.p50_ms - baseline[1]
         verdict = "met" if added <= TARGET_ADDED_P50_MS_AT_1 else "MISSED"
-        lines.append(
-            f"Switchgear added p50 at concurrency 1: {added:.3f} ms"
-            f" (target <= {TARGET_ADDED_P50_MS_AT_1} ms): {verdict}"
-        )
+        lines.append(f"{label} added p50 at concurrency 1: {added:.3f} ms"
+                     f" (target <= {TARGET_ADDED_P50_MS_AT_1} ms): {verdict}")
     return lines
 
 

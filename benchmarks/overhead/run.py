@@ -21,6 +21,7 @@ from load import LoadResult, WrkLoad, wrk_binary, wrk_version
 from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answers
 from report import (
     CACHE_HIT,
+    GUARDED,
     REDIS_CACHE_HIT,
     Measurement,
     Method,
@@ -41,6 +42,15 @@ WORK = HERE / ".work"
 RESULTS = WORK / "results" / "latest.json"
 BUSY_LOAD_AVERAGE = 0.5
 
+#: Guards for the guarded row: PII redaction both ways, the injection heuristic, size limits and
+#: empty answers flagged.
+GUARDS = (
+    "guards:\n"
+    "  input: [{check: pii, action: redact}, {check: injection, action: flag},\n"
+    "          {check: size, max_chars: 20000, max_messages: 50, action: block}]\n"
+    "  output: [{check: pii, action: redact}, {check: empty, action: flag}]\n"
+)
+
 REQUEST_BODY: dict[str, object] = {
     "model": "(set per target)",
     "messages": [{"role": "user", "content": "Say hello in five words."}],
@@ -57,8 +67,9 @@ def all_targets() -> list[Target]:
         SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=CACHE_HIT,
                           fields={"temperature": 0}),
         SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=REDIS_CACHE_HIT,
-                          cache='{url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}',
+                          extra='cache: {url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}\n',
                           fields={"temperature": 0}),
+        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=GUARDED, extra=GUARDS),
         LiteLLMProxy(WORK / "litellm-venv"),
         PortkeyGateway(WORK / "portkey" / "node_modules" / "@portkey-ai" / "gateway"),
     ]
