@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchgear.admission.tiers import TierConfig
+from switchgear.slo.spec import SLOSection
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
 
@@ -294,6 +295,8 @@ class Config(_Strict):
     #: Priority tiers and shedding (admission/tiers.py); None: no gate.
     tiers: TierConfig | None = None
     cache: CacheConfig = CacheConfig()
+    #: Service level objectives, their error budgets and burn-rate alerts (slo/).
+    slo: SLOSection = SLOSection()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -307,6 +310,15 @@ class Config(_Strict):
         if self.auth.mode == "open" and not is_loopback(self.server.host):
             raise ValueError(f"auth.mode open is only allowed on a loopback address, "
                              f"not {self.server.host}")
+        return self
+
+    @model_validator(mode="after")
+    def _slo_models_exist(self) -> Config:
+        for number, objective in enumerate(self.slo.objectives):
+            model = objective.scope.model
+            if model is not None and model not in self.models:
+                raise ValueError(f"slo.objectives.{number}.scope.model: {model!r} is not a "
+                                 "model alias")
         return self
 
     @field_validator("models")

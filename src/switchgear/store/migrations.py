@@ -155,6 +155,15 @@ API_KEYS: tuple[Column, ...] = (
     Column("revoked_at", "double", nullable=True),
 )
 
+#: The state of each SLO alert (one row per SLO and severity), shared by replicas: a replica
+#: notifies a change only if its conditional update of the row wins, so each change is sent once.
+SLO_ALERTS: tuple[Column, ...] = (
+    Column("slo", "text"),
+    Column("severity", "text"),
+    Column("state", "text"),
+    Column("since", "double"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -192,6 +201,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=6,
         description="request_log cache outcome: hit, miss, coalesced or bypass, and cost saved",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in CACHE)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=8,
+        description="slo: request_log by done_at for SLO windows, and the slo_alerts states",
+        sql={dialect: (create_index("request_log", ("done_at",)),
+                       create_table("slo_alerts", SLO_ALERTS, "slo, severity", dialect))
              for dialect in ("sqlite", "postgresql")},
     ),
 )
