@@ -175,7 +175,8 @@ def test_page_fires_when_the_model_fails_and_resolves_after(
         # Recovered: the page resolves once the errors leave the short windows.
         assert wait_until(lambda: receiver.statuses("page") == ["firing", "resolved"], 60), \
             receiver.messages
-        resolved = [m for m in receiver.messages if m["status"] == "resolved"][0]["alerts"][0]
+        resolved = next(m for m in receiver.messages if m["status"] == "resolved"
+                        and m["alerts"][0]["labels"]["severity"] == "page")["alerts"][0]
         assert resolved["endsAt"] > resolved["startsAt"]
         report = slo_report(base_url)["data"][0]
         assert report["alerts"]["page"]["state"] == "ok"
