@@ -147,11 +147,12 @@ def failing(sim: RunningSimulator, background: BackgroundLoop) -> Iterator[None]
 
 def test_page_fires_when_the_model_fails_and_resolves_after(
         store_url: str, simulators: Callable[..., RunningSimulator], receiver: WebhookReceiver,
-        background: BackgroundLoop) -> None:
+        background: BackgroundLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     sim = simulators()
+    monkeypatch.setenv("SG_TEST_SLO_WEBHOOK", receiver.url)
     objective = {"name": "chat-availability", "owner": "team-chat", "sli": {"kind": "availability"},
                  "scope": {"model": "chat"}, "target": 0.995,
-                 "alerting": {"webhook_url": receiver.url}}
+                 "alerting": {"webhook_url_env": "SG_TEST_SLO_WEBHOOK"}}
     with gateway(slo_config(store_url, sim, [objective])) as base_url, Traffic(base_url) as load:
         # Baseline: healthy traffic for longer than the page's long window (1h = 7.2s here).
         assert wait_until(lambda: load.sent > 50, 30)

@@ -114,6 +114,7 @@ def test_promtool_sees_the_page_fire_and_clear_on_synthetic_metrics(tmp_path: Pa
     ({"scope": {"model": "nope"}}, "slo.objectives.0.scope.model"),
     ({"scope": {"route": "x"}}, "slo.objectives.0.scope.route"),
     ({"alerting": {"webhook_url": "ftp://x"}}, "slo.objectives.0.alerting.webhook_url"),
+    ({"alerting": {"webhook_url": "http://x", "webhook_url_env": "X"}}, "not both"),
     ({"alerting": {"policy": [{"long": "5m", "short": "1h", "burn_rate": 2,
                                "severity": "page"}]}}, "slo.objectives.0.alerting.policy.0"),
 ])
@@ -124,6 +125,16 @@ def test_bad_slo_config_exits_2_naming_the_field(tmp_path: Path, change: dict[st
         result = CliRunner().invoke(main, [*command, "--config", str(config)])
         assert result.exit_code == 2, result.output
         assert "invalid config" in result.output and named in result.output
+
+
+def test_an_unset_webhook_variable_stops_serve_but_not_rules(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SG_TEST_ABSENT_HOOK", raising=False)
+    config = write_config(tmp_path, [{**AVAILABILITY,
+                                      "alerting": {"webhook_url_env": "SG_TEST_ABSENT_HOOK"}}])
+    result = CliRunner().invoke(main, ["serve", "--config", str(config)])
+    assert result.exit_code == 2 and "SG_TEST_ABSENT_HOOK" in result.output
+    assert CliRunner().invoke(main, ["slo", "rules", "--config", str(config)]).exit_code == 0
 
 
 def test_duplicate_slo_names_and_bad_settings_are_refused(tmp_path: Path) -> None:

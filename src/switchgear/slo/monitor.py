@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from switchgear.config import ConfigError
 from switchgear.slo.alerts import (
     FIRING,
     OK,
@@ -103,6 +104,7 @@ class SLOMonitor:
         self.store = store
         self.trackers = [SLOTracker(objective, section.time_scale, store.dialect)
                          for objective in section.objectives]
+        self.webhooks = {objective.name: _webhook(objective) for objective in section.objectives}
         self.states = AlertStates(store)
         self.notifier = WebhookNotifier()
         self.latest: dict[str, Evaluation] = {}
@@ -149,7 +151,7 @@ class SLOMonitor:
             self.alerts[key] = AlertState(FIRING if firing else OK, evaluation.at)
             log.warning("SLO %s %s alert %s", objective.name, severity,
                         "firing" if firing else "resolved")
-            url = objective.alerting.webhook_url
+            url = self.webhooks[objective.name]
             if url is not None:
                 started = evaluation.at if firing else state.since
                 self.notifier.send(url, f"{objective.name}/{severity}", alert_message(
@@ -182,7 +184,7 @@ class SLOMonitor:
                 "indicator": objective.sli.model_dump(exclude_none=True),
                 "scope": objective.scope.filters(), "target": objective.target,
                 "window": format_duration(objective.window),
-                "webhook": objective.alerting.webhook_url is not None,
+                "webhook": self.webhooks[objective.name] is not None,
                 **figures, "alerts": alerts}
 
     async def stop(self) -> None:
@@ -192,6 +194,13 @@ class SLOMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
             await self.notifier.stop()
+
+
+def _webhook(objective: SLOConfig) -> str | None:
+    try:
+        return objective.alerting.webhook()
+    except ValueError as error:
+        raise ConfigError(f"slo objective {objective.name!r}: {error}") from None
 
 
 def _labels(objective: SLOConfig, severity: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ requests, the target, the rolling window, who owns it and how its burn rate is a
 from __future__ import annotations
 
 import math
+import os
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -97,10 +98,12 @@ WORKBOOK_POLICY: tuple[BurnRule, ...] = (
 
 
 class SLOAlerting(_Strict):
-    """Where alerts go (a JSON POST to ``webhook_url``, firing and resolved; none: shown only in
-    ``switchgear slo status``) and the burn-rate policy that raises them."""
+    """Where alerts go — a JSON POST, firing then resolved, to ``webhook_url`` or to the URL in
+    the environment variable ``webhook_url_env`` (for URLs that carry a token); neither: shown
+    only in ``switchgear slo status`` — and the burn-rate policy that raises them."""
 
     webhook_url: str | None = None
+    webhook_url_env: str | None = Field(None, min_length=1)
     policy: list[BurnRule] = Field(default_factory=lambda: list(WORKBOOK_POLICY), min_length=1)
 
     @field_validator("webhook_url")
@@ -109,6 +112,23 @@ class SLOAlerting(_Strict):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return url
+
+    @model_validator(mode="after")
+    def _one_webhook(self) -> SLOAlerting:
+        if self.webhook_url is not None and self.webhook_url_env is not None:
+            raise ValueError("give webhook_url or webhook_url_env, not both")
+        return self
+
+    def webhook(self) -> str | None:
+        """The webhook URL, read from the environment when named there; ValueError when that
+        variable is unset or not an http(s) URL."""
+        if self.webhook_url_env is None:
+            return self.webhook_url
+        url = os.environ.get(self.webhook_url_env)
+        if url is None:
+            raise ValueError(f"environment variable {self.webhook_url_env} "
+                             "(webhook_url_env) is not set")
+        return self._http_url(url)
 
 
 class SLOConfig(_Strict):
@@ -134,7 +154,8 @@ class SLOSection(_Strict):
     """The SLOs and how often they are evaluated (from the request log, by every replica).
 
     ``time_scale`` multiplies every window, the SLOs' and the burn-rate policies': below 1 it
-    compresses time for drills and tests (0.001 turns 1h into 3.6s).
+    compresses time for drills and tests (0.001 turns 1h into 3.6s); ``evaluate_every`` is
+    not scaled.
     """
 
     objectives: list[SLOConfig] = Field(default_factory=list)
