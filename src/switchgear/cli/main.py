@@ -153,8 +153,11 @@ def cache_purge(url: str, admin_key: str | None, model: str | None, tenant: str 
 
 @main.group()
 def slo() -> None:
-    """Service level objectives: error budgets and burn-rate alerts, and the same SLOs as
-    Prometheus rules."""
+    """SLOs: error budgets, burn-rate alerts and Prometheus rules.
+
+    The SLOs are declared under slo.objectives in the config; the gateway evaluates them from
+    the request log.
+    """
 
 
 @slo.command("status")
