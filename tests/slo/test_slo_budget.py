@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from slo_support import record
 
 from switchgear.slo.alerts import AlertStates
 from switchgear.slo.budget import BucketSeries
@@ -20,17 +21,6 @@ from switchgear.store.records import RequestRecord
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
-
-
-def record(number: int, done_at: float, status: int = 200, model: str = "chat",
-           latency: float = 0.05, ttft: float | None = 0.01) -> RequestRecord:
-    received = done_at - latency
-    return RequestRecord(
-        request_id=f"r{number}", tenant="default", model=model, deployment="d", operation="chat",
-        stream=False, received_at=received,
-        first_token_at=None if ttft is None else received + ttft, done_at=done_at,
-        prompt_tokens=1, completion_tokens=1, status=status, error_type=None, truncated=False,
-        attempts=1, cost=0.0)
 
 
 def objective(**fields: Any) -> SLOConfig:

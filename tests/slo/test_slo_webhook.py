@@ -1,10 +1,17 @@
-"""Webhook delivery against a real aiohttp receiver on loopback: in order, retries bounded."""
+"""Webhook delivery against a real aiohttp receiver on loopback: in order, retries bounded, each
+alert change sent once by replicas sharing a store."""
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
+from slo_support import record
 
 from switchgear.slo.alerts import WebhookNotifier, alert_message
+from switchgear.slo.monitor import SLOMonitor
+from switchgear.slo.spec import SLOSection
+from switchgear.store import open_store
 
 from servers import free_port
 
@@ -53,3 +60,39 @@ async def test_an_unreachable_webhook_is_given_up_on() -> None:
                   alert_message(LABELS, {}, True, 1.0, None))
     await notifier.stop()
     assert (notifier.delivered, notifier.failed) == (0, 1)
+
+
+async def test_replicas_sharing_a_store_notify_each_change_once(store_url: str) -> None:
+    """Two monitors (two replicas, or one before and after a restart) over one request log."""
+    bodies: list[dict[str, object]] = []
+    runner, url = await receiver([], bodies)
+    store = open_store(store_url)
+    await store.open()
+    section = SLOSection.model_validate({"objectives": [{
+        "name": "s", "owner": "o", "sli": {"kind": "availability"}, "target": 0.99,
+        "alerting": {"webhook_url": url,
+                     "policy": [{"long": "1h", "short": "5m", "burn_rate": 10,
+                                 "severity": "page"}]}}]})
+    now = time.time()
+    await store.write([record(i, now - i, 500 if i % 2 else 200) for i in range(600)])
+    replicas = [SLOMonitor(section, store), SLOMonitor(section, store)]
+    try:
+        for monitor in replicas:
+            monitor.notifier.start()
+            await monitor.evaluate()
+            assert monitor.alerts[("s", "page")].firing
+        restarted = SLOMonitor(section, store)
+        restarted.notifier.start()
+        replicas.append(restarted)
+        await restarted.evaluate()
+        assert restarted.alerts[("s", "page")].firing
+        await store.execute("DELETE FROM request_log")  # the failures leave the 5m window
+        for monitor in replicas:
+            await monitor.evaluate()
+            assert not monitor.alerts[("s", "page")].firing
+    finally:
+        for monitor in replicas:
+            await monitor.notifier.stop()
+        await store.close()
+        await runner.cleanup()
+    assert [b["status"] for b in bodies] == ["firing", "resolved"]
