@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchgear.admission.tiers import TierConfig
+from switchgear.slo.spec import SLOSection
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
 
@@ -387,6 +388,8 @@ class Config(_Strict):
     tiers: TierConfig | None = None
     cache: CacheConfig = CacheConfig()
     guards: GuardsConfig = GuardsConfig()
+    #: Service level objectives, their error budgets and burn-rate alerts (slo/).
+    slo: SLOSection = SLOSection()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -409,6 +412,15 @@ class Config(_Strict):
                 if alias not in self.models:
                     raise ValueError(f"{section}.routes names {alias!r}, which is not a model "
                                      "alias")
+        return self
+
+    @model_validator(mode="after")
+    def _slo_models_exist(self) -> Config:
+        for number, objective in enumerate(self.slo.objectives):
+            model = objective.scope.model
+            if model is not None and model not in self.models:
+                raise ValueError(f"slo.objectives.{number}.scope.model: {model!r} is not a "
+                                 "model alias")
         return self
 
     @field_validator("models")

@@ -151,6 +151,52 @@ def cache_purge(url: str, admin_key: str | None, model: str | None, tenant: str 
     click.echo(f"purged {answer['purged']} entries")
 
 
+@main.group()
+def slo() -> None:
+    """SLOs: error budgets, burn-rate alerts and Prometheus rules.
+
+    The SLOs are declared under slo.objectives in the config; the gateway evaluates them from
+    the request log.
+    """
+
+
+@slo.command("status")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--tenant", help="Only the SLOs scoped to this tenant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+def slo_status(url: str, admin_key: str | None, tenant: str | None, as_json: bool) -> None:
+    """Show each SLO's owner, target, SLI, error budget left, burn rates and alert states
+    (from GET /admin/slo)."""
+    from switchgear.cli.slo import render_slo
+
+    path = "/admin/slo" + (f"?{urllib.parse.urlencode({'tenant': tenant})}" if tenant else "")
+    report = _admin(url, "GET", path, admin_key)
+    click.echo(json.dumps(report, indent=2) if as_json else render_slo(report))
+
+
+@slo.command("rules")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SWITCHGEAR_CONFIG", show_envvar=True, required=True,
+              help="YAML config file whose slo.objectives to translate.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write the rules to this file instead of standard output.")
+def slo_rules(config_path: Path, output: Path | None) -> None:
+    """Write the SLOs as Prometheus recording and alerting rules (YAML, for rule_files; check
+    them with `promtool check rules`)."""
+    from switchgear.slo.rules import prometheus_rules
+
+    try:
+        rules = prometheus_rules(load_config(config_path).slo)
+    except ConfigError as error:
+        click.echo(f"switchgear: invalid config: {error}", err=True)
+        sys.exit(2)
+    if output is None:
+        click.echo(rules, nl=False)
+    else:
+        output.write_text(rules)
+
+
 def _admin(url: str, method: str, path: str, token: str | None, body: Any = None) -> Any:
     from switchgear.cli.admin_client import AdminError, admin_call
 

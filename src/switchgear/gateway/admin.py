@@ -131,6 +131,13 @@ class AdminAPI:
         dropped = await self.state.cache.store.purge(query.get("model"), tenant)
         await send_json(send, 200, {"purged": dropped}, request_id)
 
+    async def slo(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/slo[?tenant=T]: each SLO's error budget left, burn rates and alerts
+        (operators and viewers: the SLOs scoped to their tenant)."""
+        key = await self.caller(scope, READERS)
+        tenant = self.tenant_scope(key, _query(scope).get("tenant"))
+        await send_json(send, 200, self.state.slo.report(tenant), request_id)
+
     async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
         await self.caller(scope, READERS)

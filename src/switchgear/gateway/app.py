@@ -66,6 +66,7 @@ class GatewayApp:
             "/readyz": {"GET": self.readyz},
             "/metrics": {"GET": self.metrics},
             "/admin/routing": {"GET": self.admin.routing},
+            "/admin/slo": {"GET": self.admin.slo},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},

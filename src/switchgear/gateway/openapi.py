@@ -97,6 +97,9 @@ def openapi_spec() -> dict[str, Any]:
                                                     errors=(400, 401, 403)),
                                        "parameters": [tenant, limit]}},
             "/admin/routing": {"get": _operation("Routing state", None, errors=(401, 403))},
+            "/admin/slo": {"get": {**_operation("SLOs, error budgets and alerts", None,
+                                                errors=(401, 403)),
+                                   "parameters": [tenant]}},
             "/admin/cache": {
                 "get": _operation("Cache statistics", None, errors=(401, 403)),
                 "delete": {**_operation("Purge cached answers", None, errors=(401, 403)),

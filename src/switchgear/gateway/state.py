@@ -26,6 +26,7 @@ from switchgear.routing.budget import RetryBudget
 from switchgear.routing.checks import HealthChecker
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
+from switchgear.slo.monitor import SLOMonitor
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.writer import RecordWriter
@@ -65,6 +66,7 @@ class AppState:
     quotas: Quotas
     gate: TierGate | None
     cache: Cache
+    slo: SLOMonitor
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -100,7 +102,7 @@ class AppState:
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, quotas, gate, cache)
+                   keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store))
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -111,6 +113,7 @@ class AppState:
         await asyncio.gather(*(d.backend.start() for d in self.router.deployments()))
         if self.checker is not None:
             self.checker.start()
+        self.slo.start()
         log.info("switchgear ready: models %s", ", ".join(self.router.aliases))
 
     def _choose_auth(self) -> None:
@@ -132,6 +135,7 @@ class AppState:
         """Close the backends, then write every record still pending and close the store."""
         if self.checker is not None:
             await self.checker.stop()
+        await self.slo.stop()
         await self.cache.aclose()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)

@@ -164,6 +164,15 @@ API_KEYS: tuple[Column, ...] = (
     Column("revoked_at", "double", nullable=True),
 )
 
+#: The state of each SLO alert (one row per SLO and severity), shared by replicas: a replica
+#: notifies a change only if its conditional update of the row wins, so each change is sent once.
+SLO_ALERTS: tuple[Column, ...] = (
+    Column("slo", "text"),
+    Column("severity", "text"),
+    Column("state", "text"),
+    Column("since", "double"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -207,6 +216,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=7,
         description="request_log quality: finish reason, refusal, schema validity, guard checks",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in QUALITY)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=8,
+        description="slo: request_log by done_at for SLO windows, and the slo_alerts states",
+        sql={dialect: (create_index("request_log", ("done_at",)),
+                       create_table("slo_alerts", SLO_ALERTS, "slo, severity", dialect))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -1,0 +1,1 @@
+"""Service level objectives: specs, error budgets, multi-window burn-rate alerts, Prometheus rules."""
