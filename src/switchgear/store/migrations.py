@@ -139,6 +139,9 @@ CONTENT: tuple[Column, ...] = (Column("prompt", "text", nullable=True),
 CACHE: tuple[Column, ...] = (Column("cache_status", "text", nullable=True),
                              Column("saved_cost", "double", nullable=True))
 
+#: The W3C trace id of the request (32 hex digits), to find its spans.
+TRACE_ID = Column("trace_id", "text", nullable=True)
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -192,6 +195,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=6,
         description="request_log cache outcome: hit, miss, coalesced or bypass, and cost saved",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in CACHE)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=7,
+        description="request_log.trace_id: the request's W3C trace id",
+        sql={dialect: (add_column("request_log", TRACE_ID, dialect),
+                       create_index("request_log", ("trace_id",)))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -37,6 +37,7 @@ class RequestRecord:
     completion: str | None = None
     cache_status: str | None = None
     saved_cost: float | None = None
+    trace_id: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -67,6 +68,7 @@ class RequestRecord:
             completion=exchange.stored_completion,
             cache_status=exchange.cache_status,
             saved_cost=exchange.saved_cost,
+            trace_id=exchange.trace_id or None,
         )
 
     @classmethod
