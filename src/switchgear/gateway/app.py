@@ -69,6 +69,7 @@ class GatewayApp:
             "/admin/routing": {"GET": self.admin.routing},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
+            "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/openapi.json": {"GET": self.openapi},
         }

@@ -96,6 +96,14 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/records": {"get": {**_operation("Recent records", None,
                                                     errors=(400, 401, 403)),
                                        "parameters": [tenant, limit]}},
+            "/admin/latency": {"get": {
+                **_operation("Latency percentiles (nearest-rank p50/p95/p99)", None,
+                             errors=(400, 401, 403)),
+                "parameters": [tenant,
+                               {"name": "group_by", "in": "query", "required": False,
+                                "schema": {"type": "string"}},
+                               {"name": "window_s", "in": "query", "required": False,
+                                "schema": {"type": "number"}}]}},
             "/admin/routing": {"get": _operation("Routing state", None, errors=(401, 403))},
             "/admin/cache": {
                 "get": _operation("Cache statistics", None, errors=(401, 403)),
