@@ -97,13 +97,15 @@ class BulkHistogram(Collector):
 
 @dataclass(slots=True, frozen=True)
 class _Series:
-    """The histogram children of one (model, deployment, tenant, feature), looked up once."""
+    """The children of one (model, deployment, tenant, feature), looked up once."""
 
     labels: tuple[str, str, str, str]
     e2e: Histogram
     ttft: Histogram
     tpot: Histogram
     throughput: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
 
 
 class GatewayMetrics:
@@ -163,9 +165,12 @@ class GatewayMetrics:
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
         found = self._series.get(labels)
         if found is None:
+            model, deployment = labels[:2]
             found = self._series[labels] = _Series(
                 labels, self.latency.labels(*labels), self.ttft.labels(*labels),
-                self.tpot.labels(*labels), self.throughput.labels(*labels))
+                self.tpot.labels(*labels), self.throughput.labels(*labels),
+                self.tokens.labels(model, deployment, "input"),
+                self.tokens.labels(model, deployment, "output"))
         return found
 
     def observe(self, exchange: Exchange) -> None:
@@ -190,9 +195,9 @@ class GatewayMetrics:
         if output and latency:
             series.throughput.observe(output / latency)
         if usage.prompt_tokens:
-            self.tokens.labels(model, deployment, "input").inc(usage.prompt_tokens)
+            series.input_tokens.inc(usage.prompt_tokens)
         if output:
-            self.tokens.labels(model, deployment, "output").inc(output)
+            series.output_tokens.inc(output)
         self.cache.labels(model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
             self.queue_wait.labels(model, tenant, exchange.priority).observe(exchange.queue_wait)
