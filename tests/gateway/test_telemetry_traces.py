@@ -72,13 +72,12 @@ def loopback(background: BackgroundLoop) -> Iterator[Loopback]:
     background.run(runner.cleanup())
 
 
-def configure(tmp_path: Path, url: str, **sections: Any) -> Config:
+def configure(store_url: str, url: str) -> Config:
     return parse_config({
         "models": {"tiny": {"deployments": [
             {"name": "up", "backend": "openai_http", "url": url + "/v1", "model": "tiny-1"}]}},
         "routing": {"health_check_interval_s": None},
-        "store": {"url": f"sqlite:///{tmp_path}/records.db", "flush_interval_ms": 20},
-        **sections})
+        "store": {"url": store_url, "flush_interval_ms": 20}})
 
 
 def traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
@@ -86,9 +85,9 @@ def traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
 
 
 def test_the_client_trace_id_reaches_upstream_the_answer_and_the_log(
-    loopback: Loopback, tmp_path: Path
+    loopback: Loopback, store_url: str
 ) -> None:
-    config = configure(tmp_path, loopback.url)
+    config = configure(store_url, loopback.url)
     with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
                                                     max_retries=0) as sdk:
         raw = sdk.chat.completions.with_raw_response.create(
@@ -117,7 +116,7 @@ def test_the_client_trace_id_reaches_upstream_the_answer_and_the_log(
 def test_an_error_answer_and_a_refused_body_carry_their_trace_id(
     loopback: Loopback, tmp_path: Path
 ) -> None:
-    config = configure(tmp_path, loopback.url)
+    config = configure(f"sqlite:///{tmp_path}/records.db", loopback.url)
     with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
                                                     max_retries=0) as sdk:
         with pytest.raises(openai.NotFoundError) as unknown:
