@@ -2,8 +2,8 @@
 
 Every request gets a trace id, the client's (from a valid ``traceparent``) or a new one; it is
 returned in ``x-trace-id``, kept in the request log, and sent upstream in each attempt's
-``traceparent`` (whose parent span is the attempt's span). That costs two random numbers and a
-header, no SDK object.
+``traceparent``. Without an exporter that costs two random numbers and a header, no SDK object,
+and the upstream's parent span is the client's.
 
 With ``telemetry.otlp_endpoint`` set, a sampled request's finished Exchange is turned into spans
 when it is recorded, from the times the stages noted on it: the request (SERVER, named as the
@@ -103,9 +103,16 @@ class Tracer:
         exchange.response_headers.append((TRACE_ID_HEADER, exchange.trace_id.encode()))
 
     def attempt(self, exchange: Exchange) -> str:
-        """A span id for a new attempt; its ``traceparent`` is what the upstream receives."""
-        span_id = self.span_id()
-        OUTGOING_TRACEPARENT.set(format_traceparent(exchange.trace_id, span_id, exchange.sampled))
+        """A new attempt's span id, and the ``traceparent`` the upstream receives for it.
+
+        Without an exporter no span is made ("" is returned): the upstream's parent is then the
+        client's span (the gateway is a transparent hop) or, for a trace begun here, the
+        request's own span id."""
+        if self.exporting:
+            span_id = parent = self.span_id()
+        else:
+            span_id, parent = "", exchange.parent_span_id or exchange.span_id
+        OUTGOING_TRACEPARENT.set(format_traceparent(exchange.trace_id, parent, exchange.sampled))
         return span_id
 
     def start(self) -> None:
