@@ -376,6 +376,32 @@ class AuthConfig(_Strict):
     admin_key_env: str = "SWITCHGEAR_ADMIN_KEY"
 
 
+class TelemetryConfig(_Strict):
+    """Metrics labels and traces. Spans are exported (OTLP over HTTP, protobuf) only when
+    ``otlp_endpoint`` is set; without it the trace id is still made, propagated upstream,
+    returned in ``x-trace-id`` and logged with the record, at almost no cost."""
+
+    #: The collector's OTLP/HTTP base URL (``/v1/traces`` is added unless the URL ends in it).
+    otlp_endpoint: str | None = None
+    #: The ``service.name`` resource attribute of exported spans.
+    service_name: str = "switchgear"
+    #: Share of new traces exported; a client's ``traceparent`` keeps its own sampled flag.
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    #: Distinct values kept per metrics label (model, deployment, tenant, feature); more read
+    #: 'other', so a flood of tenants or feature tags cannot blow up the metrics.
+    max_label_values: int = Field(100, ge=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        url = url.rstrip("/")
+        return url if url.endswith("/v1/traces") else url + "/v1/traces"
+
+
 class Config(_Strict):
     """The whole gateway configuration."""
 
@@ -390,6 +416,7 @@ class Config(_Strict):
     guards: GuardsConfig = GuardsConfig()
     #: Service level objectives, their error budgets and burn-rate alerts (slo/).
     slo: SLOSection = SLOSection()
+    telemetry: TelemetryConfig = TelemetryConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

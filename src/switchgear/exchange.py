@@ -50,6 +50,10 @@ class Attempt:
     latency: float = 0.0
     outcome: str = "pending"  # ok | error
     error: str | None = None
+    #: The model name the deployment was asked for (its upstream name).
+    model: str = ""
+    #: The attempt's span id: the parent of the upstream's spans (in its ``traceparent``).
+    span_id: str = ""
 
 
 @dataclass(slots=True)
@@ -65,13 +69,27 @@ class Exchange:
     model: str
     stream: bool = False
     include_usage: bool = False
+    #: W3C trace context: the trace (the client's, or a new one), the gateway's own span, the
+    #: client's span (its parent) and whether the trace is sampled (exported).
     trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str | None = None
+    sampled: bool = False
     principal: Principal = field(default_factory=Principal)
     priority: str = "standard"
     received: float = field(default_factory=time.time)
     admitted: float | None = None
+    #: When the request reached the Prioritize stage, and when the Route stage began.
+    queued_at: float | None = None
+    routed: float | None = None
+    #: Seconds spent waiting for a running place (priority gate) and a deployment slot.
+    queue_wait: float | None = None
+    #: Shed by the priority gate (a 503 for want of capacity, not a failure of the model).
+    shed: bool = False
     first_token: float | None = None
     done: float | None = None
+    #: ``time.monotonic()`` of each streamed chunk that carries choices (inter-token latency).
+    chunk_times: list[float] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     deployment: str | None = None
     #: The alias whose deployment answered (a variant or a fallback may differ from ``model``).
@@ -108,6 +126,10 @@ class Exchange:
     stored_completion: str | None = None
     #: Extra response headers (e.g. ``x-ratelimit-*``) the stages want the client to see.
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def waited(self, seconds: float) -> None:
+        """Add ``seconds`` of queueing to the request's queue wait."""
+        self.queue_wait = (self.queue_wait or 0.0) + seconds
 
     @property
     def latency(self) -> float | None:

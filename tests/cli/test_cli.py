@@ -18,7 +18,7 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["simulate", "--help"],
-                                  ["routes", "--help"]])
+                                  ["routes", "--help"], ["latency", "report", "--help"]])
 def test_every_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0
@@ -71,3 +71,10 @@ def test_missing_api_key_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) 
          "api_key_env": "SG_TEST_ABSENT_KEY"}]}}})
     with pytest.raises(ConfigError, match="SG_TEST_ABSENT_KEY"):
         config.models["m"].deployments[0].api_key()
+
+
+@pytest.mark.parametrize("window", ["24", "0h", "-1h", "xh", "infh", "3w"])
+def test_latency_report_refuses_a_bad_window(window: str) -> None:
+    result = CliRunner().invoke(main, ["latency", "report", "--window", window])
+    assert result.exit_code == 2
+    assert "--window" in result.output

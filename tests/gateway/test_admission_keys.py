@@ -101,11 +101,11 @@ def test_roles_on_every_admin_endpoint(secured: str) -> None:
     tokens["admin"] = ADMIN
     endpoints = [("GET", "/admin/routing"), ("GET", "/admin/keys"), ("GET", "/admin/records"),
                  ("POST", "/admin/keys"), ("DELETE", "/admin/keys/key_nonexistent"),
-                 ("GET", "/admin/cache"), ("DELETE", "/admin/cache")]
+                 ("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("GET", "/admin/latency")]
     allowed = {
-        "admin": {0, 1, 2, 3, 4, 5, 6},
-        "operator": {0, 1, 2, 5, 6},
-        "viewer": {0, 1, 2, 5},
+        "admin": {0, 1, 2, 3, 4, 5, 6, 7},
+        "operator": {0, 1, 2, 5, 6, 7},
+        "viewer": {0, 1, 2, 5, 7},
         "approver": set(),
         "client": set(),
     }
@@ -135,11 +135,16 @@ def test_a_tenant_viewer_sees_only_its_own_tenant(secured: str) -> None:
     status, keys = call(secured, "GET", "/admin/keys", viewer)
     assert status == 200 and {k["tenant"] for k in keys["data"]} == {"acme"}
     assert all("digest" not in k and "secret" not in k for k in keys["data"])
-    for path in ("/admin/records?tenant=globex", "/admin/keys?tenant=globex"):
+    status, latency = call(secured, "GET", "/admin/latency?group_by=tenant", viewer)
+    assert status == 200 and [g["tenant"] for g in latency["data"]] == ["acme"]
+    for path in ("/admin/records?tenant=globex", "/admin/keys?tenant=globex",
+                 "/admin/latency?tenant=globex"):
         status, answer = call(secured, "GET", path, viewer)
         assert status == 403 and answer["error"]["param"] == "tenant"
     status, everything = call(secured, "GET", "/admin/records", ADMIN)
     assert {r["tenant"] for r in everything["data"]} == {"acme", "globex"}
+    status, latency = call(secured, "GET", "/admin/latency?group_by=tenant", ADMIN)
+    assert [g["tenant"] for g in latency["data"]] == ["acme", "globex"]
 
 
 def test_bad_key_requests_are_400(secured: str) -> None:

@@ -202,7 +202,8 @@ def test_health_readiness_and_metrics(
         with client(base_url) as sdk:
             sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
         metrics = urllib3.request("GET", root + "/metrics").data.decode()
-        assert 'switchgear_requests_total{deployment="sim-a",model="chat",status="200"} 1.0' in metrics
+        assert ('switchgear_requests_total{deployment="sim-a",feature="",model="chat",status="200",'
+                'tenant="default"} 1.0') in metrics
         assert "switchgear_time_to_first_token_seconds_bucket" in metrics
         assert 'switchgear_tokens_total{deployment="sim-a",direction="output",model="chat"}' in metrics
         assert "switchgear_in_flight_requests 0.0" in metrics

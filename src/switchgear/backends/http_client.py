@@ -227,10 +227,13 @@ class ConnectionPool:
         self._ssl = ssl.create_default_context() if self.https else None
         self._closed = False
 
-    async def request(self, method: str, path: str, body: bytes, deadline: float) -> Response:
-        """Send ``method path`` with ``body``; ``deadline`` is in the event loop's clock."""
+    async def request(self, method: str, path: str, body: bytes, deadline: float,
+                      headers: bytes = b"") -> Response:
+        """Send ``method path`` with ``body``; ``deadline`` is in the event loop's clock;
+        ``headers`` are extra header lines of this request (each ending in CRLF)."""
         start = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
-        message = b"%s%sContent-Length: %d\r\n\r\n%s" % (start, self._head, len(body), body)
+        message = b"%s%s%sContent-Length: %d\r\n\r\n%s" % (start, self._head, headers, len(body),
+                                                            body)
         loop = asyncio.get_running_loop()
         while True:
             connection = await self._acquire(deadline)

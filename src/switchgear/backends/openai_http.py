@@ -1,7 +1,8 @@
 """The openai_http backend: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, hosted APIs).
 
 Connections are pooled and kept alive; a stream is passed on chunk by chunk as it arrives. The HTTP
-client's errors are mapped to switchgear.errors here and nowhere else.
+client's errors are mapped to switchgear.errors here and nowhere else. Each request carries the
+attempt's W3C ``traceparent`` (set by the Route stage).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from switchgear.errors import (
     UpstreamTimeout,
 )
 from switchgear.exchange import Operation
+from switchgear.telemetry.tracing import OUTGOING_TRACEPARENT
 
 PATHS = {
     Operation.CHAT: "/chat/completions",
@@ -96,8 +98,10 @@ class OpenAIHTTPBackend:
     async def _send(self, method: str, path: str, body: bytes, seconds: float) -> Response:
         assert self._pool is not None, "backend not started"
         deadline = asyncio.get_running_loop().time() + seconds
+        traceparent = OUTGOING_TRACEPARENT.get()
+        headers = b"traceparent: %s\r\n" % traceparent.encode() if traceparent else b""
         try:
-            return await self._pool.request(method, path, body, deadline)
+            return await self._pool.request(method, path, body, deadline, headers)
         except ClientError as error:
             raise map_client_error(error, self.name) from None
 

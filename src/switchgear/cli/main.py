@@ -197,6 +197,51 @@ def slo_rules(config_path: Path, output: Path | None) -> None:
         output.write_text(rules)
 
 
+@main.group()
+def latency() -> None:
+    """Latency percentiles from the request log (through the gateway's admin API)."""
+
+
+#: Units of a --window duration, in seconds.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(context: click.Context, parameter: click.Parameter, value: str) -> float:
+    number, unit = value[:-1], value[-1:]
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise click.BadParameter("a number and a unit, s, m, h or d (e.g. 90m, 24h, 7d)") from None
+    if not 0 < seconds < float("inf"):
+        raise click.BadParameter("must be more than zero")
+    return seconds
+
+
+@latency.command("report")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--by", "group_by", multiple=True, show_default=True,
+              type=click.Choice(["model", "deployment", "tenant", "feature"]),
+              default=("model", "deployment"), help="Group by (repeat for several).")
+@click.option("--window", default="24h", show_default=True, callback=_duration,
+              help="How far back: a number and s, m, h or d.")
+@click.option("--tenant", help="Only this tenant's requests.")
+@click.option("--format", "output", default="table", show_default=True,
+              type=click.Choice(["table", "json"]), help="A table in milliseconds, or the JSON "
+              "of GET /admin/latency (seconds).")
+def latency_report(url: str, admin_key: str | None, group_by: tuple[str, ...], window: float,
+                   tenant: str | None, output: str) -> None:
+    """p50, p95 and p99 of end-to-end latency, time to first token and time per output token
+    of the successful requests in the window (nearest-rank percentiles: always an observed
+    value)."""
+    from switchgear.cli.latency import render_latency
+
+    query = urllib.parse.urlencode({"group_by": ",".join(dict.fromkeys(group_by)),
+                                    "window_s": window, **({"tenant": tenant} if tenant else {})})
+    report = _admin(url, "GET", f"/admin/latency?{query}", admin_key)
+    click.echo(json.dumps(report, indent=2) if output == "json" else render_latency(report))
+
+
 def _admin(url: str, method: str, path: str, token: str | None, body: Any = None) -> Any:
     from switchgear.cli.admin_client import AdminError, admin_call
 

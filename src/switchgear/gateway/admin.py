@@ -6,6 +6,7 @@ A tenant's operator or viewer sees only that tenant; an admin sees every tenant.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,7 +16,8 @@ from switchgear.admission.tiers import GateSnapshot
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
 from switchgear.gateway.http import Receive, Scope, Send, bearer_token, read_json, send_json
 from switchgear.gateway.state import AppState
-from switchgear.store.queries import recent_records
+from switchgear.store.queries import latency_rows, recent_records
+from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report
 
 READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
 ADMINS = frozenset({Role.ADMIN})
@@ -24,6 +26,8 @@ OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})
 ADMIN_BODY_LIMIT = 64 * 1024
 #: Longest a key may live, in seconds (ten years).
 MAX_KEY_LIFETIME = 10 * 365 * 86400
+#: The latency report's window when none is asked for, in seconds (a day).
+DEFAULT_LATENCY_WINDOW = 86400.0
 
 
 def _query(scope: Scope) -> dict[str, str]:
@@ -116,6 +120,31 @@ class AdminAPI:
         data: list[dict[str, Any]] = [
             {name: getattr(row, name) for name in row.__dataclass_fields__} for row in rows]
         await send_json(send, 200, {"object": "list", "data": data}, request_id)
+
+    async def latency(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/latency[?group_by=model,deployment&window_s=86400&tenant=T]: nearest-rank
+        p50/p95/p99 of e2e, TTFT and TPOT of the successful requests in the window."""
+        key = await self.caller(scope, READERS)
+        query = _query(scope)
+        tenant = self.tenant_scope(key, query.get("tenant"))
+        group_by = [name for name in query.get("group_by", "model,deployment").split(",") if name]
+        unknown = [name for name in group_by if name not in GROUPS]
+        if unknown or not group_by or len(set(group_by)) != len(group_by):
+            raise InvalidRequest(f"group_by must be distinct names from {list(GROUPS)}",
+                                 param="group_by")
+        try:
+            window = float(query.get("window_s", DEFAULT_LATENCY_WINDOW))
+        except ValueError:
+            window = -1.0
+        if not 0 < window < float("inf"):
+            raise InvalidRequest("window_s must be a positive number of seconds",
+                                 param="window_s")
+        until = time.time()
+        rows = await latency_rows(self.state.store, until - window, tenant)
+        await send_json(send, 200, {
+            "object": "latency_report", "method": METHOD, "percentiles": list(PERCENTILES),
+            "since": until - window, "until": until, "tenant": tenant, "group_by": group_by,
+            "data": latency_report(rows, group_by)}, request_id)
 
     async def cache(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/cache: entries, evictions and requests by outcome."""

@@ -40,6 +40,7 @@ from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body
 from switchgear.telemetry.metrics import CONTENT_TYPE
+from switchgear.telemetry.tracing import TRACE_ID_HEADER, TRACEPARENT
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -69,6 +70,7 @@ class GatewayApp:
             "/admin/slo": {"GET": self.admin.slo},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
+            "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/openapi.json": {"GET": self.openapi},
         }
@@ -126,14 +128,16 @@ class GatewayApp:
         """An OpenAI inference call: validate, run the pipeline, answer in JSON or SSE."""
         state = self.state
         received = time.time()
+        traceparent = header(scope, TRACEPARENT)
         try:
             body = await read_json(scope, receive, state.config.server.max_body_bytes)
             exchange = make_exchange(operation, body, request_id)
         except SwitchgearError as error:
-            self._record_refusal(operation, request_id, received, error)
-            await send_error(send, error, request_id)
+            refused = self._record_refusal(operation, request_id, received, traceparent, error)
+            await send_error(send, error, request_id, refused.response_headers)
             return
         exchange.received = received
+        state.tracer.begin(exchange, traceparent)
         attribute(exchange, bearer_token(scope), header(scope, b"x-switchgear-feature"),
                   header(scope, b"x-switchgear-priority"), wants_no_cache(scope))
         state.metrics.in_flight.inc()
@@ -141,12 +145,12 @@ class GatewayApp:
             reply = await state.pipeline(exchange)
         except SwitchgearError as error:
             state.metrics.in_flight.dec()
-            await send_error(send, error, request_id)
+            await send_error(send, error, request_id, _trace_header(exchange))
             return
         except Exception:
             state.metrics.in_flight.dec()
             log.exception("request %s failed", request_id)
-            await send_error(send, internal_error(), request_id)
+            await send_error(send, internal_error(), request_id, _trace_header(exchange))
             return
         if isinstance(reply, dict):
             state.metrics.in_flight.dec()
@@ -159,11 +163,13 @@ class GatewayApp:
             state.metrics.in_flight.dec()
 
     def _record_refusal(self, operation: Operation, request_id: str, received: float,
-                        error: SwitchgearError) -> None:
+                        traceparent: bytes | None, error: SwitchgearError) -> Exchange:
         """Log a request refused before it became an Exchange, so every request has its row."""
         exchange = Exchange(request_id=request_id, operation=operation, body={}, model="",
                             received=received)
+        self.state.tracer.begin(exchange, traceparent)
         self.state.recorder.fail(exchange, error)
+        return exchange
 
     @staticmethod
     async def _events(exchange: Exchange, chunks: AsyncIterator[Body]
@@ -226,6 +232,11 @@ class GatewayApp:
         """GET /metrics: Prometheus text format."""
         await send_body(send, 200, self.state.metrics.render(), request_id,
                         content_type=CONTENT_TYPE.encode())
+
+
+def _trace_header(exchange: Exchange) -> list[tuple[bytes, bytes]]:
+    """The trace id header alone (an error answer carries no other stage's headers)."""
+    return [(TRACE_ID_HEADER, exchange.trace_id.encode())]
 
 
 async def _probe(check: Awaitable[None]) -> str | None:

@@ -97,9 +97,10 @@ async def send_json(send: Send, status: int, body: Any, request_id: str,
     await send_body(send, status, orjson.dumps(body), request_id, extra=extra)
 
 
-async def send_error(send: Send, error: SwitchgearError, request_id: str) -> None:
+async def send_error(send: Send, error: SwitchgearError, request_id: str,
+                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send ``error`` in OpenAI's shape; 429 and 503 carry Retry-After."""
-    extra = list(error.headers)
+    extra = [*error.headers, *(extra_headers or ())]
     if error.retry_after is not None or error.status in (429, 503):
         extra.append((b"retry-after", str(max(1, round(error.retry_after or 1))).encode()))
     await send_body(send, error.status, orjson.dumps(error.body()), request_id, extra=extra)

@@ -31,6 +31,7 @@ from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
+from switchgear.telemetry.tracing import Tracer
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -50,7 +51,7 @@ DRAIN_SECONDS = 60
 
 @dataclass(slots=True)
 class AppState:
-    """Config, deployments, the assembled pipeline, the record writer and the metrics."""
+    """Config, deployments, the assembled pipeline, the record writer, metrics and traces."""
 
     config: Config
     router: Router
@@ -59,6 +60,7 @@ class AppState:
     store: RecordStore
     writer: RecordWriter
     metrics: GatewayMetrics
+    tracer: Tracer
     budget: RetryBudget
     checker: HealthChecker | None
     keys: KeyRing
@@ -83,16 +85,18 @@ class AppState:
         writer = RecordWriter(store, batch_size=config.store.batch_size,
                               flush_interval=config.store.flush_interval_ms / 1000,
                               queue_size=config.store.queue_size)
-        metrics = GatewayMetrics()
+        metrics = GatewayMetrics(config.telemetry.max_label_values)
+        tracer = Tracer(config.telemetry)
         budget = RetryBudget(routing.retry)
-        route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000)
+        route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000, tracer)
         admin_token = os.environ.get(config.auth.admin_key_env)
         keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
         authenticator = Authenticator(keys)
         quotas = build_quotas(config.limits)
         log_content = config.store.log_content
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
-                                     *([store_content] if log_content else []))
+                                     *([store_content] if log_content else []),
+                                     *([tracer.export] if tracer.exporting else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
         cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
         guards = config.guards
@@ -101,8 +105,8 @@ class AppState:
         pipeline: Handler = Record(Admit(guarded, authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
-        return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store))
+        return cls(config, router, pipeline, recorder, store, writer, metrics, tracer, budget,
+                   checker, keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store))
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -110,6 +114,7 @@ class AppState:
         await self.keys.load()
         self._choose_auth()
         self.writer.start()
+        self.tracer.start()
         await asyncio.gather(*(d.backend.start() for d in self.router.deployments()))
         if self.checker is not None:
             self.checker.start()
@@ -147,4 +152,5 @@ class AppState:
             log.error("the store stayed unwritable for %ss at shutdown: %d records not written",
                       DRAIN_SECONDS, self.writer.pending)
         await self.store.close()
+        await self.tracer.stop()
         log.info("switchgear stopped: %d records written", self.writer.written)

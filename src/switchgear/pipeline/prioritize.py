@@ -3,15 +3,18 @@ The running place is held until the answer is complete (for a stream, its last c
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from switchgear.admission.tiers import TierGate, TierSlot
+from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange
 from switchgear.pipeline import Body, Handler, Reply
 
 
 class Prioritize:
-    """Passes requests through the priority gate (or straight on when there is none)."""
+    """Passes requests through the priority gate (or straight on when there is none), noting
+    the time waited and whether the request was shed."""
 
     def __init__(self, next_stage: Handler, gate: TierGate | None) -> None:
         self.next_stage = next_stage
@@ -19,9 +22,17 @@ class Prioritize:
 
     async def __call__(self, exchange: Exchange) -> Reply:
         gate = self.gate
+        exchange.queued_at = started = time.time()
         if gate is None:
+            exchange.waited(0.0)
             return await self.next_stage(exchange)
-        slot = await gate.acquire(exchange.priority)
+        try:
+            slot = await gate.acquire(exchange.priority)
+        except Overloaded:
+            exchange.shed = True
+            raise
+        finally:
+            exchange.waited(time.time() - started)
         try:
             reply = await self.next_stage(exchange)
         except BaseException:

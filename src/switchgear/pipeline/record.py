@@ -124,12 +124,16 @@ class Record:
         return self._watch(exchange, reply)
 
     async def _watch(self, exchange: Exchange, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
-        """Pass a stream on, noting its first token, its usage and how it ended."""
+        """Pass a stream on, noting its first token, each chunk's time, its usage and how it
+        ended."""
         error: SwitchgearError | None = None
+        times = exchange.chunk_times = []
         try:
             async for chunk in chunks:
                 if exchange.first_token is None:
                     exchange.first_token = time.time()
+                if chunk.get("choices"):
+                    times.append(time.monotonic())
                 take_usage(exchange, chunk)
                 take_answer(exchange, chunk)
                 yield chunk

@@ -23,6 +23,7 @@ from switchgear.pipeline import Reply
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
+from switchgear.telemetry.tracing import Tracer
 
 T = TypeVar("T")
 
@@ -43,14 +44,16 @@ class Route:
     """Tries deployments in the router's order and the alias's fallbacks after them."""
 
     def __init__(self, router: Router, retry: RetryConfig, budget: RetryBudget,
-                 queue_timeout: float) -> None:
+                 queue_timeout: float, tracer: Tracer) -> None:
         self.router = router
+        self.tracer = tracer
         self.retry = retry
         self.budget = budget
         self.queue_timeout = queue_timeout
         self._random = random.Random()
 
     async def __call__(self, exchange: Exchange) -> Reply:
+        exchange.routed = time.time()
         self.budget.on_request()
         error: SwitchgearError | None = None
         for alias in self.router.chain(self.router.resolve(exchange)):
@@ -63,7 +66,7 @@ class Route:
                         f"The request is too long for '{alias}' ({window} tokens).",
                         param="messages")
                     break
-                if not await deployment.wait_for_room(self.queue_timeout):
+                if not await self._room(exchange, deployment):
                     error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
                     continue
                 if not deployment.health.available(time.monotonic()):
@@ -88,6 +91,17 @@ class Route:
         """Deployments with a free slot first: a full one is waited for only as a last resort."""
         return [d for d in plan if d.has_room] + [d for d in plan if not d.has_room]
 
+    async def _room(self, exchange: Exchange, deployment: Deployment) -> bool:
+        """Whether ``deployment`` has a free slot, waiting for one up to the queue timeout;
+        the time waited counts as the request's queue wait."""
+        if deployment.has_room:
+            return True
+        started = time.time()
+        try:
+            return await deployment.wait_for_room(self.queue_timeout)
+        finally:
+            exchange.waited(time.time() - started)
+
     def _backoff(self, retry: int) -> float:
         """Full-jitter exponential backoff before retry number ``retry``."""
         cap = min(self.retry.backoff_max_ms, self.retry.backoff_base_ms * 2 ** (retry - 1))
@@ -97,7 +111,8 @@ class Route:
         body = {**exchange.body, "model": deployment.upstream_model}
         if exchange.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        attempt = Attempt(deployment.name, started=time.time())
+        attempt = Attempt(deployment.name, started=time.time(), model=body["model"],
+                          span_id=self.tracer.attempt(exchange))
         exchange.attempts.append(attempt)
         timeouts = deployment.config.timeouts
         started = time.monotonic()

@@ -148,6 +148,9 @@ QUALITY: tuple[Column, ...] = (
     Column("checks", "text", nullable=True),
 )
 
+#: The W3C trace id of the request (32 hex digits), to find its spans.
+TRACE_ID = Column("trace_id", "text", nullable=True)
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -223,6 +226,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="slo: request_log by done_at for SLO windows, and the slo_alerts states",
         sql={dialect: (create_index("request_log", ("done_at",)),
                        create_table("slo_alerts", SLO_ALERTS, "slo, severity", dialect))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=9,
+        description="request_log.trace_id: the request's W3C trace id",
+        sql={dialect: (add_column("request_log", TRACE_ID, dialect),
+                       create_index("request_log", ("trace_id",)))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

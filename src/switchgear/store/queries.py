@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import placeholders
 from switchgear.store.records import COLUMNS, RequestRecord
+from switchgear.telemetry.latency import LatencyRow
 
 #: The most rows one call returns.
 MAX_ROWS = 1000
@@ -24,3 +28,30 @@ async def recent_records(store: RecordStore, tenant: str | None, limit: int) -> 
                f"ORDER BY received_at DESC LIMIT {limit_mark}")
         params = (tenant, limit)
     return [RequestRecord.of_row(row) for row in await store.rows(sql, params)]
+
+
+#: The most rows a latency report reads (the newest, when the window holds more).
+MAX_LATENCY_ROWS = 1_000_000
+
+
+async def latency_rows(store: RecordStore, since: float, tenant: str | None,
+                       limit: int = MAX_LATENCY_ROWS) -> list[LatencyRow]:
+    """The successful requests received at or after ``since`` (seconds since the epoch), of one
+    tenant or of all, newest first, at most ``limit``."""
+    columns = ", ".join(field.name for field in fields(LatencyRow))
+    marks = placeholders(store.dialect, 3 if tenant is not None else 2).split(", ")
+    where = f"status = 200 AND received_at >= {marks[0]}"
+    params: tuple[object, ...] = (since,)
+    if tenant is not None:
+        where += f" AND tenant = {marks[1]}"
+        params += (tenant,)
+    sql = (f"SELECT {columns} FROM request_log WHERE {where} "
+           f"ORDER BY received_at DESC LIMIT {marks[-1]}")
+    return [_latency_row(row) for row in await store.rows(sql, (*params, limit))]
+
+
+def _latency_row(row: tuple[Any, ...]) -> LatencyRow:
+    """A row in LatencyRow's column order (SQLite's 0/1 ``stream`` becomes a bool)."""
+    model, deployment, tenant, feature, stream, received, first, done, tokens = row
+    return LatencyRow(model, deployment, tenant, feature, bool(stream), received, first, done,
+                      tokens)

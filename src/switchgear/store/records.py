@@ -45,6 +45,7 @@ class RequestRecord:
     guard_action: str | None = None
     #: The guard checks that ran, as a JSON array.
     checks: str | None = None
+    trace_id: str | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -80,6 +81,7 @@ class RequestRecord:
             schema_valid=exchange.schema_valid,
             guard_action=exchange.guard_action,
             checks=orjson.dumps(exchange.checks).decode() if exchange.checks else None,
+            trace_id=exchange.trace_id or None,
         )
 
     @classmethod

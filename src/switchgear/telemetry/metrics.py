@@ -1,77 +1,238 @@
-"""Prometheus metrics of the gateway, in a registry of their own (one per app, never global)."""
+"""Prometheus metrics of the gateway, in a registry of their own (one per app, never global).
+
+Latencies follow vLLM's definitions: end-to-end (arrival to last byte), time to first token (the
+whole answer when not streamed), inter-token latency (the gaps between streamed chunks that carry
+choices) and time per output token, TPOT = (e2e - TTFT) / (output tokens - 1), for streams of
+more than one token. Per-chunk work is one timestamp (``Exchange.chunk_times``); everything is
+observed once, when the request ends.
+
+Every label a client can influence (model, deployment, tenant, feature) keeps at most
+``max_label_values`` distinct values; later newcomers are counted as ``other``.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, pairwise
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from switchgear.exchange import Exchange
 
 #: Seconds; spans a cache hit (sub-millisecond) to a long generation.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0, 120.0)
+#: Seconds between tokens (vLLM's inter-token and per-output-token buckets).
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+                 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
+#: Output tokens per second of one request.
+THROUGHPUT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+                      5000.0, 10000.0)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The label value standing for every value past a label's cap.
+OTHER = "other"
+#: The labels of the per-request series.
+SERIES_LABELS = ("model", "deployment", "tenant", "feature")
+
+
+class BoundedLabel:
+    """One label's values: the first ``cap`` distinct ones are kept, later ones read 'other'."""
+
+    __slots__ = ("cap", "seen")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.cap:
+            self.seen.add(value)
+            return value
+        return OTHER
+
+
+class BulkHistogram(Collector):
+    """A labelled histogram that takes many observations at once (a stream's token gaps) for
+    the price of a bisect each; exposed in Prometheus's histogram format. Observed and collected
+    on the event loop's thread only."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(buckets)
+        #: Per label values: the count of each bucket (the last one is +Inf), and the sum.
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        registry.register(self)
+
+    def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        """Observe every value in ``values`` under ``labels``."""
+        counts, total = self.series.get(labels) or self.series.setdefault(
+            labels, ([0] * (len(self.bounds) + 1), [0.0]))
+        bounds = self.bounds
+        added = 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            added += value
+        total[0] += added
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        edges = [*(repr(float(bound)) for bound in self.bounds), "+Inf"]
+        for labels, (counts, total) in self.series.items():
+            family.add_metric(list(labels), list(zip(edges, accumulate(counts), strict=True)),
+                              total[0])
+        return [family]
+
+
+@dataclass(slots=True, frozen=True)
+class _Series:
+    """The children of one (model, deployment, tenant, feature), looked up once."""
+
+    labels: tuple[str, str, str, str]
+    e2e: Histogram
+    ttft: Histogram
+    tpot: Histogram
+    throughput: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
 
 
 class GatewayMetrics:
-    """Requests, latency, time to first token, tokens, requests in flight and upstream errors."""
+    """Requests, latencies (e2e, TTFT, ITL, TPOT), throughput, tokens, queue wait, cache
+    outcomes, retries, sheds, requests in flight and upstream errors."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, max_label_values: int = 100) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.model, self.deployment, self.tenant, self.feature = (
+            BoundedLabel(max_label_values) for _ in SERIES_LABELS)
+        series = list(SERIES_LABELS)
         self.requests = Counter(
             "switchgear_requests", "Finished requests.",
-            ["model", "deployment", "status"], registry=self.registry)
+            ["model", "deployment", "status", "tenant", "feature"], registry=registry)
         self.latency = Histogram(
             "switchgear_request_duration_seconds", "End-to-end request latency.",
-            ["model", "deployment"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            series, buckets=LATENCY_BUCKETS, registry=registry)
         self.ttft = Histogram(
             "switchgear_time_to_first_token_seconds",
             "Time from arrival to the first token (the whole answer when not streamed).",
-            ["model", "deployment"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            series, buckets=LATENCY_BUCKETS, registry=registry)
+        self.itl = BulkHistogram(
+            "switchgear_inter_token_latency_seconds",
+            "Gaps between consecutive streamed chunks that carry choices.",
+            series, TOKEN_BUCKETS, registry)
+        self.tpot = Histogram(
+            "switchgear_time_per_output_token_seconds",
+            "(e2e - TTFT) / (output tokens - 1), for streams of more than one token.",
+            series, buckets=TOKEN_BUCKETS, registry=registry)
+        self.throughput = Histogram(
+            "switchgear_output_tokens_per_second",
+            "Output tokens of a request divided by its end-to-end latency.",
+            series, buckets=THROUGHPUT_BUCKETS, registry=registry)
+        self.queue_wait = Histogram(
+            "switchgear_queue_wait_seconds",
+            "Time waiting for a running place (priority gate) and a deployment slot.",
+            ["model", "tenant", "priority"], buckets=LATENCY_BUCKETS, registry=registry)
         self.tokens = Counter(
             "switchgear_tokens", "Tokens processed.",
-            ["model", "deployment", "direction"], registry=self.registry)
+            ["model", "deployment", "direction"], registry=registry)
         self.in_flight = Gauge(
-            "switchgear_in_flight_requests", "Requests being served now.", registry=self.registry)
+            "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
         self.cache = Counter(
             "switchgear_cache_requests", "Requests by cache outcome (hit, miss, coalesced, bypass).",
-            ["model", "outcome"], registry=self.registry)
+            ["model", "outcome"], registry=registry)
+        self.retries = Counter(
+            "switchgear_retries", "Attempts after a request's first, by the deployment retried on.",
+            ["model", "deployment"], registry=registry)
+        self.shed = Counter(
+            "switchgear_shed_requests", "Requests shed by the priority gate (503, Retry-After).",
+            ["model", "tenant", "priority"], registry=registry)
         self.cache_evictions = Counter(
             "switchgear_cache_evictions", "Cached answers pushed out by the size bound.",
-            registry=self.registry)
+            registry=registry)
         self.guard_checks = Counter(
             "switchgear_guard_checks", "Guard checks run, by route, model, check, stage, verdict "
             "and action.", ["route", "model", "check", "stage", "verdict", "action"],
-            registry=self.registry)
+            registry=registry)
         self.upstream_errors = Counter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
-            ["model", "deployment", "error"], registry=self.registry)
+            ["model", "deployment", "error"], registry=registry)
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
+
+    def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
+        found = self._series.get(labels)
+        if found is None:
+            model, deployment = labels[:2]
+            found = self._series[labels] = _Series(
+                labels, self.latency.labels(*labels), self.ttft.labels(*labels),
+                self.tpot.labels(*labels), self.throughput.labels(*labels),
+                self.tokens.labels(model, deployment, "input"),
+                self.tokens.labels(model, deployment, "output"))
+        return found
 
     def observe(self, exchange: Exchange) -> None:
-        """Count a finished exchange."""
-        model = exchange.model
-        deployment = exchange.deployment or ""
-        self.requests.labels(model, deployment, str(exchange.status)).inc()
+        """Count a finished exchange (a Recorder step)."""
+        principal = exchange.principal
+        model = self.model(exchange.model)
+        deployment = self.deployment(exchange.deployment or "")
+        tenant = self.tenant(principal.tenant)
+        feature = self.feature(principal.feature or "")
+        self.requests.labels(model, deployment, str(exchange.status), tenant, feature).inc()
+        series = self._series_of((model, deployment, tenant, feature))
         latency = exchange.latency
         if latency is not None:
-            self.latency.labels(model, deployment).observe(latency)
+            series.e2e.observe(latency)
         ttft = exchange.time_to_first_token
         if ttft is not None:
-            self.ttft.labels(model, deployment).observe(ttft)
+            series.ttft.observe(ttft)
         usage = exchange.usage
+        output = usage.completion_tokens
+        if exchange.stream:
+            self._observe_stream(exchange, series, output)
+        if output and latency:
+            series.throughput.observe(output / latency)
         if usage.prompt_tokens:
-            self.tokens.labels(model, deployment, "input").inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            self.tokens.labels(model, deployment, "output").inc(usage.completion_tokens)
+            series.input_tokens.inc(usage.prompt_tokens)
+        if output:
+            series.output_tokens.inc(output)
         self.cache.labels(model, exchange.cache_status).inc()
-        served = exchange.served_alias or model
+        if exchange.queue_wait is not None:
+            self.queue_wait.labels(model, tenant, exchange.priority).observe(exchange.queue_wait)
+        if exchange.shed:
+            self.shed.labels(model, tenant, exchange.priority).inc()
+        served = self.model(exchange.served_alias) if exchange.served_alias else model
         for check in exchange.checks:
             self.guard_checks.labels(model, served, check["check"], check["stage"],
                                      check["verdict"], check["action"]).inc()
-        for attempt in exchange.attempts:
+        for number, attempt in enumerate(exchange.attempts):
+            name = self.deployment(attempt.deployment)
+            if number:
+                self.retries.labels(model, name).inc()
             if attempt.error is not None:
-                self.upstream_errors.labels(model, attempt.deployment, attempt.error).inc()
+                self.upstream_errors.labels(model, name, attempt.error).inc()
+
+    def _observe_stream(self, exchange: Exchange, series: _Series, output: int) -> None:
+        times = exchange.chunk_times
+        if times and len(times) > 1:
+            self.itl.observe_many(series.labels, _gaps(times))
+        first, done = exchange.first_token, exchange.done
+        if output > 1 and first is not None and done is not None:
+            series.tpot.observe((done - first) / (output - 1))
 
     def render(self) -> bytes:
         """The text exposition format for GET /metrics."""
         return generate_latest(self.registry)
+
+
+def _gaps(times: list[float]) -> Iterator[float]:
+    return (later - earlier for earlier, later in pairwise(times))
