@@ -139,6 +139,18 @@ CONTENT: tuple[Column, ...] = (Column("prompt", "text", nullable=True),
 CACHE: tuple[Column, ...] = (Column("cache_status", "text", nullable=True),
                              Column("saved_cost", "double", nullable=True))
 
+#: The ledger: the alias that served, cached input tokens, the cost by what it paid for, and the
+#: seconds of self-hosted instance time it took (migration 9; 7 and 8 are telemetry's and SLOs').
+LEDGER: tuple[Column, ...] = (
+    Column("served_alias", "text", nullable=True),
+    Column("cached_tokens", "bigint", nullable=True),
+    Column("input_cost", "double", nullable=True),
+    Column("cached_cost", "double", nullable=True),
+    Column("output_cost", "double", nullable=True),
+    Column("instance_cost", "double", nullable=True),
+    Column("busy_s", "double", nullable=True),
+)
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -192,6 +204,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=6,
         description="request_log cache outcome: hit, miss, coalesced or bypass, and cost saved",
         sql={dialect: tuple(add_column("request_log", column, dialect) for column in CACHE)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=9,
+        description="request_log ledger: served alias, cached tokens, cost parts, busy seconds",
+        sql={dialect: (*(add_column("request_log", column, dialect) for column in LEDGER),
+                       create_index("request_log", ("deployment", "received_at")))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

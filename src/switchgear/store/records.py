@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from switchgear.exchange import Exchange
+from switchgear.exchange import Charges, Exchange
+
+#: The charges of a request nothing charged for.
+NO_CHARGES = Charges()
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,10 +40,18 @@ class RequestRecord:
     completion: str | None = None
     cache_status: str | None = None
     saved_cost: float | None = None
+    served_alias: str | None = None
+    cached_tokens: int | None = None
+    input_cost: float | None = None
+    cached_cost: float | None = None
+    output_cost: float | None = None
+    instance_cost: float | None = None
+    busy_s: float | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
         """Project a finished Exchange onto a row."""
+        charges = exchange.charges or NO_CHARGES
         return cls(
             request_id=exchange.request_id,
             tenant=exchange.principal.tenant,
@@ -67,6 +78,13 @@ class RequestRecord:
             completion=exchange.stored_completion,
             cache_status=exchange.cache_status,
             saved_cost=exchange.saved_cost,
+            served_alias=exchange.served_alias,
+            cached_tokens=exchange.usage.cached_tokens,
+            input_cost=charges.input,
+            cached_cost=charges.cached,
+            output_cost=charges.output,
+            instance_cost=charges.instance,
+            busy_s=charges.busy_s,
         )
 
     @classmethod
