@@ -69,6 +69,8 @@ class GatewayApp:
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
+            "/admin/cost": {"GET": self.admin.cost},
+            "/admin/cost/focus": {"GET": self.admin.cost_focus},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())
