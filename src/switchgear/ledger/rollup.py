@@ -3,6 +3,7 @@ over a period, with unit economics; the same SQL on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -168,7 +169,7 @@ async def series(store: RecordStore, dimension: Dimension, period: Period, secon
     costs: dict[str, dict[int, float]] = {}
     for group, number, cost in await store.rows(sql, params):
         costs.setdefault(_label(dimension, group), {})[int(number)] = float(cost or 0)
-    first, last = int(period.start // seconds), int((period.end - 1e-9) // seconds)
+    first, last = int(period.start // seconds), math.ceil(period.end / seconds) - 1
     return {group: [(number * seconds, spent.get(number, 0.0))
                     for number in range(first, last + 1)]
             for group, spent in sorted(costs.items())}
