@@ -41,7 +41,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Charges:
     """What a request cost, by what it paid for: uncached input, cached input and output tokens,
     and its share of a self-hosted instance's time (``busy_s`` seconds of it)."""

@@ -153,8 +153,7 @@ def cache_purge(url: str, admin_key: str | None, model: str | None, tenant: str 
 
 @main.group()
 def cost() -> None:
-    """What requests cost: reports with unit economics, and a FinOps FOCUS export (from the
-    gateway's ledger, through its admin API)."""
+    """Cost reports and a FinOps FOCUS export (from the gateway's ledger, via its admin API)."""
 
 
 PERIOD = [
@@ -188,9 +187,11 @@ def _period_options(command: Any) -> Any:
 def cost_report(url: str, admin_key: str | None, since: str | None, until: str | None,
                 tenant: str | None, by: str, chart_by: str, output: str,
                 html_path: Path | None) -> None:
-    """Requests, tokens and cost per tenant, feature, model, deployment or day, with cost per
-    request, per 1,000 requests and per million tokens, cache savings, self-hosted idle cost
-    and utilization, and what doubling the traffic would add."""
+    """Cost per tenant, feature, model, deployment or day, with unit economics.
+
+    Requests, tokens, cost per request, per 1,000 requests and per million tokens, and cache
+    savings; then each deployment's idle cost, utilization and what doubling the traffic would
+    add."""
     from switchgear.cli.cost import render_html, render_table
 
     query = {k: v for k, v in {"since": since, "until": until, "tenant": tenant, "by": by,

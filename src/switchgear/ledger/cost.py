@@ -10,17 +10,33 @@ MILLION = 1_000_000
 HOUR = 3600.0
 
 
+class Rates:
+    """A price as rates per token and per busy second of one instance slot (worked out once,
+    so costing a request is a few multiplications)."""
+
+    __slots__ = ("cached", "input", "instance", "output", "self_hosted")
+
+    def __init__(self, price: Price) -> None:
+        self.input = price.input_per_million / MILLION
+        self.cached = price.cached_price / MILLION
+        self.output = price.output_per_million / MILLION
+        self.instance = price.instance_per_hour / HOUR / price.concurrency
+        self.self_hosted = price.self_hosted
+
+    def charge(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+               busy_s: float = 0.0) -> Charges:
+        """What these tokens and ``busy_s`` seconds on one instance slot cost."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        if not self.self_hosted:
+            busy_s = 0.0
+        return Charges((prompt_tokens - cached) * self.input, cached * self.cached,
+                       completion_tokens * self.output, busy_s * self.instance, busy_s)
+
+
 def charges(price: Price, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
             busy_s: float = 0.0) -> Charges:
     """What these tokens and ``busy_s`` seconds on one instance slot cost at ``price``."""
-    cached = min(max(cached_tokens, 0), prompt_tokens)
-    return Charges(
-        input=(prompt_tokens - cached) * price.input_per_million / MILLION,
-        cached=cached * price.cached_price / MILLION,
-        output=completion_tokens * price.output_per_million / MILLION,
-        instance=busy_s * price.instance_per_hour / HOUR / price.concurrency,
-        busy_s=busy_s if price.self_hosted else 0.0,
-    )
+    return Rates(price).charge(prompt_tokens, completion_tokens, cached_tokens, busy_s)
 
 
 def basis(price: Price) -> str:
@@ -38,7 +54,7 @@ class PriceBook:
 
     def __init__(self, prices: dict[tuple[str, str], Price]) -> None:
         self.prices = prices
-        self._bases = {where: basis(price) for where, price in prices.items()}
+        self._rates = {where: (Rates(price), basis(price)) for where, price in prices.items()}
 
     @classmethod
     def of(cls, config: Config) -> PriceBook:
@@ -51,24 +67,28 @@ class PriceBook:
                cached_tokens: int) -> Charges | None:
         """What the deployment that served ``exchange`` charges for these tokens and the time
         its last attempt took; None when nothing served it or that has no price."""
-        if exchange.deployment is None:
+        found = self._find(exchange)
+        if found is None:
             return None
-        where = (exchange.served_alias or exchange.model, exchange.deployment)
-        price = self.prices.get(where)
-        if price is None:
-            return None
-        busy = exchange.attempts[-1].latency if exchange.attempts and price.self_hosted else 0.0
-        return charges(price, prompt_tokens, completion_tokens, cached_tokens, busy)
+        rates = found[0]
+        busy = exchange.attempts[-1].latency if rates.self_hosted and exchange.attempts else 0.0
+        return rates.charge(prompt_tokens, completion_tokens, cached_tokens, busy)
 
     def price(self, exchange: Exchange) -> None:
         """A Recorder step: set ``exchange.charges``, ``cost`` and ``cost_basis``. A request
         nothing served (failed, shed, answered from the cache) costs nothing."""
-        usage = exchange.usage
-        charged = self.charge(exchange, usage.prompt_tokens, usage.completion_tokens,
-                              usage.cached_tokens)
-        if charged is None:
+        found = self._find(exchange)
+        if found is None:
             return
+        rates, exchange.cost_basis = found
+        usage = exchange.usage
+        busy = exchange.attempts[-1].latency if rates.self_hosted and exchange.attempts else 0.0
+        charged = rates.charge(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                               busy)
         exchange.charges = charged
-        exchange.cost = charged.total
-        exchange.cost_basis = self._bases[(exchange.served_alias or exchange.model,
-                                           exchange.deployment or "")]
+        exchange.cost = charged.input + charged.cached + charged.output + charged.instance
+
+    def _find(self, exchange: Exchange) -> tuple[Rates, str] | None:
+        if exchange.deployment is None:
+            return None
+        return self._rates.get((exchange.served_alias or exchange.model, exchange.deployment))
