@@ -1,11 +1,13 @@
-"""Ledger exactness through the real gateway: two tenants (keys), two priced models (an API with
-a prompt cache, a self-hosted box), exact-cache hits, and failures injected by a simulator. The
-ledger's sum equals an independent computation from the recorded usage and the price book."""
+"""Ledger exactness through the real gateway: two tenants (keys), priced models (an API with a
+prompt cache, a self-hosted box), exact-cache hits, failures injected by a simulator and a request
+shed by the priority gate. The ledger's sum equals an independent computation from the recorded
+usage and the price book; failed and shed requests cost nothing."""
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +30,13 @@ API_PRICE = {"input_per_million": 20_000, "cached_input_per_million": 5_000,
 BOX_PRICE = {"input_per_million": 1_000, "output_per_million": 1_000,
              "instance_per_hour": 36_000, "instances": 2, "concurrency": 4}
 PRICES = {("chat", "api"): API_PRICE, ("local", "box"): BOX_PRICE,
-          ("broken", "flaky"): API_PRICE}
+          ("broken", "flaky"): API_PRICE, ("slow", "lag"): API_PRICE}
 CACHING = ModelOptions(ttft_ms=1, tpot_ms=0.2, mean_output_tokens=6, seed=3,
                        cached_prompt_share=0.5)
 
 
 def configure(store_url: str, api: RunningSimulator, box: RunningSimulator,
-              flaky: RunningSimulator) -> Config:
+              flaky: RunningSimulator, slow: RunningSimulator) -> Config:
     def deployment(name: str, sim: RunningSimulator, model: str) -> dict[str, Any]:
         return {"name": name, "backend": "openai_http", "url": sim.base_url, "model": "sim",
                 "price": PRICES[(model, name)]}
@@ -42,8 +44,11 @@ def configure(store_url: str, api: RunningSimulator, box: RunningSimulator,
     return parse_config({
         "models": {"chat": {"deployments": [deployment("api", api, "chat")]},
                    "local": {"deployments": [deployment("box", box, "local")]},
-                   "broken": {"deployments": [deployment("flaky", flaky, "broken")]}},
+                   "broken": {"deployments": [deployment("flaky", flaky, "broken")]},
+                   "slow": {"deployments": [deployment("lag", slow, "slow")]}},
         "store": {"url": store_url, "flush_interval_ms": 20},
+        # one running place and no queue for the standard tier: a second request is shed
+        "tiers": {"capacity": 1, "standard": {"max_queue": 0, "wait_target_ms": 100}},
         "cache": {"enabled": True},
         "routing": {"health_check_interval_s": None},
     })
@@ -98,6 +103,23 @@ def run_traffic(base_url: str, tokens: dict[str, str]) -> int:
     return sent
 
 
+def shed_one(base_url: str, token: str) -> None:
+    """Hold the only running place with a slow request, and have another one shed meanwhile."""
+    with openai.OpenAI(base_url=base_url, api_key=token, max_retries=0) as sdk, \
+            ThreadPoolExecutor(1) as pool:
+        held = pool.submit(sdk.chat.completions.create, model="slow", max_tokens=4,
+                           messages=[{"role": "user", "content": "take your time"}])
+        deadline = time.monotonic() + 10
+        while admin(base_url, "/admin/routing")[1]["priority"]["in_use"] == 0:
+            assert time.monotonic() < deadline, "the slow request never started"
+            time.sleep(0.01)
+        with pytest.raises(openai.APIStatusError) as shed:
+            sdk.chat.completions.create(model="chat", max_tokens=4,
+                                        messages=[{"role": "user", "content": "me too"}])
+        assert shed.value.status_code == 503
+        held.result(timeout=30)
+
+
 def wait_for_report(base_url: str, requests: int) -> dict[str, Any]:
     """The report once all ``requests`` are written (asked again then: its queries are not one
     snapshot, so the one that saw the last row may have lines from before it)."""
@@ -117,7 +139,8 @@ def test_the_ledger_equals_usage_times_the_price_book_to_the_cent(
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
     api, box = simulators(CACHING), simulators()
     flaky = simulators(faults=Faults(error_rate=1.0, error_status=500))
-    with gateway(configure(store_url, api, box, flaky)) as base_url:
+    slow = simulators(ModelOptions(ttft_ms=1500, tpot_ms=1, mean_output_tokens=4, seed=5))
+    with gateway(configure(store_url, api, box, flaky, slow)) as base_url:
         tokens = {}
         for tenant, feature in (("acme", "search"), ("globex", "support")):
             status, made = admin(base_url, "/admin/keys", body={
@@ -125,6 +148,8 @@ def test_the_ledger_equals_usage_times_the_price_book_to_the_cent(
             assert status == 201, made
             tokens[tenant] = made["secret"]
         sent = run_traffic(base_url, tokens)
+        shed_one(base_url, tokens["acme"])
+        sent += 2
         report = wait_for_report(base_url, sent)
         status, viewer = admin(base_url, "/admin/keys", body={
             "tenant": "acme", "name": "finance", "role": "viewer"}, method="POST")
@@ -145,7 +170,8 @@ def test_the_ledger_equals_usage_times_the_price_book_to_the_cent(
     for record in records:
         assert record.cost == pytest.approx(expected_cost(record), abs=1e-9), record
     failed = [r for r in records if r.status >= 400]
-    assert len(failed) == 4 and all(r.cost == 0 for r in failed)
+    assert len(failed) == 5 and all(r.cost == 0 for r in failed)
+    assert [r.status for r in failed if r.deployment is None and r.attempts == 0] == [503]
     hits = [r for r in records if r.cache_status == "hit"]
     misses = {r.tenant: r for r in records if r.cache_status == "miss"}
     assert len(hits) == 4
