@@ -156,6 +156,7 @@ def test_the_ledger_equals_usage_times_the_price_book_to_the_cent(
         status, acme_only = admin(base_url, "/admin/cost?since=0", viewer["secret"])
         status_other, refused = admin(base_url, "/admin/cost?since=0&tenant=globex",
                                       viewer["secret"])
+        status_client, _ = admin(base_url, "/admin/cost/focus", tokens["acme"])
     records = fetch_records(store_url)
     assert len(records) == sent == report["total"]["requests"]
 
@@ -192,3 +193,4 @@ def test_the_ledger_equals_usage_times_the_price_book_to_the_cent(
     assert status == 200 and [line["key"] for line in acme_only["lines"]] == ["acme"]
     assert acme_only["deployments"] is None and acme_only["doubling"] is None
     assert status_other == 403 and refused["error"]["type"]
+    assert status_client == 403  # a client key reads no costs

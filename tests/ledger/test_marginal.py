@@ -11,7 +11,7 @@ from ledger_support import at, ledger_config, record, write
 
 from switchgear.config import Capacity, Price
 from switchgear.ledger.marginal import InstanceTime, doubling, instances_needed
-from switchgear.ledger.report import cost_report
+from switchgear.ledger.report import MAX_POINTS, chart_bucket, cost_report
 from switchgear.ledger.rollup import DeploymentUse, Period
 from switchgear.store import open_store
 
@@ -91,3 +91,10 @@ def test_the_report_takes_load_from_the_records(store_url: str) -> None:
     box = next(d for d in report["deployments"] if d["deployment"] == "box")  # type: ignore
     assert box["utilization"] == pytest.approx(6 * 60 / 4 / (2 * DAY))
     assert box["idle_cost"] == pytest.approx(2 * 24 * 4.0 - 6 * 60 / 3600 * 4.0 / 4)
+
+
+def test_long_periods_are_charted_in_at_most_400_points() -> None:
+    assert chart_bucket(Period(0, 2 * DAY)) == 3600
+    assert chart_bucket(Period(0, 30 * DAY)) == DAY
+    year = Period(0, 3 * 365 * DAY)
+    assert year.seconds / chart_bucket(year) <= MAX_POINTS

@@ -73,9 +73,11 @@ def render_html(report: dict[str, Any]) -> str:
     chart = report["chart"]
     hourly = chart["bucket_s"] < 86400
     stamp = "%m-%d %H:%M" if hourly else "%Y-%m-%d"
+    days = chart["bucket_s"] // 86400
+    step = "hour" if hourly else "day" if days == 1 else f"{days} days"
     svg = line_chart(
         {name: [(x, y) for x, y in points] for name, points in chart["series"].items()},
-        title=f"Cost per {'hour' if hourly else 'day'} by {chart['by']} ({report['currency']})",
+        title=f"Cost per {step} by {chart['by']} ({report['currency']})",
         x_label=lambda x: datetime.fromtimestamp(x, UTC).strftime(stamp),
         y_label="{:.4g}".format)
     sections = [paragraph(_heading(report)), svg,

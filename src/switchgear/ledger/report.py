@@ -4,6 +4,7 @@ live config."""
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -46,13 +47,26 @@ def period_of(since: str | None, until: str | None, now: float | None = None) ->
     return Period(start, end)
 
 
+#: The most points a chart line gets (longer periods take longer buckets).
+MAX_POINTS = 400
+
+
+def chart_bucket(period: Period) -> int:
+    """Seconds per chart point: an hour up to two days, else a day, or whole days enough to
+    stay within MAX_POINTS."""
+    if period.seconds <= 2 * DAY:
+        return HOUR
+    return DAY * max(1, math.ceil(period.seconds / DAY / MAX_POINTS))
+
+
 async def cost_report(store: RecordStore, config: Config, period: Period, by: Dimension,
                       chart_by: Dimension, tenant: str | None = None,
                       peak_window_s: int = HOUR) -> dict[str, Any]:
     """The report over ``period``, grouped ``by`` one dimension, with cost over time per
-    ``chart_by`` group. Limited to ``tenant`` unless None; only the whole-platform report has
+    ``chart_by`` group; the doubling estimate takes each deployment's peak load over buckets of
+    ``peak_window_s``. Limited to ``tenant`` unless None; only the whole-platform report has
     the deployments' instance time and the doubling estimate (they belong to no tenant)."""
-    bucket_s = HOUR if period.seconds <= 2 * DAY else DAY
+    bucket_s = chart_bucket(period)
     lines = await rollup(store, by, period, tenant)
     report: dict[str, Any] = {
         "period": {"start": iso(period.start), "end": iso(period.end)},

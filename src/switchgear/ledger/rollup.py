@@ -20,6 +20,9 @@ DIMENSIONS: tuple[Dimension, ...] = ("tenant", "feature", "model", "deployment",
 #: What a request without a value in a grouping column is listed as.
 NONE = "(none)"
 
+#: The alias that served a request (rows written before migration 9 have only the one asked for).
+SERVED_ALIAS = "COALESCE(served_alias, model)"
+
 
 @dataclass(frozen=True, slots=True)
 class Period:
@@ -173,10 +176,6 @@ async def series(store: RecordStore, dimension: Dimension, period: Period, secon
     return {group: [(number * seconds, spent.get(number, 0.0))
                     for number in range(first, last + 1)]
             for group, spent in sorted(costs.items())}
-
-
-#: The alias that served a request (rows written before migration 9 have only the one asked for).
-SERVED_ALIAS = "COALESCE(served_alias, model)"
 
 
 @dataclass(frozen=True, slots=True)
