@@ -41,10 +41,44 @@ class Timeouts(_Strict):
 
 
 class Price(_Strict):
-    """What a deployment costs, in currency units per million tokens."""
+    """What a deployment costs: per million input, cached input and output tokens (an API), and
+    per instance-hour for ``instances`` machines each serving ``concurrency`` requests at once
+    (self-hosted). A request is charged its tokens plus its share of an instance's time (its
+    latency / ``concurrency``); the instance time nobody used is the deployment's idle cost."""
 
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
+    #: Input tokens the upstream served from its prompt cache; None: the input price.
+    cached_input_per_million: float | None = Field(None, ge=0)
+    instance_per_hour: float = Field(0.0, ge=0)
+    instances: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=1)
+
+    @property
+    def cached_price(self) -> float:
+        """The price per million cached input tokens."""
+        if self.cached_input_per_million is None:
+            return self.input_per_million
+        return self.cached_input_per_million
+
+    @property
+    def self_hosted(self) -> bool:
+        """Whether the deployment is paid by the instance-hour."""
+        return self.instance_per_hour > 0
+
+
+class Capacity(_Strict):
+    """What one instance of a deployment sustains within its SLO (for the marginal-cost
+    estimate): requests per second and/or tokens (prompt + completion) per second."""
+
+    requests_per_s: float | None = Field(None, gt=0)
+    tokens_per_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Capacity:
+        if self.requests_per_s is None and self.tokens_per_s is None:
+            raise ValueError("give requests_per_s or tokens_per_s")
+        return self
 
 
 class EmbeddedOptions(_Strict):
@@ -79,6 +113,8 @@ class DeploymentConfig(_Strict):
     context_window: int | None = Field(None, ge=1)
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
+    #: Sustained throughput of one instance within its SLO; None: unknown.
+    capacity: Capacity | None = None
     embedded: EmbeddedOptions = EmbeddedOptions()
     simulated: SimulatedOptions = SimulatedOptions()
 
@@ -366,6 +402,15 @@ class GuardsConfig(GuardList):
     keys: dict[str, GuardList] = Field(default_factory=dict)
 
 
+class LedgerConfig(_Strict):
+    """How costs are reported: the ISO 4217 currency of every price, and the billing account
+    and provider names the FOCUS export gives."""
+
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    billing_account: str = Field("switchgear", min_length=1)
+    provider: str = Field("Switchgear", min_length=1)
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -417,6 +462,7 @@ class Config(_Strict):
     #: Service level objectives, their error budgets and burn-rate alerts (slo/).
     slo: SLOSection = SLOSection()
     telemetry: TelemetryConfig = TelemetryConfig()
+    ledger: LedgerConfig = LedgerConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -42,6 +42,23 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Charges:
+    """What a request cost, by what it paid for: uncached input, cached input and output tokens,
+    and its share of a self-hosted instance's time (``busy_s`` seconds of it)."""
+
+    input: float = 0.0
+    cached: float = 0.0
+    output: float = 0.0
+    instance: float = 0.0
+    busy_s: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """All of it."""
+        return self.input + self.cached + self.output + self.instance
+
+
+@dataclass(slots=True)
 class Attempt:
     """One try of the request against one deployment."""
 
@@ -103,6 +120,8 @@ class Exchange:
     truncated: bool = False
     cost: float = 0.0
     cost_basis: str = ""
+    #: ``cost`` by what it paid for; None until priced (never, when nothing served it).
+    charges: Charges | None = None
     #: What a cache hit or a coalesced answer saved (the cost of producing it).
     saved_cost: float = 0.0
     #: The bearer token as received, until the Admit stage has verified it (then None).

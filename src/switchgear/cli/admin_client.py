@@ -15,6 +15,12 @@ class AdminError(Exception):
 def admin_call(url: str, method: str, path: str, token: str | None = None,
                body: Any = None, timeout: float = 10.0) -> Any:
     """Call ``method path`` on the gateway at ``url``; the parsed JSON answer."""
+    return json.loads(admin_fetch(url, method, path, token, body, timeout))
+
+
+def admin_fetch(url: str, method: str, path: str, token: str | None = None,
+                body: Any = None, timeout: float = 10.0) -> bytes:
+    """Call ``method path`` on the gateway at ``url``; the answer's bytes."""
     request = urllib.request.Request(url.rstrip("/") + path, method=method,
                                      data=None if body is None else json.dumps(body).encode())
     request.add_header("Content-Type", "application/json")
@@ -22,7 +28,8 @@ def admin_call(url: str, method: str, path: str, token: str | None = None,
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            data: bytes = response.read()
+            return data
     except urllib.error.HTTPError as error:
         try:
             message = json.load(error)["error"]["message"]

@@ -242,10 +242,84 @@ def latency_report(url: str, admin_key: str | None, group_by: tuple[str, ...], w
     click.echo(json.dumps(report, indent=2) if output == "json" else render_latency(report))
 
 
-def _admin(url: str, method: str, path: str, token: str | None, body: Any = None) -> Any:
-    from switchgear.cli.admin_client import AdminError, admin_call
+@main.group()
+def cost() -> None:
+    """Cost reports and a FinOps FOCUS export (from the gateway's ledger, via its admin API)."""
+
+
+PERIOD = [
+    click.option("--since", help="Start: ISO 8601 date or time (UTC), or epoch seconds. "
+                 "Default: 24 hours before --until."),
+    click.option("--until", help="End (exclusive), as --since. Default: now."),
+    click.option("--tenant", help="Only this tenant (operators and viewers: their own)."),
+]
+
+
+def _period_options(command: Any) -> Any:
+    for option in reversed(PERIOD):
+        command = option(command)
+    return command
+
+
+@cost.command("report")
+@ADMIN_URL
+@ADMIN_KEY
+@_period_options
+@click.option("--by", default="tenant", show_default=True,
+              type=click.Choice(["tenant", "feature", "model", "deployment", "day"]),
+              help="One line per what.")
+@click.option("--chart", "chart_by", default="tenant", show_default=True,
+              type=click.Choice(["tenant", "feature", "model", "deployment"]),
+              help="The HTML chart's lines: cost over time per what.")
+@click.option("--format", "output", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML page with a chart of cost over time.")
+def cost_report(url: str, admin_key: str | None, since: str | None, until: str | None,
+                tenant: str | None, by: str, chart_by: str, output: str,
+                html_path: Path | None) -> None:
+    """Cost per tenant, feature, model, deployment or day, with unit economics.
+
+    Requests, tokens, cost per request, per 1,000 requests and per million tokens, and cache
+    savings; then each deployment's idle cost, utilization and what doubling the traffic would
+    add."""
+    from switchgear.cli.cost import render_html, render_table
+
+    query = {k: v for k, v in {"since": since, "until": until, "tenant": tenant, "by": by,
+                               "chart": chart_by}.items() if v}
+    report = _admin(url, "GET", "/admin/cost?" + urllib.parse.urlencode(query), admin_key)
+    click.echo(json.dumps(report, indent=2) if output == "json" else render_table(report))
+    if html_path is not None:
+        html_path.write_text(render_html(report))
+        click.echo(f"wrote {html_path}", err=True)
+
+
+@cost.command("export")
+@ADMIN_URL
+@ADMIN_KEY
+@_period_options
+@click.option("--focus", "focus_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the ledger here as a FinOps FOCUS CSV (one row per day, tenant, "
+              "feature, deployment and meter).")
+def cost_export(url: str, admin_key: str | None, since: str | None, until: str | None,
+                tenant: str | None, focus_path: Path) -> None:
+    """Export the ledger as a FinOps FOCUS dataset."""
+    query = {k: v for k, v in {"since": since, "until": until, "tenant": tenant}.items() if v}
+    path = "/admin/cost/focus" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data: bytes = _admin(url, "GET", path, admin_key, raw=True)
+    focus_path.write_bytes(data)
+    rows = data.count(b"\n") - 1
+    click.echo(f"wrote {focus_path}: {rows} rows")
+
+
+def _admin(url: str, method: str, path: str, token: str | None, body: Any = None,
+           raw: bool = False) -> Any:
+    from switchgear.cli.admin_client import AdminError, admin_call, admin_fetch
 
     try:
+        if raw:
+            return admin_fetch(url, method, path, token, body)
         return admin_call(url, method, path, token, body)
     except AdminError as error:
         click.echo(f"switchgear: {error}", err=True)

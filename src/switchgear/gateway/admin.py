@@ -1,4 +1,4 @@
-"""The admin API: keys, records and routing state, each endpoint checking the caller's role.
+"""The admin API: keys, records, costs and routing state, each endpoint checking the caller's role.
 
 A tenant's operator or viewer sees only that tenant; an admin sees every tenant. In open mode
 (loopback only, no keys) every endpoint is open, as the start-up log says.
@@ -14,8 +14,20 @@ from urllib.parse import parse_qs
 from switchgear.admission.keys import ApiKey, Role
 from switchgear.admission.tiers import GateSnapshot
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
-from switchgear.gateway.http import Receive, Scope, Send, bearer_token, read_json, send_json
+from switchgear.gateway.http import (
+    Receive,
+    Scope,
+    Send,
+    bearer_token,
+    read_json,
+    send_body,
+    send_json,
+)
 from switchgear.gateway.state import AppState
+from switchgear.ledger.cost import PriceBook
+from switchgear.ledger.focus import focus_export
+from switchgear.ledger.report import cost_report, period_of
+from switchgear.ledger.rollup import DIMENSIONS, Dimension, Period
 from switchgear.store.queries import latency_rows, recent_records
 from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report
 
@@ -167,6 +179,27 @@ class AdminAPI:
         tenant = self.tenant_scope(key, _query(scope).get("tenant"))
         await send_json(send, 200, self.state.slo.report(tenant), request_id)
 
+    async def cost(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/cost[?since&until&by&chart&tenant]: the cost report (ledger/report.py)."""
+        key = await self.caller(scope, READERS)
+        query = _query(scope)
+        tenant = self.tenant_scope(key, query.get("tenant"))
+        by, chart = _dimension(query, "by", "tenant"), _dimension(query, "chart", "tenant")
+        report = await cost_report(self.state.store, self.state.config, _period(query), by,
+                                   chart, tenant)
+        await send_json(send, 200, report, request_id)
+
+    async def cost_focus(self, scope: Scope, receive: Receive, send: Send,
+                         request_id: str) -> None:
+        """GET /admin/cost/focus[?since&until&tenant]: the ledger as a FOCUS CSV."""
+        key = await self.caller(scope, READERS)
+        query = _query(scope)
+        tenant = self.tenant_scope(key, query.get("tenant"))
+        config = self.state.config
+        text = await focus_export(self.state.store, config.ledger, PriceBook.of(config).prices,
+                                  _period(query), tenant)
+        await send_body(send, 200, text.encode(), request_id, content_type=b"text/csv")
+
     async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/routing: each deployment's state, load, latency, errors and traffic share."""
         await self.caller(scope, READERS)
@@ -186,6 +219,22 @@ def _gate_report(snapshot: GateSnapshot) -> dict[str, Any]:
     for name, tier in snapshot.tiers.items():
         report["tiers"][name]["shed"] = tier.shed
     return report
+
+
+def _period(query: dict[str, str]) -> Period:
+    try:
+        return period_of(query.get("since"), query.get("until"))
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequest("since and until must be seconds since the epoch or ISO 8601 "
+                             "times, since before until", param="since") from None
+
+
+def _dimension(query: dict[str, str], name: str, default: Dimension) -> Dimension:
+    value = query.get(name, default)
+    for dimension in DIMENSIONS:
+        if value == dimension:
+            return dimension
+    raise InvalidRequest(f"{name} must be one of {', '.join(DIMENSIONS)}", param=name)
 
 
 def _text(body: dict[str, Any], name: str) -> str:

@@ -72,6 +72,8 @@ class GatewayApp:
             "/admin/records": {"GET": self.admin.records},
             "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
+            "/admin/cost": {"GET": self.admin.cost},
+            "/admin/cost/focus": {"GET": self.admin.cost_focus},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())

@@ -6,6 +6,7 @@ from typing import Any
 
 from switchgear import __version__
 from switchgear.gateway.requests import CHAT_ROLES, MAX_TOKENS_LIMIT
+from switchgear.ledger.rollup import DIMENSIONS
 
 JSON = "application/json"
 
@@ -54,6 +55,12 @@ def _operation(summary: str, body: dict[str, Any] | None, success: str = "200",
     return operation
 
 
+def _choice(name: str, values: tuple[str, ...]) -> dict[str, Any]:
+    """An optional query parameter: any string (the API says which values it accepts)."""
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+            "description": f"one of {', '.join(values)}"}
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the OpenAI surface and the admin API."""
     message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
@@ -75,6 +82,8 @@ def openapi_spec() -> dict[str, Any]:
         "feature": {"type": "string"}, "expires_in_s": {"type": "number"}})
     tenant = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}
     limit = {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}
+    since = {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}}
+    until = {**since, "name": "until"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchgear", "version": __version__},
@@ -115,6 +124,13 @@ def openapi_spec() -> dict[str, Any]:
                                                    "required": False,
                                                    "schema": {"type": "string"}}]},
             },
+            "/admin/cost": {"get": {**_operation("Cost report", None, errors=(400, 401, 403)),
+                                    "parameters": [tenant, since, until,
+                                                   _choice("by", DIMENSIONS),
+                                                   _choice("chart", DIMENSIONS)]}},
+            "/admin/cost/focus": {"get": {**_operation("FOCUS CSV of the ledger", None,
+                                                       errors=(400, 401, 403)),
+                                          "parameters": [tenant, since, until]}},
             "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
             "/readyz": {"get": {"summary": "Ready", "responses": {
                 "200": {"description": "Ready"},

@@ -80,7 +80,7 @@ class AppState:
             for alias, model in config.models.items()
         }
         router = Router(config.models, deployments)
-        prices = PriceBook({(d.alias, d.name): d.config.price for d in router.deployments()})
+        prices = PriceBook.of(config)
         store = open_store(config.store.url)
         writer = RecordWriter(store, batch_size=config.store.batch_size,
                               flush_interval=config.store.flush_interval_ms / 1000,

@@ -1,36 +1,94 @@
-"""What a request cost: tokens times the deployment's price per million."""
+"""What a request cost: its tokens at the deployment's prices per million, plus its share of a
+self-hosted instance's time."""
 
 from __future__ import annotations
 
-from switchgear.config import Price
-from switchgear.exchange import Exchange
+from switchgear.config import Config, Price
+from switchgear.exchange import Charges, Exchange
+
+MILLION = 1_000_000
+HOUR = 3600.0
+
+
+class Rates:
+    """A price as rates per token and per busy second of one instance slot (worked out once,
+    so costing a request is a few multiplications)."""
+
+    __slots__ = ("cached", "input", "instance", "output", "self_hosted")
+
+    def __init__(self, price: Price) -> None:
+        self.input = price.input_per_million / MILLION
+        self.cached = price.cached_price / MILLION
+        self.output = price.output_per_million / MILLION
+        self.instance = price.instance_per_hour / HOUR / price.concurrency
+        self.self_hosted = price.self_hosted
+
+    def charge(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+               busy_s: float = 0.0) -> Charges:
+        """What these tokens and ``busy_s`` seconds on one instance slot cost."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        if not self.self_hosted:
+            busy_s = 0.0
+        return Charges((prompt_tokens - cached) * self.input, cached * self.cached,
+                       completion_tokens * self.output, busy_s * self.instance, busy_s)
+
+
+def charges(price: Price, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+            busy_s: float = 0.0) -> Charges:
+    """What these tokens and ``busy_s`` seconds on one instance slot cost at ``price``."""
+    return Rates(price).charge(prompt_tokens, completion_tokens, cached_tokens, busy_s)
+
+
+def basis(price: Price) -> str:
+    """The price in words, as the record's ``cost_basis`` gives it."""
+    parts = [f"{price.input_per_million:g}/{price.cached_price:g}/{price.output_per_million:g} "
+             "per million tokens in/cached/out"]
+    if price.self_hosted:
+        parts.append(f"{price.instance_per_hour:g} per instance-hour / {price.concurrency} "
+                     "concurrent")
+    return ", ".join(parts)
 
 
 class PriceBook:
     """Prices per (alias, deployment), from the config."""
 
     def __init__(self, prices: dict[tuple[str, str], Price]) -> None:
-        self._prices = prices
+        self.prices = prices
+        self._rates = {where: (Rates(price), basis(price)) for where, price in prices.items()}
 
-    def cost(self, alias: str, deployment: str, prompt_tokens: int, completion_tokens: int
-             ) -> float:
-        """What these tokens cost on this deployment (0 when it has no price)."""
-        price = self._prices.get((alias, deployment))
-        if price is None:
-            return 0.0
-        return (prompt_tokens * price.input_per_million
-                + completion_tokens * price.output_per_million) / 1_000_000
+    @classmethod
+    def of(cls, config: Config) -> PriceBook:
+        """The price book of every deployment in ``config``."""
+        return cls({(alias, deployment.name): deployment.price
+                    for alias, model in config.models.items()
+                    for deployment in model.deployments})
+
+    def charge(self, exchange: Exchange, prompt_tokens: int, completion_tokens: int,
+               cached_tokens: int) -> Charges | None:
+        """What the deployment that served ``exchange`` charges for these tokens and the time
+        its last attempt took; None when nothing served it or that has no price."""
+        found = self._find(exchange)
+        if found is None:
+            return None
+        rates = found[0]
+        busy = exchange.attempts[-1].latency if rates.self_hosted and exchange.attempts else 0.0
+        return rates.charge(prompt_tokens, completion_tokens, cached_tokens, busy)
 
     def price(self, exchange: Exchange) -> None:
-        """Set ``exchange.cost`` and ``cost_basis`` from its usage and the deployment that served it."""
-        if exchange.deployment is None:
+        """A Recorder step: set ``exchange.charges``, ``cost`` and ``cost_basis``. A request
+        nothing served (failed, shed, answered from the cache) costs nothing."""
+        found = self._find(exchange)
+        if found is None:
             return
-        alias = exchange.served_alias or exchange.model
-        price = self._prices.get((alias, exchange.deployment))
-        if price is None:
-            return
+        rates, exchange.cost_basis = found
         usage = exchange.usage
-        exchange.cost = self.cost(alias, exchange.deployment, usage.prompt_tokens,
-                                  usage.completion_tokens)
-        exchange.cost_basis = (f"{price.input_per_million:g}/{price.output_per_million:g} "
-                               "per million tokens in/out")
+        busy = exchange.attempts[-1].latency if rates.self_hosted and exchange.attempts else 0.0
+        charged = rates.charge(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                               busy)
+        exchange.charges = charged
+        exchange.cost = charged.input + charged.cached + charged.output + charged.instance
+
+    def _find(self, exchange: Exchange) -> tuple[Rates, str] | None:
+        if exchange.deployment is None:
+            return None
+        return self._rates.get((exchange.served_alias or exchange.model, exchange.deployment))

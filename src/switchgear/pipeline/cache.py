@@ -130,8 +130,11 @@ class Cache:
     async def _remember(self, key: str, exchange: Exchange, body: Body, alias: str, scope: str
                         ) -> Entry:
         usage = body.get("usage") or {}
-        cost = self.prices.cost(exchange.served_alias or exchange.model, exchange.deployment or "",
-                                usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        charged = self.prices.charge(exchange, usage.get("prompt_tokens") or 0,
+                                     usage.get("completion_tokens") or 0,
+                                     details.get("cached_tokens") or 0)
+        cost = 0.0 if charged is None else charged.total
         entry = Entry(body, cost, alias, scope)
         evicted = await self.store.put(key, entry)
         if evicted:

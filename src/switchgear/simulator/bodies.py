@@ -16,13 +16,17 @@ Body = dict[str, Any]
 OWNER = "switchgear-sim"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> Body:
-    """The ``usage`` object of a response."""
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Body:
+    """The ``usage`` object of a response (with ``prompt_tokens_details`` when some prompt
+    tokens came from a prompt cache)."""
+    body: Body = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return body
 
 
 class CompletionShape:

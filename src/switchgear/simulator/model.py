@@ -153,9 +153,10 @@ class SimulatedModel:
         mu = math.log(self.options.mean_output_tokens) - sigma * sigma / 2
         return max(1, round(self._rng.lognormvariate(mu, sigma)))
 
-    @staticmethod
-    def _usage(generation: Generation) -> Body:
-        return usage(generation.request.prompt_tokens, generation.output_tokens)
+    def _usage(self, generation: Generation) -> Body:
+        prompt_tokens = generation.request.prompt_tokens
+        cached = int(prompt_tokens * self.options.cached_prompt_share)
+        return usage(prompt_tokens, generation.output_tokens, cached)
 
 
 def unit_vector(text: str, dimension: int) -> list[float]:

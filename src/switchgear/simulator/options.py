@@ -18,6 +18,8 @@ class ModelOptions:
     sequences running in ``s`` slots a step takes ``base * (1 + load_factor * b / s)``.
     ``output_spread`` is the sigma of the lognormal output-length distribution.
     ``seed`` seeds the output-length draws; ``None`` draws a fresh seed.
+    ``cached_prompt_share`` is the share of each prompt's tokens reported as read from a prompt
+    cache (``usage.prompt_tokens_details.cached_tokens``), as providers with prefix caching do.
     """
 
     model: str = "sim"
@@ -30,6 +32,7 @@ class ModelOptions:
     context_window: int = DEFAULT_CONTEXT_WINDOW
     embedding_dimension: int = DEFAULT_EMBEDDING_DIMENSION
     seed: int | None = None
+    cached_prompt_share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("slots", "mean_output_tokens", "context_window", "embedding_dimension"):
@@ -38,6 +41,8 @@ class ModelOptions:
         for name in ("ttft_ms", "tpot_ms", "output_spread", "load_factor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if not 0 <= self.cached_prompt_share <= 1:
+            raise ValueError("cached_prompt_share must be between 0 and 1")
 
     @classmethod
     def of_deployment(

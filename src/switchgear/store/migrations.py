@@ -151,6 +151,18 @@ QUALITY: tuple[Column, ...] = (
 #: The W3C trace id of the request (32 hex digits), to find its spans.
 TRACE_ID = Column("trace_id", "text", nullable=True)
 
+#: The ledger: the alias that served, cached input tokens, the cost by what it paid for, and the
+#: seconds of self-hosted instance time it took (migration 10).
+LEDGER: tuple[Column, ...] = (
+    Column("served_alias", "text", nullable=True),
+    Column("cached_tokens", "bigint", nullable=True),
+    Column("input_cost", "double", nullable=True),
+    Column("cached_cost", "double", nullable=True),
+    Column("output_cost", "double", nullable=True),
+    Column("instance_cost", "double", nullable=True),
+    Column("busy_s", "double", nullable=True),
+)
+
 #: API keys: only a digest of the secret is kept; the prefix identifies a key to people.
 API_KEYS: tuple[Column, ...] = (
     Column("key_id", "text"),
@@ -233,6 +245,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="request_log.trace_id: the request's W3C trace id",
         sql={dialect: (add_column("request_log", TRACE_ID, dialect),
                        create_index("request_log", ("trace_id",)))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=10,
+        description="request_log ledger: served alias, cached tokens, cost parts, busy seconds",
+        sql={dialect: (*(add_column("request_log", column, dialect) for column in LEDGER),
+                       create_index("request_log", ("deployment", "received_at")))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

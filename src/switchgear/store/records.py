@@ -7,7 +7,10 @@ from operator import attrgetter
 
 import orjson
 
-from switchgear.exchange import Exchange
+from switchgear.exchange import Charges, Exchange
+
+#: The charges of a request nothing charged for.
+NO_CHARGES = Charges()
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,10 +49,18 @@ class RequestRecord:
     #: The guard checks that ran, as a JSON array.
     checks: str | None = None
     trace_id: str | None = None
+    served_alias: str | None = None
+    cached_tokens: int | None = None
+    input_cost: float | None = None
+    cached_cost: float | None = None
+    output_cost: float | None = None
+    instance_cost: float | None = None
+    busy_s: float | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
         """Project a finished Exchange onto a row."""
+        charges = exchange.charges or NO_CHARGES
         return cls(
             request_id=exchange.request_id,
             tenant=exchange.principal.tenant,
@@ -82,6 +93,13 @@ class RequestRecord:
             guard_action=exchange.guard_action,
             checks=orjson.dumps(exchange.checks).decode() if exchange.checks else None,
             trace_id=exchange.trace_id or None,
+            served_alias=exchange.served_alias,
+            cached_tokens=exchange.usage.cached_tokens,
+            input_cost=charges.input,
+            cached_cost=charges.cached,
+            output_cost=charges.output,
+            instance_cost=charges.instance,
+            busy_s=charges.busy_s,
         )
 
     @classmethod

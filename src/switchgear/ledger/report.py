@@ -1,0 +1,119 @@
+"""The cost report: rollups with unit economics, cost over time, self-hosted utilization and idle
+cost, and what doubling the traffic would add; one JSON document, from the records and the
+live config."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from switchgear.config import Config
+from switchgear.ledger.cost import PriceBook
+from switchgear.ledger.marginal import InstanceTime, doubling
+from switchgear.ledger.rollup import (
+    DAY,
+    HOUR,
+    DeploymentUse,
+    Dimension,
+    Period,
+    deployment_use,
+    iso,
+    rollup,
+    series,
+    total,
+)
+from switchgear.store.base import RecordStore
+
+
+def parse_instant(text: str) -> float:
+    """Seconds since the epoch from a number of them or an ISO 8601 date or time (UTC unless
+    it names a zone). Raises ValueError."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def period_of(since: str | None, until: str | None, now: float | None = None) -> Period:
+    """The period from ``since`` to ``until`` (defaults: the 24 hours up to now)."""
+    end = parse_instant(until) if until else (time.time() if now is None else now)
+    start = parse_instant(since) if since else end - DAY
+    return Period(start, end)
+
+
+#: The most points a chart line gets (longer periods take longer buckets).
+MAX_POINTS = 400
+
+
+def chart_bucket(period: Period) -> int:
+    """Seconds per chart point: an hour up to two days, else a day, or whole days enough to
+    stay within MAX_POINTS."""
+    if period.seconds <= 2 * DAY:
+        return HOUR
+    return DAY * max(1, math.ceil(period.seconds / DAY / MAX_POINTS))
+
+
+async def cost_report(store: RecordStore, config: Config, period: Period, by: Dimension,
+                      chart_by: Dimension, tenant: str | None = None,
+                      peak_window_s: int = HOUR) -> dict[str, Any]:
+    """The report over ``period``, grouped ``by`` one dimension, with cost over time per
+    ``chart_by`` group; the doubling estimate takes each deployment's peak load over buckets of
+    ``peak_window_s``. Limited to ``tenant`` unless None; only the whole-platform report has
+    the deployments' instance time and the doubling estimate (they belong to no tenant)."""
+    bucket_s = chart_bucket(period)
+    lines = await rollup(store, by, period, tenant)
+    report: dict[str, Any] = {
+        "period": {"start": iso(period.start), "end": iso(period.end)},
+        "currency": config.ledger.currency,
+        "tenant": tenant,
+        "by": by,
+        "total": (await total(store, period, tenant)).report(),
+        "lines": [line.report() for line in lines],
+        "chart": {"by": chart_by, "bucket_s": bucket_s,
+                  "series": await series(store, chart_by, period, bucket_s, tenant)},
+        "deployments": None,
+        "doubling": None,
+    }
+    if tenant is None:
+        report["deployments"], report["doubling"] = await _platform(store, config, period,
+                                                                     peak_window_s)
+        idle = sum(d["idle_cost"] or 0 for d in report["deployments"])
+        report["total"]["idle_cost"] = idle
+        report["total"]["cost_with_idle"] = report["total"]["cost"] + idle
+    return report
+
+
+async def _platform(store: RecordStore, config: Config, period: Period, peak_window_s: int
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every priced deployment's use, instance time and doubling estimate."""
+    prices = PriceBook.of(config).prices
+    capacities = {(alias, d.name): d.capacity for alias, model in config.models.items()
+                  for d in model.deployments}
+    uses = {(u.alias, u.deployment): u for u in await deployment_use(store, period,
+                                                                     peak_window_s)}
+    deployments, doublings = [], []
+    for where, price in sorted(prices.items()):
+        use = uses.get(where)
+        if use is None:
+            use = DeploymentUse(*where, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        instance = (InstanceTime.of(price, use.busy_s, use.instance_cost, period.seconds)
+                    if price.self_hosted else None)
+        deployments.append({
+            "alias": use.alias, "deployment": use.deployment, "requests": use.requests,
+            "tokens": use.tokens, "token_cost": use.token_cost,
+            "instance_cost": use.instance_cost, "self_hosted": price.self_hosted,
+            "instances": price.instances if price.self_hosted else None,
+            "instance_time_cost": None if instance is None else instance.cost,
+            "idle_cost": None if instance is None else instance.idle_cost,
+            "utilization": None if instance is None else instance.utilization,
+            "peak_requests_per_s": use.peak_requests_per_s,
+            "peak_tokens_per_s": use.peak_tokens_per_s,
+        })
+        doublings.append(doubling(price, capacities.get(where), use, period.seconds).report())
+    return deployments, doublings

@@ -1,0 +1,220 @@
+"""Rollups of the ledger (the costed request log): per tenant, feature, model, deployment or day,
+over a period, with unit economics; the same SQL on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from switchgear.store.base import RecordStore
+from switchgear.store.migrations import Dialect, placeholders
+
+DAY = 86400
+HOUR = 3600
+
+Dimension = Literal["tenant", "feature", "model", "deployment", "day"]
+DIMENSIONS: tuple[Dimension, ...] = ("tenant", "feature", "model", "deployment", "day")
+
+#: What a request without a value in a grouping column is listed as.
+NONE = "(none)"
+
+#: The alias that served a request (rows written before migration 9 have only the one asked for).
+SERVED_ALIAS = "COALESCE(served_alias, model)"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """From ``start`` (inclusive) to ``end`` (exclusive), seconds since the epoch."""
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not self.end > self.start:
+            raise ValueError("the period must end after it starts")
+
+    @property
+    def seconds(self) -> float:
+        """How long it is."""
+        return self.end - self.start
+
+    def days(self) -> list[Period]:
+        """The UTC days it touches, each cut to the period."""
+        days = []
+        day = self.start - self.start % DAY
+        while day < self.end:
+            days.append(Period(max(day, self.start), min(day + DAY, self.end)))
+            day += DAY
+        return days
+
+
+def bucket(dialect: Dialect, seconds: int) -> str:
+    """SQL for the number of the ``seconds``-long bucket a record's ``received_at`` falls in."""
+    if dialect == "sqlite":
+        return f"CAST(received_at / {seconds} AS INTEGER)"
+    return f"FLOOR(received_at / {seconds})::BIGINT"
+
+
+def iso(moment: float) -> str:
+    """``moment`` as UTC ISO 8601 (``2026-01-31T00:00:00Z``)."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(dialect: Dialect, dimension: Dimension) -> str:
+    if dimension == "day":
+        return bucket(dialect, DAY)
+    column = {"deployment": f"{SERVED_ALIAS} || '/' || deployment"}.get(dimension, dimension)
+    return f"COALESCE({column}, '{NONE}')"
+
+
+def where(store: RecordStore, period: Period, tenant: str | None, extra: str = ""
+          ) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause (and its parameters) of a period and, unless None, one tenant."""
+    marks = placeholders(store.dialect, 3 if tenant is not None else 2).split(", ")
+    sql = f"WHERE received_at >= {marks[0]} AND received_at < {marks[1]}"
+    params: tuple[object, ...] = (period.start, period.end)
+    if tenant is not None:
+        sql += f" AND tenant = {marks[2]}"
+        params += (tenant,)
+    return sql + extra, params
+
+
+@dataclass(frozen=True, slots=True)
+class CostLine:
+    """One group's requests, tokens and money, with its unit economics."""
+
+    key: str
+    requests: int
+    failed: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost: float
+    saved_cost: float
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_per_request(self) -> float:
+        """Cost / requests."""
+        return self.cost / self.requests if self.requests else 0.0
+
+    @property
+    def cost_per_1k_requests(self) -> float:
+        """Cost per 1,000 requests."""
+        return self.cost_per_request * 1000
+
+    @property
+    def cost_per_million_tokens(self) -> float:
+        """Cost per million prompt + completion tokens."""
+        return self.cost / self.tokens * 1_000_000 if self.tokens else 0.0
+
+    def report(self) -> dict[str, Any]:
+        """As JSON."""
+        return {"key": self.key, "requests": self.requests, "failed": self.failed,
+                "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+                "cost": self.cost, "saved_cost": self.saved_cost,
+                "cost_per_request": self.cost_per_request,
+                "cost_per_1k_requests": self.cost_per_1k_requests,
+                "cost_per_million_tokens": self.cost_per_million_tokens}
+
+
+SUMS = ("COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN cache_status IN ('hit', 'coalesced') THEN 1 ELSE 0 END), "
+        "SUM(prompt_tokens), SUM(completion_tokens), SUM(COALESCE(cached_tokens, 0)), "
+        "SUM(cost), SUM(COALESCE(saved_cost, 0))")
+
+
+def _line(key: str, values: tuple[Any, ...]) -> CostLine:
+    requests, failed, hits, prompt, completion, cached, cost, saved = values
+    return CostLine(key, int(requests), int(failed or 0), int(hits or 0), int(prompt or 0),
+                    int(completion or 0), int(cached or 0), float(cost or 0), float(saved or 0))
+
+
+def _label(dimension: Dimension, key: object) -> str:
+    if dimension == "day":
+        return iso(int(key) * DAY)[:10]  # type: ignore[call-overload]
+    return str(key)
+
+
+async def rollup(store: RecordStore, dimension: Dimension, period: Period,
+                 tenant: str | None = None) -> list[CostLine]:
+    """Requests, tokens and cost per ``dimension`` over ``period`` (of one tenant, unless None),
+    in key order."""
+    key = _key(store.dialect, dimension)
+    clause, params = where(store, period, tenant)
+    sql = f"SELECT {key} AS k, {SUMS} FROM request_log {clause} GROUP BY k ORDER BY k"
+    return [_line(_label(dimension, row[0]), row[1:]) for row in await store.rows(sql, params)]
+
+
+async def total(store: RecordStore, period: Period, tenant: str | None = None) -> CostLine:
+    """All requests of ``period`` (of one tenant, unless None) as one line."""
+    clause, params = where(store, period, tenant)
+    rows = await store.rows(f"SELECT {SUMS} FROM request_log {clause}", params)
+    return _line("total", rows[0])
+
+
+async def series(store: RecordStore, dimension: Dimension, period: Period, seconds: int,
+                 tenant: str | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Cost per ``seconds``-long bucket per group of ``dimension``: group → [(bucket start,
+    cost)], every group with every bucket of the period (zero where it spent nothing)."""
+    key = _key(store.dialect, dimension)
+    clause, params = where(store, period, tenant)
+    sql = (f"SELECT {key} AS k, {bucket(store.dialect, seconds)} AS b, SUM(cost) "
+           f"FROM request_log {clause} GROUP BY k, b")
+    costs: dict[str, dict[int, float]] = {}
+    for group, number, cost in await store.rows(sql, params):
+        costs.setdefault(_label(dimension, group), {})[int(number)] = float(cost or 0)
+    first, last = int(period.start // seconds), math.ceil(period.end / seconds) - 1
+    return {group: [(number * seconds, spent.get(number, 0.0))
+                    for number in range(first, last + 1)]
+            for group, spent in sorted(costs.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentUse:
+    """What one deployment did over a period: requests served, their tokens, the seconds of
+    instance time they took, what they were charged for tokens and for instance time, and the
+    peak load (per second, over the busiest bucket)."""
+
+    alias: str
+    deployment: str
+    requests: int
+    tokens: int
+    busy_s: float
+    token_cost: float
+    instance_cost: float
+    peak_requests_per_s: float
+    peak_tokens_per_s: float
+
+
+async def deployment_use(store: RecordStore, period: Period, seconds: int = HOUR
+                         ) -> list[DeploymentUse]:
+    """Per (served alias, deployment) over ``period``; the peak load is taken over buckets of
+    ``seconds`` (cut to the period's length when that is shorter)."""
+    seconds = max(1, min(seconds, int(period.seconds)))
+    clause, params = where(store, period, None, " AND deployment IS NOT NULL")
+    sql = (f"SELECT {SERVED_ALIAS} AS a, deployment, {bucket(store.dialect, seconds)} AS b, "
+           "COUNT(*), SUM(prompt_tokens + completion_tokens), SUM(COALESCE(busy_s, 0)), "
+           "SUM(COALESCE(input_cost, 0) + COALESCE(cached_cost, 0) + COALESCE(output_cost, 0)), "
+           "SUM(COALESCE(instance_cost, 0)) "
+           f"FROM request_log {clause} GROUP BY a, deployment, b")
+    sums: dict[tuple[str, str], list[float]] = {}
+    for alias, deployment, _, requests, tokens, busy, token_cost, instance_cost in \
+            await store.rows(sql, params):
+        into = sums.setdefault((str(alias), str(deployment)), [0, 0, 0, 0, 0, 0, 0])
+        values = (int(requests), int(tokens or 0), float(busy or 0), float(token_cost or 0),
+                  float(instance_cost or 0))
+        for index, value in enumerate(values):
+            into[index] += value
+        into[5] = max(into[5], values[0] / seconds)
+        into[6] = max(into[6], values[1] / seconds)
+    return [DeploymentUse(alias, deployment, int(v[0]), int(v[1]), v[2], v[3], v[4], v[5], v[6])
+            for (alias, deployment), v in sorted(sums.items())]
