@@ -136,6 +136,8 @@ class Exchange:
     refused: bool | None = None
     #: Whether the answer matched the JSON schema the request asked for (None: none asked).
     schema_valid: bool | None = None
+    #: Whether the answer passed every output check (None: no output check ran).
+    output_passed: bool | None = None
     #: The strongest guard action taken: flag, redact or block (None: no check objected).
     guard_action: str | None = None
     #: The guard checks that ran: check, stage, verdict, action and reason of each.

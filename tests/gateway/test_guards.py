@@ -118,6 +118,7 @@ def test_output_pii_is_redacted_even_split_across_chunks(
     assert text == "Write to [REDACTED:email] for more."
     (record,) = records(tmp_path)
     assert record.guard_action == "redact" and checks(record)[0]["reason"] == "found email"
+    assert record.output_passed is False  # redacted: the answer as made did not pass
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -149,8 +150,12 @@ def test_an_answer_that_breaks_the_requested_schema_is_flagged_or_blocked(
                 ask(client, "How old?", response_format=SCHEMA)
         else:
             assert ask(client, "How old?", response_format=SCHEMA) == '{"age": "unknown"}'
+        metrics = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics").read()
+    assert (b'switchgear_output_checked_requests_total{deployment="chat",feature="",model="chat",'
+            b'tenant="default",verdict="fail"} 1.0') in metrics
     (record,) = records(tmp_path)
     assert record.schema_valid is False and record.guard_action == action
+    assert record.output_passed is False
     assert "does not match the JSON schema at age" in checks(record)[0]["reason"]
 
 

@@ -87,6 +87,18 @@ async def test_scope_sli_and_budget_count_only_matching_records(store: RecordSto
     assert (latency.requests, latency.bad) == (len(counted), slow)
 
 
+async def test_a_checks_sli_counts_the_answers_output_checks_judged(store: RecordStore) -> None:
+    rng = random.Random(11)
+    records = [record(i, NOW - rng.uniform(0, 86400),
+                      output_passed=rng.choice([None, True, True, True, False]))
+               for i in range(1000)]
+    await store.write(records)
+    _, checks = await evaluate(store, objective(sli={"kind": "checks"}))
+    judged = [r for r in records if r.output_passed is not None]
+    failed = sum(r.output_passed is False for r in judged)
+    assert (checks.requests, checks.bad) == (len(judged), failed) and failed > 0
+
+
 async def test_later_records_are_picked_up_by_the_next_refresh(store: RecordStore) -> None:
     tracker = SLOTracker(objective(), 1.0, store.dialect)
     await store.write(spread(600, 0, 100, 200, 0))

@@ -23,6 +23,8 @@ OBJECTIVES = [
     {"name": "chat-ttft", "owner": "team-chat", "target": 0.99, "window": "7d",
      "sli": {"kind": "latency", "measure": "ttft", "threshold": "500ms"},
      "scope": {"model": "chat", "tenant": 'acme "quoted"', "feature": "search"}},
+    {"name": "chat-answers-pass-checks", "owner": "team-chat", "target": 0.98,
+     "sli": {"kind": "checks"}, "scope": {"model": "chat"}},
     {"name": "everything-fast", "owner": "sre", "target": 0.9,
      "sli": {"kind": "latency", "threshold": 2.5},
      "alerting": {"webhook_url": "http://127.0.0.1:9/hook",
@@ -58,9 +60,11 @@ def test_promtool_accepts_the_rules(tmp_path: Path, time_scale: float) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     groups = yaml.safe_load(rules.read_text())["groups"]
     assert [g["name"] for g in groups] == [f"switchgear-slo-{o['name']}" for o in OBJECTIVES]
-    alerts = [rule for rule in groups[2]["rules"] if "alert" in rule]
+    alerts = [rule for rule in groups[3]["rules"] if "alert" in rule]
     assert [a["labels"]["severity"] for a in alerts] == ["page"]  # its policy has no ticket
-    assert 'le="2.5"' in groups[2]["rules"][0]["expr"]
+    assert 'le="2.5"' in groups[3]["rules"][0]["expr"]
+    assert 'switchgear_output_checked_requests_total{model="chat",verdict="fail"}' in \
+        groups[2]["rules"][0]["expr"]
 
 
 def test_promtool_sees_the_page_fire_and_clear_on_synthetic_metrics(tmp_path: Path) -> None:
@@ -105,7 +109,8 @@ def test_promtool_sees_the_page_fire_and_clear_on_synthetic_metrics(tmp_path: Pa
     ({"sli": {"kind": "latency", "threshold": "300ms"}}, "slo.objectives.0.sli.threshold"),
     ({"sli": {"kind": "latency"}}, "a latency SLI needs a threshold"),
     ({"sli": {"kind": "availability", "threshold": 1}}, "an availability SLI has no threshold"),
-    ({"sli": {"kind": "checks"}}, "slo.objectives.0.sli.kind"),
+    ({"sli": {"kind": "guesswork"}}, "slo.objectives.0.sli.kind"),
+    ({"sli": {"kind": "checks", "threshold": 1}}, "slo.objectives.0.sli"),
     ({"target": 1.5}, "slo.objectives.0.target"),
     ({"window": "7x"}, "slo.objectives.0.window"),
     ({"owner": ""}, "slo.objectives.0.owner"),

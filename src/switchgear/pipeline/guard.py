@@ -114,6 +114,8 @@ def note(exchange: Exchange, guarded: Guarded, stage: str, finding: Finding | No
     exchange.checks.append({
         "check": guarded.name, "stage": stage, "verdict": "pass" if finding is None else "fail",
         "action": guarded.action, "reason": "" if finding is None else finding.reason})
+    if stage == "output":
+        exchange.output_passed = finding is None and exchange.output_passed is not False
     if finding is not None and STRENGTH[guarded.action] > STRENGTH.get(
             exchange.guard_action or "", 0):
         exchange.guard_action = guarded.action

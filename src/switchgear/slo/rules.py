@@ -16,6 +16,8 @@ from switchgear.slo.durations import format_duration
 from switchgear.slo.spec import SLI, SLOConfig, SLOSection
 
 REQUESTS = "switchgear_requests_total"
+CHECKED = "switchgear_output_checked_requests_total"
+FAILED_CHECKS = 'verdict="fail"'
 SERVER_ERRORS = 'status=~"5.."'
 HISTOGRAMS = {"e2e": "switchgear_request_duration_seconds",
               "ttft": "switchgear_time_to_first_token_seconds"}
@@ -32,6 +34,9 @@ def error_ratio(objective: SLOConfig, window: str) -> str:
     if sli.kind == "availability":
         bad = f"sum(rate({REQUESTS}{_selector(objective, SERVER_ERRORS)}[{window}]))"
         return f"({bad} or vector(0)) / sum(rate({REQUESTS}{_selector(objective)}[{window}]))"
+    if sli.kind == "checks":
+        failed = f"sum(rate({CHECKED}{_selector(objective, FAILED_CHECKS)}[{window}]))"
+        return f"({failed} or vector(0)) / sum(rate({CHECKED}{_selector(objective)}[{window}]))"
     assert sli.threshold is not None  # the config requires one for latency
     metric = HISTOGRAMS[sli.measure]
     le = f'le="{sli.threshold!r}"'  # prometheus_client writes a bound as Python's repr

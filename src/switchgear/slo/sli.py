@@ -20,12 +20,16 @@ def bad_request(sli: SLI) -> str:
     """The SQL condition of a bad request (the complement of the good ones)."""
     if sli.kind == "availability":
         return "status >= 500"
+    if sli.kind == "checks":
+        return "NOT output_passed"
     start = "first_token_at" if sli.measure == "ttft" else "done_at"
     return f"{start} - received_at > {sli.threshold!r}"
 
 
 def counted(sli: SLI) -> str | None:
     """The SQL condition of the requests the SLI counts at all, when not every request."""
+    if sli.kind == "checks":
+        return "output_passed IS NOT NULL"
     return "first_token_at IS NOT NULL" if sli.measure == "ttft" and sli.kind == "latency" \
         else None
 

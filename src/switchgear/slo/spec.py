@@ -29,10 +29,11 @@ class SLI(_Strict):
     went away) are the client's doing and count as good. ``latency``: finished within
     ``threshold``, end to end (``e2e``, every request) or to the first token (``ttft``, requests
     that got one; the whole answer when not streamed). The threshold must be a bucket bound of the
-    gateway's latency histograms, so that Prometheus can measure the same SLI.
+    gateway's latency histograms, so that Prometheus can measure the same SLI. ``checks``: the
+    answer passed every output guard check (requests no output check judged are not counted).
     """
 
-    kind: Literal["availability", "latency"]
+    kind: Literal["availability", "latency", "checks"]
     measure: Literal["e2e", "ttft"] = "e2e"
     threshold: Duration | None = None
 
@@ -51,8 +52,8 @@ class SLI(_Strict):
 
     @model_validator(mode="after")
     def _threshold_for_latency(self) -> SLI:
-        if self.kind == "availability" and self.threshold is not None:
-            raise ValueError("an availability SLI has no threshold")
+        if self.kind != "latency" and self.threshold is not None:
+            raise ValueError(f"an {self.kind} SLI has no threshold")
         if self.kind == "latency" and self.threshold is None:
             raise ValueError("a latency SLI needs a threshold")
         return self

@@ -144,6 +144,7 @@ QUALITY: tuple[Column, ...] = (
     Column("finish_reason", "text", nullable=True),
     Column("refused", "boolean", nullable=True),
     Column("schema_valid", "boolean", nullable=True),
+    Column("output_passed", "boolean", nullable=True),
     Column("guard_action", "text", nullable=True),
     Column("checks", "text", nullable=True),
 )

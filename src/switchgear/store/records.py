@@ -45,6 +45,7 @@ class RequestRecord:
     finish_reason: str | None = None
     refused: bool | None = None
     schema_valid: bool | None = None
+    output_passed: bool | None = None
     guard_action: str | None = None
     #: The guard checks that ran, as a JSON array.
     checks: str | None = None
@@ -90,6 +91,7 @@ class RequestRecord:
             finish_reason=exchange.finish_reason,
             refused=exchange.refused,
             schema_valid=exchange.schema_valid,
+            output_passed=exchange.output_passed,
             guard_action=exchange.guard_action,
             checks=orjson.dumps(exchange.checks).decode() if exchange.checks else None,
             trace_id=exchange.trace_id or None,
@@ -108,7 +110,7 @@ class RequestRecord:
         values = dict(zip(COLUMNS, row, strict=True))
         values["stream"] = bool(values["stream"])
         values["truncated"] = bool(values["truncated"])
-        for name in ("refused", "schema_valid"):
+        for name in ("refused", "schema_valid", "output_passed"):
             if values[name] is not None:
                 values[name] = bool(values[name])
         return cls(**values)  # type: ignore[arg-type]

@@ -160,6 +160,9 @@ class GatewayMetrics:
         self.cache_evictions = Counter(
             "switchgear_cache_evictions", "Cached answers pushed out by the size bound.",
             registry=registry)
+        self.output_checked = Counter(
+            "switchgear_output_checked_requests", "Answers judged by output checks, by verdict "
+            "(pass: every check passed).", [*series, "verdict"], registry=registry)
         self.guard_checks = Counter(
             "switchgear_guard_checks", "Guard checks run, by route, model, check, stage, verdict "
             "and action.", ["route", "model", "check", "stage", "verdict", "action"],
@@ -210,6 +213,9 @@ class GatewayMetrics:
             self.queue_wait.labels(model, tenant, exchange.priority).observe(exchange.queue_wait)
         if exchange.shed:
             self.shed.labels(model, tenant, exchange.priority).inc()
+        if exchange.output_passed is not None:
+            self.output_checked.labels(model, deployment, tenant, feature,
+                                       "pass" if exchange.output_passed else "fail").inc()
         served = self.model(exchange.served_alias) if exchange.served_alias else model
         for check in exchange.checks:
             self.guard_checks.labels(model, served, check["check"], check["stage"],
