@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from servers import BackgroundLoop, free_port
+from servers import BackgroundLoop, aiohttp_server
 
 
 @dataclass
@@ -55,21 +55,9 @@ class Script:
 
 
 @contextmanager
-def scripted_upstream(script: Script) -> Iterator[str]:
+def scripted_upstream(script: Script, loop: BackgroundLoop) -> Iterator[str]:
     """Serve ``script`` on a free loopback port; yield the base URL (ending in /v1)."""
-    loop = BackgroundLoop()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", script.answer)
-    runner = web.AppRunner(app)
-    port = free_port()
-
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-
-    loop.run(start())
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        loop.run(runner.cleanup())
-        loop.close()
+    with aiohttp_server(app, loop) as url:
+        yield url + "/v1"

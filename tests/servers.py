@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import urllib3
 import uvicorn
 import yaml
+from aiohttp import web
 
 from switchgear.config import Config
 from switchgear.gateway.server import uvicorn_config
@@ -55,6 +57,23 @@ class BackgroundLoop:
 
 
 @contextmanager
+def aiohttp_server(app: web.Application, loop: BackgroundLoop) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port, on ``loop``; yield its base URL."""
+    runner = web.AppRunner(app)
+    port = free_port()
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    loop.run(start())
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.run(runner.cleanup())
+
+
+@contextmanager
 def gateway_process(config: Config, directory: Path) -> Iterator[str]:
     """Run ``switchgear serve`` for ``config`` in a process of its own on a free port; yield its
     /v1 base URL; SIGTERM it at the end."""
@@ -78,6 +97,17 @@ def gateway_process(config: Config, directory: Path) -> Iterator[str]:
         process.wait(30)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def create_key(base_url: str, admin_key: str, **fields: Any) -> dict[str, Any]:
+    """Create an API key over the admin API of the gateway at ``base_url``; the answer (the
+    ``secret`` once, and the ``key``)."""
+    response = urllib3.request("POST", base_url.removesuffix("/v1") + "/admin/keys",
+                               json={"name": "test", **fields}, timeout=10,
+                               headers={"Authorization": f"Bearer {admin_key}"})
+    assert response.status == 201, response.data
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _ready(base_url: str) -> bool:

@@ -20,7 +20,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import REDIS_URL, fetch_records, free_port, gateway, gateway_process
+from servers import REDIS_URL, create_key, fetch_records, free_port, gateway, gateway_process
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 SLOW = ModelOptions(ttft_ms=150, tpot_ms=1, mean_output_tokens=8, seed=4)
@@ -105,18 +105,12 @@ def test_tenants_do_not_share_entries(
     make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
-    import urllib3
-
     admin = "sg-cache-admin-0123456789abcdef0123456"
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
     sim = simulators()
     with gateway(configure(make_config, sim)) as base_url:
-        root = base_url.removesuffix("/v1")
-        keys = [json.loads(urllib3.request("POST", root + "/admin/keys", json={
-            "tenant": tenant, "name": "k"}, headers={"Authorization": f"Bearer {admin}"}).data
-        )["secret"] for tenant in ("acme", "globex")]
+        keys = [create_key(base_url, admin, tenant=tenant)["secret"]
+                for tenant in ("acme", "globex")]
         for key in keys + keys:
             with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0) as sdk:
                 sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=3, seed=7)
@@ -281,17 +275,11 @@ def test_cacheability_is_widened_per_route_and_narrowed_per_key(
     make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
-    import urllib3
-
     admin = "sg-cache-admin-0123456789abcdef0123456"
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
     sim = simulators()
     with gateway(configure(make_config, sim)) as base_url:
-        created = json.loads(urllib3.request(
-            "POST", base_url.removesuffix("/v1") + "/admin/keys", json={"tenant": "acme", "name": "k"},
-            headers={"Authorization": f"Bearer {admin}"}).data)
+        created = create_key(base_url, admin, tenant="acme")
     # sampled requests are cached on this route, but not for this key
     rules = {"routes": {"chat": "all"}, "keys": {created["key"]["id"]: "off"}}
     with gateway(configure(make_config, sim, rules)) as base_url:

@@ -16,7 +16,7 @@ from scripted import Script, scripted_upstream
 from switchgear.config import Config
 from switchgear.store.records import RequestRecord
 
-from servers import fetch_records, gateway
+from servers import BackgroundLoop, fetch_records, gateway
 
 EMAIL_ANSWER = ["Write to jane.d", "oe@example.com", " for more."]
 
@@ -27,10 +27,10 @@ def script() -> Script:
 
 
 @pytest.fixture
-def guarded(make_config: Callable[..., Config], script: Script, tmp_path: Path
+def guarded(make_config: Callable[..., Config], script: Script, background: BackgroundLoop
             ) -> Iterator[Callable[[dict[str, Any]], Any]]:
     """Start a gateway with the given guards in front of the scripted upstream."""
-    with scripted_upstream(script) as upstream:
+    with scripted_upstream(script, background) as upstream:
         def start(guards: dict[str, Any]) -> Any:
             config = make_config({name: {"deployments": [{
                 "name": name, "backend": "openai_http", "url": upstream, "model": "scripted"}]}

@@ -20,7 +20,7 @@ from switchgear.config import Config, parse_config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, free_port, gateway, wait_for_record
+from servers import BackgroundLoop, aiohttp_server, gateway, wait_for_record
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -59,17 +59,9 @@ def loopback(background: BackgroundLoop) -> Iterator[Loopback]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.chat)
     app.router.add_post("/v1/traces", server.traces)
-    runner = web.AppRunner(app)
-    port = free_port()
-
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-
-    background.run(start())
-    server.url = f"http://127.0.0.1:{port}"
-    yield server
-    background.run(runner.cleanup())
+    with aiohttp_server(app, background) as url:
+        server.url = url
+        yield server
 
 
 def configure(store_url: str, url: str) -> Config:
