@@ -34,6 +34,14 @@ def configure(make_config: Callable[..., Config], sim: RunningSimulator,
     return config.model_validate({**config.model_dump(), "cache": cache or {}})
 
 
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The bootstrap admin key the gateways of a test start with (so keys are required)."""
+    key = "sg-cache-admin-0123456789abcdef0123456"
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", key)
+    return key
+
+
 def served(sim: RunningSimulator) -> int:
     return sim.state.model.requests_served
 
@@ -102,11 +110,8 @@ def test_non_deterministic_and_opted_out_requests_go_to_the_model(
 
 
 def test_tenants_do_not_share_entries(
-    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
-    monkeypatch: pytest.MonkeyPatch
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], admin: str
 ) -> None:
-    admin = "sg-cache-admin-0123456789abcdef0123456"
-    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
     sim = simulators()
     with gateway(configure(make_config, sim)) as base_url:
         keys = [create_key(base_url, admin, tenant=tenant)["secret"]
@@ -272,11 +277,8 @@ def test_a_streamed_follower_gets_the_chunks_as_they_come_even_if_the_leader_han
 
 
 def test_cacheability_is_widened_per_route_and_narrowed_per_key(
-    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
-    monkeypatch: pytest.MonkeyPatch
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator], admin: str
 ) -> None:
-    admin = "sg-cache-admin-0123456789abcdef0123456"
-    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", admin)
     sim = simulators()
     with gateway(configure(make_config, sim)) as base_url:
         created = create_key(base_url, admin, tenant="acme")
