@@ -287,6 +287,45 @@ class CacheConfig(_Strict):
         return redis_url(url)
 
 
+class QualityMargins(_Strict):
+    """How far a quality signal must move before it counts as a shift: absolute for rates
+    (0.05 = five percentage points), relative for the mean output length (0.25 = 25%)."""
+
+    refusal_rate: float = Field(0.05, gt=0, le=1)
+    empty_rate: float = Field(0.05, gt=0, le=1)
+    schema_valid_rate: float = Field(0.05, gt=0, le=1)
+    guard_flag_rate: float = Field(0.05, gt=0, le=1)
+    #: The share of answers cut by the token limit (finish_reason ``length``).
+    length_cut_rate: float = Field(0.10, gt=0, le=1)
+    output_tokens: float = Field(0.25, gt=0)
+
+
+class QualityConfig(_Strict):
+    """Quality signals and their change detector: every ``evaluate_every_s`` the last
+    ``recent_s`` seconds are compared with the ``baseline_s`` seconds before them, per route,
+    deployment and served alias; a signal has shifted when it moved by more than its margin AND
+    the difference is significant at ``confidence`` (two-proportion z-test for rates, Welch's
+    test for the mean output length), with ``min_samples`` answers in each window. A shift on a
+    canary arm rolls the canary back when ``canary_rollback``."""
+
+    enabled: bool = True
+    recent_s: float = Field(300.0, gt=0)
+    baseline_s: float = Field(3600.0, gt=0)
+    #: Width of the time buckets answers are counted in (windows are whole buckets).
+    bucket_s: float = Field(10.0, gt=0)
+    min_samples: int = Field(100, ge=2)
+    confidence: float = Field(0.999, gt=0.5, lt=1)
+    evaluate_every_s: float = Field(30.0, gt=0)
+    margins: QualityMargins = QualityMargins()
+    canary_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _windows_hold_buckets(self) -> QualityConfig:
+        if self.bucket_s > min(self.recent_s, self.baseline_s):
+            raise ValueError("bucket_s must not be longer than recent_s or baseline_s")
+        return self
+
+
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
     no admin key set and no key created yet (the zero-setup default, announced at start-up);
@@ -308,6 +347,7 @@ class Config(_Strict):
     #: Priority tiers and shedding (admission/tiers.py); None: no gate.
     tiers: TierConfig | None = None
     cache: CacheConfig = CacheConfig()
+    quality: QualityConfig = QualityConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -69,6 +69,7 @@ class GatewayApp:
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
+            "/admin/quality": {"GET": self.admin.quality},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())

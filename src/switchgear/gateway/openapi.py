@@ -97,6 +97,8 @@ def openapi_spec() -> dict[str, Any]:
                                                     errors=(400, 401, 403)),
                                        "parameters": [tenant, limit]}},
             "/admin/routing": {"get": _operation("Routing state", None, errors=(401, 403))},
+            "/admin/quality": {"get": _operation("Quality signals and shifts", None,
+                                                 errors=(401, 403, 404))},
             "/admin/cache": {
                 "get": _operation("Cache statistics", None, errors=(401, 403)),
                 "delete": {**_operation("Purge cached answers", None, errors=(401, 403)),

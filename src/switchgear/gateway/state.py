@@ -21,6 +21,9 @@ from switchgear.pipeline.cache import Cache
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
+from switchgear.quality.detector import ChangeDetector
+from switchgear.quality.refusal import judge_refusal
+from switchgear.quality.signals import QualitySignals
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.checks import HealthChecker
 from switchgear.routing.deployment import Deployment
@@ -64,6 +67,8 @@ class AppState:
     quotas: Quotas
     gate: TierGate | None
     cache: Cache
+    #: Quality signals and their change detector (None: ``quality.enabled`` is off).
+    quality: ChangeDetector | None
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -88,7 +93,11 @@ class AppState:
         authenticator = Authenticator(keys)
         quotas = build_quotas(config.limits)
         log_content = config.store.log_content
+        signals = QualitySignals(config.quality)
+        quality = (ChangeDetector(signals, config.quality, router, metrics)
+                   if config.quality.enabled else None)
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
+                                     judge_refusal, *([signals.observe] if quality else []),
                                      *([store_content] if log_content else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
         cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
@@ -96,7 +105,7 @@ class AppState:
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, budget, checker,
-                   keys, authenticator, quotas, gate, cache)
+                   keys, authenticator, quotas, gate, cache, quality)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -107,6 +116,8 @@ class AppState:
         await asyncio.gather(*(d.backend.start() for d in self.router.deployments()))
         if self.checker is not None:
             self.checker.start()
+        if self.quality is not None:
+            self.quality.start()
         log.info("switchgear ready: models %s", ", ".join(self.router.aliases))
 
     def _choose_auth(self) -> None:
@@ -128,6 +139,8 @@ class AppState:
         """Close the backends, then write every record still pending and close the store."""
         if self.checker is not None:
             await self.checker.stop()
+        if self.quality is not None:
+            await self.quality.stop()
         await self.cache.aclose()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)

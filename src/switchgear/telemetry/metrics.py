@@ -43,6 +43,17 @@ class GatewayMetrics:
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
             ["model", "deployment", "error"], registry=self.registry)
 
+        self.quality_signal = Gauge(
+            "switchgear_quality_signal", "A quality signal's value in the detector's recent or "
+            "baseline window, at its last evaluation.",
+            ["dimension", "name", "signal", "window"], registry=self.registry)
+        self.quality_shift = Gauge(
+            "switchgear_quality_shift", "1 while a quality signal is shifted beyond its margin.",
+            ["dimension", "name", "signal"], registry=self.registry)
+        self.quality_alerts = Counter(
+            "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
+            ["dimension", "name", "signal"], registry=self.registry)
+
     def observe(self, exchange: Exchange) -> None:
         """Count a finished exchange."""
         model = exchange.model

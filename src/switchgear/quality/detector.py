@@ -1,0 +1,230 @@
+"""The change detector: per key, the recent window against the baseline window; a signal has
+shifted when it moved beyond its margin AND the move is significant (two-proportion z-test for
+rates, Welch's test for the mean output length, both two-sided at the configured confidence).
+
+Both conditions keep it quiet at baseline: the margin ignores small real changes, the test
+ignores large-looking changes that thin windows produce by chance. With ``min_samples`` answers
+per window or more, Welch's statistic is compared with the normal quantile (a large-sample
+approximation of Student's t, exact enough there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+from switchgear.config import QualityConfig
+from switchgear.quality.signals import RATES, Key, QualitySignals, Tally
+from switchgear.routing.router import Router
+from switchgear.telemetry.metrics import GatewayMetrics
+
+log = logging.getLogger("switchgear.quality")
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A signal that moved: its value in the baseline and the recent window, and the test
+    statistic (z) that says how unlikely the move is by chance."""
+
+    signal: str
+    baseline: float
+    recent: float
+    z: float
+
+    def describe(self) -> str:
+        """One line for logs and rollback reasons."""
+        if self.signal == "output_tokens":
+            return (f"mean output tokens {self.baseline:.1f} → {self.recent:.1f} "
+                    f"(z = {self.z:.1f})")
+        return f"{self.signal} {self.baseline:.1%} → {self.recent:.1%} (z = {self.z:.1f})"
+
+
+def rate_shift(signal: str, recent: tuple[int, int], baseline: tuple[int, int], margin: float,
+               critical_z: float) -> Shift | None:
+    """A shift of the rate hits/out-of, or None: beyond ``margin`` (absolute) and significant."""
+    (hits_r, n_r), (hits_b, n_b) = recent, baseline
+    p_r, p_b = hits_r / n_r, hits_b / n_b
+    pooled = (hits_r + hits_b) / (n_r + n_b)
+    error = math.sqrt(pooled * (1 - pooled) * (1 / n_r + 1 / n_b))
+    if error == 0 or abs(p_r - p_b) <= margin:
+        return None
+    z = (p_r - p_b) / error
+    return Shift(signal, p_b, p_r, z) if abs(z) > critical_z else None
+
+
+def mean_shift(recent: Tally, baseline: Tally, margin: float, critical_z: float) -> Shift | None:
+    """A shift of the mean output length, or None: beyond ``margin`` (relative to the baseline
+    mean) and significant by Welch's test."""
+    m_r, m_b = recent.mean_output_tokens, baseline.mean_output_tokens
+    v_r, v_b = recent.output_tokens_variance, baseline.output_tokens_variance
+    if m_r is None or m_b is None or v_r is None or v_b is None:
+        return None
+    error = math.sqrt(v_r / recent.answers + v_b / baseline.answers)
+    if error == 0 or abs(m_r - m_b) <= margin * m_b:
+        return None
+    z = (m_r - m_b) / error
+    return Shift("output_tokens", m_b, m_r, z) if abs(z) > critical_z else None
+
+
+def compare(recent: Tally, baseline: Tally, config: QualityConfig) -> list[Shift]:
+    """The signals that shifted from ``baseline`` to ``recent``; a signal with fewer than
+    ``min_samples`` answers to count in either window is not judged."""
+    critical_z = NormalDist().inv_cdf(1 - (1 - config.confidence) / 2)
+    margins = config.margins
+    enough = config.min_samples
+    shifts = []
+    for signal, rate in RATES.items():
+        now, before = rate(recent), rate(baseline)
+        if min(now[1], before[1]) >= enough:
+            shift = rate_shift(signal, now, before, getattr(margins, signal), critical_z)
+            if shift is not None:
+                shifts.append(shift)
+    if min(recent.answers, baseline.answers) >= enough:
+        shift = mean_shift(recent, baseline, margins.output_tokens, critical_z)
+        if shift is not None:
+            shifts.append(shift)
+    return shifts
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A shift in force: where, what, and since when (epoch seconds)."""
+
+    dimension: str
+    name: str
+    signal: str
+    since: float
+    detail: str
+
+
+class ChangeDetector:
+    """Evaluates every key on an interval in a background task; a new shift raises an alert
+    (WARNING log, ``switchgear_quality_alerts_total``, ``switchgear_quality_shift`` = 1) and,
+    on a canary arm, rolls the canary back. ``report`` is the same comparison on demand."""
+
+    def __init__(self, signals: QualitySignals, config: QualityConfig, router: Router,
+                 metrics: GatewayMetrics) -> None:
+        self.signals = signals
+        self.config = config
+        self.router = router
+        self.metrics = metrics
+        self.alerts: dict[tuple[str, str, str], Alert] = {}
+        self.fired = 0
+        self.evaluated_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Evaluate in the background every ``evaluate_every_s``."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="quality-detector")
+
+    async def stop(self) -> None:
+        """Stop evaluating."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.evaluate_every_s)
+            try:
+                self.evaluate(time.time())
+            except Exception:  # a bug here must not end the detector for good
+                log.exception("quality evaluation failed")
+
+    def comparisons(self, now: float) -> list[tuple[Key, Tally, Tally, list[Shift]]]:
+        """Each key's recent and baseline window and their shifts, then each canary arm's recent
+        window against its baseline arms' (dimension ``canary``, name ``alias:canary``)."""
+        result = []
+        for key in self.signals.groups():
+            recent, baseline = self.signals.windows(key, now)
+            result.append((key, recent, baseline, compare(recent, baseline, self.config)))
+        for alias, canary, others in self._canaries():
+            arm = self.signals.windows(("served", canary), now)[0]
+            rest = Tally.total(self.signals.windows(("served", other), now)[0]
+                               for other in others)
+            result.append((("canary", f"{alias}:{canary}"), arm, rest,
+                           compare(arm, rest, self.config)))
+        return result
+
+    def evaluate(self, now: float) -> None:
+        """Compare every window, raise alerts for new shifts, clear those that ended, and roll
+        back a canary whose arm shifted."""
+        seen: set[tuple[str, str, str]] = set()
+        for (dimension, name), recent, baseline, shifts in self.comparisons(now):
+            for signal, window in (("recent", recent), ("baseline", baseline)):
+                self._export(dimension, name, signal, window)
+            for shift in shifts:
+                where = (dimension, name, shift.signal)
+                seen.add(where)
+                if where not in self.alerts:
+                    self._raise(Alert(dimension, name, shift.signal, now, shift.describe()))
+        for where in [where for where in self.alerts if where not in seen]:
+            del self.alerts[where]
+            self.metrics.quality_shift.labels(*where).set(0)
+            log.info("quality of %s %s back within margins: %s", where[0], where[1], where[2])
+        self.evaluated_at = now
+
+    def _raise(self, alert: Alert) -> None:
+        self.alerts[(alert.dimension, alert.name, alert.signal)] = alert
+        self.fired += 1
+        self.metrics.quality_alerts.labels(alert.dimension, alert.name, alert.signal).inc()
+        self.metrics.quality_shift.labels(alert.dimension, alert.name, alert.signal).set(1)
+        log.warning("quality shift on %s %s: %s", alert.dimension, alert.name, alert.detail)
+        if self.config.canary_rollback:
+            self._roll_back_canary(alert)
+
+    def _roll_back_canary(self, alert: Alert) -> None:
+        for alias, canary, _ in self._canaries():
+            if (alert.dimension == "canary" and alert.name == f"{alias}:{canary}") or (
+                    alert.dimension == "served" and alert.name == canary):
+                experiment = self.router.routes[alias].experiment
+                if experiment is not None and experiment.guard is not None:
+                    experiment.guard.trip(f"quality: {alert.detail}")
+
+    def _canaries(self) -> list[tuple[str, str, list[str]]]:
+        """(alias, canary variant, other variants) of each experiment whose canary still runs."""
+        found = []
+        for alias, routes in self.router.routes.items():
+            experiment = routes.experiment
+            if experiment is None or experiment.guard is None or experiment.guard.rolled_back:
+                continue
+            canary = experiment.guard.canary
+            found.append((alias, canary, [v for v in experiment.variants if v != canary]))
+        return found
+
+    def _export(self, dimension: str, name: str, window: str, tally: Tally) -> None:
+        gauge = self.metrics.quality_signal
+        mean = tally.mean_output_tokens
+        if mean is not None:
+            gauge.labels(dimension, name, "output_tokens", window).set(mean)
+        for signal, rate in RATES.items():
+            hits, out_of = rate(tally)
+            if out_of:
+                gauge.labels(dimension, name, signal, window).set(hits / out_of)
+
+    def report(self, now: float) -> dict[str, Any]:
+        """Every key's two windows and shifts now, the alerts in force and the settings."""
+        config = self.config
+        return {
+            "now": now,
+            "evaluated_at": self.evaluated_at,
+            "settings": {"recent_s": config.recent_s, "baseline_s": config.baseline_s,
+                         "min_samples": config.min_samples, "confidence": config.confidence,
+                         "evaluate_every_s": config.evaluate_every_s,
+                         "margins": config.margins.model_dump()},
+            "signals": [{"dimension": dimension, "name": name, "recent": recent.summary(),
+                         "baseline": baseline.summary(),
+                         "shifts": [asdict(shift) | {"detail": shift.describe()}
+                                    for shift in shifts]}
+                        for (dimension, name), recent, baseline, shifts in self.comparisons(now)],
+            "alerts": [asdict(alert) for alert in self.alerts.values()],
+            "alerts_fired": self.fired,
+        }
