@@ -1,11 +1,16 @@
 """The change detector: per key, the recent window against the baseline window; a signal has
-shifted when it moved beyond its margin AND the move is significant (two-proportion z-test for
-rates, Welch's test for the mean output length, both two-sided at the configured confidence).
+shifted when it moved in its worse direction (``WORSE``) beyond its margin AND the move is
+significant (Fisher's exact test for rates, Welch's test for the mean output length, one-sided
+at the configured confidence).
 
 Both conditions keep it quiet at baseline: the margin ignores small real changes, the test
-ignores large-looking changes that thin windows produce by chance. With ``min_samples`` answers
-per window or more, Welch's statistic is compared with the normal quantile (a large-sample
-approximation of Student's t, exact enough there).
+ignores large-looking changes that thin windows produce by chance. Only worse counts: an
+improvement, or the recovery after a bad spell (whose baseline still holds the spell), is shown in
+the report but raises nothing. The exact test matters: rare events (a 5% rate over a few hundred
+answers) have a skewed count, and the normal approximation of the two-proportion z-test raised
+false alarms far more often than its confidence promised. With ``min_samples`` answers per window
+or more, Welch's statistic is compared with the normal distribution (a large-sample
+approximation of Student's t; answer lengths are not that skewed).
 """
 
 from __future__ import annotations
@@ -26,67 +31,93 @@ from switchgear.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("switchgear.quality")
 
+#: Which way each signal gets worse: up (+1) or down (-1).
+WORSE = {"refusal_rate": 1, "empty_rate": 1, "schema_valid_rate": -1, "guard_flag_rate": 1,
+         "length_cut_rate": 1, "output_tokens": -1}
+
 
 @dataclass(frozen=True, slots=True)
 class Shift:
-    """A signal that moved: its value in the baseline and the recent window, and the test
-    statistic (z) that says how unlikely the move is by chance."""
+    """A signal that got worse: its value in the baseline and the recent window, and the
+    p-value of a move at least that large by chance."""
 
     signal: str
     baseline: float
     recent: float
-    z: float
+    p_value: float
 
     def describe(self) -> str:
         """One line for logs and rollback reasons."""
         if self.signal == "output_tokens":
-            return (f"mean output tokens {self.baseline:.1f} → {self.recent:.1f} "
-                    f"(z = {self.z:.1f})")
-        return f"{self.signal} {self.baseline:.1%} → {self.recent:.1%} (z = {self.z:.1f})"
+            moved = f"mean output tokens {self.baseline:.1f} → {self.recent:.1f}"
+        else:
+            moved = f"{self.signal} {self.baseline:.1%} → {self.recent:.1%}"
+        return f"{moved} (p = {self.p_value:.1e})"
 
 
 def rate_shift(signal: str, recent: tuple[int, int], baseline: tuple[int, int], margin: float,
-               critical_z: float) -> Shift | None:
-    """A shift of the rate hits/out-of, or None: beyond ``margin`` (absolute) and significant."""
+               alpha: float) -> Shift | None:
+    """A shift of the rate hits/out-of, or None: worse by more than ``margin`` (absolute) and
+    significant at ``alpha`` by Fisher's exact test (one-sided)."""
     (hits_r, n_r), (hits_b, n_b) = recent, baseline
     p_r, p_b = hits_r / n_r, hits_b / n_b
-    pooled = (hits_r + hits_b) / (n_r + n_b)
-    error = math.sqrt(pooled * (1 - pooled) * (1 / n_r + 1 / n_b))
-    if error == 0 or abs(p_r - p_b) <= margin:
+    worse = WORSE[signal]
+    if worse * (p_r - p_b) <= margin:
         return None
-    z = (p_r - p_b) / error
-    return Shift(signal, p_b, p_r, z) if abs(z) > critical_z else None
+    # Count the bad answers: hits when more is worse, misses when fewer is.
+    bad_r, bad_b = (hits_r, hits_b) if worse > 0 else (n_r - hits_r, n_b - hits_b)
+    p_value = hypergeometric_tail(bad_r, bad_r + bad_b, n_r, n_r + n_b)
+    return Shift(signal, p_b, p_r, p_value) if p_value < alpha else None
 
 
-def mean_shift(recent: Tally, baseline: Tally, margin: float, critical_z: float) -> Shift | None:
-    """A shift of the mean output length, or None: beyond ``margin`` (relative to the baseline
-    mean) and significant by Welch's test."""
+def hypergeometric_tail(drawn_bad: int, bad: int, drawn: int, total: int) -> float:
+    """P(X ≥ drawn_bad) where X counts the bad ones among ``drawn`` of ``total`` answers,
+    ``bad`` of which are bad: the chance the recent window holds that many by luck alone."""
+    log_all = _log_comb(total, drawn)
+    mode = (drawn + 1) * (bad + 1) // (total + 2)
+    tail = 0.0
+    for k in range(drawn_bad, min(bad, drawn) + 1):
+        term = math.exp(_log_comb(bad, k) + _log_comb(total - bad, drawn - k) - log_all)
+        tail += term
+        if k > mode and term < tail * 1e-12:  # past the mode terms only shrink
+            break
+    return min(1.0, tail)
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def mean_shift(recent: Tally, baseline: Tally, margin: float, alpha: float) -> Shift | None:
+    """A shift of the mean output length, or None: worse by more than ``margin`` (relative to
+    the baseline mean) and significant at ``alpha`` by Welch's test (one-sided)."""
     m_r, m_b = recent.mean_output_tokens, baseline.mean_output_tokens
     v_r, v_b = recent.output_tokens_variance, baseline.output_tokens_variance
     if m_r is None or m_b is None or v_r is None or v_b is None:
         return None
     error = math.sqrt(v_r / recent.answers + v_b / baseline.answers)
-    if error == 0 or abs(m_r - m_b) <= margin * m_b:
+    worse = WORSE["output_tokens"]
+    if error == 0 or worse * (m_r - m_b) <= margin * m_b:
         return None
-    z = (m_r - m_b) / error
-    return Shift("output_tokens", m_b, m_r, z) if abs(z) > critical_z else None
+    p_value = 1 - NormalDist().cdf(worse * (m_r - m_b) / error)
+    return Shift("output_tokens", m_b, m_r, p_value) if p_value < alpha else None
 
 
 def compare(recent: Tally, baseline: Tally, config: QualityConfig) -> list[Shift]:
-    """The signals that shifted from ``baseline`` to ``recent``; a signal with fewer than
+    """The signals that got worse from ``baseline`` to ``recent``; a signal with fewer than
     ``min_samples`` answers to count in either window is not judged."""
-    critical_z = NormalDist().inv_cdf(1 - (1 - config.confidence) / 2)
+    alpha = 1 - config.confidence
     margins = config.margins
     enough = config.min_samples
     shifts = []
     for signal, rate in RATES.items():
         now, before = rate(recent), rate(baseline)
         if min(now[1], before[1]) >= enough:
-            shift = rate_shift(signal, now, before, getattr(margins, signal), critical_z)
+            shift = rate_shift(signal, now, before, getattr(margins, signal), alpha)
             if shift is not None:
                 shifts.append(shift)
     if min(recent.answers, baseline.answers) >= enough:
-        shift = mean_shift(recent, baseline, margins.output_tokens, critical_z)
+        shift = mean_shift(recent, baseline, margins.output_tokens, alpha)
         if shift is not None:
             shifts.append(shift)
     return shifts
