@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from switchgear.cli.tables import cell, table
@@ -12,6 +13,10 @@ COLUMNS = ("dimension", "name", "window", "answers", "out tokens", "refused", "e
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
 def render_quality(report: dict[str, Any]) -> str:
@@ -38,6 +43,6 @@ def render_quality(report: dict[str, Any]) -> str:
                  f" s before it; at least {settings['min_samples']} answers each, confidence "
                  f"{settings['confidence']:g}")
     lines.extend(notes or ["no shifts"])
-    lines.extend(f"alert since {alert['since']:.0f}: {alert['dimension']} {alert['name']}: "
+    lines.extend(f"alert since {_clock(alert['since'])}: {alert['dimension']} {alert['name']}: "
                  f"{alert['detail']}" for alert in report["alerts"])
     return "\n".join(lines)

@@ -52,7 +52,8 @@ class Shift:
             moved = f"mean output tokens {self.baseline:.1f} → {self.recent:.1f}"
         else:
             moved = f"{self.signal} {self.baseline:.1%} → {self.recent:.1%}"
-        return f"{moved} (p = {self.p_value:.1e})"
+        chance = f"p = {self.p_value:.1e}" if self.p_value >= 1e-15 else "p < 1e-15"
+        return f"{moved} ({chance})"
 
 
 def rate_shift(signal: str, recent: tuple[int, int], baseline: tuple[int, int], margin: float,
