@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,10 @@ import pytest
 import urllib3
 from click.testing import CliRunner
 
-from conftest import FAST_SIMULATOR
 from switchgear.cli.admin_client import admin_call
 from switchgear.cli.main import main
 from switchgear.config import Config, parse_config
+from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
 from servers import BackgroundLoop, fetch_records, gateway
@@ -105,8 +104,8 @@ async def _set_faults(sim: RunningSimulator, faults: dict[str, Any]) -> None:
 def test_the_detector_fires_on_exactly_the_route_that_answers_worse(
     simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
 ) -> None:
-    options = replace(FAST_SIMULATOR, mean_output_tokens=20)
-    sims = {"a": simulators(options), "b": simulators(replace(options, seed=4))}
+    sims = {"a": simulators(ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=20, seed=3)),
+            "b": simulators(ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=20, seed=4))}
     with gateway(configure(tmp_path, sims)) as base_url:
         clients = Clients(base_url)
         # Baseline: long enough for both windows to fill and many evaluations to pass.
