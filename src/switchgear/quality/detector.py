@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
@@ -30,6 +31,9 @@ from switchgear.routing.router import Router
 from switchgear.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("switchgear.quality")
+
+#: A key, its recent and baseline windows, and the shifts between them.
+Comparison = tuple[Key, Tally, Tally, list["Shift"]]
 
 #: Which way each signal gets worse: up (+1) or down (-1).
 WORSE = {"refusal_rate": 1, "empty_rate": 1, "schema_valid_rate": -1, "guard_flag_rate": 1,
@@ -167,30 +171,38 @@ class ChangeDetector:
         while True:
             await asyncio.sleep(self.config.evaluate_every_s)
             try:
-                self.evaluate(time.time())
+                now = time.time()
+                found = []
+                # One key at a time, giving the event loop back in between: a whole evaluation
+                # takes milliseconds with many keys, and requests must not wait for it.
+                for comparison in self.comparisons(now):
+                    found.append(comparison)
+                    await asyncio.sleep(0)
+                self._settle(found, now)
             except Exception:  # a bug here must not end the detector for good
                 log.exception("quality evaluation failed")
 
-    def comparisons(self, now: float) -> list[tuple[Key, Tally, Tally, list[Shift]]]:
+    def comparisons(self, now: float) -> Iterator[Comparison]:
         """Each key's recent and baseline window and their shifts, then each canary arm's recent
         window against its baseline arms' (dimension ``canary``, name ``alias:canary``)."""
-        result = []
         for key in self.signals.groups():
             recent, baseline = self.signals.windows(key, now)
-            result.append((key, recent, baseline, compare(recent, baseline, self.config)))
+            yield key, recent, baseline, compare(recent, baseline, self.config)
         for alias, canary, others in self._canaries():
             arm = self.signals.windows(("served", canary), now)[0]
             rest = Tally.total(self.signals.windows(("served", other), now)[0]
                                for other in others)
-            result.append((("canary", f"{alias}:{canary}"), arm, rest,
-                           compare(arm, rest, self.config)))
-        return result
+            yield ("canary", f"{alias}:{canary}"), arm, rest, compare(arm, rest, self.config)
 
     def evaluate(self, now: float) -> None:
         """Compare every window, raise alerts for new shifts, clear those that ended, and roll
         back a canary whose arm shifted."""
+        self._settle(list(self.comparisons(now)), now)
+
+    def _settle(self, comparisons: list[Comparison], now: float) -> None:
+        """Act on an evaluation's comparisons: export, raise, clear, roll back."""
         seen: set[tuple[str, str, str]] = set()
-        for (dimension, name), recent, baseline, shifts in self.comparisons(now):
+        for (dimension, name), recent, baseline, shifts in comparisons:
             for signal, window in (("recent", recent), ("baseline", baseline)):
                 self._export(dimension, name, signal, window)
             for shift in shifts:
