@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -196,3 +197,39 @@ def test_quality_switched_off_says_so(make_config: Callable[..., Config], tmp_pa
         result = CliRunner().invoke(main, ["quality", "--url", base_url.removesuffix("/v1")])
     assert result.exit_code == 1
     assert "404: Quality signals are off" in result.output
+
+
+def test_a_canary_that_refuses_more_than_its_baseline_is_rolled_back(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    options = ModelOptions(ttft_ms=2, tpot_ms=0.2, mean_output_tokens=20, seed=5)
+    base, new = simulators(options), simulators(options)
+    background.run(_set_faults(new, {"refusal_rate": 0.4}))
+    config = configure(tmp_path, {"base": base, "new": new})
+    models = {**config.model_dump()["models"],
+              "a": {"variants": [{"model": "base", "weight": 1},
+                                 {"model": "new", "weight": 1, "canary": True}],
+                    "sticky": "none"},
+              "b": config.model_dump()["models"]["base"]}
+    config = parse_config({**config.model_dump(mode="json"), "models": models})
+    with caplog.at_level(logging.WARNING, "switchgear"), gateway(config) as base_url:
+        asyncio.run(Clients(base_url).run(30.0, until=lambda: admin(
+            base_url, "/admin/routing")["models"]["a"]["canary"]["rolled_back"] is not None))
+        routing = admin(base_url, "/admin/routing")["models"]["a"]
+        report = admin(base_url, "/admin/quality")
+        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+            for i in range(20):
+                sdk.chat.completions.create(model="a", messages=[
+                    {"role": "user", "content": f"after {i}"}], temperature=0.7)
+    assert routing["canary"]["rolled_back"].startswith("quality: refusal_rate")
+    assert routing["variants"] == {"base": 1.0, "new": 0.0}
+    # The alert went with the comparison (no canary left to compare); the rollback stays.
+    assert report["alerts_fired"] >= 1
+    assert any(r.getMessage().startswith("quality shift on canary a:new: refusal_rate")
+               for r in caplog.records)
+    answered = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert {r.variant for r in answered if r.model == "a"} == {"base", "new"}
+    # All traffic back on the baseline arm: the twenty requests sent after the rollback.
+    last = sorted((r for r in answered if r.model == "a"), key=lambda r: r.received_at)[-20:]
+    assert {r.variant for r in last} == {"base"}
