@@ -55,6 +55,8 @@ ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=
                          help="The running gateway's base URL.")
 ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
                          help="An admin key (or, for list, any reader's key).")
+READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
+                          help="A reader's key: viewer, operator or admin.")
 
 
 @main.group()
@@ -127,7 +129,7 @@ def routes(url: str, admin_key: str | None, as_json: bool) -> None:
 
 @main.command()
 @ADMIN_URL
-@ADMIN_KEY
+@READER_KEY
 @click.option("--format", "output", default="table", show_default=True,
               type=click.Choice(["table", "json"]), help="A table, or the raw JSON report.")
 def quality(url: str, admin_key: str | None, output: str) -> None:
