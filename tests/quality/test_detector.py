@@ -5,6 +5,7 @@ canary arm that answers worse."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
@@ -53,8 +54,7 @@ class Traffic:
 
 
 def _mu(mean: float, sigma: float = 0.5) -> float:
-    import math
-
+    """The lognormal's mu for a distribution with this mean."""
     return math.log(mean) - sigma * sigma / 2
 
 

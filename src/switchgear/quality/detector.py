@@ -32,9 +32,6 @@ from switchgear.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("switchgear.quality")
 
-#: A key, its recent and baseline windows, and the shifts between them.
-Comparison = tuple[Key, Tally, Tally, list["Shift"]]
-
 #: Which way each signal gets worse: up (+1) or down (-1).
 WORSE = {"refusal_rate": 1, "empty_rate": 1, "schema_valid_rate": -1, "guard_flag_rate": 1,
          "length_cut_rate": 1, "output_tokens": -1}
@@ -58,6 +55,10 @@ class Shift:
             moved = f"{self.signal} {self.baseline:.1%} → {self.recent:.1%}"
         chance = f"p = {self.p_value:.1e}" if self.p_value >= 1e-15 else "p < 1e-15"
         return f"{moved} ({chance})"
+
+
+#: A key, its recent and baseline windows, and the shifts between them.
+Comparison = tuple[Key, Tally, Tally, list[Shift]]
 
 
 def rate_shift(signal: str, recent: tuple[int, int], baseline: tuple[int, int], margin: float,
@@ -203,8 +204,8 @@ class ChangeDetector:
         """Act on an evaluation's comparisons: export, raise, clear, roll back."""
         seen: set[tuple[str, str, str]] = set()
         for (dimension, name), recent, baseline, shifts in comparisons:
-            for signal, window in (("recent", recent), ("baseline", baseline)):
-                self._export(dimension, name, signal, window)
+            for window, tally in (("recent", recent), ("baseline", baseline)):
+                self._export(dimension, name, window, tally)
             for shift in shifts:
                 where = (dimension, name, shift.signal)
                 seen.add(where)
