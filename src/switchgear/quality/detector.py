@@ -20,9 +20,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from types import MappingProxyType
 from typing import Any
 
 from switchgear.config import QualityConfig
@@ -33,8 +34,9 @@ from switchgear.telemetry.metrics import GatewayMetrics
 log = logging.getLogger("switchgear.quality")
 
 #: Which way each signal gets worse: up (+1) or down (-1).
-WORSE = {"refusal_rate": 1, "empty_rate": 1, "schema_valid_rate": -1, "guard_flag_rate": 1,
-         "length_cut_rate": 1, "output_tokens": -1}
+WORSE: Mapping[str, int] = MappingProxyType({
+    "refusal_rate": 1, "empty_rate": 1, "schema_valid_rate": -1, "guard_flag_rate": 1,
+    "length_cut_rate": 1, "output_tokens": -1})
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from switchgear.config import QualityConfig
@@ -36,14 +37,15 @@ DIMENSIONS: tuple[tuple[str, Namer], ...] = (
     ("deployment", _deployment),
 )
 
-#: Rates the detector watches: name → (hits, out of how many) in a tally.
-RATES: dict[str, Callable[[Tally], tuple[int, int]]] = {
+#: Rates the detector watches: name → (hits, out of how many) in a tally. The guard-flag rate
+#: counts answers any guard objected to (flag, redact or block).
+RATES: Mapping[str, Callable[[Tally], tuple[int, int]]] = MappingProxyType({
     "refusal_rate": lambda t: (t.refused, t.judged),
     "empty_rate": lambda t: (t.empty, t.answers),
     "schema_valid_rate": lambda t: (t.schema_valid, t.schema_checked),
     "guard_flag_rate": lambda t: (t.guard_flagged, t.answers),
     "length_cut_rate": lambda t: (t.finish_reasons.get("length", 0), t.answers),
-}
+})
 
 
 @dataclass(slots=True)
