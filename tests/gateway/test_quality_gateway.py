@@ -26,8 +26,9 @@ from switchgear.simulator.server import RunningSimulator
 from servers import BackgroundLoop, fetch_records, gateway
 
 REFUSAL = "I'm sorry, but I can't help with that."
-#: Short windows so that a test sees both fill: answers land in quarter-second buckets.
-QUALITY = {"recent_s": 2, "baseline_s": 6, "bucket_s": 0.25, "min_samples": 80,
+#: Short windows so that a test sees both fill: answers land in quarter-second buckets. A window
+#: needs 60 answers per group: 15 a second, which even a busy test machine gives.
+QUALITY = {"recent_s": 4, "baseline_s": 8, "bucket_s": 0.25, "min_samples": 60,
            "evaluate_every_s": 0.2}
 
 
@@ -47,13 +48,15 @@ def admin(base_url: str, path: str) -> Any:
 
 
 class Clients:
-    """Concurrent openai clients asking routes a and b in turn, some streamed; they keep the
+    """Concurrent openai clients asking ``aliases`` in turn, some streamed; they keep the
     answers' texts by route."""
 
-    def __init__(self, base_url: str, workers: int = 12) -> None:
+    def __init__(self, base_url: str, aliases: tuple[str, ...] = ("a", "b"),
+                 workers: int = 12) -> None:
         self.base_url = base_url
         self.workers = workers
-        self.answers: dict[str, list[str]] = {"a": [], "b": []}
+        self.aliases = aliases
+        self.answers: dict[str, list[str]] = {alias: [] for alias in aliases}
 
     async def run(self, seconds: float, until: Callable[[], bool] | None = None) -> None:
         """Ask for ``seconds``, or until ``until()`` holds (checked twice a second)."""
@@ -65,7 +68,7 @@ class Clients:
                 count = 0
                 while not done and time.monotonic() < deadline:
                     count += 1
-                    alias = "ab"[(index + count) % 2]
+                    alias = self.aliases[(index + count) % len(self.aliases)]
                     messages = [{"role": "user", "content": f"question {index}-{count}"}]
                     if count % 4 == 0:
                         stream = await sdk.chat.completions.create(
@@ -110,7 +113,7 @@ def test_the_detector_fires_on_exactly_the_route_that_answers_worse(
     with gateway(configure(tmp_path, sims)) as base_url:
         clients = Clients(base_url)
         # Baseline: long enough for both windows to fill and many evaluations to pass.
-        asyncio.run(clients.run(8.0))
+        asyncio.run(clients.run(10.0))
         report = admin(base_url, "/admin/quality")
         for alias in ("a", "b"):
             route = group(report, "route", alias)
@@ -210,11 +213,10 @@ def test_a_canary_that_refuses_more_than_its_baseline_is_rolled_back(
     models = {**config.model_dump()["models"],
               "a": {"variants": [{"model": "base", "weight": 1},
                                  {"model": "new", "weight": 1, "canary": True}],
-                    "sticky": "none"},
-              "b": config.model_dump()["models"]["base"]}
+                    "sticky": "none"}}
     config = parse_config({**config.model_dump(mode="json"), "models": models})
     with caplog.at_level(logging.WARNING, "switchgear"), gateway(config) as base_url:
-        asyncio.run(Clients(base_url).run(30.0, until=lambda: admin(
+        asyncio.run(Clients(base_url, ("a",)).run(30.0, until=lambda: admin(
             base_url, "/admin/routing")["models"]["a"]["canary"]["rolled_back"] is not None))
         routing = admin(base_url, "/admin/routing")["models"]["a"]
         report = admin(base_url, "/admin/quality")
