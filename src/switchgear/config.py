@@ -331,7 +331,7 @@ GuardAction = Literal["block", "redact", "flag"]
 #: Checks that can rewrite what they found.
 REDACTING_CHECKS = frozenset({"pii", "patterns", "custom"})
 #: Checks that only make sense on an answer.
-OUTPUT_ONLY_CHECKS = frozenset({"json_schema", "empty", "truncated"})
+OUTPUT_ONLY_CHECKS = frozenset({"json_schema", "empty", "truncated", "refusal"})
 
 
 class GuardCheckConfig(_Strict):
@@ -340,7 +340,7 @@ class GuardCheckConfig(_Strict):
     (``module:attribute``) and ``whole`` for ``custom``."""
 
     check: Literal["pii", "patterns", "injection", "size", "json_schema", "empty", "truncated",
-                   "custom"]
+                   "refusal", "custom"]
     action: GuardAction = "flag"
     name: str | None = None
     patterns: list[str] = Field(default_factory=list)
@@ -410,6 +410,48 @@ class LedgerConfig(_Strict):
     billing_account: str = Field("switchgear", min_length=1)
     provider: str = Field("Switchgear", min_length=1)
 
+class QualityMargins(_Strict):
+    """How far a quality signal must move before it counts as a shift: absolute for rates
+    (0.05 = five percentage points), relative for the mean output length (0.25 = 25%)."""
+
+    refusal_rate: float = Field(0.05, gt=0, le=1)
+    empty_rate: float = Field(0.05, gt=0, le=1)
+    schema_valid_rate: float = Field(0.05, gt=0, le=1)
+    guard_flag_rate: float = Field(0.05, gt=0, le=1)
+    #: The share of answers cut by the token limit (finish_reason ``length``).
+    length_cut_rate: float = Field(0.10, gt=0, le=1)
+    output_tokens: float = Field(0.25, gt=0)
+
+
+class QualityConfig(_Strict):
+    """Quality signals and their change detector: every ``evaluate_every_s`` the last
+    ``recent_s`` seconds are compared with the ``baseline_s`` seconds before them, per route,
+    deployment and served alias; a signal has shifted when it got worse by more than its margin
+    AND the difference is significant at ``confidence`` (one-sided: Fisher's exact test for
+    rates, Welch's test for the mean output length), with ``min_samples`` answers in each window.
+    A shift on a canary arm rolls the canary back when ``canary_rollback``.
+
+    The confidence is per test, and the detector runs many (each group, signal and evaluation):
+    at 0.99999 a day of 10 groups evaluated every 30 s expects well under one false
+    alarm, while a real shift of the size the margins name clears it within a window."""
+
+    enabled: bool = True
+    recent_s: float = Field(300.0, gt=0)
+    baseline_s: float = Field(3600.0, gt=0)
+    #: Width of the time buckets answers are counted in (windows are whole buckets).
+    bucket_s: float = Field(10.0, gt=0)
+    min_samples: int = Field(100, ge=2)
+    confidence: float = Field(0.99999, gt=0.5, lt=1)
+    evaluate_every_s: float = Field(30.0, gt=0)
+    margins: QualityMargins = QualityMargins()
+    canary_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _windows_hold_buckets(self) -> QualityConfig:
+        if self.bucket_s > min(self.recent_s, self.baseline_s):
+            raise ValueError("bucket_s must not be longer than recent_s or baseline_s")
+        return self
+
 
 class AuthConfig(_Strict):
     """Who may call: ``auto`` requires API keys unless the gateway listens on loopback only with
@@ -463,6 +505,7 @@ class Config(_Strict):
     slo: SLOSection = SLOSection()
     telemetry: TelemetryConfig = TelemetryConfig()
     ledger: LedgerConfig = LedgerConfig()
+    quality: QualityConfig = QualityConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -164,13 +164,27 @@ def test_empty_and_truncated_answers(
     guarded: Callable[..., Any], script: Script, tmp_path: Path, stream: bool
 ) -> None:
     script.pieces, script.finish_reason = [" "], "length"
-    guards = {"output": [{"check": "empty"}, {"check": "truncated", "action": "flag"}]}
+    guards = {"output": [{"check": "empty"}, {"check": "truncated", "action": "flag"},
+                         {"check": "refusal"}]}
     with guarded(guards) as base_url, sdk(base_url) as client:
         ask(client, "Say something", stream)
     (record,) = records(tmp_path)
     assert [(c["check"], c["verdict"]) for c in checks(record)] == [
-        ("empty", "fail"), ("truncated", "fail")]
+        ("empty", "fail"), ("truncated", "fail"), ("refusal", "pass")]
     assert record.finish_reason == "length" and record.guard_action == "flag"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refusal_is_blocked_when_the_route_says_so(
+    guarded: Callable[..., Any], script: Script, tmp_path: Path, stream: bool
+) -> None:
+    script.pieces = ["I'm sorry, but I can't ", "help with that."]
+    with guarded({"output": [{"check": "refusal", "action": "block"}]}) as base_url, \
+            sdk(base_url) as client, pytest.raises(openai.APIError) as refused:
+        ask(client, "Do the thing", stream)
+    assert "refusal check on the answer: the answer is a refusal" in refused.value.message
+    (record,) = records(tmp_path)
+    assert record.refused is True and record.guard_action == "block"
 
 
 def test_a_custom_check_from_an_import_path_runs_and_is_recorded(

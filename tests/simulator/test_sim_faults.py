@@ -25,6 +25,9 @@ def test_faults_are_off_by_default_and_draw_nothing() -> None:
         ({"error_status": 200}, "error_status"),
         ({"spike_ms": -1}, "spike_ms"),
         ({"slowness": 1}, "slowness"),
+        ({"refusal_rate": 2}, "refusal_rate"),
+        ({"output_factor": 0}, "output_factor"),
+        ({"output_factor": 1.5}, "output_factor"),
     ],
 )
 def test_invalid_faults_are_refused_naming_the_field(data: dict[str, object], param: str) -> None:
@@ -54,6 +57,14 @@ def test_a_certain_fault_always_hits(faults: Faults, failure: Failure) -> None:
 
 def test_a_disconnect_only_hits_streams() -> None:
     assert Faults(disconnect_rate=1).draw(random.Random(0), stream=False).failure is None
+
+
+def test_a_refusal_replaces_an_answer_only_when_nothing_failed() -> None:
+    rng = random.Random(0)
+    assert {Faults(refusal_rate=1).draw(rng, stream=False) for _ in range(5)} == {
+        FaultDraw(refuse=True)}
+    assert Faults(refusal_rate=1, error_rate=1).draw(rng, stream=False) == FaultDraw(
+        failure=Failure.ERROR)
 
 
 def test_a_spike_delays_by_spike_ms() -> None:

@@ -14,7 +14,7 @@ import pytest
 from switchgear.errors import ContextWindowExceeded, InvalidRequest
 from switchgear.exchange import Operation
 from switchgear.simulator import ModelOptions, SimulatedModel
-from switchgear.simulator.text import FILLER_WORDS, estimate_tokens
+from switchgear.simulator.text import FILLER_WORDS, REFUSAL_WORDS, estimate_tokens
 
 WaitUntil = Callable[[Callable[[], bool]], Awaitable[None]]  # the conftest fixture
 
@@ -34,6 +34,17 @@ def test_max_tokens_clips_the_output_and_says_length(fast_options: ModelOptions)
     model = SimulatedModel(ModelOptions(seed=1, mean_output_tokens=500))
     generation = model.plan_generation(Operation.CHAT, chat(max_tokens=3))
     assert (generation.output_tokens, generation.finish_reason) == (3, "length")
+
+
+def test_a_degraded_generation_is_shorter_or_a_refusal() -> None:
+    model = SimulatedModel(ModelOptions(seed=1, mean_output_tokens=500))
+    clipped = model.plan_generation(Operation.CHAT, chat(max_tokens=40))
+    assert clipped.degraded(1.0, refuse=False) is clipped
+    shorter = clipped.degraded(0.25, refuse=False)
+    assert (shorter.output_tokens, shorter.finish_reason) == (10, "stop")  # stopped by itself
+    refusal = clipped.degraded(0.25, refuse=True)
+    assert (refusal.output_tokens, refusal.finish_reason) == (len(REFUSAL_WORDS), "stop")
+    assert refusal.words == REFUSAL_WORDS
 
 
 def test_output_lengths_spread_around_the_mean_and_repeat_with_the_seed() -> None:

@@ -13,10 +13,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchgear.simulator import Faults, ModelOptions, RunningSimulator, start_simulator
-from switchgear.simulator.text import FILLER_WORDS
+from switchgear.simulator.text import FILLER_WORDS, REFUSAL_WORDS
 
 WaitUntil = Callable[[Callable[[], bool]], Awaitable[None]]  # the conftest fixture
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, simulator"}]
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 async def test_a_chat_answer_has_text_and_usage(client: openai.AsyncOpenAI) -> None:
@@ -213,6 +214,31 @@ async def test_faults_change_at_run_time_through_the_admin_api(
     async with http.post(admin, json={"hang_rate": 2}) as response:
         assert response.status == 400
         assert (await response.json())["error"]["param"] == "hang_rate"
+
+
+async def test_answers_get_worse_at_run_time_through_the_admin_api(
+    simulator: RunningSimulator, client: openai.AsyncOpenAI, http: aiohttp.ClientSession
+) -> None:
+    async def lengths() -> list[int]:
+        answers = [await client.chat.completions.create(model="sim", messages=HELLO)
+                   for _ in range(40)]
+        return [a.usage.completion_tokens for a in answers if a.usage is not None]
+
+    before = await lengths()
+    async with http.post(f"{simulator.url}/admin/faults", json={"output_factor": 0.25}) as response:
+        assert (await response.json())["output_factor"] == 0.25
+    shorter = await lengths()
+    assert sum(shorter) < 0.5 * sum(before)
+    async with http.post(f"{simulator.url}/admin/faults",
+                         json={"refusal_rate": 1, "output_factor": 1}) as response:
+        assert response.status == 200
+    answer = await client.chat.completions.create(model="sim", messages=HELLO)
+    assert answer.choices[0].message.content == REFUSAL
+    assert answer.usage is not None and answer.usage.completion_tokens == len(REFUSAL_WORDS)
+    assert answer.choices[0].finish_reason == "stop"
+    stream = await client.chat.completions.create(model="sim", messages=HELLO, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream
+                    if c.choices]) == REFUSAL
 
 
 async def test_metrics_show_slots_and_queue_while_requests_run(

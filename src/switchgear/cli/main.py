@@ -55,6 +55,8 @@ ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=
                          help="The running gateway's base URL.")
 ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
                          help="An admin key (or, for list, any reader's key).")
+READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
+                          help="A reader's key: viewer, operator or admin.")
 
 
 @main.group()
@@ -123,6 +125,21 @@ def routes(url: str, admin_key: str | None, as_json: bool) -> None:
 
     report = _admin(url, "GET", "/admin/routing", admin_key)
     click.echo(json.dumps(report, indent=2) if as_json else render_routing(report))
+
+
+@main.command()
+@ADMIN_URL
+@READER_KEY
+@click.option("--format", "output", default="table", show_default=True,
+              type=click.Choice(["table", "json"]), help="A table, or the raw JSON report.")
+def quality(url: str, admin_key: str | None, output: str) -> None:
+    """Show quality signals per route, deployment and served alias: answers, output length,
+    refusal, empty, schema-valid, guard-flag and length-cut rates and the finish-reason mix, in
+    the recent and the baseline window, and any shift between them (from GET /admin/quality)."""
+    from switchgear.cli.quality import render_quality
+
+    report = _admin(url, "GET", "/admin/quality", admin_key)
+    click.echo(json.dumps(report, indent=2) if output == "json" else render_quality(report))
 
 
 @main.group()

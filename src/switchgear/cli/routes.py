@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from switchgear.cli.tables import cell as _cell
+from switchgear.cli.tables import table
+
 COLUMNS = ("alias", "deployment", "state", "in flight", "ttft ms", "total ms", "errors", "share")
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
 
 
 def render_routing(report: dict[str, Any]) -> str:
     """A plain-text table of every deployment, then experiments and the retry budget."""
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     notes = []
     for alias, entry in report["models"].items():
         for d in entry["deployments"]:
@@ -28,9 +27,7 @@ def render_routing(report: dict[str, Any]) -> str:
         canary = entry.get("canary")
         if canary and canary.get("rolled_back"):
             notes.append(f"{alias}: canary {canary['variant']} rolled back: {canary['rolled_back']}")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = table(rows)
     budget = report.get("retry_budget", {})
     lines.append("")
     lines.append(f"retry budget: {budget.get('retries', 0)} retries for {budget.get('requests', 0)} "

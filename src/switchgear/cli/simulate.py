@@ -48,6 +48,11 @@ _RATE = click.FloatRange(0.0, 1.0)
               help="Share of connections reset before any response byte.")
 @click.option("--disconnect-rate", default=0.0, type=_RATE,
               help="Share of streams cut after a few chunks, without [DONE].")
+@click.option("--refusal-rate", default=0.0, type=_RATE,
+              help="Share of answers replaced by \"I'm sorry, but I can't help with that.\"")
+@click.option("--output-factor", default=1.0, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="Answers are this share of their drawn length (1: unchanged).")
 def simulate(
     host: str,
     port: int,
@@ -68,6 +73,8 @@ def simulate(
     hang_rate: float,
     reset_rate: float,
     disconnect_rate: float,
+    refusal_rate: float,
+    output_factor: float,
 ) -> None:
     """Run an OpenAI-compatible model-server simulator (faults can be changed at run time
     through GET/POST /admin/faults)."""
@@ -90,6 +97,8 @@ def simulate(
         hang_rate=hang_rate,
         reset_rate=reset_rate,
         disconnect_rate=disconnect_rate,
+        refusal_rate=refusal_rate,
+        output_factor=output_factor,
     )
     click.echo(f"switchgear simulator: model {model!r} on http://{host}:{port}/v1", err=True)
     serve_simulator(options, faults, host=host, port=port, api_key=api_key)

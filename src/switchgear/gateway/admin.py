@@ -1,4 +1,5 @@
-"""The admin API: keys, records, costs and routing state, each endpoint checking the caller's role.
+"""The admin API: keys, records, costs, routing state, SLOs and quality signals, each endpoint
+checking the caller's role.
 
 A tenant's operator or viewer sees only that tenant; an admin sees every tenant. In open mode
 (loopback only, no keys) every endpoint is open, as the start-up log says.
@@ -211,6 +212,15 @@ class AdminAPI:
             "retry_budget": {"requests": budget.requests, "retries": budget.retries,
                              "refused": budget.refused, "tokens": round(budget.tokens, 2)},
         }, request_id)
+
+    async def quality(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/quality: quality signals per route, deployment and served alias in the
+        recent and the baseline window, their shifts and the alerts in force."""
+        await self.caller(scope, READERS)
+        detector = self.state.quality
+        if detector is None:
+            raise NotFound("Quality signals are off (quality.enabled is false).")
+        await send_json(send, 200, detector.report(time.time()), request_id)
 
 
 def _gate_report(snapshot: GateSnapshot) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class GatewayApp:
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/admin/cost": {"GET": self.admin.cost},
             "/admin/cost/focus": {"GET": self.admin.cost_focus},
+            "/admin/quality": {"GET": self.admin.quality},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())

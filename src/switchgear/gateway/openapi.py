@@ -117,6 +117,8 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/slo": {"get": {**_operation("SLOs, error budgets and alerts", None,
                                                 errors=(401, 403)),
                                    "parameters": [tenant]}},
+            "/admin/quality": {"get": _operation("Quality signals and shifts", None,
+                                                 errors=(401, 403, 404))},
             "/admin/cache": {
                 "get": _operation("Cache statistics", None, errors=(401, 403)),
                 "delete": {**_operation("Purge cached answers", None, errors=(401, 403)),

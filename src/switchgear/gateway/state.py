@@ -22,6 +22,9 @@ from switchgear.pipeline.guard import Guard
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
+from switchgear.quality.detector import ChangeDetector
+from switchgear.quality.refusal import judge_refusal
+from switchgear.quality.signals import QualitySignals
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.checks import HealthChecker
 from switchgear.routing.deployment import Deployment
@@ -69,6 +72,8 @@ class AppState:
     gate: TierGate | None
     cache: Cache
     slo: SLOMonitor
+    #: Quality signals and their change detector (None: ``quality.enabled`` is off).
+    quality: ChangeDetector | None
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -94,7 +99,11 @@ class AppState:
         authenticator = Authenticator(keys)
         quotas = build_quotas(config.limits)
         log_content = config.store.log_content
+        signals = QualitySignals(config.quality)
+        quality = (ChangeDetector(signals, config.quality, router, metrics)
+                   if config.quality.enabled else None)
         recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
+                                     judge_refusal, *([signals.observe] if quality else []),
                                      *([store_content] if log_content else []),
                                      *([tracer.export] if tracer.exporting else []))
         gate = TierGate(config.tiers) if config.tiers is not None else None
@@ -106,7 +115,8 @@ class AppState:
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         return cls(config, router, pipeline, recorder, store, writer, metrics, tracer, budget,
-                   checker, keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store))
+                   checker, keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store),
+                   quality)
 
     async def start(self) -> None:
         """Open the store, start the record writer and every backend."""
@@ -119,6 +129,8 @@ class AppState:
         if self.checker is not None:
             self.checker.start()
         self.slo.start()
+        if self.quality is not None:
+            self.quality.start()
         log.info("switchgear ready: models %s", ", ".join(self.router.aliases))
 
     def _choose_auth(self) -> None:
@@ -141,6 +153,8 @@ class AppState:
         if self.checker is not None:
             await self.checker.stop()
         await self.slo.stop()
+        if self.quality is not None:
+            await self.quality.stop()
         await self.cache.aclose()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)

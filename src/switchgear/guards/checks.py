@@ -22,6 +22,7 @@ import jsonschema
 
 from switchgear.exchange import Exchange
 from switchgear.guards.redact import Span, pii_spans, replace_spans
+from switchgear.quality.refusal import is_refusal
 
 #: What a redacted blocked term becomes.
 TERM = "[REDACTED:term]"
@@ -197,6 +198,17 @@ class Truncated:
         if exchange.finish_reason != "length":
             return None
         return Finding("the answer was cut off at max_tokens (finish_reason length)")
+
+
+class Refusal:
+    """An answer that refuses (quality/refusal.py's phrase heuristic). Sets
+    ``exchange.refused``."""
+
+    name, whole, can_redact = "refusal", True, False
+
+    def __call__(self, text: str, role: str, exchange: Exchange) -> Finding | None:
+        exchange.refused = is_refusal(text)
+        return Finding("the answer is a refusal") if exchange.refused else None
 
 
 class Custom:

@@ -20,6 +20,7 @@ from switchgear.guards.checks import (
     JsonSchema,
     Patterns,
     Pii,
+    Refusal,
     Size,
     Truncated,
 )
@@ -54,6 +55,8 @@ def build_check(config: GuardCheckConfig) -> Check:
             return Empty()
         case "truncated":
             return Truncated()
+        case "refusal":
+            return Refusal()
         case _:
             assert config.path is not None
             return Custom(name, config.path, config.whole)

@@ -97,6 +97,11 @@ class CanaryGuard:
                       f"{baseline_p95 * 1000:.0f} ms (margin {self.settings.p95_margin:.0%}) "
                       f"over {len(canary)} and {len(baseline)} requests")
         if reason is not None:
+            self.trip(reason)
+
+    def trip(self, reason: str) -> None:
+        """Roll the canary back for ``reason`` (its own comparison, or the quality detector's)."""
+        if self.rolled_back is None:
             self.rolled_back = reason
             self.experiment.roll_back(self.canary, reason)
 

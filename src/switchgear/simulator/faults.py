@@ -1,4 +1,5 @@
-"""Faults a simulated model server injects on purpose, each drawn per request at its own rate."""
+"""Faults a simulated model server injects on purpose, each drawn per request at its own rate,
+and ways it answers worse without failing (refusals, shorter answers)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ class Failure(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FaultDraw:
-    """What the faults decided for one request: an extra delay first, then maybe a failure."""
+    """What the faults decided for one request: an extra delay first, then maybe a failure, or
+    else maybe a refusal instead of an answer."""
 
     delay_seconds: float = 0.0
     failure: Failure | None = None
+    refuse: bool = False
 
 
 class Faults(BaseModel):
@@ -48,6 +51,10 @@ class Faults(BaseModel):
                               "any response byte")
     disconnect_rate: float = Field(0.0, ge=0, le=1, description="share of streams cut after a "
                                    "few chunks")
+    refusal_rate: float = Field(0.0, ge=0, le=1, description="share of answers replaced by a "
+                                "refusal (\"I'm sorry, but I can't help with that.\")")
+    output_factor: float = Field(1.0, gt=0, le=1, description="answers are this share of their "
+                                 "drawn length (1: unchanged)")
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Faults:
@@ -75,7 +82,7 @@ class Faults(BaseModel):
         for failure, rate in chances:
             if _hits(rng, rate):
                 return FaultDraw(delay, failure)
-        return FaultDraw(delay)
+        return FaultDraw(delay, refuse=_hits(rng, self.refusal_rate))
 
     def injected_error(self) -> InjectedError:
         """The error an ERROR fault answers with."""

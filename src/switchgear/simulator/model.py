@@ -8,7 +8,7 @@ import math
 import random
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from switchgear.exchange import Operation
@@ -21,23 +21,38 @@ from switchgear.simulator.requests import (
     parse_generation,
 )
 from switchgear.simulator.slots import SlotPool
-from switchgear.simulator.text import filler_words
+from switchgear.simulator.text import REFUSAL_WORDS, filler_words
 
 Body = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """A validated generation request and how long its answer will be."""
+    """A validated generation request, how long its answer will be and, for a canned answer,
+    its words (else the filler text)."""
 
     request: GenerationRequest
     output_tokens: int
     finish_reason: str
+    words: tuple[str, ...] | None = None
 
     @property
     def stream(self) -> bool:
         """Whether the client asked for a stream."""
         return self.request.stream
+
+    def degraded(self, output_factor: float, refuse: bool) -> Generation:
+        """This generation answered worse on purpose: a refusal, or ``output_factor`` of its
+        length (an answer cut short stops by itself, before any token limit)."""
+        if refuse:
+            return replace(self, output_tokens=len(REFUSAL_WORDS), finish_reason="stop",
+                           words=REFUSAL_WORDS)
+        if output_factor == 1:
+            return self
+        shorter = max(1, round(self.output_tokens * output_factor))
+        return replace(self, output_tokens=shorter,
+                       finish_reason="stop" if shorter < self.output_tokens else
+                       self.finish_reason)
 
 
 class SimulatedModel:
@@ -134,7 +149,7 @@ class SimulatedModel:
             yield shape.usage_chunk(self._usage(generation))
 
     async def _tokens(self, generation: Generation) -> AsyncGenerator[str, None]:
-        words = filler_words()
+        words = iter(generation.words) if generation.words is not None else filler_words()
         async with self._slots.hold():
             await asyncio.sleep(self.ttft_seconds)
             for index in range(generation.output_tokens):

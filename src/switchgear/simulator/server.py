@@ -33,7 +33,7 @@ from switchgear.errors import (
 )
 from switchgear.exchange import Operation
 from switchgear.simulator.connection import cut_connection, reset_connection
-from switchgear.simulator.faults import Failure, Faults
+from switchgear.simulator.faults import Failure, FaultDraw, Faults
 from switchgear.simulator.metrics import SimulatorMetrics
 from switchgear.simulator.model import Generation, SimulatedModel
 from switchgear.simulator.options import ModelOptions
@@ -103,19 +103,22 @@ class InferenceEndpoints:
 
     async def _generate(self, request: web.Request, operation: Operation) -> web.StreamResponse:
         generation = self._state.model.plan_generation(operation, await _json_body(request))
-        cut = await self._suffer_faults(request, stream=generation.stream)
+        draw = await self._suffer_faults(request, stream=generation.stream)
+        cut = draw.failure is Failure.DISCONNECT
+        generation = generation.degraded(self._state.faults.output_factor, draw.refuse)
         if generation.stream:
             return await self._stream(request, generation, cut)
         return _json_response(await self._state.model.complete(generation))
 
-    async def _suffer_faults(self, request: web.Request, stream: bool) -> bool:
-        """Apply this request's faults; True when its stream is to be cut after a few chunks."""
+    async def _suffer_faults(self, request: web.Request, stream: bool) -> FaultDraw:
+        """Apply this request's delay and failure; the draw says whether its stream is to be cut
+        after a few chunks (a disconnect) or its answer is a refusal."""
         faults = self._state.faults
         draw = faults.draw(self._state.fault_rng, stream)
         if draw.delay_seconds:
             await asyncio.sleep(draw.delay_seconds)
         if draw.failure is None:
-            return False
+            return draw
         if draw.failure is Failure.ERROR:
             raise faults.injected_error()
         _FAULT_OUTCOME.set(draw.failure.value)
@@ -125,7 +128,7 @@ class InferenceEndpoints:
         if draw.failure is Failure.HANG:
             # Never answer; the handler is cancelled when the client closes the connection.
             await asyncio.get_running_loop().create_future()
-        return draw.failure is Failure.DISCONNECT
+        return draw
 
     async def _stream(
         self, request: web.Request, generation: Generation, cut: bool

@@ -12,6 +12,9 @@ FILLER_WORDS = (
     " one", ",", " until", " the", " answer", " is", " complete", ".",
 )
 
+#: What a simulated model says when it refuses (the ``refusal_rate`` fault), one token a word.
+REFUSAL_WORDS = ("I'm", " sorry", ",", " but", " I", " can't", " help", " with", " that", ".")
+
 
 def estimate_tokens(text: str) -> int:
     """Tokens in ``text`` by the usual rule of thumb (four characters each), at least one."""

@@ -170,6 +170,16 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
             ["model", "deployment", "error"], registry=registry)
+        self.quality_signal = Gauge(
+            "switchgear_quality_signal", "A quality signal's value in the detector's recent or "
+            "baseline window, at its last evaluation.",
+            ["dimension", "name", "signal", "window"], registry=registry)
+        self.quality_shift = Gauge(
+            "switchgear_quality_shift", "1 while a quality signal is shifted beyond its margin.",
+            ["dimension", "name", "signal"], registry=registry)
+        self.quality_alerts = Counter(
+            "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
+            ["dimension", "name", "signal"], registry=registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
 
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
