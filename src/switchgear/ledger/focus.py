@@ -49,7 +49,7 @@ class Meter:
 INPUT = Meter("Input Tokens", "Tokens", TOKENS, 1_000_000)
 CACHED = Meter("Cached Input Tokens", "Tokens", TOKENS, 1_000_000)
 OUTPUT = Meter("Output Tokens", "Tokens", TOKENS, 1_000_000)
-UNSPLIT = Meter("Tokens", "Tokens", TOKENS, 1_000_000)  # rows costed before migration 9
+UNSPLIT = Meter("Tokens", "Tokens", TOKENS, 1_000_000)  # rows costed before migration 10
 BUSY = Meter("Instance Hours", "Hours", "Hours", 1)
 IDLE = Meter("Idle Instance Hours", "Hours", "Hours", 1)
 

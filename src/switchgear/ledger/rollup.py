@@ -20,7 +20,7 @@ DIMENSIONS: tuple[Dimension, ...] = ("tenant", "feature", "model", "deployment",
 #: What a request without a value in a grouping column is listed as.
 NONE = "(none)"
 
-#: The alias that served a request (rows written before migration 9 have only the one asked for).
+#: The alias that served a request (rows written before migration 10 have only the one asked for).
 SERVED_ALIAS = "COALESCE(served_alias, model)"
 
 
