@@ -21,8 +21,9 @@ def main() -> None:
     """Switchgear: an OpenAI-compatible AI inference gateway.
 
     Put it in front of any model server, or run it on its embedded CPU model, and every request
-    is authenticated, admitted by limits, budgets and priority, cached, routed with fallbacks,
-    measured, logged and costed.
+    is authenticated, admitted by limits, budgets and priority, guarded, cached, routed with
+    fallbacks, traced, measured, logged and costed. The other commands read what it knows:
+    latency percentiles, costs, SLOs and error budgets, quality shifts, routing and the cache.
     """
 
 
