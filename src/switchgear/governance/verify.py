@@ -88,9 +88,9 @@ def _classify(position: int, entries: Sequence[AuditEntry], genuine: list[AuditE
               secret: bytes) -> Tampering:
     seq, found = position + 1, entries[position]
     if position < len(genuine):
-        return Tampering(seq, "reordered", f"it is stored as entry {genuine[position].seq} "
-                         f"({genuine[position].action}); entry {found.seq} holds "
-                         f"{found.action}")
+        moved = genuine[position]
+        return Tampering(seq, "reordered", f"it ({moved.action}) is stored at seq {moved.seq}; "
+                         f"seq {found.seq} holds {found.action}")
     if found.seq != seq:
         return Tampering(seq, "removed", f"no entry {seq}; the next stored is {found.seq}")
     original = next((n for n in range(seq + 1, seq + 1 + RENUMBERED_SEARCH)
