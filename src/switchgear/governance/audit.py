@@ -9,6 +9,11 @@ Appends are serialized across replicas by the sequence number, the table's prima
 append reads the head, inserts ``seq + 1`` with ``ON CONFLICT DO NOTHING`` and, if another replica
 took that number first, reads the new head and tries again. Only admin actions are audited, never
 inference requests.
+
+Actions: ``admin.access``, ``admin.denied``, ``admin.auth_failed`` (gateway/admin.py),
+``key.create``, ``key.revoke``, and for config changes ``config.propose``, ``config.approve``,
+``config.reject``, ``config.apply``, ``config.rollback``, ``config.break_glass`` (logged at
+WARNING as well).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -37,6 +42,8 @@ BOOTSTRAP = "bootstrap"
 ANONYMOUS = "anonymous"
 #: Appends tried before giving up when other replicas keep taking the next sequence number.
 MAX_TRIES = 50
+#: Actions logged at WARNING when recorded, not just INFO.
+LOUD = frozenset({"config.break_glass"})
 #: The most entries one listing returns.
 MAX_LIST = 1000
 
@@ -76,6 +83,10 @@ class AuditEntry:
         """Whether the stored hash is this entry's (at ``seq`` instead of its own, if given)."""
         entry = self if seq is None else replace(self, seq=seq)
         return hmac.compare_digest(entry.seal(secret), self.hash)
+
+    def row(self) -> tuple[object, ...]:
+        """The entry as an ``audit_log`` row."""
+        return tuple(getattr(self, column.name) for column in AUDIT_LOG)
 
     def public(self) -> dict[str, Any]:
         """The entry as the admin API shows it (``details`` parsed)."""
@@ -130,10 +141,11 @@ class AuditTrail:
                 draft = AuditEntry(seq + 1, time.time(), actor, role, tenant, source, action,
                                    target, text, prev_hash, "")
                 entry = replace(draft, hash=draft.seal(self._secret))
-                if await self.store.execute(self._insert, astuple(entry)):
+                if await self.store.execute(self._insert, entry.row()):
                     self._head = (entry.seq, entry.hash)
-                    log.info("audit %d %s by %s on %s: %s", entry.seq, action, actor, target,
-                             entry.hash)
+                    log.log(logging.WARNING if action in LOUD else logging.INFO,
+                            "audit %d %s by %s on %s: %s", entry.seq, action, actor, target,
+                            entry.hash)
                     return entry
                 self._head = None  # another replica appended: read the new head
         raise StoreUnavailable(f"could not append to the audit trail in {MAX_TRIES} tries")
@@ -151,19 +163,13 @@ class AuditTrail:
                       action: str | None = None) -> list[AuditEntry]:
         """The newest entries (before sequence number ``before``, of ``action``), newest
         first."""
-        conditions: list[str] = []
-        params: list[object] = []
-        if before is not None:
-            conditions.append("seq < {}")
-            params.append(before)
-        if action is not None:
-            conditions.append("action = {}")
-            params.append(action)
-        params.append(max(1, min(limit, MAX_LIST)))
-        marks = placeholders(self.store.dialect, len(params)).split(", ")
-        where = " AND ".join(conditions).format(*marks[:-1])
+        wanted = {column: value for column, value in (("seq <", before), ("action =", action))
+                  if value is not None}
+        marks = placeholders(self.store.dialect, len(wanted) + 1).split(", ")
+        where = " AND ".join(f"{test} {mark}" for test, mark in zip(wanted, marks, strict=False))
         sql = (f"SELECT {COLUMNS} FROM audit_log {'WHERE ' + where if where else ''} "
                f"ORDER BY seq DESC LIMIT {marks[-1]}")
+        params = [*wanted.values(), max(1, min(limit, MAX_LIST))]
         return [AuditEntry(*row) for row in await self.store.rows(sql, params)]
 
     async def _read_head(self) -> tuple[int, str]:
@@ -176,7 +182,3 @@ async def chain(store: RecordStore) -> list[AuditEntry]:
     return [AuditEntry(*row) for row in
             await store.rows(f"SELECT {COLUMNS} FROM audit_log ORDER BY seq")]
 
-
-def astuple(entry: AuditEntry) -> Sequence[object]:
-    """The entry as an ``audit_log`` row."""
-    return tuple(getattr(entry, column.name) for column in AUDIT_LOG)
