@@ -208,3 +208,14 @@ def test_the_key_is_required_off_loopback_and_generated_on_it(
     monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", "short")
     with pytest.raises(ConfigError, match="at least 32"):
         AuditKey.of(public, serving=True)
+
+
+def test_serve_off_loopback_without_the_key_exits_2(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWITCHGEAR_AUDIT_SECRET", raising=False)
+    config = tmp_path / "public.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"host": "0.0.0.0"}, "store": {"url": f"sqlite:///{tmp_path}/records.db"},
+        "models": {"sim": {"deployments": [{"name": "s", "backend": "simulated"}]}}}))
+    result = CliRunner().invoke(main, ["serve", "--config", str(config)])
+    assert result.exit_code == 2 and "SWITCHGEAR_AUDIT_SECRET" in result.output, result.output
