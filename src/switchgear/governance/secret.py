@@ -61,7 +61,7 @@ class AuditKey:
             if not create:
                 raise ConfigError(f"no audit key: set {self.env}, or run where the gateway "
                                   f"keeps {self.path}") from None
-        return _create(self.path)
+        return _create(self.path, self.env)
 
 
 def key_path(store_url: str) -> Path:
@@ -81,7 +81,7 @@ def _read(path: Path) -> bytes:
     return key
 
 
-def _create(path: Path) -> bytes:
+def _create(path: Path, env: str) -> bytes:
     """Write a new key to ``path`` (mode 0600) unless another process just did; either way,
     the key now in the file."""
     key = secrets.token_hex(32).encode()
@@ -97,5 +97,5 @@ def _create(path: Path) -> bytes:
     finally:
         draft.unlink(missing_ok=True)
     log.warning("generated the audit trail's key in %s (loopback dev default); in production "
-                "set %s", path, "the variable named by governance.audit_secret_env")
+                "set %s on every replica instead", path, env)
     return key
