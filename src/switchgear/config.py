@@ -463,6 +463,22 @@ class AuthConfig(_Strict):
     admin_key_env: str = "SWITCHGEAR_ADMIN_KEY"
 
 
+class GovernanceConfig(_Strict):
+    """The audit trail (governance/audit.py): where its key comes from and how often an admin
+    key's use of the admin API is recorded.
+
+    The key is the value of the environment variable ``audit_secret_env`` (at least 32
+    characters; every replica and ``switchgear audit verify`` need the same). Without it, a
+    gateway on a non-loopback address refuses to start; on loopback one is generated once and
+    kept, mode 0600, in ``<sqlite file>.audit-key`` (``switchgear.audit-key`` in the working
+    directory for PostgreSQL)."""
+
+    audit_secret_env: str = "SWITCHGEAR_AUDIT_SECRET"
+    #: An admin key's access is recorded at its first call, then at most once per this many
+    #: seconds per client address, with the number of calls in between (0: every call).
+    audit_access_interval_s: float = Field(300.0, ge=0)
+
+
 class TelemetryConfig(_Strict):
     """Metrics labels and traces. Spans are exported (OTLP over HTTP, protobuf) only when
     ``otlp_endpoint`` is set; without it the trace id is still made, propagated upstream,
@@ -506,6 +522,7 @@ class Config(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     ledger: LedgerConfig = LedgerConfig()
     quality: QualityConfig = QualityConfig()
+    governance: GovernanceConfig = GovernanceConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

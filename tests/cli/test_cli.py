@@ -19,7 +19,8 @@ def test_version() -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["simulate", "--help"],
                                   ["routes", "--help"], ["latency", "report", "--help"],
-                                  ["quality", "--help"]])
+                                  ["quality", "--help"],
+                                  ["audit", "verify", "--help"], ["audit", "list", "--help"]])
 def test_every_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0

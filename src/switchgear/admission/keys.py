@@ -22,6 +22,8 @@ PREFIX_LENGTH = len(TOKEN_START) + 8
 #: How often (seconds) an unknown prefix may trigger a reload from the store, so a key made on
 #: another replica works within about this long, and a flood of bad keys costs no queries.
 RELOAD_INTERVAL = 1.0
+#: The id of the bootstrap admin key (the one given in the environment, never stored).
+BOOTSTRAP_KEY_ID = "key_bootstrap"
 
 
 class Role(StrEnum):
@@ -182,5 +184,5 @@ class KeyRing:
 
 def bootstrap_key(token: str) -> ApiKey:
     """The admin key given in the environment: never stored, always admin."""
-    return ApiKey(key_id="key_bootstrap", prefix=token[:PREFIX_LENGTH], digest=digest(token),
+    return ApiKey(key_id=BOOTSTRAP_KEY_ID, prefix=token[:PREFIX_LENGTH], digest=digest(token),
                   tenant="admin", role=Role.ADMIN, name="bootstrap admin key (environment)")

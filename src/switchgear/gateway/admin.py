@@ -3,18 +3,31 @@ checking the caller's role.
 
 A tenant's operator or viewer sees only that tenant; an admin sees every tenant. In open mode
 (loopback only, no keys) every endpoint is open, as the start-up log says.
+
+Audited (governance/audit.py): key creation and revocation, each key's access (its first call,
+then at most one entry per ``governance.audit_access_interval_s`` per key and client address,
+counting the calls in between), refusals by role and failed authentication (at most one entry per
+interval per address). An action, or an access, that cannot be recorded is refused with a 503.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
 
 from switchgear.admission.keys import ApiKey, Role
 from switchgear.admission.tiers import GateSnapshot
-from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
+from switchgear.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    PermissionDenied,
+)
 from switchgear.gateway.http import (
     Receive,
     Scope,
@@ -25,12 +38,17 @@ from switchgear.gateway.http import (
     send_json,
 )
 from switchgear.gateway.state import AppState
+from switchgear.governance.audit import ANONYMOUS
+from switchgear.governance.throttle import Throttle
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report, period_of
 from switchgear.ledger.rollup import DIMENSIONS, Dimension, Period
+from switchgear.store.base import StoreUnavailable
 from switchgear.store.queries import latency_rows, recent_records
 from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report
+
+log = logging.getLogger("switchgear.audit")
 
 READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
 ADMINS = frozenset({Role.ADMIN})
@@ -53,13 +71,53 @@ class AdminAPI:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.throttle = Throttle(state.config.governance.audit_access_interval_s)
 
     async def caller(self, scope: Scope, roles: frozenset[Role]) -> ApiKey | None:
-        """The verified key of the caller if its role is one of ``roles`` (None in open mode)."""
-        key = await self.state.authenticator.verify(bearer_token(scope))
-        if key is not None and key.role not in roles:
+        """The verified key of the caller if its role is one of ``roles`` (None in open mode);
+        the access, a refusal or a failed authentication goes to the audit trail."""
+        token = bearer_token(scope)
+        try:
+            key = await self.state.authenticator.verify(token)
+        except AuthenticationFailed:
+            await self._note(scope, None, "admin.auth_failed", {"presented": _hint(token)})
+            raise
+        if key is None:
+            return None
+        if key.role not in roles:
+            await self._note(scope, key, "admin.denied")
             raise PermissionDenied(f"A {key.role.value} key cannot do this.")
+        await self._note(scope, key, "admin.access")
         return key
+
+    async def audit(self, scope: Scope, key: ApiKey | None, action: str,
+                    target: str | None = None, details: Mapping[str, Any] | None = None) -> None:
+        """Record an admin action by ``key``; if the trail cannot be written, a 503."""
+        try:
+            await self.state.audit.record_by(key, action, source=_source(scope), target=target,
+                                             details=details)
+        except StoreUnavailable as error:
+            log.error("NOT AUDITED (the trail cannot be written: %s): %s by %s on %s %s", error,
+                      action, key.key_id if key else ANONYMOUS, target, details)
+            raise Overloaded("The audit trail cannot be written right now; try again shortly.",
+                             retry_after=1) from None
+
+    async def _note(self, scope: Scope, key: ApiKey | None, action: str,
+                    details: Mapping[str, Any] | None = None) -> None:
+        """Record an access, refusal or failed authentication, throttled per key and address:
+        ``repeats`` counts the ones since the last entry. A failure to record an access is a
+        503 (nothing unaudited passes); one of a refusal only a log line (the refusal stands)."""
+        subject = (action, key.key_id if key else None, _source(scope))
+        repeats = self.throttle.due(subject, time.monotonic())
+        if repeats is None:
+            return
+        request = {"method": scope["method"], "path": scope["path"], "repeats": repeats}
+        try:
+            await self.audit(scope, key, action, scope["path"], {**request, **(details or {})})
+        except Overloaded:
+            self.throttle.forget(subject)
+            if action == "admin.access":
+                raise
 
     @staticmethod
     def tenant_scope(key: ApiKey | None, requested: str | None) -> str | None:
@@ -79,8 +137,9 @@ class AdminAPI:
         await send_json(send, 200, {"object": "list", "data": keys}, request_id)
 
     async def create_key(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """POST /admin/keys: make a key; its secret is in this answer and nowhere else."""
-        await self.caller(scope, ADMINS)
+        """POST /admin/keys: make a key; its secret is in this answer and nowhere else (if the
+        creation cannot be audited, the answer is a 503 and the secret is never shown)."""
+        caller = await self.caller(scope, ADMINS)
         body = await read_json(scope, receive, ADMIN_BODY_LIMIT)
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object.")
@@ -110,16 +169,34 @@ class AdminAPI:
             raise InvalidRequest("feature must be a string", param="feature")
         key, token = await self.state.keys.create(tenant, role, name, scopes, feature, tier,
                                                   expires_in)
+        await self.audit(scope, caller, "key.create", key.key_id, _described(key))
         await send_json(send, 201, {"key": key.public(), "secret": token}, request_id)
 
     async def revoke_key(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """DELETE /admin/keys/{id}: revoke a key at once."""
-        await self.caller(scope, ADMINS)
+        caller = await self.caller(scope, ADMINS)
         key_id = scope["path"].rstrip("/").rsplit("/", 1)[-1]
         revoked = await self.state.keys.revoke(key_id)
         if revoked is None:
             raise NotFound(f"No active key {key_id}.")
+        await self.audit(scope, caller, "key.revoke", key_id, _described(revoked))
         await send_json(send, 200, {"key": revoked.public()}, request_id)
+
+    async def audit_log(self, scope: Scope, receive: Receive, send: Send,
+                        request_id: str) -> None:
+        """GET /admin/audit[?limit=N&before=SEQ&action=A]: the newest audit entries, newest
+        first (admins only)."""
+        await self.caller(scope, ADMINS)
+        query = _query(scope)
+        limit, before = query.get("limit", "100"), query.get("before")
+        if not limit.isdigit():
+            raise InvalidRequest("limit must be a positive integer", param="limit")
+        if before is not None and not before.isdigit():
+            raise InvalidRequest("before must be a sequence number", param="before")
+        entries = await self.state.audit.entries(int(limit), None if before is None
+                                                 else int(before), query.get("action"))
+        await send_json(send, 200, {"object": "list", "data": [e.public() for e in entries]},
+                        request_id)
 
     async def records(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/records[?tenant=T&limit=N]: the newest request records."""
@@ -221,6 +298,26 @@ class AdminAPI:
         if detector is None:
             raise NotFound("Quality signals are off (quality.enabled is false).")
         await send_json(send, 200, detector.report(time.time()), request_id)
+
+
+def _source(scope: Scope) -> str | None:
+    """The client's address (the peer of the connection)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _hint(token: str | None) -> str | None:
+    """What a refused token may be recorded as: the start of a Switchgear key, never more."""
+    if not token:
+        return None
+    return token[:7] + "****" if token.startswith("sg-") and len(token) > 11 else "****"
+
+
+def _described(key: ApiKey) -> dict[str, Any]:
+    """What the audit trail keeps of a key (never its secret or digest)."""
+    shown = key.public()
+    return {name: shown[name] for name in ("prefix", "tenant", "role", "name", "scopes",
+                                           "feature", "tier", "expires_at")}
 
 
 def _gate_report(snapshot: GateSnapshot) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class GatewayApp:
             "/admin/slo": {"GET": self.admin.slo},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
             "/admin/records": {"GET": self.admin.records},
+            "/admin/audit": {"GET": self.admin.audit_log},
             "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/admin/cost": {"GET": self.admin.cost},

@@ -105,6 +105,10 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/records": {"get": {**_operation("Recent records", None,
                                                     errors=(400, 401, 403)),
                                        "parameters": [tenant, limit]}},
+            "/admin/audit": {"get": {**_operation("Audit trail, newest first (admins)", None,
+                                                  errors=(400, 401, 403)),
+                                     "parameters": [limit, {**limit, "name": "before"},
+                                                    {**limit, "name": "action"}]}},
             "/admin/latency": {"get": {
                 **_operation("Latency percentiles (nearest-rank p50/p95/p99)", None,
                              errors=(400, 401, 403)),

@@ -14,6 +14,8 @@ from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.config import Config, LimitsConfig, is_loopback
+from switchgear.governance.audit import AuditTrail
+from switchgear.governance.secret import AuditKey
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
@@ -74,6 +76,7 @@ class AppState:
     slo: SLOMonitor
     #: Quality signals and their change detector (None: ``quality.enabled`` is off).
     quality: ChangeDetector | None
+    audit: AuditTrail
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -114,13 +117,15 @@ class AppState:
         pipeline: Handler = Record(Admit(guarded, authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
+        audit = AuditTrail(store, AuditKey.of(config, serving=True))
         return cls(config, router, pipeline, recorder, store, writer, metrics, tracer, budget,
                    checker, keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store),
-                   quality)
+                   quality, audit)
 
     async def start(self) -> None:
-        """Open the store, start the record writer and every backend."""
+        """Load the audit key, open the store, start the record writer and every backend."""
         await self.store.open()
+        self.audit.start()
         await self.keys.load()
         self._choose_auth()
         self.writer.start()

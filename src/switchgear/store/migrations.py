@@ -189,6 +189,39 @@ SLO_ALERTS: tuple[Column, ...] = (
     Column("since", "double"),
 )
 
+#: The audit trail (governance/audit.py): one row per audited action, each holding the previous
+#: row's hash and its own, an HMAC keyed with a server secret; ``seq`` orders the chain.
+AUDIT_LOG: tuple[Column, ...] = (
+    Column("seq", "bigint"),
+    Column("at", "double"),
+    Column("actor", "text"),
+    Column("role", "text", nullable=True),
+    Column("tenant", "text", nullable=True),
+    Column("source", "text", nullable=True),
+    Column("action", "text"),
+    Column("target", "text", nullable=True),
+    Column("details", "text"),
+    Column("prev_hash", "text"),
+    Column("hash", "text"),
+)
+
+#: Refuse UPDATE and DELETE on audit_log: a slip of the hand cannot rewrite the trail (someone
+#: who drops the triggers can, and the hash chain then names what they changed).
+APPEND_ONLY: Mapping[Dialect, tuple[str, ...]] = {
+    "sqlite": tuple(
+        f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+        for verb in ("UPDATE", "DELETE")),
+    "postgresql": (
+        "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+    ),
+}
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -253,6 +286,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="request_log ledger: served alias, cached tokens, cost parts, busy seconds",
         sql={dialect: (*(add_column("request_log", column, dialect) for column in LEDGER),
                        create_index("request_log", ("deployment", "received_at")))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=11,
+        description="audit_log: the append-only, hash-chained audit trail",
+        sql={dialect: (create_table("audit_log", AUDIT_LOG, "seq", dialect),
+                       create_index("audit_log", ("action", "seq")),
+                       *APPEND_ONLY[dialect])
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -1,0 +1,115 @@
+"""Check an audit trail: name the first entry that was altered, removed or reordered.
+
+The true order is rebuilt from the links alone: entry 1 is the one whose previous hash is the
+genesis value and whose hash the key confirms at sequence number 1; entry n+1 the one that names
+entry n's hash and is confirmed at n+1. Where the stored order first departs from it, entry n is:
+
+- reordered when it still exists, intact, under another sequence number;
+- removed when no row holds sequence number n, or the row there is an intact entry of another
+  number (the rows after a deletion were renumbered);
+- altered when the row at n is confirmed by the key at no sequence number.
+
+Deleting the newest entries leaves a valid, shorter chain; an ``anchor`` (a sequence number and
+hash printed by an earlier check, kept elsewhere) catches that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from switchgear.governance.audit import GENESIS, AuditEntry
+
+Kind = Literal["altered", "removed", "reordered"]
+
+#: How many numbers above its place an entry's own number is looked for, when the rows after a
+#: deletion were renumbered (one HMAC each).
+RENUMBERED_SEARCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Tampering:
+    """The first entry found tampered with, how, and what the trail shows there."""
+
+    seq: int
+    kind: Kind
+    detail: str
+
+    def __str__(self) -> str:
+        return f"entry {self.seq} was {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The result of a check: the entries read, the last one, and the first tampering."""
+
+    length: int
+    head: AuditEntry | None
+    tampering: Tampering | None
+
+    @property
+    def intact(self) -> bool:
+        """No tampering found."""
+        return self.tampering is None
+
+
+def verify(entries: Sequence[AuditEntry], secret: bytes,
+           anchor: tuple[int, str] | None = None) -> Verdict:
+    """Check ``entries`` (in stored sequence order) against ``secret`` and, if given, an
+    ``anchor`` (seq, hash) that an earlier intact check printed."""
+    genuine = _genuine_chain(entries, secret)
+    head = entries[-1] if entries else None
+    for position, entry in enumerate(entries):
+        if position < len(genuine) and genuine[position] is entry and entry.seq == position + 1:
+            continue
+        return Verdict(len(entries), head, _classify(position, entries, genuine, secret))
+    return Verdict(len(entries), head, _against(anchor, entries))
+
+
+def _genuine_chain(entries: Sequence[AuditEntry], secret: bytes) -> list[AuditEntry]:
+    """The longest chain from the genesis that the key confirms, following the links."""
+    following: dict[str, list[AuditEntry]] = {}
+    for entry in entries:
+        following.setdefault(entry.prev_hash, []).append(entry)
+    chain: list[AuditEntry] = []
+    previous = GENESIS
+    while len(chain) < len(entries):
+        seq = len(chain) + 1
+        link = next((e for e in following.get(previous, ()) if e.sealed_by(secret, seq)), None)
+        if link is None:
+            break
+        chain.append(link)
+        previous = link.hash
+    return chain
+
+
+def _classify(position: int, entries: Sequence[AuditEntry], genuine: list[AuditEntry],
+              secret: bytes) -> Tampering:
+    seq, found = position + 1, entries[position]
+    if position < len(genuine):
+        moved = genuine[position]
+        return Tampering(seq, "reordered", f"it ({moved.action}) is stored at seq {moved.seq}; "
+                         f"seq {found.seq} holds {found.action}")
+    if found.seq != seq:
+        return Tampering(seq, "removed", f"no entry {seq}; the next stored is {found.seq}")
+    original = next((n for n in range(seq + 1, seq + 1 + RENUMBERED_SEARCH)
+                     if found.sealed_by(secret, n)), None)
+    if original is not None:
+        return Tampering(seq, "removed", f"entry {original} ({found.action}) was renumbered "
+                         f"into its place")
+    return Tampering(seq, "altered", f"its fields ({found.action} by {found.actor}) no longer "
+                     "match its hash")
+
+
+def _against(anchor: tuple[int, str] | None, entries: Sequence[AuditEntry]) -> Tampering | None:
+    if anchor is None:
+        return None
+    seq, hashed = anchor
+    if seq > len(entries):
+        return Tampering(len(entries) + 1, "removed", f"the trail ends at entry {len(entries)} "
+                         f"but the anchor names entry {seq}")
+    if seq >= 1 and entries[seq - 1].hash != hashed:
+        return Tampering(seq, "altered", "its hash differs from the anchor's: the trail up to it "
+                         "was rewritten")
+    return None
