@@ -447,6 +447,22 @@ class TelemetryConfig(_Strict):
         return url if url.endswith("/v1/traces") else url + "/v1/traces"
 
 
+#: Sections a running gateway cannot change: a change to them needs a restart.
+RESTART_SECTIONS = ("server", "store", "auth", "telemetry")
+
+#: Sections whose changes need a second person's approval unless configured otherwise.
+DEFAULT_APPROVAL = ("models", "routing", "limits", "tiers", "cache", "guards", "slo", "ledger")
+
+
+class GovernanceConfig(_Strict):
+    """Config changes (governance/): the top-level sections whose changes need approval by
+    someone other than their author (changing this list always does), and how often each
+    replica looks for a newly applied config version."""
+
+    approval_required: list[str] = Field(default_factory=lambda: list(DEFAULT_APPROVAL))
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+
+
 class Config(_Strict):
     """The whole gateway configuration."""
 
@@ -463,6 +479,7 @@ class Config(_Strict):
     slo: SLOSection = SLOSection()
     telemetry: TelemetryConfig = TelemetryConfig()
     ledger: LedgerConfig = LedgerConfig()
+    governance: GovernanceConfig = GovernanceConfig()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -485,6 +502,15 @@ class Config(_Strict):
                 if alias not in self.models:
                     raise ValueError(f"{section}.routes names {alias!r}, which is not a model "
                                      "alias")
+        return self
+
+    @model_validator(mode="after")
+    def _approval_sections_exist(self) -> Config:
+        unknown = [name for name in self.governance.approval_required
+                   if name not in type(self).model_fields]
+        if unknown:
+            raise ValueError(f"governance.approval_required names {unknown}, which are not "
+                             "config sections")
         return self
 
     @model_validator(mode="after")

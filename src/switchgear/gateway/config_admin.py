@@ -1,0 +1,179 @@
+"""The /admin/config endpoints: versions, diffs and change requests (governance/changes.py).
+
+Readers may look; admins and operators propose, apply and roll back; admins and approvers
+review. The caller's key id is who did it (``open-mode`` when the gateway runs without keys, so
+that nobody can approve a change there: the two-person rule needs people with keys).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from switchgear.admission.keys import ApiKey, Role
+from switchgear.errors import InvalidRequest, NotFound
+from switchgear.gateway.admin import ADMIN_BODY_LIMIT, OPERATORS, READERS, AdminAPI, _query
+from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json
+from switchgear.governance.changes import ConfigChanges
+
+REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
+#: Who acts when the gateway runs without keys.
+OPEN_MODE_ACTOR = "open-mode"
+#: The largest proposal body (a whole config).
+PROPOSAL_BODY_LIMIT = max(ADMIN_BODY_LIMIT, 1024 * 1024)
+
+
+def actor(key: ApiKey | None) -> str:
+    """Who is calling: the key's id."""
+    return key.key_id if key is not None else OPEN_MODE_ACTOR
+
+
+class ConfigAdmin:
+    """The /admin/config/* endpoints."""
+
+    def __init__(self, admin: AdminAPI, changes: ConfigChanges) -> None:
+        self.admin = admin
+        self.changes = changes
+
+    async def show(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/config[?version=N]: a version's YAML (the newest by default) and which
+        version this replica serves."""
+        await self.admin.caller(scope, READERS)
+        number = _int(_query(scope), "version")
+        version = await self.changes.versions.get(number)
+        if version is None:
+            raise NotFound(f"No config version {number}.")
+        await send_json(send, 200, {**version.public(),
+                                    "serving": self.admin.state.serving.version}, request_id)
+
+    async def diff(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/config/diff?from=A&to=B: a unified diff of two versions' YAML (default:
+        the newest against the one before)."""
+        await self.admin.caller(scope, READERS)
+        query = _query(scope)
+        to = _int(query, "to") or (await self.changes.current()).version
+        start = _int(query, "from") or max(1, to - 1)
+        versions = self.changes.versions
+        old, new = await versions.get(start), await versions.get(to)
+        if old is None or new is None:
+            raise NotFound(f"No config version {start if old is None else to}.")
+        diff = "".join(difflib.unified_diff(
+            old.config.splitlines(keepends=True), new.config.splitlines(keepends=True),
+            fromfile=f"version {start}", tofile=f"version {to}"))
+        await send_json(send, 200, {"from": start, "to": to, "diff": diff}, request_id)
+
+    async def history(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """GET /admin/config/history: the versions and the change requests, newest first."""
+        await self.admin.caller(scope, READERS)
+        versions = await self.changes.versions.history()
+        changes = await self.changes.versions.changes()
+        await send_json(send, 200, {
+            "serving": self.admin.state.serving.version,
+            "versions": [v.public(with_config=False) for v in versions],
+            "changes": [{k: v for k, v in c.public().items() if k != "config"}
+                        for c in changes]}, request_id)
+
+    async def propose(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """POST /admin/config/changes {config | sections, message, break_glass}: propose a
+        change (its diff in the answer); with break_glass, apply it at once."""
+        key = await self.admin.caller(scope, OPERATORS)
+        body = await _body(scope, receive, PROPOSAL_BODY_LIMIT)
+        config, sections = body.get("config"), body.get("sections")
+        for name, value in (("config", config), ("sections", sections)):
+            if value is not None and not isinstance(value, dict):
+                raise InvalidRequest(f"{name} must be a mapping", param=name)
+        change = await self.changes.propose(actor(key), _message(body), self.admin.state.local,
+                                            config=config, sections=sections)
+        if _flag(body, "break_glass"):
+            change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
+        await send_json(send, 201, change.public(), request_id)
+
+    async def rollback(self, scope: Scope, receive: Receive, send: Send,
+                       request_id: str) -> None:
+        """POST /admin/config/rollback {version, message, break_glass}: propose going back to
+        an earlier version (a change like any other); with break_glass, apply it at once."""
+        key = await self.admin.caller(scope, OPERATORS)
+        body = await _body(scope, receive, ADMIN_BODY_LIMIT)
+        version = body.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidRequest("version must be a version number", param="version")
+        change = await self.changes.rollback(actor(key), _message(body),
+                                             self.admin.state.local, version)
+        if _flag(body, "break_glass"):
+            change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
+        await send_json(send, 201, change.public(), request_id)
+
+    async def list_changes(self, scope: Scope, receive: Receive, send: Send,
+                           request_id: str) -> None:
+        """GET /admin/config/changes: the change requests, newest first."""
+        await self.admin.caller(scope, READERS)
+        changes = await self.changes.versions.changes()
+        await send_json(send, 200, {"object": "list", "data": [c.public() for c in changes]},
+                        request_id)
+
+    async def get_change(self, scope: Scope, receive: Receive, send: Send,
+                         request_id: str) -> None:
+        """GET /admin/config/changes/{id}: one change request with its diff."""
+        await self.admin.caller(scope, READERS)
+        change = await self.changes.change(_path_id(scope))
+        await send_json(send, 200, change.public(), request_id)
+
+    async def act(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """POST /admin/config/changes/{id}/review {approve, comment} (admins and approvers) or
+        POST /admin/config/changes/{id}/apply {break_glass} (admins and operators)."""
+        path = scope["path"].rstrip("/")
+        change_id, action = _path_id(scope, path.rsplit("/", 1)[0]), path.rsplit("/", 1)[-1]
+        if action == "review":
+            key = await self.admin.caller(scope, REVIEWERS)
+            body = await _body(scope, receive, ADMIN_BODY_LIMIT)
+            approve = body.get("approve")
+            if not isinstance(approve, bool):
+                raise InvalidRequest("approve must be true or false", param="approve")
+            comment = body.get("comment", "")
+            if not isinstance(comment, str) or len(comment) > 4096:
+                raise InvalidRequest("comment must be a string of at most 4096 characters",
+                                     param="comment")
+            change = await self.changes.review(change_id, actor(key), approve, comment)
+        elif action == "apply":
+            key = await self.admin.caller(scope, OPERATORS)
+            body = await _body(scope, receive, ADMIN_BODY_LIMIT)
+            change = await self.changes.apply(change_id, actor(key),
+                                              break_glass=_flag(body, "break_glass"))
+        else:
+            raise NotFound(f"Unknown path: {scope['path']}")
+        await send_json(send, 200, change.public(), request_id)
+
+
+async def _body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
+    body = await read_json(scope, receive, limit)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
+
+
+def _message(body: dict[str, Any]) -> str:
+    message = body.get("message", "")
+    if not isinstance(message, str) or len(message) > 4096:
+        raise InvalidRequest("message must be a string of at most 4096 characters",
+                             param="message")
+    return message
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false", param=name)
+    return value
+
+
+def _int(query: dict[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequest(f"{name} must be a version number", param=name)
+    return int(value)
+
+
+def _path_id(scope: Scope, path: str | None = None) -> str:
+    return (path or scope["path"].rstrip("/")).rsplit("/", 1)[-1]
