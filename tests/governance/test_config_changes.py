@@ -12,9 +12,10 @@ import pytest
 
 from switchgear.cli.admin_client import AdminError, admin_call
 from switchgear.config import Config
+from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import fetch_records, gateway, serving_version, wait_for_version
+from servers import break_glass, fetch_records, gateway, serving_version, wait_for_version
 
 ADMIN = "sg-config-admin-0123456789abcdef01234567"
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -222,3 +223,26 @@ def _records(store_url: str, request_ids: list[str]) -> list[Any]:
         if len(found) == len(request_ids) or time.monotonic() > deadline:
             return [found[i] for i in request_ids if i in found]
         time.sleep(0.05)
+
+
+def test_a_stream_in_flight_finishes_on_the_old_version_while_new_requests_use_the_new(
+        make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
+    slow = simulators(ModelOptions(ttft_ms=2, tpot_ms=40, mean_output_tokens=30,
+                                   output_spread=0, seed=1))
+    fast = simulators()
+    with gateway(make_config(models(("a", slow, 1.0)), store_url)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key=ADMIN, max_retries=0) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="chat", messages=HELLO, max_tokens=30, stream=True)
+        chunks = iter(raw.parse())
+        first = next(chunks)
+        break_glass(base_url, ADMIN, {"models": models(("b", fast, 1.0))})
+        rest = list(chunks)
+        after = send_chats(base_url, ADMIN, 1)
+    assert first.choices and rest and rest[-1].choices[0].finish_reason == "length"
+    old, new = _records(store_url, [raw.headers["x-request-id"], *after])
+    assert (old.deployment, old.config_version, old.status, old.completion_tokens) == \
+        ("a", 1, 200, 30)
+    assert (new.deployment, new.config_version) == ("b", 2)

@@ -259,8 +259,12 @@ class AppState:
         old = self.serving
         new = self.build_serving(config, version.version, old)
         kept = set(old.router.deployments())
-        await asyncio.gather(*(d.backend.start() for d in new.router.deployments()
-                               if d not in kept))
+        fresh = [d for d in new.router.deployments() if d not in kept]
+        try:
+            await asyncio.gather(*(d.backend.start() for d in fresh))
+        except BaseException:
+            await _close_unshared(new, old)
+            raise
         self.serving = new
         if new.checker is not None:
             new.checker.start()
@@ -275,15 +279,16 @@ class AppState:
     async def _retire(self, old: Serving, new: Serving) -> None:
         """Close what only ``old`` used, once its requests have finished (or after
         DRAIN_SECONDS)."""
-        if old.checker is not None:
-            await old.checker.stop()
         try:
+            if old.checker is not None:
+                await old.checker.stop()
             async with asyncio.timeout(DRAIN_SECONDS):
                 await old.drained()
         except TimeoutError:
             log.warning("config version %d: %d requests still running after %ss; closing its "
                         "parts", old.version, old.active, DRAIN_SECONDS)
-        await _close_unshared(old, new)
+        finally:  # at shutdown too, when this is cancelled
+            await _close_unshared(old, new)
 
     def _choose_auth(self) -> None:
         """Keys required, or open on loopback only: decided once at start-up, and said."""
