@@ -246,3 +246,13 @@ def test_a_stream_in_flight_finishes_on_the_old_version_while_new_requests_use_t
     assert (old.deployment, old.config_version, old.status, old.completion_tokens) == \
         ("a", 1, 200, 30)
     assert (new.deployment, new.config_version) == ("b", 2)
+
+
+def test_url_passwords_in_a_config_never_leave_through_the_admin_api(
+        running: tuple[str, Admin, RunningSimulator, RunningSimulator]) -> None:
+    _, admin, _, _ = running
+    change = admin.propose({"cache": {"url": "redis://:s3cret-pw@127.0.0.1:6379/0"}})
+    listed = admin("GET", "/admin/config/changes")["data"][0]
+    shown = admin("GET", f"/admin/config/changes/{change['change_id']}")
+    for answer in (change, listed, shown):
+        assert "redis://:***@127.0.0.1" in answer["diff"] and "s3cret" not in str(answer)

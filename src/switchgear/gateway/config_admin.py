@@ -8,6 +8,7 @@ that nobody can approve a change there: the two-person rule needs people with ke
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from switchgear.admission.keys import ApiKey, Role
@@ -21,6 +22,21 @@ REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
 OPEN_MODE_ACTOR = "open-mode"
 #: The largest proposal body (a whole config).
 PROPOSAL_BODY_LIMIT = max(ADMIN_BODY_LIMIT, 1024 * 1024)
+
+
+#: The password in any ``scheme://user:password@`` URL of a config's YAML.
+URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/?#@]*):[^\s/?#@]*@")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the password of every URL in it as ``***`` (the store keeps the real one)."""
+    return URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """A version's or change's JSON with URL passwords blotted out of its YAML and diff."""
+    return {name: redacted(value) if name in ("config", "diff") and isinstance(value, str)
+            else value for name, value in data.items()}
 
 
 def actor(key: ApiKey | None) -> str:
@@ -43,7 +59,7 @@ class ConfigAdmin:
         version = await self.changes.versions.get(number)
         if version is None:
             raise NotFound(f"No config version {number}.")
-        await send_json(send, 200, {**version.public(),
+        await send_json(send, 200, {**_public(version.public()),
                                     "serving": self.admin.state.serving.version}, request_id)
 
     async def diff(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
@@ -60,7 +76,7 @@ class ConfigAdmin:
         diff = "".join(difflib.unified_diff(
             old.config.splitlines(keepends=True), new.config.splitlines(keepends=True),
             fromfile=f"version {start}", tofile=f"version {to}"))
-        await send_json(send, 200, {"from": start, "to": to, "diff": diff}, request_id)
+        await send_json(send, 200, {"from": start, "to": to, "diff": redacted(diff)}, request_id)
 
     async def history(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/config/history: the versions and the change requests, newest first."""
@@ -70,7 +86,7 @@ class ConfigAdmin:
         await send_json(send, 200, {
             "serving": self.admin.state.serving.version,
             "versions": [v.public(with_config=False) for v in versions],
-            "changes": [{k: v for k, v in c.public().items() if k != "config"}
+            "changes": [{k: v for k, v in _public(c.public()).items() if k != "config"}
                         for c in changes]}, request_id)
 
     async def propose(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
@@ -86,7 +102,7 @@ class ConfigAdmin:
                                             config=config, sections=sections)
         if _flag(body, "break_glass"):
             change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
-        await send_json(send, 201, change.public(), request_id)
+        await send_json(send, 201, _public(change.public()), request_id)
 
     async def rollback(self, scope: Scope, receive: Receive, send: Send,
                        request_id: str) -> None:
@@ -101,22 +117,22 @@ class ConfigAdmin:
                                              self.admin.state.local, version)
         if _flag(body, "break_glass"):
             change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
-        await send_json(send, 201, change.public(), request_id)
+        await send_json(send, 201, _public(change.public()), request_id)
 
     async def list_changes(self, scope: Scope, receive: Receive, send: Send,
                            request_id: str) -> None:
         """GET /admin/config/changes: the change requests, newest first."""
         await self.admin.caller(scope, READERS)
         changes = await self.changes.versions.changes()
-        await send_json(send, 200, {"object": "list", "data": [c.public() for c in changes]},
-                        request_id)
+        await send_json(send, 200, {"object": "list",
+                                    "data": [_public(c.public()) for c in changes]}, request_id)
 
     async def get_change(self, scope: Scope, receive: Receive, send: Send,
                          request_id: str) -> None:
         """GET /admin/config/changes/{id}: one change request with its diff."""
         await self.admin.caller(scope, READERS)
         change = await self.changes.change(_path_id(scope))
-        await send_json(send, 200, change.public(), request_id)
+        await send_json(send, 200, _public(change.public()), request_id)
 
     async def act(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """POST /admin/config/changes/{id}/review {approve, comment} (admins and approvers) or
@@ -141,7 +157,7 @@ class ConfigAdmin:
                                               break_glass=_flag(body, "break_glass"))
         else:
             raise NotFound(f"Unknown path: {scope['path']}")
-        await send_json(send, 200, change.public(), request_id)
+        await send_json(send, 200, _public(change.public()), request_id)
 
 
 async def _body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
