@@ -256,3 +256,19 @@ def test_url_passwords_in_a_config_never_leave_through_the_admin_api(
     shown = admin("GET", f"/admin/config/changes/{change['change_id']}")
     for answer in (change, listed, shown):
         assert "redis://:***@127.0.0.1" in answer["diff"] and "s3cret" not in str(answer)
+
+
+def test_bad_admin_input_gets_a_clear_openai_shaped_error(
+        running: tuple[str, Admin, RunningSimulator, RunningSimulator]) -> None:
+    _, admin, _, _ = running
+    refused(lambda: admin("GET", "/admin/config?version=%C2%B2"), 400, "version must be")
+    refused(lambda: admin("GET", f"/admin/config?version={2**70}"), 400, "version must be")
+    refused(lambda: admin("GET", "/admin/config?version=9"), 404, "No config version 9")
+    refused(lambda: admin("POST", "/admin/config/rollback", {"version": 2**70}), 400,
+            "version must be")
+    refused(lambda: admin("POST", "/admin/config/changes", {"sections": []}), 400,
+            "sections must be a mapping")
+    refused(lambda: admin("POST", "/admin/config/changes", {"sections": {}, "config": {}}),
+            400, "either config")
+    refused(lambda: admin.apply("chg_nope"), 404, "No change request chg_nope")
+    refused(lambda: admin("POST", "/admin/config/changes/chg_nope/merge", {}), 404, "Unknown")

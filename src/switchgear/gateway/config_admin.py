@@ -20,6 +20,8 @@ from switchgear.governance.changes import ConfigChanges
 REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
 #: Who acts when the gateway runs without keys.
 OPEN_MODE_ACTOR = "open-mode"
+#: The largest version number asked for (a store's integers hold 63 bits).
+MAX_VERSION = 2**62
 #: The largest proposal body (a whole config).
 PROPOSAL_BODY_LIMIT = max(ADMIN_BODY_LIMIT, 1024 * 1024)
 
@@ -111,7 +113,8 @@ class ConfigAdmin:
         key = await self.admin.caller(scope, OPERATORS)
         body = await _body(scope, receive, ADMIN_BODY_LIMIT)
         version = body.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        if (not isinstance(version, int) or isinstance(version, bool)
+                or not 1 <= version <= MAX_VERSION):
             raise InvalidRequest("version must be a version number", param="version")
         change = await self.changes.rollback(actor(key), _message(body),
                                              self.admin.state.local, version)
@@ -186,7 +189,7 @@ def _int(query: dict[str, str], name: str) -> int | None:
     value = query.get(name)
     if value is None:
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_VERSION:
         raise InvalidRequest(f"{name} must be a version number", param=name)
     return int(value)
 
