@@ -272,3 +272,17 @@ def test_bad_admin_input_gets_a_clear_openai_shaped_error(
             400, "either config")
     refused(lambda: admin.apply("chg_nope"), 404, "No change request chg_nope")
     refused(lambda: admin("POST", "/admin/config/changes/chg_nope/merge", {}), 404, "Unknown")
+
+
+def test_a_replica_started_later_serves_the_applied_version_not_its_file(
+        make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
+    a, b = simulators(), simulators()
+    config = make_config(models(("a", a, 1.0)), store_url)
+    with gateway(config) as base_url:
+        break_glass(base_url, ADMIN, {"models": models(("b", b, 1.0))})
+    with gateway(config) as base_url:
+        assert serving_version(base_url, ADMIN) == 2
+        ids = send_chats(base_url, ADMIN, 2)
+    assert {(r.deployment, r.config_version) for r in _records(store_url, ids)} == {("b", 2)}

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from switchgear.config import ConfigError
 from switchgear.governance.versions import ConfigVersion, ConfigVersions
+from switchgear.store.base import StoreUnavailable
 
 log = logging.getLogger("switchgear.governance")
 
@@ -60,5 +61,7 @@ class ConfigFollower:
             await asyncio.sleep(self.interval())
             try:
                 await self.check()
-            except Exception:  # a store outage or a bad backend: keep serving, try again
-                log.exception("checking for a new config version failed")
+            except StoreUnavailable as error:  # keep serving this version; try again
+                log.warning("cannot check for a new config version: %s", error)
+            except Exception:  # e.g. a new backend failed to start: keep serving, try again
+                log.exception("adopting a new config version failed")
