@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from switchgear.admission.keys import ApiKey, Role
 from switchgear.errors import InvalidRequest, NotFound
 from switchgear.gateway.admin import ADMIN_BODY_LIMIT, OPERATORS, READERS, AdminAPI, _query
 from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json
 from switchgear.governance.changes import ConfigChanges
+from switchgear.governance.versions import ChangeRequest
 
 REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
 #: Who acts when the gateway runs without keys.
@@ -41,6 +43,20 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
             else value for name, value in data.items()}
 
 
+class Auditor(Protocol):
+    """Where config actions go in the audit trail: ``AdminAPI.audit`` of governance/audit.py
+    has this shape (who: ``key``; from where: ``scope``; what: ``action`` on ``target``)."""
+
+    async def __call__(self, scope: Scope, key: ApiKey | None, action: str,
+                       target: str | None = None,
+                       details: Mapping[str, Any] | None = None) -> None: ...
+
+
+async def not_audited(scope: Scope, key: ApiKey | None, action: str, target: str | None = None,
+                      details: Mapping[str, Any] | None = None) -> None:
+    """The Auditor until the audit trail is connected: records nothing."""
+
+
 def actor(key: ApiKey | None) -> str:
     """Who is calling: the key's id."""
     return key.key_id if key is not None else OPEN_MODE_ACTOR
@@ -49,9 +65,27 @@ def actor(key: ApiKey | None) -> str:
 class ConfigAdmin:
     """The /admin/config/* endpoints."""
 
-    def __init__(self, admin: AdminAPI, changes: ConfigChanges) -> None:
+    def __init__(self, admin: AdminAPI, changes: ConfigChanges,
+                 audit: Auditor = not_audited) -> None:
         self.admin = admin
         self.changes = changes
+        #: Called after each config action: config.propose, config.approve, config.reject,
+        #: config.apply and config.break_glass (the audit trail logs that one loudly).
+        self.audit = audit
+
+    async def _applied(self, scope: Scope, key: ApiKey | None,
+                       change: ChangeRequest) -> None:
+        """Audit an apply: config.break_glass when it skipped approval."""
+        await self.audit(scope, key, "config.break_glass" if change.break_glass
+                         else "config.apply", change.change_id,
+                         {"version": change.applied_version,
+                          "sections": change.sections.split(",")})
+
+    async def _proposed(self, scope: Scope, key: ApiKey | None,
+                        change: ChangeRequest) -> None:
+        await self.audit(scope, key, "config.propose", change.change_id,
+                         {"sections": change.sections.split(","), "message": change.message,
+                          "rollback_of": change.rollback_of})
 
     async def show(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/config[?version=N]: a version's YAML (the newest by default) and which
@@ -100,10 +134,13 @@ class ConfigAdmin:
         for name, value in (("config", config), ("sections", sections)):
             if value is not None and not isinstance(value, dict):
                 raise InvalidRequest(f"{name} must be a mapping", param=name)
+        glass = _flag(body, "break_glass")
         change = await self.changes.propose(actor(key), _message(body), self.admin.state.local,
                                             config=config, sections=sections)
-        if _flag(body, "break_glass"):
+        await self._proposed(scope, key, change)
+        if glass:
             change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
+            await self._applied(scope, key, change)
         await send_json(send, 201, _public(change.public()), request_id)
 
     async def rollback(self, scope: Scope, receive: Receive, send: Send,
@@ -116,10 +153,13 @@ class ConfigAdmin:
         if (not isinstance(version, int) or isinstance(version, bool)
                 or not 1 <= version <= MAX_VERSION):
             raise InvalidRequest("version must be a version number", param="version")
+        glass = _flag(body, "break_glass")
         change = await self.changes.rollback(actor(key), _message(body),
                                              self.admin.state.local, version)
-        if _flag(body, "break_glass"):
+        await self._proposed(scope, key, change)
+        if glass:
             change = await self.changes.apply(change.change_id, actor(key), break_glass=True)
+            await self._applied(scope, key, change)
         await send_json(send, 201, _public(change.public()), request_id)
 
     async def list_changes(self, scope: Scope, receive: Receive, send: Send,
@@ -153,11 +193,15 @@ class ConfigAdmin:
                 raise InvalidRequest("comment must be a string of at most 4096 characters",
                                      param="comment")
             change = await self.changes.review(change_id, actor(key), approve, comment)
+            await self.audit(scope, key, f"config.{'approve' if approve else 'reject'}",
+                             change_id, {"comment": comment,
+                                         "after_break_glass": change.break_glass})
         elif action == "apply":
             key = await self.admin.caller(scope, OPERATORS)
             body = await _body(scope, receive, ADMIN_BODY_LIMIT)
             change = await self.changes.apply(change_id, actor(key),
                                               break_glass=_flag(body, "break_glass"))
+            await self._applied(scope, key, change)
         else:
             raise NotFound(f"Unknown path: {scope['path']}")
         await send_json(send, 200, _public(change.public()), request_id)

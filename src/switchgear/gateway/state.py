@@ -114,7 +114,7 @@ class AppState:
     authenticator: Authenticator
     counters: Quotas
     versions: ConfigVersions
-    #: The change-request workflow; its ``auditor`` is where the audit trail connects.
+    #: The change-request workflow (governance/changes.py).
     changes: ConfigChanges
     serving: Serving = field(init=False)
     follower: ConfigFollower = field(init=False)

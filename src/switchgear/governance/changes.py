@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from switchgear.config import RESTART_SECTIONS, Config, ConfigError, parse_config
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied, SwitchgearError
@@ -43,27 +43,11 @@ class ChangeConflict(SwitchgearError):
     code = "change_conflict"
 
 
-class Auditor(Protocol):
-    """Where config actions are recorded (the audit trail, governance/audit.py, connects here)."""
-
-    async def record(self, action: str, actor: str, detail: Mapping[str, object]) -> None:
-        """Record that ``actor`` did ``action`` (e.g. ``config.apply``) with ``detail``."""
-        ...
-
-
-class NoAudit:
-    """An Auditor that records nothing (until the audit trail is connected)."""
-
-    async def record(self, action: str, actor: str, detail: Mapping[str, object]) -> None:
-        """Record nothing."""
-
-
 class ConfigChanges:
     """The change-request workflow over the store's versions and changes."""
 
-    def __init__(self, versions: ConfigVersions, auditor: Auditor | None = None) -> None:
+    def __init__(self, versions: ConfigVersions) -> None:
         self.versions = versions
-        self.auditor: Auditor = auditor or NoAudit()
 
     async def current(self) -> ConfigVersion:
         """The newest applied version."""
@@ -118,8 +102,6 @@ class ConfigChanges:
             config=text, diff=unified_diff(base_version, text), sections=",".join(changed),
             needs_approval=needs_approval, rollback_of=rollback_of)
         await self.versions.add_change(change)
-        await self.auditor.record("config.propose", author, {
-            "change_id": change.change_id, "sections": changed, "rollback_of": rollback_of})
         return change
 
     async def rollback(self, author: str, message: str, local: Config,
@@ -160,9 +142,6 @@ class ConfigChanges:
                 change_id, (change.status,), status=status, reviewer=reviewer, review=decision,
                 review_comment=comment, reviewed_at=reviewed.reviewed_at):
             raise ChangeConflict(f"Change {change_id} changed meanwhile; look at it again.")
-        await self.auditor.record(f"config.{'approve' if approve else 'reject'}", reviewer,
-                                  {"change_id": change_id, "comment": comment,
-                                   "after_break_glass": change.break_glass})
         return reviewed
 
     async def apply(self, change_id: str, actor: str, break_glass: bool = False
@@ -200,9 +179,6 @@ class ConfigChanges:
             log.warning("BREAK-GLASS: change %s (%s) applied by %s as config version %d without "
                         "approval; it must be reviewed", change_id, change.sections, actor,
                         number)
-        await self.auditor.record("config.break_glass" if glass else "config.apply", actor,
-                                  {"change_id": change_id, "version": number,
-                                   "sections": change.sections.split(",")})
         return replace(change, status="applied", applied_version=number, break_glass=glass)
 
 
