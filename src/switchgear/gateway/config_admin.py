@@ -7,7 +7,6 @@ that nobody can approve a change there: the two-person rule needs people with ke
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -16,7 +15,7 @@ from switchgear.admission.keys import ApiKey, Role
 from switchgear.errors import InvalidRequest, NotFound
 from switchgear.gateway.admin import ADMIN_BODY_LIMIT, OPERATORS, READERS, AdminAPI, _query
 from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json
-from switchgear.governance.changes import ConfigChanges
+from switchgear.governance.changes import ConfigChanges, unified_diff
 from switchgear.governance.versions import ChangeRequest
 
 REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
@@ -109,9 +108,7 @@ class ConfigAdmin:
         old, new = await versions.get(start), await versions.get(to)
         if old is None or new is None:
             raise NotFound(f"No config version {start if old is None else to}.")
-        diff = "".join(difflib.unified_diff(
-            old.config.splitlines(keepends=True), new.config.splitlines(keepends=True),
-            fromfile=f"version {start}", tofile=f"version {to}"))
+        diff = unified_diff(old.config, new.config, f"version {start}", f"version {to}")
         await send_json(send, 200, {"from": start, "to": to, "diff": redacted(diff)}, request_id)
 
     async def history(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

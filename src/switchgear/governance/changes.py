@@ -99,7 +99,9 @@ class ConfigChanges:
         change = ChangeRequest(
             change_id="chg_" + secrets.token_hex(6), status="pending", author=author,
             message=message, created_at=time.time(), base_version=base_version.version,
-            config=text, diff=unified_diff(base_version, text), sections=",".join(changed),
+            config=text, sections=",".join(changed),
+            diff=unified_diff(base_version.config, text, f"version {base_version.version}",
+                              "proposed"),
             needs_approval=needs_approval, rollback_of=rollback_of)
         await self.versions.add_change(change)
         return change
@@ -182,8 +184,7 @@ class ConfigChanges:
         return replace(change, status="applied", applied_version=number, break_glass=glass)
 
 
-def unified_diff(base: ConfigVersion, proposed: str) -> str:
-    """A unified diff of the YAML, from ``base`` to ``proposed``."""
-    return "".join(difflib.unified_diff(
-        base.config.splitlines(keepends=True), proposed.splitlines(keepends=True),
-        fromfile=f"version {base.version}", tofile="proposed"))
+def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
+    """A unified diff of two configs' YAML."""
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True), old_name, new_name))
