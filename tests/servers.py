@@ -110,6 +110,36 @@ def create_key(base_url: str, admin_key: str, **fields: Any) -> dict[str, Any]:
     return answer
 
 
+def serving_version(base_url: str, token: str | None = None) -> int:
+    """The config version the gateway at ``base_url`` (its /v1 URL) serves now."""
+    from switchgear.cli.admin_client import admin_call
+
+    return int(admin_call(base_url.removesuffix("/v1"), "GET", "/admin/config", token)["serving"])
+
+
+def wait_for_version(base_url: str, version: int, token: str | None = None,
+                     timeout: float = 30) -> None:
+    """Return once the gateway at ``base_url`` serves config ``version`` (or a newer one)."""
+    deadline = time.monotonic() + timeout
+    while serving_version(base_url, token) < version:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base_url} did not serve config version {version} "
+                                 f"within {timeout}s")
+        time.sleep(0.05)
+
+
+def break_glass(base_url: str, token: str | None, sections: dict[str, Any]) -> int:
+    """Apply ``sections`` at once through the admin API (break-glass) and wait until the
+    gateway serves them; the new config version."""
+    from switchgear.cli.admin_client import admin_call
+
+    change = admin_call(base_url.removesuffix("/v1"), "POST", "/admin/config/changes", token,
+                        {"sections": sections, "break_glass": True})
+    version = int(change["applied_version"])
+    wait_for_version(base_url, version, token)
+    return version
+
+
 def _ready(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(base_url + "/readyz", timeout=1) as response:

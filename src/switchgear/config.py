@@ -463,22 +463,6 @@ class AuthConfig(_Strict):
     admin_key_env: str = "SWITCHGEAR_ADMIN_KEY"
 
 
-class GovernanceConfig(_Strict):
-    """The audit trail (governance/audit.py): where its key comes from and how often an admin
-    key's use of the admin API is recorded.
-
-    The key is the value of the environment variable ``audit_secret_env`` (at least 32
-    characters; every replica and ``switchgear audit verify`` need the same). Without it, a
-    gateway on a non-loopback address refuses to start; on loopback one is generated once and
-    kept, mode 0600, in ``<sqlite file>.audit-key`` (``switchgear.audit-key`` in the working
-    directory for PostgreSQL)."""
-
-    audit_secret_env: str = "SWITCHGEAR_AUDIT_SECRET"
-    #: An admin key's access is recorded at its first call, then at most once per this many
-    #: seconds per client address, with the number of calls in between (0: every call).
-    audit_access_interval_s: float = Field(300.0, ge=0)
-
-
 class TelemetryConfig(_Strict):
     """Metrics labels and traces. Spans are exported (OTLP over HTTP, protobuf) only when
     ``otlp_endpoint`` is set; without it the trace id is still made, propagated upstream,
@@ -503,6 +487,35 @@ class TelemetryConfig(_Strict):
             raise ValueError("must start with http:// or https://")
         url = url.rstrip("/")
         return url if url.endswith("/v1/traces") else url + "/v1/traces"
+
+
+#: Sections a running gateway cannot change: a change to them needs a restart.
+RESTART_SECTIONS = ("server", "store", "auth", "telemetry")
+
+#: Sections whose changes need a second person's approval unless configured otherwise.
+DEFAULT_APPROVAL = ("models", "routing", "limits", "tiers", "cache", "guards", "slo", "ledger",
+                    "quality")
+
+
+class GovernanceConfig(_Strict):
+    """Config changes and the audit trail (governance/).
+
+    ``approval_required``: the top-level sections whose changes need approval by someone other
+    than their author (changing this list always does); ``poll_interval_s``: how often each
+    replica looks for a newly applied config version.
+
+    The audit trail's key is the value of the environment variable ``audit_secret_env`` (at
+    least 32 characters; every replica and ``switchgear audit verify`` need the same; read at
+    start-up). Without it, a gateway on a non-loopback address refuses to start; on loopback one
+    is generated once and kept, mode 0600, in ``<sqlite file>.audit-key``
+    (``switchgear.audit-key`` in the working directory for PostgreSQL)."""
+
+    approval_required: list[str] = Field(default_factory=lambda: list(DEFAULT_APPROVAL))
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+    audit_secret_env: str = "SWITCHGEAR_AUDIT_SECRET"
+    #: An admin key's access is recorded at its first call, then at most once per this many
+    #: seconds per client address, with the number of calls in between (0: every call).
+    audit_access_interval_s: float = Field(300.0, ge=0)
 
 
 class Config(_Strict):
@@ -545,6 +558,15 @@ class Config(_Strict):
                 if alias not in self.models:
                     raise ValueError(f"{section}.routes names {alias!r}, which is not a model "
                                      "alias")
+        return self
+
+    @model_validator(mode="after")
+    def _approval_sections_exist(self) -> Config:
+        unknown = [name for name in self.governance.approval_required
+                   if name not in type(self).model_fields]
+        if unknown:
+            raise ValueError(f"governance.approval_required names {unknown}, which are not "
+                             "config sections")
         return self
 
     @model_validator(mode="after")

@@ -113,6 +113,8 @@ class Exchange:
     served_alias: str | None = None
     #: The experiment variant (an alias) chosen for this request, if its alias splits traffic.
     variant: str | None = None
+    #: The applied config version whose parts served this request (governance/).
+    config_version: int | None = None
     cache_status: str = "miss"
     usage: Usage = field(default_factory=Usage)
     status: int = 200

@@ -20,7 +20,15 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import REDIS_URL, create_key, fetch_records, free_port, gateway, gateway_process
+from servers import (
+    REDIS_URL,
+    break_glass,
+    create_key,
+    fetch_records,
+    free_port,
+    gateway,
+    gateway_process,
+)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 SLOW = ModelOptions(ttft_ms=150, tpot_ms=1, mean_output_tokens=8, seed=4)
@@ -282,9 +290,9 @@ def test_cacheability_is_widened_per_route_and_narrowed_per_key(
     sim = simulators()
     with gateway(configure(make_config, sim)) as base_url:
         created = create_key(base_url, admin, tenant="acme")
-    # sampled requests are cached on this route, but not for this key
-    rules = {"routes": {"chat": "all"}, "keys": {created["key"]["id"]: "off"}}
-    with gateway(configure(make_config, sim, rules)) as base_url:
+        # sampled requests are cached on this route, but not for this key (a config change)
+        rules = {"routes": {"chat": "all"}, "keys": {created["key"]["id"]: "off"}}
+        break_glass(base_url, admin, {"cache": rules})
         outcomes = {}
         for who, key in (("route", admin), ("key", created["secret"])):
             with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0) as sdk:

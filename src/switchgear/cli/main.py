@@ -395,6 +395,160 @@ def audit_list(url: str, admin_key: str | None, limit: int, before: int | None,
     click.echo(json.dumps(report, indent=2) if as_json else render_audit(report))
 
 
+@main.group("config")
+def config_group() -> None:
+    """Versioned config: show, diff, propose, review, apply and roll back changes.
+
+    The YAML file seeds version 1; after that every change is a change request, applied to
+    every running replica within seconds. Sections listed in governance.approval_required need
+    approval by someone other than the change's author.
+    """
+
+
+@config_group.command("show")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--version", "number", type=click.IntRange(min=1),
+              help="This version (default: the newest applied).")
+def config_show(url: str, admin_key: str | None, number: int | None) -> None:
+    """Print an applied config version as YAML."""
+    answer = _admin(url, "GET", "/admin/config" + (f"?version={number}" if number else ""),
+                    admin_key)
+    glass = ", BREAK-GLASS" if answer["break_glass"] else ""
+    click.echo(f"# version {answer['version']}, applied by {answer['applied_by']}{glass}; "
+               f"this replica serves version {answer['serving']}")
+    click.echo(answer["config"], nl=False)
+
+
+@config_group.command("diff")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("start", required=False, type=click.IntRange(min=1))
+@click.argument("end", required=False, type=click.IntRange(min=1))
+@click.option("--change", "change_id", help="Show this change request's diff instead.")
+def config_diff(url: str, admin_key: str | None, start: int | None, end: int | None,
+                change_id: str | None) -> None:
+    """Diff two versions (default: the newest against the one before), or a change."""
+    if change_id:
+        click.echo(_admin(url, "GET", f"/admin/config/changes/{change_id}", admin_key)["diff"],
+                   nl=False)
+        return
+    query = urllib.parse.urlencode({k: v for k, v in {"from": start, "to": end}.items() if v})
+    answer = _admin(url, "GET", "/admin/config/diff" + (f"?{query}" if query else ""),
+                    admin_key)
+    click.echo(answer["diff"] or f"versions {answer['from']} and {answer['to']} are the same",
+               nl=not answer["diff"])
+
+
+BREAK_GLASS = click.option("--break-glass", is_flag=True,
+                           help="Emergency: apply at once without approval (logged loudly; "
+                           "the change must be reviewed afterwards).")
+MESSAGE = click.option("--message", "-m", default="", help="Why: shown to the reviewer.")
+
+
+@config_group.command("propose")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--patch", is_flag=True, help="PATH holds only the top-level sections to "
+              "replace (e.g. just models:), not a whole config.")
+@MESSAGE
+@BREAK_GLASS
+def config_propose(url: str, admin_key: str | None, path: Path, patch: bool, message: str,
+                   break_glass: bool) -> None:
+    """Propose the config in PATH (YAML) as a change; prints its id and diff."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        click.echo(f"switchgear: {path}: not valid YAML: {error}", err=True)
+        sys.exit(2)
+    body = {"sections" if patch else "config": data, "message": message,
+            "break_glass": break_glass}
+    _print_change(_admin(url, "POST", "/admin/config/changes", admin_key, body), diff=True)
+
+
+@config_group.command("review")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("change_id")
+@click.option("--approve/--reject", required=True, help="The decision.")
+@click.option("--comment", "-c", default="", help="Why.")
+def config_review(url: str, admin_key: str | None, change_id: str, approve: bool,
+                  comment: str) -> None:
+    """Approve or reject a change (never your own), or review one applied by break-glass."""
+    body = {"approve": approve, "comment": comment}
+    _print_change(_admin(url, "POST", f"/admin/config/changes/{change_id}/review", admin_key,
+                         body))
+
+
+@config_group.command("apply")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("change_id")
+@BREAK_GLASS
+def config_apply(url: str, admin_key: str | None, change_id: str, break_glass: bool) -> None:
+    """Apply a change: it becomes the next version, served by every replica within seconds."""
+    _print_change(_admin(url, "POST", f"/admin/config/changes/{change_id}/apply", admin_key,
+                         {"break_glass": break_glass}))
+
+
+@config_group.command("rollback")
+@ADMIN_URL
+@ADMIN_KEY
+@click.argument("version", type=click.IntRange(min=1))
+@MESSAGE
+@BREAK_GLASS
+def config_rollback(url: str, admin_key: str | None, version: int, message: str,
+                    break_glass: bool) -> None:
+    """Propose going back to VERSION (a change like any other: reviewed, then applied)."""
+    body = {"version": version, "message": message, "break_glass": break_glass}
+    _print_change(_admin(url, "POST", "/admin/config/rollback", admin_key, body), diff=True)
+
+
+@config_group.command("history")
+@ADMIN_URL
+@ADMIN_KEY
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+def config_history(url: str, admin_key: str | None, as_json: bool) -> None:
+    """The applied versions and the change requests, newest first."""
+    from datetime import UTC, datetime
+
+    report = _admin(url, "GET", "/admin/config/history", admin_key)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+
+    def when(seconds: float | None) -> str:
+        return datetime.fromtimestamp(seconds or 0, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    click.echo(f"serving version {report['serving']}")
+    for version in report["versions"]:
+        glass = "  BREAK-GLASS" if version["break_glass"] else ""
+        click.echo(f"v{version['version']}  {when(version['applied_at'])}  "
+                   f"{version['applied_by']}  {version['change_id'] or '(config file)'}{glass}")
+    for change in report["changes"]:
+        click.echo(_change_line(change))
+
+
+def _change_line(change: dict[str, Any]) -> str:
+    state = "REVIEW REQUIRED" if change["review_required"] else change["status"]
+    version = f" -> v{change['applied_version']}" if change["applied_version"] else ""
+    approval = "needs approval" if change["needs_approval"] else "no approval needed"
+    return (f"{change['change_id']}  {state}{version}  by {change['author']}  "
+            f"[{','.join(change['sections'])}] ({approval})  {change['message']}")
+
+
+def _print_change(change: dict[str, Any], diff: bool = False) -> None:
+    click.echo(_change_line(change))
+    if change["review_required"]:
+        click.echo("BREAK-GLASS: applied without approval; another person must review it: "
+                   f"switchgear config review {change['change_id']} --approve/--reject", err=True)
+    if diff:
+        click.echo(change["diff"], nl=False)
+
+
 def _admin(url: str, method: str, path: str, token: str | None, body: Any = None,
            raw: bool = False) -> Any:
     from switchgear.cli.admin_client import AdminError, admin_call, admin_fetch

@@ -294,7 +294,7 @@ class AdminAPI:
         """GET /admin/quality: quality signals per route, deployment and served alias in the
         recent and the baseline window, their shifts and the alerts in force."""
         await self.caller(scope, READERS)
-        detector = self.state.quality
+        detector = self.state.serving.quality
         if detector is None:
             raise NotFound("Quality signals are off (quality.enabled is false).")
         await send_json(send, 200, detector.report(time.time()), request_id)

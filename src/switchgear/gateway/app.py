@@ -20,6 +20,7 @@ from switchgear.errors import (
 )
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
+from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
     DONE_EVENT,
     Receive,
@@ -38,7 +39,7 @@ from switchgear.gateway.http import (
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
-from switchgear.pipeline import Body
+from switchgear.pipeline import Body, Handler
 from switchgear.telemetry.metrics import CONTENT_TYPE
 from switchgear.telemetry.tracing import TRACE_ID_HEADER, TRACEPARENT
 
@@ -57,6 +58,7 @@ class GatewayApp:
         self.state = state
         self.request_ids = RequestIds()
         self.admin = AdminAPI(state)
+        config = ConfigAdmin(self.admin, state.changes, self.admin.audit)
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
@@ -76,12 +78,18 @@ class GatewayApp:
             "/admin/cost": {"GET": self.admin.cost},
             "/admin/cost/focus": {"GET": self.admin.cost_focus},
             "/admin/quality": {"GET": self.admin.quality},
+            "/admin/config": {"GET": config.show},
+            "/admin/config/diff": {"GET": config.diff},
+            "/admin/config/history": {"GET": config.history},
+            "/admin/config/changes": {"GET": config.list_changes, "POST": config.propose},
+            "/admin/config/rollback": {"POST": config.rollback},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())
         #: Paths with an id at the end: (prefix, methods).
         self.prefixed: list[tuple[str, dict[str, Endpoint]]] = [
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
+            ("/admin/config/changes/", {"GET": config.get_change, "POST": config.act}),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,9 +152,21 @@ class GatewayApp:
         state.tracer.begin(exchange, traceparent)
         attribute(exchange, bearer_token(scope), header(scope, b"x-switchgear-feature"),
                   header(scope, b"x-switchgear-priority"), wants_no_cache(scope))
+        serving = state.serving  # one config version serves the whole request
+        exchange.config_version = serving.version
+        serving.enter()
+        try:
+            await self._serve(serving.pipeline, exchange, receive, send, request_id)
+        finally:
+            serving.leave()
+
+    async def _serve(self, pipeline: Handler, exchange: Exchange, receive: Receive, send: Send,
+                     request_id: str) -> None:
+        """Run ``exchange`` through ``pipeline`` and send the answer, as JSON or events."""
+        state = self.state
         state.metrics.in_flight.inc()
         try:
-            reply = await state.pipeline(exchange)
+            reply = await pipeline(exchange)
         except SwitchgearError as error:
             state.metrics.in_flight.dec()
             await send_error(send, error, request_id, _trace_header(exchange))
@@ -170,7 +190,7 @@ class GatewayApp:
                         traceparent: bytes | None, error: SwitchgearError) -> Exchange:
         """Log a request refused before it became an Exchange, so every request has its row."""
         exchange = Exchange(request_id=request_id, operation=operation, body={}, model="",
-                            received=received)
+                            received=received, config_version=self.state.serving.version)
         self.state.tracer.begin(exchange, traceparent)
         self.state.recorder.fail(exchange, error)
         return exchange

@@ -84,6 +84,14 @@ def openapi_spec() -> dict[str, Any]:
     limit = {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}
     since = {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}}
     until = {**since, "name": "until"}
+    version = {"name": "version", "in": "query", "required": False,
+               "schema": {"type": "string"}}
+    change_id = {"name": "change_id", "in": "path", "required": True,
+                 "schema": {"type": "string"}}
+    # break_glass (on a proposal, apply and rollback) is left out of the bodies on purpose.
+    proposal = {"type": "object", "properties": {
+        "config": {"type": "object"}, "sections": {"type": "object"},
+        "message": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchgear", "version": __version__},
@@ -137,6 +145,36 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/cost/focus": {"get": {**_operation("FOCUS CSV of the ledger", None,
                                                        errors=(400, 401, 403)),
                                           "parameters": [tenant, since, until]}},
+            "/admin/config": {"get": {
+                **_operation("An applied config version", None, errors=(400, 401, 403, 404)),
+                "parameters": [version]}},
+            "/admin/config/diff": {"get": {
+                **_operation("Diff two config versions", None, errors=(400, 401, 403, 404)),
+                "parameters": [{**version, "name": "from"}, {**version, "name": "to"}]}},
+            "/admin/config/history": {"get": _operation("Config versions and changes", None,
+                                                        errors=(401, 403))},
+            "/admin/config/changes": {
+                "get": _operation("Config change requests", None, errors=(401, 403)),
+                "post": _operation("Propose a config change", proposal, "201",
+                                   (400, 401, 403, 409, 413, 415)),
+            },
+            "/admin/config/changes/{change_id}": {"get": {
+                **_operation("A config change request", None, errors=(401, 403, 404)),
+                "parameters": [change_id]}},
+            "/admin/config/changes/{change_id}/review": {"post": {
+                **_operation("Approve or reject a config change", _object(["approve"], {
+                    "approve": {"type": "boolean"}, "comment": {"type": "string"}}),
+                    errors=(400, 401, 403, 404, 409, 413, 415)),
+                "parameters": [change_id]}},
+            "/admin/config/changes/{change_id}/apply": {"post": {
+                **_operation("Apply a config change", {"type": "object"},
+                             errors=(400, 401, 403, 404, 409, 413, 415)),
+                "parameters": [change_id]}},
+            "/admin/config/rollback": {"post": _operation(
+                "Propose a rollback to a config version",
+                _object(["version"], {"version": {"type": "integer", "minimum": 1},
+                                      "message": {"type": "string"}}), "201",
+                (400, 401, 403, 404, 409, 413, 415))},
             "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
             "/readyz": {"get": {"summary": "Ready", "responses": {
                 "200": {"description": "Ready"},

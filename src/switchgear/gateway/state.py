@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
@@ -13,9 +13,23 @@ from switchgear.admission.limits import InProcessLimiter, RedisLimiter
 from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
-from switchgear.config import Config, LimitsConfig, is_loopback
+from switchgear.config import (
+    Config,
+    DeploymentConfig,
+    LimitsConfig,
+    OutlierConfig,
+    is_loopback,
+)
 from switchgear.governance.audit import AuditTrail
+from switchgear.governance.changes import ConfigChanges
+from switchgear.governance.follow import ConfigFollower
 from switchgear.governance.secret import AuditKey
+from switchgear.governance.versions import (
+    ConfigVersion,
+    ConfigVersions,
+    config_text,
+    serving_config,
+)
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
@@ -54,79 +68,179 @@ def build_quotas(config: LimitsConfig) -> Quotas:
 DRAIN_SECONDS = 60
 
 
-@dataclass(slots=True)
-class AppState:
-    """Config, deployments, the assembled pipeline, the record writer, metrics and traces."""
+@dataclass(slots=True, eq=False)
+class Serving:
+    """What one config version decides: routes and deployments, prices, limits, priority, cache,
+    guards, SLOs and quality signals, assembled into a pipeline. Built whole, then swapped in at once; the
+    requests it admitted (``active``) finish on it."""
 
+    version: int
     config: Config
     router: Router
     pipeline: Handler
     recorder: Recorder
+    quotas: Quotas
+    gate: TierGate | None
+    cache: Cache
+    checker: HealthChecker | None
+    slo: SLOMonitor
+    #: Quality signals and their change detector (None: ``quality.enabled`` is off).
+    quality: ChangeDetector | None
+    active: int = 0
+    _idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        """A request starts on these parts."""
+        self.active += 1
+
+    def leave(self) -> None:
+        """A request on these parts ended."""
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once no request is running on these parts."""
+        while self.active:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+
+@dataclass(slots=True)
+class AppState:
+    """The parts shared by every config version (store, writer, metrics, traces, keys, the
+    limiter's counters, the audit trail) and the ``serving`` parts of the version that serves now."""
+
+    local: Config
     store: RecordStore
     writer: RecordWriter
     metrics: GatewayMetrics
     tracer: Tracer
     budget: RetryBudget
-    checker: HealthChecker | None
     keys: KeyRing
     authenticator: Authenticator
-    quotas: Quotas
-    gate: TierGate | None
-    cache: Cache
-    slo: SLOMonitor
-    #: Quality signals and their change detector (None: ``quality.enabled`` is off).
-    quality: ChangeDetector | None
+    counters: Quotas
+    versions: ConfigVersions
+    #: The change-request workflow (governance/changes.py).
+    changes: ConfigChanges
     audit: AuditTrail
+    serving: Serving = field(init=False)
+    follower: ConfigFollower = field(init=False)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def build(cls, config: Config) -> AppState:
         """Assemble the state for ``config``; nothing is connected or loaded until ``start``."""
-        routing = config.routing
-        deployments = {
-            alias: [Deployment(alias, d, build_backend(d), routing.outlier)
-                    for d in model.deployments]
-            for alias, model in config.models.items()
-        }
-        router = Router(config.models, deployments)
-        prices = PriceBook.of(config)
         store = open_store(config.store.url)
         writer = RecordWriter(store, batch_size=config.store.batch_size,
                               flush_interval=config.store.flush_interval_ms / 1000,
                               queue_size=config.store.queue_size)
-        metrics = GatewayMetrics(config.telemetry.max_label_values)
-        tracer = Tracer(config.telemetry)
-        budget = RetryBudget(routing.retry)
-        route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000, tracer)
         admin_token = os.environ.get(config.auth.admin_key_env)
         keys = KeyRing(store, bootstrap_key(admin_token) if admin_token else None)
-        authenticator = Authenticator(keys)
-        quotas = build_quotas(config.limits)
+        versions = ConfigVersions(store)
+        state = cls(config, store, writer, GatewayMetrics(config.telemetry.max_label_values),
+                    Tracer(config.telemetry), RetryBudget(config.routing.retry), keys,
+                    Authenticator(keys), build_quotas(config.limits), versions,
+                    ConfigChanges(versions), AuditTrail(store, AuditKey.of(config, serving=True)))
+        state.serving = state.build_serving(config, 0, None)
+        state.follower = ConfigFollower(state.versions, state.adopt,
+                                        lambda: state.config.governance.poll_interval_s)
+        return state
+
+    def build_serving(self, config: Config, version: int, previous: Serving | None) -> Serving:
+        """The serving parts for ``config``, reusing the deployments, cache store, priority gate
+        and SLO monitor of ``previous`` that ``config`` leaves as they were."""
+        routing = config.routing
+        kept = list(previous.router.deployments()) if previous else []
+        deployments = {alias: [_reuse(kept, alias, d, routing.outlier)
+                               or Deployment(alias, d, build_backend(d), routing.outlier)
+                               for d in model.deployments]
+                       for alias, model in config.models.items()}
+        router = Router(config.models, deployments)
+        prices = PriceBook.of(config)
+        route = Route(router, routing.retry, self.budget, routing.queue_timeout_ms / 1000,
+                      self.tracer)
+        quotas = Quotas(self.counters.limiter, self.counters.budgets, config.limits)
         log_content = config.store.log_content
         signals = QualitySignals(config.quality)
-        quality = (ChangeDetector(signals, config.quality, router, metrics)
+        quality = (ChangeDetector(signals, config.quality, router, self.metrics)
                    if config.quality.enabled else None)
-        recorder = Recorder.standard(prices, metrics, writer, router.observe, quotas.settle,
-                                     judge_refusal, *([signals.observe] if quality else []),
+        recorder = Recorder.standard(prices, self.metrics, self.writer, router.observe,
+                                     quotas.settle, judge_refusal,
+                                     *([signals.observe] if quality else []),
                                      *([store_content] if log_content else []),
-                                     *([tracer.export] if tracer.exporting else []))
-        gate = TierGate(config.tiers) if config.tiers is not None else None
-        cache = Cache(Prioritize(route, gate), config.cache, prices, metrics.cache_evictions.inc)
+                                     *([self.tracer.export] if self.tracer.exporting else []))
+        before = previous.config if previous else None
+        gate = (previous.gate if previous and before and before.tiers == config.tiers
+                else TierGate(config.tiers) if config.tiers is not None else None)
+        answers = (previous.cache.store if previous and before and before.cache == config.cache
+                   else None)
+        cache = Cache(Prioritize(route, gate), config.cache, prices,
+                      self.metrics.cache_evictions.inc, answers)
         guards = config.guards
         guarded: Handler = cache if not (guards.input or guards.output or guards.routes
                                           or guards.keys) else Guard(cache, guards)
-        pipeline: Handler = Record(Admit(guarded, authenticator, quotas), recorder)
+        pipeline: Handler = Record(Admit(guarded, self.authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
-        audit = AuditTrail(store, AuditKey.of(config, serving=True))
-        return cls(config, router, pipeline, recorder, store, writer, metrics, tracer, budget,
-                   checker, keys, authenticator, quotas, gate, cache, SLOMonitor(config.slo, store),
-                   quality, audit)
+        slo = (previous.slo if previous and before and before.slo == config.slo
+               else SLOMonitor(config.slo, self.store))
+        return Serving(version, config, router, pipeline, recorder, quotas, gate, cache, checker,
+                       slo, quality)
+
+    # The serving version's parts, read through these at each use.
+    @property
+    def config(self) -> Config:
+        """The config that serves now."""
+        return self.serving.config
+
+    @property
+    def router(self) -> Router:
+        """The router of the serving version."""
+        return self.serving.router
+
+    @property
+    def pipeline(self) -> Handler:
+        """The pipeline of the serving version."""
+        return self.serving.pipeline
+
+    @property
+    def recorder(self) -> Recorder:
+        """The recorder of the serving version."""
+        return self.serving.recorder
+
+    @property
+    def quotas(self) -> Quotas:
+        """The limits and budgets of the serving version."""
+        return self.serving.quotas
+
+    @property
+    def gate(self) -> TierGate | None:
+        """The priority gate of the serving version."""
+        return self.serving.gate
+
+    @property
+    def cache(self) -> Cache:
+        """The response cache of the serving version."""
+        return self.serving.cache
+
+    @property
+    def checker(self) -> HealthChecker | None:
+        """The health checker of the serving version's deployments."""
+        return self.serving.checker
+
+    @property
+    def slo(self) -> SLOMonitor:
+        """The SLO monitor of the serving version."""
+        return self.serving.slo
 
     async def start(self) -> None:
-        """Load the audit key, open the store, start the record writer and every backend."""
+        """Open the store and the audit trail, load the applied config version (the file seeds
+        version 1), start the record writer, every backend and the follower of new versions."""
         await self.store.open()
         self.audit.start()
         await self.keys.load()
+        await self._load_version()
         self._choose_auth()
         self.writer.start()
         self.tracer.start()
@@ -134,9 +248,66 @@ class AppState:
         if self.checker is not None:
             self.checker.start()
         self.slo.start()
-        if self.quality is not None:
-            self.quality.start()
-        log.info("switchgear ready: models %s", ", ".join(self.router.aliases))
+        if self.serving.quality is not None:
+            self.serving.quality.start()
+        self.follower.start(self.serving.version)
+        log.info("switchgear ready: config version %d, models %s", self.serving.version,
+                 ", ".join(self.router.aliases))
+
+    async def _load_version(self) -> None:
+        """Serve the newest applied version (seeding version 1 from the file on first start)."""
+        await self.versions.seed(self.local)
+        latest = await self.versions.get()
+        if latest is None:  # pragma: no cover - the seed just wrote one
+            raise RuntimeError("no config version in the store")
+        if latest.config != config_text(self.local):
+            log.warning("the config file differs from applied config version %d, which serves; "
+                        "propose the file's changes with `switchgear config propose`",
+                        latest.version)
+        config = serving_config(latest.config, self.local, f"config version {latest.version}")
+        self.serving = self.build_serving(config, latest.version, self.serving)
+
+    async def adopt(self, version: ConfigVersion) -> None:
+        """Serve ``version`` from now on: build its parts, start its new backends, swap them in
+        at once; the old parts finish their requests, then what only they used is closed."""
+        config = serving_config(version.config, self.local, f"config version {version.version}")
+        old = self.serving
+        new = self.build_serving(config, version.version, old)
+        kept = set(old.router.deployments())
+        fresh = [d for d in new.router.deployments() if d not in kept]
+        try:
+            await asyncio.gather(*(d.backend.start() for d in fresh))
+        except BaseException:
+            await _close_unshared(new, old)
+            raise
+        self.serving = new
+        if new.checker is not None:
+            new.checker.start()
+        if new.slo is not old.slo:
+            new.slo.start()
+        if old.quality is not None:
+            await old.quality.stop()
+        if new.quality is not None:
+            new.quality.start()
+        log.info("config version %d serves now (was %d)", new.version, old.version)
+        task = asyncio.get_running_loop().create_task(self._retire(old, new),
+                                                      name=f"retire-config-{old.version}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Serving, new: Serving) -> None:
+        """Close what only ``old`` used, once its requests have finished (or after
+        DRAIN_SECONDS)."""
+        try:
+            if old.checker is not None:
+                await old.checker.stop()
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await old.drained()
+        except TimeoutError:
+            log.warning("config version %d: %d requests still running after %ss; closing its "
+                        "parts", old.version, old.active, DRAIN_SECONDS)
+        finally:  # at shutdown too, when this is cancelled
+            await _close_unshared(old, new)
 
     def _choose_auth(self) -> None:
         """Keys required, or open on loopback only: decided once at start-up, and said."""
@@ -155,15 +326,19 @@ class AppState:
 
     async def stop(self) -> None:
         """Close the backends, then write every record still pending and close the store."""
+        await self.follower.stop()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.checker is not None:
             await self.checker.stop()
         await self.slo.stop()
-        if self.quality is not None:
-            await self.quality.stop()
+        if self.serving.quality is not None:
+            await self.serving.quality.stop()
         await self.cache.aclose()
         await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
                              return_exceptions=True)
-        await self.quotas.aclose()
+        await self.counters.aclose()
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 await self.writer.close()
@@ -173,3 +348,24 @@ class AppState:
         await self.store.close()
         await self.tracer.stop()
         log.info("switchgear stopped: %d records written", self.writer.written)
+
+
+def _reuse(kept: list[Deployment], alias: str, config: DeploymentConfig,
+           outlier: OutlierConfig) -> Deployment | None:
+    """The deployment in ``kept`` with exactly this alias and config, taken out of ``kept``."""
+    for deployment in kept:
+        if (deployment.alias, deployment.config, deployment.outlier) == (alias, config, outlier):
+            kept.remove(deployment)
+            return deployment
+    return None
+
+
+async def _close_unshared(old: Serving, new: Serving) -> None:
+    """Close the backends, cache store and SLO monitor ``old`` had that ``new`` does not use."""
+    kept = set(new.router.deployments())
+    await asyncio.gather(*(d.backend.aclose() for d in old.router.deployments()
+                           if d not in kept), return_exceptions=True)
+    if old.cache.store is not new.cache.store:
+        await old.cache.aclose()
+    if old.slo is not new.slo:
+        await old.slo.stop()

@@ -222,6 +222,42 @@ APPEND_ONLY: Mapping[Dialect, tuple[str, ...]] = {
     ),
 }
 
+#: The config version that served a request (migration 12).
+CONFIG_VERSION = Column("config_version", "bigint", nullable=True)
+
+#: Applied config versions: the whole config as YAML, the change that made it, who applied it
+#: and whether it went in by break-glass, without review.
+CONFIG_VERSIONS: tuple[Column, ...] = (
+    Column("version", "bigint"),
+    Column("config", "text"),
+    Column("change_id", "text", nullable=True),
+    Column("applied_by", "text"),
+    Column("applied_at", "double"),
+    Column("break_glass", "boolean"),
+)
+
+#: Change requests: the proposed config, its diff against the version it was based on, the
+#: review and, once applied, the version it became.
+CONFIG_CHANGES: tuple[Column, ...] = (
+    Column("change_id", "text"),
+    Column("status", "text"),
+    Column("author", "text"),
+    Column("message", "text"),
+    Column("created_at", "double"),
+    Column("base_version", "bigint"),
+    Column("config", "text"),
+    Column("diff", "text"),
+    Column("sections", "text"),
+    Column("needs_approval", "boolean"),
+    Column("rollback_of", "bigint", nullable=True),
+    Column("reviewer", "text", nullable=True),
+    Column("review", "text", nullable=True),
+    Column("review_comment", "text", nullable=True),
+    Column("reviewed_at", "double", nullable=True),
+    Column("applied_version", "bigint", nullable=True),
+    Column("break_glass", "boolean"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -294,6 +330,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         sql={dialect: (create_table("audit_log", AUDIT_LOG, "seq", dialect),
                        create_index("audit_log", ("action", "seq")),
                        *APPEND_ONLY[dialect])
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=12,
+        description="config versions and change requests; request_log.config_version",
+        sql={dialect: (create_table("config_versions", CONFIG_VERSIONS, "version", dialect),
+                       create_table("config_changes", CONFIG_CHANGES, "change_id", dialect),
+                       create_index("config_changes", ("created_at",)),
+                       add_column("request_log", CONFIG_VERSION, dialect))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

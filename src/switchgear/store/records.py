@@ -57,6 +57,7 @@ class RequestRecord:
     output_cost: float | None = None
     instance_cost: float | None = None
     busy_s: float | None = None
+    config_version: int | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -102,6 +103,7 @@ class RequestRecord:
             output_cost=charges.output,
             instance_cost=charges.instance,
             busy_s=charges.busy_s,
+            config_version=exchange.config_version,
         )
 
     @classmethod

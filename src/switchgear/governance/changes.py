@@ -1,0 +1,190 @@
+"""Change requests: propose, review, apply and roll back config versions, under the
+two-person rule, with break-glass for emergencies.
+
+A change is proposed against the newest applied version, as a whole config or as top-level
+sections replacing the current ones, and validated with the same models as the file. It needs
+approval by someone other than its author when it touches a section listed in
+``governance.approval_required`` (or changes that list). Applying it makes the next version,
+which every replica picks up. Break-glass applies a change at once, without approval: loudly,
+and the change stays "review required" until someone else reviews it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from switchgear.config import RESTART_SECTIONS, Config, ConfigError, parse_config
+from switchgear.errors import InvalidRequest, NotFound, PermissionDenied, SwitchgearError
+from switchgear.governance.versions import (
+    ChangeRequest,
+    ConfigVersion,
+    ConfigVersions,
+    config_text,
+    serving_config,
+)
+
+log = logging.getLogger("switchgear.governance")
+
+#: Fields that a running gateway cannot change inside sections it otherwise can.
+RESTART_FIELDS = (("limits", "state_url"), ("limits", "state_prefix"))
+
+
+class ChangeConflict(SwitchgearError):
+    """The change is not in a state that allows this (rejected, applied, or stale)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "change_conflict"
+
+
+class ConfigChanges:
+    """The change-request workflow over the store's versions and changes."""
+
+    def __init__(self, versions: ConfigVersions) -> None:
+        self.versions = versions
+
+    async def current(self) -> ConfigVersion:
+        """The newest applied version."""
+        version = await self.versions.get()
+        if version is None:
+            raise NotFound("No config version is stored yet.")
+        return version
+
+    async def propose(self, author: str, message: str, local: Config, *,
+                      config: Mapping[str, Any] | None = None,
+                      sections: Mapping[str, Any] | None = None,
+                      rollback_of: int | None = None) -> ChangeRequest:
+        """Propose a whole ``config`` or ``sections`` replacing the current ones, checked
+        against ``local`` (this replica's file) for what needs a restart."""
+        base_version = await self.current()
+        base = serving_config(base_version.config, local)
+        if (config is None) == (sections is None):
+            raise InvalidRequest("Give either config (a whole config) or sections (top-level "
+                                 "sections to replace).", param="config")
+        submitted = dict(config if config is not None else sections or {})
+        data = submitted if config is not None else {
+            **base.model_dump(mode="json", exclude_defaults=True), **submitted}
+        for name in RESTART_SECTIONS:
+            data.setdefault(name, local.model_dump(mode="json", include={name})[name])
+        try:
+            proposed = parse_config(data, "proposed config")
+        except ConfigError as error:
+            raise InvalidRequest(str(error), param="config") from None
+        refused = [name for name in RESTART_SECTIONS
+                   if getattr(proposed, name) != getattr(local, name)]
+        refused += [f"{section}.{name}" for section, name in RESTART_FIELDS
+                    if getattr(getattr(proposed, section), name)
+                    != getattr(getattr(local, section), name)]
+        if refused:
+            raise InvalidRequest(
+                f"{', '.join(refused)} cannot change while the gateway runs: leave "
+                f"{'it' if len(refused) == 1 else 'them'} as this replica has "
+                f"{'it' if len(refused) == 1 else 'them'}, edit each replica's config file "
+                "and restart it.", param="config")
+        changed = [name for name in Config.model_fields
+                   if getattr(base, name) != getattr(proposed, name)]
+        if not changed:
+            raise InvalidRequest(f"The proposal changes nothing against version "
+                                 f"{base_version.version}.", param="config")
+        rules = base.governance
+        needs_approval = (any(name in rules.approval_required for name in changed)
+                          or rules.approval_required != proposed.governance.approval_required)
+        text = config_text(proposed)
+        change = ChangeRequest(
+            change_id="chg_" + secrets.token_hex(6), status="pending", author=author,
+            message=message, created_at=time.time(), base_version=base_version.version,
+            config=text, sections=",".join(changed),
+            diff=unified_diff(base_version.config, text, f"version {base_version.version}",
+                              "proposed"),
+            needs_approval=needs_approval, rollback_of=rollback_of)
+        await self.versions.add_change(change)
+        return change
+
+    async def rollback(self, author: str, message: str, local: Config,
+                       version: int) -> ChangeRequest:
+        """Propose going back to ``version``: a change like any other."""
+        earlier = await self.versions.get(version)
+        if earlier is None:
+            raise NotFound(f"No config version {version}.")
+        config = serving_config(earlier.config, local).model_dump(mode="json",
+                                                                  exclude_defaults=True)
+        for name in RESTART_SECTIONS:
+            config.pop(name, None)
+        return await self.propose(author, message or f"roll back to version {version}", local,
+                                  config=config, rollback_of=version)
+
+    async def change(self, change_id: str) -> ChangeRequest:
+        """The change ``change_id``."""
+        change = await self.versions.change(change_id)
+        if change is None:
+            raise NotFound(f"No change request {change_id}.")
+        return change
+
+    async def review(self, change_id: str, reviewer: str, approve: bool,
+                     comment: str) -> ChangeRequest:
+        """Approve or reject a pending change, or review one applied by break-glass; never
+        by its author."""
+        change = await self.change(change_id)
+        if reviewer == change.author:
+            raise PermissionDenied("The author of a change cannot review it: another person "
+                                   "must approve or reject it.")
+        if change.status != "pending" and not change.review_required:
+            raise ChangeConflict(f"Change {change_id} is {change.status} and needs no review.")
+        decision = "approved" if approve else "rejected"
+        status = decision if change.status == "pending" else change.status
+        reviewed = replace(change, status=status, reviewer=reviewer, review=decision,
+                           review_comment=comment, reviewed_at=time.time())
+        if not await self.versions.update_change(
+                change_id, (change.status,), status=status, reviewer=reviewer, review=decision,
+                review_comment=comment, reviewed_at=reviewed.reviewed_at):
+            raise ChangeConflict(f"Change {change_id} changed meanwhile; look at it again.")
+        return reviewed
+
+    async def apply(self, change_id: str, actor: str, break_glass: bool = False
+                    ) -> ChangeRequest:
+        """Make the change the next config version; with ``break_glass``, even unapproved."""
+        change = await self.change(change_id)
+        if change.status == "rejected":
+            raise ChangeConflict(f"Change {change_id} was rejected; a rejected change is never "
+                                 "applied.")
+        if change.status == "applied":
+            raise ChangeConflict(f"Change {change_id} is already applied as version "
+                                 f"{change.applied_version}.")
+        unapproved = change.needs_approval and change.status != "approved"
+        if unapproved and not break_glass:
+            raise PermissionDenied(f"Change {change_id} changes {change.sections}, which needs "
+                                   "approval by someone other than its author (or --break-glass "
+                                   "in an emergency).")
+        latest = await self.current()
+        if latest.version != change.base_version:
+            raise ChangeConflict(f"Change {change_id} was proposed against version "
+                                 f"{change.base_version}, but version {latest.version} is "
+                                 "applied now; propose it again.")
+        number, glass = latest.version + 1, unapproved
+        if not await self.versions.update_change(change_id, ("pending", "approved"),
+                                                 status="applied", applied_version=number,
+                                                 break_glass=glass):
+            raise ChangeConflict(f"Change {change_id} changed meanwhile; look at it again.")
+        version = ConfigVersion(number, change.config, change_id, actor, time.time(), glass)
+        if not await self.versions.add_version(version):
+            await self.versions.update_change(change_id, ("applied",), status=change.status,
+                                              applied_version=None, break_glass=False)
+            raise ChangeConflict(f"Another change became version {number} meanwhile; propose "
+                                 "this one again.")
+        if glass:
+            log.warning("BREAK-GLASS: change %s (%s) applied by %s as config version %d without "
+                        "approval; it must be reviewed", change_id, change.sections, actor,
+                        number)
+        return replace(change, status="applied", applied_version=number, break_glass=glass)
+
+
+def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
+    """A unified diff of two configs' YAML."""
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True), old_name, new_name))

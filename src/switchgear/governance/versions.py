@@ -1,0 +1,189 @@
+"""Config versions and change requests as rows of the record store (migration 12)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import yaml
+
+from switchgear.config import RESTART_SECTIONS, Config, parse_config
+from switchgear.store.base import RecordStore
+from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, Dialect
+
+#: Who applied the version seeded from the YAML file.
+SEED_AUTHOR = "config-file"
+
+
+def config_text(config: Config) -> str:
+    """``config`` as the YAML a version keeps: defaults left out, so that diffs show choices,
+    and the sections that need a restart left out, since each replica's file decides them."""
+    data = config.model_dump(mode="json", exclude_defaults=True, exclude=set(RESTART_SECTIONS))
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def serving_config(text: str, local: Config, source: str = "config version") -> Config:
+    """The config a replica serves for a version's YAML: the version's sections, with the
+    restart-only ones of the replica's own file (ConfigError when it is not valid)."""
+    data = yaml.safe_load(text) or {}
+    data.update(local.model_dump(mode="json", include=set(RESTART_SECTIONS)))
+    return parse_config(data, source)
+
+
+def _marks(dialect: Dialect, sql: str) -> str:
+    """``sql`` with its ``?`` bind marks spelled for ``dialect``."""
+    if dialect == "sqlite":
+        return sql
+    parts = sql.split("?")
+    return "".join(f"{part}${number}" for number, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersion:
+    """An applied config: its number, YAML, the change that made it, who applied it, when."""
+
+    version: int
+    config: str
+    change_id: str | None
+    applied_by: str
+    applied_at: float
+    break_glass: bool
+
+    def public(self, with_config: bool = True) -> dict[str, Any]:
+        """The version as JSON (its YAML only when asked)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not with_config:
+            del data["config"]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """A proposed config, its diff and review, and the version it became once applied."""
+
+    change_id: str
+    status: str
+    author: str
+    message: str
+    created_at: float
+    base_version: int
+    config: str
+    diff: str
+    #: The top-level sections it changes, comma-separated.
+    sections: str
+    needs_approval: bool
+    rollback_of: int | None = None
+    reviewer: str | None = None
+    review: str | None = None
+    review_comment: str | None = None
+    reviewed_at: float | None = None
+    applied_version: int | None = None
+    break_glass: bool = False
+
+    @property
+    def review_required(self) -> bool:
+        """Applied by break-glass and not reviewed yet."""
+        return self.break_glass and self.status == "applied" and self.review is None
+
+    def public(self) -> dict[str, Any]:
+        """The change as JSON."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["sections"] = self.sections.split(",") if self.sections else []
+        data["review_required"] = self.review_required
+        return data
+
+
+VERSION_COLUMNS = ", ".join(column.name for column in CONFIG_VERSIONS)
+CHANGE_COLUMNS = ", ".join(column.name for column in CONFIG_CHANGES)
+
+
+class ConfigVersions:
+    """Reads and writes ``config_versions`` and ``config_changes``; each write is one
+    statement, and the conditional ones say whether they won."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+
+    def _sql(self, sql: str) -> str:
+        return _marks(self.store.dialect, sql)
+
+    async def seed(self, config: Config) -> None:
+        """Store ``config`` as version 1 unless a version exists (replicas may race: one wins)."""
+        await self.store.execute(self._sql(
+            f"INSERT INTO config_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (version) DO NOTHING"),
+            (1, config_text(config), None, SEED_AUTHOR, time.time(), False))
+
+    async def latest_number(self) -> int:
+        """The newest applied version's number (0 before the seed)."""
+        rows = await self.store.rows("SELECT max(version) FROM config_versions")
+        return int(rows[0][0] or 0)
+
+    async def get(self, version: int | None = None) -> ConfigVersion | None:
+        """Version ``version``, or the newest one."""
+        if version is None:
+            rows = await self.store.rows(
+                f"SELECT {VERSION_COLUMNS} FROM config_versions ORDER BY version DESC LIMIT 1")
+        else:
+            rows = await self.store.rows(self._sql(
+                f"SELECT {VERSION_COLUMNS} FROM config_versions WHERE version = ?"), (version,))
+        return _version(rows[0]) if rows else None
+
+    async def history(self, limit: int = 100) -> list[ConfigVersion]:
+        """The newest versions first."""
+        rows = await self.store.rows(self._sql(
+            f"SELECT {VERSION_COLUMNS} FROM config_versions ORDER BY version DESC LIMIT ?"),
+            (limit,))
+        return [_version(row) for row in rows]
+
+    async def add_version(self, version: ConfigVersion) -> bool:
+        """Store ``version``; False when that number is taken (another apply won)."""
+        return await self.store.execute(self._sql(
+            f"INSERT INTO config_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (version) DO NOTHING"),
+            (version.version, version.config, version.change_id, version.applied_by,
+             version.applied_at, version.break_glass)) == 1
+
+    async def add_change(self, change: ChangeRequest) -> None:
+        """Store a new change request."""
+        values = tuple(getattr(change, f.name) for f in fields(change))
+        marks = ", ".join("?" * len(values))
+        await self.store.execute(self._sql(
+            f"INSERT INTO config_changes ({CHANGE_COLUMNS}) VALUES ({marks})"), values)
+
+    async def change(self, change_id: str) -> ChangeRequest | None:
+        """The change ``change_id``."""
+        rows = await self.store.rows(self._sql(
+            f"SELECT {CHANGE_COLUMNS} FROM config_changes WHERE change_id = ?"), (change_id,))
+        return _change(rows[0]) if rows else None
+
+    async def changes(self, limit: int = 100) -> list[ChangeRequest]:
+        """The newest change requests first."""
+        rows = await self.store.rows(self._sql(
+            f"SELECT {CHANGE_COLUMNS} FROM config_changes ORDER BY created_at DESC LIMIT ?"),
+            (limit,))
+        return [_change(row) for row in rows]
+
+    async def update_change(self, change_id: str, expected: tuple[str, ...],
+                            **values: object) -> bool:
+        """Set ``values`` on the change if its status is one of ``expected``; whether it was."""
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        statuses = ", ".join("?" * len(expected))
+        return await self.store.execute(self._sql(
+            f"UPDATE config_changes SET {assignments} "
+            f"WHERE change_id = ? AND status IN ({statuses})"),
+            (*values.values(), change_id, *expected)) == 1
+
+
+def _version(row: tuple[Any, ...]) -> ConfigVersion:
+    version, config, change_id, applied_by, applied_at, break_glass = row
+    return ConfigVersion(int(version), config, change_id, applied_by, applied_at,
+                         bool(break_glass))
+
+
+def _change(row: tuple[Any, ...]) -> ChangeRequest:
+    values = dict(zip((column.name for column in CONFIG_CHANGES), row, strict=True))
+    values["needs_approval"] = bool(values["needs_approval"])
+    values["break_glass"] = bool(values["break_glass"])
+    return ChangeRequest(**values)
