@@ -70,6 +70,11 @@ def running(make_config: Callable[..., Config], simulators: Callable[..., Runnin
         yield base_url, Admin(base_url, ADMIN), a, b
 
 
+def approver_id(admin: Admin, name: str) -> str:
+    """The key id of the key called ``name``."""
+    return str(next(k["id"] for k in admin("GET", "/admin/keys")["data"] if k["name"] == name))
+
+
 def refused(call: Callable[[], Any], status: int, text: str) -> None:
     with pytest.raises(AdminError) as error:
         call()
@@ -177,6 +182,11 @@ def test_break_glass_applies_at_once_loudly_and_demands_a_review(
     refused(lambda: admin.review(change["change_id"], True), 403, "author")
     reviewed = approver.review(change["change_id"], True, "fine in hindsight")
     assert (reviewed["status"], reviewed["review_required"]) == ("applied", False)
+    trail = admin("GET", "/admin/audit?limit=100")["data"]
+    config_actions = [(e["action"], e["actor"]) for e in reversed(trail)
+                      if e["action"].startswith("config.") and e["target"] == change["change_id"]]
+    assert config_actions == [("config.propose", "bootstrap"), ("config.break_glass", "bootstrap"),
+                              ("config.approve", approver_id(admin, "bob"))]
 
 
 def test_rollback_restores_the_route_and_the_rate_limit_exactly(
