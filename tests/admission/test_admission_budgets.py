@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import sys
 import textwrap
@@ -244,3 +245,15 @@ async def test_unreachable_redis_is_503_not_401() -> None:
             await budgets.add([Budget("tenant:acme", daily=1.0)], 0.1)
     finally:
         await client.aclose()
+
+
+def test_period_bounds_agree_with_the_calendar() -> None:
+    rng = random.Random(5)
+    for now in [0.0, 951782400.0, 4102444799.0, *(rng.uniform(0, 4e9) for _ in range(5000))]:
+        moment = datetime.fromtimestamp(now, UTC)
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        following = (month.replace(year=month.year + 1, month=1) if month.month == 12
+                     else month.replace(month=month.month + 1))
+        assert period_bounds(Period.DAY, now) == (day.strftime("%Y-%m-%d"), day.timestamp() + 86400)
+        assert period_bounds(Period.MONTH, now) == (month.strftime("%Y-%m"), following.timestamp())

@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -52,17 +51,38 @@ class Period(StrEnum):
 
 def period_bounds(period: Period, now: float) -> tuple[str, float]:
     """The period containing ``now`` (epoch seconds): its id (``2024-05-01`` or ``2024-05``) and
-    the epoch second it ends."""
-    moment = datetime.fromtimestamp(now, UTC)
+    the epoch second it ends (UTC; integer arithmetic, no datetime: it runs on every request)."""
+    day = int(now // 86400)
+    year, month, date = civil_from_days(day)
     if period is Period.DAY:
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = start.timestamp() + 86400
-        return start.strftime("%Y-%m-%d"), end
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    following = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
-        month=start.month + 1
-    )
-    return start.strftime("%Y-%m"), following.timestamp()
+        return f"{year:04d}-{month:02d}-{date:02d}", (day + 1) * 86400.0
+    following = days_from_civil(year + month // 12, month % 12 + 1, 1)
+    return f"{year:04d}-{month:02d}", following * 86400.0
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
+    (Howard Hinnant's algorithm)."""
+    days += 719468
+    era = days // 146097
+    day_of_era = days - era * 146097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524
+                   - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    date = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + 3 if shifted_month < 10 else shifted_month - 9
+    return year_of_era + era * 400 + (month <= 2), month, date
+
+
+def days_from_civil(year: int, month: int, date: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (the inverse of civil_from_days)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + date - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 @dataclass(frozen=True, slots=True)
