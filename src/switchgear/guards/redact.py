@@ -43,9 +43,16 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+#: What every pattern needs somewhere in the text (a digit, an @, a key's or a bearer token's
+#: opening): text without any of it — most prose — is passed in one search instead of six.
+HINTS = re.compile(r"[0-9@]|(?i:bearer)|\b(?:sk|sg|pk|rk)-|AKIA|\bgh[pousr]_|\bxox")
+
+
 def pii_spans(text: str) -> list[Span]:
     """Where ``text`` holds personal data or secrets: (start, end, marker), in order, never
     overlapping (an earlier pattern wins a contested place)."""
+    if HINTS.search(text) is None:
+        return []
     found: list[Span] = []
     for marker, pattern in PATTERNS:
         for match in pattern.finditer(text):

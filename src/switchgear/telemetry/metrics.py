@@ -181,6 +181,8 @@ class GatewayMetrics:
             "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
             ["dimension", "name", "signal"], registry=registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
+        #: Children of guard_checks by label values (labels() costs microseconds a call).
+        self._guard_children: dict[tuple[str, ...], Counter] = {}
 
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
         found = self._series.get(labels)
@@ -228,8 +230,12 @@ class GatewayMetrics:
                                        "pass" if exchange.output_passed else "fail").inc()
         served = self.model(exchange.served_alias) if exchange.served_alias else model
         for check in exchange.checks:
-            self.guard_checks.labels(model, served, check["check"], check["stage"],
-                                     check["verdict"], check["action"]).inc()
+            labels = (model, served, check["check"], check["stage"], check["verdict"],
+                      check["action"])
+            child = self._guard_children.get(labels)
+            if child is None:
+                child = self._guard_children[labels] = self.guard_checks.labels(*labels)
+            child.inc()
         for number, attempt in enumerate(exchange.attempts):
             name = self.deployment(attempt.deployment)
             if number:
