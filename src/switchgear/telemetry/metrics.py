@@ -16,8 +16,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -181,8 +183,8 @@ class GatewayMetrics:
             "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
             ["dimension", "name", "signal"], registry=registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
-        #: Children of guard_checks by label values (labels() costs microseconds a call).
-        self._guard_children: dict[tuple[str, ...], Counter] = {}
+        #: Children of the labelled metrics by (name, label values): see ``_child``.
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
         found = self._series.get(labels)
@@ -195,6 +197,14 @@ class GatewayMetrics:
                 self.tokens.labels(model, deployment, "output"))
         return found
 
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (``labels`` costs microseconds a call)."""
+        key = (metric._name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, exchange: Exchange) -> None:
         """Count a finished exchange (a Recorder step)."""
         principal = exchange.principal
@@ -202,7 +212,8 @@ class GatewayMetrics:
         deployment = self.deployment(exchange.deployment or "")
         tenant = self.tenant(principal.tenant)
         feature = self.feature(principal.feature or "")
-        self.requests.labels(model, deployment, str(exchange.status), tenant, feature).inc()
+        child = self._child
+        child(self.requests, model, deployment, str(exchange.status), tenant, feature).inc()
         series = self._series_of((model, deployment, tenant, feature))
         latency = exchange.latency
         if latency is not None:
@@ -220,28 +231,24 @@ class GatewayMetrics:
             series.input_tokens.inc(usage.prompt_tokens)
         if output:
             series.output_tokens.inc(output)
-        self.cache.labels(model, exchange.cache_status).inc()
+        child(self.cache, model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
-            self.queue_wait.labels(model, tenant, exchange.priority).observe(exchange.queue_wait)
+            child(self.queue_wait, model, tenant, exchange.priority).observe(exchange.queue_wait)
         if exchange.shed:
-            self.shed.labels(model, tenant, exchange.priority).inc()
+            child(self.shed, model, tenant, exchange.priority).inc()
         if exchange.output_passed is not None:
-            self.output_checked.labels(model, deployment, tenant, feature,
-                                       "pass" if exchange.output_passed else "fail").inc()
+            child(self.output_checked, model, deployment, tenant, feature,
+                  "pass" if exchange.output_passed else "fail").inc()
         served = self.model(exchange.served_alias) if exchange.served_alias else model
         for check in exchange.checks:
-            labels = (model, served, check["check"], check["stage"], check["verdict"],
-                      check["action"])
-            child = self._guard_children.get(labels)
-            if child is None:
-                child = self._guard_children[labels] = self.guard_checks.labels(*labels)
-            child.inc()
+            child(self.guard_checks, model, served, check["check"], check["stage"],
+                  check["verdict"], check["action"]).inc()
         for number, attempt in enumerate(exchange.attempts):
             name = self.deployment(attempt.deployment)
             if number:
-                self.retries.labels(model, name).inc()
+                child(self.retries, model, name).inc()
             if attempt.error is not None:
-                self.upstream_errors.labels(model, name, attempt.error).inc()
+                child(self.upstream_errors, model, name, attempt.error).inc()
 
     def _observe_stream(self, exchange: Exchange, series: _Series, output: int) -> None:
         times = exchange.chunk_times
