@@ -46,18 +46,28 @@ class EmbeddingRequest:
 EngineRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 
 
+#: Priority tiers, highest first (the gateway's own tiers). ``batch`` work fills what the others
+#: leave and is the first to be preempted.
+TIERS = ("interactive", "standard", "batch")
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """One request waiting for or running on the engine, and whether its client still wants it.
 
-    ``cancelled`` is set from the event loop and read by the runner between tokens.
+    ``cancelled`` is set from the event loop and read by the engine between steps.
     """
 
     request: EngineRequest
+    tier: str = "standard"
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"unknown tier {self.tier!r}; expected one of {', '.join(TIERS)}")
+
     def cancel(self) -> None:
-        """Ask the runner to stop this job at the next token."""
+        """Ask the engine to stop this job before its next step."""
         self.cancelled.set()
 
 
