@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
+from switchgear.admission.tiers import TIERS
 from switchgear.backends.base import Body
 from switchgear.config import DEFAULT_ALIAS, DeploymentConfig
 from switchgear.engine.engine import Engine, JobEvents
@@ -195,11 +196,12 @@ class EmbeddedBackend:
         self._engine = Engine(scheduler, self._runner)
         self._engine.start()
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
-        """Answer one request whole: a chat/text completion or an embeddings list."""
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
+        """Answer one request whole: a chat/text completion or an embeddings list; ``tier`` is
+        the priority the engine schedules it by."""
         shape = _ResponseShape(operation, body.get("model") or self._model)
         texts: list[str] = []
-        finished = await self._run(operation, body, texts.append)
+        finished = await self._run(operation, body, tier, texts.append)
         if operation is Operation.EMBEDDINGS:
             encoding = body.get("encoding_format") or "float"
             data = [{"object": "embedding", "index": index,
@@ -210,13 +212,15 @@ class EmbeddedBackend:
                               "total_tokens": finished.usage.prompt_tokens}}
         return shape.completion("".join(texts), finished)
 
-    async def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    async def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """Answer one request as chunks: a role chunk, a chunk per text delta, a finish chunk and,
-        when asked, a usage chunk."""
+        when asked, a usage chunk; ``tier`` is the priority the engine schedules it by."""
         if operation is Operation.EMBEDDINGS:
             raise InvalidRequest("embeddings cannot be streamed", param="stream")
         shape = _ResponseShape(operation, body.get("model") or self._model)
-        events = await self._submit(engine_request(operation, body))
+        events = await self._submit(engine_request(operation, body), tier)
         first = operation is Operation.CHAT
         async with aclosing(events):
             async for event in events:
@@ -251,16 +255,16 @@ class EmbeddedBackend:
                                        "started.")
         return self._engine
 
-    async def _submit(self, request: EngineRequest) -> JobEvents:
-        return await self._started().submit(Job(request))
+    async def _submit(self, request: EngineRequest, tier: str) -> JobEvents:
+        return await self._started().submit(Job(request, tier if tier in TIERS else "standard"))
 
     async def _run(
-        self, operation: Operation, body: Body, on_text: Callable[[str], object]
+        self, operation: Operation, body: Body, tier: str, on_text: Callable[[str], object]
     ) -> Finished:
         request = engine_request(operation, body)
         if isinstance(request, EmbeddingRequest):
             return await self._started().embed(request)
-        events = await self._submit(request)
+        events = await self._submit(request, tier)
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, TokenDelta):

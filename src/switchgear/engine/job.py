@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchgear.admission.tiers import TIERS
 from switchgear.exchange import Usage
 
 
@@ -44,11 +45,6 @@ class EmbeddingRequest:
 
 
 EngineRequest = ChatRequest | CompletionRequest | EmbeddingRequest
-
-
-#: Priority tiers, highest first (the gateway's own tiers). ``batch`` work fills what the others
-#: leave and is the first to be preempted.
-TIERS = ("interactive", "standard", "batch")
 
 
 @dataclass(eq=False, slots=True)

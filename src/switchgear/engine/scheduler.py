@@ -21,7 +21,8 @@ import bisect
 import itertools
 from dataclasses import dataclass, field
 
-from switchgear.engine.job import TIERS, Job
+from switchgear.admission.tiers import TIERS
+from switchgear.engine.job import Job
 
 BATCH_RANK = TIERS.index("batch")
 

@@ -14,6 +14,7 @@ from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.config import Config, LimitsConfig, is_loopback
+from switchgear.engine.metrics import EngineCollector, engine_stats
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Handler
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
@@ -86,6 +87,7 @@ class AppState:
                               flush_interval=config.store.flush_interval_ms / 1000,
                               queue_size=config.store.queue_size)
         metrics = GatewayMetrics(config.telemetry.max_label_values)
+        metrics.registry.register(EngineCollector(lambda: engine_stats(router.deployments())))
         tracer = Tracer(config.telemetry)
         budget = RetryBudget(routing.retry)
         route = Route(router, routing.retry, budget, routing.queue_timeout_ms / 1000, tracer)
