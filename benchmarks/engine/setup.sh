@@ -3,8 +3,10 @@
 #   llama-server   llama.cpp's own HTTP server, built from the sources vendored in the
 #                  llama-cpp-python sdist (the same llama.cpp the embedded engine runs), into
 #                  benchmarks/engine/.work/llama-server
-#   llama-cpp-python's server needs its [server] extra (uvicorn, fastapi, sse-starlette,
-#                  starlette-context, pydantic-settings) in the Python that runs the benchmark.
+#   llama-cpp-python's own server: its [server] extra's packages that Switchgear's venv lacks
+#                  (fastapi, starlette, sse-starlette, starlette-context, pydantic-settings) go
+#                  into benchmarks/engine/.work/server-libs (pip --target, no dependencies, so
+#                  nothing in the venv is shadowed); run.py puts that folder on its PYTHONPATH.
 # Only PyPI is reached. The build takes a long while on 2 cores (JOBS=2 by default).
 set -euo pipefail
 
@@ -37,15 +39,18 @@ build_llama_server() {
   cp "$WORK/build/bin/llama-server" "$WORK/llama-server"
 }
 
-check_python_server() {
-  if "$PYTHON" -c "import llama_cpp.server.app, uvicorn, sse_starlette" 2>/dev/null; then
+install_server_libs() {
+  local libs="$WORK/server-libs"
+  if PYTHONPATH="$libs" "$PYTHON" -c "import llama_cpp.server.app" 2>/dev/null; then
     echo "setup: llama-cpp-python's server is importable"
-  else
-    echo "setup: installing llama-cpp-python's [server] extra"
-    "$PYTHON" -m pip install -q "llama-cpp-python[server]==$VERSION"
+    return
   fi
+  echo "setup: llama-cpp-python's server packages into $libs"
+  "$PYTHON" -m pip install -q --no-deps --target "$libs" "fastapi>=0.100" "starlette" \
+    "sse-starlette>=1.6.1" "starlette-context>=0.3.6,<0.4" "pydantic-settings>=2.0.1" \
+    annotated-doc python-dotenv
 }
 
+install_server_libs
 build_llama_server
-check_python_server
 echo "setup: done"
