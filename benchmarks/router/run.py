@@ -43,11 +43,13 @@ class IdleBackend:
     async def start(self) -> None:
         """Not called by the router."""
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """Not called by the router."""
         raise NotImplementedError
 
-    def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """Not called by the router."""
         raise NotImplementedError
 

@@ -82,12 +82,27 @@ class Capacity(_Strict):
 
 
 class EmbeddedOptions(_Strict):
-    """Settings of the embedded llama.cpp engine (the model file defaults to SmolLM2's GGUF)."""
+    """Settings of the embedded llama.cpp engine (the model file defaults to SmolLM2's GGUF).
+
+    ``n_ctx`` is one sequence's context window; ``max_sequences`` sequences decode together in
+    one batch; the KV cache holds ``kv_tokens`` tokens (default ``n_ctx * max_sequences``), one
+    equal share per sequence unless ``shared_kv``; a step feeds at most ``step_tokens`` tokens
+    (long prompts are read in chunks of what is left).
+    """
 
     model_path: str | None = None
     n_ctx: int = Field(2048, ge=128)
     n_threads: int | None = Field(None, ge=1)
     seed: int = 0
+    max_sequences: int = Field(8, ge=1, le=64)
+    kv_tokens: int | None = Field(None, ge=128)
+    step_tokens: int = Field(256, ge=64)
+    shared_kv: bool = False
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        """The KV cache's size in tokens: ``kv_tokens``, or a full window for every sequence."""
+        return self.kv_tokens or self.n_ctx * self.max_sequences
 
 
 class SimulatedOptions(_Strict):

@@ -1,4 +1,5 @@
-"""The real SmolLM2 model through LlamaRunner and the Engine: text, usage, cancel, embeddings."""
+"""The real SmolLM2 model through LlamaRunner and the batched Engine: text, usage, concurrent
+streams matching solo runs, cancellation, preemption, embeddings."""
 
 from __future__ import annotations
 
@@ -19,14 +20,8 @@ from switchgear.engine.job import (
     SamplingParams,
     TokenDelta,
 )
-from switchgear.engine.runner import (
-    SMOLLM2_FILE,
-    LlamaRunner,
-    Runner,
-    TokenSink,
-    default_model_path,
-)
-from switchgear.engine.scheduler import FifoScheduler
+from switchgear.engine.runner import SMOLLM2_FILE, LlamaRunner, default_model_path
+from switchgear.engine.scheduler import BatchScheduler
 from switchgear.errors import ContextWindowExceeded
 
 pytestmark = pytest.mark.model
@@ -34,52 +29,41 @@ pytestmark = pytest.mark.model
 N_CTX = 512
 WAIT = 120.0  # seconds a whole generation may take on a slow machine before it counts as a hang
 STORY = [{"role": "user", "content": "Tell me a story about a cat who learns to sail."}]
+TOPICS = ["a cat", "the sea", "a robot", "winter", "bread", "a lighthouse", "trains", "the moon"]
 
 
-def chat(max_tokens: int | None, stop: tuple[str, ...] = ()) -> Job:
+def chat(max_tokens: int | None, stop: tuple[str, ...] = (), content: str = "",
+         tier: str = "standard") -> Job:
     """A greedy (temperature 0) chat job asking for a story."""
-    return Job(ChatRequest(STORY, SamplingParams(max_tokens, temperature=0.0, stop=stop)))
+    messages = [{"role": "user", "content": content}] if content else STORY
+    sampling = SamplingParams(max_tokens, temperature=0.0, stop=stop)
+    return Job(ChatRequest(messages, sampling), tier=tier)
 
 
-class RecordingRunner(Runner):
-    """The real runner, with every job's outcome kept so tests can see how a job ended."""
-
-    def __init__(self, runner: LlamaRunner) -> None:
-        self.inner = runner
-        self.outcomes: dict[int, Finished] = {}
-
-    @property
-    def n_ctx(self) -> int:
-        return self.inner.n_ctx
-
-    def count_prompt_tokens(self, request: ChatRequest | CompletionRequest) -> int:
-        return self.inner.count_prompt_tokens(request)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def run(self, job: Job, emit: TokenSink) -> Finished:
-        finished = self.inner.run(job, emit)
-        self.outcomes[id(job)] = finished
-        return finished
-
-    def close(self) -> None:
-        self.inner.close()
+async def run(engine: Engine, job: Job) -> tuple[str, Finished]:
+    """The job's whole text and how it finished."""
+    texts: list[str] = []
+    async with asyncio.timeout(WAIT):
+        async for event in await engine.submit(job):
+            if isinstance(event, TokenDelta):
+                texts.append(event.text)
+            else:
+                return "".join(texts), event
+    raise AssertionError("the events ended without a Finished")
 
 
 @pytest.fixture(scope="module")
 def runner() -> Iterator[LlamaRunner]:
-    runner = LlamaRunner(n_ctx=N_CTX, seed=0)
+    runner = LlamaRunner(n_ctx=N_CTX, seed=0, max_sequences=8, kv_tokens=8 * N_CTX)
     yield runner
     runner.close()
 
 
 @pytest.fixture(scope="module")
-def recording_engine(runner: LlamaRunner) -> Iterator[tuple[RecordingRunner, Engine]]:
-    recorder = RecordingRunner(runner)
-    engine = Engine(FifoScheduler(), recorder)
+def engine(runner: LlamaRunner) -> Iterator[Engine]:
+    engine = Engine(BatchScheduler(8, 8 * N_CTX, 256), runner)
     engine.start()
-    yield recorder, engine
+    yield engine
     asyncio.run(engine.stop())
 
 
@@ -96,55 +80,78 @@ def test_the_chat_prompt_is_counted_after_the_chat_template(runner: LlamaRunner)
     assert templated > bare + 10
 
 
-def test_a_chat_generates_text_token_by_token_and_counts_usage(runner: LlamaRunner) -> None:
-    job = chat(max_tokens=8)
-    deltas: list[TokenDelta] = []
-    finished = runner.run(job, deltas.append)
+async def test_a_chat_generates_text_and_counts_usage(engine: Engine, runner: LlamaRunner) -> None:
+    text, finished = await run(engine, chat(max_tokens=8))
     assert finished.finish_reason == "length"
     assert finished.usage.completion_tokens == 8
     assert finished.usage.prompt_tokens == runner.count_prompt_tokens(ChatRequest(STORY))
-    assert len(deltas) >= 2
-    assert "".join(delta.text for delta in deltas).strip()
+    assert text.strip()
 
 
-def test_a_raw_completion_continues_the_prompt(runner: LlamaRunner) -> None:
+async def test_a_raw_completion_continues_the_prompt(engine: Engine, runner: LlamaRunner) -> None:
     request = CompletionRequest("The capital of France is", SamplingParams(4, temperature=0.0))
-    deltas: list[TokenDelta] = []
-    finished = runner.run(Job(request), deltas.append)
+    text, finished = await run(engine, Job(request))
     assert finished.usage.prompt_tokens == runner.count_tokens("The capital of France is")
     assert 0 < finished.usage.completion_tokens <= 4
-    assert "".join(delta.text for delta in deltas).strip()
+    assert text.strip()
 
 
-def test_a_stop_sequence_cuts_the_text_before_it(runner: LlamaRunner) -> None:
-    deltas: list[TokenDelta] = []
-    runner.run(chat(max_tokens=6), deltas.append)
-    full = "".join(delta.text for delta in deltas)
+async def test_a_stop_sequence_cuts_the_text_before_it(engine: Engine) -> None:
+    full, _ = await run(engine, chat(max_tokens=6))
     stop = full.split()[1]
-    cut: list[TokenDelta] = []
-    finished = runner.run(chat(max_tokens=6, stop=(stop,)), cut.append)
+    cut, finished = await run(engine, chat(max_tokens=6, stop=(stop,)))
     assert finished.finish_reason == "stop"
-    assert "".join(delta.text for delta in cut) == full[: full.index(stop)]
+    assert cut == full[: full.index(stop)]
 
 
-def test_a_cancelled_job_stops_at_the_next_token(runner: LlamaRunner) -> None:
-    job = chat(max_tokens=200)
-    deltas: list[TokenDelta] = []
+async def test_eight_concurrent_streams_match_the_same_prompts_run_alone(engine: Engine) -> None:
+    def jobs() -> list[Job]:
+        return [chat(max_tokens=32, content=f"Write two sentences about {topic}.")
+                for topic in TOPICS]
 
-    def emit(delta: TokenDelta) -> None:
-        deltas.append(delta)
-        if len(deltas) == 3:
-            job.cancel()
+    alone = [await run(engine, job) for job in jobs()]
+    before = engine.stats().steps
+    together = await asyncio.gather(*(run(engine, job) for job in jobs()))
+    assert together == alone  # same text, same finish reason, same usage: none cut short
+    assert all(finished.usage.completion_tokens > 8 for _, finished in together)
+    assert engine.stats().steps - before < sum(f.usage.completion_tokens for _, f in together)
 
-    finished = runner.run(job, emit)
-    assert finished.finish_reason == "stop"
-    assert finished.usage.completion_tokens < 10
-    assert len(deltas) == 3
+
+async def test_a_cancelled_stream_frees_its_slot_at_once(engine: Engine) -> None:
+    before = engine.stats().generated_tokens
+    events = await engine.submit(chat(max_tokens=400))
+    async with asyncio.timeout(WAIT), aclosing(events):
+        first_two = [await anext(events), await anext(events)]
+    assert all(isinstance(event, TokenDelta) for event in first_two)
+    async with asyncio.timeout(WAIT):
+        while engine.stats().busy_slots:  # noqa: ASYNC110 - the engine's thread frees it
+            await asyncio.sleep(0.01)
+    assert engine.stats().generated_tokens - before < 100
+    assert engine.stats().kv_used == 0
+
+
+async def test_preempted_batch_streams_resume_to_the_same_text(runner: LlamaRunner) -> None:
+    engine = Engine(BatchScheduler(2, 8 * N_CTX, 256), runner)
+    engine.start()
+    try:
+        prompts = [f"Write a poem about {topic}." for topic in TOPICS[:2]]
+        alone = [await run(engine, chat(48, content=prompt, tier="batch")) for prompt in prompts]
+        batch = [asyncio.create_task(run(engine, chat(48, content=prompt, tier="batch")))
+                 for prompt in prompts]
+        async with asyncio.timeout(WAIT):
+            while engine.stats().busy_slots < 2:  # noqa: ASYNC110 - set by the engine's thread
+                await asyncio.sleep(0.01)
+        urgent, _ = await run(engine, chat(4, content="Say hello.", tier="interactive"))
+        assert urgent
+        assert [await task for task in batch] == alone
+        assert engine.stats().preemptions >= 1
+    finally:
+        await engine.stop()
 
 
 def test_embeddings_are_one_unit_vector_per_input(runner: LlamaRunner) -> None:
     inputs = ("a cat sat on the mat", "interest rates rose again")
-    finished = runner.run(Job(EmbeddingRequest(inputs)), lambda delta: None)
+    finished = runner.embed(EmbeddingRequest(inputs))
     assert finished.embeddings is not None
     first, second = finished.embeddings
     assert len(first) == len(second) > 0
@@ -153,49 +160,7 @@ def test_embeddings_are_one_unit_vector_per_input(runner: LlamaRunner) -> None:
     assert finished.usage.prompt_tokens == sum(map(runner.count_tokens, inputs))
 
 
-async def test_concurrent_jobs_all_finish_in_full(
-    recording_engine: tuple[RecordingRunner, Engine],
-) -> None:
-    _, engine = recording_engine
-
-    async def run_one(job: Job) -> tuple[list[str], Finished]:
-        texts, finished = [], None
-        async for event in await engine.submit(job):
-            if isinstance(event, TokenDelta):
-                texts.append(event.text)
-            else:
-                finished = event
-        assert finished is not None
-        return texts, finished
-
-    jobs = [chat(max_tokens=6) for _ in range(3)]
-    async with asyncio.timeout(WAIT):
-        results = await asyncio.gather(*(run_one(job) for job in jobs))
-    for texts, finished in results:
-        assert finished.finish_reason == "length"
-        assert finished.usage.completion_tokens == 6
-        assert 2 <= len(texts) <= 6
-
-
-async def test_leaving_a_generation_early_stops_it(
-    recording_engine: tuple[RecordingRunner, Engine],
-) -> None:
-    recorder, engine = recording_engine
-    job = chat(max_tokens=200)
-    async with asyncio.timeout(WAIT):
-        events = await engine.submit(job)
-        async with aclosing(events):
-            first_two = [await anext(events), await anext(events)]
-        assert all(isinstance(event, TokenDelta) for event in first_two)
-        while id(job) not in recorder.outcomes:  # noqa: ASYNC110 - set by the engine's thread
-            await asyncio.sleep(0.01)
-    assert recorder.outcomes[id(job)].usage.completion_tokens < 200
-
-
-async def test_a_chat_too_long_for_the_window_is_refused(
-    recording_engine: tuple[RecordingRunner, Engine],
-) -> None:
-    _, engine = recording_engine
+async def test_a_chat_too_long_for_the_window_is_refused(engine: Engine) -> None:
     too_long = Job(ChatRequest([{"role": "user", "content": "word " * N_CTX}]))
     with pytest.raises(ContextWindowExceeded) as refused:
         await engine.submit(too_long)

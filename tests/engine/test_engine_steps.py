@@ -1,15 +1,17 @@
-"""The engine's step loop with a fake runner: fairness, cancellation, stop, errors, limits.
+"""The engine's step loop with a fake runner: batching, cancellation, stop, errors, limits,
+priority.
 
 The runner is a fake on purpose: these tests are about the engine deciding and handing over,
-and a fake lets a job be held mid-run so the queue can be observed. The real model is exercised
-in test_engine_llama.py.
+and a fake lets a step be held so the queue can be observed. The real model is exercised in
+test_engine_llama.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
 import pytest
@@ -18,14 +20,15 @@ from switchgear.engine.engine import Engine
 from switchgear.engine.job import (
     ChatRequest,
     CompletionRequest,
+    EmbeddingRequest,
     EngineEvent,
     Finished,
     Job,
     SamplingParams,
     TokenDelta,
 )
-from switchgear.engine.runner import Runner, TokenSink
-from switchgear.engine.scheduler import FifoScheduler
+from switchgear.engine.runner import Runner, SlotFeed
+from switchgear.engine.scheduler import BatchScheduler
 from switchgear.errors import (
     ContextWindowExceeded,
     SwitchgearError,
@@ -35,57 +38,85 @@ from switchgear.errors import (
 from switchgear.exchange import Usage
 
 WAIT = 10.0  # seconds any single wait in these tests may take before it counts as a hang
+GENERATED = 1000  # token ids from here on are generated: 1000 + their position
 
 
 class FakeRunner(Runner):
-    """Emits "t0 t1 ..." up to max_tokens (forever without one), one word per token.
+    """Words are tokens; the token sampled after position p is ``GENERATED + p + 1``, whose text
+    is "t{n} " for the n-th generated token, so a stream shows whether any token was lost or
+    repeated (across a preemption too).
 
-    A prompt starting with "hold" waits for ``release`` first; "fail" raises an UpstreamError and
-    "crash" a ValueError. Every job's prompt is recorded when it starts, every outcome when done.
+    A step feeding a prompt with the word "hold" waits for ``release``; "fail" raises an
+    UpstreamError and "crash" a ValueError. Each step's feeds are recorded, and the first words
+    of each prompt as it starts.
     """
 
-    def __init__(self, n_ctx: int = 64) -> None:
+    def __init__(self, n_ctx: int = 64, step_seconds: float = 0.0) -> None:
         self._n_ctx = n_ctx
+        self.step_seconds = step_seconds
         self.release = threading.Event()
+        self.words: list[str] = []
         self.started: list[str] = []
-        self.finished: dict[str, Finished] = {}
+        self.steps: list[list[SlotFeed]] = []
+        self.prompt_lengths: dict[int, int] = {}
+        self.open: set[int] = set()
 
     @property
     def n_ctx(self) -> int:
         return self._n_ctx
 
-    def count_prompt_tokens(self, request: ChatRequest | CompletionRequest) -> int:
+    def prompt_tokens(self, request: ChatRequest | CompletionRequest) -> list[int]:
         if isinstance(request, ChatRequest):
-            return sum(len(m["content"].split()) for m in request.messages)
-        return len(request.prompt.split())
+            text = " ".join(m["content"] for m in request.messages)
+        else:
+            text = request.prompt
+        return [self._word(word) for word in text.split()]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def run(self, job: Job, emit: TokenSink) -> Finished:
-        assert isinstance(job.request, CompletionRequest)
-        prompt = job.request.prompt
-        self.started.append(prompt)
-        if prompt.startswith("hold"):
+    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
+        self.open.add(slot)
+
+    def drop_slot(self, slot: int) -> None:
+        self.open.discard(slot)
+
+    def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
+        assert all(feed.slot in self.open for feed in feeds)
+        self.steps.append(list(feeds))
+        time.sleep(self.step_seconds)
+        prompts = [feed for feed in feeds if feed.position == 0]
+        for feed in prompts:
+            words = [self.words[token] for token in feed.tokens if token < GENERATED]
+            self.prompt_lengths[feed.slot] = len(words)
+            self.started.append(" ".join(words))
+        said = {self.words[token] for feed in prompts for token in feed.tokens
+                if token < GENERATED}
+        if "hold" in said:
             assert self.release.wait(WAIT)
-        if prompt.startswith("fail"):
+        if "fail" in said:
             raise UpstreamError("the fake model failed")
-        if prompt.startswith("crash"):
+        if "crash" in said:
             raise ValueError("secret internals")
-        limit = job.request.sampling.max_tokens
-        generated = 0
-        while limit is None or generated < limit:
-            if job.cancelled.wait(0.001 if limit is None else 0):
-                break
-            emit(TokenDelta(f"t{generated} "))
-            generated += 1
-        reason = "length" if generated == limit else "stop"
-        finished = Finished(reason, Usage(self.count_prompt_tokens(job.request), generated))
-        self.finished[prompt] = finished
-        return finished
+        return [GENERATED + feed.position + len(feed.tokens) - self.prompt_lengths[feed.slot]
+                if feed.sample else None for feed in feeds]
+
+    def piece(self, token: int) -> bytes:
+        return f"t{token - GENERATED} ".encode()
+
+    def is_end(self, token: int) -> bool:
+        return False
+
+    def embed(self, request: EmbeddingRequest) -> Finished:
+        return Finished("stop", Usage(len(request.inputs), 0), embeddings=[[1.0]])
 
     def close(self) -> None:
         pass
+
+    def _word(self, word: str) -> int:
+        if word not in self.words:
+            self.words.append(word)
+        return self.words.index(word)
 
 
 def completion(prompt: str, max_tokens: int | None = 3) -> Job:
@@ -102,10 +133,19 @@ async def wait_until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
+def make_engine(max_sequences: int = 4, kv_tokens: int = 1000,
+                runner: FakeRunner | None = None) -> tuple[FakeRunner, Engine]:
+    runner = runner or FakeRunner()
+    return runner, Engine(BatchScheduler(max_sequences, kv_tokens, step_tokens=64), runner)
+
+
+def texts(events: list[EngineEvent]) -> str:
+    return "".join(event.text for event in events if isinstance(event, TokenDelta))
+
+
 @pytest.fixture
 async def runner_and_engine() -> AsyncIterator[tuple[FakeRunner, Engine]]:
-    runner = FakeRunner()
-    engine = Engine(FifoScheduler(), runner)
+    runner, engine = make_engine()
     engine.start()
     yield runner, engine
     runner.release.set()
@@ -121,69 +161,134 @@ async def test_a_job_streams_its_deltas_then_finishes(
         events = await collect(await engine.submit(completion("one two", max_tokens=3)))
     assert events[:-1] == [TokenDelta("t0 "), TokenDelta("t1 "), TokenDelta("t2 ")]
     assert events[-1] == Finished("length", Usage(2, 3))
+    stats = engine.stats()
+    assert stats.generated_tokens == 3 and stats.steps == 3
+    assert stats.fed_tokens == 2 + 1 + 1
+    assert stats.busy_slots == 0 and stats.kv_used == 0
+    assert 0 < stats.utilization <= 1
 
 
-async def test_waiting_jobs_run_in_arrival_order_and_none_is_cut_short(
+async def test_concurrent_jobs_share_each_step_and_none_is_cut_short(
     runner_and_engine: tuple[FakeRunner, Engine],
 ) -> None:
     runner, engine = runner_and_engine
-    prompts = ["hold first", "second", "third", "fourth"]
-    streams = []
-    for prompt in prompts:
-        streams.append(await engine.submit(completion(prompt, max_tokens=5)))
-        if prompt == "hold first":
-            await wait_until(lambda: engine.busy)
+    held = await engine.submit(completion("hold first", max_tokens=5))
+    await wait_until(lambda: engine.busy)
+    later = [await engine.submit(completion(f"prompt {n}", max_tokens=5)) for n in range(3)]
     assert engine.queue_depth == 3
     runner.release.set()
     async with asyncio.timeout(WAIT):
-        results = await asyncio.gather(*(collect(stream) for stream in streams))
-    assert runner.started == prompts
+        results = await asyncio.gather(*(collect(stream) for stream in [held, *later]))
     for events in results:
-        deltas = [event for event in events if isinstance(event, TokenDelta)]
-        assert len(deltas) == 5
+        assert texts(events) == "t0 t1 t2 t3 t4 "
         assert events[-1] == Finished("length", events[-1].usage)  # type: ignore[union-attr]
+    assert max(len(step) for step in runner.steps) == 4  # four sequences in one batch
+    assert len({feed.slot for step in runner.steps for feed in step}) == 4
     await wait_until(lambda: not engine.busy)
     assert engine.queue_depth == 0
 
 
-async def test_a_job_abandoned_while_waiting_never_runs(
-    runner_and_engine: tuple[FakeRunner, Engine],
-) -> None:
-    runner, engine = runner_and_engine
-    held = await engine.submit(completion("hold"))
-    await wait_until(lambda: engine.busy)
-    abandoned = await engine.submit(completion("abandoned"))
-    kept = await engine.submit(completion("kept"))
-    assert engine.queue_depth == 2
-    await abandoned.aclose()
-    assert engine.queue_depth == 1
-    runner.release.set()
-    async with asyncio.timeout(WAIT):
-        await collect(held)
-        await collect(kept)
-    assert runner.started == ["hold", "kept"]
+async def test_a_new_job_joins_the_batch_while_others_decode() -> None:
+    runner, engine = make_engine(max_sequences=2)
+    engine.start()
+    try:
+        running = await engine.submit(completion("hold running", max_tokens=20))
+        await wait_until(lambda: engine.busy)
+        joining = await engine.submit(completion("joins now", max_tokens=2))
+        runner.release.set()
+        async with asyncio.timeout(WAIT):
+            joined = await collect(joining)
+            ran = await collect(running)
+        assert texts(joined) == "t0 t1 " and len(texts(ran).split()) == 20
+        second = runner.steps[1]  # the running decode and the new prompt in one batch
+        assert [(feed.position, len(feed.tokens)) for feed in second] == [(2, 1), (0, 2)]
+    finally:
+        await engine.stop()
 
 
-async def test_leaving_a_running_job_early_stops_its_generation(
-    runner_and_engine: tuple[FakeRunner, Engine],
-) -> None:
-    runner, engine = runner_and_engine
-    job = completion("endless", max_tokens=None)
-    events = await engine.submit(job)
-    async with asyncio.timeout(WAIT), aclosing(events):
-        received = [await anext(events) for _ in range(3)]
-    assert all(isinstance(event, TokenDelta) for event in received)
-    assert job.cancelled.is_set()
-    await wait_until(lambda: "endless" in runner.finished)
-    assert runner.finished["endless"].finish_reason == "stop"
-    async with asyncio.timeout(WAIT):
-        after = await collect(await engine.submit(completion("after", max_tokens=2)))
-    assert isinstance(after[-1], Finished)
+async def test_a_job_waits_for_a_free_slot_and_runs_once_one_is_freed() -> None:
+    runner, engine = make_engine(max_sequences=1)
+    engine.start()
+    try:
+        first = await engine.submit(completion("hold first", max_tokens=2))
+        await wait_until(lambda: engine.busy)
+        second = await engine.submit(completion("second", max_tokens=2))
+        assert engine.queue_depth == 1 and engine.stats().busy_slots == 1
+        runner.release.set()
+        async with asyncio.timeout(WAIT):
+            await collect(first)
+            await collect(second)
+        assert runner.started == ["hold first", "second"]
+        assert max(len(step) for step in runner.steps) == 1
+    finally:
+        await engine.stop()
+
+
+async def test_a_job_abandoned_while_waiting_never_runs() -> None:
+    runner, engine = make_engine(max_sequences=1)
+    engine.start()
+    try:
+        held = await engine.submit(completion("hold"))
+        await wait_until(lambda: engine.busy)
+        abandoned = await engine.submit(completion("abandoned"))
+        kept = await engine.submit(completion("kept"))
+        assert engine.queue_depth == 2
+        await abandoned.aclose()
+        assert engine.queue_depth == 1
+        runner.release.set()
+        async with asyncio.timeout(WAIT):
+            await collect(held)
+            await collect(kept)
+        assert runner.started == ["hold", "kept"]
+    finally:
+        await engine.stop()
+
+
+async def test_leaving_a_running_job_early_frees_its_slot_at_once() -> None:
+    runner, engine = make_engine(max_sequences=1)
+    engine.start()
+    try:
+        job = completion("endless", max_tokens=None)
+        events = await engine.submit(job)
+        async with asyncio.timeout(WAIT), aclosing(events):
+            received = [await anext(events) for _ in range(3)]
+        assert all(isinstance(event, TokenDelta) for event in received)
+        assert job.cancelled.is_set()
+        async with asyncio.timeout(WAIT):
+            after = await collect(await engine.submit(completion("after", max_tokens=2)))
+        assert after[-1] == Finished("length", Usage(1, 2))
+        assert runner.open == set()  # the slot's KV and sampler were dropped
+        assert engine.stats().busy_slots == 0
+    finally:
+        await engine.stop()
+
+
+async def test_interactive_work_preempts_batch_work_which_resumes_where_it_was() -> None:
+    # Steps of 2 ms leave the batch streams hundreds of steps to go when the urgent job comes.
+    _, engine = make_engine(max_sequences=2, runner=FakeRunner(n_ctx=500, step_seconds=0.002))
+    engine.start()
+    try:
+        batch = [Job(CompletionRequest(f"batch {n}", SamplingParams(max_tokens=400)), tier="batch")
+                 for n in range(2)]
+        streams = [await engine.submit(job) for job in batch]
+        async with asyncio.timeout(WAIT):
+            for stream in streams:
+                await anext(stream)
+            urgent = Job(CompletionRequest("urgent", SamplingParams(max_tokens=3)),
+                         tier="interactive")
+            answer = await collect(await engine.submit(urgent))
+            rest = await asyncio.gather(*(collect(stream) for stream in streams))
+        assert texts(answer) == "t0 t1 t2 "
+        assert engine.stats().preemptions >= 1
+        for events in rest:  # every token once, in order, across the preemption
+            assert "t0 " + texts(events) == "".join(f"t{n} " for n in range(400))
+            assert events[-1] == Finished("length", Usage(2, 400))
+    finally:
+        await engine.stop()
 
 
 async def test_stop_finishes_the_running_job_and_fails_the_waiting_ones() -> None:
-    runner = FakeRunner()
-    engine = Engine(FifoScheduler(), runner)
+    runner, engine = make_engine(max_sequences=1)
     engine.start()
     running = await engine.submit(completion("hold running", max_tokens=4))
     await wait_until(lambda: engine.busy)
@@ -244,7 +349,23 @@ async def test_a_completion_that_would_overflow_the_window_is_refused(
     assert fits[-1] == Finished("length", Usage(4, 60))
 
 
+async def test_a_request_larger_than_the_whole_kv_cache_is_refused_not_left_waiting() -> None:
+    _runner, engine = make_engine(kv_tokens=20)
+    engine.start()
+    try:
+        with pytest.raises(ContextWindowExceeded) as refused:
+            await engine.submit(completion("four words of prompt", max_tokens=17))
+        assert "maximum context length is 20 tokens" in refused.value.message
+        async with asyncio.timeout(WAIT):
+            fits = await collect(await engine.submit(completion("four words of prompt", 16)))
+        assert fits[-1] == Finished("length", Usage(4, 16))
+    finally:
+        await engine.stop()
+
+
 async def test_an_engine_not_started_refuses_work() -> None:
-    engine = Engine(FifoScheduler(), FakeRunner())
+    _, engine = make_engine()
     with pytest.raises(UpstreamConnectError):
         await engine.submit(completion("early"))
+    with pytest.raises(UpstreamConnectError):
+        await engine.embed(EmbeddingRequest(("early",)))

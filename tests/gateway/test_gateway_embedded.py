@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchgear.config import DEFAULT_ALIAS, Config, StoreConfig
 
@@ -69,3 +71,20 @@ def test_a_prompt_beyond_the_context_window_is_a_400(embedded: tuple[str, str]) 
         sdk.chat.completions.create(model=DEFAULT_ALIAS, max_tokens=4, messages=[
             {"role": "user", "content": "lorem ipsum " * 2000}])
     assert error.value.code == "context_length_exceeded"
+
+
+def test_the_engine_reports_its_slots_tokens_and_utilization_on_metrics(
+    embedded: tuple[str, str],
+) -> None:
+    base_url, _ = embedded
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as sdk:
+        sdk.chat.completions.create(model=DEFAULT_ALIAS, max_tokens=4, temperature=0,
+                                    messages=[{"role": "user", "content": "Hello!"}])
+    text = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics").read().decode()
+    figures = {family.name: family.samples[0].value
+               for family in text_string_to_metric_families(text)
+               if family.name.startswith("switchgear_engine_")}
+    assert figures["switchgear_engine_slots"] == 8
+    assert figures["switchgear_engine_generated_tokens"] >= 4
+    assert figures["switchgear_engine_busy_slots"] == 0
+    assert 0 < figures["switchgear_engine_utilization_ratio"] <= 1

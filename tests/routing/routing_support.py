@@ -22,11 +22,13 @@ class FakeBackend:
         """Never called by the code under test."""
         raise AssertionError("the routing building blocks never call the backend")
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """Never called by the code under test."""
         raise AssertionError("the routing building blocks never call the backend")
 
-    def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """Never called by the code under test."""
         raise AssertionError("the routing building blocks never call the backend")
 

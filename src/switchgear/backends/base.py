@@ -3,6 +3,9 @@
 A backend receives the OpenAI request body (with ``model`` already set to the upstream's own model
 name) and answers in OpenAI's shapes:
 
+Both take the request's priority ``tier`` (interactive, standard or batch) for backends that
+schedule by it (the embedded engine); the others ignore it.
+
 - ``complete`` returns the whole response body (``chat.completion``, ``text_completion`` or the
   embeddings ``list``), with ``usage`` filled in;
 - ``stream`` yields the chunk bodies (``chat.completion.chunk`` / ``text_completion``) as they are
@@ -32,10 +35,12 @@ class Backend(Protocol):
     async def start(self) -> None:
         """Acquire what the backend needs (connection pool, model, worker thread)."""
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """Answer one non-streaming request."""
 
-    def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """Answer one streaming request chunk by chunk."""
 
     async def check(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
+from switchgear.admission.tiers import TIERS
 from switchgear.backends.base import Body
 from switchgear.config import DEFAULT_ALIAS, DeploymentConfig
 from switchgear.engine.engine import Engine, JobEvents
@@ -30,7 +31,8 @@ from switchgear.engine.job import (
     TokenDelta,
 )
 from switchgear.engine.runner import LlamaRunner
-from switchgear.engine.scheduler import FifoScheduler
+from switchgear.engine.scheduler import BatchScheduler
+from switchgear.engine.stats import EngineStats
 from switchgear.errors import InvalidRequest, UpstreamConnectError, UpstreamProtocolError
 from switchgear.exchange import Operation, Usage
 
@@ -170,6 +172,10 @@ class EmbeddedBackend:
         """Whether the engine is generating now (for metrics)."""
         return self._engine is not None and self._engine.busy
 
+    def engine_stats(self) -> EngineStats | None:
+        """The engine's slots, queue, KV-cache use, throughput and utilization (once started)."""
+        return self._engine.stats() if self._engine is not None else None
+
     async def start(self) -> None:
         """Load the model (in a thread: it takes a while) and start the engine's worker."""
         if self._engine is not None:
@@ -177,20 +183,25 @@ class EmbeddedBackend:
         options = self._options
         try:
             self._runner = await asyncio.to_thread(
-                LlamaRunner, options.model_path, options.n_ctx, options.n_threads, options.seed
+                LlamaRunner, options.model_path, options.n_ctx, options.n_threads, options.seed,
+                max_sequences=options.max_sequences, kv_tokens=options.kv_cache_tokens,
+                step_tokens=options.step_tokens, shared_kv=options.shared_kv,
             )
         except (OSError, ValueError, RuntimeError) as error:
             raise UpstreamConnectError(
                 f"Deployment '{self.name}': the embedded model did not load: {error}"
             ) from error
-        self._engine = Engine(FifoScheduler(), self._runner)
+        scheduler = BatchScheduler(options.max_sequences, options.kv_cache_tokens,
+                                   options.step_tokens)
+        self._engine = Engine(scheduler, self._runner)
         self._engine.start()
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
-        """Answer one request whole: a chat/text completion or an embeddings list."""
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
+        """Answer one request whole: a chat/text completion or an embeddings list; ``tier`` is
+        the priority the engine schedules it by."""
         shape = _ResponseShape(operation, body.get("model") or self._model)
         texts: list[str] = []
-        finished = await self._run(operation, body, texts.append)
+        finished = await self._run(operation, body, tier, texts.append)
         if operation is Operation.EMBEDDINGS:
             encoding = body.get("encoding_format") or "float"
             data = [{"object": "embedding", "index": index,
@@ -201,13 +212,15 @@ class EmbeddedBackend:
                               "total_tokens": finished.usage.prompt_tokens}}
         return shape.completion("".join(texts), finished)
 
-    async def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    async def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """Answer one request as chunks: a role chunk, a chunk per text delta, a finish chunk and,
-        when asked, a usage chunk."""
+        when asked, a usage chunk; ``tier`` is the priority the engine schedules it by."""
         if operation is Operation.EMBEDDINGS:
             raise InvalidRequest("embeddings cannot be streamed", param="stream")
         shape = _ResponseShape(operation, body.get("model") or self._model)
-        events = await self._submit(engine_request(operation, body))
+        events = await self._submit(engine_request(operation, body), tier)
         first = operation is Operation.CHAT
         async with aclosing(events):
             async for event in events:
@@ -236,16 +249,22 @@ class EmbeddedBackend:
         if runner is not None:
             await asyncio.to_thread(runner.close)
 
-    async def _submit(self, request: EngineRequest) -> JobEvents:
+    def _started(self) -> Engine:
         if self._engine is None:
             raise UpstreamConnectError(f"Deployment '{self.name}': the embedded engine is not "
                                        "started.")
-        return await self._engine.submit(Job(request))
+        return self._engine
+
+    async def _submit(self, request: EngineRequest, tier: str) -> JobEvents:
+        return await self._started().submit(Job(request, tier if tier in TIERS else "standard"))
 
     async def _run(
-        self, operation: Operation, body: Body, on_text: Callable[[str], object]
+        self, operation: Operation, body: Body, tier: str, on_text: Callable[[str], object]
     ) -> Finished:
-        events = await self._submit(engine_request(operation, body))
+        request = engine_request(operation, body)
+        if isinstance(request, EmbeddingRequest):
+            return await self._started().embed(request)
+        events = await self._submit(request, tier)
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, TokenDelta):

@@ -113,7 +113,7 @@ class OpenAIHTTPBackend:
         finally:
             response.close()
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """POST the request and return the parsed JSON answer."""
         response = await self._send("POST", PATHS[operation], orjson.dumps(body), self._total_timeout)
         raw = await self._read(response)
@@ -121,7 +121,9 @@ class OpenAIHTTPBackend:
             raise self._status_error(response.status, raw, response.headers)
         return self._json_object(raw, "body")
 
-    async def stream(self, operation: Operation, body: Body) -> AsyncIterator[Body]:
+    async def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncIterator[Body]:
         """POST the request and yield each server-sent event's JSON until ``[DONE]``."""
         response = await self._send("POST", PATHS[operation], orjson.dumps(body), self._total_timeout)
         if response.status >= 400:

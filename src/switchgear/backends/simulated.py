@@ -38,14 +38,16 @@ class SimulatedBackend:
         """Open for requests (there is nothing to acquire)."""
         self._closed = False
 
-    async def complete(self, operation: Operation, body: Body) -> Body:
+    async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """Answer one non-streaming request after the simulated time."""
         self._refuse_when_closed()
         if operation is Operation.EMBEDDINGS:
             return await self._model.embed(self._model.plan_embedding(body))
         return await self._model.complete(self._model.plan_generation(operation, body))
 
-    async def stream(self, operation: Operation, body: Body) -> AsyncGenerator[Body, None]:
+    async def stream(
+        self, operation: Operation, body: Body, tier: str = "standard"
+    ) -> AsyncGenerator[Body, None]:
         """Answer one streaming request chunk by chunk, at the simulated pace."""
         self._refuse_when_closed()
         generation = self._model.plan_generation(operation, {**body, "stream": True})

@@ -1,9 +1,10 @@
 """The embedded engine: one worker thread that repeats step() = schedule → run → update.
 
-The scheduler decides which job runs next, the runner executes it; the engine owns the thread
-between them and the hand-over of events to the event loop. Tokens cross from the worker thread
-to the awaiting coroutine through ``loop.call_soon_threadsafe`` into a per-job ``asyncio.Queue``,
-so the event loop never waits on the model.
+The scheduler decides which sequences advance this step, the runner feeds them to the model in
+one batch; the engine owns the thread between them, turns sampled tokens into text and hands the
+events over to the event loop. Tokens cross from the worker thread to the awaiting coroutine
+through ``loop.call_soon_threadsafe`` into a per-job ``asyncio.Queue``, so the event loop never
+waits on the model.
 """
 
 from __future__ import annotations
@@ -12,25 +13,30 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchgear.engine.job import (
     ChatRequest,
+    CompletionRequest,
     EmbeddingRequest,
     EngineEvent,
-    EngineRequest,
     Finished,
     Job,
+    TokenDelta,
 )
-from switchgear.engine.runner import Runner
-from switchgear.engine.scheduler import Scheduler
+from switchgear.engine.runner import Runner, SlotFeed
+from switchgear.engine.scheduler import BatchScheduler, Plan, Sequence
+from switchgear.engine.stats import EngineStats, StepCounters
+from switchgear.engine.text import StopSequenceText
 from switchgear.errors import (
     ContextWindowExceeded,
     SwitchgearError,
     UpstreamConnectError,
     internal_error,
 )
+from switchgear.exchange import Usage
 
 _log = logging.getLogger(__name__)
 
@@ -94,144 +100,254 @@ class JobEvents:
             self._withdraw(self._job)
 
 
-class Engine:
-    """Runs jobs one at a time on a worker thread, in the order its scheduler decides.
+class _Stream:
+    """What the engine keeps for one running sequence: where its events go and its text so far."""
 
-    ``submit`` is the only way in; it checks the job fits the context window and returns the
-    job's events: text deltas, then one ``Finished``.
+    def __init__(self, channel: _EventChannel, stop: tuple[str, ...]) -> None:
+        self.channel = channel
+        self.text = StopSequenceText(stop)
+
+
+class Engine:
+    """Runs generations batched on a worker thread, as its scheduler decides.
+
+    ``submit`` is the way in for chat and completions: it checks the job can ever fit and returns
+    its events (text deltas, then one ``Finished``). ``embed`` answers embeddings beside it.
     """
 
-    def __init__(self, scheduler: Scheduler, runner: Runner) -> None:
+    def __init__(self, scheduler: BatchScheduler, runner: Runner) -> None:
         self._scheduler = scheduler
         self._runner = runner
-        self._work_arrived = threading.Condition()
-        self._channels: dict[Job, _EventChannel] = {}
-        self._running: Job | None = None
+        self._lock = threading.Condition()
+        self._streams: dict[Sequence, _Stream] = {}
+        self._sequences: dict[Job, Sequence] = {}
+        self._open_slots: dict[int, Sequence] = {}  # the worker thread's own
+        self._counters = StepCounters()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     @property
     def queue_depth(self) -> int:
-        """Jobs waiting to run (the running job not included)."""
-        with self._work_arrived:
-            return len(self._scheduler)
+        """Sequences waiting for a slot (new or preempted)."""
+        with self._lock:
+            return self._scheduler.waiting
 
     @property
     def busy(self) -> bool:
-        """Whether a job is running now."""
-        return self._running is not None
+        """Whether any sequence holds a slot now."""
+        with self._lock:
+            return bool(self._scheduler.running)
 
     @property
     def alive(self) -> bool:
         """Whether the engine has started, is not stopping, and its worker thread runs."""
         return self._thread is not None and self._thread.is_alive() and not self._stopping
 
+    @property
+    def window(self) -> int:
+        """The most tokens (prompt and completion) one sequence may ever hold."""
+        return min(self._runner.n_ctx, self._scheduler.kv_tokens)
+
+    def stats(self) -> EngineStats:
+        """Slots, queue, KV-cache use and the step counters since the engine started."""
+        with self._lock:
+            running = self._scheduler.running
+            return self._counters.snapshot(
+                busy_slots=len(running), slots=self._scheduler.max_sequences,
+                waiting=self._scheduler.waiting, kv_used=self._scheduler.kv_used,
+                kv_tokens=self._scheduler.kv_tokens, now=time.monotonic())
+
     def start(self) -> None:
         """Start the worker thread."""
         if self._thread is not None:
             return
+        self._counters.restart(time.monotonic())
         self._thread = threading.Thread(target=self._work, name="switchgear-engine", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
-        """Finish the running job, fail the waiting ones with a retryable error, end the thread."""
-        with self._work_arrived:
+        """Finish the running sequences, fail the waiting ones with a retryable error, end the
+        thread."""
+        with self._lock:
             self._stopping = True
-            abandoned = [self._channels.pop(job) for job in self._scheduler.drain()]
-            self._work_arrived.notify_all()
-        for channel in abandoned:
-            channel.put(_Failed(UpstreamConnectError("the embedded engine stopped")))
+            abandoned = [self._forget(sequence) for sequence in self._scheduler.drain()]
+            self._lock.notify_all()
+        for stream in abandoned:
+            stream.channel.put(_Failed(UpstreamConnectError("the embedded engine stopped")))
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 
     async def submit(self, job: Job) -> JobEvents:
-        """Queue ``job``; return its events. Raises ``ContextWindowExceeded`` when it cannot fit.
+        """Queue ``job``; return its events. Raises ``ContextWindowExceeded`` when it can never
+        fit (a job that fits but finds no room waits).
 
         Closing the events before the end (the client went away) cancels the job.
         """
+        request = job.request
+        if isinstance(request, EmbeddingRequest):
+            raise TypeError("embeddings go through Engine.embed")
         if not self.alive:
             raise UpstreamConnectError("the embedded engine is not running")
-        await asyncio.to_thread(self._check_fits, job.request)
+        prompt = await asyncio.to_thread(self._runner.prompt_tokens, request)
+        sequence = Sequence(job, prompt, self._limit(request, len(prompt)))
         channel = _EventChannel(asyncio.get_running_loop())
-        with self._work_arrived:
+        with self._lock:
             if self._stopping:
                 raise UpstreamConnectError("the embedded engine is stopping")
-            self._channels[job] = channel
-            self._scheduler.add(job)
-            self._work_arrived.notify()
+            self._streams[sequence] = _Stream(channel, request.sampling.stop)
+            self._sequences[job] = sequence
+            self._scheduler.add(sequence)
+            self._lock.notify()
         return JobEvents(job, channel, self._withdraw)
 
-    def step(self) -> bool:
-        """One engine step: schedule a job, run it, hand over its outcome.
+    async def embed(self, request: EmbeddingRequest) -> Finished:
+        """Embed each input (on a thread of its own, beside the generation steps)."""
+        if not self.alive:
+            raise UpstreamConnectError("the embedded engine is not running")
+        window = self._runner.n_ctx
+        longest = max(map(self._runner.count_tokens, request.inputs), default=0)
+        if longest > window:
+            raise ContextWindowExceeded(
+                f"This model's maximum context length is {window} tokens, however you "
+                f"requested {longest} tokens in one input.",
+                param="input",
+            )
+        return await asyncio.to_thread(self._runner.embed, request)
 
-        Blocks until a job waits; returns False once the engine stops and nothing is left.
+    def step(self) -> bool:
+        """One engine step: schedule, run one batch, hand over what it produced.
+
+        Blocks until there is work; returns False once the engine stops and nothing is left.
         """
-        scheduled = self._schedule()
-        if scheduled is None:
+        plan = self._schedule()
+        if plan is None:
             return False
-        job, channel = scheduled
-        outcome = self._run(job, channel)
-        self._update(job, channel, outcome)
+        started = time.monotonic()
+        try:
+            sampled = self._run(plan)
+        except Exception as error:  # every failure ends the batch's sequences
+            self._fail_batch(plan, error)
+            return True
+        with self._lock:
+            self._counters.record(plan, time.monotonic() - started)
+        for feed, token in zip(plan.feeds, sampled, strict=True):
+            feed.sequence.computed += feed.count
+            if token is not None:
+                self._advance(feed.sequence, token)
         return True
 
     def _work(self) -> None:
         while self.step():
             pass
 
-    def _schedule(self) -> tuple[Job, _EventChannel] | None:
-        with self._work_arrived:
-            while (job := self._scheduler.next()) is None:
-                if self._stopping:
+    def _schedule(self) -> Plan | None:
+        with self._lock:
+            while True:
+                for sequence in self._scheduler.running:
+                    if sequence.job.cancelled.is_set():
+                        self._finish(sequence, "stop")
+                plan = self._scheduler.schedule()
+                if plan.feeds:
+                    return plan
+                if self._stopping and not self._scheduler.running:
                     return None
-                self._work_arrived.wait()
-            self._running = job
-            return job, self._channels[job]
+                self._lock.wait()
 
-    def _run(self, job: Job, channel: _EventChannel) -> Finished | _Failed:
-        try:
-            return self._runner.run(job, channel.put)
-        except SwitchgearError as error:
-            return _Failed(error)
-        except Exception:
-            _log.exception("the embedded engine failed a job")
-            return _Failed(internal_error())
+    def _run(self, plan: Plan) -> list[int | None]:
+        runner = self._runner
+        for slot in plan.preempted:
+            runner.drop_slot(slot)
+            self._open_slots.pop(slot, None)
+        feeds = []
+        for feed in plan.feeds:
+            sequence = feed.sequence
+            assert sequence.slot is not None
+            if self._open_slots.get(sequence.slot) is not sequence:
+                request = sequence.job.request
+                assert not isinstance(request, EmbeddingRequest)
+                runner.drop_slot(sequence.slot)
+                runner.open_slot(sequence.slot, request.sampling)
+                self._open_slots[sequence.slot] = sequence
+            start = sequence.computed
+            feeds.append(SlotFeed(sequence.slot, sequence.tokens[start:start + feed.count], start,
+                                  feed.samples))
+        return runner.decode(feeds)
 
-    def _update(self, job: Job, channel: _EventChannel, outcome: Finished | _Failed) -> None:
-        channel.put(outcome)
-        with self._work_arrived:
-            self._running = None
-            self._channels.pop(job, None)
+    def _advance(self, sequence: Sequence, token: int) -> None:
+        """Take ``token`` as ``sequence``'s next: emit its text, or end the sequence."""
+        if self._runner.is_end(token):
+            self._end(sequence, "stop")
+            return
+        sequence.tokens.append(token)
+        stream = self._streams[sequence]
+        if delta := stream.text.feed(self._runner.piece(token)):
+            stream.channel.put(TokenDelta(delta))
+        if stream.text.stopped:
+            self._end(sequence, "stop")
+        elif sequence.generated >= sequence.limit:
+            self._end(sequence, "length")
+
+    def _end(self, sequence: Sequence, reason: str) -> None:
+        with self._lock:
+            self._finish(sequence, reason)
+
+    def _finish(self, sequence: Sequence, outcome: str | _Failed) -> None:
+        """Free ``sequence``'s slot now and send its ``Finished`` with the finish reason
+        ``outcome``, or its failure (the caller holds the lock)."""
+        slot = sequence.slot
+        self._scheduler.finish(sequence)
+        if slot is not None and self._open_slots.get(slot) is sequence:
+            self._runner.drop_slot(slot)
+            del self._open_slots[slot]
+        stream = self._forget(sequence)
+        if isinstance(outcome, _Failed):
+            stream.channel.put(outcome)
+            return
+        if not sequence.job.cancelled.is_set() and (rest := stream.text.flush()):
+            stream.channel.put(TokenDelta(rest))
+        stream.channel.put(Finished(outcome, Usage(sequence.prompt_length, sequence.generated)))
+
+    def _fail_batch(self, plan: Plan, error: Exception) -> None:
+        if isinstance(error, SwitchgearError):
+            failure = _Failed(error)
+        else:
+            _log.error("the embedded engine failed a step", exc_info=error)
+            failure = _Failed(internal_error())
+        with self._lock:
+            for feed in plan.feeds:
+                self._finish(feed.sequence, failure)
+
+    def _forget(self, sequence: Sequence) -> _Stream:
+        self._sequences.pop(sequence.job, None)
+        return self._streams.pop(sequence)
 
     def _withdraw(self, job: Job) -> None:
-        with self._work_arrived:
-            self._scheduler.cancel(job)
-            self._channels.pop(job, None)
+        job.cancel()
+        with self._lock:
+            sequence = self._sequences.get(job)
+            if sequence is not None and self._scheduler.cancel(sequence):
+                self._forget(sequence)
+            self._lock.notify()
 
-    def _check_fits(self, request: EngineRequest) -> None:
-        n_ctx = self._runner.n_ctx
-        if isinstance(request, EmbeddingRequest):
-            longest = max(map(self._runner.count_tokens, request.inputs), default=0)
-            if longest > n_ctx:
-                raise ContextWindowExceeded(
-                    f"This model's maximum context length is {n_ctx} tokens, however you "
-                    f"requested {longest} tokens in one input.",
-                    param="input",
-                )
-            return
-        prompt_tokens = self._runner.count_prompt_tokens(request)
+    def _limit(self, request: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
+        """The most tokens the sequence may generate; refuses one that can never fit."""
+        window = self.window
         prompt_param = "messages" if isinstance(request, ChatRequest) else "prompt"
-        if prompt_tokens >= n_ctx:
+        if prompt_tokens >= window:
             raise ContextWindowExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, your "
+                f"This model's maximum context length is {window} tokens. However, your "
                 f"{prompt_param} resulted in {prompt_tokens} tokens.",
                 param=prompt_param,
             )
         max_tokens = request.sampling.max_tokens
-        if max_tokens is not None and prompt_tokens + max_tokens > n_ctx:
+        if max_tokens is None:
+            return window - prompt_tokens
+        if prompt_tokens + max_tokens > window:
             raise ContextWindowExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"This model's maximum context length is {window} tokens. However, you requested "
                 f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {prompt_param}, "
                 f"{max_tokens} for the completion). Please reduce the length of the "
                 f"{prompt_param} or of max_tokens.",
                 param="max_tokens",
             )
+        return max_tokens

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchgear.admission.tiers import TIERS
 from switchgear.exchange import Usage
 
 
@@ -50,14 +51,19 @@ EngineRequest = ChatRequest | CompletionRequest | EmbeddingRequest
 class Job:
     """One request waiting for or running on the engine, and whether its client still wants it.
 
-    ``cancelled`` is set from the event loop and read by the runner between tokens.
+    ``cancelled`` is set from the event loop and read by the engine between steps.
     """
 
     request: EngineRequest
+    tier: str = "standard"
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"unknown tier {self.tier!r}; expected one of {', '.join(TIERS)}")
+
     def cancel(self) -> None:
-        """Ask the runner to stop this job at the next token."""
+        """Ask the engine to stop this job before its next step."""
         self.cancelled.set()
 
 

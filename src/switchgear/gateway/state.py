@@ -20,6 +20,7 @@ from switchgear.config import (
     OutlierConfig,
     is_loopback,
 )
+from switchgear.engine.metrics import EngineCollector, engine_stats
 from switchgear.governance.audit import AuditTrail
 from switchgear.governance.changes import ConfigChanges
 from switchgear.governance.follow import ConfigFollower
@@ -143,6 +144,8 @@ class AppState:
                     Authenticator(keys), build_quotas(config.limits), versions,
                     ConfigChanges(versions), AuditTrail(store, AuditKey.of(config, serving=True)))
         state.serving = state.build_serving(config, 0, None)
+        state.metrics.registry.register(
+            EngineCollector(lambda: engine_stats(state.router.deployments())))
         state.follower = ConfigFollower(state.versions, state.adopt,
                                         lambda: state.config.governance.poll_interval_s)
         return state

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+from switchgear.admission.tiers import TIERS
 from switchgear.backends.base import Body
 from switchgear.config import RetryConfig
 from switchgear.errors import (
@@ -109,6 +110,7 @@ class Route:
 
     async def _attempt(self, exchange: Exchange, deployment: Deployment) -> Reply:
         body = {**exchange.body, "model": deployment.upstream_model}
+        tier = exchange.priority if exchange.priority in TIERS else "standard"
         if exchange.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         attempt = Attempt(deployment.name, started=time.time(), model=body["model"],
@@ -120,12 +122,12 @@ class Route:
         deployment.acquire()
         try:
             if exchange.stream:
-                chunks = deployment.backend.stream(exchange.operation, body)
+                chunks = deployment.backend.stream(exchange.operation, body, tier)
                 first = await _within(anext(chunks), timeouts.ttft, deployment.name)
                 ttft = time.monotonic() - started
                 reply: Reply = self._relay(first, chunks, deployment, attempt, started, ttft)
             else:
-                reply = await _within(deployment.backend.complete(exchange.operation, body),
+                reply = await _within(deployment.backend.complete(exchange.operation, body, tier),
                                       timeouts.total, deployment.name)
                 elapsed = time.monotonic() - started
                 _succeeded(deployment, attempt, elapsed, elapsed)
