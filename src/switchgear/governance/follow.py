@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from switchgear.background import Background
 from switchgear.config import ConfigError
 from switchgear.governance.versions import ConfigVersion, ConfigVersions
 from switchgear.store.base import StoreUnavailable
@@ -14,10 +14,12 @@ from switchgear.store.base import StoreUnavailable
 log = logging.getLogger("switchgear.governance")
 
 
-class ConfigFollower:
+class ConfigFollower(Background):
     """Every ``interval()`` seconds, asks the store for the newest applied version and, when it
     is newer than the one serving, hands it to ``adopt``. One cheap indexed query per poll, off
     the request path."""
+
+    task_name = "config-follower"
 
     def __init__(self, versions: ConfigVersions,
                  adopt: Callable[[ConfigVersion], Awaitable[None]],
@@ -27,20 +29,11 @@ class ConfigFollower:
         self.interval = interval
         #: The newest version adopted, or tried and found unusable (not tried again).
         self.current = 0
-        self._task: asyncio.Task[None] | None = None
 
     def start(self, current: int) -> None:
         """Follow from version ``current`` on, in the background."""
         self.current = current
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="config-follower")
-
-    async def stop(self) -> None:
-        """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._launch()
 
     async def check(self) -> None:
         """Adopt the newest applied version if it is newer than the current one."""

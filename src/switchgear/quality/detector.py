@@ -16,7 +16,6 @@ approximation of Student's t; answer lengths are not that skewed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from statistics import NormalDist
 from types import MappingProxyType
 from typing import Any
 
+from switchgear.background import Background
 from switchgear.config import QualityConfig
 from switchgear.quality.signals import RATES, Key, QualitySignals, Tally
 from switchgear.routing.router import Router
@@ -142,10 +142,12 @@ class Alert:
     detail: str
 
 
-class ChangeDetector:
+class ChangeDetector(Background):
     """Evaluates every key on an interval in a background task; a new shift raises an alert
     (WARNING log, ``switchgear_quality_alerts_total``, ``switchgear_quality_shift`` = 1) and,
     on a canary arm, rolls the canary back. ``report`` is the same comparison on demand."""
+
+    task_name = "quality-detector"
 
     def __init__(self, signals: QualitySignals, config: QualityConfig, router: Router,
                  metrics: GatewayMetrics) -> None:
@@ -156,19 +158,10 @@ class ChangeDetector:
         self.alerts: dict[tuple[str, str, str], Alert] = {}
         self.fired = 0
         self.evaluated_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Evaluate in the background every ``evaluate_every_s``."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="quality-detector")
-
-    async def stop(self) -> None:
-        """Stop evaluating."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._launch()
 
     async def _run(self) -> None:
         while True:

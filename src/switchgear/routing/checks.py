@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
 
+from switchgear.background import Background
 from switchgear.routing.deployment import Deployment
 
 log = logging.getLogger("switchgear.routing")
@@ -16,26 +16,19 @@ log = logging.getLogger("switchgear.routing")
 CHECK_TIMEOUT = 2.0
 
 
-class HealthChecker:
+class HealthChecker(Background):
     """Checks each deployment every ``interval`` seconds in the background: a failed check
     ejects it, a passed check readmits it."""
+
+    task_name = "health-checks"
 
     def __init__(self, deployments: Sequence[Deployment], interval: float) -> None:
         self.deployments = list(deployments)
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start checking in the background."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="health-checks")
-
-    async def stop(self) -> None:
-        """Stop checking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._launch()
 
     async def check_all(self) -> None:
         """Check every deployment once, concurrently."""
