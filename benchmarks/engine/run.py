@@ -5,7 +5,8 @@ Run ``bash benchmarks/engine/setup.sh`` once (builds llama-server), then
 (SmolLM2-135M-Instruct Q4_1) and the same thread count: greedy chat requests (128 output tokens
 at most, short prompts) from 1, 2, 4 and 8 concurrent clients, each sending requests back to back;
 reported are aggregate completion tokens/s (usage.completion_tokens summed over the wall time) and
-p50/p95 end-to-end latency. Targets:
+p50/p95 end-to-end latency. All targets are started first and measured in turn at each
+concurrency, so a change in the machine's load affects them alike. Targets:
 
 - switchgear: ``switchgear serve`` with the embedded engine (8 slots), through the gateway
   (``Cache-Control: no-store``: greedy answers would otherwise come from the response cache);
@@ -19,6 +20,7 @@ engine, and again while 8 batch-tier streams (``x-switchgear-priority: batch``) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -237,21 +239,24 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     rows: list[Row] = []
     ttft = None
-    for name in names:
-        port = free_port()
-        process, endpoint = TARGETS[name](port, arguments.threads)
-        with process:
+    with contextlib.ExitStack() as running:
+        endpoints = {}
+        for name in names:  # all up at once, idle while another is measured
+            process, endpoint = TARGETS[name](free_port(), arguments.threads)
+            running.enter_context(process)
             wait_until_answers(endpoint, chat_body(endpoint.model, 0), process, START_TIMEOUT_S)
-            for level in levels:
+            endpoints[name] = endpoint
+        for level in levels:  # targets in turn at each level, so load drift hits all alike
+            for name, endpoint in endpoints.items():
                 row = measure(name, endpoint, level, arguments.rounds)
                 rows.append(row)
                 print(f"{name:17} c={level}: {row.tokens_per_s:6.1f} tok/s  p50 "
                       f"{row.p50_s:6.2f} s  p95 {row.p95_s:6.2f} s  ({row.requests} requests, "
                       f"{row.mean_completion_tokens:.0f} tokens each)", flush=True)
-            if name == "switchgear" and arguments.priority_tries:
-                ttft = priority_check(endpoint, arguments.priority_tries)
-                print(f"switchgear TTFT: idle {ttft[0] * 1000:.0f} ms, beside 8 batch streams "
-                      f"{ttft[1] * 1000:.0f} ms", flush=True)
+        if "switchgear" in endpoints and arguments.priority_tries:
+            ttft = priority_check(endpoints["switchgear"], arguments.priority_tries)
+            print(f"switchgear TTFT: idle {ttft[0] * 1000:.0f} ms, beside 8 batch streams "
+                  f"{ttft[1] * 1000:.0f} ms", flush=True)
     print(f"load average at end: {load_average()} (a busy machine makes every figure noisy)")
     for line in checks(rows, ttft):
         print(line)

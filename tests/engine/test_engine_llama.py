@@ -7,6 +7,7 @@ import asyncio
 import math
 from collections.abc import Iterator
 from contextlib import aclosing
+from dataclasses import replace
 
 import pytest
 
@@ -61,7 +62,7 @@ def runner() -> Iterator[LlamaRunner]:
 
 @pytest.fixture(scope="module")
 def engine(runner: LlamaRunner) -> Iterator[Engine]:
-    engine = Engine(BatchScheduler(8, 8 * N_CTX, 256), runner)
+    engine = Engine(BatchScheduler(8, 8 * N_CTX, 256, keep_prefixes=True), runner)
     engine.start()
     yield engine
     asyncio.run(engine.stop())
@@ -112,9 +113,36 @@ async def test_eight_concurrent_streams_match_the_same_prompts_run_alone(engine:
     alone = [await run(engine, job) for job in jobs()]
     before = engine.stats().steps
     together = await asyncio.gather(*(run(engine, job) for job in jobs()))
-    assert together == alone  # same text, same finish reason, same usage: none cut short
+    def seen(results: list[tuple[str, Finished]]) -> list[tuple[str, str, int, int]]:
+        # cached_tokens depends on which slot's kept prefix a prompt lands on; the rest must match
+        return [(text, f.finish_reason, f.usage.prompt_tokens, f.usage.completion_tokens)
+                for text, f in results]
+
+    assert seen(together) == seen(alone)  # same text, finish reason, usage: none cut short
     assert all(finished.usage.completion_tokens > 8 for _, finished in together)
     assert engine.stats().steps - before < sum(f.usage.completion_tokens for _, f in together)
+
+
+async def test_a_shared_prompt_prefix_is_read_once_and_counted_as_cached(engine: Engine) -> None:
+    # The engine keeps each freed slot's KV; SmolLM2's template starts every chat with the same
+    # system message, so a later chat in that slot reads only what follows it.
+    await run(engine, chat(4, content="Name a colour."))
+    before = engine.stats().fed_tokens
+    text, second = await run(engine, chat(4, content="Name a fruit."))
+    # Fed: the prompt after the cached prefix, then each generated token but the last (at
+    # finish_reason "length"; at "stop", the last too: the end-of-text token came after it).
+    fed = engine.stats().fed_tokens - before
+    decoded = second.usage.completion_tokens - (second.finish_reason == "length")
+    assert second.usage.cached_tokens >= 20
+    assert fed - decoded == second.usage.prompt_tokens - second.usage.cached_tokens
+    fresh = Engine(BatchScheduler(1, 2 * N_CTX, 256), LlamaRunner(n_ctx=N_CTX, max_sequences=1,
+                                                                   kv_tokens=2 * N_CTX))
+    fresh.start()
+    try:
+        assert await run(fresh, chat(4, content="Name a fruit.")) == (
+            text, Finished(second.finish_reason, replace(second.usage, cached_tokens=0)))
+    finally:
+        await fresh.stop()
 
 
 async def test_a_cancelled_stream_frees_its_slot_at_once(engine: Engine) -> None:
@@ -130,8 +158,9 @@ async def test_a_cancelled_stream_frees_its_slot_at_once(engine: Engine) -> None
     assert engine.stats().kv_used == 0
 
 
-async def test_preempted_batch_streams_resume_to_the_same_text(runner: LlamaRunner) -> None:
-    engine = Engine(BatchScheduler(2, 8 * N_CTX, 256), runner)
+async def test_preempted_batch_streams_resume_to_the_same_text() -> None:
+    runner = LlamaRunner(n_ctx=N_CTX, seed=0, max_sequences=2, kv_tokens=2 * N_CTX)
+    engine = Engine(BatchScheduler(2, 2 * N_CTX, 256), runner)
     engine.start()
     try:
         prompts = [f"Write a poem about {topic}." for topic in TOPICS[:2]]
@@ -147,6 +176,7 @@ async def test_preempted_batch_streams_resume_to_the_same_text(runner: LlamaRunn
         assert engine.stats().preemptions >= 1
     finally:
         await engine.stop()
+        runner.close()
 
 
 def test_embeddings_are_one_unit_vector_per_input(runner: LlamaRunner) -> None:

@@ -83,7 +83,6 @@ def test_a_sequence_waits_for_kv_room_and_joins_once_there_is_some() -> None:
     run(plan)
     scheduler.finish(big)
     assert fed(scheduler.schedule()) == {id(other): 50}
-    assert scheduler.fits_ever(100) and not scheduler.fits_ever(101)
 
 
 def test_interactive_work_goes_first_and_preempts_the_youngest_batch_sequence() -> None:
@@ -146,3 +145,48 @@ def test_cancel_takes_a_waiting_sequence_out_and_drain_empties_the_room() -> Non
     assert scheduler.cancel(running) is False
     assert scheduler.drain() == [staying]
     assert scheduler.waiting == 0
+
+
+def test_a_new_sequence_takes_the_free_slot_holding_its_longest_prefix() -> None:
+    scheduler = BatchScheduler(max_sequences=3, kv_tokens=1000, step_tokens=64,
+                               keep_prefixes=True)
+    system = list(range(100, 120))
+    first = Sequence(Job(CompletionRequest("p")), [*system, 1, 2], 10)
+    other = Sequence(Job(CompletionRequest("p")), [7, 8, 9], 10)
+    scheduler.add(first)
+    scheduler.add(other)
+    run(scheduler.schedule())
+    slot = first.slot
+    scheduler.finish(first)
+    scheduler.finish(other)
+    again = Sequence(Job(CompletionRequest("p")), [*system, 3, 4, 5], 10)
+    scheduler.add(again)
+    plan = scheduler.schedule()
+    assert again.slot == slot
+    assert again.computed == again.reused == 20
+    assert [(feed.count, feed.samples) for feed in plan.feeds] == [(3, True)]
+
+
+def test_without_keep_prefixes_every_prompt_is_read_whole() -> None:
+    scheduler = BatchScheduler(max_sequences=1, kv_tokens=1000, step_tokens=64)
+    first = sequence(20)
+    scheduler.add(first)
+    run(scheduler.schedule())
+    scheduler.finish(first)
+    again = sequence(20)
+    scheduler.add(again)
+    assert fed(scheduler.schedule()) == {id(again): 20}
+    assert again.reused == 0
+
+
+def test_an_identical_prompt_still_feeds_its_last_token_for_the_logits() -> None:
+    scheduler = BatchScheduler(max_sequences=1, kv_tokens=1000, step_tokens=64,
+                               keep_prefixes=True)
+    first = sequence(20)
+    scheduler.add(first)
+    run(scheduler.schedule())
+    scheduler.finish(first)
+    again = sequence(20)
+    scheduler.add(again)
+    assert fed(scheduler.schedule()) == {id(again): 1}
+    assert again.reused == 19

@@ -75,7 +75,7 @@ class FakeRunner(Runner):
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
+    def open_slot(self, slot: int, sampling: SamplingParams, keep: int = 0) -> None:
         self.open.add(slot)
 
     def drop_slot(self, slot: int) -> None:

@@ -192,7 +192,7 @@ class EmbeddedBackend:
                 f"Deployment '{self.name}': the embedded model did not load: {error}"
             ) from error
         scheduler = BatchScheduler(options.max_sequences, options.kv_cache_tokens,
-                                   options.step_tokens)
+                                   options.step_tokens, keep_prefixes=not options.shared_kv)
         self._engine = Engine(scheduler, self._runner)
         self._engine.start()
 

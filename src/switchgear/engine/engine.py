@@ -265,8 +265,7 @@ class Engine:
             if self._open_slots.get(sequence.slot) is not sequence:
                 request = sequence.job.request
                 assert not isinstance(request, EmbeddingRequest)
-                runner.drop_slot(sequence.slot)
-                runner.open_slot(sequence.slot, request.sampling)
+                runner.open_slot(sequence.slot, request.sampling, keep=sequence.computed)
                 self._open_slots[sequence.slot] = sequence
             start = sequence.computed
             feeds.append(SlotFeed(sequence.slot, sequence.tokens[start:start + feed.count], start,
@@ -297,15 +296,17 @@ class Engine:
         slot = sequence.slot
         self._scheduler.finish(sequence)
         if slot is not None and self._open_slots.get(slot) is sequence:
-            self._runner.drop_slot(slot)
             del self._open_slots[slot]
+            if not self._scheduler.keep_prefixes:  # else its KV stays for the next prompt
+                self._runner.drop_slot(slot)
         stream = self._forget(sequence)
         if isinstance(outcome, _Failed):
             stream.channel.put(outcome)
             return
         if not sequence.job.cancelled.is_set() and (rest := stream.text.flush()):
             stream.channel.put(TokenDelta(rest))
-        stream.channel.put(Finished(outcome, Usage(sequence.prompt_length, sequence.generated)))
+        stream.channel.put(Finished(outcome, Usage(sequence.prompt_length, sequence.generated,
+                                                   cached_tokens=sequence.reused)))
 
     def _fail_batch(self, plan: Plan, error: Exception) -> None:
         if isinstance(error, SwitchgearError):

@@ -91,8 +91,9 @@ class Runner(ABC):
         """How many tokens ``text`` is on its own (an embeddings input)."""
 
     @abstractmethod
-    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
-        """Make ``slot`` ready for a new sequence sampled with ``sampling`` (its KV is empty)."""
+    def open_slot(self, slot: int, sampling: SamplingParams, keep: int = 0) -> None:
+        """Make ``slot`` ready for a new sequence sampled with ``sampling``: its KV keeps the
+        first ``keep`` positions (a prefix the sequence shares with the slot's last one)."""
 
     @abstractmethod
     def drop_slot(self, slot: int) -> None:
@@ -178,8 +179,10 @@ class LlamaRunner(Runner):
         """Tokens of ``text`` as the embedding model reads it."""
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True))
 
-    def open_slot(self, slot: int, sampling: SamplingParams) -> None:
-        """A fresh sampler for ``slot``: greedy at temperature 0, else llama-cpp-python's chain."""
+    def open_slot(self, slot: int, sampling: SamplingParams, keep: int = 0) -> None:
+        """Trim ``slot``'s KV to ``keep`` positions; a fresh sampler: greedy at temperature 0,
+        else llama-cpp-python's chain."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot, keep, -1)
         self._free_sampler(slot)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if sampling.temperature <= 0:

@@ -12,6 +12,11 @@ recompute its tokens when it resumes, as vLLM does), and while a higher-tier seq
 prompt, batch-tier sequences pause so the step is all its own. When the KV cache runs out the
 youngest sequence of the lowest tier is preempted.
 
+Prefix reuse (with ``keep_prefixes``, when each slot has KV cells of its own): a slot keeps the
+KV of its last sequence when it is freed, and a new sequence takes the free slot whose kept
+tokens share the longest prefix with its prompt; that prefix is not read again (a shared system
+prompt is processed once per slot).
+
 A scheduler is a plain data structure: the engine serialises every call to it under its own lock.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from switchgear.admission.tiers import TIERS
@@ -41,6 +47,7 @@ class Sequence:
     limit: int
     prompt_length: int = 0
     computed: int = 0
+    reused: int = 0
     slot: int | None = None
     arrival: int = 0
     rank: int = field(init=False)
@@ -90,12 +97,14 @@ class BatchScheduler:
     feeding at most ``step_tokens`` tokens a step."""
 
     def __init__(self, max_sequences: int = 8, kv_tokens: int = 4096,
-                 step_tokens: int = 256) -> None:
+                 step_tokens: int = 256, keep_prefixes: bool = False) -> None:
         if step_tokens < max_sequences:
             raise ValueError("step_tokens must be at least max_sequences")
         self.max_sequences = max_sequences
         self.kv_tokens = kv_tokens
         self.step_tokens = step_tokens
+        self.keep_prefixes = keep_prefixes
+        self._kept: dict[int, list[int]] = {}  # free slot -> the tokens its KV still holds
         self._waiting: list[Sequence] = []
         self._running: list[Sequence] = []
         self._free_slots = list(range(max_sequences - 1, -1, -1))
@@ -115,10 +124,6 @@ class BatchScheduler:
     def kv_used(self) -> int:
         """KV-cache cells holding tokens now."""
         return sum(sequence.computed for sequence in self._running)
-
-    def fits_ever(self, tokens: int) -> bool:
-        """Whether a sequence of ``tokens`` tokens (prompt and completion) can ever run."""
-        return tokens <= self.kv_tokens
 
     def add(self, sequence: Sequence) -> None:
         """Let ``sequence`` wait for a slot, behind those of its tier that came before it."""
@@ -156,7 +161,7 @@ class BatchScheduler:
             candidate = self._waiting[0]
             if self._free_slots and self._kv_after_step() + len(candidate.tokens) <= self.kv_tokens:
                 self._waiting.pop(0)
-                candidate.slot = self._free_slots.pop()
+                self._take_slot(candidate)
                 bisect.insort(self._running, candidate, key=lambda running: running.order)
                 continue
             victim = self._running[-1] if self._running else None
@@ -188,15 +193,42 @@ class BatchScheduler:
         """KV cells in use once every running sequence has fed its pending tokens."""
         return sum(len(sequence.tokens) for sequence in self._running)
 
+    def _take_slot(self, sequence: Sequence) -> None:
+        """The free slot whose kept KV shares the longest prefix with ``sequence`` (the most
+        recently freed on a tie); that prefix counts as computed (but for the last token, which
+        must be fed again for its logits)."""
+        def shared(slot: int) -> int:
+            return _common_prefix(self._kept.get(slot, ()), sequence.tokens)
+
+        slot = max(reversed(self._free_slots), key=shared)
+        self._free_slots.remove(slot)
+        sequence.slot = slot
+        sequence.computed = min(shared(slot), len(sequence.tokens) - 1)
+        sequence.reused = max(sequence.reused, sequence.computed)
+        self._kept.pop(slot, None)
+
     def _preempt(self, sequence: Sequence, preempted: list[int]) -> None:
         assert sequence.slot is not None
         preempted.append(sequence.slot)
         self._running.remove(sequence)
         self._release(sequence)
+        self._kept.pop(preempted[-1], None)  # its KV is dropped
         sequence.computed = 0
         bisect.insort(self._waiting, sequence, key=lambda waiting: waiting.order)
 
     def _release(self, sequence: Sequence) -> None:
         if sequence.slot is not None:
             self._free_slots.append(sequence.slot)
+            if self.keep_prefixes:
+                self._kept[sequence.slot] = sequence.tokens[: sequence.computed]
             sequence.slot = None
+
+
+def _common_prefix(first: Iterable[int], second: Iterable[int]) -> int:
+    """How many tokens ``first`` and ``second`` share from the start."""
+    count = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
