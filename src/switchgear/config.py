@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchgear.admission.tiers import TierConfig
+from switchgear.prompts.templates import PromptTemplate, check_names
 from switchgear.slo.spec import SLOSection
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
@@ -509,7 +510,7 @@ RESTART_SECTIONS = ("server", "store", "auth", "telemetry")
 
 #: Sections whose changes need a second person's approval unless configured otherwise.
 DEFAULT_APPROVAL = ("models", "routing", "limits", "tiers", "cache", "guards", "slo", "ledger",
-                    "quality")
+                    "quality", "prompts")
 
 
 class GovernanceConfig(_Strict):
@@ -551,6 +552,8 @@ class Config(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     quality: QualityConfig = QualityConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    #: Managed prompt templates by name (prompts/templates.py); a chat request may name one.
+    prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
@@ -592,6 +595,12 @@ class Config(_Strict):
                 raise ValueError(f"slo.objectives.{number}.scope.model: {model!r} is not a "
                                  "model alias")
         return self
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_names(cls, prompts: dict[str, PromptTemplate]) -> dict[str, PromptTemplate]:
+        check_names(prompts)
+        return prompts
 
     @field_validator("models")
     @classmethod

@@ -9,7 +9,8 @@
     ├── AuthenticationFailed             401 invalid_request_error / invalid_api_key
     ├── PermissionDenied                 403 permission_error
     ├── NotFound                         404 invalid_request_error
-    │   └── ModelNotFound                404 invalid_request_error / model_not_found
+    │   ├── ModelNotFound                404 invalid_request_error / model_not_found
+    │   └── PromptNotFound               404 invalid_request_error (param prompt.id)
     ├── MethodNotAllowed                 405 invalid_request_error
     ├── RateLimited                      429 rate_limit_error (Retry-After)
     ├── Overloaded                       503 api_error (Retry-After)
@@ -134,6 +135,11 @@ class ModelNotFound(NotFound):
     """The requested model alias is not configured."""
 
     code = "model_not_found"
+
+
+class PromptNotFound(NotFound):
+    """The prompt template a request names is not in the serving config (OpenAI answers an
+    unknown prompt id with a 404 and no code)."""
 
 
 class MethodNotAllowed(SwitchgearError):

@@ -115,6 +115,9 @@ class Exchange:
     variant: str | None = None
     #: The applied config version whose parts served this request (governance/).
     config_version: int | None = None
+    #: The prompt template the request named, and the version of it that was rendered.
+    prompt_name: str | None = None
+    prompt_version: int | None = None
     cache_status: str = "miss"
     usage: Usage = field(default_factory=Usage)
     status: int = 200

@@ -88,6 +88,18 @@ def _messages(value: Any, param: str) -> None:
                                  param=f"{where}.content")
 
 
+def _own_messages(value: Any, param: str) -> None:
+    """A chat request naming a prompt template may bring no messages of its own."""
+    if value != []:
+        _messages(value, param)
+
+
+def _template_reference(value: Any, param: str) -> None:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{param} must be an object naming a prompt template (id)",
+                             param=param)
+
+
 def _prompt(value: Any, param: str) -> None:
     if isinstance(value, str):
         return
@@ -121,13 +133,13 @@ _SAMPLING: dict[str, Check] = {
     "user": _string,
 }
 
+_CHAT: dict[str, Check] = {
+    **_SAMPLING, "messages": _messages, "max_completion_tokens": _integer(1, MAX_TOKENS_LIMIT),
+    "logprobs": _boolean, "top_logprobs": _integer(0, 20), "prompt": _template_reference}
+
 #: Per operation: the required fields, then the checks of every field Switchgear looks at.
 _SCHEMAS: dict[Operation, tuple[tuple[str, ...], dict[str, Check]]] = {
-    Operation.CHAT: (
-        ("model", "messages"),
-        {**_SAMPLING, "messages": _messages, "max_completion_tokens": _integer(1, MAX_TOKENS_LIMIT),
-         "logprobs": _boolean, "top_logprobs": _integer(0, 20)},
-    ),
+    Operation.CHAT: (("model", "messages"), _CHAT),
     Operation.COMPLETIONS: (
         ("model", "prompt"),
         {**_SAMPLING, "prompt": _prompt, "echo": _boolean, "suffix": _string,
@@ -139,6 +151,10 @@ _SCHEMAS: dict[Operation, tuple[tuple[str, ...], dict[str, Check]]] = {
          "dimensions": _integer(1, 65536), "user": _string},
     ),
 }
+
+#: A chat request naming a prompt template (pipeline/prompt.py renders it): its own messages
+#: may be left out or empty.
+_PROMPTED_CHAT: tuple[tuple[str, ...], dict[str, Check]] = (("model",), {**_CHAT, "messages": _own_messages})
 
 
 class RequestIds:
@@ -179,7 +195,8 @@ def make_exchange(operation: Operation, body: Any, request_id: str) -> Exchange:
     """Validate ``body`` for ``operation`` and wrap it in an Exchange; raise InvalidRequest."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    required, checks = _SCHEMAS[operation]
+    prompted = operation is Operation.CHAT and body.get("prompt") is not None
+    required, checks = _PROMPTED_CHAT if prompted else _SCHEMAS[operation]
     for name in required:
         if body.get(name) is None:
             raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name,

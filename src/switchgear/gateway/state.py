@@ -37,6 +37,7 @@ from switchgear.pipeline.admit import Admit, Authenticator, Quotas
 from switchgear.pipeline.cache import Cache
 from switchgear.pipeline.guard import Guard
 from switchgear.pipeline.prioritize import Prioritize
+from switchgear.pipeline.prompt import Prompt
 from switchgear.pipeline.record import Record, Recorder, store_content
 from switchgear.pipeline.route import Route
 from switchgear.quality.detector import ChangeDetector
@@ -87,6 +88,8 @@ class Serving:
     slo: SLOMonitor
     #: Quality signals and their change detector (None: ``quality.enabled`` is off).
     quality: ChangeDetector | None
+    #: The version number of each prompt template this config serves.
+    prompt_versions: dict[str, int] = field(default_factory=dict)
     active: int = 0
     _idle: asyncio.Event | None = None
 
@@ -143,16 +146,18 @@ class AppState:
                     Tracer(config.telemetry), RetryBudget(config.routing.retry), keys,
                     Authenticator(keys), build_quotas(config.limits), versions,
                     ConfigChanges(versions), AuditTrail(store, AuditKey.of(config, serving=True)))
-        state.serving = state.build_serving(config, 0, None)
+        state.serving = state.build_serving(config, 0, None, {})
         state.metrics.registry.register(
             EngineCollector(lambda: engine_stats(state.router.deployments())))
         state.follower = ConfigFollower(state.versions, state.adopt,
                                         lambda: state.config.governance.poll_interval_s)
         return state
 
-    def build_serving(self, config: Config, version: int, previous: Serving | None) -> Serving:
-        """The serving parts for ``config``, reusing the deployments, cache store, priority gate
-        and SLO monitor of ``previous`` that ``config`` leaves as they were."""
+    def build_serving(self, config: Config, version: int, previous: Serving | None,
+                      prompt_versions: dict[str, int]) -> Serving:
+        """The serving parts for ``config`` (with its templates' ``prompt_versions``), reusing
+        the deployments, cache store, priority gate and SLO monitor of ``previous`` that
+        ``config`` leaves as they were."""
         routing = config.routing
         kept = list(previous.router.deployments()) if previous else []
         deployments = {alias: [_reuse(kept, alias, d, routing.outlier)
@@ -183,13 +188,14 @@ class AppState:
         guards = config.guards
         guarded: Handler = cache if not (guards.input or guards.output or guards.routes
                                           or guards.keys) else Guard(cache, guards)
-        pipeline: Handler = Record(Admit(guarded, self.authenticator, quotas), recorder)
+        prompted = Prompt(guarded, config.prompts, prompt_versions)
+        pipeline: Handler = Record(Admit(prompted, self.authenticator, quotas), recorder)
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         slo = (previous.slo if previous and before and before.slo == config.slo
                else SLOMonitor(config.slo, self.store))
         return Serving(version, config, router, pipeline, recorder, quotas, gate, cache, checker,
-                       slo, quality)
+                       slo, quality, prompt_versions)
 
     # The serving version's parts, read through these at each use.
     @property
@@ -268,14 +274,15 @@ class AppState:
                         "propose the file's changes with `switchgear config propose`",
                         latest.version)
         config = serving_config(latest.config, self.local, f"config version {latest.version}")
-        self.serving = self.build_serving(config, latest.version, self.serving)
+        self.serving = self.build_serving(config, latest.version, self.serving,
+                                          latest.prompt_versions)
 
     async def adopt(self, version: ConfigVersion) -> None:
         """Serve ``version`` from now on: build its parts, start its new backends, swap them in
         at once; the old parts finish their requests, then what only they used is closed."""
         config = serving_config(version.config, self.local, f"config version {version.version}")
         old = self.serving
-        new = self.build_serving(config, version.version, old)
+        new = self.build_serving(config, version.version, old, version.prompt_versions)
         kept = set(old.router.deployments())
         fresh = [d for d in new.router.deployments() if d not in kept]
         try:

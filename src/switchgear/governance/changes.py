@@ -28,6 +28,7 @@ from switchgear.governance.versions import (
     config_text,
     serving_config,
 )
+from switchgear.prompts.versions import template_versions, templates_of
 
 log = logging.getLogger("switchgear.governance")
 
@@ -171,7 +172,10 @@ class ConfigChanges:
                                                  status="applied", applied_version=number,
                                                  break_glass=glass):
             raise ChangeConflict(f"Change {change_id} changed meanwhile; look at it again.")
-        version = ConfigVersion(number, change.config, change_id, actor, time.time(), glass)
+        numbers = template_versions(templates_of(latest.config), latest.prompt_versions,
+                                    templates_of(change.config))
+        version = ConfigVersion(number, change.config, change_id, actor, time.time(), glass,
+                                numbers)
         if not await self.versions.add_version(version):
             await self.versions.update_change(change_id, ("applied",), status=change.status,
                                               applied_version=None, break_glass=False)

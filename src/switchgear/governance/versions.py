@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import orjson
 import yaml
 
 from switchgear.config import RESTART_SECTIONS, Config, parse_config
+from switchgear.prompts.versions import template_versions
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, Dialect
+from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, PROMPT_VERSIONS, Dialect
 
 #: Who applied the version seeded from the YAML file.
 SEED_AUTHOR = "config-file"
@@ -41,7 +43,8 @@ def _marks(dialect: Dialect, sql: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConfigVersion:
-    """An applied config: its number, YAML, the change that made it, who applied it, when."""
+    """An applied config: its number, YAML, the change that made it, who applied it, when, and
+    the version number of each prompt template (prompts/versions.py)."""
 
     version: int
     config: str
@@ -49,6 +52,7 @@ class ConfigVersion:
     applied_by: str
     applied_at: float
     break_glass: bool
+    prompt_versions: dict[str, int] = field(default_factory=dict)
 
     def public(self, with_config: bool = True) -> dict[str, Any]:
         """The version as JSON (its YAML only when asked)."""
@@ -94,7 +98,7 @@ class ChangeRequest:
         return data
 
 
-VERSION_COLUMNS = ", ".join(column.name for column in CONFIG_VERSIONS)
+VERSION_COLUMNS = ", ".join(column.name for column in (*CONFIG_VERSIONS, PROMPT_VERSIONS))
 CHANGE_COLUMNS = ", ".join(column.name for column in CONFIG_CHANGES)
 
 
@@ -110,10 +114,9 @@ class ConfigVersions:
 
     async def seed(self, config: Config) -> None:
         """Store ``config`` as version 1 unless a version exists (replicas may race: one wins)."""
-        await self.store.execute(self._sql(
-            f"INSERT INTO config_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (version) DO NOTHING"),
-            (1, config_text(config), None, SEED_AUTHOR, time.time(), False))
+        await self.add_version(ConfigVersion(1, config_text(config), None, SEED_AUTHOR,
+                                             time.time(), False,
+                                             template_versions({}, {}, config.prompts)))
 
     async def latest_number(self) -> int:
         """The newest applied version's number (0 before the seed)."""
@@ -137,13 +140,21 @@ class ConfigVersions:
             (limit,))
         return [_version(row) for row in rows]
 
+    async def applied_since(self, since: float, limit: int = 1000) -> list[ConfigVersion]:
+        """The versions applied at ``since`` or later, oldest first (at most ``limit``)."""
+        rows = await self.store.rows(self._sql(
+            f"SELECT {VERSION_COLUMNS} FROM config_versions WHERE applied_at >= ? "
+            "ORDER BY version LIMIT ?"), (since, limit))
+        return [_version(row) for row in rows]
+
     async def add_version(self, version: ConfigVersion) -> bool:
         """Store ``version``; False when that number is taken (another apply won)."""
         return await self.store.execute(self._sql(
-            f"INSERT INTO config_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO config_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (version) DO NOTHING"),
             (version.version, version.config, version.change_id, version.applied_by,
-             version.applied_at, version.break_glass)) == 1
+             version.applied_at, version.break_glass,
+             orjson.dumps(version.prompt_versions).decode())) == 1
 
     async def add_change(self, change: ChangeRequest) -> None:
         """Store a new change request."""
@@ -177,9 +188,9 @@ class ConfigVersions:
 
 
 def _version(row: tuple[Any, ...]) -> ConfigVersion:
-    version, config, change_id, applied_by, applied_at, break_glass = row
+    version, config, change_id, applied_by, applied_at, break_glass, prompts = row
     return ConfigVersion(int(version), config, change_id, applied_by, applied_at,
-                         bool(break_glass))
+                         bool(break_glass), orjson.loads(prompts) if prompts else {})
 
 
 def _change(row: tuple[Any, ...]) -> ChangeRequest:

@@ -258,6 +258,13 @@ CONFIG_CHANGES: tuple[Column, ...] = (
     Column("break_glass", "boolean"),
 )
 
+#: The prompt template a request named and the version of it that served (migration 13).
+PROMPT: tuple[Column, ...] = (Column("prompt_name", "text", nullable=True),
+                              Column("prompt_version", "bigint", nullable=True))
+
+#: Each config version's template version numbers, as a JSON object (migration 13).
+PROMPT_VERSIONS = Column("prompt_versions", "text", nullable=True)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -339,6 +346,15 @@ MIGRATIONS: tuple[Migration, ...] = (
                        create_table("config_changes", CONFIG_CHANGES, "change_id", dialect),
                        create_index("config_changes", ("created_at",)),
                        add_column("request_log", CONFIG_VERSION, dialect))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=13,
+        description="managed prompts: request_log.prompt_name/prompt_version, "
+                    "config_versions.prompt_versions",
+        sql={dialect: (*(add_column("request_log", column, dialect) for column in PROMPT),
+                       create_index("request_log", ("prompt_name", "received_at")),
+                       add_column("config_versions", PROMPT_VERSIONS, dialect))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -58,6 +58,8 @@ class RequestRecord:
     instance_cost: float | None = None
     busy_s: float | None = None
     config_version: int | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -104,6 +106,8 @@ class RequestRecord:
             instance_cost=charges.instance,
             busy_s=charges.busy_s,
             config_version=exchange.config_version,
+            prompt_name=exchange.prompt_name,
+            prompt_version=exchange.prompt_version,
         )
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Managed prompt templates: named, versioned with the config, rendered into chat requests."""
