@@ -11,6 +11,10 @@ from typing import Any
 import click
 
 from switchgear import __version__
+from switchgear.cli.changes import changes
+from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY
+from switchgear.cli.options import admin_request as _admin
+from switchgear.cli.prompts import prompts
 from switchgear.cli.simulate import simulate
 from switchgear.config import ConfigError, load_config
 
@@ -51,13 +55,6 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
         sys.exit(2)
 
 
-ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=True,
-                         envvar="SWITCHGEAR_URL", show_envvar=True,
-                         help="The running gateway's base URL.")
-ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
-                         help="An admin key (or, for list, any reader's key).")
-READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
-                          help="A reader's key: viewer, operator or admin.")
 
 
 @main.group()
@@ -549,17 +546,6 @@ def _print_change(change: dict[str, Any], diff: bool = False) -> None:
         click.echo(change["diff"], nl=False)
 
 
-def _admin(url: str, method: str, path: str, token: str | None, body: Any = None,
-           raw: bool = False) -> Any:
-    from switchgear.cli.admin_client import AdminError, admin_call, admin_fetch
-
-    try:
-        if raw:
-            return admin_fetch(url, method, path, token, body)
-        return admin_call(url, method, path, token, body)
-    except AdminError as error:
-        click.echo(f"switchgear: {error}", err=True)
-        sys.exit(1)
-
-
 main.add_command(simulate)
+main.add_command(prompts)
+main.add_command(changes)

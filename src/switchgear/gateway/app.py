@@ -20,6 +20,7 @@ from switchgear.errors import (
 )
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
+from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
     DONE_EVENT,
@@ -37,6 +38,7 @@ from switchgear.gateway.http import (
     wants_no_cache,
 )
 from switchgear.gateway.openapi import openapi_spec
+from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body, Handler
@@ -59,6 +61,7 @@ class GatewayApp:
         self.request_ids = RequestIds()
         self.admin = AdminAPI(state)
         config = ConfigAdmin(self.admin, state.changes, self.admin.audit)
+        prompts = PromptsAdmin(self.admin)
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
@@ -83,6 +86,8 @@ class GatewayApp:
             "/admin/config/history": {"GET": config.history},
             "/admin/config/changes": {"GET": config.list_changes, "POST": config.propose},
             "/admin/config/rollback": {"POST": config.rollback},
+            "/admin/changes": {"GET": ChangesAdmin(self.admin).changes},
+            "/admin/prompts": {"GET": prompts.list_prompts},
             "/openapi.json": {"GET": self.openapi},
         }
         self._openapi = orjson.dumps(openapi_spec())
@@ -90,6 +95,7 @@ class GatewayApp:
         self.prefixed: list[tuple[str, dict[str, Endpoint]]] = [
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
             ("/admin/config/changes/", {"GET": config.get_change, "POST": config.act}),
+            ("/admin/prompts/", {"GET": prompts.show}),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

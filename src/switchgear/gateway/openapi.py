@@ -65,9 +65,15 @@ def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the OpenAI surface and the admin API."""
     message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
                                             "content": {"type": "string"}})
+    # A managed prompt template (pipeline/prompt.py), as OpenAI's Responses API names one.
+    prompt = _object(["id"], {"id": {"type": "string"},
+                              "version": {"type": ["string", "integer"]},
+                              "variables": {"type": "object",
+                                            "additionalProperties": {"type": "string"}}})
     chat = _object(["model", "messages"], {
         "model": {"type": "string"},
-        "messages": {"type": "array", "items": message, "minItems": 1}, **SAMPLING})
+        "messages": {"type": "array", "items": message, "minItems": 1}, "prompt": prompt,
+        **SAMPLING})
     completion = _object(["model", "prompt"], {"model": {"type": "string"},
                                                "prompt": {"type": "string"}, **SAMPLING})
     embedding = _object(["model", "input"], {
@@ -175,6 +181,19 @@ def openapi_spec() -> dict[str, Any]:
                 _object(["version"], {"version": {"type": "integer", "minimum": 1},
                                       "message": {"type": "string"}}), "201",
                 (400, 401, 403, 404, 409, 413, 415))},
+            "/admin/changes": {"get": {
+                **_operation("Applied config versions beside p95, error rate and cost per "
+                             "request before and after each", None, errors=(400, 401, 403)),
+                "parameters": [tenant, since, until,
+                               {"name": "window_s", "in": "query", "required": False,
+                                "schema": {"type": "number"}}]}},
+            "/admin/prompts": {"get": _operation("Managed prompt templates", None,
+                                                 errors=(401, 403))},
+            "/admin/prompts/{name}": {"get": {
+                **_operation("A managed prompt template and its versions", None,
+                             errors=(401, 403, 404)),
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}]}},
             "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
             "/readyz": {"get": {"summary": "Ready", "responses": {
                 "200": {"description": "Ready"},

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from switchgear.ledger.rollup import Period, where
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import placeholders
 from switchgear.store.records import COLUMNS, RequestRecord
-from switchgear.telemetry.latency import LatencyRow
+from switchgear.telemetry.latency import LatencyRow, rank
 
 #: The most rows one call returns.
 MAX_ROWS = 1000
@@ -55,3 +56,19 @@ def _latency_row(row: tuple[Any, ...]) -> LatencyRow:
     model, deployment, tenant, feature, stream, received, first, done, tokens = row
     return LatencyRow(model, deployment, tenant, feature, bool(stream), received, first, done,
                       tokens)
+
+
+async def latency_percentile(store: RecordStore, period: Period, tenant: str | None,
+                             percentile: int) -> float | None:
+    """The nearest-rank ``percentile`` of end-to-end seconds of the successful requests
+    received in ``period`` (of one tenant, unless None), found by the database (a count, then
+    one row at that rank); None when there were none."""
+    clause, params = where(store, period, tenant, " AND status = 200 AND done_at IS NOT NULL")
+    rows = await store.rows(f"SELECT COUNT(*) FROM request_log {clause}", params)
+    count = int(rows[0][0] or 0)
+    if not count:
+        return None
+    offset = rank(count, percentile) - 1
+    rows = await store.rows(f"SELECT done_at - received_at AS e2e FROM request_log {clause} "
+                            f"ORDER BY e2e LIMIT 1 OFFSET {offset:d}", params)
+    return float(rows[0][0]) if rows else None

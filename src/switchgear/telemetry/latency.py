@@ -23,10 +23,14 @@ GROUPS = ("model", "deployment", "tenant", "feature")
 METHOD = "nearest-rank"
 
 
+def rank(count: int, percentile: int) -> int:
+    """The 1-based rank of the ``percentile``-th percentile of ``count`` sorted values."""
+    return max(1, -(-percentile * count // 100))  # ⌈p·n/100⌉ in integers
+
+
 def nearest_rank(ordered: Sequence[float], percentile: int) -> float:
     """The ``percentile``-th percentile (1 to 100) of ``ordered`` (sorted ascending, not empty)."""
-    rank = max(1, -(-percentile * len(ordered) // 100))  # ⌈p·n/100⌉ in integers
-    return ordered[rank - 1]
+    return ordered[rank(len(ordered), percentile) - 1]
 
 
 def summary(values: list[float]) -> dict[str, Any] | None:

@@ -1,0 +1,32 @@
+"""What the commands that call a running gateway's admin API share: its URL, the key, and the
+call itself (an error is printed and exits 1)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+                         envvar="SWITCHGEAR_URL", show_envvar=True,
+                         help="The running gateway's base URL.")
+ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
+                         help="An admin key (or, for list, any reader's key).")
+READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
+                          help="A reader's key: viewer, operator or admin.")
+
+
+def admin_request(url: str, method: str, path: str, token: str | None, body: Any = None,
+                  raw: bool = False) -> Any:
+    """Call the admin API: the parsed JSON answer (or its bytes when ``raw``); on an error,
+    say it on stderr and exit 1."""
+    from switchgear.cli.admin_client import AdminError, admin_call, admin_fetch
+
+    try:
+        if raw:
+            return admin_fetch(url, method, path, token, body)
+        return admin_call(url, method, path, token, body)
+    except AdminError as error:
+        click.echo(f"switchgear: {error}", err=True)
+        sys.exit(1)
