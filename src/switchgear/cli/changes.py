@@ -3,7 +3,6 @@ and cost per request before and after each (GET /admin/changes)."""
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from typing import Any
 
 import click
 
-from switchgear.cli.options import ADMIN_URL, READER_KEY, admin_request
+from switchgear.cli.options import ADMIN_URL, AS_JSON, READER_KEY, admin_request, echo_report
 from switchgear.cli.tables import table
 from switchgear.slo.durations import format_duration, parse_duration
 
@@ -45,7 +44,7 @@ def _duration(context: click.Context, parameter: click.Parameter, value: str) ->
               help="Each side's length before and after a change (cut at the neighbouring "
               "changes).")
 @click.option("--tenant", help="Only this tenant's requests (operators and viewers: their own).")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+@AS_JSON
 def changes(url: str, admin_key: str | None, since: str, window: float, tenant: str | None,
             as_json: bool) -> None:
     """What changed, and what moved: every config version applied since --since (apply,
@@ -55,7 +54,7 @@ def changes(url: str, admin_key: str | None, since: str, window: float, tenant: 
     query = {"since": since, "window_s": window, **({"tenant": tenant} if tenant else {})}
     report = admin_request(url, "GET", "/admin/changes?" + urllib.parse.urlencode(query),
                            admin_key)
-    click.echo(json.dumps(report, indent=2) if as_json else render_changes(report))
+    echo_report(report, as_json, render_changes)
 
 
 def _pair(before: Any, after: Any, shown: str) -> str:

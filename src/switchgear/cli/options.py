@@ -3,7 +3,9 @@ call itself (an error is printed and exits 1)."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -15,6 +17,14 @@ ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envv
                          help="An admin key (or, for list, any reader's key).")
 READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
                           help="A reader's key: viewer, operator or admin.")
+
+AS_JSON = click.option("--json", "as_json", is_flag=True,
+                       help="Print the raw JSON instead of a table.")
+
+
+def echo_report(report: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print an admin API answer: as indented JSON, or laid out by ``render``."""
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
 def admin_request(url: str, method: str, path: str, token: str | None, body: Any = None,

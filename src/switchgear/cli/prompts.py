@@ -3,12 +3,13 @@ admin API, GET /admin/prompts)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
 
 import click
 
-from switchgear.cli.options import ADMIN_URL, READER_KEY, admin_request
+from switchgear.cli.options import ADMIN_URL, AS_JSON, READER_KEY, admin_request, echo_report
 from switchgear.cli.tables import table
 
 
@@ -22,42 +23,42 @@ def prompts() -> None:
 @prompts.command("list")
 @ADMIN_URL
 @READER_KEY
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+@AS_JSON
 def prompts_list(url: str, admin_key: str | None, as_json: bool) -> None:
     """The templates served now: name, version, variables and description."""
-    report = admin_request(url, "GET", "/admin/prompts", admin_key)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    if not report["data"]:
-        click.echo(f"no prompt templates in config version {report['config_version']}")
-        return
-    rows = [("name", "version", "variables", "description")]
-    rows += [(p["name"], f"v{p['version']}", ", ".join(p["variables"]) or "-",
-              p["description"] or "-") for p in report["data"]]
-    click.echo("\n".join(table(rows)))
+    echo_report(admin_request(url, "GET", "/admin/prompts", admin_key), as_json, render_list)
 
 
 @prompts.command("show")
 @ADMIN_URL
 @READER_KEY
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@AS_JSON
 def prompts_show(url: str, admin_key: str | None, name: str, as_json: bool) -> None:
     """One template: its messages as served now, and when each version was applied."""
-    from urllib.parse import quote
-
     template = admin_request(url, "GET", f"/admin/prompts/{quote(name, safe='')}", admin_key)
-    if as_json:
-        click.echo(json.dumps(template, indent=2))
-        return
-    click.echo(f"# {template['name']} v{template['version']} (config version "
-               f"{template['config_version']})" + (f": {template['description']}"
-                                                   if template["description"] else ""))
-    click.echo(f"# variables: {', '.join(template['variables']) or '(none)'}")
-    for message in template["messages"]:
-        click.echo(f"{message['role']}: {message['content']}")
+    echo_report(template, as_json, render_template)
+
+
+def render_list(report: dict[str, Any]) -> str:
+    """A table of the templates, or a line saying there are none."""
+    if not report["data"]:
+        return f"no prompt templates in config version {report['config_version']}"
+    rows = [("name", "version", "variables", "description")]
+    rows += [(p["name"], f"v{p['version']}", ", ".join(p["variables"]) or "-",
+              p["description"] or "-") for p in report["data"]]
+    return "\n".join(table(rows))
+
+
+def render_template(template: dict[str, Any]) -> str:
+    """A template's messages under a header, then when each of its versions was applied."""
+    lines = [f"# {template['name']} v{template['version']} (config version "
+             f"{template['config_version']})" + (f": {template['description']}"
+                                                 if template["description"] else ""),
+             f"# variables: {', '.join(template['variables']) or '(none)'}"]
+    lines += [f"{message['role']}: {message['content']}" for message in template["messages"]]
     for entry in template["history"]:
         when = datetime.fromtimestamp(entry["applied_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"# v{entry['version']}: config version {entry['config_version']}, "
-                   f"{when} by {entry['applied_by']}")
+        lines.append(f"# v{entry['version']}: config version {entry['config_version']}, "
+                     f"{when} by {entry['applied_by']}")
+    return "\n".join(lines)
