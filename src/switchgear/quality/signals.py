@@ -2,8 +2,8 @@
 
 Each finished answer adds to one bucket per key in O(1) (a Recorder step); windows are sums of
 buckets, built only when the detector or the admin API asks. A key is ``(dimension, name)``; the
-dimensions are the ``DIMENSIONS`` table, the place to add prompt and config versions once
-exchanges carry them.
+dimensions are the ``DIMENSIONS`` table. Each config version has signals of its own (its
+``Serving``), so config versions, and the template versions they carry, are compared apart.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ def _deployment(exchange: Exchange) -> str | None:
 
 
 #: The dimensions signals are kept in: the alias asked for (the route), the alias whose
-#: deployment answered (a variant or fallback may differ), and that deployment.
-#: Extension point: prompt and config versions join here once the Exchange carries them.
+#: deployment answered (a variant or fallback may differ), that deployment, and the managed
+#: prompt template the request named (none: not kept in that dimension).
 DIMENSIONS: tuple[tuple[str, Namer], ...] = (
     ("route", lambda exchange: exchange.model),
     ("served", lambda exchange: exchange.served_alias or exchange.model),
     ("deployment", _deployment),
+    ("prompt", lambda exchange: exchange.prompt_name),
 )
 
 #: Rates the detector watches: name → (hits, out of how many) in a tally. The guard-flag rate
