@@ -19,7 +19,7 @@ from switchgear.cli.main import main
 from switchgear.store.records import RequestRecord
 from switchgear.telemetry.latency import nearest_rank
 
-from servers import BackgroundLoop, gateway, wait_for_version
+from servers import BackgroundLoop, break_glass, gateway, wait_for_version
 
 CHANGED = {**SUPPORT, "messages": [{"role": "system",
                                     "content": "You support {{product}}; reply in {{language}}."}]}
@@ -111,3 +111,33 @@ def test_a_reviewed_template_change_shows_in_the_records_and_beside_its_metrics(
     assert "support  v2" in run("prompts", "list")
     assert "system: You support {{product}}; reply in {{language}}." in \
         run("prompts", "show", "support")
+
+
+def test_break_glass_and_rollback_are_listed_each_side_cut_at_its_neighbour(
+        running: tuple[str, Script], store_url: str) -> None:
+    base_url, script = running
+    root = base_url.removesuffix("/v1")
+    reference = {"id": "support", "variables": FILLED}
+    ask(base_url, reference)
+    assert break_glass(base_url, ADMIN, {"prompts": {"support": CHANGED}}) == 2
+    for _ in range(2):
+        ask(base_url, reference)
+    back = admin_call(root, "POST", "/admin/config/rollback", ADMIN,
+                      {"version": 1, "break_glass": True})
+    wait_for_version(base_url, back["applied_version"], ADMIN)
+    ask(base_url, reference)
+    assert script.received[-1]["messages"][0]["content"] == \
+        "You support Acme. Answer in French."  # version 1's text, as version 3 of the template
+    records = records_of(store_url, 4)
+    assert [(r.prompt_version, r.config_version) for r in records] == \
+        [(1, 1), (2, 2), (2, 2), (3, 3)]
+
+    glass, rollback = admin_call(root, "GET", "/admin/changes?window_s=3600", ADMIN)["data"]
+    assert (glass["version"], glass["kind"], glass["prompts"]) == (2, "break-glass",
+                                                                   {"support": 2})
+    assert (rollback["version"], rollback["kind"], rollback["prompts"]) == (3, "rollback",
+                                                                            {"support": 3})
+    assert glass["after"]["until"] == rollback["applied_at"] == rollback["after"]["since"]
+    assert rollback["before"]["since"] == glass["applied_at"]
+    assert [glass["before"]["requests"], glass["after"]["requests"],
+            rollback["before"]["requests"], rollback["after"]["requests"]] == [1, 2, 2, 1]
