@@ -30,8 +30,9 @@ def template_versions(previous: Mapping[str, PromptTemplate], numbers: Mapping[s
     ``previous`` (whose numbers were ``numbers``)."""
     result = dict(numbers)
     for name, template in current.items():
-        if previous.get(name) != template or name not in result:
-            result[name] = numbers.get(name, 0) + 1
+        # a template of a version stored before numbers were kept served as version 1
+        last = numbers.get(name, 1 if name in previous else 0)
+        result[name] = last if previous.get(name) == template else last + 1
     return result
 
 
