@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -51,12 +52,23 @@ class PromptTemplate(BaseModel):
     messages: list[TemplateMessage] = Field(min_length=1)
     description: str = ""
 
-    @property
+    @cached_property
     def variables(self) -> tuple[str, ...]:
         """The names of its placeholders, in order of first appearance."""
         names = (m.group(1) for message in self.messages
                  for m in PLACEHOLDER.finditer(message.content))
         return tuple(dict.fromkeys(names))
+
+    @cached_property
+    def _pieces(self) -> tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]:
+        """Per message: its role, the text before the first placeholder, then each
+        placeholder's name with the text that follows it."""
+        pieces = []
+        for message in self.messages:
+            split = PLACEHOLDER.split(message.content)  # text, name, text, name, ..., text
+            pieces.append((message.role, split[0],
+                           tuple(zip(split[1::2], split[2::2], strict=True))))
+        return tuple(pieces)
 
     def render(self, variables: Mapping[str, str]) -> list[dict[str, Any]]:
         """The template's messages with ``variables`` filled in (InvalidRequest naming a
@@ -72,12 +84,9 @@ class PromptTemplate(BaseModel):
                 f"Unknown prompt variable '{unknown[0]}': the template has "
                 f"{', '.join(wanted) if wanted else 'no variables'}.",
                 param=f"prompt.variables.{unknown[0]}")
-
-        def fill(match: re.Match[str]) -> str:
-            return variables[match.group(1)]
-
-        return [{"role": message.role, "content": PLACEHOLDER.sub(fill, message.content)}
-                for message in self.messages]
+        return [{"role": role,
+                 "content": head + "".join(variables[name] + text for name, text in rest)}
+                for role, head, rest in self._pieces]
 
 
 def check_names(prompts: Mapping[str, PromptTemplate]) -> None:
