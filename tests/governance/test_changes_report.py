@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from prompted import ADMIN, FILLED, SUPPORT, ask, prompted_config, records_of
 from scripted import Script, scripted_upstream
-from switchgear.cli.admin_client import admin_call
+from switchgear.cli.admin_client import AdminError, admin_call
 from switchgear.cli.main import main
 from switchgear.store.records import RequestRecord
 from switchgear.telemetry.latency import nearest_rank
@@ -91,6 +91,11 @@ def test_a_reviewed_template_change_shows_in_the_records_and_beside_its_metrics(
     for side, rows in (("before", before), ("after", after)):
         assert {name: entry[side][name] for name in expected_side(rows)} == expected_side(rows)
     assert entry["before"]["errors"] == 2 and entry["after"]["errors"] == 0
+    other = admin_call(root, "GET", "/admin/changes?window_s=3600&tenant=nobody", ADMIN)
+    assert [(c["before"]["requests"], c["before"]["p95_s"], c["after"]["cost_per_request"])
+            for c in other["data"]] == [(0, None, None)]
+    with pytest.raises(AdminError, match="400: window_s must be seconds"):
+        admin_call(root, "GET", "/admin/changes?window_s=0", ADMIN)
 
     shown = admin_call(root, "GET", "/admin/prompts/support", ADMIN)
     assert (shown["version"], shown["messages"]) == (2, CHANGED["messages"])
