@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchgear.admission.tiers import TierConfig
+from switchgear.scorecard.spec import ScorecardSection
 from switchgear.slo.spec import SLOSection
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
@@ -551,6 +552,8 @@ class Config(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     quality: QualityConfig = QualityConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    #: Facts for `switchgear scorecard` that no record holds: facilities, workload mix, owners.
+    scorecard: ScorecardSection = ScorecardSection()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(
