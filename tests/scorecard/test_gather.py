@@ -17,6 +17,7 @@ import pytest
 from switchgear.config import Config, parse_config
 from switchgear.scorecard.categories import score
 from switchgear.scorecard.gather import EvidenceError, gather
+from switchgear.scorecard.spec import ScorecardSection
 from switchgear.store import open_store
 from switchgear.store.records import RequestRecord
 
@@ -75,6 +76,13 @@ def test_evidence_from_a_store_a_real_gateway_filled(tmp_path: Path,
     assert governance.config_versions == 1
     assert governance.audit_entries >= 1 and governance.audit_intact is True
     assert evidence.notes == ()
+
+    # The live version is scored, and an edited file's scorecard section is pointed out.
+    edited = config.model_copy(update={"scorecard": ScorecardSection()})
+    again = gather(edited, DAY, time.time(), "the edited file")
+    assert again.config.incident_owner == "sre-rota"
+    assert again.notes == ("the scorecard section of the edited file differs from the live "
+                           "one's; the live one is scored (propose the change to score yours)",)
 
     scores = {s.key: s.score for s in score(evidence).scores}
     assert scores["workload_clarity"] == 2  # declared mix, a latency SLO, measured tiers

@@ -78,10 +78,14 @@ async def _from_store(store: RecordStore, config: Config, window_s: float, now: 
     live = await ConfigVersions(store).get()
     if live is not None:
         try:
-            config = serving_config(live.config, config, f"config version {live.version}")
-            source = f"config version {live.version} (live, from the store)"
+            served = serving_config(live.config, config, f"config version {live.version}")
         except ConfigError as error:
             notes.append(f"the live config version does not load ({error}); scored {source}")
+        else:
+            if served.scorecard != config.scorecard:
+                notes.append(f"the scorecard section of {source} differs from the live one's; "
+                             "the live one is scored (propose the change to score yours)")
+            config, source = served, f"config version {live.version} (live, from the store)"
     governance = await _governance(store, config, now)
     if governance.audit_note:
         notes.append(governance.audit_note)
