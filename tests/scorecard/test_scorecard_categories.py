@@ -105,6 +105,13 @@ def test_a_tampered_audit_trail_counts_against_security() -> None:
     assert "missing: audit trail of 5 entries TAMPERED" in result.evidence
 
 
+def test_an_unreviewed_break_glass_change_keeps_the_pipeline_below_two() -> None:
+    evidence = replace(FULL, governance=replace(FULL.governance, unreviewed_break_glass=1))
+    result = data_pipeline(evidence)
+    assert result.score == 1
+    assert any("1 break-glass change(s) awaiting review" in line for line in result.evidence)
+
+
 def _card(values: tuple[int, ...]) -> Scorecard:
     return Scorecard(tuple(Score(f"c{n}", f"category {n}", value, (), ())
                            for n, value in enumerate(values)))

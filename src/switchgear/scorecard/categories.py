@@ -145,10 +145,15 @@ def cost_model(evidence: Evidence) -> Score:
     1: any, even in part; 0: none."""
     config, records = evidence.config, evidence.records
     priced = config.priced_deployments
+    plan = evidence.plan
+    planned = "" if plan is None or plan.cost_per_1k_requests is None else (
+        f"; plan: {plan.cost_per_1k_requests:g} per 1,000 requests"
+        + ("" if plan.marginal_per_1k_on_doubling is None
+           else f", {plan.marginal_per_1k_on_doubling:g} when traffic doubles"))
     prices = Check(
         "met" if config.deployments and priced == config.deployments
         else "partial" if priced else "missing",
-        f"{priced} of {config.deployments} deployment(s) priced",
+        f"{priced} of {config.deployments} deployment(s) priced{planned}",
         "give every deployment a price (input/output per million tokens or instance_per_hour)")
     costed_share = records.share(records.costed, of_succeeded=True)
     costed = Check(_share_state(costed_share),
@@ -180,10 +185,13 @@ def utilization(evidence: Evidence) -> Score:
                    f"budgets: {'yes' if config.budgets else 'no'}",
                    "set limits (rpm/tpm per key, tenant or model) or budgets")
     if plan is not None and plan.utilization is not None:
+        target = ("" if plan.target_utilization is None
+                  else f" (target {_percent(plan.target_utilization)})")
+        p95 = "" if plan.p95_s is None else f", p95 {plan.p95_s:g} s predicted"
+        limit = "" if plan.limiting_resource is None else (
+            f", limited first by {plan.limiting_resource}")
         planned = Check("met", f"plan: {plan.instances or 0:g} instance(s) at "
-                        f"{_percent(plan.utilization)} utilization"
-                        + (f", limited first by {plan.limiting_resource}"
-                           if plan.limiting_resource else ""), "")
+                        f"{_percent(plan.utilization)} utilization{target}{p95}{limit}", "")
     else:
         planned = Check("partial" if records.instance_timed else "missing",
                         f"no plan; the ledger timed {records.instance_timed} requests' "
@@ -217,12 +225,17 @@ def data_pipeline(evidence: Evidence) -> Score:
                     "version")
     verified = governance.audit_intact is True
     approvals = bool(config.approval_sections)
-    governed = Check("met" if verified and approvals else "partial" if verified or approvals
-                     else "missing",
-                     f"audit trail {_audit(evidence)}; approval required for "
-                     f"{', '.join(config.approval_sections) or 'no section'}; prompts "
-                     f"{'stored, redacted' if config.log_content else 'not stored'}",
-                     "keep the audit trail verifiable and require approval of config changes")
+    reviewed = not governance.unreviewed_break_glass
+    governed = Check(
+        "met" if verified and approvals and reviewed
+        else "partial" if verified or approvals else "missing",
+        f"audit trail {_audit(evidence)}; approval required for "
+        f"{', '.join(config.approval_sections) or 'no section'}; "
+        f"{governance.reviewed_changes} change(s) approved, "
+        f"{governance.unreviewed_break_glass} break-glass change(s) awaiting review; prompts "
+        f"{'stored, redacted' if config.log_content else 'not stored'}",
+        "keep the audit trail verifiable, require approval of config changes and review "
+        "every break-glass change")
     return _score("data_pipeline", "Data pipeline readiness", [throughput, lineage, governed])
 
 
@@ -270,8 +283,11 @@ def security(evidence: Evidence) -> Score:
         "met" if len(governance.keys_by_role) >= 2 else "partial" if keys else "missing",
         f"keys by role: {roles or 'none'}; {governance.scoped_keys} limited to some models",
         "issue keys per role: client keys for applications, admin/operator/viewer for people")
+    actions = ", ".join(f"{action} {count}" for action, count in evidence.records.guard_actions)
     guards = Check("met" if config.data_guards else "missing",
-                   f"input data guards: {', '.join(config.data_guards) or 'none'}",
+                   f"input data guards: {', '.join(config.data_guards) or 'none'}; "
+                   f"{config.output_guards} output check(s); guard actions in the window: "
+                   f"{actions or 'none'}",
                    "add input guards (pii, injection, patterns)")
     audit = Check(
         "met" if governance.audit_intact is True
@@ -297,8 +313,10 @@ def facilities(evidence: Evidence) -> Score:
                   f"declare scorecard.facilities {', '.join(missing)}")
     kw = evidence.plan.power_kw if evidence.plan is not None else None
     pue = evidence.plan.pue if evidence.plan is not None else None
+    kwh = evidence.plan.kwh_per_month if evidence.plan is not None else None
     power = Check("met" if kw is not None else "missing",
                   f"plan draws {kw:g} kW" + (f" at PUE {pue:g}" if pue is not None else "")
+                  + (f", {kwh:g} kWh a month" if kwh is not None else "")
                   if kw is not None else "no planned power draw",
                   "plan with power per instance and PUE, and pass --plan plan.json")
     budget = declared.power_budget_kw

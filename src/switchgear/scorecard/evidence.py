@@ -48,7 +48,6 @@ class ConfigFacts:
     budgets: bool = False
     cache_enabled: bool = False
     canaries: int = 0
-    fallbacks: int = 0
     auth_mode: str = "auto"
     #: Labels of the input checks that protect data (pii, patterns, injection, custom).
     data_guards: tuple[str, ...] = ()
@@ -181,7 +180,6 @@ def config_facts(config: Config, source: str) -> ConfigFacts:
                     for b in budgets),
         cache_enabled=config.cache.enabled and config.cache.cacheable != "off",
         canaries=sum(v.canary for m in config.models.values() for v in m.variants),
-        fallbacks=sum(bool(m.fallbacks) for m in config.models.values()),
         auth_mode=config.auth.mode,
         data_guards=tuple(sorted({c.label for c in inputs if c.check in DATA_CHECKS})),
         output_guards=len(outputs),
