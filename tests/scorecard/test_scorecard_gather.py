@@ -133,6 +133,7 @@ def test_evidence_from_postgresql(tmp_path: Path) -> None:
             await store.write([
                 _record(1, feature="search"), _record(2, feature="search", cost=0.03),
                 _record(3, status=502, cost=0.0, priority="batch"),
+                _record(5, status=401, cost=0.0, priority=""),  # refused before admission
                 _record(4, received_at=time.time() - 3 * DAY)])  # outside the window
         finally:
             await store.close()
@@ -144,7 +145,7 @@ def test_evidence_from_postgresql(tmp_path: Path) -> None:
         asyncio.run(drop_schema(schema))
     records = evidence.records
     assert (records.requests, records.succeeded, records.costed, records.with_feature) == (
-        3, 2, 2, 2)
+        4, 2, 2, 2)
     assert records.by_tier == (("interactive", 2), ("batch", 1))
     assert [(f.feature, f.requests, round(f.cost, 4)) for f in records.feature_costs] == [
         ("search", 2, 0.04)]

@@ -130,9 +130,10 @@ async def _records(store: RecordStore, since: float, window_s: float) -> RecordF
 
 async def _counts(store: RecordStore, table: str, column: str, where: str,
                   params: tuple[object, ...]) -> Counts:
-    """How many rows of ``table`` matching ``where`` hold each non-null ``column`` value."""
+    """How many rows of ``table`` matching ``where`` hold each ``column`` value (not null or
+    empty: a request refused before admission has no tier)."""
     rows = await store.rows(
-        f"SELECT {column}, count(*) FROM {table} WHERE {where} AND {column} IS NOT NULL "
+        f"SELECT {column}, count(*) FROM {table} WHERE {where} AND {column} <> '' "
         f"GROUP BY {column} ORDER BY count(*) DESC, {column}", params)
     return tuple((str(name), int(count)) for name, count in rows)
 
