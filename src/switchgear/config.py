@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from switchgear.admission.tiers import TierConfig
 from switchgear.prompts.templates import PromptTemplate, check_names
+from switchgear.scorecard.spec import ScorecardSection
 from switchgear.slo.spec import SLOSection
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
@@ -510,7 +511,7 @@ RESTART_SECTIONS = ("server", "store", "auth", "telemetry")
 
 #: Sections whose changes need a second person's approval unless configured otherwise.
 DEFAULT_APPROVAL = ("models", "routing", "limits", "tiers", "cache", "guards", "slo", "ledger",
-                    "quality", "prompts")
+                    "quality", "prompts", "scorecard")
 
 
 class GovernanceConfig(_Strict):
@@ -554,6 +555,8 @@ class Config(_Strict):
     governance: GovernanceConfig = GovernanceConfig()
     #: Managed prompt templates by name (prompts/templates.py); a chat request may name one.
     prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
+    #: Facts for `switchgear scorecard` that no record holds: facilities, workload mix, owners.
+    scorecard: ScorecardSection = ScorecardSection()
     models: dict[str, ModelConfig] = Field(
         default_factory=lambda: {
             DEFAULT_ALIAS: ModelConfig(

@@ -15,6 +15,7 @@ from switchgear.cli.changes import changes
 from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY
 from switchgear.cli.options import admin_request as _admin
 from switchgear.cli.prompts import prompts
+from switchgear.cli.scorecard import scorecard
 from switchgear.cli.simulate import simulate
 from switchgear.config import ConfigError, load_config
 
@@ -549,3 +550,4 @@ def _print_change(change: dict[str, Any], diff: bool = False) -> None:
 main.add_command(simulate)
 main.add_command(prompts)
 main.add_command(changes)
+main.add_command(scorecard)
