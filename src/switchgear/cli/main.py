@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from switchgear import __version__
+from switchgear.cli.bench import bench
 from switchgear.cli.simulate import simulate
 from switchgear.config import ConfigError, load_config
 
@@ -563,3 +564,4 @@ def _admin(url: str, method: str, path: str, token: str | None, body: Any = None
 
 
 main.add_command(simulate)
+main.add_command(bench)

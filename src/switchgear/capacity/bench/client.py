@@ -187,7 +187,7 @@ class _Connection(asyncio.Protocol):
                     exchange.outcome.token_times.append(now)
                 usage = event.get("usage")
                 if usage:
-                    exchange.outcome.output_tokens = int(usage["completion_tokens"])
+                    _read_usage(exchange.outcome, usage)
             except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
                 self._fail(MALFORMED)
                 return
@@ -196,8 +196,10 @@ class _Connection(asyncio.Protocol):
         try:
             answer = orjson.loads(exchange.body)
             usage = answer.get("usage")
-            exchange.outcome.output_tokens = (
-                int(usage["completion_tokens"]) if usage else max(1, len(_text_of(answer)) // 4))
+            if usage:
+                _read_usage(exchange.outcome, usage)
+            else:
+                exchange.outcome.output_tokens = max(1, len(_text_of(answer)) // 4)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return MALFORMED
         return None
@@ -221,6 +223,12 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
             self._transport = None
         self._pool.finished(self if reuse else None, outcome)
+
+
+def _read_usage(outcome: Outcome, usage: dict[str, Any]) -> None:
+    """Token counts from an answer's ``usage``: the server's own count beats our estimate."""
+    outcome.output_tokens = int(usage["completion_tokens"])
+    outcome.input_tokens = int(usage.get("prompt_tokens") or outcome.input_tokens)
 
 
 def _text_of(answer: Any) -> str:
