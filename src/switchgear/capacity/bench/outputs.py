@@ -67,12 +67,13 @@ def csv_text(profile: dict[str, Any]) -> str:
 
 
 def html_report(profile: dict[str, Any]) -> str:
-    """A self-contained page: the table, latency against rate, the TTFT distribution (e2e when
-    nothing streamed) and throughput per level."""
+    """A self-contained page: the table, latency against rate (open-loop levels when there are
+    any), the TTFT distribution (e2e when nothing streamed) and throughput per level."""
     levels = profile["levels"]
     target = profile["target"]
     ms = "{:.0f} ms".format
-    by_rate = sorted(levels, key=lambda level: level["request_rate"])
+    open_loop = [level for level in levels if level["rate"] is not None]
+    by_rate = sorted(open_loop or levels, key=lambda level: level["request_rate"])
     latency = {f"{name} {stat}": [(level["request_rate"], level["latency_s"][name][stat] * 1000)
                                   for level in by_rate
                                   if level["latency_s"][name][stat] is not None]
@@ -100,7 +101,8 @@ def html_report(profile: dict[str, Any]) -> str:
                      _errors(level["errors"]) or "0", "met" if level["meets_slo"] else "MISSED"]
                     for level in levels]),
         _figure("latency-vs-rate", svg.line_chart(
-            latency, title="Latency against request rate (req/s)", y_label=ms, markers=True)),
+            latency, title="Latency against request rate (req/s)", x_label="{:.0f}".format,
+            y_label=ms, markers=True)),
         _figure(f"{kind}-distribution", svg.line_chart(
             distribution, title=f"{kind.upper()} distribution (share of requests at or below)",
             x_label=ms, markers=True)),
