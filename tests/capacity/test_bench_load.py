@@ -56,6 +56,7 @@ def test_closed_loop_keeps_n_outstanding_and_counts_every_request(
     assert level["sent"] == level["completed"] > 30
     assert level["errors"] == {}
     assert all(at >= 0 for at in level["samples"]["scheduled_at"])  # warm-up left out
+    assert level["warmup_requests"] >= 3
     assert level["samples"]["output_tokens"] == [4] * level["completed"]  # ignore_eos: all of it
     assert level["request_rate"] == pytest.approx(level["completed"] / level["duration_s"])
 

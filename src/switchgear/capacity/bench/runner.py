@@ -68,8 +68,9 @@ class Bench:
 
     async def level(self, level: Level) -> dict[str, Any]:
         """Run one level; its figures."""
-        bar = self.progress.level(level.label, level.warmup_s + level.duration_s) \
-            if self.progress else None
+        bar = None
+        if self.progress:
+            bar = self.progress.level(level.label, level.warmup_s + level.duration_s)
         run = await run_level(self.endpoint, self.requests, level,
                               max_connections=self.target.max_connections,
                               timeout_s=self.target.timeout_s, seed=self.seed, progress=bar)
