@@ -50,9 +50,11 @@ def _lengths(ctx: click.Context, param: click.Parameter, value: str) -> Lengths:
 @click.option("--warmup", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds per level before measuring (run, not counted).")
 @click.option("--input-tokens", default="128", callback=_lengths, show_default=True,
+              metavar="LENGTHS",
               help="Prompt lengths: MEAN or DIST:MEAN[:SPREAD], DIST one of fixed, uniform, "
                    "normal, lognormal (e.g. lognormal:128:0.5).")
 @click.option("--output-tokens", default="32", callback=_lengths, show_default=True,
+              metavar="LENGTHS",
               help="max_tokens per request, same form as --input-tokens.")
 @click.option("--ignore-eos", is_flag=True,
               help="Ask the server to generate exactly max_tokens (vLLM's ignore_eos and "

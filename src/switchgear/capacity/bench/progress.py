@@ -35,5 +35,5 @@ class ProgressBar:
 
     def level_done(self, summary: str) -> None:
         """End the level's line with its summary."""
-        self._stream.write(("\r" if self._live else "") + summary + "\n")
+        self._stream.write(("\r\033[K" if self._live else "") + summary + "\n")  # clear the bar
         self._stream.flush()
