@@ -4,6 +4,7 @@ arrival spacing, coordinated omission, the latency definitions, errors by type."
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import statistics
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from switchgear.capacity.bench.load import (
     Level,
     arrival_offsets,
 )
+from switchgear.capacity.bench.progress import ProgressBar
 from switchgear.capacity.bench.workload import Lengths, synthetic
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
@@ -209,3 +211,37 @@ def test_an_unreadable_answer_is_malformed(background: BackgroundLoop,
             profile = run_levels(url + "/v1", [Level(CONCURRENCY, 0.3, concurrency=1)],
                                  stream=stream)
             assert set(profile["levels"][0]["errors"]) == {"malformed"}
+
+
+def test_the_api_key_is_sent_as_a_bearer_token(background: BackgroundLoop,
+                                               run_levels: RunLevels) -> None:
+    from switchgear.simulator.server import start_simulator
+
+    sim = background.run(start_simulator(FAST, api_key="sekret"))
+    try:
+        level = [Level(CONCURRENCY, 0.3, concurrency=1)]
+        assert run_levels(sim.base_url, level, api_key="sekret")["levels"][0]["errors"] == {}
+        refused = run_levels(sim.base_url, level)["levels"][0]
+        assert set(refused["errors"]) == {"http_401"} and refused["completed"] == 0
+    finally:
+        background.run(sim.stop())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_redraws_on_a_terminal_and_prints_one_line_elsewhere() -> None:
+    terminal, log = _Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        bar = ProgressBar(stream)
+        show = bar.level("c=4", 10.0)
+        show(10, 8, 1, 5.0)
+        show(20, 20, 1, 10.0)
+        bar.level_done("c=4  2.0 req/s")
+    frames = terminal.getvalue().split("\r")
+    assert "[############------------]   5.0/10.0 s  sent 10  done 8  failed 1" in frames[1]
+    assert "[########################]" in frames[2]
+    assert frames[-1] == "\033[Kc=4  2.0 req/s\n"
+    assert log.getvalue() == "c=4  2.0 req/s\n"
