@@ -136,6 +136,9 @@ def test_the_cli_writes_json_csv_and_html(tmp_path: Path, simulators: Simulators
 def test_the_cli_needs_a_load_and_explains_itself() -> None:
     result = CliRunner().invoke(main, ["bench", "--url", "http://x/v1", "--model", "m"])
     assert result.exit_code == 2 and "--concurrency, --rate or --sweep" in result.output
+    both = CliRunner().invoke(main, ["bench", "--url", "http://x/v1", "--model", "m", "--sweep",
+                                     "-c", "4"])
+    assert both.exit_code == 2 and "--sweep chooses its own levels" in both.output
     help_text = CliRunner().invoke(main, ["bench", "--help"]).output
     for option in ("--sweep", "--rate", "--concurrency", "--slo-e2e-p95", "--jsonl", "--json"):
         assert option in help_text

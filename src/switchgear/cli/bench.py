@@ -110,6 +110,8 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
 
     if not (concurrency or rate or sweep):
         raise click.UsageError("give --concurrency, --rate or --sweep")
+    if sweep and (concurrency or rate):
+        raise click.UsageError("--sweep chooses its own levels: drop --concurrency and --rate")
     try:
         workload = (from_jsonl(jsonl, output_tokens, seed) if jsonl
                     else synthetic(input_tokens, output_tokens, prompts, seed))
