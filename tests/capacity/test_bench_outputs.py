@@ -131,6 +131,13 @@ def test_the_cli_writes_json_csv_and_html(tmp_path: Path, simulators: Simulators
     assert float(rows[1]["e2e_p95"]) == pytest.approx(
         profile["levels"][1]["latency_s"]["e2e"]["p95"])
     assert rows[0]["errors"] == ""
+    page = (tmp_path / "p.html").read_text()
+    assert page.count("<svg") == 3
+    # Markers carry their values: latency against rate draws the open-loop level's p95 (ms).
+    p95_ms = profile["levels"][1]["latency_s"]["e2e"]["p95"] * 1000
+    marker = re.search(r'<circle class="point" data-series="e2e p95" data-x="[^"]+" '
+                       r'data-y="([^"]+)"', page)
+    assert marker is not None and float(marker.group(1)) == pytest.approx(p95_ms, rel=1e-4)
 
 
 def test_the_cli_needs_a_load_and_explains_itself() -> None:
