@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from processes import BenchmarkError, Endpoint, pinned
@@ -35,6 +35,8 @@ class LoadResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    #: Every percentile wrk printed (50, 75, 90, 99), in milliseconds.
+    percentiles_ms: Mapping[float, float] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -62,6 +64,7 @@ def parse_wrk_output(text: str) -> LoadResult:
         p99_ms=percentiles[99.0],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        percentiles_ms=percentiles,
     )
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what benchmarks/overhead/run.py needs; safe to run again (skips what is already there).
-#   nginx, wrk          from Debian (apt-get)
+#   nginx, wrk, hey     from Debian (apt-get); `setup.sh --debian-only` stops there
+#                       (all that benchmarks/bench/run.py needs)
 #   LiteLLM proxy       into its own venv: benchmarks/overhead/.work/litellm-venv
 #                       (its pins conflict with Switchgear's dependencies)
 #   Portkey gateway     with npm into benchmarks/overhead/.work/portkey
@@ -22,8 +23,9 @@ install_debian_packages() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v hey >/dev/null 2>&1 || missing+=(hey)
   if [ "${#missing[@]}" -eq 0 ]; then
-    echo "setup: nginx and wrk already installed"
+    echo "setup: nginx, wrk and hey already installed"
     return
   fi
   echo "setup: apt-get install ${missing[*]}"
@@ -64,6 +66,10 @@ install_portkey() {
 }
 
 install_debian_packages
+if [ "${1:-}" = "--debian-only" ]; then
+  echo "setup: done (Debian packages only)"
+  exit 0
+fi
 install_litellm
 install_portkey
 echo "setup: done"

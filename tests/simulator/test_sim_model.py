@@ -36,6 +36,15 @@ def test_max_tokens_clips_the_output_and_says_length(fast_options: ModelOptions)
     assert (generation.output_tokens, generation.finish_reason) == (3, "length")
 
 
+def test_ignore_eos_runs_every_answer_to_max_tokens() -> None:
+    model = SimulatedModel(ModelOptions(seed=1, mean_output_tokens=4, output_spread=0.5))
+    lengths = {model.plan_generation(Operation.CHAT, chat(max_tokens=50, ignore_eos=True))
+               .output_tokens for _ in range(50)}
+    assert lengths == {50}  # a mean of 4 would stop far sooner without it
+    with pytest.raises(InvalidRequest, match="ignore_eos"):
+        model.plan_generation(Operation.CHAT, chat(ignore_eos="yes"))
+
+
 def test_a_degraded_generation_is_shorter_or_a_refusal() -> None:
     model = SimulatedModel(ModelOptions(seed=1, mean_output_tokens=500))
     clipped = model.plan_generation(Operation.CHAT, chat(max_tokens=40))

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from switchgear import __version__
+from switchgear.cli.bench import bench
 from switchgear.cli.changes import changes
 from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY
 from switchgear.cli.options import admin_request as _admin
@@ -551,3 +552,4 @@ main.add_command(simulate)
 main.add_command(prompts)
 main.add_command(changes)
 main.add_command(scorecard)
+main.add_command(bench)

@@ -23,9 +23,10 @@ def _ticks(low: float, high: float, count: int) -> list[float]:
 def line_chart(series: Mapping[str, Points], *, title: str,
                x_label: Callable[[float], str] = "{:g}".format,
                y_label: Callable[[float], str] = "{:g}".format,
-               width: int = 720, height: int = 320) -> str:
+               width: int = 720, height: int = 320, markers: bool = False) -> str:
     """An ``<svg>`` element drawing each series as a line with a legend; the y axis starts at 0.
-    ``x_label`` and ``y_label`` format the tick labels."""
+    ``x_label`` and ``y_label`` format the tick labels; ``markers`` also draws each data point
+    as a dot (``<circle class="point">`` with its values in ``data-x``/``data-y``)."""
     left, right, top, bottom = 70, 150, 30, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     points = [point for line in series.values() for point in line]
@@ -59,9 +60,17 @@ def line_chart(series: Mapping[str, Points], *, title: str,
         path = " ".join(at(x, y) for x, y in line)
         parts.append(f'<polyline class="series" data-name="{escape(name)}" fill="none" '
                      f'stroke="{colour}" stroke-width="2" points="{path}"/>')
+        if markers:
+            parts.extend(_marker(at(x, y), colour, name, x, y) for x, y in line)
         legend_y = top + 14 * index + 6
         parts.append(f'<rect x="{left + plot_w + 12}" y="{legend_y - 8}" width="10" height="10" '
                      f'fill="{colour}"/>')
         parts.append(f'<text x="{left + plot_w + 26}" y="{legend_y + 1}">{escape(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _marker(position: str, colour: str, series: str, x: float, y: float) -> str:
+    cx, cy = position.split(",")
+    return (f'<circle class="point" data-series="{escape(series)}" data-x="{x:g}" '
+            f'data-y="{y:g}" cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>')

@@ -61,7 +61,8 @@ class SimulatedModel:
     ``slots`` sequences run at once; later requests wait first-come-first-served. The first token
     comes after ``ttft_ms`` and each further one after ``tpot_ms``, both stretched by the load (see
     ``ModelOptions``). Output lengths are lognormal around ``mean_output_tokens``, clipped to
-    ``max_tokens`` (``finish_reason`` is then ``length``).
+    ``max_tokens`` (``finish_reason`` is then ``length``); with vLLM's ``ignore_eos`` every answer
+    runs to ``max_tokens``, as load generators ask.
     """
 
     def __init__(self, options: ModelOptions) -> None:
@@ -104,7 +105,7 @@ class SimulatedModel:
         request = parse_generation(operation, body, self.options.context_window)
         limit = request.max_tokens or self.options.context_window - request.prompt_tokens
         drawn = self._draw_output_tokens()
-        if drawn >= limit:
+        if drawn >= limit or request.ignore_eos:
             return Generation(request, limit, "length")
         return Generation(request, drawn, "stop")
 

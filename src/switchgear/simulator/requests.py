@@ -28,6 +28,7 @@ class GenerationRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ def parse_generation(operation: Operation, body: Body, context_window: int) -> G
         max_tokens=max_tokens,
         stream=stream,
         include_usage=stream and _include_usage(body),
+        ignore_eos=_optional_bool(body, "ignore_eos"),
     )
 
 

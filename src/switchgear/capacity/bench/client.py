@@ -1,0 +1,330 @@
+"""A lean HTTP/1.1 client for load generation: keep-alive connections on asyncio Protocols,
+responses parsed by httptools, requests sent as pre-encoded bytes.
+
+It is callback-driven on purpose: no coroutine or task per request, so one core sends thousands of
+requests a second. ``ConnectionPool.submit`` hands a request to an idle connection, opens a new one
+while under the cap, or queues it; every request ends in exactly one ``Outcome`` passed to the
+pool's ``on_outcome`` callback, with an error kind when it failed (``http_<status>``, ``timeout``,
+``connection``, ``malformed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+import orjson
+
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where requests go: scheme, host, port and the path of the API operation."""
+
+    host: str
+    port: int
+    path: str
+    tls: bool = False
+
+    @classmethod
+    def of(cls, base_url: str, operation_path: str) -> Endpoint:
+        """The endpoint of ``operation_path`` (e.g. ``/chat/completions``) under an
+        OpenAI-style base URL such as ``http://127.0.0.1:8080/v1``."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        tls = parts.scheme == "https"
+        return cls(parts.hostname, parts.port or (443 if tls else 80),
+                   parts.path.rstrip("/") + operation_path, tls)
+
+    def request_bytes(self, body: bytes, headers: dict[str, str]) -> bytes:
+        """A whole ``POST`` request with ``body``, encoded once and sent as it is."""
+        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 "Content-Type: application/json", f"Content-Length: {len(body)}",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request ready to send: its bytes, whether it streams, and its prompt's tokens."""
+
+    data: bytes
+    stream: bool
+    input_tokens: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request. Times are ``time.perf_counter()`` seconds; ``token_times`` are the
+    arrivals of streamed chunks that carried text."""
+
+    scheduled_at: float
+    input_tokens: int
+    sent_at: float = 0.0
+    done_at: float = 0.0
+    token_times: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def first_token_at(self) -> float | None:
+        """When the first text arrived (streams only)."""
+        return self.token_times[0] if self.token_times else None
+
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+class _Exchange:
+    """The request in flight on a connection and what its response has shown so far."""
+
+    __slots__ = ("body", "done", "lines", "outcome", "request", "timer")
+
+    def __init__(self, request: Request, outcome: Outcome) -> None:
+        self.request = request
+        self.outcome = outcome
+        self.body = bytearray()
+        self.lines = b""
+        self.done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; it runs one request at a time."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._exchange: _Exchange | None = None
+        self._status = 0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # pragma: no cover - servers do not upgrade a POST
+            self._fail(MALFORMED)
+        except httptools.HttpParserError:
+            self._fail(MALFORMED)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._exchange is not None:
+            self._finish(CONNECTION, reuse=False)
+        self._pool.forget(self)
+
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        if exchange.request.stream and self._status == 200:
+            self._read_events(exchange, body)
+        else:
+            exchange.body += body
+
+    def on_message_complete(self) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        if self._status != 200:
+            error: str | None = f"http_{self._status}"
+        elif exchange.request.stream:
+            error = None if exchange.done else MALFORMED
+        else:
+            error = self._read_whole(exchange)
+        self._finish(error, reuse=self._parser.should_keep_alive())
+
+    # the pool's side
+    def send(self, request: Request, outcome: Outcome, timeout: float) -> None:
+        """Send ``request`` now; its outcome goes to the pool when the response has ended."""
+        assert self._transport is not None
+        exchange = _Exchange(request, outcome)
+        self._exchange = exchange
+        outcome.sent_at = time.perf_counter()
+        exchange.timer = self._loop.call_later(timeout, self._fail, TIMEOUT)
+        self._transport.write(request.data)
+
+    def close(self) -> None:
+        """Close the connection (it is idle)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # internals
+    def _read_events(self, exchange: _Exchange, data: bytes) -> None:
+        now = time.perf_counter()
+        lines = (exchange.lines + data).split(b"\n")
+        exchange.lines = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                exchange.done = True
+                continue
+            try:
+                event = orjson.loads(payload)
+                if _text_of(event):
+                    exchange.outcome.token_times.append(now)
+                usage = event.get("usage")
+                if usage:
+                    _read_usage(exchange.outcome, usage)
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+                self._fail(MALFORMED)
+                return
+
+    def _read_whole(self, exchange: _Exchange) -> str | None:
+        try:
+            answer = orjson.loads(exchange.body)
+            usage = answer.get("usage")
+            if usage:
+                _read_usage(exchange.outcome, usage)
+            else:
+                exchange.outcome.output_tokens = max(1, len(_text_of(answer)) // 4)
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            return MALFORMED
+        return None
+
+    def _fail(self, error: str) -> None:
+        if self._exchange is not None:
+            self._finish(error, reuse=False)
+
+    def _finish(self, error: str | None, reuse: bool) -> None:
+        exchange = self._exchange
+        assert exchange is not None
+        self._exchange = None
+        if exchange.timer is not None:
+            exchange.timer.cancel()
+        outcome = exchange.outcome
+        outcome.done_at = time.perf_counter()
+        outcome.error = error
+        if error is None and exchange.request.stream and not outcome.output_tokens:
+            outcome.output_tokens = len(outcome.token_times)
+        if not reuse and self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+        self._pool.finished(self if reuse else None, outcome)
+
+
+def _read_usage(outcome: Outcome, usage: dict[str, Any]) -> None:
+    """Token counts from an answer's ``usage``: the server's own count beats our estimate."""
+    outcome.output_tokens = int(usage["completion_tokens"])
+    outcome.input_tokens = int(usage.get("prompt_tokens") or outcome.input_tokens)
+
+
+def _text_of(answer: Any) -> str:
+    """The text a chat or completions answer (or stream chunk) carries, '' when none."""
+    choices = answer.get("choices")
+    if not choices:
+        return ""
+    choice = choices[0]
+    if "delta" in choice:
+        return choice["delta"].get("content") or ""
+    if "message" in choice:
+        return choice["message"].get("content") or ""
+    return choice.get("text") or ""
+
+
+class ConnectionPool:
+    """Up to ``max_connections`` keep-alive connections to one endpoint, and the requests
+    waiting for one. A request's latency counts from its ``scheduled_at``, so time spent waiting
+    here (all connections busy, or a late client) is part of it."""
+
+    def __init__(self, endpoint: Endpoint, max_connections: int, timeout: float,
+                 on_outcome: OutcomeCallback) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._endpoint = endpoint
+        self._max = max_connections
+        self._timeout = timeout
+        self._on_outcome = on_outcome
+        self._idle: list[_Connection] = []
+        self._open = 0
+        self._waiting: deque[tuple[Request, Outcome]] = deque()
+        self._ssl = ssl.create_default_context() if endpoint.tls else None
+        self._opening: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a free connection."""
+        return len(self._waiting)
+
+    def submit(self, request: Request, scheduled_at: float) -> None:
+        """Send ``request`` as soon as a connection is free."""
+        self._dispatch(request, Outcome(scheduled_at, request.input_tokens), front=False)
+
+    def finished(self, connection: _Connection | None, outcome: Outcome) -> None:
+        """A request has ended; reuse its connection (None: it was closed) for the next one."""
+        if connection is None:
+            self._open -= 1
+        self._on_outcome(outcome)
+        if self._waiting:
+            request, queued = self._waiting.popleft()
+            if connection is not None:
+                connection.send(request, queued, self._timeout)
+            else:
+                self._dispatch(request, queued, front=True)
+        elif connection is not None:
+            self._idle.append(connection)
+
+    def _dispatch(self, request: Request, outcome: Outcome, front: bool) -> None:
+        if self._idle:
+            self._idle.pop().send(request, outcome, self._timeout)
+        elif self._open < self._max:
+            self._open += 1
+            task = self.loop.create_task(self._connect_and_send(request, outcome))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+        elif front:
+            self._waiting.appendleft((request, outcome))
+        else:
+            self._waiting.append((request, outcome))
+
+    def forget(self, connection: _Connection) -> None:
+        """A connection closed while idle: drop it from the idle list."""
+        if connection in self._idle:
+            self._idle.remove(connection)
+            self._open -= 1
+
+    def close(self) -> None:
+        """Close every idle connection and fail what still waits."""
+        for task in self._opening:
+            task.cancel()
+        while self._waiting:
+            _, outcome = self._waiting.popleft()
+            outcome.done_at = time.perf_counter()
+            outcome.error = CONNECTION
+            self._on_outcome(outcome)
+        for connection in list(self._idle):
+            connection.close()
+        self._idle.clear()
+
+    async def _connect_and_send(self, request: Request, outcome: Outcome) -> None:
+        try:
+            _, connection = await asyncio.wait_for(self.loop.create_connection(
+                lambda: _Connection(self), self._endpoint.host, self._endpoint.port,
+                ssl=self._ssl), self._timeout)
+        except (TimeoutError, OSError):
+            outcome.sent_at = outcome.done_at = time.perf_counter()
+            outcome.error = CONNECTION
+            self.finished(None, outcome)
+            return
+        connection.send(request, outcome, self._timeout)
