@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchgear.config import DEFAULT_ALIAS, Config, StoreConfig
 
-from servers import gateway, wait_for_record
+from servers import fetch_records, gateway, wait_for_record
 
 pytestmark = pytest.mark.model
 
@@ -88,3 +89,31 @@ def test_the_engine_reports_its_slots_tokens_and_utilization_on_metrics(
     assert figures["switchgear_engine_generated_tokens"] >= 4
     assert figures["switchgear_engine_busy_slots"] == 0
     assert 0 < figures["switchgear_engine_utilization_ratio"] <= 1
+
+
+def _engine_figures(base_url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics").read().decode()
+    return {family.name: family.samples[0].value for family in text_string_to_metric_families(text)
+            if family.name.startswith("switchgear_engine_")}
+
+
+def test_a_client_leaving_a_plain_request_frees_its_slot(embedded: tuple[str, str]) -> None:
+    base_url, store_url = embedded
+    before = _engine_figures(base_url)["switchgear_engine_generated_tokens"]
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=0.5) as sdk, \
+            pytest.raises(openai.APITimeoutError):
+        sdk.chat.completions.create(
+            model=DEFAULT_ALIAS, max_tokens=400, temperature=0,
+            extra_headers={"x-switchgear-feature": "left-early"},
+            messages=[{"role": "user", "content": "Write a very long story about a lighthouse."}])
+    deadline = time.monotonic() + 10
+    while _engine_figures(base_url)["switchgear_engine_busy_slots"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    figures = _engine_figures(base_url)
+    assert figures["switchgear_engine_busy_slots"] == 0
+    assert figures["switchgear_engine_generated_tokens"] - before < 400  # withdrawn, not run out
+    deadline = time.monotonic() + 10
+    while not (rows := [r for r in fetch_records(store_url) if r.feature == "left-early"]):
+        assert time.monotonic() < deadline, "the request that was left has no record"
+        time.sleep(0.05)
+    assert (rows[0].status, rows[0].error_type) == (499, "ClientClosed")

@@ -24,6 +24,7 @@ from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
     DONE_EVENT,
+    Departure,
     Receive,
     Scope,
     Send,
@@ -41,7 +42,7 @@ from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
-from switchgear.pipeline import Body, Handler
+from switchgear.pipeline import Body, Handler, Reply
 from switchgear.telemetry.metrics import CONTENT_TYPE
 from switchgear.telemetry.tracing import TRACE_ID_HEADER, TRACEPARENT
 
@@ -172,7 +173,7 @@ class GatewayApp:
         state = self.state
         state.metrics.in_flight.inc()
         try:
-            reply = await pipeline(exchange)
+            reply = await _answer(pipeline, exchange, receive)
         except SwitchgearError as error:
             state.metrics.in_flight.dec()
             await send_error(send, error, request_id, _trace_header(exchange))
@@ -181,6 +182,9 @@ class GatewayApp:
             state.metrics.in_flight.dec()
             log.exception("request %s failed", request_id)
             await send_error(send, internal_error(), request_id, _trace_header(exchange))
+            return
+        if reply is None:  # the client left; the Record stage logged a 499
+            state.metrics.in_flight.dec()
             return
         if isinstance(reply, dict):
             state.metrics.in_flight.dec()
@@ -262,6 +266,21 @@ class GatewayApp:
         """GET /metrics: Prometheus text format."""
         await send_body(send, 200, self.state.metrics.render(), request_id,
                         content_type=CONTENT_TYPE.encode())
+
+
+async def _answer(pipeline: Handler, exchange: Exchange, receive: Receive) -> Reply | None:
+    """The pipeline's reply, or None when the client disconnected before it was ready (the
+    pipeline is then cancelled, which withdraws the request from the model)."""
+    departure = Departure(receive)
+    try:
+        return await pipeline(exchange)
+    except asyncio.CancelledError:
+        if not departure.left:
+            raise
+        departure.forgive()
+        return None
+    finally:
+        departure.settled()
 
 
 def _trace_header(exchange: Exchange) -> list[tuple[bytes, bytes]]:

@@ -137,6 +137,39 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
         await events.aclose()
 
 
+class Departure:
+    """Cancels the task answering a request when its client disconnects before the answer is
+    ready, so a model stops working for nobody (the embedded engine frees the slot at once).
+
+    Made by the answering task; ``settled`` once the pipeline has returned or raised. ``left``
+    says the cancellation came from the client, not from the server stopping.
+    """
+
+    __slots__ = ("_task", "_waiting", "_watcher", "left")
+
+    def __init__(self, receive: Receive) -> None:
+        self._task = asyncio.current_task()
+        self._waiting = True
+        self.left = False
+        self._watcher = asyncio.ensure_future(_disconnect(receive))
+        self._watcher.add_done_callback(self._gone)
+
+    def _gone(self, watcher: asyncio.Future[None]) -> None:
+        if self._waiting and not watcher.cancelled() and self._task is not None:
+            self.left = True
+            self._task.cancel()
+
+    def settled(self) -> None:
+        """The pipeline has answered: stop watching (the answer's own sending watches on)."""
+        self._waiting = False
+        self._watcher.cancel()
+
+    def forgive(self) -> None:
+        """Take back the cancellation the client's departure caused."""
+        if self._task is not None:
+            self._task.uncancel()
+
+
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

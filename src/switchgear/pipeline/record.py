@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -114,6 +115,10 @@ class Record:
             raise
         except Exception:
             self.recorder.fail(exchange, internal_error())
+            raise
+        except asyncio.CancelledError:  # the client went away before the answer was ready
+            exchange.status, exchange.error_type = CLIENT_CLOSED, "ClientClosed"
+            self.recorder.finish(exchange)
             raise
         if isinstance(reply, dict):
             exchange.first_token = time.time()
