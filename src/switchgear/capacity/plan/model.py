@@ -39,7 +39,7 @@ class QueueModel:
         self.levels = tuple(usable)
         self.latency_scale = latency_scale
         self.concurrency = np.array([float(lv.concurrency or 0) for lv in usable])
-        self.throughput = np.array([lv.request_rate for lv in usable])
+        self.throughput = np.maximum.accumulate(np.array([lv.request_rate for lv in usable]))
         self.error_share = np.array([lv.error_share for lv in usable])
         self.n_max = int(self.concurrency[-1])
         self.saturation = float(self.throughput[-1])
