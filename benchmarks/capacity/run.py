@@ -1,11 +1,11 @@
 """Is the planner right? Bench closed-loop levels, plan from that profile, then measure.
 
 For each target (the simulator with a known slot count and speed; the embedded engine through
-`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and writes a
-profile; the planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs)
+`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and writes
+a profile; the planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs)
 predicts the highest Poisson arrival rate whose p95 meets an SLO and the p95 at two loads; then
-`switchgear bench` measures them with Poisson arrivals (the highest rate by bisection on measured
-p95). It prints predicted against measured, the error, and met/MISSED at 10%.
+`switchgear bench` measures them with Poisson arrivals (the highest rate by its sweep). It prints
+predicted against measured, the error, and met/MISSED at 10%.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +36,22 @@ from switchgear.capacity.plan.profile import parse_profile  # noqa: E402
 
 TOLERANCE = 0.10
 START_TIMEOUT_S = 180.0
-BISECTION_LOW, BISECTION_HIGH = 0.3, 1.0
+OUTPUT_TOKENS = 32
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A server to plan for: how to start it, the model it serves, and how long each level runs
-    (a slow server needs longer levels for as many samples)."""
+    """A server to plan for: how to start it, the model it serves, the closed-loop levels that
+    profile it, and seconds per level (a slow server needs longer levels for as many samples)."""
 
     name: str
     model: str
     argv: Callable[[int], list[str]]
     concurrencies: tuple[int, ...]
     level_s: float
-    open_level_s: float
-    bisection_steps: int
+    warmup_s: float
+    sweep_rates: int
+    refine: int
 
 
 def simulator_argv(port: int) -> list[str]:
@@ -65,14 +66,14 @@ def engine_argv(port: int) -> list[str]:
 
 
 TARGETS = {
-    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 20.0, 5),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 25.0, 40.0, 4),
+    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 2.0, 8, 2),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 20.0, 3.0, 4, 2),
 }
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One predicted figure against its measurement."""
+    """One predicted figure against its measurement (and the requests measured for it)."""
 
     target: str
     figure: str
@@ -91,54 +92,40 @@ class Comparison:
         return abs(self.error) <= TOLERANCE
 
 
-def bench_argv(base_url: str, model: str, out: Path, *, seconds: float,
-               concurrencies: Sequence[int] = (), poisson_rate: float | None = None) -> list[str]:
-    """The `switchgear bench` command for closed-loop levels or one Poisson level."""
-    argv = [sys.executable, "-m", "switchgear", "bench", base_url, "--model", model,
-            "--duration", f"{seconds:g}", "--json", str(out)]
-    if concurrencies:
-        argv += ["--concurrency", ",".join(str(n) for n in concurrencies)]
-    if poisson_rate is not None:
-        argv += ["--rate", f"{poisson_rate:.4f}", "--arrivals", "poisson"]
-    return argv
+class Bench:
+    """`switchgear bench` against one running target, each call writing a profile in ``directory``."""
 
+    def __init__(self, spec: TargetSpec, base_url: str, directory: Path) -> None:
+        self.spec, self.base_url, self.directory = spec, base_url, directory
+        self.calls = 0
 
-def run_bench(argv: list[str]) -> dict[str, Any]:
-    """Run bench (its progress goes to our stderr) and read the profile it wrote."""
-    out = Path(argv[argv.index("--json") + 1])
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    document: dict[str, Any] = json.loads(out.read_text())
-    return document
+    def run(self, *level_args: str) -> dict[str, Any]:
+        """Run bench with ``level_args`` (its progress bar on our stderr); the profile it wrote."""
+        self.calls += 1
+        out = self.directory / f"{self.spec.name}-{self.calls}.json"
+        argv = [sys.executable, "-m", "switchgear", "bench", "--url", self.base_url,
+                "--model", self.spec.model, "--output-tokens", str(OUTPUT_TOKENS), "--ignore-eos",
+                "--duration", f"{self.spec.level_s:g}", "--warmup", f"{self.spec.warmup_s:g}",
+                "--json", str(out), *level_args]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        document: dict[str, Any] = json.loads(out.read_text())
+        return document
 
+    def closed_loop(self) -> dict[str, Any]:
+        """The profile: one closed-loop level per concurrency."""
+        return self.run(*(arg for n in self.spec.concurrencies for arg in ("-c", str(n))))
 
-def measured_p95(document: dict[str, Any]) -> tuple[float, int]:
-    """The p95 e2e latency of a one-level profile and its number of samples."""
-    level = parse_profile(document).levels[-1]
-    samples = sorted(level.latencies)
-    index = max(0, round(0.95 * len(samples)) - 1)
-    return samples[index], len(samples)
+    def poisson_p95(self, rates: Sequence[float]) -> list[tuple[float, int]]:
+        """Measured e2e p95 and completed requests of a Poisson level at each rate."""
+        document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")))
+        return [(level["latency_s"]["e2e"]["p95"], level["completed"]) for level in document["levels"]]
 
-
-def open_level(spec: TargetSpec, base_url: str, rate: float, directory: Path) -> tuple[float, int]:
-    """Measured p95 and samples of one Poisson level at ``rate``."""
-    out = directory / f"{spec.name}-poisson-{rate:.3f}.json"
-    return measured_p95(run_bench(bench_argv(base_url, spec.model, out, seconds=spec.open_level_s,
-                                             poisson_rate=rate)))
-
-
-def measured_max_rate(spec: TargetSpec, base_url: str, saturation: float, slo: float,
-                      directory: Path) -> tuple[float, int]:
-    """The highest Poisson rate whose measured p95 meets ``slo``, by bisection between
-    30% and 100% of the saturation; the total samples it took."""
-    low, high, samples = BISECTION_LOW * saturation, BISECTION_HIGH * saturation, 0
-    for _ in range(spec.bisection_steps):
-        middle = (low + high) / 2
-        p95, count = open_level(spec, base_url, middle, directory)
-        samples += count
-        print(f"  {spec.name}: poisson {middle:.2f}/s -> p95 {p95:.3f} s "
-              f"({'meets' if p95 <= slo else 'misses'} {slo:.3f} s)", file=sys.stderr, flush=True)
-        low, high = (middle, high) if p95 <= slo else (low, middle)
-    return (low + high) / 2, samples
+    def highest_rate(self, slo: float) -> tuple[float, int]:
+        """Bench's sweep: the highest Poisson rate within the p95 SLO, and the requests it took."""
+        document = self.run("--sweep", "--slo-e2e-p95", f"{slo:.4f}", "--sweep-rates",
+                            str(self.spec.sweep_rates), "--refine", str(self.spec.refine))
+        return (float(document["sweep"]["max_rate_within_slo"] or 0.0),
+                sum(level["completed"] for level in document["levels"]))
 
 
 @contextlib.contextmanager
@@ -157,29 +144,29 @@ def running(spec: TargetSpec, directory: Path) -> Iterator[str]:
 
 
 def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> list[Comparison]:
-    """Profile, plan and measure one target."""
-    with tempfile.TemporaryDirectory(prefix=f"plan-{spec.name}-") as scratch:
-        directory = Path(scratch)
-        with running(spec, directory) as base_url:
-            profile_doc = run_bench(bench_argv(base_url, spec.model, directory / "profile.json",
-                                               seconds=spec.level_s, concurrencies=spec.concurrencies))
-            profile = parse_profile(profile_doc)
-            model = calibrate(profile).model
-            saturation = model.saturation
-            slo = model.percentile(slo_at * saturation, 0.95)
-            plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo)))
-            predicted_max = float(plan["predicted"]["max_rate_within_slo"])
-            print(f"{spec.name}: saturation {saturation:.2f} req/s (closed loop, concurrency "
-                  f"{model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
-                  "saturation)", flush=True)
-            comparisons = []
-            for load in loads:
-                p95, samples = open_level(spec, base_url, load * saturation, directory)
-                comparisons.append(Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
-                                              model.percentile(load * saturation, 0.95), p95, samples))
-            measured, samples = measured_max_rate(spec, base_url, saturation, slo, directory)
-            comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)", predicted_max,
-                                          measured, samples))
+    """Profile one target, plan from the profile, then measure what the plan predicts."""
+    directory = WORK / spec.name
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    with running(spec, directory) as base_url:
+        bench = Bench(spec, base_url, directory)
+        profile = parse_profile(bench.closed_loop())
+        model = calibrate(profile).model
+        saturation = model.saturation
+        slo = model.percentile(slo_at * saturation, 0.95)
+        plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo)))
+        print(f"{spec.name}: saturation {saturation:.2f} req/s (closed loop, concurrency "
+              f"{model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
+              "saturation)", flush=True)
+        rates = [load * saturation for load in loads]
+        comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
+                                  model.percentile(rate, 0.95), p95, samples)
+                       for load, rate, (p95, samples) in zip(loads, rates, bench.poisson_p95(rates),
+                                                             strict=True)]
+        measured, samples = bench.highest_rate(slo)
+        comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
+                                      float(plan["predicted"]["max_rate_within_slo"]), measured,
+                                      samples))
     return comparisons
 
 
@@ -210,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
           f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels -> profile; the "
           "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
-          f"measure p95 at {loads} of the modelled saturation and the highest rate within the SLO "
-          f"(bisection on measured p95 between {BISECTION_LOW:.0%} and {BISECTION_HIGH:.0%} of it).",
+          f"measure p95 at {loads} of the modelled saturation; bench's sweep measures the highest "
+          f"rate within the SLO. Requests: chat, streamed, 128 prompt tokens, {OUTPUT_TOKENS} output "
+          "tokens (ignore_eos).",
           flush=True)
     comparisons = [c for name in names for c in check_target(TARGETS[name], arguments.slo_at, loads)]
     print(f"load average at end: {load_average()}")

@@ -59,10 +59,23 @@ def test_latency_interpolates_between_measured_levels() -> None:
     document = profile([closed_level(1, 10.0, [0.1] * 100), closed_level(3, 10.0, [0.3] * 100)])
     model = model_of(document)
     assert model.percentile(0.0, 0.5) == pytest.approx(0.1, rel=1e-6)
-    # Throughput 10 from one request on: p(k) = (1-r) r^k, r = rate/10; level 2 on finding one other.
+    # Throughput 10 from one request on, constant service (beta 1/2): p(k) = (1-r) r^k with
+    # r = (rate/10)^2; level 2 on finding one other.
     rate = 5.0
-    assert model.cdf(rate, 0.1) == pytest.approx(0.5, abs=1e-9)
-    assert model.cdf(rate, 0.2) == pytest.approx(0.75, abs=1e-9)
+    assert model.queue_factor == pytest.approx(0.5)
+    assert model.cdf(rate, 0.1) == pytest.approx(0.75, abs=1e-9)
+    assert model.cdf(rate, 0.2) == pytest.approx(0.75 + 0.25 * 0.75, abs=1e-9)
+
+
+@pytest.mark.parametrize("load", [0.8, 0.9, 0.95])
+def test_constant_service_queues_like_md1(load: float) -> None:
+    # M/D/1 (Pollaczek-Khinchine): mean time in system = D + rho D / (2 (1 - rho)); the
+    # heavy-traffic approximation is exact as rho -> 1 and 7% short at rho = 0.8.
+    service = 0.1
+    model = model_of(profile([closed_level(1, 1 / service, [service] * 1000)]))
+    md1 = service + load * service / (2 * (1 - load))
+    assert model.mean(load / service) == pytest.approx(md1, rel=0.08)
+    assert model.mean(load / service) < 0.6 * model_of(mmc_profile(1, 1 / service)).mean(load / service)
 
 
 def test_errors_follow_the_levels_error_shares() -> None:

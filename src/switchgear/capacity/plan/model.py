@@ -3,13 +3,18 @@
 From closed-loop levels at concurrency n (1, 2, 4, ...) it takes the measured throughput X(n)
 and the latency samples L_n. For open arrivals at rate λ the number of requests in the system
 is a birth-death chain with birth rate λ and death rate μ(k) = X(k) (linear between measured n,
-flat at X(n_max) beyond). By PASTA an arrival finding k others is served like a request of the
-closed-loop level k+1 (quantile functions interpolated between measured levels); finding
-k >= n_max others it first waits for k+1-n_max departures at rate X(n_max). Given that it waits,
-that number is geometric, so the wait is exponential with rate X(n_max) - λ, and its latency is
+made non-decreasing, flat at X(n_max) beyond). By PASTA an arrival finding k others is served
+like a request of the closed-loop level k+1 (quantile functions interpolated between measured
+levels); finding k >= n_max others it first waits for k+1-n_max departures at rate X(n_max).
+Given that it waits, that number is geometric, so the wait is exponential and its latency is
 that wait plus a draw from L_{n_max}. The latency CDF is the exact mixture over states, on a grid
-of quantiles of each level; percentiles come from it by bisection. With X(n) = min(n, c)·μ and
-exponential L up to n = c this is M/M/c.
+of quantiles of each level; percentiles come from it by bisection.
+
+Where the throughput has saturated, the chain's ratio p(k+1)/p(k) = λ/X is raised to 1/β with
+β = (1 + CV²)/2 of the service time (the latency at the lowest concurrency): queues of requests
+that take about the same time are shorter than with exponential ones (Allen-Cunneen; exact as
+the load -> 1 for the mean). With X(n) = min(n, c)·μ and exponential L up to n = c, β = 1 and this is
+exactly M/M/c.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ Array = npt.NDArray[np.float64]
 
 QUANTILE_POINTS = 2000
 BISECTION_STEPS = 60
+SATURATED = 0.03
+
+
+def queue_factor(service_times: Array) -> float:
+    """(1 + CV^2) / 2 of the service times: how much queueing there is against exponential
+    service (the Allen-Cunneen factor; 1 for exponential, 1/2 for constant service)."""
+    mean = float(service_times.mean())
+    return (1 + float(service_times.var()) / mean**2) / 2 if mean > 0 else 1.0
 
 
 class QueueModel:
@@ -49,6 +62,8 @@ class QueueModel:
         self._service_rates = np.interp(np.arange(1, self.n_max + 1),
                                         np.concatenate(([0.0], self.concurrency)),
                                         np.concatenate(([0.0], self.throughput)))
+        self.queue_factor = queue_factor(np.array(usable[0].latencies))
+        self._saturated = self._service_rates >= (1 - SATURATED) * self.saturation
 
     def _interpolate(self, measured: Array, m: int) -> Array:
         """The quantile function of level m: between the measured levels around it, weighted."""
@@ -74,14 +89,20 @@ class QueueModel:
             weights[0] = 1.0
             return weights, 0.0
         # log p_k = sum_{j<=k} log(rate / mu(j)), k = 0..n_max-1; beyond, geometric with rho.
-        logs = np.concatenate(([0.0], np.cumsum(np.log(rate / self._service_rates[:-1]))))
-        rho = rate / self.saturation
-        log_tail = logs[-1] + math.log(rho / (1 - rho))
+        steps = np.log(rate / self._service_rates[:-1])
+        steps = np.where(self._saturated[:-1], steps / self.queue_factor, steps)
+        logs = np.concatenate(([0.0], np.cumsum(steps)))
+        ratio = self._tail_ratio(rate)
+        log_tail = logs[-1] + math.log(ratio / (1 - ratio))
         top = max(float(logs.max()), log_tail)
         weights = np.exp(logs - top)
         tail = math.exp(log_tail - top)
         total = float(weights.sum()) + tail
         return weights / total, tail / total
+
+    def _tail_ratio(self, rate: float) -> float:
+        """p(k+1) / p(k) in the saturated states."""
+        return float((rate / self.saturation) ** (1 / self.queue_factor))
 
     def cdf(self, rate: float, latency: float) -> float:
         """P(latency <= ``latency`` seconds) for a request arriving at ``rate`` arrivals/s."""
@@ -91,7 +112,7 @@ class QueueModel:
         weights, tail = self._state_weights(rate)
         served = (self._quantiles <= t).mean(axis=1)
         last = self._quantiles[-1]
-        wait_rate = self.saturation - rate
+        wait_rate = self.saturation * (1 - self._tail_ratio(rate))
         queued = float(np.where(last <= t, -np.expm1(-wait_rate * (t - last)), 0.0).mean())
         return float(weights @ served) + tail * queued
 
@@ -113,7 +134,7 @@ class QueueModel:
             return math.inf
         weights, tail = self._state_weights(rate)
         means = self._quantiles.mean(axis=1)
-        wait = 1 / (self.saturation - rate)
+        wait = 1 / (self.saturation * (1 - self._tail_ratio(rate)))
         return (float(weights @ means) + tail * (wait + float(means[-1]))) * self.latency_scale
 
     def mean_in_system(self, rate: float) -> float:
