@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from switchgear.capacity.plan.profile import parse_profile  # noqa: E402
 
 TOLERANCE = 0.10
 START_TIMEOUT_S = 180.0
-OUTPUT_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,8 @@ class TargetSpec:
     warmup_s: float
     sweep_rates: int
     refine: int
+    input_tokens: int
+    output_tokens: int
 
 
 def simulator_argv(port: int) -> list[str]:
@@ -66,8 +67,9 @@ def engine_argv(port: int) -> list[str]:
 
 
 TARGETS = {
-    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 2.0, 8, 2),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 20.0, 3.0, 4, 2),
+    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 2.0, 8, 2,
+                            128, 32),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 40.0, 3.0, 3, 2, 32, 16),
 }
 
 
@@ -104,7 +106,8 @@ class Bench:
         self.calls += 1
         out = self.directory / f"{self.spec.name}-{self.calls}.json"
         argv = [sys.executable, "-m", "switchgear", "bench", "--url", self.base_url,
-                "--model", self.spec.model, "--output-tokens", str(OUTPUT_TOKENS), "--ignore-eos",
+                "--model", self.spec.model, "--input-tokens", str(self.spec.input_tokens),
+                "--output-tokens", str(self.spec.output_tokens), "--ignore-eos",
                 "--duration", f"{self.spec.level_s:g}", "--warmup", f"{self.spec.warmup_s:g}",
                 "--json", str(out), *level_args]
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
@@ -155,8 +158,9 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> lis
         saturation = model.saturation
         slo = model.percentile(slo_at * saturation, 0.95)
         plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo)))
-        print(f"{spec.name}: saturation {saturation:.2f} req/s (closed loop, concurrency "
-              f"{model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
+        print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
+              f"{spec.level_s:g} s per level; saturation {saturation:.2f} req/s (closed loop, "
+              f"concurrency {model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
               "saturation)", flush=True)
         rates = [load * saturation for load in loads]
         comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
@@ -186,6 +190,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-at", type=float, default=0.75,
                         help="The SLO is the model's p95 at this share of saturation.")
     parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
+    parser.add_argument("--level-seconds", type=float,
+                        help="Measured seconds per level for every target (default: each target's).")
+    parser.add_argument("--warmup-seconds", type=float, help="Warm-up seconds per level, likewise.")
     parser.add_argument("--json", type=Path, default=WORK / "results" / "latest.json")
     return parser.parse_args(argv)
 
@@ -198,10 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels -> profile; the "
           "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
           f"measure p95 at {loads} of the modelled saturation; bench's sweep measures the highest "
-          f"rate within the SLO. Requests: chat, streamed, 128 prompt tokens, {OUTPUT_TOKENS} output "
-          "tokens (ignore_eos).",
+          "rate within the SLO. Requests: chat, streamed, fixed prompt and output tokens "
+          "(ignore_eos) per target.",
           flush=True)
-    comparisons = [c for name in names for c in check_target(TARGETS[name], arguments.slo_at, loads)]
+    specs = [replace(TARGETS[name], level_s=arguments.level_seconds or TARGETS[name].level_s,
+                     warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s) for name in names]
+    comparisons = [c for spec in specs for c in check_target(spec, arguments.slo_at, loads)]
     print(f"load average at end: {load_average()}")
     for line in render(comparisons):
         print(line)
