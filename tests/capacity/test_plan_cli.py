@@ -76,3 +76,18 @@ def test_an_unusable_profile_or_slo_is_an_error(tmp_path: Path, profile_path: Pa
                                        "--slo-p95", "0.01"])
     assert result.exit_code == 1
     assert "no arrival rate meets the SLO" in result.output
+
+
+def test_the_scorecard_reads_every_figure_of_the_plan(profile_path: Path, tmp_path: Path) -> None:
+    from switchgear.scorecard.evidence import plan_facts
+
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(main, ["plan", "--profile", str(profile_path), *ARGS, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    facts = plan_facts(json.loads(out.read_text()), str(out))
+    assert facts.instances == 3 and facts.limiting_resource == "slots/compute"
+    assert facts.feed_share == 0.6 and facts.pue == 1.4
+    for name in ("utilization", "target_utilization", "p95_s", "max_rate_within_slo",
+                 "cost_per_1k_requests", "marginal_per_1k_on_doubling", "power_kw",
+                 "kwh_per_month", "wasted_share"):
+        assert getattr(facts, name) is not None, name
