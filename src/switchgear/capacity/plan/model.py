@@ -137,10 +137,6 @@ class QueueModel:
         wait = 1 / (self.saturation * (1 - self._tail_ratio(rate)))
         return (float(weights @ means) + tail * (wait + float(means[-1]))) * self.latency_scale
 
-    def mean_in_system(self, rate: float) -> float:
-        """Mean number of requests in the instance at ``rate`` (Little: rate * mean latency)."""
-        return rate * self.mean(rate) if self.stable(rate) else math.inf
-
     def error_rate(self, rate: float) -> float:
         """Share of requests failing at ``rate``: each state's level's measured error share."""
         if not self.stable(rate):
