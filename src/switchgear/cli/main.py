@@ -15,6 +15,7 @@ from switchgear.cli.bench import bench
 from switchgear.cli.changes import changes
 from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY
 from switchgear.cli.options import admin_request as _admin
+from switchgear.cli.plan import plan
 from switchgear.cli.prompts import prompts
 from switchgear.cli.scorecard import scorecard
 from switchgear.cli.simulate import simulate
@@ -553,3 +554,4 @@ main.add_command(prompts)
 main.add_command(changes)
 main.add_command(scorecard)
 main.add_command(bench)
+main.add_command(plan)

@@ -1,0 +1,224 @@
+"""Is the planner right? Bench closed-loop levels, plan from that profile, then measure.
+
+For each target (the simulator with a known slot count and speed; the embedded engine through
+`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and writes
+a profile; the planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs)
+predicts the highest Poisson arrival rate whose p95 meets an SLO and the p95 at two loads; then
+`switchgear bench` measures them with Poisson arrivals (the highest rate by its sweep). It prints
+predicted against measured, the error, and met/MISSED at 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+WORK = HERE / ".work"
+sys.path.append(str(HERE.parent / "overhead"))
+
+from processes import Endpoint, ServiceProcess, free_port, wait_until_answers  # noqa: E402
+
+from switchgear.capacity.machine import commit, cpu_model, load_average  # noqa: E402
+from switchgear.capacity.plan.calibration import calibrate  # noqa: E402
+from switchgear.capacity.plan.planner import PlanInputs, Targets, make_plan  # noqa: E402
+from switchgear.capacity.plan.profile import parse_profile  # noqa: E402
+
+TOLERANCE = 0.10
+START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A server to plan for: how to start it, the model it serves, the closed-loop levels that
+    profile it, and seconds per level (a slow server needs longer levels for as many samples)."""
+
+    name: str
+    model: str
+    argv: Callable[[int], list[str]]
+    concurrencies: tuple[int, ...]
+    level_s: float
+    warmup_s: float
+    sweep_rates: int
+    refine: int
+    input_tokens: int
+    output_tokens: int
+
+
+def simulator_argv(port: int) -> list[str]:
+    """The simulator: 8 slots, 20 ms to first token, 2 ms a token, slower under load."""
+    return [sys.executable, "-m", "switchgear", "simulate", "--port", str(port), "--slots", "8",
+            "--ttft-ms", "20", "--tpot-ms", "2", "--seed", "1"]
+
+
+def engine_argv(port: int) -> list[str]:
+    """`switchgear serve` with its default config: the embedded engine and SmolLM2."""
+    return [sys.executable, "-m", "switchgear", "serve", "--port", str(port), "--log-level", "warning"]
+
+
+TARGETS = {
+    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 2.0, 8, 2,
+                            128, 32),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 40.0, 3.0, 3, 2, 32, 16),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One predicted figure against its measurement (and the requests measured for it)."""
+
+    target: str
+    figure: str
+    predicted: float
+    measured: float
+    samples: int
+
+    @property
+    def error(self) -> float:
+        """(predicted - measured) / measured."""
+        return (self.predicted - self.measured) / self.measured
+
+    @property
+    def met(self) -> bool:
+        """Whether the prediction is within the tolerance."""
+        return abs(self.error) <= TOLERANCE
+
+
+class Bench:
+    """`switchgear bench` against one running target, each call writing a profile in ``directory``."""
+
+    def __init__(self, spec: TargetSpec, base_url: str, directory: Path) -> None:
+        self.spec, self.base_url, self.directory = spec, base_url, directory
+        self.calls = 0
+
+    def run(self, *level_args: str) -> dict[str, Any]:
+        """Run bench with ``level_args`` (its progress bar on our stderr); the profile it wrote."""
+        self.calls += 1
+        out = self.directory / f"{self.spec.name}-{self.calls}.json"
+        argv = [sys.executable, "-m", "switchgear", "bench", "--url", self.base_url,
+                "--model", self.spec.model, "--input-tokens", str(self.spec.input_tokens),
+                "--output-tokens", str(self.spec.output_tokens), "--ignore-eos",
+                "--duration", f"{self.spec.level_s:g}", "--warmup", f"{self.spec.warmup_s:g}",
+                "--json", str(out), *level_args]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        document: dict[str, Any] = json.loads(out.read_text())
+        return document
+
+    def closed_loop(self) -> dict[str, Any]:
+        """The profile: one closed-loop level per concurrency."""
+        return self.run(*(arg for n in self.spec.concurrencies for arg in ("-c", str(n))))
+
+    def poisson_p95(self, rates: Sequence[float]) -> list[tuple[float, int]]:
+        """Measured e2e p95 and completed requests of a Poisson level at each rate."""
+        document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")))
+        return [(level["latency_s"]["e2e"]["p95"], level["completed"]) for level in document["levels"]]
+
+    def highest_rate(self, slo: float) -> tuple[float, int]:
+        """Bench's sweep: the highest Poisson rate within the p95 SLO, and the requests it took."""
+        document = self.run("--sweep", "--slo-e2e-p95", f"{slo:.4f}", "--sweep-rates",
+                            str(self.spec.sweep_rates), "--refine", str(self.spec.refine))
+        return (float(document["sweep"]["max_rate_within_slo"] or 0.0),
+                sum(level["completed"] for level in document["levels"]))
+
+
+@contextlib.contextmanager
+def running(spec: TargetSpec, directory: Path) -> Iterator[str]:
+    """Start the target in ``directory``; yield its /v1 base URL once it answers."""
+    port = free_port()
+    process = ServiceProcess(spec.name, spec.argv(port), WORK / "logs" / f"{spec.name}.log",
+                             {**os.environ, "PYTHONPATH": str(REPO / "src")}, directory)
+    endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", spec.model,
+                        {"Content-Type": "application/json"})
+    body = json.dumps(endpoint.body({"messages": [{"role": "user", "content": "hi"}],
+                                     "max_tokens": 4})).encode()
+    with process:
+        wait_until_answers(endpoint, body, process, START_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> list[Comparison]:
+    """Profile one target, plan from the profile, then measure what the plan predicts."""
+    directory = WORK / spec.name
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    with running(spec, directory) as base_url:
+        bench = Bench(spec, base_url, directory)
+        profile = parse_profile(bench.closed_loop())
+        model = calibrate(profile).model
+        saturation = model.saturation
+        slo = model.percentile(slo_at * saturation, 0.95)
+        plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo)))
+        print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
+              f"{spec.level_s:g} s per level; saturation {saturation:.2f} req/s (closed loop, "
+              f"concurrency {model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
+              "saturation)", flush=True)
+        rates = [load * saturation for load in loads]
+        comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
+                                  model.percentile(rate, 0.95), p95, samples)
+                       for load, rate, (p95, samples) in zip(loads, rates, bench.poisson_p95(rates),
+                                                             strict=True)]
+        measured, samples = bench.highest_rate(slo)
+        comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
+                                      float(plan["predicted"]["max_rate_within_slo"]), measured,
+                                      samples))
+    return comparisons
+
+
+def render(comparisons: Sequence[Comparison]) -> list[str]:
+    """The table of predicted against measured, then met/MISSED per line."""
+    from switchgear.cli.tables import table
+
+    rows = [("target", "figure", "predicted", "measured", "error", "samples", "within 10%")]
+    rows += [(c.target, c.figure, f"{c.predicted:.3f}", f"{c.measured:.3f}", f"{c.error:+.1%}",
+              str(c.samples), "met" if c.met else "MISSED") for c in comparisons]
+    return table(rows)
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="simulator,engine", help="Targets, comma-separated.")
+    parser.add_argument("--slo-at", type=float, default=0.75,
+                        help="The SLO is the model's p95 at this share of saturation.")
+    parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
+    parser.add_argument("--level-seconds", type=float,
+                        help="Measured seconds per level for every target (default: each target's).")
+    parser.add_argument("--warmup-seconds", type=float, help="Warm-up seconds per level, likewise.")
+    parser.add_argument("--json", type=Path, default=WORK / "results" / "latest.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    names = [name.strip() for name in arguments.only.split(",") if name.strip()]
+    loads = [float(load) for load in arguments.loads.split(",")]
+    print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
+          f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels -> profile; the "
+          "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
+          f"measure p95 at {loads} of the modelled saturation; bench's sweep measures the highest "
+          "rate within the SLO. Requests: chat, streamed, fixed prompt and output tokens "
+          "(ignore_eos) per target.",
+          flush=True)
+    specs = [replace(TARGETS[name], level_s=arguments.level_seconds or TARGETS[name].level_s,
+                     warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s) for name in names]
+    comparisons = [c for spec in specs for c in check_target(spec, arguments.slo_at, loads)]
+    print(f"load average at end: {load_average()}")
+    for line in render(comparisons):
+        print(line)
+    arguments.json.parent.mkdir(parents=True, exist_ok=True)
+    arguments.json.write_text(json.dumps([{**c.__dict__, "error": c.error, "met": c.met}
+                                          for c in comparisons], indent=2))
+    return 0 if all(c.met for c in comparisons) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

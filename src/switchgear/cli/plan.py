@@ -1,0 +1,84 @@
+"""``switchgear plan``: a capacity plan from a ``switchgear bench`` profile and targets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_SHARE = click.FloatRange(0, 1, min_open=True)
+
+
+@click.command("plan")
+@click.option("--profile", "profile_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The JSON profile 'switchgear bench --json' wrote (closed-loop levels).")
+@click.option("--peak-rate", required=True, type=_POSITIVE, help="Peak requests/s to plan for.")
+@click.option("--growth", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Expected growth on the peak (0.5 = +50%).")
+@click.option("--slo-p95", type=_POSITIVE, help="p95 latency target, seconds (default: the profile's).")
+@click.option("--slo-p99", type=_POSITIVE, help="p99 latency target, seconds.")
+@click.option("--slo-error-rate", type=click.FloatRange(0, 1), help="Highest share of failed requests.")
+@click.option("--latency", default="e2e", show_default=True, type=click.Choice(["e2e", "ttft"]),
+              help="Which latency the SLO is on.")
+@click.option("--target-utilization", default=0.7, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of each instance's saturation throughput to plan for.")
+@click.option("--price-per-instance-hour", type=click.FloatRange(min=0), help="Price of an instance-hour.")
+@click.option("--price-per-million-tokens", type=click.FloatRange(min=0),
+              help="Price per million tokens (input + output), for token-priced upstreams.")
+@click.option("--kw-per-instance", type=click.FloatRange(min=0), help="Power draw of one instance, kW.")
+@click.option("--pue", default=1.0, show_default=True, type=click.FloatRange(min=1),
+              help="Power usage effectiveness of the facility.")
+@click.option("--pipeline-feed", type=_SHARE,
+              help="Share of accelerator capacity the input pipeline keeps fed (0.6 = 60%).")
+@click.option("--memory-per-instance-gb", type=_POSITIVE, help="Memory for KV cache per instance, GB.")
+@click.option("--kv-mb-per-1k-tokens", type=_POSITIVE, help="KV cache per 1,000 tokens of context, MB.")
+@click.option("--network-gbps", type=_POSITIVE, help="Network link all instances share, Gbit/s.")
+@click.option("--bytes-per-request", type=_POSITIVE,
+              help="Bytes on the wire per request (default: estimated from the token counts).")
+@click.option("--upstream-rpm", type=_POSITIVE, help="An upstream's limit in requests per minute.")
+@click.option("--upstream-tpm", type=_POSITIVE, help="An upstream's limit in tokens per minute.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the plan as JSON to this file ('-': stdout instead of the table).")
+@click.option("--markdown", is_flag=True, help="Print Markdown instead of the text table.")
+def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | None,
+         slo_p99: float | None, slo_error_rate: float | None, latency: str,
+         target_utilization: float, price_per_instance_hour: float | None,
+         price_per_million_tokens: float | None, kw_per_instance: float | None, pue: float,
+         pipeline_feed: float | None, memory_per_instance_gb: float | None,
+         kv_mb_per_1k_tokens: float | None, network_gbps: float | None,
+         bytes_per_request: float | None, upstream_rpm: float | None, upstream_tpm: float | None,
+         json_path: Path | None, markdown: bool) -> None:
+    """Plan capacity from a bench profile: instances, expected p95/p99, utilization, cost,
+    power, what limits scaling first and the spend a starved data pipeline wastes."""
+    # Imported here so that other commands do not load numpy.
+    from switchgear.capacity.plan.limits import Resources
+    from switchgear.capacity.plan.planner import Economics, PlanError, PlanInputs, Targets, make_plan
+    from switchgear.capacity.plan.profile import ProfileError, load_profile
+    from switchgear.capacity.plan.report import render_markdown, render_text
+
+    if price_per_instance_hour is not None and price_per_million_tokens is not None:
+        raise click.UsageError("give one price: --price-per-instance-hour or --price-per-million-tokens")
+    inputs = PlanInputs(
+        targets=Targets(peak_rate, growth, slo_p95, slo_p99, slo_error_rate, target_utilization),
+        economics=Economics(price_per_instance_hour, price_per_million_tokens, kw_per_instance, pue,
+                            pipeline_feed),
+        resources=Resources(memory_per_instance_gb, kv_mb_per_1k_tokens, network_gbps, upstream_rpm,
+                            upstream_tpm),
+        bytes_per_request=bytes_per_request)
+    try:
+        result = make_plan(load_profile(profile_path, latency), inputs)
+    except (ProfileError, PlanError) as error:
+        click.echo(f"switchgear plan: {error}", err=True)
+        sys.exit(1)
+    document = json.dumps(result, indent=2)
+    if json_path is not None and str(json_path) == "-":
+        click.echo(document)
+        return
+    if json_path is not None:
+        json_path.write_text(document + "\n")
+    click.echo(render_markdown(result) if markdown else render_text(result))
