@@ -7,7 +7,8 @@
 #                  (fastapi, starlette, sse-starlette, starlette-context, pydantic-settings) go
 #                  into benchmarks/engine/.work/server-libs (pip --target, no dependencies, so
 #                  nothing in the venv is shadowed); run.py puts that folder on its PYTHONPATH.
-# Only PyPI is reached. The build takes a long while on 2 cores (JOBS=2 by default).
+# llama-server gets the same cmake flags as the embedded engine (scripts/llama-cmake-args), so
+# both run the same kernels. Only PyPI is reached. The build takes a long while on 2 cores (JOBS=2 by default).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +35,7 @@ build_llama_server() {
   echo "setup: building llama-server from $src (-j$JOBS)"
   cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >"$WORK/cmake.log"
+    -DLLAMA_BUILD_SERVER=ON $("$HERE/../../scripts/llama-cmake-args") >"$WORK/cmake.log"
   cmake --build "$WORK/build" --target llama-server -j "$JOBS" >"$WORK/build.log"
   cp "$WORK/build/bin/llama-server" "$WORK/llama-server"
 }
