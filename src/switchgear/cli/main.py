@@ -30,7 +30,10 @@ def main() -> None:
     Put it in front of any model server, or run it on its embedded CPU model, and every request
     is authenticated, admitted by limits, budgets and priority, guarded, cached, routed with
     fallbacks, traced, measured, logged and costed. The other commands read what it knows:
-    latency percentiles, costs, SLOs and error budgets, quality shifts, routing and the cache.
+    latency percentiles, costs, SLOs and error budgets, quality shifts, routing, the cache,
+    config versions and what moved around each change, the audit trail. `bench` load-tests any
+    OpenAI-compatible server, `plan` turns its profile into instances, latency, cost and power,
+    and `scorecard` scores the whole operation from evidence.
     """
 
 
