@@ -9,6 +9,7 @@ test_engine_llama.py.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -369,3 +370,14 @@ async def test_an_engine_not_started_refuses_work() -> None:
         await engine.submit(completion("early"))
     with pytest.raises(UpstreamConnectError):
         await engine.embed(EmbeddingRequest(("early",)))
+
+
+async def test_a_running_engine_shortens_the_gil_switch_interval_and_restores_it() -> None:
+    before = sys.getswitchinterval()
+    engine = Engine(BatchScheduler(2, 100, step_tokens=64), FakeRunner(), switch_interval_s=0.0005)
+    engine.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(min(0.0005, before))
+    finally:
+        await engine.stop()
+    assert sys.getswitchinterval() == before

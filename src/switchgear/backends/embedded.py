@@ -193,7 +193,8 @@ class EmbeddedBackend:
             ) from error
         scheduler = BatchScheduler(options.max_sequences, options.kv_cache_tokens,
                                    options.step_tokens, keep_prefixes=not options.shared_kv)
-        self._engine = Engine(scheduler, self._runner)
+        self._engine = Engine(scheduler, self._runner,
+                              switch_interval_s=options.gil_switch_interval_ms / 1000)
         self._engine.start()
 
     async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:

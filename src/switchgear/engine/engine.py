@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -115,9 +116,12 @@ class Engine:
     its events (text deltas, then one ``Finished``). ``embed`` answers embeddings beside it.
     """
 
-    def __init__(self, scheduler: BatchScheduler, runner: Runner) -> None:
+    def __init__(self, scheduler: BatchScheduler, runner: Runner,
+                 switch_interval_s: float | None = None) -> None:
         self._scheduler = scheduler
         self._runner = runner
+        self._switch_interval_s = switch_interval_s
+        self._previous_switch_interval_s = sys.getswitchinterval()
         self._lock = threading.Condition()
         self._streams: dict[Sequence, _Stream] = {}
         self._sequences: dict[Job, Sequence] = {}
@@ -162,6 +166,11 @@ class Engine:
         if self._thread is not None:
             return
         self._counters.restart(time.monotonic())
+        self._previous_switch_interval_s = sys.getswitchinterval()
+        if self._switch_interval_s is not None:
+            # The worker retakes the GIL after each llama.cpp call; a long interval makes it wait
+            # behind the event loop every time (a process-wide setting, restored at stop).
+            sys.setswitchinterval(min(self._switch_interval_s, self._previous_switch_interval_s))
         self._thread = threading.Thread(target=self._work, name="switchgear-engine", daemon=True)
         self._thread.start()
 
@@ -176,6 +185,7 @@ class Engine:
             stream.channel.put(_Failed(UpstreamConnectError("the embedded engine stopped")))
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+            sys.setswitchinterval(self._previous_switch_interval_s)
 
     async def submit(self, job: Job) -> JobEvents:
         """Queue ``job``; return its events. Raises ``ContextWindowExceeded`` when it can never
