@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from scripts import load_script
 
-def load_benchmark() -> ModuleType:
-    """benchmarks/bench/run.py as the module ``bench_benchmark`` (``run`` alone would clash
-    with the other benchmarks' run.py in one pytest session)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_benchmark", Path(__file__).resolve().parent / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark()
+benchmark = load_script(Path(__file__).resolve().parent / "run.py", "bench_benchmark")
 TOOLS = all(shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()
             for tool in ("nginx", "wrk", "hey"))
 

@@ -3,29 +3,17 @@ then too noisy to judge: this checks that it runs, predicts, measures and prints
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from scripts import load_script
 
 pytest.importorskip("switchgear.cli.bench", reason="needs switchgear bench")
 
 
-def load_benchmark() -> ModuleType:
-    """benchmarks/capacity/run.py as ``capacity_benchmark`` (``run`` would clash with the others)."""
-    spec = importlib.util.spec_from_file_location(
-        "capacity_benchmark", Path(__file__).resolve().parent / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = load_script(Path(__file__).resolve().parent / "run.py", "capacity_benchmark")
 
 
 def test_a_short_run_prints_predicted_against_measured(tmp_path: Path,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "prompts_benchmark", Path(__file__).resolve().parent / "run.py")
-assert SPEC is not None and SPEC.loader is not None
-bench = importlib.util.module_from_spec(SPEC)
-sys.modules[SPEC.name] = bench
-SPEC.loader.exec_module(bench)
+from scripts import load_script
+
+bench = load_script(Path(__file__).resolve().parent / "run.py", "prompts_benchmark")
 
 
 def test_a_short_run_prints_both_cases_and_the_method(capsys: pytest.CaptureFixture[str]

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from scripts import load_script
 
-def load_benchmark() -> ModuleType:
-    """benchmarks/router/run.py as the module ``router_benchmark`` (``run`` alone would clash
-    with benchmarks/overhead/run.py in one pytest session)."""
-    spec = importlib.util.spec_from_file_location(
-        "router_benchmark", Path(__file__).resolve().parent / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = load_script(Path(__file__).resolve().parent / "run.py", "router_benchmark")
 
 
 def test_a_short_run_prints_the_table_and_the_method(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,8 @@ marking fed tokens computed and appending sampled ones."""
 
 from __future__ import annotations
 
+import pytest
+
 from switchgear.engine.job import CompletionRequest, Job
 from switchgear.engine.scheduler import BatchScheduler, Plan, Sequence
 
@@ -167,26 +169,18 @@ def test_a_new_sequence_takes_the_free_slot_holding_its_longest_prefix() -> None
     assert [(feed.count, feed.samples) for feed in plan.feeds] == [(3, True)]
 
 
-def test_without_keep_prefixes_every_prompt_is_read_whole() -> None:
-    scheduler = BatchScheduler(max_sequences=1, kv_tokens=1000, step_tokens=64)
-    first = sequence(20)
-    scheduler.add(first)
-    run(scheduler.schedule())
-    scheduler.finish(first)
-    again = sequence(20)
-    scheduler.add(again)
-    assert fed(scheduler.schedule()) == {id(again): 20}
-    assert again.reused == 0
-
-
-def test_an_identical_prompt_still_feeds_its_last_token_for_the_logits() -> None:
+@pytest.mark.parametrize(("keep_prefixes", "feeds", "reused"), [(False, 20, 0), (True, 1, 19)],
+                         ids=["without keep_prefixes every prompt is read whole",
+                              "an identical prompt still feeds its last token for the logits"])
+def test_a_repeated_prompt_reads_what_the_kept_prefix_lacks(keep_prefixes: bool, feeds: int,
+                                                            reused: int) -> None:
     scheduler = BatchScheduler(max_sequences=1, kv_tokens=1000, step_tokens=64,
-                               keep_prefixes=True)
+                               keep_prefixes=keep_prefixes)
     first = sequence(20)
     scheduler.add(first)
     run(scheduler.schedule())
     scheduler.finish(first)
     again = sequence(20)
     scheduler.add(again)
-    assert fed(scheduler.schedule()) == {id(again): 1}
-    assert again.reused == 19
+    assert fed(scheduler.schedule()) == {id(again): feeds}
+    assert again.reused == reused
