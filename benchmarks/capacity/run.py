@@ -4,8 +4,13 @@ For each target (the simulator with a known slot count and speed; the embedded e
 `switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and writes
 a profile; the planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs)
 predicts the highest Poisson arrival rate whose p95 meets an SLO and the p95 at two loads; then
-`switchgear bench` measures them with Poisson arrivals (the highest rate by its sweep). It prints
-predicted against measured, the error, and met/MISSED at 10%.
+`switchgear bench` measures them with Poisson arrivals. The measured highest rate within the SLO
+is where the measured p95 crosses it: Poisson levels at 0.9x and 1.1x the predicted rate (and
+further out while both land on one side), the crossing interpolated between the two levels around
+it. Levels a p95 is read from are long and start after a warm-up long enough for the queue to
+settle (a short level at 95% of saturation starts empty and ends before the queue builds, so it
+"meets" an SLO it would miss in steady state). It prints predicted against measured, the error,
+and met/MISSED at 10%.
 """
 
 from __future__ import annotations
@@ -40,17 +45,20 @@ START_TIMEOUT_S = 180.0
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A server to plan for: how to start it, the model it serves, the closed-loop levels that
-    profile it, and seconds per level (a slow server needs longer levels for as many samples)."""
+    """A server to plan for: how to start it, the model it serves, its slots (requests it serves
+    at once), the closed-loop levels that profile it, and seconds per level (a slow server needs
+    longer levels for as many samples; ``poisson_s`` and ``poisson_warmup_s`` for the levels a
+    p95 is measured on)."""
 
     name: str
     model: str
     argv: Callable[[int], list[str]]
+    slots: int
     concurrencies: tuple[int, ...]
     level_s: float
+    poisson_s: float
     warmup_s: float
-    sweep_rates: int
-    refine: int
+    poisson_warmup_s: float
     input_tokens: int
     output_tokens: int
 
@@ -67,9 +75,10 @@ def engine_argv(port: int) -> list[str]:
 
 
 TARGETS = {
-    "simulator": TargetSpec("simulator", "sim", simulator_argv, (1, 2, 4, 8, 16), 10.0, 2.0, 8, 2,
-                            128, 32),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, (1, 2, 4, 8), 40.0, 3.0, 3, 2, 32, 16),
+    "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 20.0, 2.0,
+                            5.0, 128, 32),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 40.0, 150.0, 3.0, 20.0,
+                         32, 16),
 }
 
 
@@ -101,14 +110,16 @@ class Bench:
         self.spec, self.base_url, self.directory = spec, base_url, directory
         self.calls = 0
 
-    def run(self, *level_args: str) -> dict[str, Any]:
-        """Run bench with ``level_args`` (its progress bar on our stderr); the profile it wrote."""
+    def run(self, *level_args: str, poisson: bool = False) -> dict[str, Any]:
+        """Run bench with ``level_args`` (``poisson``: with the timing of the levels a p95 is read
+        from), its progress bar on our stderr; the profile it wrote."""
         self.calls += 1
         out = self.directory / f"{self.spec.name}-{self.calls}.json"
         argv = [sys.executable, "-m", "switchgear", "bench", "--url", self.base_url,
                 "--model", self.spec.model, "--input-tokens", str(self.spec.input_tokens),
                 "--output-tokens", str(self.spec.output_tokens), "--ignore-eos",
-                "--duration", f"{self.spec.level_s:g}", "--warmup", f"{self.spec.warmup_s:g}",
+                "--duration", f"{self.spec.poisson_s if poisson else self.spec.level_s:g}",
+                "--warmup", f"{self.spec.poisson_warmup_s if poisson else self.spec.warmup_s:g}",
                 "--json", str(out), *level_args]
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         document: dict[str, Any] = json.loads(out.read_text())
@@ -120,15 +131,42 @@ class Bench:
 
     def poisson_p95(self, rates: Sequence[float]) -> list[tuple[float, int]]:
         """Measured e2e p95 and completed requests of a Poisson level at each rate."""
-        document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")))
+        document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")),
+                            poisson=True)
         return [(level["latency_s"]["e2e"]["p95"], level["completed"]) for level in document["levels"]]
 
-    def highest_rate(self, slo: float) -> tuple[float, int]:
-        """Bench's sweep: the highest Poisson rate within the p95 SLO, and the requests it took."""
-        document = self.run("--sweep", "--slo-e2e-p95", f"{slo:.4f}", "--sweep-rates",
-                            str(self.spec.sweep_rates), "--refine", str(self.spec.refine))
-        return (float(document["sweep"]["max_rate_within_slo"] or 0.0),
-                sum(level["completed"] for level in document["levels"]))
+    def highest_rate(self, slo: float, predicted: float, saturation: float) -> tuple[float, int]:
+        """The rate where the measured p95 crosses ``slo``, and the requests it took: Poisson
+        levels at 0.9x and 1.1x ``predicted``, then 20% further out (up to 3 more, never at or
+        beyond ``saturation``) while every level lands on one side; linear between the two
+        levels around the crossing."""
+        rates = [0.9 * predicted, 1.1 * predicted]
+        p95s: dict[float, float] = {}
+        samples = 0
+        while rates:
+            for rate, (p95, completed) in zip(rates, self.poisson_p95(rates), strict=True):
+                p95s[rate] = p95
+                samples += completed
+            passed = [rate for rate, p95 in p95s.items() if p95 <= slo]
+            failed = [rate for rate, p95 in p95s.items() if p95 > slo]
+            if len(p95s) >= 5 or (passed and failed):
+                break
+            further = max(p95s) * 1.2 if passed else min(p95s) / 1.2
+            rates = [further] if further < saturation else []
+        return crossing(p95s, slo), samples
+
+def crossing(p95s: dict[float, float], slo: float) -> float:
+    """The rate where p95 reaches ``slo``, linear between the highest rate within it and the
+    next rate above; the highest rate within it when none above misses it, 0 when none is within."""
+    passed = [rate for rate, p95 in p95s.items() if p95 <= slo]
+    if not passed:
+        return 0.0
+    low = max(passed)
+    above = [rate for rate in p95s if rate > low]
+    if not above:
+        return low
+    high = min(above)
+    return low + (slo - p95s[low]) / (p95s[high] - p95s[low]) * (high - low)
 
 
 @contextlib.contextmanager
@@ -154,23 +192,24 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> lis
     with running(spec, directory) as base_url:
         bench = Bench(spec, base_url, directory)
         profile = parse_profile(bench.closed_loop())
-        model = calibrate(profile).model
+        model = calibrate(profile, spec.slots).model
         saturation = model.saturation
         slo = model.percentile(slo_at * saturation, 0.95)
-        plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo)))
+        plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo),
+                                             slots=spec.slots))
         print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
-              f"{spec.level_s:g} s per level; saturation {saturation:.2f} req/s (closed loop, "
-              f"concurrency {model.n_max}); SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of "
-              "saturation)", flush=True)
+              f"{spec.level_s:g} s per level ({spec.poisson_s:g} s for a p95); {spec.slots} slots, "
+              f"saturation {saturation:.2f} req/s (closed loop up to concurrency {model.n_max}); "
+              f"SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of saturation)", flush=True)
         rates = [load * saturation for load in loads]
         comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
                                   model.percentile(rate, 0.95), p95, samples)
                        for load, rate, (p95, samples) in zip(loads, rates, bench.poisson_p95(rates),
                                                              strict=True)]
-        measured, samples = bench.highest_rate(slo)
+        predicted = float(plan["predicted"]["max_rate_within_slo"])
+        measured, samples = bench.highest_rate(slo, predicted, saturation)
         comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
-                                      float(plan["predicted"]["max_rate_within_slo"]), measured,
-                                      samples))
+                                      predicted, measured, samples))
     return comparisons
 
 
@@ -192,7 +231,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
     parser.add_argument("--level-seconds", type=float,
                         help="Measured seconds per level for every target (default: each target's).")
+    parser.add_argument("--poisson-seconds", type=float,
+                        help="Measured seconds of each Poisson level a p95 is compared on, likewise.")
     parser.add_argument("--warmup-seconds", type=float, help="Warm-up seconds per level, likewise.")
+    parser.add_argument("--poisson-warmup-seconds", type=float,
+                        help="Warm-up seconds of each Poisson level a p95 is compared on, likewise.")
     parser.add_argument("--json", type=Path, default=WORK / "results" / "latest.json")
     return parser.parse_args(argv)
 
@@ -204,11 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
           f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels -> profile; the "
           "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
-          f"measure p95 at {loads} of the modelled saturation; bench's sweep measures the highest "
-          "rate within the SLO. Requests: chat, streamed, fixed prompt and output tokens "
-          "(ignore_eos) per target.",
+          f"measure p95 at {loads} of the modelled saturation and at rates around the predicted "
+          "highest rate within the SLO (measured: where the measured p95 crosses it). Requests: "
+          "chat, streamed, fixed prompt and output tokens (ignore_eos) per target.",
           flush=True)
     specs = [replace(TARGETS[name], level_s=arguments.level_seconds or TARGETS[name].level_s,
+                     poisson_s=arguments.poisson_seconds or TARGETS[name].poisson_s,
+                     poisson_warmup_s=arguments.poisson_warmup_seconds or TARGETS[name].poisson_warmup_s,
                      warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s) for name in names]
     comparisons = [c for spec in specs for c in check_target(spec, arguments.slo_at, loads)]
     print(f"load average at end: {load_average()}")

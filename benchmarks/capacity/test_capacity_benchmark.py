@@ -19,7 +19,8 @@ bench = load_script(Path(__file__).resolve().parent / "run.py", "capacity_benchm
 def test_a_short_run_prints_predicted_against_measured(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
-    code = bench.main(["--only", "simulator", "--level-seconds", "1", "--warmup-seconds", "0.2",
+    code = bench.main(["--only", "simulator", "--level-seconds", "1", "--poisson-seconds", "1",
+                       "--warmup-seconds", "0.2", "--poisson-warmup-seconds", "0.2",
                        "--json", str(out)])
     printed = capsys.readouterr().out
     results = json.loads(out.read_text())

@@ -15,6 +15,14 @@ def quantile_samples(quantile: Callable[[float], float], count: int = SAMPLES) -
     return [quantile((i + 0.5) / count) for i in range(count)]
 
 
+def exponential_samples(mean: float, count: int = SAMPLES) -> list[float]:
+    """Quantile samples of an exponential distribution, scaled so that their mean is exact
+    (a finite grid misses a sliver of the tail)."""
+    samples = quantile_samples(exponential(mean), count)
+    scale = mean * count / math.fsum(samples)
+    return [x * scale for x in samples]
+
+
 def exponential(mean: float) -> Callable[[float], float]:
     """The quantile function of an exponential distribution."""
     return lambda u: -mean * math.log1p(-u)
@@ -59,7 +67,7 @@ def mmc_profile(servers: int, service_rate: float) -> dict[str, Any]:
     levels, n = [], 1
     while True:
         n = min(n, servers)
-        levels.append(closed_level(n, n * service_rate, quantile_samples(exponential(1 / service_rate))))
+        levels.append(closed_level(n, n * service_rate, exponential_samples(1 / service_rate)))
         if n == servers:
             return profile(levels)
         n *= 2

@@ -1,4 +1,5 @@
-"""The queue model against queues whose answers are known in closed form (M/M/1, M/M/c)."""
+"""The queue model against queues whose answers are known in closed form (M/M/1, M/M/c, M/D/1,
+M/G/1-PS). The model simulates, so figures agree within its sampling error (a few percent)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import pytest
 from plan_profiles import (
     closed_level,
     erlang_c,
-    exponential,
+    exponential_samples,
     mmc_percentile,
     mmc_profile,
     profile,
-    quantile_samples,
 )
 
 from switchgear.capacity.plan.model import QueueModel
@@ -29,21 +29,21 @@ def test_reproduces_mmc_mean_and_p95(servers: int, load: float) -> None:
     model = model_of(mmc_profile(servers, service_rate))
     rate = load * servers * service_rate
     mean = erlang_c(servers, service_rate, rate) / (servers * service_rate - rate) + 1 / service_rate
-    assert model.mean(rate) == pytest.approx(mean, rel=0.01)
+    assert model.mean(rate) == pytest.approx(mean, rel=0.02)
     for q in (0.95, 0.99):
         assert model.percentile(rate, q) == pytest.approx(mmc_percentile(servers, service_rate, rate, q),
-                                                          rel=0.01)
+                                                          rel=0.04)
 
 
 def test_highest_rate_within_slo_is_where_mm1_p95_meets_it() -> None:
     # M/M/1: time in system is Exp(μ - λ), so p95 <= s exactly while λ <= μ - ln(20) / s.
     model = model_of(mmc_profile(1, 10.0))
-    assert model.max_rate({0.95: 0.5}) == pytest.approx(10 - math.log(20) / 0.5, rel=0.01)
+    assert model.max_rate({0.95: 0.5}) == pytest.approx(10 - math.log(20) / 0.5, rel=0.02)
 
 
 def test_unstable_rates_have_no_finite_latency() -> None:
     model = model_of(mmc_profile(2, 5.0))
-    assert model.saturation == 10.0
+    assert model.saturation == pytest.approx(10.0, rel=1e-3)
     assert math.isinf(model.percentile(10.0, 0.95))
     assert math.isinf(model.mean(12.0))
     assert model.error_rate(10.0) == 1.0
@@ -54,17 +54,29 @@ def test_a_tighter_slo_than_the_idle_latency_allows_no_rate() -> None:
     assert model.max_rate({0.95: 0.01}) == 0.0
 
 
-def test_latency_interpolates_between_measured_levels() -> None:
-    # Levels 1 and 3 with constant latencies 0.1 and 0.3: a state served like level 2 takes 0.2.
-    document = profile([closed_level(1, 10.0, [0.1] * 100), closed_level(3, 10.0, [0.3] * 100)])
-    model = model_of(document)
-    assert model.percentile(0.0, 0.5) == pytest.approx(0.1, rel=1e-6)
-    # Throughput 10 from one request on, constant service (beta 1/2): p(k) = (1-r) r^k with
-    # r = (rate/10)^2; level 2 on finding one other.
+def test_requests_in_service_share_it_as_on_a_batching_engine() -> None:
+    # Throughput 10/s however many run at once (levels 1, 2, 4 taking 0.1, 0.2, 0.4 s each) with
+    # four slots: up to four requests share the server (processor sharing), a fifth waits.
+    levels = [closed_level(n, 10.0, [0.1 * n] * 1000) for n in (1, 2, 4)]
+    model = QueueModel(parse_profile(profile(levels)).closed_loop, slots=4)
+    assert model.saturation == pytest.approx(10.0)
+    assert model.percentile(0.0, 0.5) == pytest.approx(0.1)
+    # M/G/1-PS: the mean time in system is E[S] / (1 - rho) whatever the service distribution;
+    # the sharing is cut at four, so allow for the few arrivals that find four running.
     rate = 5.0
-    assert model.queue_factor == pytest.approx(0.5)
-    assert model.cdf(rate, 0.1) == pytest.approx(0.75, abs=1e-9)
-    assert model.cdf(rate, 0.2) == pytest.approx(0.75 + 0.25 * 0.75, abs=1e-9)
+    assert model.mean(rate) == pytest.approx(0.1 / (1 - 0.5), rel=0.05)
+    # A request is slowed by those that arrive while it runs: latencies spread out, unlike M/D/1,
+    # where an arrival that finds the server idle is served in exactly 0.1 s.
+    assert model.cdf(rate, 0.1 + 1e-9) < 0.45
+    md1 = QueueModel(parse_profile(profile(levels)).closed_loop, slots=1)
+    assert md1.cdf(rate, 0.1 + 1e-9) == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_slots_default_to_where_throughput_stops_rising() -> None:
+    samples = exponential_samples(0.1, 1000)
+    levels = [closed_level(n, min(n, 4) * 10.0, [x * max(1, n / 4) for x in samples]) for n in (1, 2, 4, 8)]
+    assert QueueModel(parse_profile(profile(levels)).closed_loop).slots == 4
+    assert QueueModel(parse_profile(profile(levels)).closed_loop, slots=8).slots == 8
 
 
 @pytest.mark.parametrize("load", [0.8, 0.9, 0.95])
@@ -79,7 +91,7 @@ def test_constant_service_queues_like_md1(load: float) -> None:
 
 
 def test_errors_follow_the_levels_error_shares() -> None:
-    samples = quantile_samples(exponential(0.1), 1000)
+    samples = exponential_samples(0.1, 1000)
     document = profile([closed_level(1, 10.0, samples), closed_level(2, 20.0, samples, errors=1000)])
     model = model_of(document)
     assert model.error_rate(0.0) == 0.0

@@ -10,6 +10,7 @@ import pytest
 from plan_profiles import (
     closed_level,
     exponential,
+    exponential_samples,
     mmc_percentile,
     mmc_profile,
     open_level,
@@ -36,8 +37,8 @@ def test_instances_at_the_target_utilization_for_the_grown_peak() -> None:
     assert plan["utilization"] == pytest.approx(0.5)
     predicted = plan["predicted"]
     assert predicted["rate_per_instance"] == pytest.approx(20.0)
-    assert predicted["p95_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE, 20.0, 0.95), rel=0.01)
-    assert predicted["p99_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE, 20.0, 0.99), rel=0.01)
+    assert predicted["p95_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE, 20.0, 0.95), rel=0.04)
+    assert predicted["p99_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE, 20.0, 0.99), rel=0.04)
 
 
 def test_a_tight_slo_needs_more_instances_than_the_utilization_target() -> None:
@@ -102,7 +103,7 @@ def test_compute_limits_first_when_nothing_else_is_known() -> None:
     plan = plan_for(Targets(peak_rate=40, slo_p95_s=10.0, target_utilization=0.5))
     assert plan["limiting_resource"]["name"] == "slots/compute"
     assert "40.00 req/s per instance" in plan["limiting_resource"]["evidence"]
-    assert plan["limits"][0]["headroom"] == pytest.approx(2.0)
+    assert plan["limits"][0]["headroom"] == pytest.approx(2.0, rel=1e-3)
 
 
 def test_memory_limits_first_when_fewer_sequences_fit_than_saturation_needs() -> None:
@@ -152,7 +153,7 @@ def test_a_profile_short_of_saturation_is_flagged() -> None:
     document = mmc_profile(SERVERS, SERVICE_RATE)
     assert any("may not reach saturation" in note
                for note in plan_for(Targets(peak_rate=10), document)["calibration"]["notes"])
-    samples = quantile_samples(exponential(0.1), 1000)
+    samples = exponential_samples(0.1, 1000)
     document["levels"].append(closed_level(8, 40.0, [2 * x for x in samples]))
     assert not any("may not reach saturation" in note
                    for note in plan_for(Targets(peak_rate=10), document)["calibration"]["notes"])

@@ -42,6 +42,10 @@ _SHARE = click.FloatRange(0, 1, min_open=True)
               help="Bytes on the wire per request (default: estimated from the token counts).")
 @click.option("--upstream-rpm", type=_POSITIVE, help="An upstream's limit in requests per minute.")
 @click.option("--upstream-tpm", type=_POSITIVE, help="An upstream's limit in tokens per minute.")
+@click.option("--slots", type=click.IntRange(min=1),
+              help="Requests one instance serves at once (e.g. llama-server --parallel, vLLM "
+                   "max_num_seqs); beyond them requests wait. Default: the lowest benched "
+                   "concurrency whose throughput is within 3% of the highest.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the plan as JSON to this file ('-': stdout instead of the table).")
 @click.option("--markdown", is_flag=True, help="Print Markdown instead of the text table.")
@@ -52,7 +56,7 @@ def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | N
          pipeline_feed: float | None, memory_per_instance_gb: float | None,
          kv_mb_per_1k_tokens: float | None, network_gbps: float | None,
          bytes_per_request: float | None, upstream_rpm: float | None, upstream_tpm: float | None,
-         json_path: Path | None, markdown: bool) -> None:
+         slots: int | None, json_path: Path | None, markdown: bool) -> None:
     """Plan capacity from a bench profile: instances, expected p95/p99, utilization, cost,
     power, what limits scaling first and the spend a starved data pipeline wastes."""
     # Imported here so that other commands do not load numpy.
@@ -69,7 +73,7 @@ def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | N
                             pipeline_feed),
         resources=Resources(memory_per_instance_gb, kv_mb_per_1k_tokens, network_gbps, upstream_rpm,
                             upstream_tpm),
-        bytes_per_request=bytes_per_request)
+        bytes_per_request=bytes_per_request, slots=slots)
     try:
         result = make_plan(load_profile(profile_path, latency), inputs)
     except (ProfileError, PlanError) as error:

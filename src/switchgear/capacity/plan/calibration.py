@@ -60,11 +60,12 @@ def _notes(model: QueueModel, unusable: int) -> list[str]:
     return notes
 
 
-def calibrate(profile: Profile) -> Calibration:
-    """The model of the profile's closed-loop levels. Where the profile also has open-loop
+def calibrate(profile: Profile, slots: int | None = None) -> Calibration:
+    """The model of the profile's closed-loop levels (``slots``: the server's concurrency limit,
+    where known; see ``QueueModel``). Where the profile also has open-loop
     levels below saturation, every latency is scaled by the geometric mean of measured / model
     p95 over them (the checks report the uncorrected model)."""
-    model = QueueModel(profile.closed_loop)
+    model = QueueModel(profile.closed_loop, slots=slots)
     checks = _checks(model, profile)
     unusable = len(profile.open_loop) - len(checks)
     notes = _notes(model, unusable)

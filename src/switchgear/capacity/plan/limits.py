@@ -62,8 +62,9 @@ class Limit:
 def compute_limit(model: QueueModel, instances: int) -> Limit:
     """Slots/compute: the measured saturation throughput per instance."""
     return Limit("slots/compute", instances * model.saturation, True,
-                 f"saturation {model.saturation:.2f} req/s per instance measured closed-loop at "
-                 f"concurrency {model.n_max}; x {instances} instance(s)")
+                 f"saturation {model.saturation:.2f} req/s per instance with {model.slots} requests in "
+                 f"service (closed-loop levels up to concurrency {model.n_max}); x {instances} "
+                 "instance(s)")
 
 
 def memory_limit(model: QueueModel, instances: int, workload: Workload,

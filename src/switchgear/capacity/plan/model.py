@@ -1,20 +1,20 @@
-"""The capacity model: a load-dependent birth-death queue calibrated on closed-loop levels.
+"""The capacity model: a processor-sharing queue calibrated on closed-loop levels, simulated.
 
-From closed-loop levels at concurrency n (1, 2, 4, ...) it takes the measured throughput X(n)
-and the latency samples L_n. For open arrivals at rate λ the number of requests in the system
-is a birth-death chain with birth rate λ and death rate μ(k) = X(k) (linear between measured n,
-made non-decreasing, flat at X(n_max) beyond). By PASTA an arrival finding k others is served
-like a request of the closed-loop level k+1 (quantile functions interpolated between measured
-levels); finding k >= n_max others it first waits for k+1-n_max departures at rate X(n_max).
-Given that it waits, that number is geometric, so the wait is exponential and its latency is
-that wait plus a draw from L_{n_max}. The latency CDF is the exact mixture over states, on a grid
-of quantiles of each level; percentiles come from it by bisection.
+From closed-loop levels at concurrency n (1, 2, 4, ...) it takes the mean latency m_n, the
+throughput X(n) = n / m_n (Little's law: a level's own request count over its seconds runs high
+when latencies are long against the level, by the requests it finishes from its warm-up) and the
+latency samples of the lowest level. An instance has ``slots`` (the server's
+concurrency limit where the operator knows it, else the lowest measured n whose throughput is
+within 3% of the highest). With k requests in service, k <= slots, each advances at speed
+m_1 / m(k), where k / m(k) is linear in k between the measured levels: a closed-loop level n is
+served in its measured mean latency, and a request is slowed by those that arrive while it runs,
+as on a continuous-batching engine, not only by those it finds. Requests beyond the slots wait
+for one in arrival order. Each request's work is drawn from the lowest level's latencies.
 
-Where the throughput has saturated, the chain's ratio p(k+1)/p(k) = λ/X is raised to 1/β with
-β = (1 + CV²)/2 of the service time (the latency at the lowest concurrency): queues of requests
-that take about the same time are shorter than with exponential ones (Allen-Cunneen; exact as
-the load -> 1 for the mean). With X(n) = min(n, c)·μ and exponential L up to n = c, β = 1 and this is
-exactly M/M/c.
+Under Poisson arrivals at a rate the queue is simulated (``simulation.simulate``; fixed seed and
+the same draws for every rate, so answers are repeatable and move smoothly with the rate), and
+latency percentiles, the mean and the error share are read from the simulated requests. With
+n / m_n = min(n, c) μ and exponential work this is M/M/c; with one slot and constant work, M/D/1.
 """
 
 from __future__ import annotations
@@ -26,25 +26,21 @@ import numpy as np
 import numpy.typing as npt
 
 from switchgear.capacity.plan.profile import Level, ProfileError
+from switchgear.capacity.plan.simulation import Simulated, simulate
 
 Array = npt.NDArray[np.float64]
 
-QUANTILE_POINTS = 2000
-BISECTION_STEPS = 60
 SATURATED = 0.03
-
-
-def queue_factor(service_times: Array) -> float:
-    """(1 + CV^2) / 2 of the service times: how much queueing there is against exponential
-    service (the Allen-Cunneen factor; 1 for exponential, 1/2 for constant service)."""
-    mean = float(service_times.mean())
-    return (1 + float(service_times.var()) / mean**2) / 2 if mean > 0 else 1.0
+SIMULATED_REQUESTS = 60_000
+WARMUP_SHARE = 0.05
+RATE_PRECISION = 1e-4
 
 
 class QueueModel:
     """Latency and errors of one instance under Poisson arrivals, from its closed-loop levels."""
 
-    def __init__(self, levels: Sequence[Level], latency_scale: float = 1.0) -> None:
+    def __init__(self, levels: Sequence[Level], latency_scale: float = 1.0,
+                 slots: int | None = None, requests: int = SIMULATED_REQUESTS, seed: int = 0) -> None:
         usable = sorted((lv for lv in levels if lv.concurrency and lv.latencies),
                         key=lambda lv: lv.concurrency or 0)
         if not usable:
@@ -52,101 +48,81 @@ class QueueModel:
         self.levels = tuple(usable)
         self.latency_scale = latency_scale
         self.concurrency = np.array([float(lv.concurrency or 0) for lv in usable])
-        self.throughput = np.maximum.accumulate(np.array([lv.request_rate for lv in usable]))
+        means = np.array([np.mean(lv.latencies) for lv in usable])
+        self.throughput = np.maximum.accumulate(self.concurrency / means)
         self.error_share = np.array([lv.error_share for lv in usable])
         self.n_max = int(self.concurrency[-1])
-        self.saturation = float(self.throughput[-1])
-        grid = (np.arange(QUANTILE_POINTS) + 0.5) / QUANTILE_POINTS
-        measured = np.array([np.quantile(np.array(lv.latencies), grid) for lv in usable])
-        self._quantiles = np.array([self._interpolate(measured, m) for m in range(1, self.n_max + 1)])
-        self._service_rates = np.interp(np.arange(1, self.n_max + 1),
-                                        np.concatenate(([0.0], self.concurrency)),
-                                        np.concatenate(([0.0], self.throughput)))
-        self.queue_factor = queue_factor(np.array(usable[0].latencies))
-        self._saturated = self._service_rates >= (1 - SATURATED) * self.saturation
+        self.slots = slots or self._knee()
+        self._requests, self._seed = requests, seed
+        self.work = np.array(usable[0].latencies, dtype=np.float64)
+        self._speeds = self._speeds_by_concurrency(float(means[0]))
+        self.saturation = self.throughput_at(self.slots)
+        rng = np.random.default_rng(seed)
+        self._gaps = rng.exponential(1.0, requests).cumsum().tolist()
+        self._draws = rng.choice(self.work, requests).tolist()
+        self._runs: dict[float, tuple[Array, Array]] = {}
 
-    def _interpolate(self, measured: Array, m: int) -> Array:
-        """The quantile function of level m: between the measured levels around it, weighted."""
-        above = int(np.searchsorted(self.concurrency, m))
-        if above == 0:
-            return np.asarray(measured[0], dtype=np.float64)
-        low, high = self.concurrency[above - 1], self.concurrency[above]
-        weight = (m - low) / (high - low)
-        return np.asarray((1 - weight) * measured[above - 1] + weight * measured[above], dtype=np.float64)
+    def _knee(self) -> int:
+        """The lowest measured concurrency whose throughput is within 3% of the highest."""
+        reached = self.throughput >= (1 - SATURATED) * self.throughput[-1]
+        return int(self.concurrency[int(np.argmax(reached))])
+
+    def _speeds_by_concurrency(self, lowest_mean: float) -> list[float]:
+        """Speed of each request in service with k = 0..slots in service: m_1 / m(k) =
+        m_1 X(k) / k (``speeds[0]`` is never used)."""
+        return [1.0, *(lowest_mean * self.throughput_at(k) / k for k in range(1, self.slots + 1))]
 
     def with_latency_scale(self, scale: float) -> QueueModel:
         """The same model with every latency multiplied by ``scale`` (an open-loop correction)."""
-        return QueueModel(self.levels, scale)
+        return QueueModel(self.levels, scale, self.slots, self._requests, self._seed)
 
     def stable(self, rate: float) -> bool:
         """Whether the queue stays finite at ``rate`` arrivals/s."""
         return 0 <= rate < self.saturation
 
-    def _state_weights(self, rate: float) -> tuple[Array, float]:
-        """P(an arrival finds m-1 others) for m = 1..n_max, and P(it finds n_max or more)."""
-        if rate <= 0:
-            weights = np.zeros(self.n_max)
-            weights[0] = 1.0
-            return weights, 0.0
-        # log p_k = sum_{j<=k} log(rate / mu(j)), k = 0..n_max-1; beyond, geometric with rho.
-        steps = np.log(rate / self._service_rates[:-1])
-        steps = np.where(self._saturated[:-1], steps / self.queue_factor, steps)
-        logs = np.concatenate(([0.0], np.cumsum(steps)))
-        ratio = self._tail_ratio(rate)
-        log_tail = logs[-1] + math.log(ratio / (1 - ratio))
-        top = max(float(logs.max()), log_tail)
-        weights = np.exp(logs - top)
-        tail = math.exp(log_tail - top)
-        total = float(weights.sum()) + tail
-        return weights / total, tail / total
-
-    def _tail_ratio(self, rate: float) -> float:
-        """p(k+1) / p(k) in the saturated states."""
-        return float((rate / self.saturation) ** (1 / self.queue_factor))
+    def _run(self, rate: float) -> tuple[Array, Array]:
+        """Sorted simulated latencies (unscaled) at ``rate``, and each request's error share."""
+        if rate not in self._runs:
+            if rate <= 0:
+                latencies, found = np.sort(self.work), np.zeros(len(self.work), dtype=np.int64)
+            else:
+                run: Simulated = simulate([gap / rate for gap in self._gaps], self._draws,
+                                          self._speeds, self.slots)
+                skip = int(self._requests * WARMUP_SHARE)
+                latencies, found = np.sort(run.sojourn[skip:]), run.found[skip:]
+            shares = np.interp(np.minimum(found + 1, self.n_max), self.concurrency, self.error_share)
+            self._runs[rate] = (latencies, shares)
+        return self._runs[rate]
 
     def cdf(self, rate: float, latency: float) -> float:
         """P(latency <= ``latency`` seconds) for a request arriving at ``rate`` arrivals/s."""
         if not self.stable(rate):
             return 0.0
-        t = latency / self.latency_scale
-        weights, tail = self._state_weights(rate)
-        served = (self._quantiles <= t).mean(axis=1)
-        last = self._quantiles[-1]
-        wait_rate = self.saturation * (1 - self._tail_ratio(rate))
-        queued = float(np.where(last <= t, -np.expm1(-wait_rate * (t - last)), 0.0).mean())
-        return float(weights @ served) + tail * queued
+        latencies = self._run(rate)[0]
+        return float(np.searchsorted(latencies, latency / self.latency_scale, "right") / len(latencies))
 
     def percentile(self, rate: float, q: float) -> float:
         """The q-quantile (0 < q < 1) of latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        low, high = 0.0, float(self._quantiles.max()) * self.latency_scale
-        while self.cdf(rate, high) < q:
-            low, high = high, high * 2 + 1e-3
-        for _ in range(BISECTION_STEPS):
-            middle = (low + high) / 2
-            low, high = (middle, high) if self.cdf(rate, middle) < q else (low, middle)
-        return high
+        return float(np.quantile(self._run(rate)[0], q)) * self.latency_scale
 
     def mean(self, rate: float) -> float:
         """Mean latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        weights, tail = self._state_weights(rate)
-        means = self._quantiles.mean(axis=1)
-        wait = 1 / (self.saturation * (1 - self._tail_ratio(rate)))
-        return (float(weights @ means) + tail * (wait + float(means[-1]))) * self.latency_scale
+        return float(self._run(rate)[0].mean()) * self.latency_scale
 
     def error_rate(self, rate: float) -> float:
-        """Share of requests failing at ``rate``: each state's level's measured error share."""
+        """Share of requests failing at ``rate``: the error share measured at the concurrency
+        each simulated request found (itself included)."""
         if not self.stable(rate):
             return 1.0
-        weights, tail = self._state_weights(rate)
-        shares = np.interp(np.arange(1, self.n_max + 1), self.concurrency, self.error_share)
-        return float(weights @ shares) + tail * float(shares[-1])
+        return float(self._run(rate)[1].mean())
 
     def throughput_at(self, concurrency: float) -> float:
-        """Measured throughput with ``concurrency`` requests in the instance (interpolated)."""
+        """Throughput with ``concurrency`` requests in the instance (linear between levels, flat
+        beyond the highest)."""
         return float(np.interp(concurrency, np.concatenate(([0.0], self.concurrency)),
                                np.concatenate(([0.0], self.throughput))))
 
@@ -161,9 +137,9 @@ class QueueModel:
     def max_rate(self, percentiles: Mapping[float, float], error_cap: float | None = None) -> float:
         """The highest arrival rate at which :meth:`meets` holds (0 where none does)."""
         low, high = 0.0, self.saturation
-        if not self.meets(1e-9 * self.saturation, percentiles, error_cap):
+        if not self.meets(0.0, percentiles, error_cap):
             return 0.0
-        for _ in range(40):
+        while high - low > RATE_PRECISION * self.saturation:
             middle = (low + high) / 2
             low, high = (middle, high) if self.meets(middle, percentiles, error_cap) else (low, middle)
         return low

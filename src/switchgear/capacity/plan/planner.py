@@ -55,6 +55,7 @@ class PlanInputs:
     economics: Economics = field(default_factory=Economics)
     resources: Resources = field(default_factory=Resources)
     bytes_per_request: float | None = None
+    slots: int | None = None
 
 
 class PlanError(ValueError):
@@ -146,6 +147,7 @@ def _calibration(calibration: Calibration, latency: str) -> dict[str, Any]:
     return {"latency": latency, "closed_loop_levels": [
                 {"concurrency": int(n), "request_rate": float(x)}
                 for n, x in zip(model.concurrency, model.throughput, strict=True)],
+            "slots": model.slots,
             "latency_scale": model.latency_scale,
             "open_loop_checks": [{**asdict(check), "error": check.error} for check in calibration.checks],
             "notes": list(calibration.notes)}
@@ -156,7 +158,7 @@ def make_plan(profile: Profile, inputs: PlanInputs) -> dict[str, Any]:
     targets, economics = with_profile_slo(inputs.targets, profile), inputs.economics
     if targets.rate <= 0:
         raise PlanError("the peak rate must be above zero")
-    calibration = calibrate(profile)
+    calibration = calibrate(profile, inputs.slots)
     model = calibration.model
     max_rate = _max_rate(model, targets)
     instances = instances_for(model, targets.rate, targets, max_rate)
