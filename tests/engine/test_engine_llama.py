@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import aclosing
 from dataclasses import replace
@@ -21,7 +22,13 @@ from switchgear.engine.job import (
     SamplingParams,
     TokenDelta,
 )
-from switchgear.engine.runner import SMOLLM2_FILE, LlamaRunner, default_model_path
+from switchgear.engine.runner import (
+    SMOLLM2_FILE,
+    Interrupted,
+    LlamaRunner,
+    SlotFeed,
+    default_model_path,
+)
 from switchgear.engine.scheduler import BatchScheduler
 from switchgear.errors import ContextWindowExceeded
 
@@ -176,6 +183,33 @@ async def test_preempted_batch_streams_resume_to_the_same_text() -> None:
         assert engine.stats().preemptions >= 1
     finally:
         await engine.stop()
+        runner.close()
+
+
+def test_an_interrupted_step_leaves_no_trace_and_runs_again_to_the_same_token() -> None:
+    runner = LlamaRunner(n_ctx=256, seed=0, max_sequences=2, kv_tokens=512)
+    try:
+        prompt = runner.prompt_tokens(chat(8, content=" ".join(TOPICS * 8)).request)
+        greedy = SamplingParams(8, temperature=0.0)
+        for slot in (0, 1):
+            runner.open_slot(slot, greedy)
+        alone = runner.decode([SlotFeed(1, prompt, 0, True)])
+        # Stopped before it starts, and part-way (a prompt this long takes tens of milliseconds).
+        runner.interrupt()
+        with pytest.raises(Interrupted):
+            runner.decode([SlotFeed(0, prompt, 0, True)])
+        stopper = threading.Timer(0.005, runner.interrupt)
+        stopper.start()
+        with pytest.raises(Interrupted):
+            runner.decode([SlotFeed(0, prompt, 0, True)])
+        stopper.join()
+        # The cells it wrote are gone (positions 0.. can be fed again) and the answer is the same.
+        assert runner.decode([SlotFeed(0, prompt, 0, True)]) == alone
+        token = alone[0]
+        assert token is not None
+        following = runner.decode([SlotFeed(slot, [token], len(prompt), True) for slot in (0, 1)])
+        assert following[0] == following[1]
+    finally:
         runner.close()
 
 

@@ -28,7 +28,7 @@ from switchgear.engine.job import (
     SamplingParams,
     TokenDelta,
 )
-from switchgear.engine.runner import Runner, SlotFeed
+from switchgear.engine.runner import Interrupted, Runner, SlotFeed
 from switchgear.engine.scheduler import BatchScheduler
 from switchgear.errors import (
     ContextWindowExceeded,
@@ -47,7 +47,8 @@ class FakeRunner(Runner):
     is "t{n} " for the n-th generated token, so a stream shows whether any token was lost or
     repeated (across a preemption too).
 
-    A step feeding a prompt with the word "hold" waits for ``release``; "fail" raises an
+    A step feeding a prompt with the word "hold" waits for ``release`` (or ``interrupt``, which
+    stops it with ``Interrupted``); "fail" raises an
     UpstreamError and "crash" a ValueError. Each step's feeds are recorded, and the first words
     of each prompt as it starts.
     """
@@ -56,6 +57,7 @@ class FakeRunner(Runner):
         self._n_ctx = n_ctx
         self.step_seconds = step_seconds
         self.release = threading.Event()
+        self.stop = threading.Event()
         self.words: list[str] = []
         self.started: list[str] = []
         self.steps: list[list[SlotFeed]] = []
@@ -94,13 +96,24 @@ class FakeRunner(Runner):
         said = {self.words[token] for feed in prompts for token in feed.tokens
                 if token < GENERATED}
         if "hold" in said:
-            assert self.release.wait(WAIT)
+            deadline = time.monotonic() + WAIT
+            while not self.release.wait(0.001):
+                assert time.monotonic() < deadline
+                if self.stop.is_set():
+                    self.stop.clear()
+                    raise Interrupted
         if "fail" in said:
             raise UpstreamError("the fake model failed")
         if "crash" in said:
             raise ValueError("secret internals")
         return [GENERATED + feed.position + len(feed.tokens) - self.prompt_lengths[feed.slot]
                 if feed.sample else None for feed in feeds]
+
+    def interrupt(self) -> None:
+        self.stop.set()
+
+    def resume(self) -> None:
+        self.stop.clear()
 
     def piece(self, token: int) -> bytes:
         return f"t{token - GENERATED} ".encode()
@@ -284,6 +297,34 @@ async def test_interactive_work_preempts_batch_work_which_resumes_where_it_was()
         for events in rest:  # every token once, in order, across the preemption
             assert "t0 " + texts(events) == "".join(f"t{n} " for n in range(400))
             assert events[-1] == Finished("length", Usage(2, 400))
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("tier", ["interactive", "standard", "batch"])
+async def test_higher_tier_work_interrupts_a_batch_step_in_progress(tier: str) -> None:
+    # The batch job's prompt step holds until released; a higher-tier job stops that step at
+    # once (it runs again later, nothing lost) and gets its first token while it would still hold.
+    runner, engine = make_engine(max_sequences=2)
+    engine.start()
+    try:
+        held = await engine.submit(Job(CompletionRequest("hold batch", SamplingParams(max_tokens=3)),
+                                       tier="batch"))
+        await wait_until(lambda: engine.busy)
+        newcomer = await engine.submit(Job(CompletionRequest("new work", SamplingParams(max_tokens=2)),
+                                           tier=tier))
+        async with asyncio.timeout(WAIT):
+            if tier != "batch":
+                assert await anext(newcomer) == TokenDelta("t0 ")
+                assert not runner.release.is_set()
+            runner.release.set()
+            rest = await collect(newcomer)
+            batch = await collect(held)
+        assert texts(batch) == "t0 t1 t2 "
+        interrupted = 0 if tier == "batch" else 1
+        assert engine.stats().interrupted_steps == interrupted
+        assert runner.started.count("hold batch") == 1 + interrupted  # read again after the stop
+        assert rest[-1] == Finished("length", Usage(2, 2))
     finally:
         await engine.stop()
 

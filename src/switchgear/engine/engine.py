@@ -27,8 +27,8 @@ from switchgear.engine.job import (
     Job,
     TokenDelta,
 )
-from switchgear.engine.runner import Runner, SlotFeed
-from switchgear.engine.scheduler import BatchScheduler, Plan, Sequence
+from switchgear.engine.runner import Interrupted, Runner, SlotFeed
+from switchgear.engine.scheduler import BATCH_RANK, BatchScheduler, Plan, Sequence
 from switchgear.engine.stats import EngineStats, StepCounters
 from switchgear.engine.text import StopSequenceText
 from switchgear.errors import (
@@ -127,6 +127,7 @@ class Engine:
         self._sequences: dict[Job, Sequence] = {}
         self._open_slots: dict[int, Sequence] = {}  # the worker thread's own
         self._counters = StepCounters()
+        self._batch_only_step = False  # the step running now feeds only batch-tier sequences
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -207,6 +208,10 @@ class Engine:
             self._streams[sequence] = _Stream(channel, request.sampling.stop)
             self._sequences[job] = sequence
             self._scheduler.add(sequence)
+            if self._batch_only_step and sequence.rank < BATCH_RANK:
+                # Higher-tier work does not wait for a batch-tier step to end (~30 ms at 8).
+                self._runner.interrupt()
+                self._batch_only_step = False
             self._lock.notify()
         return JobEvents(job, channel, self._withdraw)
 
@@ -235,6 +240,10 @@ class Engine:
         started = time.monotonic()
         try:
             sampled = self._run(plan)
+        except Interrupted:  # higher-tier work arrived: schedule again, it goes first
+            with self._lock:
+                self._counters.record_interrupted(time.monotonic() - started)
+            return True
         except Exception as error:  # every failure ends the batch's sequences
             self._fail_batch(plan, error)
             return True
@@ -258,6 +267,9 @@ class Engine:
                         self._finish(sequence, "stop")
                 plan = self._scheduler.schedule()
                 if plan.feeds:
+                    self._runner.resume()
+                    self._batch_only_step = all(feed.sequence.rank == BATCH_RANK
+                                                for feed in plan.feeds)
                     return plan
                 if self._stopping and not self._scheduler.running:
                     return None

@@ -28,6 +28,8 @@ FIGURES = (
     ("generated_tokens", "counter", "generated_tokens", "Tokens sampled."),
     ("preemptions", "counter", "preemptions",
      "Sequences preempted for higher-tier work or KV room."),
+    ("interrupted_steps", "counter", "interrupted_steps",
+     "Batch-tier steps stopped part-way because higher-tier work arrived."),
     ("busy_seconds", "counter", "busy_seconds", "Seconds spent running steps."),
 )
 

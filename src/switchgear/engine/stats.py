@@ -30,6 +30,7 @@ class EngineStats:
     last_batch_tokens: int
     last_batch_sequences: int
     preemptions: int
+    interrupted_steps: int
     busy_seconds: float
     uptime_seconds: float
 
@@ -55,6 +56,7 @@ class StepCounters:
         self.last_batch_tokens = 0
         self.last_batch_sequences = 0
         self.preemptions = 0
+        self.interrupted_steps = 0
         self.busy_seconds = 0.0
 
     def restart(self, now: float) -> None:
@@ -71,6 +73,11 @@ class StepCounters:
         self.fed_tokens += self.last_batch_tokens
         self.generated_tokens += sum(1 for feed in plan.feeds if feed.samples)
 
+    def record_interrupted(self, seconds: float) -> None:
+        """Count a step that was stopped for higher-tier work after ``seconds``."""
+        self.interrupted_steps += 1
+        self.busy_seconds += seconds
+
     def snapshot(self, *, busy_slots: int, slots: int, waiting: int, kv_used: int,
                  kv_tokens: int, now: float) -> EngineStats:
         """These counters with the scheduler's current state."""
@@ -79,4 +86,5 @@ class StepCounters:
             kv_tokens=kv_tokens, steps=self.steps, fed_tokens=self.fed_tokens,
             generated_tokens=self.generated_tokens, last_batch_tokens=self.last_batch_tokens,
             last_batch_sequences=self.last_batch_sequences, preemptions=self.preemptions,
-            busy_seconds=self.busy_seconds, uptime_seconds=max(0.0, now - self._started))
+            interrupted_steps=self.interrupted_steps, busy_seconds=self.busy_seconds,
+            uptime_seconds=max(0.0, now - self._started))
