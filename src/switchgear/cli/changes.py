@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from switchgear.cli.options import ADMIN_URL, AS_JSON, READER_KEY, admin_request, echo_report
+from switchgear.cli.options import (
+    ADMIN_URL,
+    AS_JSON,
+    READER_KEY,
+    admin_request,
+    echo_report,
+    window_option,
+)
 from switchgear.cli.tables import table
 from switchgear.slo.durations import format_duration, parse_duration
 
@@ -27,20 +34,13 @@ def _since(context: click.Context, parameter: click.Parameter, value: str) -> st
         return value
 
 
-def _duration(context: click.Context, parameter: click.Parameter, value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
 @click.command("changes")
 @ADMIN_URL
 @READER_KEY
 @click.option("--since", default="24h", show_default=True, callback=_since,
               help="From when: a duration back from now (90m, 24h, 7d), an ISO 8601 time "
               "(UTC) or epoch seconds.")
-@click.option("--window", default="30m", show_default=True, callback=_duration,
+@click.option("--window", default="30m", show_default=True, callback=window_option,
               help="Each side's length before and after a change (cut at the neighbouring "
               "changes).")
 @click.option("--tenant", help="Only this tenant's requests (operators and viewers: their own).")

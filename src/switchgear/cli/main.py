@@ -13,7 +13,7 @@ import click
 from switchgear import __version__
 from switchgear.cli.bench import bench
 from switchgear.cli.changes import changes
-from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY
+from switchgear.cli.options import ADMIN_KEY, ADMIN_URL, READER_KEY, window_option
 from switchgear.cli.options import admin_request as _admin
 from switchgear.cli.plan import plan
 from switchgear.cli.prompts import prompts
@@ -223,28 +223,13 @@ def latency() -> None:
     """Latency percentiles from the request log (through the gateway's admin API)."""
 
 
-#: Units of a --window duration, in seconds.
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(context: click.Context, parameter: click.Parameter, value: str) -> float:
-    number, unit = value[:-1], value[-1:]
-    try:
-        seconds = float(number) * DURATION_UNITS[unit]
-    except (KeyError, ValueError):
-        raise click.BadParameter("a number and a unit, s, m, h or d (e.g. 90m, 24h, 7d)") from None
-    if not 0 < seconds < float("inf"):
-        raise click.BadParameter("must be more than zero")
-    return seconds
-
-
 @latency.command("report")
 @ADMIN_URL
 @ADMIN_KEY
 @click.option("--by", "group_by", multiple=True, show_default=True,
               type=click.Choice(["model", "deployment", "tenant", "feature"]),
               default=("model", "deployment"), help="Group by (repeat for several).")
-@click.option("--window", default="24h", show_default=True, callback=_duration,
+@click.option("--window", default="24h", show_default=True, callback=window_option,
               help="How far back: a number and s, m, h or d.")
 @click.option("--tenant", help="Only this tenant's requests.")
 @click.option("--format", "output", default="table", show_default=True,

@@ -1,5 +1,5 @@
-"""What the commands that call a running gateway's admin API share: its URL, the key, and the
-call itself (an error is printed and exits 1)."""
+"""What commands share: for those that call a running gateway's admin API its URL, the key, and
+the call itself (an error is printed and exits 1); for any, a duration option's parsing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
+from switchgear.slo.durations import parse_duration
 
 ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=True,
                          envvar="SWITCHGEAR_URL", show_envvar=True,
@@ -20,6 +22,14 @@ READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_env
 
 AS_JSON = click.option("--json", "as_json", is_flag=True,
                        help="Print the raw JSON instead of a table.")
+
+
+def window_option(context: click.Context, parameter: click.Parameter, value: str) -> float:
+    """A duration option (30d, 12h, 90m, 500ms, or seconds) as seconds; a usage error otherwise."""
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def echo_report(report: Any, as_json: bool, render: Callable[[Any], str]) -> None:

@@ -1,21 +1,41 @@
-"""``switchgear plan``: a capacity plan from a ``switchgear bench`` profile and targets."""
+"""``switchgear plan``: a capacity plan from a ``switchgear bench`` profile (or the request log)
+and targets."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from switchgear.cli.options import window_option
+from switchgear.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from switchgear.capacity.plan.profile import Profile
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _SHARE = click.FloatRange(0, 1, min_open=True)
 
 
 @click.command("plan")
-@click.option("--profile", "profile_path", required=True,
+@click.option("--profile", "profile_path",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The JSON profile 'switchgear bench --json' wrote (closed-loop levels).")
+@click.option("--from-log", is_flag=True,
+              help="Calibrate on the request log instead of a profile: the store of --config, "
+                   "the requests of --deployment (and/or --model) over --since, grouped by how "
+                   "many requests the deployment held while each ran.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SWITCHGEAR_CONFIG", show_envvar=True,
+              help="With --from-log: the YAML config whose store holds the log.")
+@click.option("--since", "window_s", default="7d", show_default=True, callback=window_option,
+              help="With --from-log: how far back the log is read (7d, 12h, ...).")
+@click.option("--model", help="With --from-log: only requests for this model alias.")
+@click.option("--deployment", help="With --from-log: only requests this deployment served.")
 @click.option("--peak-rate", required=True, type=_POSITIVE, help="Peak requests/s to plan for.")
 @click.option("--growth", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Expected growth on the peak (0.5 = +50%).")
@@ -49,7 +69,8 @@ _SHARE = click.FloatRange(0, 1, min_open=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the plan as JSON to this file ('-': stdout instead of the table).")
 @click.option("--markdown", is_flag=True, help="Print Markdown instead of the text table.")
-def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | None,
+def plan(profile_path: Path | None, from_log: bool, config_path: Path | None, window_s: float,
+         model: str | None, deployment: str | None, peak_rate: float, growth: float, slo_p95: float | None,
          slo_p99: float | None, slo_error_rate: float | None, latency: str,
          target_utilization: float, price_per_instance_hour: float | None,
          price_per_million_tokens: float | None, kw_per_instance: float | None, pue: float,
@@ -57,14 +78,17 @@ def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | N
          kv_mb_per_1k_tokens: float | None, network_gbps: float | None,
          bytes_per_request: float | None, upstream_rpm: float | None, upstream_tpm: float | None,
          slots: int | None, json_path: Path | None, markdown: bool) -> None:
-    """Plan capacity from a bench profile: instances, expected p95/p99, utilization, cost,
-    power, what limits scaling first and the spend a starved data pipeline wastes."""
+    """Plan capacity from a bench profile (or the request log): instances, expected p95/p99,
+    utilization, cost, power, what limits scaling first and the spend a starved data pipeline
+    wastes."""
     # Imported here so that other commands do not load numpy.
     from switchgear.capacity.plan.limits import Resources
     from switchgear.capacity.plan.planner import Economics, PlanError, PlanInputs, Targets, make_plan
     from switchgear.capacity.plan.profile import ProfileError, load_profile
     from switchgear.capacity.plan.report import render_markdown, render_text
 
+    if (profile_path is None) == (not from_log):
+        raise click.UsageError("give one source: --profile FILE or --from-log")
     if price_per_instance_hour is not None and price_per_million_tokens is not None:
         raise click.UsageError("give one price: --price-per-instance-hour or --price-per-million-tokens")
     inputs = PlanInputs(
@@ -75,8 +99,12 @@ def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | N
                             upstream_tpm),
         bytes_per_request=bytes_per_request, slots=slots)
     try:
-        result = make_plan(load_profile(profile_path, latency), inputs)
-    except (ProfileError, PlanError) as error:
+        if profile_path is not None:
+            profile = load_profile(profile_path, latency)
+        else:
+            profile = _log_profile(config_path, window_s, model, deployment, latency)
+        result = make_plan(profile, inputs)
+    except (ProfileError, PlanError, ConfigError) as error:
         click.echo(f"switchgear plan: {error}", err=True)
         sys.exit(1)
     document = json.dumps(result, indent=2)
@@ -86,3 +114,14 @@ def plan(profile_path: Path, peak_rate: float, growth: float, slo_p95: float | N
     if json_path is not None:
         json_path.write_text(document + "\n")
     click.echo(render_markdown(result) if markdown else render_text(result))
+
+
+def _log_profile(config_path: Path | None, window_s: float, model: str | None,
+                 deployment: str | None, latency: str) -> Profile:
+    from switchgear.capacity.plan.requestlog import LogQuery, load_log_profile
+
+    if model is None and deployment is None:
+        raise click.UsageError("--from-log needs --deployment (or --model): one instance's requests")
+    now = time.time()
+    store_url = load_config(config_path).store.url
+    return load_log_profile(store_url, LogQuery(now - window_s, now, model, deployment), latency)

@@ -9,16 +9,9 @@ from typing import get_args
 
 import click
 
+from switchgear.cli.options import window_option
 from switchgear.config import ConfigError, load_config
 from switchgear.scorecard.report import Format
-from switchgear.slo.durations import parse_duration
-
-
-def _window(context: click.Context, parameter: click.Parameter, value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
 
 
 @click.command("scorecard")
@@ -28,7 +21,7 @@ def _window(context: click.Context, parameter: click.Parameter, value: str) -> f
               "one. Without one: the built-in default config and store.")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A `switchgear plan --json` file (utilization, cost, power, pipeline).")
-@click.option("--since", "window_s", default="30d", show_default=True, callback=_window,
+@click.option("--since", "window_s", default="30d", show_default=True, callback=window_option,
               help="How far back the records are read (30d, 12h, 2w, ...).")
 @click.option("--format", "output_format", default="text", show_default=True,
               type=click.Choice(get_args(Format)), help="Output format.")
