@@ -2,9 +2,11 @@
 
 The scheduler decides which sequences advance this step, the runner feeds them to the model in
 one batch; the engine owns the thread between them, turns sampled tokens into text and hands the
-events over to the event loop. Tokens cross from the worker thread to the awaiting coroutine
-through ``loop.call_soon_threadsafe`` into a per-job ``asyncio.Queue``, so the event loop never
-waits on the model.
+events over to the event loop. Tokens cross from the worker thread to the awaiting coroutines
+into per-job ``asyncio.Queue``s, all of a step's events in one ``loop.call_soon_threadsafe``
+(each such call writes to the loop's wake-up socket, and every system or ctypes call lets go of
+the GIL, which the worker may then wait for behind the event loop), so the event loop never
+waits on the model and the model waits on the event loop as little as it can.
 """
 
 from __future__ import annotations
@@ -53,17 +55,53 @@ class _EventChannel:
     """Carries one job's events from the worker thread to the coroutine awaiting them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._queue: asyncio.Queue[EngineEvent | _Failed] = asyncio.Queue()
 
     def put(self, event: EngineEvent | _Failed) -> None:
         """Hand ``event`` to the event loop (callable from any thread)."""
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def deliver(self, event: EngineEvent | _Failed) -> None:
+        """Queue ``event`` for the awaiting coroutine (on the event loop's thread)."""
+        self._queue.put_nowait(event)
 
     async def get(self) -> EngineEvent | _Failed:
         """The next event, once it has arrived."""
         return await self._queue.get()
+
+
+_Delivery = list[tuple[_EventChannel, EngineEvent | _Failed]]
+
+
+class _Outbox:
+    """The events the worker thread produces between two flushes, handed to each event loop
+    in one call."""
+
+    def __init__(self) -> None:
+        self._events: _Delivery = []
+
+    def put(self, channel: _EventChannel, event: EngineEvent | _Failed) -> None:
+        """Keep ``event`` for ``channel`` until the next ``flush``."""
+        self._events.append((channel, event))
+
+    def flush(self) -> None:
+        """Hand every kept event over, one ``call_soon_threadsafe`` per event loop."""
+        if not self._events:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, _Delivery] = {}
+        for channel, event in self._events:
+            by_loop.setdefault(channel.loop, []).append((channel, event))
+        self._events = []
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+                loop.call_soon_threadsafe(_deliver, events)
+
+
+def _deliver(events: _Delivery) -> None:
+    for channel, event in events:
+        channel.deliver(event)
 
 
 class JobEvents:
@@ -126,6 +164,7 @@ class Engine:
         self._streams: dict[Sequence, _Stream] = {}
         self._sequences: dict[Job, Sequence] = {}
         self._open_slots: dict[int, Sequence] = {}  # the worker thread's own
+        self._outbox = _Outbox()  # the worker thread's own
         self._counters = StepCounters()
         self._batch_only_step = False  # the step running now feeds only batch-tier sequences
         self._stopping = False
@@ -237,23 +276,29 @@ class Engine:
         plan = self._schedule()
         if plan is None:
             return False
+        try:
+            self._execute(plan)
+        finally:
+            self._outbox.flush()
+        return True
+
+    def _execute(self, plan: Plan) -> None:
         started = time.monotonic()
         try:
             sampled = self._run(plan)
         except Interrupted:  # higher-tier work arrived: schedule again, it goes first
             with self._lock:
                 self._counters.record_interrupted(time.monotonic() - started)
-            return True
+            return
         except Exception as error:  # every failure ends the batch's sequences
             self._fail_batch(plan, error)
-            return True
+            return
         with self._lock:
             self._counters.record(plan, time.monotonic() - started)
         for feed, token in zip(plan.feeds, sampled, strict=True):
             feed.sequence.computed += feed.count
             if token is not None:
                 self._advance(feed.sequence, token)
-        return True
 
     def _work(self) -> None:
         while self.step():
@@ -271,6 +316,7 @@ class Engine:
                     self._batch_only_step = all(feed.sequence.rank == BATCH_RANK
                                                 for feed in plan.feeds)
                     return plan
+                self._outbox.flush()  # the cancelled sequences' ends
                 if self._stopping and not self._scheduler.running:
                     return None
                 self._lock.wait()
@@ -302,7 +348,7 @@ class Engine:
         sequence.tokens.append(token)
         stream = self._streams[sequence]
         if delta := stream.text.feed(self._runner.piece(token)):
-            stream.channel.put(TokenDelta(delta))
+            self._outbox.put(stream.channel, TokenDelta(delta))
         if stream.text.stopped:
             self._end(sequence, "stop")
         elif sequence.generated >= sequence.limit:
@@ -323,12 +369,12 @@ class Engine:
                 self._runner.drop_slot(slot)
         stream = self._forget(sequence)
         if isinstance(outcome, _Failed):
-            stream.channel.put(outcome)
+            self._outbox.put(stream.channel, outcome)
             return
         if not sequence.job.cancelled.is_set() and (rest := stream.text.flush()):
-            stream.channel.put(TokenDelta(rest))
-        stream.channel.put(Finished(outcome, Usage(sequence.prompt_length, sequence.generated,
-                                                   cached_tokens=sequence.reused)))
+            self._outbox.put(stream.channel, TokenDelta(rest))
+        usage = Usage(sequence.prompt_length, sequence.generated, cached_tokens=sequence.reused)
+        self._outbox.put(stream.channel, Finished(outcome, usage))
 
     def _fail_batch(self, plan: Plan, error: Exception) -> None:
         if isinstance(error, SwitchgearError):

@@ -166,6 +166,10 @@ class LlamaRunner(Runner):
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(step_tokens, 0, 1)
         self._stop = _StopFlag(self._ctx)
+        # Each token's text and end-of-generation flag, looked up once: every ctypes call lets
+        # go of the GIL, which the worker may then wait for behind the event loop.
+        self._pieces: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}
         self._samplers: dict[int, Any] = {}
         self._embedder: Llama | None = None
         self._embedding = threading.Lock()
@@ -261,11 +265,15 @@ class LlamaRunner(Runner):
 
     def piece(self, token: int) -> bytes:
         """The bytes of ``token`` (special tokens render as nothing)."""
-        return self._llama.detokenize([token])
+        if (piece := self._pieces.get(token)) is None:
+            piece = self._pieces[token] = self._llama.detokenize([token])
+        return piece
 
     def is_end(self, token: int) -> bool:
         """End of generation, as the model's vocabulary defines it."""
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        if (end := self._ends.get(token)) is None:
+            end = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return end
 
     def embed(self, request: EmbeddingRequest) -> Finished:
         """One unit vector per input, from the embedding instance (loaded on first use)."""
