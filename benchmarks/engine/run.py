@@ -14,7 +14,9 @@ concurrency, so a change in the machine's load affects them alike. Targets:
 - llama-server: llama.cpp's own server built from the same sources, ``--parallel 8``.
 
 Then the priority check on Switchgear: time to first token of a standard-tier stream on the idle
-engine, and again while 8 batch-tier streams (``x-switchgear-priority: batch``) run.
+engine, and again while 8 batch-tier streams (``x-switchgear-priority: batch``) run; each probe
+asks a question the engine has not seen (a prompt some slot still holds whole would be answered
+idle without being read, a like-for-like comparison needs both to be read).
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ class Row:
     mean_completion_tokens: float
 
 
-def chat_body(model: str, index: int, stream: bool = False, max_tokens: int = MAX_TOKENS) -> bytes:
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[index % 8]}],
+def chat_body(model: str, index: int, stream: bool = False, max_tokens: int = MAX_TOKENS,
+              content: str | None = None) -> bytes:
+    """A greedy chat body asking ``content`` (default: the ``index``-th of PROMPTS)."""
+    text = PROMPTS[index % len(PROMPTS)] if content is None else content
+    body = {"model": model, "messages": [{"role": "user", "content": text}],
             "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     return json.dumps(body).encode()
 
@@ -86,10 +91,12 @@ def complete(endpoint: Endpoint, index: int) -> tuple[float, int]:
 
 
 def first_token_s(endpoint: Endpoint, index: int, headers: dict[str, str] | None = None,
-                  max_tokens: int = MAX_TOKENS, read_all: bool = False) -> float:
+                  max_tokens: int = MAX_TOKENS, read_all: bool = False,
+                  content: str | None = None) -> float:
     """Seconds from sending a streamed request to its first content chunk."""
     request = urllib.request.Request(
-        endpoint.url, chat_body(endpoint.model, index, stream=True, max_tokens=max_tokens),
+        endpoint.url, chat_body(endpoint.model, index, stream=True, max_tokens=max_tokens,
+                                content=content),
         {**endpoint.headers, **(headers or {})}, method="POST")
     started = time.perf_counter()
     first = None
@@ -172,9 +179,17 @@ TARGETS = {"switchgear": switchgear_target, "llama-cpp-python": llama_cpp_python
            "llama-server": llama_server_target}
 
 
+def probe(endpoint: Endpoint, number: int) -> float:
+    """TTFT of a standard-tier stream whose prompt the engine has not seen (so that no slot
+    holds it whole: idle, a kept slot would answer it without reading it, which a busy engine's
+    slots cannot)."""
+    return first_token_s(endpoint, number, max_tokens=4,
+                         content=f"Question {number}: what is {number} plus {number}?")
+
+
 def priority_check(endpoint: Endpoint, tries: int) -> tuple[float, float]:
     """Median TTFT of a standard-tier stream on the idle engine, then beside 8 batch streams."""
-    idle = statistics.median(first_token_s(endpoint, n, max_tokens=4) for n in range(tries))
+    idle = statistics.median(probe(endpoint, n) for n in range(tries))
     batch = [threading.Thread(target=first_token_s, args=(endpoint, n),
                               kwargs={"headers": {"x-switchgear-priority": "batch"},
                                       "max_tokens": 1000, "read_all": True})
@@ -182,7 +197,7 @@ def priority_check(endpoint: Endpoint, tries: int) -> tuple[float, float]:
     for thread in batch:
         thread.start()
     time.sleep(3.0)  # the batch streams are decoding
-    loaded = statistics.median(first_token_s(endpoint, n, max_tokens=4) for n in range(tries))
+    loaded = statistics.median(probe(endpoint, n) for n in range(tries, 2 * tries))
     for thread in batch:
         thread.join()
     return idle, loaded

@@ -165,21 +165,26 @@ async def test_a_cancelled_stream_frees_its_slot_at_once(engine: Engine) -> None
     assert engine.stats().kv_used == 0
 
 
-async def test_preempted_batch_streams_resume_to_the_same_text() -> None:
+@pytest.mark.parametrize("keep_prefixes", [False, True])
+async def test_preempted_batch_streams_resume_to_the_same_text(keep_prefixes: bool) -> None:
+    # With keep_prefixes the urgent prompt reuses the preempted stream's cells for the part it
+    # shares (the chat template's system prompt) and the rest of them are cut.
     runner = LlamaRunner(n_ctx=N_CTX, seed=0, max_sequences=2, kv_tokens=2 * N_CTX)
-    engine = Engine(BatchScheduler(2, 2 * N_CTX, 256), runner)
+    engine = Engine(BatchScheduler(2, 2 * N_CTX, 256, keep_prefixes=keep_prefixes), runner)
     engine.start()
     try:
         prompts = [f"Write a poem about {topic}." for topic in TOPICS[:2]]
+        hello = await run(engine, chat(4, content="Say hello.", tier="interactive"))
         alone = [await run(engine, chat(48, content=prompt, tier="batch")) for prompt in prompts]
         batch = [asyncio.create_task(run(engine, chat(48, content=prompt, tier="batch")))
                  for prompt in prompts]
         async with asyncio.timeout(WAIT):
             while engine.stats().busy_slots < 2:  # noqa: ASYNC110 - set by the engine's thread
                 await asyncio.sleep(0.01)
-        urgent, _ = await run(engine, chat(4, content="Say hello.", tier="interactive"))
-        assert urgent
-        assert [await task for task in batch] == alone
+        urgent = await run(engine, chat(4, content="Say hello.", tier="interactive"))
+        assert urgent[0] == hello[0]
+        # The same text (what of the prompt came from kept cells may differ: cached_tokens).
+        assert [(await task)[0] for task in batch] == [text for text, _ in alone]
         assert engine.stats().preemptions >= 1
     finally:
         await engine.stop()

@@ -169,6 +169,26 @@ def test_a_new_sequence_takes_the_free_slot_holding_its_longest_prefix() -> None
     assert [(feed.count, feed.samples) for feed in plan.feeds] == [(3, True)]
 
 
+def test_interactive_work_reads_only_what_it_does_not_share_with_the_preempted_sequence() -> None:
+    scheduler = BatchScheduler(max_sequences=1, kv_tokens=1000, step_tokens=64,
+                               keep_prefixes=True)
+    system = list(range(100, 120))
+    batch = Sequence(Job(CompletionRequest("p"), tier="batch"), [*system, 1, 2], 10)
+    scheduler.add(batch)
+    run(scheduler.schedule())
+    run(scheduler.schedule())  # the batch sequence decodes: 22 prompt tokens, 2 generated
+    urgent = Sequence(Job(CompletionRequest("p"), tier="interactive"), [*system, 3, 4, 5], 10)
+    scheduler.add(urgent)
+    plan = scheduler.schedule()
+    assert plan.preempted == [0] and urgent.slot == 0
+    assert urgent.computed == urgent.reused == 20  # the system prompt is still in the slot
+    assert fed(plan) == {id(urgent): 3}
+    run(plan)
+    scheduler.finish(urgent)
+    resumed = scheduler.schedule()  # back in its slot: it shares the system prompt with urgent's
+    assert batch.slot == 0 and fed(resumed) == {id(batch): 4}
+
+
 @pytest.mark.parametrize(("keep_prefixes", "feeds", "reused"), [(False, 20, 0), (True, 1, 19)],
                          ids=["without keep_prefixes every prompt is read whole",
                               "an identical prompt still feeds its last token for the logits"])

@@ -324,7 +324,8 @@ class Engine:
     def _run(self, plan: Plan) -> list[int | None]:
         runner = self._runner
         for slot in plan.preempted:
-            runner.drop_slot(slot)
+            if not self._scheduler.keep_prefixes:  # else its KV stays for the next prompt
+                runner.drop_slot(slot)
             self._open_slots.pop(slot, None)
         feeds = []
         for feed in plan.feeds:

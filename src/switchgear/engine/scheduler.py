@@ -13,9 +13,10 @@ prompt, batch-tier sequences pause so the step is all its own. When the KV cache
 youngest sequence of the lowest tier is preempted.
 
 Prefix reuse (with ``keep_prefixes``, when each slot has KV cells of its own): a slot keeps the
-KV of its last sequence when it is freed, and a new sequence takes the free slot whose kept
-tokens share the longest prefix with its prompt; that prefix is not read again (a shared system
-prompt is processed once per slot).
+KV of its last sequence when it is freed, finished or preempted, and a new sequence takes the
+free slot whose kept tokens share the longest prefix with its prompt; that prefix is not read
+again (a shared system prompt is processed once per slot, and interactive work that preempts a
+batch sequence reads only what its prompt does not share with that sequence's).
 
 A scheduler is a plain data structure: the engine serialises every call to it under its own lock.
 """
@@ -85,7 +86,8 @@ class Feed:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """One step: what to feed, the slots of sequences preempted since the last step (their KV must
-    be dropped before feeding), and how many batch-tier sequences sit this step out."""
+    be dropped before feeding, unless the scheduler keeps prefixes: then it is kept like a
+    finished sequence's), and how many batch-tier sequences sit this step out."""
 
     feeds: list[Feed]
     preempted: list[int]
@@ -211,8 +213,7 @@ class BatchScheduler:
         assert sequence.slot is not None
         preempted.append(sequence.slot)
         self._running.remove(sequence)
-        self._release(sequence)
-        self._kept.pop(preempted[-1], None)  # its KV is dropped
+        self._release(sequence)  # with keep_prefixes its KV stays, as a finished one's
         sequence.computed = 0
         bisect.insort(self._waiting, sequence, key=lambda waiting: waiting.order)
 
