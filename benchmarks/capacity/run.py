@@ -75,10 +75,10 @@ def engine_argv(port: int) -> list[str]:
 
 
 TARGETS = {
-    "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 20.0, 2.0,
+    "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 60.0, 2.0,
                             5.0, 128, 32),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 40.0, 150.0, 3.0, 20.0,
-                         32, 16),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 60.0, 240.0, 3.0, 20.0,
+                         16, 8),
 }
 
 
@@ -137,7 +137,7 @@ class Bench:
 
     def highest_rate(self, slo: float, predicted: float, saturation: float) -> tuple[float, int]:
         """The rate where the measured p95 crosses ``slo``, and the requests it took: Poisson
-        levels at 0.9x and 1.1x ``predicted``, then 20% further out (up to 3 more, never at or
+        levels at 0.9x and 1.1x ``predicted``, then 20% further out (up to 2 more, never at or
         beyond ``saturation``) while every level lands on one side; linear between the two
         levels around the crossing."""
         rates = [0.9 * predicted, 1.1 * predicted]
@@ -149,7 +149,7 @@ class Bench:
                 samples += completed
             passed = [rate for rate, p95 in p95s.items() if p95 <= slo]
             failed = [rate for rate, p95 in p95s.items() if p95 > slo]
-            if len(p95s) >= 5 or (passed and failed):
+            if len(p95s) >= 4 or (passed and failed):
                 break
             further = max(p95s) * 1.2 if passed else min(p95s) / 1.2
             rates = [further] if further < saturation else []
