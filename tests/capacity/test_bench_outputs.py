@@ -54,11 +54,12 @@ def test_sweep_finds_the_knee_of_a_server_with_known_capacity(
     assert len(levels) in (5, 6)  # saturation, four rates, at most one bisection step
     best = sweep["max_rate_within_slo"]
     assert best is not None
-    assert 0.4 * sweep["saturation_rate"] <= best < sweep["saturation_rate"]
-    # Every rate at or below the answer met the SLO, and the saturation rate itself did not.
+    # Within the server's capacity (100/s); whether the rate at the measured saturation itself
+    # still meets the SLO in a 1.5 s level depends on how close that measure came to 100.
+    assert 0.4 * sweep["saturation_rate"] <= best <= min(sweep["saturation_rate"], 101)
+    # Every rate at or below the answer met the SLO; every rate that missed it lies above it.
     assert all(level["meets_slo"] for level in levels[1:] if level["rate"] <= best)
-    assert not next(level for level in levels if level["rate"] == max(
-        lv["rate"] or 0 for lv in levels))["meets_slo"]
+    assert all(level["rate"] > best for level in levels[1:] if not level["meets_slo"])
 
 
 def test_a_jsonl_workload_sends_its_prompts(tmp_path: Path, simulators: Simulators,
