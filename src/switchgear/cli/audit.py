@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from switchgear.config import Config, ConfigError
-from switchgear.governance.audit import AuditEntry, chain
+from switchgear.governance.audit import chain
 from switchgear.governance.secret import AuditKey
 from switchgear.governance.verify import Verdict, verify
-from switchgear.store import SQLITE_PREFIX, open_store
+from switchgear.store import missing_sqlite_file, read_store
 
 COLUMNS = ("seq", "time (UTC)", "actor", "role", "tenant", "source", "action", "target",
            "details")
@@ -24,18 +22,9 @@ def check_trail(config: Config, anchor: tuple[int, str] | None) -> Verdict:
     cannot be read)."""
     secret = AuditKey.of(config, serving=False).load(create=False)
     url = config.store.url
-    if url.startswith(SQLITE_PREFIX) and not Path(url.removeprefix(SQLITE_PREFIX)).exists():
-        raise ConfigError(f"store.url: no SQLite file at {url.removeprefix(SQLITE_PREFIX)}")
-    return verify(asyncio.run(_read(url)), secret, anchor)
-
-
-async def _read(url: str) -> list[AuditEntry]:
-    store = open_store(url)
-    await store.open()
-    try:
-        return await chain(store)
-    finally:
-        await store.close()
+    if (missing := missing_sqlite_file(url)) is not None:
+        raise ConfigError(f"store.url: no SQLite file at {missing}")
+    return verify(read_store(url, chain), secret, anchor)
 
 
 def describe(verdict: Verdict) -> str:

@@ -5,7 +5,6 @@ not created."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from switchgear.scorecard.evidence import (
     config_facts,
     plan_facts,
 )
-from switchgear.store import SQLITE_PREFIX, RecordStore, StoreUnavailable, open_store
+from switchgear.store import RecordStore, StoreUnavailable, missing_sqlite_file, read_store
 from switchgear.store.base import redact_url
 from switchgear.store.migrations import placeholders
 
@@ -42,12 +41,12 @@ def gather(config: Config, window_s: float, now: float, source: str,
     ``now``; EvidenceError when the store or the plan cannot be read. Runs its own event loop."""
     plan = read_plan(plan_path) if plan_path is not None else None
     url = config.store.url
-    if url.startswith(SQLITE_PREFIX) and not Path(url.removeprefix(SQLITE_PREFIX)).exists():
-        note = f"no record store at {url.removeprefix(SQLITE_PREFIX)}: no records or governance"
+    if (missing := missing_sqlite_file(url)) is not None:
+        note = f"no record store at {missing}: no records or governance"
         return Evidence(config=config_facts(config, source),
                         records=RecordFacts(window_s=window_s), plan=plan, notes=(note,))
     try:
-        return asyncio.run(_read_store(config, window_s, now, source, plan))
+        return read_store(url, lambda store: _from_store(store, config, window_s, now, source, plan))
     except StoreUnavailable as error:
         raise EvidenceError(f"cannot read the store {redact_url(url)}: {error}") from None
 
@@ -60,16 +59,6 @@ def read_plan(path: Path) -> PlanFacts:
         raise EvidenceError(f"{path}: cannot read: {error.strerror}") from None
     except ValueError as error:
         raise EvidenceError(f"{path}: not JSON: {error}") from None
-
-
-async def _read_store(config: Config, window_s: float, now: float, source: str,
-                      plan: PlanFacts | None) -> Evidence:
-    store = open_store(config.store.url)
-    await store.open()
-    try:
-        return await _from_store(store, config, window_s, now, source, plan)
-    finally:
-        await store.close()
 
 
 async def _from_store(store: RecordStore, config: Config, window_s: float, now: float,

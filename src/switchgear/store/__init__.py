@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from switchgear.store.base import RecordStore, StoreUnavailable, redact_url
 from switchgear.store.postgres import PostgresStore
 from switchgear.store.sqlite import SQLiteStore
 
-__all__ = ["RecordStore", "StoreUnavailable", "open_store"]
+__all__ = ["RecordStore", "StoreUnavailable", "missing_sqlite_file", "open_store", "read_store"]
 
 SQLITE_PREFIX = "sqlite:///"
+
+T = TypeVar("T")
 
 
 def open_store(url: str) -> RecordStore:
@@ -35,3 +41,26 @@ def open_store(url: str) -> RecordStore:
             urlunsplit(parts._replace(query=rest)), schema=schemas[-1] if schemas else None
         )
     raise ValueError(f"no record store for {redact_url(url)!r}: use sqlite:/// or postgresql://")
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file ``url`` names when there is none (a command that only reads
+    must not create it); None for an existing file or another kind of store."""
+    if url.startswith(SQLITE_PREFIX) and not Path(path := url.removeprefix(SQLITE_PREFIX)).exists():
+        return path
+    return None
+
+
+def read_store(url: str, read: Callable[[RecordStore], Awaitable[T]]) -> T:
+    """Open the store ``url`` names, ``await read(store)``, close it: in an event loop of its own,
+    for commands. StoreUnavailable when the store cannot be reached."""
+
+    async def run() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await read(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -79,7 +79,7 @@ def memory_limit(model: QueueModel, instances: int, workload: Workload,
                  f"{workload.tokens:.0f} tokens per sequence x {resources.kv_mb_per_1k_tokens:g} MB "
                  f"KV per 1k tokens = {per_sequence_mb:.1f} MB; {resources.memory_per_instance_gb:g} GB "
                  f"holds {sequences:.1f} sequences, where throughput is {rate:.2f} req/s per instance "
-                 f"(saturation needs {model.n_max}); x {instances} instance(s)")
+                 f"(saturation needs {model.slots}); x {instances} instance(s)")
 
 
 def network_limit(workload: Workload, resources: Resources) -> Limit | None:

@@ -11,15 +11,13 @@ client's and left out; 5xx and 429 count as errors of their level.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from switchgear.capacity.plan.profile import CLOSED_LOOP, Level, Profile, ProfileError
-from switchgear.store import SQLITE_PREFIX, StoreUnavailable, open_store
+from switchgear.store import StoreUnavailable, missing_sqlite_file, read_store
 from switchgear.store.base import RecordStore, redact_url
 from switchgear.store.migrations import placeholders
 
@@ -82,9 +80,11 @@ def profile_from_log(rows: Sequence[LogRow], latency: str = "e2e",
     received = np.array([row[0] for row in counted])
     done = np.array([row[2] for row in counted])
     levels_of = np.maximum(1, np.rint(sojourn_concurrency(received, done))).astype(int)
+    groups: dict[int, list[LogRow]] = {}
+    for row, n in zip(counted, levels_of.tolist(), strict=True):
+        groups.setdefault(n, []).append(row)
     levels = []
-    for n in sorted(set(levels_of.tolist())):
-        members = [row for row, level in zip(counted, levels_of, strict=True) if level == n]
+    for n, members in sorted(groups.items()):
         answered = [row for row in members if row[3] < 400]
         samples = [_latency(row, latency) for row in answered]
         latencies = tuple(x for x in samples if x is not None)
@@ -109,19 +109,10 @@ def _latency(row: LogRow, latency: str) -> float | None:
 
 def load_log_profile(store_url: str, query: LogQuery, latency: str = "e2e") -> Profile:
     """The profile of the request log in the store at ``store_url`` (runs its own event loop)."""
-    if store_url.startswith(SQLITE_PREFIX) and not Path(store_url.removeprefix(SQLITE_PREFIX)).exists():
-        raise ProfileError(f"no record store at {store_url.removeprefix(SQLITE_PREFIX)}")
-
-    async def read() -> list[LogRow]:
-        store = open_store(store_url)
-        await store.open()
-        try:
-            return await read_log(store, query)
-        finally:
-            await store.close()
-
+    if (missing := missing_sqlite_file(store_url)) is not None:
+        raise ProfileError(f"no record store at {missing}")
     try:
-        rows = asyncio.run(read())
+        rows = read_store(store_url, lambda store: read_log(store, query))
     except StoreUnavailable as error:
         raise ProfileError(f"cannot read the store {redact_url(store_url)}: {error}") from None
     return profile_from_log(rows, latency)
