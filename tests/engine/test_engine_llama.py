@@ -218,6 +218,36 @@ def test_an_interrupted_step_leaves_no_trace_and_runs_again_to_the_same_token() 
         runner.close()
 
 
+def test_a_copied_slot_continues_as_the_original_in_a_batch_listed_out_of_order() -> None:
+    # The scheduler moves a kept prefix to the lowest free slot (copy_slot); the runner lists a
+    # batch's slots in ascending order for llama.cpp and hands each feed its own token back.
+    runner = LlamaRunner(n_ctx=256, seed=0, max_sequences=3, kv_tokens=768)
+    try:
+        greedy = SamplingParams(8, temperature=0.0)
+        prompts = {slot: runner.prompt_tokens(chat(8, content=f"Write about {topic}.").request)
+                   for slot, topic in ((2, "the sea"), (1, "trains"))}
+        alone = {}
+        for slot, prompt in prompts.items():
+            runner.open_slot(slot, greedy)
+            first = runner.decode([SlotFeed(slot, prompt, 0, True)])[0]
+            assert first is not None
+            alone[slot] = [first, runner.decode([SlotFeed(slot, [first], len(prompt), True)])[0]]
+        assert alone[1] != alone[2]
+        runner.copy_slot(2, 0)
+        runner.open_slot(0, greedy, keep=len(prompts[2]) - 1)
+        runner.open_slot(1, greedy, keep=len(prompts[1]) - 1)
+        feeds = [SlotFeed(1, prompts[1][-1:], len(prompts[1]) - 1, True),
+                 SlotFeed(0, prompts[2][-1:], len(prompts[2]) - 1, True)]
+        firsts = runner.decode(feeds)
+        assert firsts == [alone[1][0], alone[2][0]]
+        seconds = runner.decode([SlotFeed(feed.slot, [token], feed.position + 1, True)
+                                 for feed, token in zip(feeds, firsts, strict=True)
+                                 if token is not None])
+        assert seconds == [alone[1][1], alone[2][1]]
+    finally:
+        runner.close()
+
+
 def test_embeddings_are_one_unit_vector_per_input(runner: LlamaRunner) -> None:
     inputs = ("a cat sat on the mat", "interest rates rose again")
     finished = runner.embed(EmbeddingRequest(inputs))

@@ -149,24 +149,48 @@ def test_cancel_takes_a_waiting_sequence_out_and_drain_empties_the_room() -> Non
     assert scheduler.waiting == 0
 
 
-def test_a_new_sequence_takes_the_free_slot_holding_its_longest_prefix() -> None:
+def test_a_new_sequence_takes_the_lowest_free_slot() -> None:
+    # llama.cpp computes one pass over consecutive slots only: free slots are filled from below.
+    scheduler = BatchScheduler(max_sequences=4, kv_tokens=1000, step_tokens=64)
+    running = [sequence(3) for _ in range(4)]
+    for each in running:
+        scheduler.add(each)
+    run(scheduler.schedule())
+    assert [each.slot for each in running] == [0, 1, 2, 3]
+    scheduler.finish(running[2])
+    scheduler.finish(running[0])
+    later, last = sequence(3), sequence(3)
+    scheduler.add(later)
+    scheduler.add(last)
+    scheduler.schedule()
+    assert (later.slot, last.slot) == (0, 2)
+
+
+def test_a_longer_prefix_kept_in_another_free_slot_is_copied_into_the_lowest() -> None:
     scheduler = BatchScheduler(max_sequences=3, kv_tokens=1000, step_tokens=64,
                                keep_prefixes=True)
     system = list(range(100, 120))
-    first = Sequence(Job(CompletionRequest("p")), [*system, 1, 2], 10)
-    other = Sequence(Job(CompletionRequest("p")), [7, 8, 9], 10)
-    scheduler.add(first)
+    other = Sequence(Job(CompletionRequest("p")), [*system, 7, 8, 9], 10)
+    first = Sequence(Job(CompletionRequest("p")), [*system, 1, 2, 3], 10)
     scheduler.add(other)
+    scheduler.add(first)
     run(scheduler.schedule())
-    slot = first.slot
+    assert (other.slot, first.slot) == (0, 1)
     scheduler.finish(first)
     scheduler.finish(other)
-    again = Sequence(Job(CompletionRequest("p")), [*system, 3, 4, 5], 10)
+    again = Sequence(Job(CompletionRequest("p")), [*system, 1, 2, 4, 5], 10)
     scheduler.add(again)
     plan = scheduler.schedule()
-    assert again.slot == slot
-    assert again.computed == again.reused == 20
-    assert [(feed.count, feed.samples) for feed in plan.feeds] == [(3, True)]
+    assert again.slot == 0 and plan.copies == [(1, 0)]
+    assert again.computed == again.reused == 22
+    assert [(feed.count, feed.samples) for feed in plan.feeds] == [(2, True)]
+    run(plan)
+    scheduler.finish(again)
+    same_system = Sequence(Job(CompletionRequest("p")), [*system, 6], 10)
+    scheduler.add(same_system)
+    plan = scheduler.schedule()  # slot 0 shares as much as any other: nothing to copy
+    assert same_system.slot == 0 and plan.copies == []
+    assert same_system.computed == 20
 
 
 def test_interactive_work_reads_only_what_it_does_not_share_with_the_preempted_sequence() -> None:

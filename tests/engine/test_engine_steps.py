@@ -63,6 +63,7 @@ class FakeRunner(Runner):
         self.steps: list[list[SlotFeed]] = []
         self.prompt_lengths: dict[int, int] = {}
         self.open: set[int] = set()
+        self.copies: list[tuple[int, int]] = []
 
     @property
     def n_ctx(self) -> int:
@@ -83,6 +84,10 @@ class FakeRunner(Runner):
 
     def drop_slot(self, slot: int) -> None:
         self.open.discard(slot)
+
+    def copy_slot(self, source: int, target: int) -> None:
+        self.copies.append((source, target))
+        self.prompt_lengths[target] = self.prompt_lengths.get(source, 0)
 
     def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
         assert all(feed.slot in self.open for feed in feeds)

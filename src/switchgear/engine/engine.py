@@ -327,6 +327,8 @@ class Engine:
             if not self._scheduler.keep_prefixes:  # else its KV stays for the next prompt
                 runner.drop_slot(slot)
             self._open_slots.pop(slot, None)
+        for source, target in plan.copies:  # before any slot is trimmed for its new sequence
+            runner.copy_slot(source, target)
         feeds = []
         for feed in plan.feeds:
             sequence = feed.sequence

@@ -114,6 +114,10 @@ class Runner(ABC):
         """Forget ``slot``'s sequence: its KV-cache cells and its sampler."""
 
     @abstractmethod
+    def copy_slot(self, source: int, target: int) -> None:
+        """Make ``target``'s KV a copy of ``source``'s (whatever ``target`` held is gone)."""
+
+    @abstractmethod
     def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
         """Run one batch; return each feed's sampled token (``None`` where it does not sample)."""
 
@@ -231,12 +235,23 @@ class LlamaRunner(Runner):
         llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)
         self._free_sampler(slot)
 
+    def copy_slot(self, source: int, target: int) -> None:
+        """Copy ``source``'s KV stream into ``target``'s (llama.cpp copies whole streams, at the
+        start of the next ``llama_decode``: a few milliseconds, where reading a 30-token prefix
+        again takes about a hundred)."""
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+
     def decode(self, feeds: Sequence[SlotFeed]) -> list[int | None]:
-        """Feed every slot's tokens in one ``llama_decode``, then sample the slots that asked."""
+        """Feed every slot's tokens in one ``llama_decode``, then sample the slots that asked.
+
+        The batch lists the slots in ascending order: with a KV stream per slot, llama.cpp
+        computes a batch in one pass only over consecutive slot ids in increasing order, and
+        splits it into one pass per run otherwise (8 slots out of order: up to 8 passes, each
+        reading all the weights)."""
         batch = self._batch
         count = 0
-        outputs: list[int | None] = []
-        for feed in feeds:
+        outputs: dict[int, int] = {}  # slot -> its logits' row
+        for feed in sorted(feeds, key=lambda feed: feed.slot):
             for offset, token in enumerate(feed.tokens):
                 batch.token[count] = token
                 batch.pos[count] = feed.position + offset
@@ -245,7 +260,8 @@ class LlamaRunner(Runner):
                 batch.logits[count] = False
                 count += 1
             batch.logits[count - 1] = feed.sample
-            outputs.append(count - 1 if feed.sample else None)
+            if feed.sample:
+                outputs[feed.slot] = count - 1
         batch.n_tokens = count
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status == DECODE_ABORTED:
@@ -254,9 +270,10 @@ class LlamaRunner(Runner):
         if status != 0:
             raise UpstreamError(f"the embedded model failed: llama_decode returned {status}")
         return [
-            None if index is None
-            else int(llama_cpp.llama_sampler_sample(self._samplers[feed.slot], self._ctx, index))
-            for feed, index in zip(feeds, outputs, strict=True)
+            int(llama_cpp.llama_sampler_sample(self._samplers[feed.slot], self._ctx,
+                                               outputs[feed.slot]))
+            if feed.sample else None
+            for feed in feeds
         ]
 
     def interrupt(self) -> None:

@@ -12,11 +12,16 @@ recompute its tokens when it resumes, as vLLM does), and while a higher-tier seq
 prompt, batch-tier sequences pause so the step is all its own. When the KV cache runs out the
 youngest sequence of the lowest tier is preempted.
 
+Slots: a new sequence takes the lowest free slot, so that running sequences sit on consecutive
+slots (with a KV stream per slot llama.cpp computes a batch in one pass only over consecutive
+slots, and reads all the weights again for each further run).
+
 Prefix reuse (with ``keep_prefixes``, when each slot has KV cells of its own): a slot keeps the
-KV of its last sequence when it is freed, finished or preempted, and a new sequence takes the
-free slot whose kept tokens share the longest prefix with its prompt; that prefix is not read
-again (a shared system prompt is processed once per slot, and interactive work that preempts a
-batch sequence reads only what its prompt does not share with that sequence's).
+KV of its last sequence when it is freed, finished or preempted, and a new sequence starts from
+the longest prefix of its prompt that any free slot keeps: its own slot's, or another's copied
+into it (``Plan.copies``); that prefix is not read again (a shared system prompt is processed
+once, and interactive work that preempts a batch sequence reads only what its prompt does not
+share with that sequence's).
 
 A scheduler is a plain data structure: the engine serialises every call to it under its own lock.
 """
@@ -87,11 +92,14 @@ class Feed:
 class Plan:
     """One step: what to feed, the slots of sequences preempted since the last step (their KV must
     be dropped before feeding, unless the scheduler keeps prefixes: then it is kept like a
-    finished sequence's), and how many batch-tier sequences sit this step out."""
+    finished sequence's), how many batch-tier sequences sit this step out, and the KV copies
+    (source slot, target slot) to make, in order, before anything else: a kept prefix moved to
+    the slot that reuses it."""
 
     feeds: list[Feed]
     preempted: list[int]
     paused: int = 0
+    copies: list[tuple[int, int]] = field(default_factory=list)
 
 
 class BatchScheduler:
@@ -154,16 +162,17 @@ class BatchScheduler:
     def schedule(self) -> Plan:
         """Decide this step: admit, preempt, then feed (decoders first, then prompt chunks)."""
         preempted: list[int] = []
-        self._admit(preempted)
+        copies: list[tuple[int, int]] = []
+        self._admit(preempted, copies)
         self._make_kv_room(preempted)
-        return self._plan(preempted)
+        return self._plan(preempted, copies)
 
-    def _admit(self, preempted: list[int]) -> None:
+    def _admit(self, preempted: list[int], copies: list[tuple[int, int]]) -> None:
         while self._waiting:
             candidate = self._waiting[0]
             if self._free_slots and self._kv_after_step() + len(candidate.tokens) <= self.kv_tokens:
                 self._waiting.pop(0)
-                self._take_slot(candidate)
+                self._take_slot(candidate, copies)
                 bisect.insort(self._running, candidate, key=lambda running: running.order)
                 continue
             victim = self._running[-1] if self._running else None
@@ -175,7 +184,7 @@ class BatchScheduler:
         while len(self._running) > 1 and self._kv_after_step() > self.kv_tokens:
             self._preempt(self._running[-1], preempted)
 
-    def _plan(self, preempted: list[int]) -> Plan:
+    def _plan(self, preempted: list[int], copies: list[tuple[int, int]]) -> Plan:
         urgent_prefill = any(s.rank < BATCH_RANK and s.pending > 1 for s in self._running)
         active = [s for s in self._running if not (urgent_prefill and s.rank == BATCH_RANK)]
         budget = self.step_tokens
@@ -189,20 +198,24 @@ class BatchScheduler:
             count = min(sequence.pending, budget)
             feeds.append(Feed(sequence, count, samples=count == sequence.pending))
             budget -= count
-        return Plan(feeds, preempted, paused=len(self._running) - len(active))
+        return Plan(feeds, preempted, paused=len(self._running) - len(active), copies=copies)
 
     def _kv_after_step(self) -> int:
         """KV cells in use once every running sequence has fed its pending tokens."""
         return sum(len(sequence.tokens) for sequence in self._running)
 
-    def _take_slot(self, sequence: Sequence) -> None:
-        """The free slot whose kept KV shares the longest prefix with ``sequence`` (the most
-        recently freed on a tie); that prefix counts as computed (but for the last token, which
-        must be fed again for its logits)."""
+    def _take_slot(self, sequence: Sequence, copies: list[tuple[int, int]]) -> None:
+        """The lowest free slot, holding the longest prefix of ``sequence`` that a free slot
+        keeps (copied from another slot when that one keeps more); the prefix counts as computed
+        (but for the last token, which must be fed again for its logits)."""
         def shared(slot: int) -> int:
             return _common_prefix(self._kept.get(slot, ()), sequence.tokens)
 
-        slot = max(reversed(self._free_slots), key=shared)
+        slot = min(self._free_slots)
+        source = max([slot, *self._free_slots], key=shared)  # the slot itself on a tie
+        if shared(source) > shared(slot):
+            copies.append((source, slot))
+            self._kept[slot] = self._kept[source]
         self._free_slots.remove(slot)
         sequence.slot = slot
         sequence.computed = min(shared(slot), len(sequence.tokens) - 1)
