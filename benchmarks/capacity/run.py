@@ -1,9 +1,11 @@
-"""Is the planner right? Bench closed-loop levels, plan from that profile, then measure.
+"""Is the planner right? Bench a profile, plan from it, then measure.
 
 For each target (the simulator with a known slot count and speed; the embedded engine through
-`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and writes
-a profile; the planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs)
-predicts the highest Poisson arrival rate whose p95 meets an SLO and the p95 at two loads; then
+`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and
+Poisson levels at 50% and 70% of their modelled saturation (``--calibrate-at``) and writes a profile; the
+planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs: the closed-loop
+levels give its shape, the Poisson levels its time scale) predicts the highest Poisson arrival
+rate whose p95 meets an SLO and the p95 at two other loads; then
 `switchgear bench` measures them with Poisson arrivals. The measured highest rate within the SLO
 is where the measured p95 crosses it: Poisson levels at 0.9x and 1.1x the predicted rate (and
 further out while both land on one side), the crossing interpolated between the two levels around
@@ -184,14 +186,22 @@ def running(spec: TargetSpec, directory: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
 
 
-def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> list[Comparison]:
+def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float],
+                 calibrate_at: Sequence[float]) -> list[Comparison]:
     """Profile one target, plan from the profile, then measure what the plan predicts."""
     directory = WORK / spec.name
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     with running(spec, directory) as base_url:
         bench = Bench(spec, base_url, directory)
-        profile = parse_profile(bench.closed_loop())
+        document = bench.closed_loop()
+        closed = calibrate(parse_profile(document), spec.slots).model.saturation
+        if calibrate_at:
+            poisson = bench.run("--arrival", "poisson", *(arg for share in calibrate_at
+                                                          for arg in ("-r", f"{share * closed:.4f}")),
+                                poisson=True)
+            document = {**document, "levels": document["levels"] + poisson["levels"]}
+        profile = parse_profile(document)
         model = calibrate(profile, spec.slots).model
         saturation = model.saturation
         slo = model.percentile(slo_at * saturation, 0.95)
@@ -199,7 +209,9 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float]) -> lis
                                              slots=spec.slots))
         print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
               f"{spec.level_s:g} s per level ({spec.poisson_s:g} s for a p95); {spec.slots} slots, "
-              f"saturation {saturation:.2f} req/s (closed loop up to concurrency {model.n_max}); "
+              f"saturation {saturation:.2f} req/s (closed loop up to concurrency {model.n_max}: "
+              f"{closed:.2f}; time scale {model.time_scale:.3f} from Poisson at "
+              f"{', '.join(f'{share * closed:.2f}' for share in calibrate_at) or 'none'} req/s); "
               f"SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of saturation)", flush=True)
         rates = [load * saturation for load in loads]
         comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
@@ -229,6 +241,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-at", type=float, default=0.75,
                         help="The SLO is the model's p95 at this share of saturation.")
     parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
+    parser.add_argument("--calibrate-at", default="0.5,0.7",
+                        help="Shares of the closed-loop saturation to add Poisson levels to the "
+                             "profile at (empty: closed-loop levels only).")
     parser.add_argument("--level-seconds", type=float,
                         help="Measured seconds per level for every target (default: each target's).")
     parser.add_argument("--poisson-seconds", type=float,
@@ -244,8 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     names = [name.strip() for name in arguments.only.split(",") if name.strip()]
     loads = [float(load) for load in arguments.loads.split(",")]
+    calibrate_at = [float(share) for share in arguments.calibrate_at.split(",") if share.strip()]
     print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
-          f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels -> profile; the "
+          f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels and Poisson at "
+          f"{calibrate_at} of their saturation -> profile; the "
           "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
           f"measure p95 at {loads} of the modelled saturation and at rates around the predicted "
           "highest rate within the SLO (measured: where the measured p95 crosses it). Requests: "
@@ -255,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      poisson_s=arguments.poisson_seconds or TARGETS[name].poisson_s,
                      poisson_warmup_s=arguments.poisson_warmup_seconds or TARGETS[name].poisson_warmup_s,
                      warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s) for name in names]
-    comparisons = [c for spec in specs for c in check_target(spec, arguments.slo_at, loads)]
+    comparisons = [c for spec in specs
+                   for c in check_target(spec, arguments.slo_at, loads, calibrate_at)]
     print(f"load average at end: {load_average()}")
     for line in render(comparisons):
         print(line)

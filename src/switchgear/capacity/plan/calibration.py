@@ -11,6 +11,8 @@ from switchgear.capacity.plan.model import QueueModel
 from switchgear.capacity.plan.profile import Profile
 
 SATURATION_GAIN = 1.15
+MIN_TIME_SCALE, MAX_TIME_SCALE = 0.25, 4.0
+TIME_SCALE_PRECISION = 1e-3  # of the logarithm
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,45 @@ def _notes(model: QueueModel, unusable: int) -> list[str]:
 
 def calibrate(profile: Profile, slots: int | None = None) -> Calibration:
     """The model of the profile's closed-loop levels (``slots``: the server's concurrency limit,
-    where known; see ``QueueModel``). Where the profile also has open-loop
-    levels below saturation, every latency is scaled by the geometric mean of measured / model
-    p95 over them (the checks report the uncorrected model)."""
+    where known; see ``QueueModel``). Where the profile also has open-loop levels below
+    saturation, the model's time scale is fitted to them (the checks report the uncorrected
+    model): closed-loop clients that start together keep arriving together, and an engine that
+    batches their prompts serves them faster than it serves requests arriving at random."""
     model = QueueModel(profile.closed_loop, slots=slots)
     checks = _checks(model, profile)
     unusable = len(profile.open_loop) - len(checks)
     notes = _notes(model, unusable)
     if checks:
-        scale = math.exp(sum(math.log(c.measured_p95_s / c.model_p95_s) for c in checks) / len(checks))
-        model = model.with_latency_scale(scale)
-        notes.append(f"latencies scaled by {scale:.3f} to match {len(checks)} open-loop level(s)")
+        scale = fit_time_scale(model, checks)
+        model = model.with_time_scale(scale)
+        notes.append(f"service times scaled by {scale:.3f} to match {len(checks)} open-loop "
+                     f"level(s): saturation {model.saturation:.2f} req/s")
     return Calibration(model, checks, tuple(notes))
+
+
+def fit_time_scale(model: QueueModel, checks: tuple[OpenLoopCheck, ...]) -> float:
+    """The time scale s at which the model's p95 (s times the unscaled p95 at rate x s) best
+    matches the checks' (least squares on the logarithms; golden-section search, as the error
+    falls then rises in s)."""
+    def error(log_scale: float) -> float:
+        scale = math.exp(log_scale)
+        return sum(math.log(scale * model.percentile(check.rate * scale, 0.95) / check.measured_p95_s)
+                   ** 2 for check in checks)
+
+    low = math.log(MIN_TIME_SCALE)
+    high = math.log(min(MAX_TIME_SCALE, (1 - 1e-3) * model.saturation / max(c.rate for c in checks)))
+    if high <= low:
+        return math.exp(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    error_a, error_b = error(a), error(b)
+    while high - low > TIME_SCALE_PRECISION:
+        if error_a <= error_b:
+            high, b, error_b = b, a, error_a
+            a = high - ratio * (high - low)
+            error_a = error(a)
+        else:
+            low, a, error_a = a, b, error_b
+            b = low + ratio * (high - low)
+            error_b = error(b)
+    return math.exp((low + high) / 2)

@@ -11,6 +11,11 @@ served in its measured mean latency, and a request is slowed by those that arriv
 as on a continuous-batching engine, not only by those it finds. Requests beyond the slots wait
 for one in arrival order. Each request's work is drawn from the lowest level's latencies.
 
+A ``time_scale`` s stretches every service time by s (the instance is s times slower than its
+closed-loop levels say): at rate λ a latency is s times the unscaled model's at λ s. Calibration
+fits s on open-loop levels, where an engine batches worse than under closed-loop clients that
+arrive together.
+
 Under Poisson arrivals at a rate the queue is simulated (``simulation.simulate``; fixed seed and
 the same draws for every rate, so answers are repeatable and move smoothly with the rate), and
 latency percentiles, the mean and the error share are read from the simulated requests. With
@@ -39,14 +44,14 @@ RATE_PRECISION = 1e-4
 class QueueModel:
     """Latency and errors of one instance under Poisson arrivals, from its closed-loop levels."""
 
-    def __init__(self, levels: Sequence[Level], latency_scale: float = 1.0,
+    def __init__(self, levels: Sequence[Level], time_scale: float = 1.0,
                  slots: int | None = None, requests: int = SIMULATED_REQUESTS, seed: int = 0) -> None:
         usable = sorted((lv for lv in levels if lv.concurrency and lv.latencies),
                         key=lambda lv: lv.concurrency or 0)
         if not usable:
             raise ProfileError("the profile has no closed-loop level with latency samples")
         self.levels = tuple(usable)
-        self.latency_scale = latency_scale
+        self.time_scale = time_scale
         self.concurrency = np.array([float(lv.concurrency or 0) for lv in usable])
         means = np.array([np.mean(lv.latencies) for lv in usable])
         self.throughput = np.maximum.accumulate(self.concurrency / means)
@@ -56,7 +61,7 @@ class QueueModel:
         self._requests, self._seed = requests, seed
         self.work = np.array(usable[0].latencies, dtype=np.float64)
         self._speeds = self._speeds_by_concurrency(float(means[0]))
-        self.saturation = self.throughput_at(self.slots)
+        self.saturation = self.throughput_at(self.slots)  # time_scale applied
         rng = np.random.default_rng(seed)
         self._gaps = rng.exponential(1.0, requests).cumsum().tolist()
         self._draws = rng.choice(self.work, requests).tolist()
@@ -70,10 +75,11 @@ class QueueModel:
     def _speeds_by_concurrency(self, lowest_mean: float) -> list[float]:
         """Speed of each request in service with k = 0..slots in service: m_1 / m(k) =
         m_1 X(k) / k (``speeds[0]`` is never used)."""
-        return [1.0, *(lowest_mean * self.throughput_at(k) / k for k in range(1, self.slots + 1))]
+        return [1.0, *(lowest_mean * self._throughput(k) / k for k in range(1, self.slots + 1))]
 
-    def with_latency_scale(self, scale: float) -> QueueModel:
-        """The same model with every latency multiplied by ``scale`` (an open-loop correction)."""
+    def with_time_scale(self, scale: float) -> QueueModel:
+        """The same model with every service time multiplied by ``scale`` (an open-loop
+        correction: capacity divided by it, latencies at a given load multiplied by it)."""
         return QueueModel(self.levels, scale, self.slots, self._requests, self._seed)
 
     def stable(self, rate: float) -> bool:
@@ -81,7 +87,9 @@ class QueueModel:
         return 0 <= rate < self.saturation
 
     def _run(self, rate: float) -> tuple[Array, Array]:
-        """Sorted simulated latencies (unscaled) at ``rate``, and each request's error share."""
+        """Sorted simulated latencies, in unscaled time, at ``rate`` (time scale applied: the
+        unscaled queue at ``rate`` x scale), and each request's error share."""
+        rate *= self.time_scale
         if rate not in self._runs:
             if rate <= 0:
                 latencies, found = np.sort(self.work), np.zeros(len(self.work), dtype=np.int64)
@@ -99,19 +107,19 @@ class QueueModel:
         if not self.stable(rate):
             return 0.0
         latencies = self._run(rate)[0]
-        return float(np.searchsorted(latencies, latency / self.latency_scale, "right") / len(latencies))
+        return float(np.searchsorted(latencies, latency / self.time_scale, "right") / len(latencies))
 
     def percentile(self, rate: float, q: float) -> float:
         """The q-quantile (0 < q < 1) of latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        return float(np.quantile(self._run(rate)[0], q)) * self.latency_scale
+        return float(np.quantile(self._run(rate)[0], q)) * self.time_scale
 
     def mean(self, rate: float) -> float:
         """Mean latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        return float(self._run(rate)[0].mean()) * self.latency_scale
+        return float(self._run(rate)[0].mean()) * self.time_scale
 
     def error_rate(self, rate: float) -> float:
         """Share of requests failing at ``rate``: the error share measured at the concurrency
@@ -123,6 +131,10 @@ class QueueModel:
     def throughput_at(self, concurrency: float) -> float:
         """Throughput with ``concurrency`` requests in the instance (linear between levels, flat
         beyond the highest)."""
+        return self._throughput(concurrency) / self.time_scale
+
+    def _throughput(self, concurrency: float) -> float:
+        """Throughput at ``concurrency`` as the closed-loop levels measured it (unscaled)."""
         return float(np.interp(concurrency, np.concatenate(([0.0], self.concurrency)),
                                np.concatenate(([0.0], self.throughput))))
 
