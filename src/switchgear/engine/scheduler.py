@@ -213,12 +213,11 @@ class BatchScheduler:
 
         slot = min(self._free_slots)
         source = max([slot, *self._free_slots], key=shared)  # the slot itself on a tie
-        if shared(source) > shared(slot):
+        if source != slot:
             copies.append((source, slot))
-            self._kept[slot] = self._kept[source]
         self._free_slots.remove(slot)
         sequence.slot = slot
-        sequence.computed = min(shared(slot), len(sequence.tokens) - 1)
+        sequence.computed = min(shared(source), len(sequence.tokens) - 1)
         sequence.reused = max(sequence.reused, sequence.computed)
         self._kept.pop(slot, None)
 
