@@ -2,7 +2,7 @@
 
 For each target (the simulator with a known slot count and speed; the embedded engine through
 `switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and
-Poisson levels at 50% and 70% of their modelled saturation (``--calibrate-at``) and writes a profile; the
+Poisson levels at 50% and 80% of their modelled saturation (``--calibrate-at``) and writes a profile; the
 planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs: the closed-loop
 levels give its shape, the Poisson levels its time scale) predicts the highest Poisson arrival
 rate whose p95 meets an SLO and the p95 at two other loads; then
@@ -79,7 +79,7 @@ def engine_argv(port: int) -> list[str]:
 TARGETS = {
     "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 60.0, 2.0,
                             5.0, 128, 32),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 60.0, 240.0, 3.0, 20.0,
+    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 60.0, 360.0, 3.0, 20.0,
                          16, 8),
 }
 
@@ -207,11 +207,11 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float],
         slo = model.percentile(slo_at * saturation, 0.95)
         plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo),
                                              slots=spec.slots))
+        scales = ", ".join(f"{scale:.3f} at {rate:.2f} req/s" for rate, scale in model.time_scales)
         print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
               f"{spec.level_s:g} s per level ({spec.poisson_s:g} s for a p95); {spec.slots} slots, "
               f"saturation {saturation:.2f} req/s (closed loop up to concurrency {model.n_max}: "
-              f"{closed:.2f}; time scale {model.time_scale:.3f} from Poisson at "
-              f"{', '.join(f'{share * closed:.2f}' for share in calibrate_at) or 'none'} req/s); "
+              f"{closed:.2f}; time scale {scales or 'none'}); "
               f"SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of saturation)", flush=True)
         rates = [load * saturation for load in loads]
         comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
@@ -241,7 +241,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-at", type=float, default=0.75,
                         help="The SLO is the model's p95 at this share of saturation.")
     parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
-    parser.add_argument("--calibrate-at", default="0.5,0.7",
+    parser.add_argument("--calibrate-at", default="0.5,0.8",
                         help="Shares of the closed-loop saturation to add Poisson levels to the "
                              "profile at (empty: closed-loop levels only).")
     parser.add_argument("--level-seconds", type=float,

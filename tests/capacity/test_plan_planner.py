@@ -136,9 +136,9 @@ def test_network_and_upstream_limits_are_fleet_wide_ceilings() -> None:
 
 def test_open_loop_levels_check_and_correct_the_time_scale() -> None:
     document = mmc_profile(SERVERS, SERVICE_RATE)
-    # Under random arrivals the server turns out twice as slow as its closed-loop levels say:
-    # an open-loop level at 10/s with the p95 of M/M/4 at half the service rate
-    # (exponential samples: p95 = mean ln 20).
+    # Under random arrivals at 10/s the server turns out twice as slow as its closed-loop levels
+    # say: an open-loop level with the p95 of M/M/4 at half the service rate (exponential
+    # samples: p95 = mean ln 20).
     slow = mmc_percentile(SERVERS, SERVICE_RATE / 2, 10.0, 0.95)
     document["levels"].append(open_level(10.0, quantile_samples(exponential(slow / math.log(20)))))
     plan = plan_for(Targets(peak_rate=8, slo_p95_s=10.0, target_utilization=0.9), document)
@@ -148,10 +148,15 @@ def test_open_loop_levels_check_and_correct_the_time_scale() -> None:
     assert check["model_p95_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE, 10.0, 0.95),
                                                  rel=0.03)
     assert check["measured_p95_s"] == pytest.approx(slow, rel=0.01)
-    assert calibration["time_scale"] == pytest.approx(2.0, rel=0.03)
-    # Everywhere else too the model is now M/M/4 at half the rate: p95 at another load.
-    assert plan["predicted"]["p95_s"] == pytest.approx(
-        mmc_percentile(SERVERS, SERVICE_RATE / 2, 8.0, 0.95), rel=0.05)
+    ((rate, scale),) = [(point["rate"], point["scale"]) for point in calibration["time_scales"]]
+    assert rate == 10.0 and scale == pytest.approx(2.0, rel=0.03)
+    # The scale is 1 at no load, linear up to the level and held beyond it: 1.8 at 8/s, where
+    # the model is M/M/4 at 1/1.8 of the service rate; saturation halves to 20/s.
+    predicted = plan["predicted"]
+    assert predicted["rate_per_instance"] == 8.0
+    assert predicted["p95_s"] == pytest.approx(mmc_percentile(SERVERS, SERVICE_RATE / 1.8, 8.0, 0.95),
+                                               rel=0.05)
+    assert predicted["saturation_rate"] == pytest.approx(20.0, rel=0.01)
 
 
 def test_a_profile_short_of_saturation_is_flagged() -> None:

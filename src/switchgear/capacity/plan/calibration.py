@@ -65,32 +65,32 @@ def _notes(model: QueueModel, unusable: int) -> list[str]:
 def calibrate(profile: Profile, slots: int | None = None) -> Calibration:
     """The model of the profile's closed-loop levels (``slots``: the server's concurrency limit,
     where known; see ``QueueModel``). Where the profile also has open-loop levels below
-    saturation, the model's time scale is fitted to them (the checks report the uncorrected
-    model): closed-loop clients that start together keep arriving together, and an engine that
-    batches their prompts serves them faster than it serves requests arriving at random."""
+    saturation, the model's time scale is fitted at each of their rates (the checks report the
+    uncorrected model): closed-loop clients that start together keep arriving together, and an
+    engine that batches their prompts serves them faster than it serves requests arriving at
+    random."""
     model = QueueModel(profile.closed_loop, slots=slots)
     checks = _checks(model, profile)
     unusable = len(profile.open_loop) - len(checks)
     notes = _notes(model, unusable)
     if checks:
-        scale = fit_time_scale(model, checks)
-        model = model.with_time_scale(scale)
-        notes.append(f"service times scaled by {scale:.3f} to match {len(checks)} open-loop "
+        model = model.with_time_scales([(check.rate, fit_time_scale(model, check)) for check in checks])
+        scales = ", ".join(f"{scale:.3f} at {rate:.2f}" for rate, scale in model.time_scales)
+        notes.append(f"service times scaled by {scales} req/s to match {len(checks)} open-loop "
                      f"level(s): saturation {model.saturation:.2f} req/s")
     return Calibration(model, checks, tuple(notes))
 
 
-def fit_time_scale(model: QueueModel, checks: tuple[OpenLoopCheck, ...]) -> float:
-    """The time scale s at which the model's p95 (s times the unscaled p95 at rate x s) best
-    matches the checks' (least squares on the logarithms; golden-section search, as the error
+def fit_time_scale(model: QueueModel, check: OpenLoopCheck) -> float:
+    """The time scale s at which the unscaled model's p95 (s times its p95 at rate x s) matches
+    the check's (golden-section search on log s for the least squared log error, as the error
     falls then rises in s)."""
     def error(log_scale: float) -> float:
         scale = math.exp(log_scale)
-        return sum(math.log(scale * model.percentile(check.rate * scale, 0.95) / check.measured_p95_s)
-                   ** 2 for check in checks)
+        return math.log(scale * model.percentile(check.rate * scale, 0.95) / check.measured_p95_s) ** 2
 
     low = math.log(MIN_TIME_SCALE)
-    high = math.log(min(MAX_TIME_SCALE, (1 - 1e-3) * model.saturation / max(c.rate for c in checks)))
+    high = math.log(min(MAX_TIME_SCALE, (1 - 1e-3) * model.saturation / check.rate))
     if high <= low:
         return math.exp(high)
     ratio = (math.sqrt(5) - 1) / 2

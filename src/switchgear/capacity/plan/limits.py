@@ -74,7 +74,7 @@ def memory_limit(model: QueueModel, instances: int, workload: Workload,
         return None
     per_sequence_mb = resources.kv_mb_per_1k_tokens * workload.tokens / 1000
     sequences = resources.memory_per_instance_gb * 1024 / per_sequence_mb if per_sequence_mb else 1e12
-    rate = model.throughput_at(sequences)
+    rate = min(model.throughput_at(sequences), model.saturation)
     return Limit("memory", instances * rate, True,
                  f"{workload.tokens:.0f} tokens per sequence x {resources.kv_mb_per_1k_tokens:g} MB "
                  f"KV per 1k tokens = {per_sequence_mb:.1f} MB; {resources.memory_per_instance_gb:g} GB "

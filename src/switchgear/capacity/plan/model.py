@@ -11,10 +11,13 @@ served in its measured mean latency, and a request is slowed by those that arriv
 as on a continuous-batching engine, not only by those it finds. Requests beyond the slots wait
 for one in arrival order. Each request's work is drawn from the lowest level's latencies.
 
-A ``time_scale`` s stretches every service time by s (the instance is s times slower than its
-closed-loop levels say): at rate λ a latency is s times the unscaled model's at λ s. Calibration
-fits s on open-loop levels, where an engine batches worse than under closed-loop clients that
-arrive together.
+Open-loop levels correct it by a time scale s(λ): at rate λ every service time is stretched by
+s(λ), so the latency is s(λ) times the unscaled model's at λ s(λ). Calibration fits s at each
+open-loop level's rate (an engine batches requests arriving at random worse than closed-loop
+clients that arrive together, and by how much depends on the load); s is 1 at no load (a lone
+request is served alike either way), linear in λ between the levels and held beyond the highest
+(a level near the rates planned for serves best). The modelled saturation is the lowest rate at
+which λ s(λ) reaches the closed-loop throughput with every slot busy.
 
 Under Poisson arrivals at a rate the queue is simulated (``simulation.simulate``; fixed seed and
 the same draws for every rate, so answers are repeatable and move smoothly with the rate), and
@@ -39,19 +42,19 @@ SATURATED = 0.03
 SIMULATED_REQUESTS = 60_000
 WARMUP_SHARE = 0.05
 RATE_PRECISION = 1e-4
+SATURATION_GRID = 1000
 
 
 class QueueModel:
     """Latency and errors of one instance under Poisson arrivals, from its closed-loop levels."""
 
-    def __init__(self, levels: Sequence[Level], time_scale: float = 1.0,
+    def __init__(self, levels: Sequence[Level], time_scales: Sequence[tuple[float, float]] = (),
                  slots: int | None = None, requests: int = SIMULATED_REQUESTS, seed: int = 0) -> None:
         usable = sorted((lv for lv in levels if lv.concurrency and lv.latencies),
                         key=lambda lv: lv.concurrency or 0)
         if not usable:
             raise ProfileError("the profile has no closed-loop level with latency samples")
         self.levels = tuple(usable)
-        self.time_scale = time_scale
         self.concurrency = np.array([float(lv.concurrency or 0) for lv in usable])
         means = np.array([np.mean(lv.latencies) for lv in usable])
         self.throughput = np.maximum.accumulate(self.concurrency / means)
@@ -61,7 +64,11 @@ class QueueModel:
         self._requests, self._seed = requests, seed
         self.work = np.array(usable[0].latencies, dtype=np.float64)
         self._speeds = self._speeds_by_concurrency(float(means[0]))
-        self.saturation = self.throughput_at(self.slots)  # time_scale applied
+        full = self.throughput_at(self.slots)
+        self.time_scales = tuple(sorted((rate, scale) for rate, scale in time_scales if 0 < rate < full))
+        self._scale_rates = [0.0, *(rate for rate, _ in self.time_scales)]
+        self._scale_values = [1.0, *(scale for _, scale in self.time_scales)]
+        self.saturation = self._saturation(full)
         rng = np.random.default_rng(seed)
         self._gaps = rng.exponential(1.0, requests).cumsum().tolist()
         self._draws = rng.choice(self.work, requests).tolist()
@@ -75,12 +82,29 @@ class QueueModel:
     def _speeds_by_concurrency(self, lowest_mean: float) -> list[float]:
         """Speed of each request in service with k = 0..slots in service: m_1 / m(k) =
         m_1 X(k) / k (``speeds[0]`` is never used)."""
-        return [1.0, *(lowest_mean * self._throughput(k) / k for k in range(1, self.slots + 1))]
+        return [1.0, *(lowest_mean * self.throughput_at(k) / k for k in range(1, self.slots + 1))]
 
-    def with_time_scale(self, scale: float) -> QueueModel:
-        """The same model with every service time multiplied by ``scale`` (an open-loop
-        correction: capacity divided by it, latencies at a given load multiplied by it)."""
-        return QueueModel(self.levels, scale, self.slots, self._requests, self._seed)
+    def with_time_scales(self, time_scales: Sequence[tuple[float, float]]) -> QueueModel:
+        """The same model with the time scale fitted at each (rate, scale) of ``time_scales``."""
+        return QueueModel(self.levels, time_scales, self.slots, self._requests, self._seed)
+
+    def time_scale(self, rate: float) -> float:
+        """s(``rate``): service times at that arrival rate over the closed-loop levels'."""
+        return float(np.interp(rate, self._scale_rates, self._scale_values))
+
+    def _saturation(self, full: float) -> float:
+        """The lowest rate at which rate x s(rate) reaches ``full`` (the closed-loop throughput
+        with every slot busy): on a grid up to where it surely does, then by bisection inside
+        the first step that does."""
+        top = full / min(1.0, *self._scale_values)
+        grid = np.linspace(0.0, top, SATURATION_GRID + 1)
+        reached = grid * np.interp(grid, self._scale_rates, self._scale_values) >= full * (1 - 1e-12)
+        high = float(grid[int(np.argmax(reached))])
+        low = high - top / SATURATION_GRID
+        while high - low > RATE_PRECISION * full:
+            middle = (low + high) / 2
+            low, high = (low, middle) if middle * self.time_scale(middle) >= full else (middle, high)
+        return high
 
     def stable(self, rate: float) -> bool:
         """Whether the queue stays finite at ``rate`` arrivals/s."""
@@ -88,8 +112,8 @@ class QueueModel:
 
     def _run(self, rate: float) -> tuple[Array, Array]:
         """Sorted simulated latencies, in unscaled time, at ``rate`` (time scale applied: the
-        unscaled queue at ``rate`` x scale), and each request's error share."""
-        rate *= self.time_scale
+        unscaled queue at ``rate`` x s(rate)), and each request's error share."""
+        rate *= self.time_scale(rate)
         if rate not in self._runs:
             if rate <= 0:
                 latencies, found = np.sort(self.work), np.zeros(len(self.work), dtype=np.int64)
@@ -107,19 +131,19 @@ class QueueModel:
         if not self.stable(rate):
             return 0.0
         latencies = self._run(rate)[0]
-        return float(np.searchsorted(latencies, latency / self.time_scale, "right") / len(latencies))
+        return float(np.searchsorted(latencies, latency / self.time_scale(rate), "right") / len(latencies))
 
     def percentile(self, rate: float, q: float) -> float:
         """The q-quantile (0 < q < 1) of latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        return float(np.quantile(self._run(rate)[0], q)) * self.time_scale
+        return float(np.quantile(self._run(rate)[0], q)) * self.time_scale(rate)
 
     def mean(self, rate: float) -> float:
         """Mean latency in seconds at ``rate``; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        return float(self._run(rate)[0].mean()) * self.time_scale
+        return float(self._run(rate)[0].mean()) * self.time_scale(rate)
 
     def error_rate(self, rate: float) -> float:
         """Share of requests failing at ``rate``: the error share measured at the concurrency
@@ -129,12 +153,8 @@ class QueueModel:
         return float(self._run(rate)[1].mean())
 
     def throughput_at(self, concurrency: float) -> float:
-        """Throughput with ``concurrency`` requests in the instance (linear between levels, flat
-        beyond the highest)."""
-        return self._throughput(concurrency) / self.time_scale
-
-    def _throughput(self, concurrency: float) -> float:
-        """Throughput at ``concurrency`` as the closed-loop levels measured it (unscaled)."""
+        """Throughput with ``concurrency`` requests in the instance, as the closed-loop levels
+        measured it (linear between levels, flat beyond the highest)."""
         return float(np.interp(concurrency, np.concatenate(([0.0], self.concurrency)),
                                np.concatenate(([0.0], self.throughput))))
 

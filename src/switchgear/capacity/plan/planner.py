@@ -148,7 +148,7 @@ def _calibration(calibration: Calibration, latency: str) -> dict[str, Any]:
                 {"concurrency": int(n), "request_rate": float(x)}
                 for n, x in zip(model.concurrency, model.throughput, strict=True)],
             "slots": model.slots,
-            "time_scale": model.time_scale,
+            "time_scales": [{"rate": rate, "scale": scale} for rate, scale in model.time_scales],
             "open_loop_checks": [{**asdict(check), "error": check.error} for check in calibration.checks],
             "notes": list(calibration.notes)}
 
