@@ -49,6 +49,19 @@ def test_unstable_rates_have_no_finite_latency() -> None:
     assert model.error_rate(10.0) == 1.0
 
 
+def test_time_scales_are_linear_in_the_rate_from_1_at_no_load_and_held_beyond_the_last() -> None:
+    closed = parse_profile(mmc_profile(4, 10.0)).closed_loop
+    model = QueueModel(closed, time_scales=[(20.0, 1.25), (10.0, 1.5)])
+    assert [model.time_scale(rate) for rate in (0, 5, 10, 15, 20, 30)] == pytest.approx(
+        [1.0, 1.25, 1.5, 1.375, 1.25, 1.25])
+    # At 15/s every service time is 1.375x: M/M/4 at 10 / 1.375 per slot.
+    assert model.percentile(15.0, 0.95) == pytest.approx(mmc_percentile(4, 10 / 1.375, 15.0, 0.95),
+                                                         rel=0.04)
+    # rate x s(rate) reaches the closed-loop 40/s at 40 / 1.25 = 32/s, beyond the last scale.
+    assert model.saturation == pytest.approx(32.0, rel=1e-3)
+    assert math.isinf(model.percentile(33.0, 0.95))
+
+
 def test_a_tighter_slo_than_the_idle_latency_allows_no_rate() -> None:
     model = model_of(mmc_profile(4, 10.0))
     assert model.max_rate({0.95: 0.01}) == 0.0
