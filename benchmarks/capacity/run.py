@@ -12,7 +12,9 @@ further out while both land on one side), the crossing interpolated between the 
 it. Levels a p95 is read from are long and start after a warm-up long enough for the queue to
 settle (a short level at 95% of saturation starts empty and ends before the queue builds, so it
 "meets" an SLO it would miss in steady state). It prints predicted against measured, the error,
-and met/MISSED at 10%.
+and met/MISSED at 10%, with the standard error of each measurement (batch means: a level's
+requests in time order cut into six batches; the spread of their p95s over sqrt(6)), the noise a
+single level's p95 carries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +45,7 @@ from switchgear.capacity.plan.planner import PlanInputs, Targets, make_plan  # n
 from switchgear.capacity.plan.profile import parse_profile  # noqa: E402
 
 TOLERANCE = 0.10
+BATCHES = 6
 START_TIMEOUT_S = 180.0
 
 
@@ -93,6 +97,7 @@ class Comparison:
     predicted: float
     measured: float
     samples: int
+    noise: float | None = None  # standard error of the measurement, relative to it
 
     @property
     def error(self) -> float:
@@ -131,44 +136,83 @@ class Bench:
         """The profile: one closed-loop level per concurrency."""
         return self.run(*(arg for n in self.spec.concurrencies for arg in ("-c", str(n))))
 
-    def poisson_p95(self, rates: Sequence[float]) -> list[tuple[float, int]]:
-        """Measured e2e p95 and completed requests of a Poisson level at each rate."""
+    def poisson_p95(self, rates: Sequence[float]) -> list[Measured]:
+        """The e2e p95 measured by a Poisson level at each rate."""
         document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")),
                             poisson=True)
-        return [(level["latency_s"]["e2e"]["p95"], level["completed"]) for level in document["levels"]]
+        return [Measured.of(level) for level in document["levels"]]
 
-    def highest_rate(self, slo: float, predicted: float, saturation: float) -> tuple[float, int]:
-        """The rate where the measured p95 crosses ``slo``, and the requests it took: Poisson
-        levels at 0.9x and 1.1x ``predicted``, then 20% further out (up to 2 more, never at or
-        beyond ``saturation``) while every level lands on one side; linear between the two
-        levels around the crossing."""
+    def highest_rate(self, slo: float, predicted: float, saturation: float) -> tuple[Measured, int]:
+        """Where the measured p95 crosses ``slo`` (with its standard error, from the p95s'),
+        and the requests it took: Poisson levels at 0.9x and 1.1x ``predicted``, then 20%
+        further out (up to 2 more, never at or beyond ``saturation``) while every level lands
+        on one side; linear between the two levels around the crossing."""
         rates = [0.9 * predicted, 1.1 * predicted]
-        p95s: dict[float, float] = {}
-        samples = 0
+        p95s: dict[float, Measured] = {}
         while rates:
-            for rate, (p95, completed) in zip(rates, self.poisson_p95(rates), strict=True):
-                p95s[rate] = p95
-                samples += completed
-            passed = [rate for rate, p95 in p95s.items() if p95 <= slo]
-            failed = [rate for rate, p95 in p95s.items() if p95 > slo]
+            p95s.update(zip(rates, self.poisson_p95(rates), strict=True))
+            passed = [rate for rate, p95 in p95s.items() if p95.value <= slo]
+            failed = [rate for rate, p95 in p95s.items() if p95.value > slo]
             if len(p95s) >= 4 or (passed and failed):
                 break
             further = max(p95s) * 1.2 if passed else min(p95s) / 1.2
             rates = [further] if further < saturation else []
-        return crossing(p95s, slo), samples
+        return crossing(p95s, slo), sum(p95.samples for p95 in p95s.values())
 
-def crossing(p95s: dict[float, float], slo: float) -> float:
+
+@dataclass(frozen=True)
+class Measured:
+    """A figure measured on Poisson levels: its value, requests, and standard error relative to
+    the value (None where too few requests for batch means)."""
+
+    value: float
+    samples: int
+    noise: float | None
+
+    @classmethod
+    def of(cls, level: dict[str, Any]) -> Measured:
+        """The e2e p95 of one level of a bench profile."""
+        samples = level["samples"]
+        latencies = [e2e for _, e2e in sorted(zip(samples["scheduled_at"], samples["e2e"], strict=True))]
+        p95 = level["latency_s"]["e2e"]["p95"]
+        if len(latencies) < 10 * BATCHES or not p95:
+            return cls(p95, level["completed"], None)
+        size = len(latencies) / BATCHES
+        batches = [quantile(latencies[round(i * size):round((i + 1) * size)], 0.95) for i in range(BATCHES)]
+        return cls(p95, level["completed"], statistics.stdev(batches) / BATCHES ** 0.5 / p95)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of ``values``, linear between order statistics (numpy's default)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
+def crossing(p95s: dict[float, Measured], slo: float) -> Measured:
     """The rate where p95 reaches ``slo``, linear between the highest rate within it and the
-    next rate above; the highest rate within it when none above misses it, 0 when none is within."""
-    passed = [rate for rate, p95 in p95s.items() if p95 <= slo]
+    next rate above (its standard error from theirs); the highest rate within it when none
+    above misses it, 0 when none is within."""
+    passed = [rate for rate, p95 in p95s.items() if p95.value <= slo]
+    samples = sum(p95.samples for p95 in p95s.values())
     if not passed:
-        return 0.0
+        return Measured(0.0, samples, None)
     low = max(passed)
     above = [rate for rate in p95s if rate > low]
     if not above:
-        return low
+        return Measured(low, samples, None)
     high = min(above)
-    return low + (slo - p95s[low]) / (p95s[high] - p95s[low]) * (high - low)
+    below_p95, above_p95 = p95s[low], p95s[high]
+    span = above_p95.value - below_p95.value
+    rate = low + (slo - below_p95.value) / span * (high - low)
+    if below_p95.noise is None or above_p95.noise is None:
+        return Measured(rate, samples, None)
+    # d rate / d p95 at each end, times that end's absolute standard error
+    from_below = (high - low) * (above_p95.value - slo) / span ** 2 * below_p95.noise * below_p95.value
+    from_above = (high - low) * (slo - below_p95.value) / span ** 2 * above_p95.noise * above_p95.value
+    return Measured(rate, samples, (from_below ** 2 + from_above ** 2) ** 0.5 / rate)
 
 
 @contextlib.contextmanager
@@ -215,13 +259,12 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float],
               f"SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of saturation)", flush=True)
         rates = [load * saturation for load in loads]
         comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
-                                  model.percentile(rate, 0.95), p95, samples)
-                       for load, rate, (p95, samples) in zip(loads, rates, bench.poisson_p95(rates),
-                                                             strict=True)]
+                                  model.percentile(rate, 0.95), p95.value, p95.samples, p95.noise)
+                       for load, rate, p95 in zip(loads, rates, bench.poisson_p95(rates), strict=True)]
         predicted = float(plan["predicted"]["max_rate_within_slo"])
         measured, samples = bench.highest_rate(slo, predicted, saturation)
         comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
-                                      predicted, measured, samples))
+                                      predicted, measured.value, samples, measured.noise))
     return comparisons
 
 
@@ -229,9 +272,11 @@ def render(comparisons: Sequence[Comparison]) -> list[str]:
     """The table of predicted against measured, then met/MISSED per line."""
     from switchgear.cli.tables import table
 
-    rows = [("target", "figure", "predicted", "measured", "error", "samples", "within 10%")]
-    rows += [(c.target, c.figure, f"{c.predicted:.3f}", f"{c.measured:.3f}", f"{c.error:+.1%}",
-              str(c.samples), "met" if c.met else "MISSED") for c in comparisons]
+    rows = [("target", "figure", "predicted", "measured", "measured SE", "error", "samples",
+             "within 10%")]
+    rows += [(c.target, c.figure, f"{c.predicted:.3f}", f"{c.measured:.3f}",
+              "-" if c.noise is None else f"±{c.noise:.1%}", f"{c.error:+.1%}", str(c.samples),
+              "met" if c.met else "MISSED") for c in comparisons]
     return table(rows)
 
 

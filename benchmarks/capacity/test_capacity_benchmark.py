@@ -41,3 +41,26 @@ def test_an_error_beyond_ten_percent_is_missed() -> None:
     lines = bench.render([close, far])
     assert lines[1].endswith("met") and lines[2].endswith("MISSED")
     assert "+9.0%" in lines[1] and "-15.0%" in lines[2]
+
+
+def test_a_level_p95_carries_its_batch_means_standard_error() -> None:
+    # Six batches in time order, every latency of batch i equal to i + 1 (listed newest first):
+    # the batch p95s are 1..6, their standard deviation sqrt(3.5) over sqrt(6) is the error.
+    times = [float(t) for t in range(60)]
+    level = {"completed": 60, "latency_s": {"e2e": {"p95": 6.0}},
+             "samples": {"scheduled_at": times[::-1], "e2e": [1.0 + t // 10 for t in times[::-1]]}}
+    measured = bench.Measured.of(level)
+    assert measured.value == 6.0 and measured.samples == 60
+    assert measured.noise == pytest.approx(3.5 ** 0.5 / 6 ** 0.5 / 6.0)
+    assert bench.Measured.of({**level, "samples": {"scheduled_at": times[:30],
+                                                    "e2e": [1.0] * 30}}).noise is None
+
+
+def test_the_crossing_is_linear_between_the_levels_around_the_slo() -> None:
+    p95s = {1.0: bench.Measured(1.0, 100, 0.1), 2.0: bench.Measured(3.0, 100, 0.1)}
+    crossed = bench.crossing(p95s, 2.0)
+    assert crossed.value == pytest.approx(1.5) and crossed.samples == 200
+    # d rate / d p95 is 1/4 at each end here; errors 0.1 and 0.3 s: sqrt(0.025^2 + 0.075^2) / 1.5
+    assert crossed.noise == pytest.approx((0.025 ** 2 + 0.075 ** 2) ** 0.5 / 1.5)
+    assert bench.crossing(p95s, 0.5).value == 0.0
+    assert bench.crossing(p95s, 5.0).value == 2.0
