@@ -64,3 +64,17 @@ def test_the_crossing_is_linear_between_the_levels_around_the_slo() -> None:
     assert crossed.noise == pytest.approx((0.025 ** 2 + 0.075 ** 2) ** 0.5 / 1.5)
     assert bench.crossing(p95s, 0.5).value == 0.0
     assert bench.crossing(p95s, 5.0).value == 2.0
+
+
+replayed = load_script(Path(__file__).resolve().parent / "replay.py", "capacity_replay")
+
+
+def test_the_replay_predicts_every_stored_level_not_calibrated_on(capsys: pytest.CaptureFixture[str]) -> None:
+    assert replayed.main(["--calibrate", "1.766,2.8257"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in printed if line[:1].isdigit()]
+    stored = replayed.load(replayed.DEFAULT_PROFILE)["levels"]
+    poisson = sorted(level["rate"] for level in stored if level["mode"] == "poisson")
+    assert [float(row[0]) for row in rows] == pytest.approx(
+        [rate for rate in poisson if rate not in (1.766, 2.8257)], abs=1e-3)
+    assert "time scale 1.192 at 1.766, 1.150 at 2.826" in printed[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,23 +75,26 @@ def calibrate(profile: Profile, slots: int | None = None) -> Calibration:
     unusable = len(profile.open_loop) - len(checks)
     notes = _notes(model, unusable)
     if checks:
-        model = model.with_time_scales([(check.rate, fit_time_scale(model, check)) for check in checks])
+        rates = sorted({check.rate for check in checks})
+        model = model.with_time_scales([(rate, fit_time_scale(model, [c for c in checks if c.rate == rate]))
+                                        for rate in rates])
         scales = ", ".join(f"{scale:.3f} at {rate:.2f}" for rate, scale in model.time_scales)
         notes.append(f"service times scaled by {scales} req/s to match {len(checks)} open-loop "
                      f"level(s): saturation {model.saturation:.2f} req/s")
     return Calibration(model, checks, tuple(notes))
 
 
-def fit_time_scale(model: QueueModel, check: OpenLoopCheck) -> float:
-    """The time scale s at which the unscaled model's p95 (s times its p95 at rate x s) matches
-    the check's (golden-section search on log s for the least squared log error, as the error
-    falls then rises in s)."""
+def fit_time_scale(model: QueueModel, checks: Sequence[OpenLoopCheck]) -> float:
+    """The time scale s at which the unscaled model's p95 (s times its p95 at rate x s) best
+    matches the checks', all at one rate (least squares on the logarithms; golden-section
+    search on log s, as the error falls then rises in s)."""
     def error(log_scale: float) -> float:
         scale = math.exp(log_scale)
-        return math.log(scale * model.percentile(check.rate * scale, 0.95) / check.measured_p95_s) ** 2
+        return sum(math.log(scale * model.percentile(check.rate * scale, 0.95) / check.measured_p95_s)
+                   ** 2 for check in checks)
 
     low = math.log(MIN_TIME_SCALE)
-    high = math.log(min(MAX_TIME_SCALE, (1 - 1e-3) * model.saturation / check.rate))
+    high = math.log(min(MAX_TIME_SCALE, (1 - 1e-3) * model.saturation / checks[0].rate))
     if high <= low:
         return math.exp(high)
     ratio = (math.sqrt(5) - 1) / 2
