@@ -9,7 +9,8 @@ against every stored level before the live benchmark (run.py) confirms it.
 
 data/engine-2026-11-27.json.gz: the embedded engine through `switchgear serve` (16 prompt and 8
 output tokens, streamed, ignore_eos), 2-core Intel Xeon with AVX-512: closed-loop levels 1, 2,
-4, 8 (60 s) and ten Poisson levels from 1.54 to 3.16 req/s (240-360 s each), commit 8bcb3ad.
+4, 8 (60 s) and thirteen Poisson levels from 1.54 to 3.16 req/s (240-600 s each; three repeat
+rates of the others for 600 s with another arrival seed), commit 8bcb3ad.
 """
 
 from __future__ import annotations
