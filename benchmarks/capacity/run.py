@@ -39,6 +39,7 @@ sys.path.append(str(HERE.parent / "overhead"))
 
 from processes import Endpoint, ServiceProcess, free_port, wait_until_answers  # noqa: E402
 
+from switchgear.capacity.bench.figures import percentile  # noqa: E402
 from switchgear.capacity.machine import commit, cpu_model, load_average  # noqa: E402
 from switchgear.capacity.plan.calibration import calibrate  # noqa: E402
 from switchgear.capacity.plan.planner import PlanInputs, Targets, make_plan  # noqa: E402
@@ -178,17 +179,9 @@ class Measured:
         if len(latencies) < 10 * BATCHES or not p95:
             return cls(p95, level["completed"], None)
         size = len(latencies) / BATCHES
-        batches = [quantile(latencies[round(i * size):round((i + 1) * size)], 0.95) for i in range(BATCHES)]
+        batches = [percentile(sorted(latencies[round(i * size):round((i + 1) * size)]), 95)
+                   for i in range(BATCHES)]
         return cls(p95, level["completed"], statistics.stdev(batches) / BATCHES ** 0.5 / p95)
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile of ``values``, linear between order statistics (numpy's default)."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    below = int(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 def crossing(p95s: dict[float, Measured], slo: float) -> Measured:
