@@ -1,20 +1,22 @@
 """Is the planner right? Bench a profile, plan from it, then measure.
 
 For each target (the simulator with a known slot count and speed; the embedded engine through
-`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels and
-Poisson levels at 50% and 80% of their modelled saturation (``--calibrate-at``) and writes a profile; the
-planner's model (`switchgear.capacity.plan`, the same code `switchgear plan` runs: the closed-loop
-levels give its shape, the Poisson levels its time scale) predicts the highest Poisson arrival
-rate whose p95 meets an SLO and the p95 at two other loads; then
-`switchgear bench` measures them with Poisson arrivals. The measured highest rate within the SLO
-is where the measured p95 crosses it: Poisson levels at 0.9x and 1.1x the predicted rate (and
-further out while both land on one side), the crossing interpolated between the two levels around
-it. Levels a p95 is read from are long and start after a warm-up long enough for the queue to
-settle (a short level at 95% of saturation starts empty and ends before the queue builds, so it
-"meets" an SLO it would miss in steady state). It prints predicted against measured, the error,
-and met/MISSED at 10%, with the standard error of each measurement (batch means: a level's
-requests in time order cut into six batches; the spread of their p95s over sqrt(6)), the noise a
-single level's p95 carries.
+`switchgear serve` with its default config): `switchgear bench` runs closed-loop levels (the
+profile's shape and the closed-loop saturation X), then rounds of Poisson levels, each round one
+arrival seed for every rate and the rates in a rotated order: at ``--calibrate-at`` shares of X
+(the levels the model is calibrated on) and at ``--loads`` shares of X (the levels it is checked
+on). Interleaving puts a drift in the machine's speed into every level alike, where one level
+after another would hand it to the check alone (measured here: the same arrivals through the
+same server gave a p95 of 0.88, 1.19 and 1.37 s in three runs within the hour, and 2.13 s on
+another day). Each rate's rounds are pooled. The planner's model (`switchgear.capacity.plan`, the
+code `switchgear plan` runs: closed-loop levels give its shape, the calibration levels its time
+scale) then predicts the p95 at the check loads, which it has not seen, and the highest rate
+within an SLO (the model's own p95 at ``--slo-at`` of X); measured: each check load's pooled p95,
+and where the pooled p95s cross the SLO (linear between the two rates around it). A level's p95
+is read after a warm-up long enough for the queue to settle. It prints predicted against
+measured, the error, and met/MISSED at 10%, with each measurement's standard error (batch means:
+the pooled requests in time order, round after round, cut into six batches; the spread of their
+p95s over sqrt(6)).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ START_TIMEOUT_S = 180.0
 class TargetSpec:
     """A server to plan for: how to start it, the model it serves, its slots (requests it serves
     at once), the closed-loop levels that profile it, and seconds per level (a slow server needs
-    longer levels for as many samples; ``poisson_s`` and ``poisson_warmup_s`` for the levels a
-    p95 is measured on)."""
+    longer levels for as many samples; ``poisson_s`` and ``poisson_warmup_s`` for the Poisson
+    levels, ``rounds`` of them at each rate)."""
 
     name: str
     model: str
@@ -68,6 +70,7 @@ class TargetSpec:
     poisson_warmup_s: float
     input_tokens: int
     output_tokens: int
+    rounds: int
 
 
 def simulator_argv(port: int) -> list[str]:
@@ -83,9 +86,9 @@ def engine_argv(port: int) -> list[str]:
 
 TARGETS = {
     "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 60.0, 2.0,
-                            5.0, 128, 32),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 60.0, 360.0, 3.0, 20.0,
-                         16, 8),
+                            5.0, 128, 32, 1),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 30.0, 80.0, 3.0, 20.0,
+                         4, 4, 6),
 }
 
 
@@ -137,28 +140,36 @@ class Bench:
         """The profile: one closed-loop level per concurrency."""
         return self.run(*(arg for n in self.spec.concurrencies for arg in ("-c", str(n))))
 
-    def poisson_p95(self, rates: Sequence[float]) -> list[Measured]:
-        """The e2e p95 measured by a Poisson level at each rate."""
-        document = self.run("--arrival", "poisson", *(arg for r in rates for arg in ("-r", f"{r:.4f}")),
-                            poisson=True)
-        return [Measured.of(level) for level in document["levels"]]
+    def rounds(self, rates: Sequence[float]) -> dict[float, dict[str, Any]]:
+        """Poisson levels at every rate in each of the target's rounds (round k: arrival seed k,
+        the rates rotated by k), each rate's rounds pooled into one level."""
+        by_rate: dict[float, list[dict[str, Any]]] = {rate: [] for rate in rates}
+        for k in range(self.spec.rounds):
+            order = [*rates[k % len(rates):], *rates[:k % len(rates)]]
+            document = self.run("--arrival", "poisson", "--seed", str(k),
+                                *(arg for rate in order for arg in ("-r", f"{rate:.4f}")), poisson=True)
+            for rate, level in zip(order, document["levels"], strict=True):
+                by_rate[rate].append(level)
+        return {rate: pool(levels) for rate, levels in by_rate.items()}
 
-    def highest_rate(self, slo: float, predicted: float, saturation: float) -> tuple[Measured, int]:
-        """Where the measured p95 crosses ``slo`` (with its standard error, from the p95s'),
-        and the requests it took: Poisson levels at 0.9x and 1.1x ``predicted``, then 20%
-        further out (up to 2 more, never at or beyond ``saturation``) while every level lands
-        on one side; linear between the two levels around the crossing."""
-        rates = [0.9 * predicted, 1.1 * predicted]
-        p95s: dict[float, Measured] = {}
-        while rates:
-            p95s.update(zip(rates, self.poisson_p95(rates), strict=True))
-            passed = [rate for rate, p95 in p95s.items() if p95.value <= slo]
-            failed = [rate for rate, p95 in p95s.items() if p95.value > slo]
-            if len(p95s) >= 4 or (passed and failed):
-                break
-            further = max(p95s) * 1.2 if passed else min(p95s) / 1.2
-            rates = [further] if further < saturation else []
-        return crossing(p95s, slo), sum(p95.samples for p95 in p95s.values())
+
+def pool(levels: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One bench level holding the requests of ``levels`` (the same rate, run one after another):
+    samples in run order (each run's times shifted past the one before), counts summed, the
+    p95 of them all."""
+    samples: dict[str, list[Any]] = {key: [] for key in levels[0]["samples"]}
+    shift = 0.0
+    for level in levels:
+        times = level["samples"]["scheduled_at"] or [0.0]
+        for key, values in level["samples"].items():
+            samples[key] += [t - min(times) + shift for t in values] if key == "scheduled_at" else values
+        shift += max(times) - min(times) + 1.0
+    e2e = sorted(samples["e2e"])
+    seconds = sum(level["duration_s"] for level in levels)
+    return {**levels[0], "duration_s": seconds, "sent": sum(level["sent"] for level in levels),
+            "completed": sum(level["completed"] for level in levels),
+            "request_rate": len(e2e) / seconds, "samples": samples,
+            "latency_s": {**levels[0]["latency_s"], "e2e": {"p95": percentile(e2e, 95) if e2e else 0.0}}}
 
 
 @dataclass(frozen=True)
@@ -225,7 +236,8 @@ def running(spec: TargetSpec, directory: Path) -> Iterator[str]:
 
 def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float],
                  calibrate_at: Sequence[float]) -> list[Comparison]:
-    """Profile one target, plan from the profile, then measure what the plan predicts."""
+    """Profile one target, calibrate the planner on some Poisson levels, and compare what it
+    predicts with the others (all shares of the closed-loop saturation)."""
     directory = WORK / spec.name
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -233,31 +245,29 @@ def check_target(spec: TargetSpec, slo_at: float, loads: Sequence[float],
         bench = Bench(spec, base_url, directory)
         document = bench.closed_loop()
         closed = calibrate(parse_profile(document), spec.slots).model.saturation
-        if calibrate_at:
-            poisson = bench.run("--arrival", "poisson", *(arg for share in calibrate_at
-                                                          for arg in ("-r", f"{share * closed:.4f}")),
-                                poisson=True)
-            document = {**document, "levels": document["levels"] + poisson["levels"]}
-        profile = parse_profile(document)
-        model = calibrate(profile, spec.slots).model
-        saturation = model.saturation
-        slo = model.percentile(slo_at * saturation, 0.95)
-        plan = make_plan(profile, PlanInputs(Targets(peak_rate=saturation / 2, slo_p95_s=slo),
-                                             slots=spec.slots))
-        scales = ", ".join(f"{scale:.3f} at {rate:.2f} req/s" for rate, scale in model.time_scales)
-        print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
-              f"{spec.level_s:g} s per level ({spec.poisson_s:g} s for a p95); {spec.slots} slots, "
-              f"saturation {saturation:.2f} req/s (closed loop up to concurrency {model.n_max}: "
-              f"{closed:.2f}; time scale {scales or 'none'}); "
-              f"SLO p95 <= {slo:.3f} s (the model's p95 at {slo_at:.0%} of saturation)", flush=True)
-        rates = [load * saturation for load in loads]
-        comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of saturation (s)",
-                                  model.percentile(rate, 0.95), p95.value, p95.samples, p95.noise)
-                       for load, rate, p95 in zip(loads, rates, bench.poisson_p95(rates), strict=True)]
-        predicted = float(plan["predicted"]["max_rate_within_slo"])
-        measured, samples = bench.highest_rate(slo, predicted, saturation)
-        comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
-                                      predicted, measured.value, samples, measured.noise))
+        measured = bench.rounds([share * closed for share in (*calibrate_at, *loads)])
+    calibration = list(measured.values())[:len(calibrate_at)]
+    profile = parse_profile({**document, "levels": document["levels"] + calibration})
+    model = calibrate(profile, spec.slots).model
+    slo = model.percentile(slo_at * closed, 0.95)
+    plan = make_plan(profile, PlanInputs(Targets(peak_rate=model.saturation / 2, slo_p95_s=slo),
+                                         slots=spec.slots))
+    scales = ", ".join(f"{scale:.3f} at {rate:.2f} req/s" for rate, scale in model.time_scales)
+    print(f"{spec.name}: {spec.input_tokens} prompt and {spec.output_tokens} output tokens, "
+          f"{spec.level_s:g} s per closed-loop level, {spec.rounds} x {spec.poisson_s:g} s per "
+          f"Poisson rate; {spec.slots} slots, closed-loop saturation X = {closed:.2f} req/s "
+          f"(concurrency up to {model.n_max}); time scale {scales or 'none'}; modelled "
+          f"saturation {model.saturation:.2f} req/s; SLO p95 <= {slo:.3f} s (the model's p95 at "
+          f"{slo_at:.0%} of X)", flush=True)
+    p95s = {rate: Measured.of(level) for rate, level in measured.items()}
+    comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of X (s)",
+                              model.percentile(load * closed, 0.95), p95s[load * closed].value,
+                              p95s[load * closed].samples, p95s[load * closed].noise)
+                   for load in loads]
+    highest = crossing(p95s, slo)
+    comparisons.append(Comparison(spec.name, "highest rate within SLO (req/s)",
+                                  float(plan["predicted"]["max_rate_within_slo"]), highest.value,
+                                  highest.samples, highest.noise))
     return comparisons
 
 
@@ -276,19 +286,23 @@ def render(comparisons: Sequence[Comparison]) -> list[str]:
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="simulator,engine", help="Targets, comma-separated.")
-    parser.add_argument("--slo-at", type=float, default=0.75,
-                        help="The SLO is the model's p95 at this share of saturation.")
-    parser.add_argument("--loads", default="0.5,0.8", help="Shares of saturation to measure p95 at.")
-    parser.add_argument("--calibrate-at", default="0.5,0.8",
-                        help="Shares of the closed-loop saturation to add Poisson levels to the "
-                             "profile at (empty: closed-loop levels only).")
+    parser.add_argument("--slo-at", type=float, default=0.6,
+                        help="The SLO is the calibrated model's p95 at this share of the closed-loop "
+                             "saturation X.")
+    parser.add_argument("--loads", default="0.55,0.65",
+                        help="Shares of X to check the predicted p95 at (Poisson levels the model "
+                             "does not see).")
+    parser.add_argument("--calibrate-at", default="0.45,0.75",
+                        help="Shares of X of the Poisson levels the model is calibrated on (empty: "
+                             "closed-loop levels only).")
+    parser.add_argument("--rounds", type=int, help="Rounds of Poisson levels (default: each target's).")
     parser.add_argument("--level-seconds", type=float,
                         help="Measured seconds per level for every target (default: each target's).")
     parser.add_argument("--poisson-seconds", type=float,
-                        help="Measured seconds of each Poisson level a p95 is compared on, likewise.")
+                        help="Measured seconds of each Poisson level, likewise.")
     parser.add_argument("--warmup-seconds", type=float, help="Warm-up seconds per level, likewise.")
     parser.add_argument("--poisson-warmup-seconds", type=float,
-                        help="Warm-up seconds of each Poisson level a p95 is compared on, likewise.")
+                        help="Warm-up seconds of each Poisson level, likewise.")
     parser.add_argument("--json", type=Path, default=WORK / "results" / "latest.json")
     return parser.parse_args(argv)
 
@@ -299,17 +313,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     loads = [float(load) for load in arguments.loads.split(",")]
     calibrate_at = [float(share) for share in arguments.calibrate_at.split(",") if share.strip()]
     print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
-          f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels and Poisson at "
-          f"{calibrate_at} of their saturation -> profile; the "
-          "planner's model (switchgear.capacity.plan) predicts; switchgear bench Poisson levels "
-          f"measure p95 at {loads} of the modelled saturation and at rates around the predicted "
-          "highest rate within the SLO (measured: where the measured p95 crosses it). Requests: "
-          "chat, streamed, fixed prompt and output tokens (ignore_eos) per target.",
-          flush=True)
+          f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels (saturation X), "
+          f"then rounds of Poisson levels at {calibrate_at} of X (calibration) and {loads} of X "
+          "(checks), one arrival seed per round, rates rotated, each rate's rounds pooled; the "
+          "planner's model (switchgear.capacity.plan) calibrated on the closed-loop and calibration "
+          "levels predicts the checks' p95 and the highest rate within the SLO (measured: where the "
+          "pooled p95s cross it). Requests: chat, streamed, fixed prompt and output tokens "
+          "(ignore_eos) per target.", flush=True)
     specs = [replace(TARGETS[name], level_s=arguments.level_seconds or TARGETS[name].level_s,
                      poisson_s=arguments.poisson_seconds or TARGETS[name].poisson_s,
                      poisson_warmup_s=arguments.poisson_warmup_seconds or TARGETS[name].poisson_warmup_s,
-                     warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s) for name in names]
+                     warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s,
+                     rounds=arguments.rounds or TARGETS[name].rounds) for name in names]
     comparisons = [c for spec in specs
                    for c in check_target(spec, arguments.slo_at, loads, calibrate_at)]
     print(f"load average at end: {load_average()}")

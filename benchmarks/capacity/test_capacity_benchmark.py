@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,7 @@ def test_a_short_run_prints_predicted_against_measured(tmp_path: Path,
     results = json.loads(out.read_text())
     assert code == (0 if all(result["met"] for result in results) else 1)
     assert [result["figure"] for result in results] == [
-        "p95 at 50% of saturation (s)", "p95 at 80% of saturation (s)",
-        "highest rate within SLO (req/s)"]
+        "p95 at 55% of X (s)", "p95 at 65% of X (s)", "highest rate within SLO (req/s)"]
     for result in results:
         assert result["predicted"] > 0 and result["measured"] > 0 and result["samples"] > 0
         assert f"{result['predicted']:.3f}" in printed
@@ -54,6 +54,21 @@ def test_a_level_p95_carries_its_batch_means_standard_error() -> None:
     assert measured.noise == pytest.approx(3.5 ** 0.5 / 6 ** 0.5 / 6.0)
     assert bench.Measured.of({**level, "samples": {"scheduled_at": times[:30],
                                                     "e2e": [1.0] * 30}}).noise is None
+
+
+def test_rounds_at_one_rate_pool_into_one_level_in_run_order() -> None:
+    def level(times: list[float], e2e: list[float]) -> dict[str, Any]:
+        return {"mode": "poisson", "rate": 2.0, "duration_s": 10.0, "sent": len(e2e) + 1,
+                "completed": len(e2e), "latency_s": {"e2e": {"p95": max(e2e)}, "ttft": {}},
+                "samples": {"scheduled_at": times, "e2e": e2e}}
+
+    pooled = bench.pool([level([105.0, 100.0], [0.2, 0.1]), level([7.0, 9.0, 8.0], [0.3, 0.5, 0.4])])
+    # each run's times from its own first arrival, the second run one second after the first
+    assert pooled["samples"]["scheduled_at"] == [5.0, 0.0, 6.0, 8.0, 7.0]
+    assert pooled["samples"]["e2e"] == [0.2, 0.1, 0.3, 0.5, 0.4]
+    assert (pooled["sent"], pooled["completed"], pooled["duration_s"]) == (7, 5, 20.0)
+    assert pooled["request_rate"] == 0.25 and pooled["rate"] == 2.0
+    assert pooled["latency_s"]["e2e"]["p95"] == bench.percentile([0.1, 0.2, 0.3, 0.4, 0.5], 95)
 
 
 def test_the_crossing_is_linear_between_the_levels_around_the_slo() -> None:
