@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from plan_profiles import mmc_profile
+from plan_profiles import exponential_samples, mmc_profile, open_level, profile
 
 from switchgear.cli.main import main
 
@@ -91,3 +91,26 @@ def test_the_scorecard_reads_every_figure_of_the_plan(profile_path: Path, tmp_pa
                  "cost_per_1k_requests", "marginal_per_1k_on_doubling", "power_kw",
                  "kwh_per_month", "wasted_share"):
         assert getattr(facts, name) is not None, name
+
+
+def test_several_profiles_of_one_workload_are_planned_from_together(profile_path: Path,
+                                                                      tmp_path: Path) -> None:
+    # A second run of the same workload with Poisson levels only (say, another --seed): its
+    # levels calibrate the model that the first run's closed-loop levels shape.
+    later = tmp_path / "poisson.json"
+    later.write_text(json.dumps({**profile([open_level(20.0, exponential_samples(0.2))]),
+                                 "workload": {**json.loads(profile_path.read_text())["workload"],
+                                              "seed": 7}}))
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(main, ["plan", "--profile", str(profile_path), "--profile", str(later),
+                                       *ARGS, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    scales = json.loads(out.read_text())["calibration"]["time_scales"]
+    assert [scale["rate"] for scale in scales] == [20.0] and scales[0]["scale"] > 1
+    alone = CliRunner().invoke(main, ["plan", "--profile", str(profile_path), *ARGS, "--json", "-"])
+    assert json.loads(alone.output)["calibration"]["time_scales"] == []
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(profile([open_level(20.0, exponential_samples(0.2))], stream=False)))
+    result = CliRunner().invoke(main, ["plan", "--profile", str(profile_path), "--profile", str(other),
+                                       *ARGS])
+    assert result.exit_code == 1 and "different workloads" in result.output

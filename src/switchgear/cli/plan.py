@@ -22,9 +22,11 @@ _SHARE = click.FloatRange(0, 1, min_open=True)
 
 
 @click.command("plan")
-@click.option("--profile", "profile_path",
+@click.option("--profile", "profile_paths", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The JSON profile 'switchgear bench --json' wrote (closed-loop levels).")
+              help="The JSON profile 'switchgear bench --json' wrote (closed-loop levels, and "
+                   "Poisson levels to calibrate on). Repeat it for more runs of the same workload, "
+                   "e.g. Poisson levels again with another --seed: their levels count together.")
 @click.option("--from-log", is_flag=True,
               help="Calibrate on the request log instead of a profile: the store of --config, "
                    "the requests of --deployment (and/or --model) over --since, grouped by how "
@@ -69,7 +71,7 @@ _SHARE = click.FloatRange(0, 1, min_open=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the plan as JSON to this file ('-': stdout instead of the table).")
 @click.option("--markdown", is_flag=True, help="Print Markdown instead of the text table.")
-def plan(profile_path: Path | None, from_log: bool, config_path: Path | None, window_s: float,
+def plan(profile_paths: tuple[Path, ...], from_log: bool, config_path: Path | None, window_s: float,
          model: str | None, deployment: str | None, peak_rate: float, growth: float, slo_p95: float | None,
          slo_p99: float | None, slo_error_rate: float | None, latency: str,
          target_utilization: float, price_per_instance_hour: float | None,
@@ -84,10 +86,10 @@ def plan(profile_path: Path | None, from_log: bool, config_path: Path | None, wi
     # Imported here so that other commands do not load numpy.
     from switchgear.capacity.plan.limits import Resources
     from switchgear.capacity.plan.planner import Economics, PlanError, PlanInputs, Targets, make_plan
-    from switchgear.capacity.plan.profile import ProfileError, load_profile
+    from switchgear.capacity.plan.profile import ProfileError, load_profiles
     from switchgear.capacity.plan.report import render_markdown, render_text
 
-    if (profile_path is None) == (not from_log):
+    if bool(profile_paths) == from_log:
         raise click.UsageError("give one source: --profile FILE or --from-log")
     if price_per_instance_hour is not None and price_per_million_tokens is not None:
         raise click.UsageError("give one price: --price-per-instance-hour or --price-per-million-tokens")
@@ -99,8 +101,8 @@ def plan(profile_path: Path | None, from_log: bool, config_path: Path | None, wi
                             upstream_tpm),
         bytes_per_request=bytes_per_request, slots=slots)
     try:
-        if profile_path is not None:
-            profile = load_profile(profile_path, latency)
+        if profile_paths:
+            profile = load_profiles(profile_paths, latency)
         else:
             profile = _log_profile(config_path, window_s, model, deployment, latency)
         result = make_plan(profile, inputs)

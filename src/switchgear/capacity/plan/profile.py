@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,23 @@ def parse_profile(raw: dict[str, Any], latency: str = "e2e") -> Profile:
 
 def load_profile(path: Path, latency: str = "e2e") -> Profile:
     """Read and parse the profile at ``path``."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ProfileError(f"cannot read the profile {path}: {error}") from error
-    return parse_profile(raw, latency)
+    return load_profiles([path], latency)
+
+
+def load_profiles(paths: Sequence[Path], latency: str = "e2e") -> Profile:
+    """Read the profiles at ``paths`` as one: runs of one workload against one model (say,
+    Poisson levels repeated with other arrival seeds), their levels planned from together; the
+    SLO and sweep are the first's."""
+    profiles, workloads = [], set()
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ProfileError(f"cannot read the profile {path}: {error}") from error
+        profiles.append(parse_profile(raw, latency))
+        workload = {key: value for key, value in (raw.get("workload") or {}).items() if key != "seed"}
+        target = raw.get("target") or {}
+        workloads.add(json.dumps([workload, target.get("model"), target.get("endpoint")], sort_keys=True))
+    if len(workloads) > 1:
+        raise ProfileError("the profiles measured different workloads or models: plan from each apart")
+    return replace(profiles[0], levels=tuple(level for profile in profiles for level in profile.levels))
