@@ -88,11 +88,6 @@ def parse_profile(raw: dict[str, Any], latency: str = "e2e") -> Profile:
                    slo=dict(raw.get("slo") or {}), sweep=raw.get("sweep"))
 
 
-def load_profile(path: Path, latency: str = "e2e") -> Profile:
-    """Read and parse the profile at ``path``."""
-    return load_profiles([path], latency)
-
-
 def load_profiles(paths: Sequence[Path], latency: str = "e2e") -> Profile:
     """Read the profiles at ``paths`` as one: runs of one workload against one model (say,
     Poisson levels repeated with other arrival seeds), their levels planned from together; the
