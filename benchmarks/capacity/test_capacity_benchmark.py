@@ -27,7 +27,7 @@ def test_a_short_run_prints_predicted_against_measured(tmp_path: Path,
     results = json.loads(out.read_text())
     assert code == (0 if all(result["met"] for result in results) else 1)
     assert [result["figure"] for result in results] == [
-        "p95 at 55% of X (s)", "p95 at 65% of X (s)", "highest rate within SLO (req/s)"]
+        "p95 at 70% of X (s)", "p95 at 80% of X (s)", "highest rate within SLO (req/s)"]
     for result in results:
         assert result["predicted"] > 0 and result["measured"] > 0 and result["samples"] > 0
         assert f"{result['predicted']:.3f}" in printed
@@ -75,7 +75,7 @@ def test_rounds_at_one_rate_pool_into_one_level_in_run_order() -> None:
 def test_each_target_is_checked_at_its_own_shares_unless_told() -> None:
     simulator, engine = bench.target_specs(bench.parse_arguments([]))
     assert (engine.calibrate_at, engine.loads, engine.slo_at) == ((0.3, 0.6), (0.4, 0.5), 0.45)
-    assert simulator.loads == (0.55, 0.65)
+    assert (simulator.calibrate_at, simulator.loads, simulator.slo_at) == ((0.6, 0.9), (0.7, 0.8), 0.75)
     told = bench.target_specs(bench.parse_arguments(["--loads", "0.2,0.3", "--calibrate-at", "",
                                                      "--slo-at", "0.25", "--rounds", "2"]))
     assert {(spec.calibrate_at, spec.loads, spec.slo_at, spec.rounds) for spec in told} == {
