@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -149,9 +150,9 @@ class Bench:
         """The profile: one closed-loop level per concurrency."""
         return self.run(*(arg for n in self.spec.concurrencies for arg in ("-c", str(n))))
 
-    def rounds(self, rates: Sequence[float]) -> dict[float, dict[str, Any]]:
+    def rounds(self, rates: Sequence[float]) -> dict[float, list[dict[str, Any]]]:
         """Poisson levels at every rate in each of the target's rounds (round k: arrival seed k,
-        the rates rotated by k), each rate's rounds pooled into one level."""
+        the rates rotated by k): each rate's levels, round by round."""
         by_rate: dict[float, list[dict[str, Any]]] = {rate: [] for rate in rates}
         for k in range(self.spec.rounds):
             order = [*rates[k % len(rates):], *rates[:k % len(rates)]]
@@ -159,7 +160,7 @@ class Bench:
                                 *(arg for rate in order for arg in ("-r", f"{rate:.4f}")), poisson=True)
             for rate, level in zip(order, document["levels"], strict=True):
                 by_rate[rate].append(level)
-        return {rate: pool(levels) for rate, levels in by_rate.items()}
+        return by_rate
 
 
 def pool(levels: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -180,6 +181,26 @@ def pool(levels: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "request_rate": len(e2e) / seconds, "samples": samples,
             "round_p95s": [level["latency_s"]["e2e"]["p95"] for level in levels],
             "latency_s": {**levels[0]["latency_s"], "e2e": {"p95": percentile(e2e, 95) if e2e else 0.0}}}
+
+
+def paired_errors(document: dict[str, Any], by_round: dict[float, list[dict[str, Any]]],
+                  calibrations: int, slots: int) -> dict[float, tuple[float, float]]:
+    """Per check rate, the model's error when each round's calibration levels (the first
+    ``calibrations`` rates of ``by_round``) predict that round's checks: the geometric mean of
+    predicted over measured p95, less one, and its standard error (0 from a single round). The
+    machine's speed during a round reaches its calibration and its checks alike, so this tells
+    a bias of the model from the rounds' noise."""
+    rates = list(by_round)
+    logs: dict[float, list[float]] = {rate: [] for rate in rates[calibrations:]}
+    for k in range(len(by_round[rates[0]])):
+        levels = [by_round[rate][k] for rate in rates[:calibrations]]
+        model = calibrate(parse_profile({**document, "levels": document["levels"] + levels}), slots).model
+        for rate, errors in logs.items():
+            measured = by_round[rate][k]["latency_s"]["e2e"]["p95"]
+            errors.append(math.log(model.percentile(rate, 0.95) / measured))
+    return {rate: (math.exp(statistics.mean(errors)) - 1,
+                   statistics.stdev(errors) / len(errors) ** 0.5 if len(errors) > 1 else 0.0)
+            for rate, errors in logs.items()}
 
 
 @dataclass(frozen=True)
@@ -255,7 +276,8 @@ def check_target(spec: TargetSpec) -> list[Comparison]:
         bench = Bench(spec, base_url, directory)
         document = bench.closed_loop()
         closed = calibrate(parse_profile(document), spec.slots).model.saturation
-        measured = bench.rounds([share * closed for share in (*calibrate_at, *loads)])
+        by_round = bench.rounds([share * closed for share in (*calibrate_at, *loads)])
+    measured = {rate: pool(levels) for rate, levels in by_round.items()}
     calibration = list(measured.values())[:len(calibrate_at)]
     profile = parse_profile({**document, "levels": document["levels"] + calibration})
     model = calibrate(profile, spec.slots).model
@@ -273,6 +295,11 @@ def check_target(spec: TargetSpec) -> list[Comparison]:
     for rate, level in sorted(measured.items()):
         print(f"  {rate:.2f} req/s: pooled p95 {level['latency_s']['e2e']['p95']:.3f} s; by round "
               + ", ".join(f"{p95:.3f}" for p95 in level["round_p95s"]), flush=True)
+    paired = paired_errors(document, by_round, len(calibrate_at), spec.slots)
+    print("  paired by round (each round's calibration levels predict its own checks; geometric "
+          "mean error and its standard error): " + ", ".join(
+              f"{rate:.2f} req/s {error:+.1%} ± {noise:.1%}" for rate, (error, noise) in paired.items()),
+          flush=True)
     p95s = {rate: Measured.of(level) for rate, level in measured.items()}
     comparisons = [Comparison(spec.name, f"p95 at {load:.0%} of X (s)",
                               model.percentile(load * closed, 0.95), p95s[load * closed].value,

@@ -4,6 +4,7 @@ then too noisy to judge: this checks that it runs, predicts, measures and prints
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def test_a_short_run_prints_predicted_against_measured(tmp_path: Path,
     for result in results:
         assert result["predicted"] > 0 and result["measured"] > 0 and result["samples"] > 0
         assert f"{result['predicted']:.3f}" in printed
-    assert "Method:" in printed and "within 10%" in printed
+    assert "Method:" in printed and "within 10%" in printed and "paired by round" in printed
 
 
 def test_an_error_beyond_ten_percent_is_missed() -> None:
@@ -80,3 +81,22 @@ def test_each_target_is_checked_at_its_own_shares_unless_told() -> None:
                                                      "--slo-at", "0.25", "--rounds", "2"]))
     assert {(spec.calibrate_at, spec.loads, spec.slo_at, spec.rounds) for spec in told} == {
         ((), (0.2, 0.3), 0.25, 2)}
+
+
+def test_paired_errors_are_the_geometric_mean_over_rounds_with_its_standard_error() -> None:
+    from capacity.plan_profiles import exponential_samples, mmc_profile, open_level
+
+    document = mmc_profile(2, 10.0)  # an M/M/2 server, 10 req/s a slot
+
+    def level(rate: float, p95: float) -> dict[str, Any]:
+        return {**open_level(rate, exponential_samples(0.1, 2000)), "latency_s": {"e2e": {"p95": p95}}}
+
+    calibration = level(8.0, 0.35)
+    one_round = {8.0: [calibration], 12.0: [level(12.0, 0.5)]}
+    (alone,) = bench.paired_errors(document, one_round, 1, 2).values()
+    assert alone[1] == 0.0
+    # the same calibration in both rounds; the check measured twice and half as long as before
+    two_rounds = {8.0: [calibration, calibration], 12.0: [level(12.0, 1.0), level(12.0, 0.25)]}
+    error, noise = bench.paired_errors(document, two_rounds, 1, 2)[12.0]
+    assert error == pytest.approx(alone[0], rel=1e-6)
+    assert noise == pytest.approx(math.log(4) / 2 ** 0.5 / 2 ** 0.5, rel=1e-6)
