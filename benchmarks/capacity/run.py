@@ -187,7 +187,8 @@ def paired_errors(document: dict[str, Any], by_round: dict[float, list[dict[str,
                   calibrations: int, slots: int) -> dict[float, tuple[float, float]]:
     """Per check rate, the model's error when each round's calibration levels (the first
     ``calibrations`` rates of ``by_round``) predict that round's checks: the geometric mean of
-    predicted over measured p95, less one, and its standard error (0 from a single round). The
+    predicted over measured p95, less one, and its standard error (0 from a single round);
+    rounds without a p95 at a rate are left out, and a rate without any. The
     machine's speed during a round reaches its calibration and its checks alike, so this tells
     a bias of the model from the rounds' noise."""
     rates = list(by_round)
@@ -197,10 +198,11 @@ def paired_errors(document: dict[str, Any], by_round: dict[float, list[dict[str,
         model = calibrate(parse_profile({**document, "levels": document["levels"] + levels}), slots).model
         for rate, errors in logs.items():
             measured = by_round[rate][k]["latency_s"]["e2e"]["p95"]
-            errors.append(math.log(model.percentile(rate, 0.95) / measured))
+            if measured:  # a round that completed nothing at the rate has no p95
+                errors.append(math.log(model.percentile(rate, 0.95) / measured))
     return {rate: (math.exp(statistics.mean(errors)) - 1,
                    statistics.stdev(errors) / len(errors) ** 0.5 if len(errors) > 1 else 0.0)
-            for rate, errors in logs.items()}
+            for rate, errors in logs.items() if errors}
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,6 @@ def test_paired_errors_are_the_geometric_mean_over_rounds_with_its_standard_erro
     error, noise = bench.paired_errors(document, two_rounds, 1, 2)[12.0]
     assert error == pytest.approx(alone[0], rel=1e-6)
     assert noise == pytest.approx(math.log(4) / 2 ** 0.5 / 2 ** 0.5, rel=1e-6)
+    # a round that completed nothing at the check rate has no p95 and is left out
+    empty = {8.0: [calibration, calibration], 12.0: [level(12.0, 0.5), level(12.0, 0.0)]}
+    assert bench.paired_errors(document, empty, 1, 2)[12.0] == pytest.approx(alone)
