@@ -73,6 +73,30 @@ def test_rounds_at_one_rate_pool_into_one_level_in_run_order() -> None:
     assert pooled["round_p95s"] == [0.2, 0.5]
 
 
+def test_the_crossing_is_linear_between_the_levels_around_the_slo() -> None:
+    p95s = {1.0: bench.Measured(1.0, 100, 0.1), 2.0: bench.Measured(3.0, 100, 0.1)}
+    crossed = bench.crossing(p95s, 2.0)
+    assert crossed.value == pytest.approx(1.5) and crossed.samples == 200
+    # d rate / d p95 is 1/4 at each end here; errors 0.1 and 0.3 s: sqrt(0.025^2 + 0.075^2) / 1.5
+    assert crossed.noise == pytest.approx((0.025 ** 2 + 0.075 ** 2) ** 0.5 / 1.5)
+    assert bench.crossing(p95s, 0.5).value == 0.0
+    assert bench.crossing(p95s, 5.0).value == 2.0
+
+
+replayed = load_script(Path(__file__).resolve().parent / "replay.py", "capacity_replay")
+
+
+def test_the_replay_predicts_every_stored_level_not_calibrated_on(capsys: pytest.CaptureFixture[str]) -> None:
+    assert replayed.main(["--calibrate", "1.766,2.8257"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in printed if line[:1].isdigit()]
+    stored = replayed.load(replayed.DEFAULT_PROFILE)["levels"]
+    poisson = sorted(level["rate"] for level in stored if level["mode"] == "poisson")
+    assert [float(row[0]) for row in rows] == pytest.approx(
+        [rate for rate in poisson if rate not in (1.766, 2.8257)], abs=1e-3)
+    assert "time scale 1.192 at 1.766, 1.150 at 2.826" in printed[0]
+
+
 def test_each_target_is_checked_at_its_own_shares_unless_told() -> None:
     simulator, engine = bench.target_specs(bench.parse_arguments([]))
     assert (engine.calibrate_at, engine.loads, engine.slo_at) == ((0.3, 0.6), (0.4, 0.5), 0.45)
