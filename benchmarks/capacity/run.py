@@ -166,7 +166,7 @@ class Bench:
 def pool(levels: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One bench level holding the requests of ``levels`` (the same rate, run one after another):
     samples in run order (each run's times shifted past the one before), counts summed, the
-    p95 of them all (and each run's, as ``round_p95s``)."""
+    p95 of them all."""
     samples: dict[str, list[Any]] = {key: [] for key in levels[0]["samples"]}
     shift = 0.0
     for level in levels:
@@ -179,7 +179,6 @@ def pool(levels: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**levels[0], "duration_s": seconds, "sent": sum(level["sent"] for level in levels),
             "completed": sum(level["completed"] for level in levels),
             "request_rate": len(e2e) / seconds, "samples": samples,
-            "round_p95s": [level["latency_s"]["e2e"]["p95"] for level in levels],
             "latency_s": {**levels[0]["latency_s"], "e2e": {"p95": percentile(e2e, 95) if e2e else 0.0}}}
 
 
@@ -294,9 +293,9 @@ def check_target(spec: TargetSpec) -> list[Comparison]:
           f"saturation {model.saturation:.2f} req/s; SLO p95 <= {slo:.3f} s (the model's p95 at "
           f"{slo_at:.0%} of X); calibrated at {', '.join(f'{s:.0%}' for s in calibrate_at)} of X, "
           f"checked at {', '.join(f'{s:.0%}' for s in loads)}", flush=True)
-    for rate, level in sorted(measured.items()):
-        print(f"  {rate:.2f} req/s: pooled p95 {level['latency_s']['e2e']['p95']:.3f} s; by round "
-              + ", ".join(f"{p95:.3f}" for p95 in level["round_p95s"]), flush=True)
+    for rate, levels in sorted(by_round.items()):
+        print(f"  {rate:.2f} req/s: pooled p95 {measured[rate]['latency_s']['e2e']['p95']:.3f} s; by "
+              "round " + ", ".join(f"{level['latency_s']['e2e']['p95']:.3f}" for level in levels), flush=True)
     paired = paired_errors(document, by_round, len(calibrate_at), spec.slots)
     print("  paired by round (each round's calibration levels predict its own checks; geometric "
           "mean error and its standard error): " + ", ".join(
@@ -358,15 +357,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def target_specs(arguments: argparse.Namespace) -> list[TargetSpec]:
     """The targets ``--only`` names, with what the command line sets in place of their own."""
     names = [name.strip() for name in arguments.only.split(",") if name.strip()]
-    return [replace(TARGETS[name], level_s=arguments.level_seconds or TARGETS[name].level_s,
-                     poisson_s=arguments.poisson_seconds or TARGETS[name].poisson_s,
-                     poisson_warmup_s=arguments.poisson_warmup_seconds or TARGETS[name].poisson_warmup_s,
-                     warmup_s=arguments.warmup_seconds or TARGETS[name].warmup_s,
-                     rounds=arguments.rounds or TARGETS[name].rounds,
-                     calibrate_at=TARGETS[name].calibrate_at if arguments.calibrate_at is None
-                     else arguments.calibrate_at,
-                     loads=arguments.loads or TARGETS[name].loads,
-                     slo_at=arguments.slo_at or TARGETS[name].slo_at) for name in names]
+    told = {"level_s": arguments.level_seconds, "poisson_s": arguments.poisson_seconds,
+            "warmup_s": arguments.warmup_seconds, "poisson_warmup_s": arguments.poisson_warmup_seconds,
+            "rounds": arguments.rounds, "calibrate_at": arguments.calibrate_at,
+            "loads": arguments.loads, "slo_at": arguments.slo_at}
+    return [replace(TARGETS[name], **{field: value for field, value in told.items() if value is not None})
+            for name in names]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
