@@ -93,12 +93,15 @@ def engine_argv(port: int) -> list[str]:
 #: 0.194 at 65%), so a 5% error in p95 moved the highest rate within the SLO by 11%. The engine is
 #: checked lower: its X is reached with 8 requests batched in step, which Poisson arrivals seldom
 #: give, so 55% of X keeps it 77% busy, where this VM's speed (moving by a quarter over seconds)
-#: swings a level's p95 by +-25%; at 40-50% of X it is 55-70% busy.
+#: swings a level's p95 by +-25%; at 40-50% of X it is 55-70% busy. Its slowdown under Poisson
+#: arrivals peaks near half of X (the time scale fitted at 30/40/50/60% alone: 1.18, 1.19, 1.27,
+#: 1.19), so it is calibrated on both sides of each check: a scale interpolated between 30% and
+#: 60% missed the peak by 10% in p95 (paired by round, two runs).
 TARGETS = {
     "simulator": TargetSpec("simulator", "sim", simulator_argv, 8, (1, 2, 4, 8, 16), 10.0, 60.0, 2.0,
                             5.0, 128, 32, 1, (0.6, 0.9), (0.7, 0.8), 0.75),
-    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 30.0, 80.0, 3.0, 15.0,
-                         4, 4, 8, (0.3, 0.6), (0.4, 0.5), 0.45),
+    "engine": TargetSpec("engine", "smollm2", engine_argv, 8, (1, 2, 4, 8), 30.0, 80.0, 3.0, 12.0,
+                         4, 4, 6, (0.35, 0.45, 0.55), (0.4, 0.5), 0.475),
 }
 
 

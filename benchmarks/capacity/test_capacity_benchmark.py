@@ -98,7 +98,7 @@ def test_the_replay_predicts_every_stored_level_not_calibrated_on(capsys: pytest
 
 def test_each_target_is_checked_at_its_own_shares_unless_told() -> None:
     simulator, engine = bench.target_specs(bench.parse_arguments([]))
-    assert (engine.calibrate_at, engine.loads, engine.slo_at) == ((0.3, 0.6), (0.4, 0.5), 0.45)
+    assert (engine.calibrate_at, engine.loads, engine.slo_at) == ((0.35, 0.45, 0.55), (0.4, 0.5), 0.475)
     assert (simulator.calibrate_at, simulator.loads, simulator.slo_at) == ((0.6, 0.9), (0.7, 0.8), 0.75)
     told = bench.target_specs(bench.parse_arguments(["--loads", "0.2,0.3", "--calibrate-at", "",
                                                      "--slo-at", "0.25", "--rounds", "2"]))
