@@ -167,3 +167,29 @@ def test_a_profile_short_of_saturation_is_flagged() -> None:
     document["levels"].append(closed_level(8, 40.0, [2 * x for x in samples]))
     assert not any("may not reach saturation" in note
                    for note in plan_for(Targets(peak_rate=10), document)["calibration"]["notes"])
+
+
+
+def test_a_rate_far_from_every_open_loop_level_is_flagged() -> None:
+    # M/M/4 at 10/s per slot: saturation 40 req/s, so a level is near within 2 req/s.
+    def far(document: dict[str, Any]) -> list[str]:
+        notes = plan_for(Targets(peak_rate=11.5, slo_p95_s=0.35, target_utilization=0.9),
+                         document)["calibration"]["notes"]
+        return [note for note in notes if note.startswith("no open-loop level")]
+
+    def as_modelled(rate: float) -> dict[str, Any]:  # an open-loop level at M/M/4's own p95
+        p95 = mmc_percentile(SERVERS, SERVICE_RATE, rate, 0.95)
+        return open_level(rate, quantile_samples(exponential(p95 / math.log(20))))
+
+    document = mmc_profile(SERVERS, SERVICE_RATE)
+    flagged = far(document)  # closed-loop levels only: both rates are far from any level
+    assert len(flagged) == 2 and "of the rate per instance, 11.50 req/s" in flagged[0]
+    assert "switchgear bench --arrival poisson -r 11.50" in flagged[0]
+    # A level at 10 req/s is near the 11.5 per instance, not the highest rate within 0.35 s
+    # (26 req/s on M/M/4); one there leaves nothing to flag.
+    document["levels"].append(as_modelled(10.0))
+    (flagged,) = far(document)
+    assert "of the highest rate within the SLO" in flagged
+    highest = float(flagged.split("-r ")[1].rstrip(")"))
+    document["levels"].append(as_modelled(highest))
+    assert far(document) == []

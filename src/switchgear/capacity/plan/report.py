@@ -66,8 +66,8 @@ def _notes(plan: dict[str, Any]) -> list[str]:
     calibration = plan["calibration"]
     levels = ", ".join(f"{level['concurrency']}: {level['request_rate']:.2f}"
                        for level in calibration["closed_loop_levels"])
-    notes = [f"model: birth-death queue on {calibration['latency']} latency of closed-loop levels "
-             f"(concurrency: req/s) {levels}"]
+    notes = [f"model: processor-sharing queue, simulated, on {calibration['latency']} latency of "
+             f"closed-loop levels (concurrency: req/s) {levels}"]
     notes += [f"open-loop check at {check['rate']:.2f} req/s: p95 measured {check['measured_p95_s']:.3f} s, "
               f"model {check['model_p95_s']:.3f} s ({check['error']:+.1%})"
               for check in calibration["open_loop_checks"]]
