@@ -21,9 +21,11 @@ from switchgear.simulator.server import start_simulator
 from servers import BackgroundLoop, gateway
 
 ADMIN = "sg-overload-admin-0123456789abcdef01234"
-#: The simulator serves about 4 slots / ~40 ms = ~100 requests/s; we offer three times that.
-OFFERED_PER_SECOND = 300
-SECONDS = 3.0
+#: The simulator serves 4 slots / ~80 ms = ~50 requests/s, no slower when full (load_factor 0:
+#: at its default, 1, four busy slots serve 29/s, below the interactive share alone, whose
+#: queue then grew until CI saw 13 of 202 interactive requests shed); we offer three times that.
+OFFERED_PER_SECOND = 150
+SECONDS = 5.0
 
 
 async def offer(base_url: str, keys: dict[str, str]) -> list[tuple[str, int, float, str | None]]:
@@ -57,8 +59,9 @@ def test_overload_sheds_batch_and_keeps_interactive(
     make_config: Callable[..., Config], background: BackgroundLoop, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = background.run(start_simulator(ModelOptions(slots=4, ttft_ms=20, tpot_ms=2,
-                                                      mean_output_tokens=10, seed=1)))
+    sim = background.run(start_simulator(ModelOptions(slots=4, ttft_ms=40, tpot_ms=4,
+                                                      mean_output_tokens=10, load_factor=0.0,
+                                                      seed=1)))
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
     config = make_config({"sim": {"deployments": [
         {"name": "s", "backend": "openai_http", "url": sim.base_url, "model": "sim"}]}})
