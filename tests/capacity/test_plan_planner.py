@@ -169,7 +169,6 @@ def test_a_profile_short_of_saturation_is_flagged() -> None:
                    for note in plan_for(Targets(peak_rate=10), document)["calibration"]["notes"])
 
 
-
 def test_a_rate_far_from_every_open_loop_level_is_flagged() -> None:
     # M/M/4 at 10/s per slot: saturation 40 req/s, so a level is near within 2 req/s.
     def far(document: dict[str, Any]) -> list[str]:
