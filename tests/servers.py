@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -25,7 +26,9 @@ from switchgear.gateway.server import uvicorn_config
 from switchgear.store import open_store
 from switchgear.store.records import RequestRecord
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: The role and database scripts/services makes; a password, so stock Debian's scram-sha-256 works.
+POSTGRES_URL = os.environ.get("SWITCHGEAR_TEST_POSTGRES_URL",
+                              "postgresql://switchgear:switchgear-test@127.0.0.1:5432/test")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -14,7 +14,7 @@ from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.records import RequestRecord
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+from servers import POSTGRES_URL
 
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0

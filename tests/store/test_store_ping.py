@@ -60,8 +60,8 @@ async def test_postgres_on_a_wrong_port_is_unavailable_and_hides_the_password() 
 
 
 async def test_postgres_with_a_wrong_password_hides_it() -> None:
-    # The server trusts every local login, so a wrong password only shows when a database is
-    # missing too; the message must still name neither the password nor its URL-encoded form.
+    # Refused at login (scram-sha-256) or, where the server trusts local logins, for the missing
+    # database: either way the message names neither the password nor its URL-encoded form.
     url = f"postgresql://postgres:{PASSWORD}%2F@127.0.0.1:5432/no_such_database_sg"
     await assert_unavailable(open_store(url))
 
