@@ -1,11 +1,14 @@
-"""The audit trail in SQLite and PostgreSQL: appends chain, replicas share one chain, and
-`switchgear audit verify` names each tampering made directly in the database."""
+"""The audit trail in SQLite and PostgreSQL: appends chain, replicas share one chain,
+`switchgear audit verify` names each tampering made directly in the database, and tells a key
+that is not the trail's from a tampered trail."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -15,8 +18,8 @@ from click.testing import CliRunner
 
 from switchgear.cli.main import main
 from switchgear.config import ConfigError, parse_config
-from switchgear.governance.audit import GENESIS, AuditTrail, chain
-from switchgear.governance.secret import AuditKey
+from switchgear.governance.audit import GENESIS, AuditEntry, AuditTrail, chain, genesis
+from switchgear.governance.secret import AuditKey, key_id
 from switchgear.governance.verify import verify
 from switchgear.store import open_store
 
@@ -152,12 +155,88 @@ def test_the_table_refuses_updates_and_deletes(store_url: str, keyed: str) -> No
             asyncio.run(tamper(store_url, statement))
 
 
-def test_a_different_key_finds_the_trail_altered(store_url: str, keyed: str, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+OTHER_SECRET = "another-secret-" + "x" * 32
+
+
+def test_a_different_key_is_a_wrong_key_not_tampering(store_url: str, keyed: str,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(fill(store_url, 2))
-    monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", "another-secret-" + "x" * 32)
+    monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", OTHER_SECRET)
     code, output = verify_cli(store_url, tmp_path)
-    assert code == 1 and "entry 1 was altered" in output
+    assert code == 3, output
+    assert "TAMPERED" not in output
+    assert (f"audit trail NOT CHECKED, wrong key: the key from SWITCHGEAR_AUDIT_SECRET (key id "
+            f"{key_id(OTHER_SECRET.encode())}) is not the key this trail was sealed with (key id "
+            f"{key_id(SECRET.encode())}); use the key the gateway used: set "
+            "SWITCHGEAR_AUDIT_SECRET to it.") in output
+
+
+def test_a_secret_exported_after_the_key_file_points_back_to_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's order: the gateway first ran with its generated key file, then the
+    variable was exported."""
+    monkeypatch.delenv("SWITCHGEAR_AUDIT_SECRET", raising=False)
+    url = f"sqlite:///{tmp_path}/records.db"
+    asyncio.run(fill(url, 3))
+    key_file = tmp_path / "records.db.audit-key"
+    code, output = verify_cli(url, tmp_path)
+    assert code == 0 and f"audit key from the key file {key_file}" in output, output
+    monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", OTHER_SECRET)
+    code, output = verify_cli(url, tmp_path)
+    assert code == 3 and "TAMPERED" not in output, output
+    assert "audit key from SWITCHGEAR_AUDIT_SECRET" in output
+    assert (f"the key file {key_file} holds that key: unset SWITCHGEAR_AUDIT_SECRET to use it"
+            in output)
+
+
+def test_an_altered_only_entry_with_the_right_key_is_tampering(
+        store_url: str, keyed: str, tmp_path: Path) -> None:
+    asyncio.run(fill(store_url, 1))
+    asyncio.run(tamper(store_url, *UNGUARD[dialect(store_url)],
+                       "UPDATE audit_log SET actor = 'key_innocent' WHERE seq = 1"))
+    code, output = verify_cli(store_url, tmp_path)
+    assert code == 1 and "audit trail TAMPERED: entry 1 was altered" in output, output
+
+
+def test_the_first_entry_names_the_key_and_a_trail_from_before_still_verifies(
+        store_url: str, keyed: str) -> None:
+    asyncio.run(fill(store_url, 2))
+    entries = asyncio.run(read(store_url))
+    assert entries[0].prev_hash == genesis(SECRET.encode())
+    assert entries[0].prev_hash.startswith(key_id(SECRET.encode()))
+    older, previous = [], GENESIS
+    for entry in entries:  # the same entries, chained from the old all-zero genesis
+        draft = replace(entry, prev_hash=previous)
+        sealed = replace(draft, hash=draft.seal(SECRET.encode()))
+        older.append(sealed)
+        previous = sealed.hash
+    assert verify(older, SECRET.encode()).intact
+    wrong = verify(older, OTHER_SECRET.encode()).wrong_key
+    assert wrong is not None and wrong.trail is None
+
+
+def test_a_gateway_with_another_key_says_so_in_its_log(store_url: str, keyed: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    asyncio.run(fill(store_url, 1))
+    monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", OTHER_SECRET)
+    with caplog.at_level(logging.INFO, logger="switchgear.audit"):
+        asyncio.run(fill(store_url, 1))
+    said = [r.getMessage() for r in caplog.records]
+    assert (f"audit key from SWITCHGEAR_AUDIT_SECRET (key id {key_id(OTHER_SECRET.encode())})"
+            in said)
+    assert any("the audit trail's newest entry (1) is not sealed with this gateway's audit key "
+               "(from SWITCHGEAR_AUDIT_SECRET" in line for line in said), said
+
+
+async def read(url: str) -> list[AuditEntry]:
+    store = open_store(url)
+    await store.open()
+    try:
+        return await chain(store)
+    finally:
+        await store.close()
 
 
 async def test_replicas_appending_together_make_one_chain(store_url: str, keyed: str) -> None:
@@ -175,7 +254,7 @@ async def test_replicas_appending_together_make_one_chain(store_url: str, keyed:
             await replica.store.close()
     verdict = verify(entries, SECRET.encode())
     assert verdict.intact and verdict.length == 30
-    assert [e.seq for e in entries] == list(range(1, 31)) and entries[0].prev_hash == GENESIS
+    assert [e.seq for e in entries] == list(range(1, 31)) and entries[0].prev_hash == genesis(SECRET.encode())
     assert sorted((e.actor, e.details) for e in entries) == sorted(
         (f"replica-{n}", f'{{"i":{i}}}') for n in range(3) for i in range(10))
 

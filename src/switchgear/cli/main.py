@@ -47,7 +47,10 @@ def main() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(config_path: Path | None, host: str | None, port: int | None, log_level: str) -> None:
     """Run the gateway: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
-    /healthz, /readyz and /metrics."""
+    /healthz, /readyz and /metrics. `switchgear wait` returns once it is ready.
+
+    Exit 2: invalid config. Exit 3: it could not start (e.g. the port is in use)."""
+    from switchgear.gateway.server import CannotListen
     from switchgear.gateway.server import serve as run_server  # heavy imports only when serving
 
     try:
@@ -59,8 +62,32 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
     except ConfigError as error:
         click.echo(f"switchgear: invalid config: {error}", err=True)
         sys.exit(2)
+    except CannotListen as error:
+        click.echo(f"switchgear: {error}", err=True)
+        sys.exit(3)
 
 
+@main.command()
+@ADMIN_URL
+@click.option("--timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Seconds to wait before giving up.")
+def wait(url: str, timeout: float) -> None:
+    """Wait until the gateway at --url is ready (GET /readyz answers 200), e.g. after
+    `switchgear serve &` in a script.
+
+    Exit 0: ready. Exit 1: not ready within --timeout (the last reason is printed)."""
+    from switchgear.cli.admin_client import Unreachable, wait_ready
+    from switchgear.cli.options import UNREACHABLE
+
+    try:
+        problem = wait_ready(url, timeout)
+    except Unreachable as error:
+        click.echo(f"switchgear: {error}", err=True)
+        sys.exit(UNREACHABLE)
+    if problem is not None:
+        click.echo(f"switchgear: not ready after {timeout:g} s: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"the gateway at {url} is ready")
 
 
 @main.group()
@@ -346,20 +373,22 @@ def _anchor(context: click.Context, parameter: click.Parameter,
               "entries and a rewritten trail.")
 def audit_verify(config_path: Path | None, anchor: tuple[int, str] | None) -> None:
     """Check the audit trail's hash chain, reading the store directly (the gateway may be down;
-    the audit key must be set as for the gateway).
+    the audit key is chosen as the gateway chooses it: the variable governance.audit_secret_env
+    names, else the key file beside the SQLite file; the output says which).
 
     Exit 0: intact, with its length. Exit 1: names the first entry altered, removed or
-    reordered. Exit 2: could not check (config, key or store)."""
-    from switchgear.cli.audit import check_trail, describe
+    reordered. Exit 2: could not check (config, key or store). Exit 3: the key is not the one
+    the trail was sealed with (both key ids shown), so nothing was checked."""
+    from switchgear.cli.audit import UNCHECKED, check_trail, describe
     from switchgear.store.base import StoreUnavailable
 
     try:
-        verdict = check_trail(load_config(config_path), anchor)
+        check = check_trail(load_config(config_path), anchor)
     except (ConfigError, StoreUnavailable) as error:
         click.echo(f"switchgear: cannot check the audit trail: {error}", err=True)
-        sys.exit(2)
-    click.echo(describe(verdict))
-    sys.exit(0 if verdict.intact else 1)
+        sys.exit(UNCHECKED)
+    click.echo(describe(check))
+    sys.exit(check.exit_code)
 
 
 @audit.command("list")

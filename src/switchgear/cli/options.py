@@ -1,5 +1,6 @@
 """What commands share: for those that call a running gateway's admin API its URL, the key, and
-the call itself (an error is printed and exits 1); for any, a duration option's parsing."""
+the call itself (a refusal is printed and exits 1; no gateway at the URL exits 2); for any, a
+duration option's parsing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ ADMIN_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envv
                          help="An admin key (or, for list, any reader's key).")
 READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_envvar=True,
                           help="A reader's key: viewer, operator or admin.")
+
+#: Exit codes of commands that call a gateway: it refused the call; no gateway answered.
+REFUSED, UNREACHABLE = 1, 2
 
 AS_JSON = click.option("--json", "as_json", is_flag=True,
                        help="Print the raw JSON instead of a table.")
@@ -40,8 +44,8 @@ def echo_report(report: Any, as_json: bool, render: Callable[[Any], str]) -> Non
 def admin_request(url: str, method: str, path: str, token: str | None, body: Any = None,
                   raw: bool = False) -> Any:
     """Call the admin API: the parsed JSON answer (or its bytes when ``raw``); on an error,
-    say it on stderr and exit 1."""
-    from switchgear.cli.admin_client import AdminError, admin_call, admin_fetch
+    say it on stderr and exit REFUSED, or UNREACHABLE when no gateway answered."""
+    from switchgear.cli.admin_client import AdminError, Unreachable, admin_call, admin_fetch
 
     try:
         if raw:
@@ -49,4 +53,4 @@ def admin_request(url: str, method: str, path: str, token: str | None, body: Any
         return admin_call(url, method, path, token, body)
     except AdminError as error:
         click.echo(f"switchgear: {error}", err=True)
-        sys.exit(1)
+        sys.exit(UNREACHABLE if isinstance(error, Unreachable) else REFUSED)

@@ -1,8 +1,14 @@
-"""Run the gateway under uvicorn (uvloop + httptools, the fastest pair we measured)."""
+"""Run the gateway under uvicorn (uvloop + httptools, the fastest pair we measured).
+
+The listening socket is bound first, before the app starts: a busy port is reported as such,
+never after a "switchgear ready" that was not true.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 import uvicorn
 
@@ -10,8 +16,28 @@ from switchgear.config import Config
 from switchgear.gateway.app import build_app
 from switchgear.gateway.state import AppState
 
+log = logging.getLogger("switchgear.gateway")
+
 #: Seconds SIGTERM waits for requests in flight before the records are drained and we exit.
 GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+class CannotListen(Exception):
+    """The gateway cannot listen where it was told to; the message says why and what to pass."""
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server on sockets bound beforehand, saying where it listens once started (as
+    uvicorn itself does only for sockets it binds)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the app and listen on ``sockets``; then log their addresses."""
+        await super().startup(sockets)
+        if self.started:
+            for sock in sockets or ():
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                log.info("listening on http://%s:%d (Ctrl+C to stop)", shown, port)
 
 
 def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
@@ -30,10 +56,45 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` and ``port``, ready for uvicorn to listen on; CannotListen
+    (in the user's words) when the address is in use, not this machine's, or not allowed."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror:
+        raise CannotListen(f"cannot listen on {host!r}: no such host or address; pass --host "
+                           "(e.g. 127.0.0.1)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise CannotListen(_why_not(host, port, error)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _why_not(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use (another process listens there, perhaps "
+                "another gateway): stop it, or pass --port")
+    if error.errno == errno.EACCES:
+        return (f"cannot listen on port {port} of {host}: permission denied (ports below 1024 "
+                "need privileges); pass --port")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: not an address of this machine; pass --host"
+    return f"cannot listen on {host} port {port}: {error.strerror or error}"
+
+
 def serve(config: Config, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish and every record is written."""
+    """Serve until SIGINT/SIGTERM; in-flight requests finish and every record is written.
+    CannotListen before anything starts when the address cannot be had; SystemExit(3) when
+    the app failed to start."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = uvicorn.Server(uvicorn_config(config, log_level))
-    server.run()
+    with listen(config.server.host, config.server.port) as sock:
+        server = GatewayServer(uvicorn_config(config, log_level))
+        server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(3)

@@ -3,7 +3,9 @@
 Each entry holds the previous entry's hash and its own: HMAC-SHA256, keyed with the server's
 audit key (secret.py), over the previous hash and the entry's canonical encoding (a compact JSON
 array of its fields, ``seq`` included). Without the key nobody can write an entry that fits the
-chain, so ``verify.py`` names the first entry altered, removed or reordered.
+chain, so ``verify.py`` names the first entry altered, removed or reordered. The first entry's
+previous hash is the key's fingerprint (secret.py), so a check with another key can say so
+instead of calling the trail tampered (trails begun before held ``GENESIS``, still accepted).
 
 Appends are serialized across replicas by the sequence number, the table's primary key: an
 append reads the head, inserts ``seq + 1`` with ``ON CONFLICT DO NOTHING`` and, if another replica
@@ -29,13 +31,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from switchgear.admission.keys import BOOTSTRAP_KEY_ID, ApiKey
-from switchgear.governance.secret import AuditKey
+from switchgear.governance.secret import AuditKey, fingerprint, key_id
 from switchgear.store.base import RecordStore, StoreUnavailable
 from switchgear.store.migrations import AUDIT_LOG, placeholders
 
 log = logging.getLogger("switchgear.audit")
 
-#: The previous hash of the first entry.
+#: The previous hash of the first entry in trails begun before it named its key (now the key's
+#: fingerprint, ``genesis``).
 GENESIS = "0" * 64
 #: The actor of the environment's bootstrap admin key, and of calls without a key.
 BOOTSTRAP = "bootstrap"
@@ -95,6 +98,11 @@ class AuditEntry:
         return shown
 
 
+def genesis(secret: bytes) -> str:
+    """The previous hash of the first entry of a trail sealed with ``secret``: its fingerprint."""
+    return fingerprint(secret)
+
+
 def actor_of(key: ApiKey | None) -> str:
     """The actor an admin caller is recorded as: its key id, ``bootstrap`` (the environment's
     admin key), or ``anonymous`` (open mode)."""
@@ -118,6 +126,7 @@ class AuditTrail:
         self.key = key
         self._secret: bytes | None = None
         self._head: tuple[int, str] | None = None
+        self._head_checked = False
         self._lock = asyncio.Lock()
         marks = placeholders(store.dialect, len(AUDIT_LOG))
         self._insert = (f"INSERT INTO audit_log ({COLUMNS}) VALUES ({marks}) "
@@ -126,6 +135,7 @@ class AuditTrail:
     def start(self) -> None:
         """Load the key (generating the loopback dev key file if needed)."""
         self._secret = self.key.load(create=True)
+        log.info("audit key from %s (key id %s)", self.key.source, key_id(self._secret))
 
     async def record(self, action: str, *, actor: str, role: str | None = None,
                      tenant: str | None = None, source: str | None = None,
@@ -137,7 +147,7 @@ class AuditTrail:
         text = canonical_details(details)
         async with self._lock:  # one append at a time here; other replicas: the seq conflict
             for _ in range(MAX_TRIES):
-                seq, prev_hash = self._head or await self._read_head()
+                seq, prev_hash = self._head or await self._read_head(self._secret)
                 draft = AuditEntry(seq + 1, time.time(), actor, role, tenant, source, action,
                                    target, text, prev_hash, "")
                 entry = replace(draft, hash=draft.seal(self._secret))
@@ -172,9 +182,21 @@ class AuditTrail:
         params = [*wanted.values(), max(1, min(limit, MAX_LIST))]
         return [AuditEntry(*row) for row in await self.store.rows(sql, params)]
 
-    async def _read_head(self) -> tuple[int, str]:
-        rows = await self.store.rows("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+    async def _read_head(self, secret: bytes) -> tuple[int, str]:
+        """The newest entry's number and hash (0 and the key's genesis for an empty trail);
+        the first time, an error in the log if that entry was sealed with another key."""
+        rows = await self.store.rows(f"SELECT {COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1")
+        if not rows:
+            return 0, genesis(secret)
+        head = AuditEntry(*rows[0])
+        if not self._head_checked and not head.sealed_by(secret):
+            log.error("the audit trail's newest entry (%d) is not sealed with this gateway's "
+                      "audit key (from %s, key id %s): what is appended now will not verify "
+                      "with the key the trail was sealed with; restart with that key (%s wins "
+                      "over the key file)", head.seq, self.key.source, key_id(secret),
+                      self.key.env)
+        self._head_checked = True
+        return head.seq, head.hash
 
 
 async def chain(store: RecordStore) -> list[AuditEntry]:

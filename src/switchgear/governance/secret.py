@@ -5,10 +5,17 @@ into the store. In production it comes from the environment (every replica and `
 audit verify`` share it); a gateway on a non-loopback address without it refuses to start. The
 loopback dev default generates 256 random bits once and keeps them beside the SQLite file (mode
 0600), so ``switchgear serve`` keeps working with no setup and ``audit verify`` finds the key.
+
+When both are there, the variable wins, for the gateway and ``audit verify`` alike (both choose
+through ``AuditKey.of``): a key set on purpose beats a generated one, and a dev file left beside
+a database must never override production's key. A key is named by its ``key_id``, a keyed hash
+of a fixed label that reveals nothing of the key; a trail records it in its first entry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -26,6 +33,21 @@ MIN_SECRET_LENGTH = 32
 #: The generated key file's suffix (beside the SQLite file), and its name for PostgreSQL.
 KEY_SUFFIX = ".audit-key"
 POSTGRES_KEY_FILE = "switchgear" + KEY_SUFFIX
+#: The label whose HMAC under a key is that key's fingerprint.
+FINGERPRINT_LABEL = b"switchgear audit key id"
+#: Hex digits of the fingerprint shown as the key's id.
+KEY_ID_LENGTH = 16
+
+
+def fingerprint(secret: bytes) -> str:
+    """HMAC-SHA256 of a fixed label under ``secret``, in hex: names the key without revealing
+    it (a trail's first entry holds it as its previous hash)."""
+    return hmac.new(secret, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
+def key_id(secret: bytes) -> str:
+    """The short id of ``secret`` that messages show: its fingerprint's first hex digits."""
+    return fingerprint(secret)[:KEY_ID_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +72,20 @@ class AuditKey:
                               f"{MIN_SECRET_LENGTH} characters, the same on every replica): "
                               f"the audit trail's key is required on {config.server.host}")
         return cls(value.encode() if value else None, key_path(config.store.url), env)
+
+    @property
+    def source(self) -> str:
+        """Where the key comes from, in the user's words: the variable, or the key file."""
+        return self.env if self.value is not None else f"the key file {self.path}"
+
+    def overridden(self) -> bytes | None:
+        """The key file's key when the variable is set and so wins over it; else None."""
+        if self.value is None:
+            return None
+        try:
+            return _read(self.path)
+        except (OSError, ConfigError):
+            return None
 
     def load(self, *, create: bool) -> bytes:
         """The key: the variable's value, else the file's, made first when ``create``."""
