@@ -6,13 +6,26 @@ Secrets never sit in the file: a deployment names the environment variable holdi
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from switchgear.admission.tiers import TierConfig
 from switchgear.prompts.templates import PromptTemplate, check_names
@@ -30,6 +43,12 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def yaml_off(off: object) -> BeforeValidator:
+    """Read YAML's ``off``/``no``/``false`` (all the boolean false in YAML 1.1) as the setting's
+    own ``off`` value, so that ``cacheable: off`` means what it says."""
+    return BeforeValidator(lambda value: off if value is False else value)
 
 
 class Timeouts(_Strict):
@@ -198,7 +217,7 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     variants: list[Variant] = Field(default_factory=list)
     #: What keeps a client on one variant: its ``user`` field, its API key, or nothing.
-    sticky: Literal["user", "key", "none"] = "user"
+    sticky: Annotated[Literal["user", "key", "none"], yaml_off("none")] = "user"
     canary_guard: CanaryGuard = CanaryGuard()
 
     @model_validator(mode="after")
@@ -243,8 +262,8 @@ class RoutingConfig(_Strict):
 
     retry: RetryConfig = RetryConfig()
     outlier: OutlierConfig = OutlierConfig()
-    #: Seconds between active health checks of each deployment; None turns them off.
-    health_check_interval_s: float | None = Field(5.0, gt=0)
+    #: Seconds between active health checks of each deployment; None (or off) turns them off.
+    health_check_interval_s: Annotated[float | None, yaml_off(None)] = Field(5.0, gt=0)
     #: How long a request waits for a slot at a full deployment before spilling to the next.
     queue_timeout_ms: float = Field(50.0, ge=0)
 
@@ -323,7 +342,7 @@ class LimitsConfig(_Strict):
 
 #: Which requests the cache may answer: ``deterministic`` (temperature 0, or a seed; all
 #: embeddings), ``all`` (any, sampling included) or ``off``.
-Cacheable = Literal["deterministic", "all", "off"]
+Cacheable = Annotated[Literal["deterministic", "all", "off"], yaml_off("off")]
 
 
 class CacheConfig(_Strict):
@@ -379,11 +398,8 @@ class GuardCheckConfig(_Strict):
         if self.check == "patterns":
             if not self.patterns and not self.terms:
                 raise ValueError("patterns needs patterns or terms")
-            for pattern in self.patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise ValueError(f"pattern {pattern!r} does not compile: {error}") from None
+            from switchgear.guards.checks import combine  # the very expression that will run
+            combine(self.patterns, self.terms)
         if self.check == "size" and self.max_chars is None and self.max_messages is None:
             raise ValueError("size needs max_chars or max_messages")
         if self.check == "custom":
@@ -638,12 +654,141 @@ def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
+def unset_environment(config: BaseModel) -> str | None:
+    """Every environment variable a ``*_env`` setting of ``config`` names that is not set, in
+    one sentence (``VARIABLE (the.setting)`` each); None when all are. Settings with a name by
+    default (the optional ones) are left out."""
+    missing = [f"{variable} ({where})" for where, variable in _env_settings(config, "")
+               if variable not in os.environ]
+    return f"environment variables not set: {', '.join(missing)}" if missing else None
+
+
+def _env_settings(value: object, where: str) -> Iterator[tuple[str, str]]:
+    """(setting path, variable) for each ``*_env`` setting given in ``value``, depth first."""
+    items: Any = ()
+    if isinstance(value, BaseModel):
+        for name, field in type(value).model_fields.items():
+            item, path = getattr(value, name), f"{where}.{name}".lstrip(".")
+            if not name.endswith("_env"):
+                yield from _env_settings(item, path)
+            elif field.default is None and isinstance(item, str):
+                yield path, item
+    elif isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    for key, item in items:
+        yield from _env_settings(item, f"{where}.{key}")
+
+
+#: What a kind of validation error means, in the config's words ({...}: the error's context).
+PLAIN_ERRORS = {
+    "missing": "is required",
+    "literal_error": "must be one of {expected}",
+    "model_type": "must be a mapping (name: value)",
+    "model_attributes_type": "must be a mapping (name: value)",
+    "dict_type": "must be a mapping (name: value)",
+    "list_type": "must be a list",
+    "string_type": "must be text",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "string_too_short": "must have at least {min_length} characters",
+    "string_too_long": "must have at most {max_length} characters",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+#: Kinds whose message is better with the value that was given.
+SHOW_INPUT = frozenset(PLAIN_ERRORS) - {"missing", "too_short", "too_long"}
+
+
+def describe(error: ValidationError) -> str:
+    """A validation error as a person reads it: each problem as ``dotted.field.path: what is
+    wrong``, with no validator internals."""
+    return "; ".join(_problem(item) for item in error.errors())
+
+
+def _problem(item: ErrorDetails) -> str:
+    loc = [str(part) for part in item["loc"] if not INTERNAL_LOC.match(str(part))]
+    kind = item["type"]
+    context = {name: f"{value:g}" if isinstance(value, float) else value
+               for name, value in (item.get("ctx") or {}).items()}
+    if kind in ("value_error", "assertion_error"):
+        text = str(context.get("error", item["msg"]))
+    elif kind == "extra_forbidden":
+        text = "is not a setting" + _suggestion(loc)
+    elif kind in PLAIN_ERRORS and _has_context(PLAIN_ERRORS[kind], context):
+        text = PLAIN_ERRORS[kind].format(**context)
+        if kind in SHOW_INPUT:
+            text += f" (got {_shown(item['input'])})"
+    else:
+        text = item["msg"].replace("Input should be", "must be")
+    return f"{'.'.join(loc)}: {text}" if loc else text
+
+
+#: Parts of an error's location that name a validator, not a field (``function-after[...]``).
+INTERNAL_LOC = re.compile(r"^[\w-]*\[.*\]$")
+
+
+def _has_context(template: str, context: dict[str, Any]) -> bool:
+    """Whether ``context`` holds every ``{name}`` of ``template``."""
+    return all(name in context for name in re.findall(r"\{(\w+)\}", template))
+
+
+def _shown(value: object) -> str:
+    """A given value as YAML spells it, cut short."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _suggestion(loc: list[str]) -> str:
+    """For an unknown setting at ``loc``: the likeliest one meant, else those known there."""
+    known = _fields_at(loc[:-1])
+    if not known:
+        return ""
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (known here: {', '.join(known)})"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """The settings of the section at ``loc`` in a Config (none when it is not a section)."""
+    kind: Any = Config
+    for part in loc:
+        kind = _unwrap(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(part)
+            if field is None:
+                return []
+            kind = field.annotation
+        elif get_origin(kind) in (dict, list):
+            kind = get_args(kind)[-1]
+        else:
+            return []
+    kind = _unwrap(kind)
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) \
+        else []
+
+
+def _unwrap(kind: Any) -> Any:
+    """``kind`` without ``Annotated`` and ``| None``."""
+    while True:
+        if get_origin(kind) is Annotated:
+            kind = get_args(kind)[0]
+            continue
+        options = [arg for arg in get_args(kind) if arg is not type(None)]
+        if get_origin(kind) in (Union, UnionType) and len(options) == 1:
+            kind = options[0]
+            continue
+        return kind
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -655,7 +800,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_describe(error)}") from None
+        raise ConfigError(f"{source}: {describe(error)}") from None
 
 
 def load_config(path: str | Path | None) -> Config:

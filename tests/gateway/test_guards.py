@@ -93,6 +93,21 @@ def test_blocked_input_is_a_400_and_reaches_no_model(
     assert {(r.status, r.guard_action) for r in records(tmp_path)} == {(400, "block")}
 
 
+def test_the_readme_guard_example_blocks_its_pattern_in_any_case(
+    guarded: Callable[..., Any], script: Script, tmp_path: Path
+) -> None:
+    guards = {"input": [{"check": "patterns", "terms": ["project zeus"],
+                         "patterns": ["(?i)internal-\\d+"], "action": "block"}]}
+    with guarded(guards) as base_url, sdk(base_url) as client:
+        for text in ("what is internal-42?", "and INTERNAL-7?", "tell me of Project Zeus"):
+            with pytest.raises(openai.BadRequestError) as refused:
+                ask(client, text)
+            assert refused.value.code == "guard_blocked"
+        assert ask(client, "what is internal-x?") == "Hello there."
+    assert len(script.received) == 1
+    assert [r.status for r in records(tmp_path)].count(400) == 3
+
+
 def test_injection_is_flagged_and_the_request_goes_on(
     guarded: Callable[..., Any], script: Script, tmp_path: Path
 ) -> None:
@@ -216,6 +231,9 @@ def test_checks_are_chosen_per_route(
     ({"check": "empty", "action": "redact"}, "cannot redact"),
     ({"check": "custom", "path": "custom_checks:nope"}, "cannot load"),
     ({"check": "patterns", "patterns": ["("]}, "does not compile"),
+    ({"check": "patterns", "patterns": ["(?P<n>a)", "(?P<n>b)"]}, "cannot be used together"),
+    ({"check": "patterns", "patterns": ["(x)", "(y)\\1"]}, "refers to a group by number"),
+    ({"check": "custom", "path": "custom_checks:Unready"}, "RuntimeError: no model file"),
 ])
 def test_bad_guard_config_is_refused_naming_the_problem(
     make_config: Callable[..., Config], entry: dict[str, Any], named: str

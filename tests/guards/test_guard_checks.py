@@ -61,6 +61,14 @@ def test_size_and_patterns() -> None:
     assert finding is not None and finding.redacted == "[REDACTED:term] runs [REDACTED:term]"
 
 
+def test_each_pattern_keeps_its_own_inline_flags() -> None:
+    patterns = Patterns("p", ["(?i)internal-\\d+", "(?-i:CaseSensitive)", "(?x) a \\s b  # spaced",
+                              "(?s)start.end"], [])
+    assert [text for text in ("internal-42", "INTERNAL-7", "CaseSensitive", "a b", "start\nend")
+            if patterns(text, "user", exchange()) is None] == []
+    assert patterns("casesensitive ab", "user", exchange()) is None
+
+
 def test_stream_redaction_never_splits_a_match() -> None:
     noticed: list[str] = []
     redactor = StreamRedactor([Pii()], exchange(), lambda check, reason: noticed.append(reason))

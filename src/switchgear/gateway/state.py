@@ -14,16 +14,19 @@ from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.config import (
+    RESTART_SECTIONS,
     Config,
+    ConfigError,
     DeploymentConfig,
     LimitsConfig,
     OutlierConfig,
     is_loopback,
+    unset_environment,
 )
 from switchgear.engine.metrics import EngineCollector, engine_stats
 from switchgear.governance.audit import AuditTrail
 from switchgear.governance.changes import ConfigChanges
-from switchgear.governance.follow import ConfigFollower
+from switchgear.governance.follow import ConfigFollower, unusable
 from switchgear.governance.secret import AuditKey
 from switchgear.governance.versions import (
     ConfigVersion,
@@ -49,7 +52,7 @@ from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
 from switchgear.slo.monitor import SLOMonitor
 from switchgear.store import open_store
-from switchgear.store.base import RecordStore
+from switchgear.store.base import RecordStore, redact_url
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
 from switchgear.telemetry.tracing import Tracer
@@ -68,6 +71,8 @@ def build_quotas(config: LimitsConfig) -> Quotas:
 
 #: How long shutdown keeps trying to write pending records to an unreachable store.
 DRAIN_SECONDS = 60
+#: How many applied versions, newest first, start-up tries when the newest cannot serve.
+MAX_FALLBACK_VERSIONS = 100
 
 
 @dataclass(slots=True, eq=False)
@@ -125,16 +130,21 @@ class AppState:
     authenticator: Authenticator
     counters: Quotas
     versions: ConfigVersions
-    #: The change-request workflow (governance/changes.py).
-    changes: ConfigChanges
     audit: AuditTrail
+    #: The change-request workflow (governance/changes.py), which asks ``adoptable``.
+    changes: ConfigChanges = field(init=False)
     serving: Serving = field(init=False)
     follower: ConfigFollower = field(init=False)
+    #: The newest applied version at start-up (it serves unless it cannot here).
+    _newest: int = 0
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def build(cls, config: Config) -> AppState:
-        """Assemble the state for ``config``; nothing is connected or loaded until ``start``."""
+        """Assemble the state for ``config``; nothing is connected or loaded until ``start``.
+        ConfigError when ``config`` cannot serve, naming every problem with the environment
+        at once."""
+        audit_key = _audit_key(config)
         store = open_store(config.store.url)
         writer = RecordWriter(store, batch_size=config.store.batch_size,
                               flush_interval=config.store.flush_interval_ms / 1000,
@@ -145,8 +155,9 @@ class AppState:
         state = cls(config, store, writer, GatewayMetrics(config.telemetry.max_label_values),
                     Tracer(config.telemetry), RetryBudget(config.routing.retry), keys,
                     Authenticator(keys), build_quotas(config.limits), versions,
-                    ConfigChanges(versions), AuditTrail(store, AuditKey.of(config, serving=True)))
-        state.serving = state.build_serving(config, 0, None, {})
+                    AuditTrail(store, audit_key))
+        state.changes = ConfigChanges(versions, state.adoptable)
+        state.serving = state.build_serving(config, 0, None, {}, "the config file")
         state.metrics.registry.register(
             EngineCollector(lambda: engine_stats(state.router.deployments())))
         state.follower = ConfigFollower(state.versions, state.adopt,
@@ -154,10 +165,31 @@ class AppState:
         return state
 
     def build_serving(self, config: Config, version: int, previous: Serving | None,
-                      prompt_versions: dict[str, int]) -> Serving:
+                      prompt_versions: dict[str, int], source: str) -> Serving:
         """The serving parts for ``config`` (with its templates' ``prompt_versions``), reusing
         the deployments, cache store, priority gate and SLO monitor of ``previous`` that
-        ``config`` leaves as they were."""
+        ``config`` leaves as they were; built, not started. Whatever stops them being built is
+        a ConfigError naming ``source``: this is what makes a config adoptable."""
+        unset = unset_environment(config)
+        if unset:
+            raise ConfigError(f"{source}: {unset}")
+        try:
+            return self._assemble(config, version, previous, prompt_versions)
+        except ConfigError:
+            raise
+        except Exception as error:  # any part that cannot be built makes the config unusable
+            raise ConfigError(f"{source}: cannot be built: {error}") from error
+
+    async def adoptable(self, text: str) -> None:
+        """Build what the config version ``text`` would serve here, without starting it, then
+        drop it: ConfigError when it cannot serve."""
+        config = serving_config(text, self.local, "the config")
+        built = self.build_serving(config, 0, self.serving, {}, "the config")
+        await _close_unshared(built, self.serving)
+
+    def _assemble(self, config: Config, version: int, previous: Serving | None,
+                  prompt_versions: dict[str, int]) -> Serving:
+        """``build_serving``'s work."""
         routing = config.routing
         kept = list(previous.router.deployments()) if previous else []
         deployments = {alias: [_reuse(kept, alias, d, routing.outlier)
@@ -259,30 +291,68 @@ class AppState:
         self.slo.start()
         if self.serving.quality is not None:
             self.serving.quality.start()
-        self.follower.start(self.serving.version)
+        self.follower.start(self._newest, self.serving.version)
         log.info("switchgear ready: config version %d, models %s", self.serving.version,
                  ", ".join(self.router.aliases))
 
     async def _load_version(self) -> None:
-        """Serve the newest applied version (seeding version 1 from the file on first start)."""
+        """Serve the newest applied version that can serve here (seeding version 1 from the
+        file on first start; see ``_follow_file``); say loudly when that is not the newest."""
         await self.versions.seed(self.local)
+        latest = await self._follow_file()
+        provisional, failures = self.serving, []
+        for version in await self.versions.history(MAX_FALLBACK_VERSIONS):
+            source = f"config version {version.version}"
+            try:
+                config = serving_config(version.config, self.local, source)
+                self.serving = self.build_serving(config, version.version, provisional,
+                                                  version.prompt_versions, source)
+                break
+            except ConfigError as error:
+                failures.append(error)
+        else:
+            raise ConfigError(f"no stored config version can serve on this replica ("
+                              f"{'; '.join(map(str, failures))}): fix the store "
+                              f"{redact_url(self.local.store.url)} or point store.url at a "
+                              "fresh store")
+        if failures:
+            log.error("%s", unusable(latest.version, self.serving.version, failures[0]))
+        await _close_unshared(provisional, self.serving)
+        self._newest = latest.version
+
+    async def _follow_file(self) -> ConfigVersion:
+        """The newest applied version, once the config file had its say. While nobody has
+        applied a change request to the store, the file decides: when it differs from the
+        newest version it becomes the next one. After that the store decides, and a file that
+        differs is only warned about."""
         latest = await self.versions.get()
         if latest is None:  # pragma: no cover - the seed just wrote one
             raise RuntimeError("no config version in the store")
-        if latest.config != config_text(self.local):
-            log.warning("the config file differs from applied config version %d, which serves; "
-                        "propose the file's changes with `switchgear config propose`",
-                        latest.version)
-        config = serving_config(latest.config, self.local, f"config version {latest.version}")
-        self.serving = self.build_serving(config, latest.version, self.serving,
-                                          latest.prompt_versions)
+        if latest.config == config_text(self.local):
+            return latest
+        store = redact_url(self.local.store.url)
+        if await self.versions.governed():
+            log.warning("the config file differs from config version %d, which serves: the "
+                        "store %s holds applied change requests, so it decides what serves "
+                        "(the file still sets %s). To serve the file, propose it: `switchgear "
+                        "config propose FILE`; or point store.url at a fresh store.",
+                        latest.version, store, ", ".join(RESTART_SECTIONS))
+            return latest
+        added = await self.versions.add_file_version(self.local, latest)
+        if added is None:  # another replica stored a version meanwhile: it serves
+            return await self._follow_file()
+        log.info("the config file differs from config version %d and no change request has "
+                 "been applied in the store %s: stored the file as config version %d, which "
+                 "serves", latest.version, store, added.version)
+        return added
 
     async def adopt(self, version: ConfigVersion) -> None:
         """Serve ``version`` from now on: build its parts, start its new backends, swap them in
         at once; the old parts finish their requests, then what only they used is closed."""
-        config = serving_config(version.config, self.local, f"config version {version.version}")
+        source = f"config version {version.version}"
+        config = serving_config(version.config, self.local, source)
         old = self.serving
-        new = self.build_serving(config, version.version, old, version.prompt_versions)
+        new = self.build_serving(config, version.version, old, version.prompt_versions, source)
         kept = set(old.router.deployments())
         fresh = [d for d in new.router.deployments() if d not in kept]
         try:
@@ -358,6 +428,16 @@ class AppState:
         await self.store.close()
         await self.tracer.stop()
         log.info("switchgear stopped: %d records written", self.writer.written)
+
+
+def _audit_key(config: Config) -> AuditKey:
+    """The audit trail's key source; ConfigError naming, with it, every other environment
+    variable ``config`` needs and lacks, so that one start shows them all."""
+    try:
+        return AuditKey.of(config, serving=True)
+    except ConfigError as error:
+        unset = unset_environment(config)
+        raise ConfigError(f"{error}; {unset}" if unset else str(error)) from None
 
 
 def _reuse(kept: list[Deployment], alias: str, config: DeploymentConfig,

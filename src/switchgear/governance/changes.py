@@ -5,8 +5,10 @@ A change is proposed against the newest applied version, as a whole config or as
 sections replacing the current ones, and validated with the same models as the file. It needs
 approval by someone other than its author when it touches a section listed in
 ``governance.approval_required`` (or changes that list). Applying it makes the next version,
-which every replica picks up. Break-glass applies a change at once, without approval: loudly,
-and the change stays "review required" until someone else reviews it.
+which every replica picks up; a change is refused (400) unless this replica can build what it
+would serve (``Adoptable``), so that no replica is handed a version it cannot adopt.
+Break-glass applies a change at once, without approval: loudly, and the change stays "review
+required" until someone else reviews it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import difflib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
+
+import yaml
 
 from switchgear.config import RESTART_SECTIONS, Config, ConfigError, parse_config
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied, SwitchgearError
@@ -44,11 +48,31 @@ class ChangeConflict(SwitchgearError):
     code = "change_conflict"
 
 
-class ConfigChanges:
-    """The change-request workflow over the store's versions and changes."""
+#: Checks that a version's YAML can serve on this replica (builds what it would serve, without
+#: starting it); ConfigError saying why not.
+Adoptable = Callable[[str], Awaitable[None]]
 
-    def __init__(self, versions: ConfigVersions) -> None:
+
+async def _parses(text: str) -> None:
+    """The check of a ConfigChanges with no replica to ask: the YAML is a valid config."""
+    parse_config(yaml.safe_load(text) or {}, "proposed config")
+
+
+class ConfigChanges:
+    """The change-request workflow over the store's versions and changes; ``adoptable``
+    checks every config before it is proposed or applied."""
+
+    def __init__(self, versions: ConfigVersions, adoptable: Adoptable = _parses) -> None:
         self.versions = versions
+        self.adoptable = adoptable
+
+    async def _check(self, text: str) -> None:
+        """InvalidRequest (400) unless ``text`` can serve on this replica."""
+        try:
+            await self.adoptable(text)
+        except ConfigError as error:
+            raise InvalidRequest(f"This config cannot serve, so it is not stored: {error}",
+                                 param="config") from None
 
     async def current(self) -> ConfigVersion:
         """The newest applied version."""
@@ -64,12 +88,19 @@ class ConfigChanges:
         """Propose a whole ``config`` or ``sections`` replacing the current ones, checked
         against ``local`` (this replica's file) for what needs a restart."""
         base_version = await self.current()
-        base = serving_config(base_version.config, local)
         if (config is None) == (sections is None):
             raise InvalidRequest("Give either config (a whole config) or sections (top-level "
                                  "sections to replace).", param="config")
+        try:
+            base: Config | None = serving_config(base_version.config, local,
+                                                 f"config version {base_version.version}")
+        except ConfigError as error:  # stored by an older release, valid no more
+            if sections is not None:
+                raise InvalidRequest(f"{error}; sections cannot be merged into it: propose a "
+                                     "whole config instead.", param="sections") from None
+            base = None
         submitted = dict(config if config is not None else sections or {})
-        data = submitted if config is not None else {
+        data = submitted if config is not None or base is None else {
             **base.model_dump(mode="json", exclude_defaults=True), **submitted}
         for name in RESTART_SECTIONS:
             data.setdefault(name, local.model_dump(mode="json", include={name})[name])
@@ -89,14 +120,15 @@ class ConfigChanges:
                 f"{'it' if len(refused) == 1 else 'them'}, edit each replica's config file "
                 "and restart it.", param="config")
         changed = [name for name in Config.model_fields
-                   if getattr(base, name) != getattr(proposed, name)]
+                   if base is None or getattr(base, name) != getattr(proposed, name)]
         if not changed:
             raise InvalidRequest(f"The proposal changes nothing against version "
                                  f"{base_version.version}.", param="config")
-        rules = base.governance
+        rules = (base or local).governance
         needs_approval = (any(name in rules.approval_required for name in changed)
                           or rules.approval_required != proposed.governance.approval_required)
         text = config_text(proposed)
+        await self._check(text)
         change = ChangeRequest(
             change_id="chg_" + secrets.token_hex(6), status="pending", author=author,
             message=message, created_at=time.time(), base_version=base_version.version,
@@ -113,8 +145,11 @@ class ConfigChanges:
         earlier = await self.versions.get(version)
         if earlier is None:
             raise NotFound(f"No config version {version}.")
-        config = serving_config(earlier.config, local).model_dump(mode="json",
-                                                                  exclude_defaults=True)
+        try:
+            config = serving_config(earlier.config, local, f"config version {version}"
+                                    ).model_dump(mode="json", exclude_defaults=True)
+        except ConfigError as error:
+            raise InvalidRequest(f"Cannot roll back to it: {error}", param="version") from None
         for name in RESTART_SECTIONS:
             config.pop(name, None)
         return await self.propose(author, message or f"roll back to version {version}", local,
@@ -167,6 +202,7 @@ class ConfigChanges:
             raise ChangeConflict(f"Change {change_id} was proposed against version "
                                  f"{change.base_version}, but version {latest.version} is "
                                  "applied now; propose it again.")
+        await self._check(change.config)
         number, glass = latest.version + 1, unapproved
         if not await self.versions.update_change(change_id, ("pending", "approved"),
                                                  status="applied", applied_version=number,

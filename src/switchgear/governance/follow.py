@@ -17,7 +17,11 @@ log = logging.getLogger("switchgear.governance")
 class ConfigFollower(Background):
     """Every ``interval()`` seconds, asks the store for the newest applied version and, when it
     is newer than the one serving, hands it to ``adopt``. One cheap indexed query per poll, off
-    the request path."""
+    the request path.
+
+    A version that cannot serve here (``adopt`` raises ConfigError) is said once, with what to
+    do, and not tried again; one that failed otherwise (a new backend would not start) is tried
+    again at every poll, its traceback logged the first time only."""
 
     task_name = "config-follower"
 
@@ -29,10 +33,16 @@ class ConfigFollower(Background):
         self.interval = interval
         #: The newest version adopted, or tried and found unusable (not tried again).
         self.current = 0
+        #: The version serving (``current`` unless that one could not serve).
+        self.serving = 0
+        #: The version whose failure to start was last logged (not logged again).
+        self.failed: int | None = None
 
-    def start(self, current: int) -> None:
-        """Follow from version ``current`` on, in the background."""
+    def start(self, current: int, serving: int | None = None) -> None:
+        """Follow from version ``current`` on (``serving`` serves: ``current`` unless that one
+        could not), in the background."""
         self.current = current
+        self.serving = current if serving is None else serving
         self._launch()
 
     async def check(self) -> None:
@@ -45,8 +55,9 @@ class ConfigFollower(Background):
         try:
             await self.adopt(version)
         except ConfigError as error:
-            log.error("config version %d cannot serve here, keeping version %d: %s",
-                      version.version, self.current, error)
+            log.error("%s", unusable(version.version, self.serving, error))
+        else:
+            self.serving = version.version
         self.current = version.version
 
     async def _run(self) -> None:
@@ -57,4 +68,24 @@ class ConfigFollower(Background):
             except StoreUnavailable as error:  # keep serving this version; try again
                 log.warning("cannot check for a new config version: %s", error)
             except Exception:  # e.g. a new backend failed to start: keep serving, try again
-                log.exception("adopting a new config version failed")
+                latest = await self._latest()
+                if latest != self.failed:
+                    self.failed = latest
+                    log.exception("config version %s could not start (version %d serves on); "
+                                  "trying again every %gs", latest, self.serving,
+                                  self.interval())
+
+    async def _latest(self) -> int | None:
+        """The newest version's number, None when the store cannot say."""
+        try:
+            return await self.versions.latest_number()
+        except StoreUnavailable:
+            return None
+
+
+def unusable(version: int, serving: int, error: ConfigError) -> str:
+    """What to say when config ``version`` cannot serve on this replica: why, which version
+    serves instead, and how to fix it."""
+    return (f"config version {version} cannot serve on this replica, so version {serving} "
+            f"serves: {error}. To fix it, roll back (`switchgear config rollback {serving}`) or "
+            "propose a corrected config (`switchgear config propose FILE`).")

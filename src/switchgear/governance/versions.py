@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from switchgear.config import RESTART_SECTIONS, Config, parse_config
-from switchgear.prompts.versions import template_versions
+from switchgear.prompts.versions import template_versions, templates_of
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, PROMPT_VERSIONS, Dialect
 
@@ -117,6 +117,23 @@ class ConfigVersions:
         await self.add_version(ConfigVersion(1, config_text(config), None, SEED_AUTHOR,
                                              time.time(), False,
                                              template_versions({}, {}, config.prompts)))
+
+    async def governed(self) -> bool:
+        """Whether a change request was ever applied here (a change or a rollback), so that
+        the store, not a config file, decides what serves."""
+        rows = await self.store.rows(
+            "SELECT count(*) FROM config_versions WHERE change_id IS NOT NULL")
+        return int(rows[0][0] or 0) > 0
+
+    async def add_file_version(self, config: Config, latest: ConfigVersion) -> ConfigVersion | None:
+        """Store ``config`` (a config file) as the version after ``latest``; None when another
+        replica took that number first."""
+        text = config_text(config)
+        version = ConfigVersion(
+            latest.version + 1, text, None, SEED_AUTHOR, time.time(), False,
+            template_versions(templates_of(latest.config), latest.prompt_versions,
+                              config.prompts))
+        return version if await self.add_version(version) else None
 
     async def latest_number(self) -> int:
         """The newest applied version's number (0 before the seed)."""
