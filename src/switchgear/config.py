@@ -654,12 +654,16 @@ def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def missing_environment(config: BaseModel) -> list[str]:
+    """Every environment variable a ``*_env`` setting of ``config`` names that is not set, as
+    ``VARIABLE (the.setting)``; settings with a name by default (optional ones) are left out."""
+    return [f"{variable} ({where})" for where, variable in _env_settings(config, "")
+            if variable not in os.environ]
+
+
 def unset_environment(config: BaseModel) -> str | None:
-    """Every environment variable a ``*_env`` setting of ``config`` names that is not set, in
-    one sentence (``VARIABLE (the.setting)`` each); None when all are. Settings with a name by
-    default (the optional ones) are left out."""
-    missing = [f"{variable} ({where})" for where, variable in _env_settings(config, "")
-               if variable not in os.environ]
+    """``missing_environment`` in one sentence for an error; None when nothing is missing."""
+    missing = missing_environment(config)
     return f"environment variables not set: {', '.join(missing)}" if missing else None
 
 
