@@ -1,5 +1,6 @@
-"""Three times more offered load than a fixed-capacity simulator can serve: interactive requests
-keep flowing, batch requests are shed with Retry-After, queues stay bounded, nothing crashes."""
+"""Three times more offered load than a fixed-capacity simulator can serve, through the README's
+own tier settings: interactive requests keep flowing, batch requests are shed with Retry-After,
+queues stay bounded, nothing crashes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from switchgear.config import Config
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import start_simulator
 
+from readme import yaml_section
 from servers import BackgroundLoop, gateway
 
 ADMIN = "sg-overload-admin-0123456789abcdef01234"
@@ -65,11 +67,7 @@ def test_overload_sheds_batch_and_keeps_interactive(
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
     config = make_config({"sim": {"deployments": [
         {"name": "s", "backend": "openai_http", "url": sim.base_url, "model": "sim"}]}})
-    config = config.model_validate({**config.model_dump(), "tiers": {
-        "capacity": 4, "max_waiting": None,
-        "interactive": {"max_queue": 50, "wait_target_ms": 1000},
-        "standard": {"max_queue": 50, "wait_target_ms": 500},
-        "batch": {"max_queue": 50, "wait_target_ms": 300}}})
+    config = config.model_validate({**config.model_dump(), "tiers": yaml_section("tiers")})
     try:
         with gateway(config) as base_url:
             root = base_url.removesuffix("/v1")
