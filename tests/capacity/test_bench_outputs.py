@@ -48,18 +48,21 @@ def test_sweep_finds_the_knee_of_a_server_with_known_capacity(
                          ignore_eos=True)
     sweep = profile["sweep"]
     assert 70 <= sweep["saturation_rate"] <= 101
-    levels = profile["levels"]
-    assert levels[0]["mode"] == "concurrency"
-    assert [level["mode"] for level in levels[1:]] == ["constant"] * (len(levels) - 1)
-    assert len(levels) in (5, 6)  # saturation, four rates, at most one bisection step
+    # Closed loop from concurrency 1, doubling up to 8 (what `switchgear plan` needs), then
+    # four rates and at most one bisection step.
+    closed, levels = profile["levels"][:4], profile["levels"][4:]
+    assert [level["concurrency"] for level in closed] == [1, 2, 4, 8]
+    assert sweep["saturation_concurrency"] in (4, 8)
+    assert [level["mode"] for level in levels] == ["constant"] * len(levels)
+    assert len(levels) in (4, 5)
     best = sweep["max_rate_within_slo"]
     assert best is not None
     # Within the server's capacity (100/s); whether the rate at the measured saturation itself
     # still meets the SLO in a 1.5 s level depends on how close that measure came to 100.
     assert 0.4 * sweep["saturation_rate"] <= best <= min(round(sweep["saturation_rate"], 3), 101)
     # Every rate at or below the answer met the SLO; every rate that missed it lies above it.
-    assert all(level["meets_slo"] for level in levels[1:] if level["rate"] <= best)
-    assert all(level["rate"] > best for level in levels[1:] if not level["meets_slo"])
+    assert all(level["meets_slo"] for level in levels if level["rate"] <= best)
+    assert all(level["rate"] > best for level in levels if not level["meets_slo"])
 
 
 def test_a_jsonl_workload_sends_its_prompts(tmp_path: Path, simulators: Simulators,

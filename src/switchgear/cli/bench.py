@@ -40,7 +40,8 @@ def _lengths(ctx: click.Context, param: click.Parameter, value: str) -> Lengths:
 @click.option("--sweep", is_flag=True,
               help="Measure saturation, then rates below it; report the highest within SLO.")
 @click.option("--sweep-concurrency", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Concurrency of the sweep's saturation level.")
+              help="Highest concurrency of the sweep's closed-loop levels (1, 2, 4, ... up to "
+                   "it, until throughput stops rising).")
 @click.option("--sweep-rates", type=click.IntRange(min=1), default=8, show_default=True,
               help="Open-loop rates the sweep tries, evenly spaced up to saturation.")
 @click.option("--refine", type=click.IntRange(min=0), default=2, show_default=True,
@@ -93,7 +94,9 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
 
     Closed loop (--concurrency), open loop (--rate, constant or Poisson arrivals, latency counted
     from each request's scheduled send time) or --sweep for the highest rate within the SLOs.
-    Prints a table; --json/--csv/--html write the profile, a CSV and a report.
+    Prints a table; --json/--csv/--html write the profile, a CSV and a report. Refuses (exit 2)
+    a target that does not serve --model; a level whose every answer is the same client error
+    (401, 404, ...) stops early, and the run with it (exit 1).
 
     \b
     Example:
@@ -104,6 +107,7 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
 
     from switchgear.capacity.bench.figures import SLO
     from switchgear.capacity.bench.outputs import csv_text, html_report, text_table
+    from switchgear.capacity.bench.preflight import TargetRefused
     from switchgear.capacity.bench.progress import ProgressBar
     from switchgear.capacity.bench.runner import Bench, Sweep, Target
     from switchgear.capacity.bench.workload import from_jsonl, synthetic
@@ -121,6 +125,13 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
                        ProgressBar())
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    try:
+        warning = uvloop.run(runner.check_target())
+    except TargetRefused as error:
+        click.echo(f"switchgear bench: {error}", err=True)
+        sys.exit(2)
+    if warning:
+        click.echo(f"switchgear bench: {warning}", err=True)
     levels = [Level(CONCURRENCY, duration, warmup, concurrency=n) for n in concurrency]
     levels += [Level(arrival, duration, warmup, rate=r) for r in rate]
     if sweep:
@@ -135,6 +146,11 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
         csv_path.write_text(csv_text(profile))
     if html_path:
         html_path.write_text(html_report(profile))
+    stopped = [level for level in profile["levels"] if level.get("stopped")]
+    if stopped:
+        click.echo(f"switchgear bench: stopped at {stopped[0]['label']}, the levels after it not "
+                   f"run: {stopped[0]['stopped']}", err=True)
+        sys.exit(1)
     if not all(level["completed"] for level in profile["levels"]):
         click.echo("switchgear bench: a level completed no request", err=True)
         sys.exit(1)

@@ -5,7 +5,8 @@ It is callback-driven on purpose: no coroutine or task per request, so one core 
 requests a second. ``ConnectionPool.submit`` hands a request to an idle connection, opens a new one
 while under the cap, or queues it; every request ends in exactly one ``Outcome`` passed to the
 pool's ``on_outcome`` callback, with an error kind when it failed (``http_<status>``, ``timeout``,
-``connection``, ``malformed``).
+``connection``, ``malformed``); an HTTP error keeps its status and the start of its body, for
+the message a person reads (``error_message``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 
+#: How much of an error answer's body an outcome keeps (its message is near the start).
+ERROR_BODY_BYTES = 2048
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 MALFORMED = "malformed"
@@ -76,6 +79,8 @@ class Outcome:
     token_times: list[float] = field(default_factory=list)
     output_tokens: int = 0
     error: str | None = None
+    status: int = 0
+    error_body: bytes = b""
 
     @property
     def first_token_at(self) -> float | None:
@@ -148,6 +153,8 @@ class _Connection(asyncio.Protocol):
             return
         if self._status != 200:
             error: str | None = f"http_{self._status}"
+            exchange.outcome.status = self._status
+            exchange.outcome.error_body = bytes(exchange.body[:ERROR_BODY_BYTES])
         elif exchange.request.stream:
             error = None if exchange.done else MALFORMED
         else:
@@ -223,6 +230,24 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
             self._transport = None
         self._pool.finished(self if reuse else None, outcome)
+
+
+def error_message(body: bytes) -> str:
+    """The message an error answer carries: OpenAI's ``error.message`` (or a ``detail`` or
+    ``message``), else the start of the body as text."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict):
+        error = answer.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("error", "detail", "message"):
+            if isinstance(answer.get(key), str) and answer[key]:
+                return str(answer[key])
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text[:200] or "(no message)"
 
 
 def _read_usage(outcome: Outcome, usage: dict[str, Any]) -> None:
@@ -317,6 +342,12 @@ class ConnectionPool:
             connection.close()
         self._idle.clear()
 
+    def drop_waiting(self) -> int:
+        """Forget the requests still waiting for a connection (they were never sent); how many."""
+        dropped = len(self._waiting)
+        self._waiting.clear()
+        return dropped
+
     async def _connect_and_send(self, request: Request, outcome: Outcome) -> None:
         try:
             _, connection = await asyncio.wait_for(self.loop.create_connection(
@@ -328,3 +359,20 @@ class ConnectionPool:
             self.finished(None, outcome)
             return
         connection.send(request, outcome, self._timeout)
+
+
+async def send_one(endpoint: Endpoint, request: Request, timeout_s: float) -> Outcome:
+    """Send ``request`` alone on a new connection and wait for its outcome."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Outcome] = loop.create_future()
+
+    def on_outcome(outcome: Outcome) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    pool = ConnectionPool(endpoint, 1, timeout_s, on_outcome)
+    pool.submit(request, time.perf_counter())
+    try:
+        return await done
+    finally:
+        pool.close()

@@ -117,6 +117,7 @@ def level_figures(run: LevelRun, slo: SLO) -> dict[str, Any]:
         "duration_s": round(seconds, 6),
         "warmup_s": level.warmup_s,
         "warmup_requests": run.warmup_outcomes,
+        "stopped": run.stopped,
         "sent": len(outcomes),
         "completed": len(good),
         "errors": dict(sorted(errors.items())),

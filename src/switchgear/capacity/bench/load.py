@@ -4,6 +4,11 @@ Open loop: arrivals are drawn up front as offsets from the start; each request's
 from its *scheduled* time, so a late client or a full connection pool cannot hide queueing
 (no coordinated omission). Closed loop: ``concurrency`` requests are always outstanding; each one
 that ends starts the next. Requests scheduled during the warm-up are run but left out of figures.
+
+A level stops early when every answer so far is the same client error (401, 404, ...: a wrong key,
+model or body, which more requests will not change) once there are ``STOP_AFTER_ANSWERS`` of them
+or ``STOP_AFTER_S`` seconds have passed; 408 and 429 are load answers and never stop a level.
+A stopped level's figures count every request it sent, warm-up included.
 """
 
 from __future__ import annotations
@@ -15,12 +20,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import cycle
 
-from switchgear.capacity.bench.client import ConnectionPool, Endpoint, Outcome, Request
+from switchgear.capacity.bench.client import (
+    ConnectionPool,
+    Endpoint,
+    Outcome,
+    Request,
+    error_message,
+)
 
 CONCURRENCY = "concurrency"
 CONSTANT = "constant"
 POISSON = "poisson"
 MODES = (CONCURRENCY, CONSTANT, POISSON)
+STOP_AFTER_ANSWERS = 50
+STOP_AFTER_S = 2.0
+STOP_MIN_ANSWERS = 3
+LOAD_STATUSES = frozenset({408, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +69,14 @@ class Level:
 @dataclass(frozen=True, slots=True)
 class LevelRun:
     """The outcomes of one level. ``start`` is when the measured window opens (after the warm-up);
-    outcomes scheduled before it are warm-up and left out."""
+    outcomes scheduled before it are warm-up and left out. ``stopped`` says why the level
+    ended early (None: it ran its course)."""
 
     level: Level
     start: float
     outcomes: list[Outcome]
     warmup_outcomes: int
+    stopped: str | None = None
 
 
 def arrival_offsets(mode: str, rate: float, seconds: float,
@@ -82,6 +99,40 @@ Progress = Callable[[int, int, int, float], None]
 """Told now and then: requests sent, ended, failed, and seconds elapsed."""
 
 
+def is_refusal(status: int) -> bool:
+    """Whether an HTTP status is a client error that more requests will not change (4xx but the
+    load answers 408 and 429)."""
+    return 400 <= status < 500 and status not in LOAD_STATUSES
+
+
+class RefusalWatch:
+    """Watches a level's answers for one client error and nothing else; ``observe`` gives the
+    reason to stop once there are enough of them, or they have gone on long enough."""
+
+    def __init__(self, start: float) -> None:
+        self._start = start
+        self._first: Outcome | None = None
+        self._count = 0
+        self._mixed = False
+
+    def observe(self, outcome: Outcome, now: float) -> str | None:
+        """Count ``outcome``; why the level should stop, or None."""
+        if self._mixed:
+            return None
+        if not is_refusal(outcome.status) or (
+                self._first is not None and outcome.status != self._first.status):
+            self._mixed = True
+            return None
+        if self._first is None:
+            self._first = outcome
+        self._count += 1
+        if self._count >= STOP_AFTER_ANSWERS or (
+                self._count >= STOP_MIN_ANSWERS and now - self._start >= STOP_AFTER_S):
+            return (f"every answer was HTTP {self._first.status}: "
+                    f"{error_message(self._first.error_body)}")
+        return None
+
+
 class _Tally:
     """The outcomes as they end, and a future that resolves once nothing is outstanding."""
 
@@ -90,6 +141,7 @@ class _Tally:
         self.sent = 0
         self.failed = 0
         self.all_submitted = False
+        self.stopped: str | None = None
         self.drained: asyncio.Future[None] = loop.create_future()
 
     def add(self, outcome: Outcome) -> None:
@@ -117,8 +169,13 @@ async def run_level(endpoint: Endpoint, requests: list[Request], level: Level, *
     end = start + level.warmup_s + level.duration_s
     connections = level.concurrency if level.mode == CONCURRENCY else max_connections
     assert connections is not None
+    watch = RefusalWatch(start)
 
     def on_outcome(outcome: Outcome) -> None:
+        if tally.stopped is None and (reason := watch.observe(outcome, time.perf_counter())):
+            tally.stopped = reason
+            tally.sent -= pool.drop_waiting()
+            tally.submitted_all()
         tally.add(outcome)
         if level.mode == CONCURRENCY and not tally.all_submitted:
             now = time.perf_counter()
@@ -145,6 +202,8 @@ async def run_level(endpoint: Endpoint, requests: list[Request], level: Level, *
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if tally.stopped:
+                    break
                 tally.sent += 1
                 pool.submit(next_request(), due)
             tally.submitted_all()
@@ -155,9 +214,9 @@ async def run_level(endpoint: Endpoint, requests: list[Request], level: Level, *
             reporter.cancel()
     if progress:
         progress(tally.sent, len(tally.outcomes), tally.failed, time.perf_counter() - start)
-    window = start + level.warmup_s
+    window = start if tally.stopped else start + level.warmup_s
     measured = [outcome for outcome in tally.outcomes if outcome.scheduled_at >= window]
-    return LevelRun(level, window, measured, len(tally.outcomes) - len(measured))
+    return LevelRun(level, window, measured, len(tally.outcomes) - len(measured), tally.stopped)
 
 
 async def _report(tally: _Tally, start: float, progress: Progress) -> None:

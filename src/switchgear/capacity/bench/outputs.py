@@ -13,7 +13,7 @@ from switchgear.reports import html, svg
 LATENCIES = ("e2e", "ttft", "itl", "tpot")
 CSV_FIXED = ("label", "mode", "concurrency", "rate", "duration_s", "sent", "completed",
              "error_rate", "request_rate", "goodput", "input_tokens_per_s",
-             "output_tokens_per_s", "meets_slo", "errors")
+             "output_tokens_per_s", "meets_slo", "errors", "stopped")
 CDF_POINTS = 50
 
 
@@ -26,7 +26,8 @@ def _errors(errors: dict[str, int]) -> str:
 
 
 def text_table(profile: dict[str, Any]) -> list[str]:
-    """The levels as a plain-text table, then the sweep's answer when there is one."""
+    """The levels as a plain-text table, then why a level stopped early and the sweep's answer
+    when there are."""
     rows = [["level", "req/s", "goodput", "out tok/s", "e2e p50 ms", "e2e p95 ms", "e2e p99 ms",
              "ttft p95 ms", "itl p95 ms", "tpot p95 ms", "errors", "SLO"]]
     for level in profile["levels"]:
@@ -40,6 +41,8 @@ def text_table(profile: dict[str, Any]) -> list[str]:
                      + (f" ({_errors(level['errors'])})" if level["errors"] else ""),
                      "met" if level["meets_slo"] else "MISSED"])
     lines = table(rows)
+    lines += [f"{level['label']} stopped early, and the run with it: {level['stopped']}"
+              for level in profile["levels"] if level.get("stopped")]
     sweep = profile.get("sweep")
     if sweep:
         best = sweep["max_rate_within_slo"]
@@ -58,7 +61,7 @@ def csv_text(profile: dict[str, Any]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_FIXED, *latency_columns])
     for level in profile["levels"]:
-        fixed = [_errors(level["errors"]) if name == "errors" else level[name]
+        fixed = [_errors(level["errors"]) if name == "errors" else level.get(name)
                  for name in CSV_FIXED]
         latencies = [level["latency_s"][column.split("_", 1)[0]][column.split("_", 1)[1]]
                      for column in latency_columns]
