@@ -52,6 +52,11 @@ def _checks(model: QueueModel, profile: Profile) -> tuple[OpenLoopCheck, ...]:
 
 def _notes(model: QueueModel, unusable: int) -> list[str]:
     notes = []
+    if len(model.concurrency) == 1:
+        notes.append(f"the profile has one closed-loop level (concurrency {model.n_max}): how "
+                     "throughput grows with concurrency is not measured, so the model holds it "
+                     f"at {model.throughput[0]:.2f} req/s; bench closed-loop levels up to past "
+                     "saturation (-c 1 -c 2 -c 4 ..., or --sweep)")
     if len(model.concurrency) > 1 and model.throughput[-1] > SATURATION_GAIN * model.throughput[-2]:
         notes.append(f"throughput still rose {model.throughput[-1] / model.throughput[-2]:.2f}x "
                      f"between the two highest concurrencies ({model.concurrency[-2]:.0f} and "

@@ -89,8 +89,11 @@ def _max_rate(model: QueueModel, targets: Targets) -> float | None:
         return None
     best = model.max_rate(percentiles, targets.error_cap)
     if best <= 0:
+        alone = ", ".join(f"p{q * 100:g} {model.percentile(0.0, q):.3f} s" for q in percentiles)
         raise PlanError("no arrival rate meets the SLO on one instance: the targets are below the "
-                        "latency measured at concurrency 1 (or its error share is above the cap)")
+                        f"latency of a request served alone (concurrency {model.concurrency[0]:g}"
+                        f"{': ' + alone if alone else ''}), or its error share "
+                        f"({model.error_share[0]:.1%}) is above the cap")
     return best
 
 

@@ -88,10 +88,37 @@ def parse_profile(raw: dict[str, Any], latency: str = "e2e") -> Profile:
                    slo=dict(raw.get("slo") or {}), sweep=raw.get("sweep"))
 
 
+def require_model_levels(profile: Profile, bench: str) -> None:
+    """Raise ``ProfileError`` naming the closed-loop levels ``profile`` lacks for the model: one
+    at concurrency 1 (a request served alone: the work every request brings, which the model
+    scales by load) that completed requests. ``bench`` is the command that measured it (the
+    advice names the flags to add)."""
+    closed = profile.closed_loop
+    if not closed:
+        raise ProfileError(
+            f"the profile has no closed-loop level (it has {len(profile.levels)} open-loop "
+            "level(s)); the model is built from closed-loop levels from concurrency 1 to past "
+            f"saturation: bench them with `{bench} -c 1 -c 2 -c 4 -c 8` (up to twice the "
+            "server's slots) or `--sweep`")
+    lowest = closed[0]
+    if lowest.concurrency != 1:
+        levels = ", ".join(str(level.concurrency) for level in closed)
+        raise ProfileError(
+            f"the profile has no closed-loop level at concurrency 1 (its closed-loop levels: "
+            f"concurrency {levels}); the model scales from the latency of a request served "
+            f"alone: bench one with `{bench} -c 1` (same workload) and give both profiles to "
+            "--profile")
+    if not any(level.latencies for level in closed if level.concurrency == 1):
+        raise ProfileError(
+            f"the profile's closed-loop level at concurrency 1 completed no request ("
+            f"{lowest.sent} sent): bench it again with `{bench} -c 1`")
+
+
 def load_profiles(paths: Sequence[Path], latency: str = "e2e") -> Profile:
     """Read the profiles at ``paths`` as one: runs of one workload against one model (say,
     Poisson levels repeated with other arrival seeds), their levels planned from together; the
-    SLO and sweep are the first's."""
+    SLO and sweep are the first's. Raises ``ProfileError`` when they lack a level the model
+    needs (``require_model_levels``)."""
     profiles, workloads = [], set()
     for path in paths:
         try:
@@ -104,4 +131,13 @@ def load_profiles(paths: Sequence[Path], latency: str = "e2e") -> Profile:
         workloads.add(json.dumps([workload, target.get("model"), target.get("endpoint")], sort_keys=True))
     if len(workloads) > 1:
         raise ProfileError("the profiles measured different workloads or models: plan from each apart")
-    return replace(profiles[0], levels=tuple(level for profile in profiles for level in profile.levels))
+    merged = replace(profiles[0], levels=tuple(level for profile in profiles for level in profile.levels))
+    require_model_levels(merged, _bench_command(target))
+    return merged
+
+
+def _bench_command(target: dict[str, Any]) -> str:
+    """The start of the ``switchgear bench`` command line that measured ``target``."""
+    url, model = target.get("url") or "URL", target.get("model") or "MODEL"
+    endpoint = " --endpoint completions" if target.get("endpoint") == "completions" else ""
+    return f"switchgear bench --url {url} --model {model}{endpoint}"
