@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from switchgear.config import ConfigError
 from switchgear.errors import (
     HeadersTooLarge,
     MethodNotAllowed,
@@ -113,7 +114,10 @@ class GatewayApp:
                 try:
                     await self.state.start()
                 except Exception as error:
-                    log.exception("start-up failed")
+                    if isinstance(error, ConfigError):  # its words are the whole story
+                        log.error("start-up failed: %s", error)
+                    else:
+                        log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
