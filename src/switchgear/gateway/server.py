@@ -57,18 +57,13 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host`` and ``port``, ready for uvicorn to listen on; CannotListen
-    (in the user's words) when the address is in use, not this machine's, or not allowed."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror:
-        raise CannotListen(f"cannot listen on {host!r}: no such host or address; pass --host "
-                           "(e.g. 127.0.0.1)") from None
-    sock = socket.socket(family, kind, proto)
+    """A TCP socket bound to ``host`` and ``port`` as uvicorn would bind it (IPv6 when the host
+    has a colon), ready for it to listen on; CannotListen (in the user's words) when the address
+    is in use, unknown, not this machine's, or not allowed."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        sock.bind((host, port))
     except OSError as error:
         sock.close()
         raise CannotListen(_why_not(host, port, error)) from None
@@ -77,6 +72,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _why_not(host: str, port: int, error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return f"cannot listen on {host!r}: no such host or address; pass --host (e.g. 127.0.0.1)"
     if error.errno == errno.EADDRINUSE:
         return (f"port {port} on {host} is in use (another process listens there, perhaps "
                 "another gateway): stop it, or pass --port")
