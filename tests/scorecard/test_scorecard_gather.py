@@ -89,6 +89,11 @@ def test_evidence_from_a_store_a_real_gateway_filled(tmp_path: Path,
     assert scores["cost_model"] == 2  # priced, costed and tagged by feature
     assert scores["reliability"] == 1  # the SLO's alerts go nowhere yet
 
+    # Another key than the trail's tells nothing about the trail: not checked, never TAMPERED.
+    monkeypatch.setenv("SWITCHGEAR_AUDIT_SECRET", "another-audit-key-" + "x" * 32)
+    foreign = gather(config, DAY, time.time(), "the test's config")
+    assert foreign.governance.audit_intact is None
+
 
 def test_a_missing_sqlite_file_is_no_evidence_not_a_new_store(tmp_path: Path) -> None:
     path = tmp_path / "absent.db"

@@ -276,10 +276,12 @@ class AppState:
         return self.serving.slo
 
     async def start(self) -> None:
-        """Open the store and the audit trail, load the applied config version (the file seeds
-        version 1), start the record writer, every backend and the follower of new versions."""
+        """Open the store and the audit trail (refused if another key sealed it), load the
+        applied config version (the file seeds version 1), start the record writer, every
+        backend and the follower of new versions."""
         await self.store.open()
         self.audit.start()
+        await self.audit.check_key()
         await self.keys.load()
         await self._load_version()
         self._choose_auth()

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from switchgear.admission.keys import BOOTSTRAP_KEY_ID, ApiKey
+from switchgear.config import ConfigError
 from switchgear.governance.secret import AuditKey, fingerprint, key_id
 from switchgear.store.base import RecordStore, StoreUnavailable
 from switchgear.store.migrations import AUDIT_LOG, placeholders
@@ -117,6 +118,10 @@ def canonical_details(details: Mapping[str, Any] | None) -> str:
                       ensure_ascii=False, default=str)
 
 
+class ForeignTrail(ConfigError):
+    """The trail was sealed with another key: appending with this one would break the chain."""
+
+
 class AuditTrail:
     """Appends to and reads the audit trail in ``store``, keyed from ``key`` (loaded at
     ``start``)."""
@@ -126,7 +131,6 @@ class AuditTrail:
         self.key = key
         self._secret: bytes | None = None
         self._head: tuple[int, str] | None = None
-        self._head_checked = False
         self._lock = asyncio.Lock()
         marks = placeholders(store.dialect, len(AUDIT_LOG))
         self._insert = (f"INSERT INTO audit_log ({COLUMNS}) VALUES ({marks}) "
@@ -182,20 +186,26 @@ class AuditTrail:
         params = [*wanted.values(), max(1, min(limit, MAX_LIST))]
         return [AuditEntry(*row) for row in await self.store.rows(sql, params)]
 
+    async def check_key(self) -> None:
+        """Refuse to go on (``ForeignTrail``) when the trail's newest entry was sealed with
+        another key: what this gateway appended would never verify with the trail's key."""
+        if self._secret is None:
+            raise RuntimeError("the audit trail is not started")
+        self._head = await self._read_head(self._secret)
+
     async def _read_head(self, secret: bytes) -> tuple[int, str]:
         """The newest entry's number and hash (0 and the key's genesis for an empty trail);
-        the first time, an error in the log if that entry was sealed with another key."""
+        ``ForeignTrail`` if that entry was sealed with another key."""
         rows = await self.store.rows(f"SELECT {COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1")
         if not rows:
             return 0, genesis(secret)
         head = AuditEntry(*rows[0])
-        if not self._head_checked and not head.sealed_by(secret):
-            log.error("the audit trail's newest entry (%d) is not sealed with this gateway's "
-                      "audit key (from %s, key id %s): what is appended now will not verify "
-                      "with the key the trail was sealed with; restart with that key (%s wins "
-                      "over the key file)", head.seq, self.key.source, key_id(secret),
-                      self.key.env)
-        self._head_checked = True
+        if not head.sealed_by(secret):
+            raise ForeignTrail(
+                f"the audit trail in the store was sealed with another key than this gateway's "
+                f"(from {self.key.source}, key id {key_id(secret)}): what it appended would not "
+                f"verify. Start it with the trail's key ({self.key.env} wins over the key file; "
+                f"`switchgear audit verify` names the trail's key id), or on a fresh store")
         return head.seq, head.hash
 
 

@@ -156,6 +156,8 @@ async def _audit(store: RecordStore, config: Config) -> tuple[int, bool | None, 
     except ConfigError as error:
         return len(entries), None, f"audit trail not checked: {error}"
     verdict = verify(entries, secret)
+    if verdict.wrong_key is not None:  # not the trail's key: nothing is known about the trail
+        return len(entries), None, f"audit trail not checked: {verdict.wrong_key}"
     note = "" if verdict.tampering is None else f"audit trail TAMPERED: {verdict.tampering}"
     return len(entries), verdict.intact, note
 
