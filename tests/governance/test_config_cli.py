@@ -61,3 +61,22 @@ def test_the_config_commands_walk_a_change_from_proposal_to_rollback(
         assert "REVIEW REQUIRED -> v3" in back and "-      rpm: 600" in back
         wait_for_version(base_url, 3, ADMIN)
         assert "BREAK-GLASS" in run("show") and "rpm" not in run("show")
+
+
+def test_proposing_a_config_the_gateway_cannot_serve_exits_2_naming_the_problem(
+        make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
+    with gateway(make_config({"sim": {"deployments": [{"name": "s", "backend": "simulated"}]}})
+                 ) as base_url:
+        root = base_url.removesuffix("/v1")
+        bad = tmp_path / "guards.yaml"
+        bad.write_text(yaml.safe_dump({"guards": {"output": [
+            {"check": "custom", "path": "no_such_module_sg:check"}]}}))
+        result = CliRunner().invoke(main, ["config", "propose", str(bad), "--patch", "--url", root,
+                                           "--admin-key", ADMIN])
+        assert result.exit_code == 2, result.output  # as `serve` exits on an invalid config
+        assert "400" in result.output and "no_such_module_sg" in result.output
+        assert "Traceback" not in result.output
+        history = admin_call(root, "GET", "/admin/config", ADMIN)
+        assert history["serving"] == 1  # nothing was stored or applied

@@ -24,7 +24,12 @@ POLL_INTERVAL = 0.5
 
 
 class AdminError(Exception):
-    """The admin API refused the call or could not be reached; the message says why."""
+    """The admin API refused the call or could not be reached; the message says why, and
+    ``status`` is the HTTP status of a refusal (None when nothing answered)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Unreachable(AdminError):
@@ -59,7 +64,7 @@ def admin_fetch(url: str, method: str, path: str, token: str | None = None,
         except (ValueError, KeyError, TypeError):
             raise Unreachable(_not_a_gateway(url, f"answered {path} with {error.code} "
                                              f"{error.reason} and no Switchgear error")) from None
-        raise AdminError(f"{error.code}: {message}") from None
+        raise AdminError(f"{error.code}: {message}", error.code) from None
     except (OSError, http.client.HTTPException) as error:
         raise Unreachable(unreachable(url, error, timeout)) from None
 

@@ -22,7 +22,9 @@ READER_KEY = click.option("--admin-key", envvar="SWITCHGEAR_ADMIN_KEY", show_env
                           help="A reader's key: viewer, operator or admin.")
 
 #: Exit codes of commands that call a gateway: it refused the call; no gateway answered.
-REFUSED, UNREACHABLE = 1, 2
+#: Exit codes: the gateway refused; what was sent was invalid (its 400, as `serve` exits on an
+#: invalid config) or no gateway answered at --url.
+REFUSED, INVALID, UNREACHABLE = 1, 2, 2
 
 AS_JSON = click.option("--json", "as_json", is_flag=True,
                        help="Print the raw JSON instead of a table.")
@@ -44,7 +46,8 @@ def echo_report(report: Any, as_json: bool, render: Callable[[Any], str]) -> Non
 def admin_request(url: str, method: str, path: str, token: str | None, body: Any = None,
                   raw: bool = False) -> Any:
     """Call the admin API: the parsed JSON answer (or its bytes when ``raw``); on an error,
-    say it on stderr and exit REFUSED, or UNREACHABLE when no gateway answered."""
+    say it on stderr and exit REFUSED, INVALID for a 400, or UNREACHABLE when no gateway
+    answered."""
     from switchgear.cli.admin_client import AdminError, Unreachable, admin_call, admin_fetch
 
     try:
@@ -53,4 +56,5 @@ def admin_request(url: str, method: str, path: str, token: str | None, body: Any
         return admin_call(url, method, path, token, body)
     except AdminError as error:
         click.echo(f"switchgear: {error}", err=True)
-        sys.exit(UNREACHABLE if isinstance(error, Unreachable) else REFUSED)
+        sys.exit(UNREACHABLE if isinstance(error, Unreachable)
+                 else INVALID if error.status == 400 else REFUSED)
