@@ -22,6 +22,11 @@ class StoreUnavailable(Exception):
     """The store cannot be reached or written now. Its message never holds a password."""
 
 
+class RecordRejected(StoreUnavailable):
+    """The store refused records for what they hold (a value it cannot take), not because it
+    is down: writing them again as they are would fail again."""
+
+
 @runtime_checkable
 class RecordStore(Protocol):
     """Where request records are kept: a SQL database with the ``request_log`` table (and the

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as ArgumentError
 
 from switchgear.store.base import (
+    RecordRejected,
     RequestLogSQL,
     StoreUnavailable,
     describe_failure,
@@ -33,6 +35,9 @@ RECORD_MIGRATION = record_applied("postgresql")
 #: A schema name the store accepts: a plain lower-case identifier, so it needs no quoting.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
+#: Errors that mean "the database refused these values": a data exception (SQLSTATE class 22,
+#: NUL in text for one), or a value the driver could not encode.
+REJECTED = (asyncpg.DataError, ArgumentError)
 #: Errors that mean "the database cannot be used now", as opposed to a bug in our SQL.
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -168,6 +173,9 @@ class PostgresStore:
     async def _mapped(self, what: str) -> AsyncIterator[None]:
         try:
             yield
+        except REJECTED as error:  # before UNAVAILABLE: a data exception is a PostgresError
+            where = f"PostgreSQL {what} on {redact_url(self._url)}"
+            raise RecordRejected(describe_failure(where, error, self._secrets)) from None
         except UNAVAILABLE as error:
             where = f"PostgreSQL {what} on {redact_url(self._url)}"
             raise StoreUnavailable(describe_failure(where, error, self._secrets)) from None

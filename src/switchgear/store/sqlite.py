@@ -13,7 +13,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from switchgear.store.base import RequestLogSQL, StoreUnavailable, describe_failure
+from switchgear.store.base import (
+    RecordRejected,
+    RequestLogSQL,
+    StoreUnavailable,
+    describe_failure,
+)
 from switchgear.store.migrations import (
     CREATE_SCHEMA_MIGRATIONS,
     SELECT_APPLIED_VERSIONS,
@@ -263,5 +268,7 @@ class SQLiteStore:
     async def _run_on(self, executor: ThreadPoolExecutor, what: str, work: Callable[[], T]) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, work)
+        except (sqlite3.DataError, UnicodeEncodeError) as error:  # a value it cannot take
+            raise RecordRejected(describe_failure(f"SQLite {what} on {self.path}", error)) from None
         except sqlite3.Error as error:
             raise StoreUnavailable(describe_failure(f"SQLite {what} on {self.path}", error)) from None

@@ -6,10 +6,19 @@ import asyncio
 import logging
 from collections import deque
 
-from switchgear.store.base import RecordStore
-from switchgear.store.records import RequestRecord
+from switchgear.store.base import RecordRejected, RecordStore
+from switchgear.store.records import RequestRecord, storable, stripped
+from switchgear.store.text import safe_line
 
 log = logging.getLogger(__name__)
+
+#: Failures of one batch, while the store answers a ping, after which the writer stops
+#: blaming the store and writes the batch row by row to find the row it refuses.
+SUSPECT_AFTER = 5
+#: Failures of one row alone, while the store answers a ping, before it is set aside.
+ROW_TRIES = 3
+#: Errors that say the records, not the store, are at fault.
+CONTENT_ERRORS = (RecordRejected, ValueError, TypeError)
 
 
 class RecordWriter:
@@ -18,6 +27,12 @@ class RecordWriter:
     ``submit`` never waits: a record goes into a bounded queue or, while that queue is full, into
     an overflow list that refills the queue as it empties, so nothing is dropped and order holds.
     A failed write is retried, with the same records, after a growing (capped) pause.
+
+    Every record is made ``storable`` first (off the hot path, once per batch). A batch the
+    store refuses for what it holds (or keeps refusing while it answers a ping) is written row
+    by row: a refused row is written again ``stripped``, and set aside (counted in
+    ``rejected``, logged by request id only) when even that fails, so one bad row never
+    holds up the others.
     """
 
     def __init__(
@@ -52,11 +67,20 @@ class RecordWriter:
         self.failures = 0
         #: Records that found the queue full and waited in the overflow list.
         self.overflowed = 0
+        #: Records the store refused even stripped: set aside, never written.
+        self.rejected = 0
+        #: Records written only in their stripped form.
+        self.stripped = 0
 
     @property
     def pending(self) -> int:
-        """Records submitted and not yet written."""
-        return self.submitted - self.written
+        """Records submitted and neither written nor set aside."""
+        return self.submitted - self.written - self.rejected
+
+    @property
+    def settled(self) -> int:
+        """Records written or set aside."""
+        return self.written + self.rejected
 
     @property
     def backlog(self) -> int:
@@ -90,12 +114,12 @@ class RecordWriter:
     async def drain(self) -> None:
         """Return once every record submitted before the call is written."""
         target = self.submitted
-        if self.written >= target:
+        if self.settled >= target:
             return
         self._drainers += 1
         self._wakeup.set()
         try:
-            while self.written < target:
+            while self.settled < target:
                 if self._task is None or self._task.done():
                     raise RuntimeError(f"record writer is not running; {self.pending} records "
                                        "are not written")
@@ -118,9 +142,8 @@ class RecordWriter:
     async def _run(self) -> None:
         try:
             while True:
-                batch = await self._collect()
+                batch = [storable(record) for record in await self._collect()]
                 await self._write(batch)
-                self.written += len(batch)
                 self._progress.set()
         finally:
             self._progress.set()  # wakes drain() so that it sees the writer stopped
@@ -156,14 +179,69 @@ class RecordWriter:
                 self._queue.put_nowait(self._overflow.popleft())
 
     async def _write(self, batch: list[RequestRecord]) -> None:
+        """Write ``batch``, retrying while the store is down, row by row once it is the batch
+        that fails; returns when every record is written or set aside."""
         delay = self.retry_delay
-        while True:
+        tries = 0
+        while batch:
             try:
                 await self.store.write(batch)
+                self.written += len(batch)
                 return
             except Exception as error:  # any failure: keep the batch and try again
                 self.failures += 1
-                log.warning("could not write %d request records (failure %d); retrying in "
-                            "%.2fs: %s", len(batch), self.failures, delay, error)
+                tries += 1
+                if isinstance(error, CONTENT_ERRORS) or (
+                        tries >= SUSPECT_AFTER and await self._store_answers()):
+                    batch = await self._write_rows(batch)
+                    if not batch:
+                        return
+                else:
+                    log.warning("could not write %d request records (failure %d); retrying in "
+                                "%.2fs: %s", len(batch), self.failures, delay,
+                                safe_line(str(error), 500))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry_delay)
+
+    async def _write_rows(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """Write ``batch`` one row at a time, setting aside each row the store refuses while it
+        answers; the rows left when the store stops answering (to retry as a batch)."""
+        for index, record in enumerate(batch):
+            tries = 0
+            form = record
+            while True:
+                try:
+                    await self.store.write([form])
+                    self.written += 1
+                    self.stripped += form is not record
+                    self._progress.set()
+                    break
+                except Exception as error:  # this row, or the store?
+                    self.failures += 1
+                    tries += 1
+                    content = isinstance(error, CONTENT_ERRORS)
+                    if not content and not await self._store_answers():
+                        return batch[index:]
+                    if form is record and (content or tries >= ROW_TRIES):
+                        form = stripped(record)
+                        tries = 0
+                    elif content or tries >= ROW_TRIES:
+                        self._set_aside(record, error)
+                        break
+                await asyncio.sleep(self.retry_delay)
+        return []
+
+    def _set_aside(self, record: RequestRecord, error: Exception) -> None:
+        self.rejected += 1
+        self._progress.set()
+        # The request id and the error's type only: the error's text may quote the row.
+        log.error("request record %s set aside: the store refused it even stripped (%s; %d "
+                  "set aside so far)", safe_line(record.request_id, 64), type(error).__name__,
+                  self.rejected)
+
+    async def _store_answers(self) -> bool:
+        try:
+            await self.store.ping()
+        except Exception:  # down, or not answering: either way not the batch's fault
+            return False
+        return True
