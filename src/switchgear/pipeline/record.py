@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 from switchgear.errors import SwitchgearError, internal_error
@@ -12,6 +12,7 @@ from switchgear.exchange import Exchange
 from switchgear.guards.redact import redact
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Body, Handler, Reply
+from switchgear.routing.router import Router
 from switchgear.store.records import RequestRecord
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
@@ -32,9 +33,19 @@ class Recorder:
 
     @classmethod
     def standard(cls, prices: PriceBook, metrics: GatewayMetrics, writer: RecordWriter,
-                 *observers: Step) -> Recorder:
-        """Price, then metrics, then ``observers``, then the request-log row."""
-        return cls([prices.price, metrics.observe, *observers,
+                 *observers: Step, models: Collection[str] | None = None) -> Recorder:
+        """Price, then metrics, then ``observers``, then the request-log row (whose writer's
+        counts ``metrics`` exports).
+
+        ``models`` are the configured aliases: any other requested model is counted as
+        ``unknown``. Left out, they are the aliases of the Router whose ``observe`` is among
+        ``observers`` (the serving's own), else every name is taken as it is."""
+        if models is None:
+            routers = [owner for step in observers
+                       if isinstance(owner := getattr(step, "__self__", None), Router)]
+            models = routers[0].aliases if routers else None
+        metrics.watch_writer(writer)
+        return cls([prices.price, metrics.observer(models), *observers,
                     lambda exchange: writer.submit(RequestRecord.of(exchange))])
 
     def finish(self, exchange: Exchange) -> None:

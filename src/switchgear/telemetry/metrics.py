@@ -6,24 +6,35 @@ choices) and time per output token, TPOT = (e2e - TTFT) / (output tokens - 1), f
 more than one token. Per-chunk work is one timestamp (``Exchange.chunk_times``); everything is
 observed once, when the request ends.
 
-Every label a client can influence (model, deployment, tenant, feature) keeps at most
-``max_label_values`` distinct values; later newcomers are counted as ``other``.
+Label values come from a bounded set: a requested model that is not a configured alias is
+labelled ``unknown``, never by its raw name; every label a client can influence (model,
+deployment, tenant, feature, priority) keeps at most ``max_label_values`` distinct values
+(later newcomers are counted as ``other``), each cut to ``LABEL_LIMIT`` characters with its
+control characters replaced.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate, pairwise
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from switchgear.exchange import Exchange
+from switchgear.store.text import safe_line
+from switchgear.store.writer import RecordWriter
 
 #: Seconds; spans a cache hit (sub-millisecond) to a long generation.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -38,26 +49,60 @@ THROUGHPUT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The label value standing for every value past a label's cap.
 OTHER = "other"
+#: The model label of a request for a model that is not a configured alias.
+UNKNOWN = "unknown"
+#: Characters kept of a label value.
+LABEL_LIMIT = 128
 #: The labels of the per-request series.
 SERIES_LABELS = ("model", "deployment", "tenant", "feature")
 
 
 class BoundedLabel:
-    """One label's values: the first ``cap`` distinct ones are kept, later ones read 'other'."""
+    """One label's values: the first ``cap`` distinct ones are kept (cut to ``LABEL_LIMIT``
+    characters, control characters replaced), later ones read 'other'."""
 
     __slots__ = ("cap", "seen")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.seen: set[str] = set()
+        #: Each value seen (already cut) and the label it became.
+        self.seen: dict[str, str] = {}
 
     def __call__(self, value: str) -> str:
-        if value in self.seen:
-            return value
+        value = value[:LABEL_LIMIT]  # the string itself, no copy, when short enough
+        label = self.seen.get(value)
+        if label is not None:
+            return label
         if len(self.seen) < self.cap:
-            self.seen.add(value)
-            return value
+            label = self.seen[value] = safe_line(value, LABEL_LIMIT)
+            return label
         return OTHER
+
+
+class WriterCollector(Collector):
+    """The request-log writer's counts, read when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self.writer: RecordWriter | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        writer = self.writer
+        if writer is None:
+            return []
+        return [
+            CounterMetricFamily("switchgear_request_log_written", "Request records written.",
+                                value=writer.written),
+            CounterMetricFamily("switchgear_request_log_rejected", "Request records the store "
+                                "refused even stripped, set aside unwritten.",
+                                value=writer.rejected),
+            CounterMetricFamily("switchgear_request_log_stripped", "Request records written "
+                                "only stripped of their text and non-ASCII characters.",
+                                value=writer.stripped),
+            CounterMetricFamily("switchgear_request_log_write_failures", "Failed writes to the "
+                                "record store (each retried).", value=writer.failures),
+            GaugeMetricFamily("switchgear_request_log_pending", "Request records submitted "
+                              "and not yet written or set aside.", value=writer.pending),
+        ]
 
 
 class BulkHistogram(Collector):
@@ -116,8 +161,10 @@ class GatewayMetrics:
 
     def __init__(self, max_label_values: int = 100) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.model, self.deployment, self.tenant, self.feature = (
-            BoundedLabel(max_label_values) for _ in SERIES_LABELS)
+        self.model, self.deployment, self.tenant, self.feature, self.priority = (
+            BoundedLabel(max_label_values) for _ in (*SERIES_LABELS, "priority"))
+        self.request_log = WriterCollector()
+        registry.register(self.request_log)
         series = list(SERIES_LABELS)
         self.requests = Counter(
             "switchgear_requests", "Finished requests.",
@@ -205,10 +252,23 @@ class GatewayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe(self, exchange: Exchange) -> None:
-        """Count a finished exchange (a Recorder step)."""
+    def watch_writer(self, writer: RecordWriter) -> None:
+        """Export ``writer``'s counts (written, set aside, pending) with the other metrics."""
+        self.request_log.writer = writer
+
+    def observer(self, models: Collection[str] | None) -> Callable[[Exchange], None]:
+        """The Recorder step counting finished exchanges of a config whose aliases are
+        ``models`` (every other requested model is labelled ``unknown``); None: unchecked."""
+        return partial(self.observe, models=None if models is None else frozenset(models))
+
+    def observe(self, exchange: Exchange, models: Collection[str] | None = None) -> None:
+        """Count a finished exchange (a Recorder step); a model not in ``models`` (when given)
+        is labelled ``unknown``."""
         principal = exchange.principal
-        model = self.model(exchange.model)
+        requested = exchange.model
+        model = (UNKNOWN if models is not None and (len(requested) > LABEL_LIMIT
+                                                     or requested not in models)
+                 else self.model(requested))
         deployment = self.deployment(exchange.deployment or "")
         tenant = self.tenant(principal.tenant)
         feature = self.feature(principal.feature or "")
@@ -233,9 +293,10 @@ class GatewayMetrics:
             series.output_tokens.inc(output)
         child(self.cache, model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
-            child(self.queue_wait, model, tenant, exchange.priority).observe(exchange.queue_wait)
+            child(self.queue_wait, model, tenant, self.priority(exchange.priority)).observe(
+                exchange.queue_wait)
         if exchange.shed:
-            child(self.shed, model, tenant, exchange.priority).inc()
+            child(self.shed, model, tenant, self.priority(exchange.priority)).inc()
         if exchange.output_passed is not None:
             child(self.output_checked, model, deployment, tenant, feature,
                   "pass" if exchange.output_passed else "fail").inc()

@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from switchgear import __version__
 from switchgear.config import TelemetryConfig
 from switchgear.exchange import Exchange, Operation
+from switchgear.store.text import safe_line
 
 #: The request header of a W3C trace context.
 TRACEPARENT = b"traceparent"
@@ -46,6 +47,9 @@ OPERATION_NAMES = {Operation.CHAT: "chat", Operation.COMPLETIONS: "text_completi
 #: Request parameters reported as ``gen_ai.request.*`` attributes.
 REQUEST_PARAMETERS = ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty",
                       "presence_penalty")
+
+#: Characters kept of a string attribute (or span name) that comes from a request.
+ATTRIBUTE_LIMIT = 256
 
 _HEX = frozenset("0123456789abcdef")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -147,7 +151,8 @@ class Tracer:
             trace_id, int(exchange.parent_span_id, 16), is_remote=True, trace_flags=_SAMPLED)
         root = self._context(trace_id, exchange.span_id)
         failed = exchange.status >= 500
-        yield self._span(f"{OPERATION_NAMES[exchange.operation]} {exchange.model}".rstrip(),
+        model = safe_line(exchange.model, ATTRIBUTE_LIMIT)
+        yield self._span(f"{OPERATION_NAMES[exchange.operation]} {model}".rstrip(),
                          root, parent, exchange.received, done, _request_attributes(exchange),
                          SpanKind.SERVER, exchange.error_type if failed else None)
         stages = (("admission", exchange.received, exchange.admitted),
@@ -163,10 +168,11 @@ class Tracer:
         operation = OPERATION_NAMES[exchange.operation]
         for number, attempt in enumerate(exchange.attempts, start=1):
             end = attempt.started + attempt.latency if attempt.outcome != "pending" else done
+            upstream = safe_line(attempt.model, ATTRIBUTE_LIMIT)
             yield self._span(
-                f"{operation} {attempt.model}", self._context(trace_id, attempt.span_id), route,
+                f"{operation} {upstream}", self._context(trace_id, attempt.span_id), route,
                 attempt.started, end,
-                {"gen_ai.operation.name": operation, "gen_ai.request.model": attempt.model,
+                {"gen_ai.operation.name": operation, "gen_ai.request.model": upstream,
                  "switchgear.deployment": attempt.deployment, "switchgear.attempt": number,
                  "switchgear.outcome": attempt.outcome,
                  **({"error.type": attempt.error} if attempt.error else {})},
@@ -190,12 +196,12 @@ def _request_attributes(exchange: Exchange) -> dict[str, Any]:
     usage, principal = exchange.usage, exchange.principal
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": OPERATION_NAMES[exchange.operation],
-        "gen_ai.request.model": exchange.model,
+        "gen_ai.request.model": safe_line(exchange.model, ATTRIBUTE_LIMIT),
         "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.completion_tokens,
         "http.response.status_code": exchange.status,
-        "switchgear.request_id": exchange.request_id,
-        "switchgear.tenant": principal.tenant,
+        "switchgear.request_id": safe_line(exchange.request_id, ATTRIBUTE_LIMIT),
+        "switchgear.tenant": safe_line(principal.tenant, ATTRIBUTE_LIMIT),
         "switchgear.stream": exchange.stream,
         "switchgear.cache": exchange.cache_status,
         "switchgear.attempts": len(exchange.attempts),
@@ -209,7 +215,8 @@ def _request_attributes(exchange: Exchange) -> dict[str, Any]:
         attributes["gen_ai.response.model"] = served.model
     optional = {"switchgear.deployment": exchange.deployment, "switchgear.feature":
                 principal.feature, "error.type": exchange.error_type}
-    attributes.update((name, value) for name, value in optional.items() if value is not None)
+    attributes.update((name, safe_line(value, ATTRIBUTE_LIMIT))
+                      for name, value in optional.items() if value is not None)
     return attributes
 
 
@@ -217,6 +224,7 @@ def _stage_attributes(exchange: Exchange, stage: str) -> dict[str, Any]:
     if stage == "cache":
         return {"switchgear.cache": exchange.cache_status}
     if stage == "queue":
-        return {"switchgear.priority": exchange.priority, "switchgear.shed": exchange.shed,
+        return {"switchgear.priority": safe_line(exchange.priority, ATTRIBUTE_LIMIT),
+                "switchgear.shed": exchange.shed,
                 "switchgear.queue_wait_s": exchange.queue_wait or 0.0}
     return {}
