@@ -7,6 +7,7 @@ Secrets never sit in the file: a deployment names the environment variable holdi
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -535,6 +536,11 @@ DEFAULT_APPROVAL = ("models", "routing", "limits", "tiers", "cache", "guards", "
                     "quality", "prompts", "scorecard")
 
 
+#: The roles that may be allowed to break glass.
+BreakGlassRole = Literal["admin", "operator"]
+ADMIN_ROLE: BreakGlassRole = "admin"
+
+
 class GovernanceConfig(_Strict):
     """Config changes and the audit trail (governance/).
 
@@ -554,6 +560,14 @@ class GovernanceConfig(_Strict):
     #: An admin key's access is recorded at its first call, then at most once per this many
     #: seconds per client address, with the number of calls in between (0: every call).
     audit_access_interval_s: float = Field(300.0, ge=0)
+    #: The key roles that may break glass (apply a change without its approval). A change that
+    #: adds or re-points an upstream carrying a credential is break-glassed by admins only.
+    break_glass_roles: list[BreakGlassRole] = Field(default_factory=lambda: [ADMIN_ROLE])
+    #: The environment variables a config may name as a secret sent out (``api_key_env``,
+    #: ``webhook_url_env``, every ``*_env`` setting with no default): shell-style patterns.
+    #: The gateway's own secrets (``SWITCHGEAR_*``, ``auth.admin_key_env``, ``audit_secret_env``)
+    #: are refused whatever this says.
+    upstream_env: list[str] = Field(default_factory=lambda: ["*"])
 
 
 class Config(_Strict):
@@ -612,6 +626,14 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _env_not_own_secrets(self) -> Config:
+        for where, variable in _env_settings(self, ""):
+            problem = env_refusal(self, variable)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _slo_models_exist(self) -> Config:
         for number, objective in enumerate(self.slo.objectives):
             model = objective.scope.model
@@ -642,6 +664,27 @@ class Config(_Strict):
         return models
 
 
+#: The prefix of the environment variables the gateway reads for itself.
+OWN_ENV_PREFIX = "SWITCHGEAR_"
+
+
+def own_secrets(config: Config) -> set[str]:
+    """The environment variables holding the gateway's own secrets (besides ``SWITCHGEAR_*``)."""
+    return {config.auth.admin_key_env, config.governance.audit_secret_env}
+
+
+def env_refusal(config: Config, variable: str) -> str | None:
+    """Why ``config`` may not name ``variable`` as a secret it sends out; None when it may."""
+    if variable.upper().startswith(OWN_ENV_PREFIX) or variable in own_secrets(config):
+        return (f"{variable} is one of the gateway's own secrets (SWITCHGEAR_*, "
+                "auth.admin_key_env, governance.audit_secret_env) and is never sent anywhere")
+    allowed = config.governance.upstream_env
+    if not any(fnmatch.fnmatchcase(variable, pattern) for pattern in allowed):
+        return (f"{variable} is not allowed by governance.upstream_env "
+                f"({', '.join(allowed) or 'nothing'})")
+    return None
+
+
 def redis_url(url: str | None) -> str | None:
     """``url`` if it names a Redis server (or is None); otherwise a ValueError saying why."""
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -665,6 +708,12 @@ def unset_environment(config: BaseModel) -> str | None:
     """``missing_environment`` in one sentence for an error; None when nothing is missing."""
     missing = missing_environment(config)
     return f"environment variables not set: {', '.join(missing)}" if missing else None
+
+
+def env_settings(config: BaseModel) -> list[tuple[str, str]]:
+    """(setting path, variable) for each ``*_env`` setting with no default that ``config``
+    gives: the variables whose secrets it sends out (upstream keys, webhook URLs)."""
+    return list(_env_settings(config, ""))
 
 
 def _env_settings(value: object, where: str) -> Iterator[tuple[str, str]]:

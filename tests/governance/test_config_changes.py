@@ -261,11 +261,10 @@ def test_a_stream_in_flight_finishes_on_the_old_version_while_new_requests_use_t
 def test_url_passwords_in_a_config_never_leave_through_the_admin_api(
         running: tuple[str, Admin, RunningSimulator, RunningSimulator]) -> None:
     _, admin, _, _ = running
-    change = admin.propose({"cache": {"url": "redis://:s3cret-pw@127.0.0.1:6379/0"}})
-    listed = admin("GET", "/admin/config/changes")["data"][0]
-    shown = admin("GET", f"/admin/config/changes/{change['change_id']}")
-    for answer in (change, listed, shown):
-        assert "redis://:***@127.0.0.1" in answer["diff"] and "s3cret" not in str(answer)
+    # a password is never kept in a version: only each replica's file holds it
+    refused(lambda: admin.propose({"cache": {"url": "redis://:s3cret-pw@127.0.0.1:6379/0"}}),
+            400, "cache.url: the password of redis://:***@127.0.0.1:6379/0 is not kept")
+    assert admin("GET", "/admin/config/changes")["data"] == []
 
 
 def test_bad_admin_input_gets_a_clear_openai_shaped_error(

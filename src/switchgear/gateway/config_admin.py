@@ -1,7 +1,8 @@
 """The /admin/config endpoints: versions, diffs and change requests (governance/changes.py).
 
-Readers may look; admins and operators propose, apply and roll back; admins and approvers
-review. The caller is who did it, as the audit trail names it (``actor_of``: the key id,
+Readers and approvers may look; admins and operators propose, apply and roll back; admins and
+approvers review; the roles of ``governance.break_glass_roles`` (admins by default) break
+glass. The caller is who did it, as the audit trail names it (``actor_of``: the key id,
 ``bootstrap``, or ``anonymous`` when the gateway runs without keys, so that nobody can approve a
 change there: the two-person rule needs people with keys). Every action is audited.
 """
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from switchgear.admission.keys import ApiKey, Role
-from switchgear.errors import InvalidRequest, NotFound
+from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
 from switchgear.gateway.admin import ADMIN_BODY_LIMIT, OPERATORS, READERS, AdminAPI, _query
 from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json
 from switchgear.governance.audit import actor_of
@@ -21,6 +22,8 @@ from switchgear.governance.changes import ConfigChanges, unified_diff
 from switchgear.governance.versions import ChangeRequest
 
 REVIEWERS = frozenset({Role.ADMIN, Role.APPROVER})
+#: Who may read config versions and change requests: readers, and approvers (what they review).
+CONFIG_READERS = READERS | {Role.APPROVER}
 #: The largest version number asked for (a store's integers hold 63 bits).
 MAX_VERSION = 2**62
 #: The largest proposal body (a whole config).
@@ -75,10 +78,20 @@ class ConfigAdmin:
                          {"sections": change.sections.split(","), "message": change.message,
                           "rollback_of": change.rollback_of})
 
+    def _glass(self, key: ApiKey | None, requested: bool) -> bool:
+        """``requested`` (break-glass), after checking that ``key``'s role may break glass
+        (governance.break_glass_roles; PermissionDenied, 403, when it may not)."""
+        allowed = self.admin.state.config.governance.break_glass_roles
+        if requested and key is not None and key.role not in allowed:
+            raise PermissionDenied(f"The {key.role} role may not break glass "
+                                   f"(governance.break_glass_roles: {', '.join(allowed)}); "
+                                   "ask for approval instead.")
+        return requested
+
     async def show(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/config[?version=N]: a version's YAML (the newest by default) and which
         version this replica serves."""
-        await self.admin.caller(scope, READERS)
+        await self.admin.caller(scope, CONFIG_READERS)
         number = _int(_query(scope), "version")
         version = await self.changes.versions.get(number)
         if version is None:
@@ -89,7 +102,7 @@ class ConfigAdmin:
     async def diff(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/config/diff?from=A&to=B: a unified diff of two versions' YAML (default:
         the newest against the one before)."""
-        await self.admin.caller(scope, READERS)
+        await self.admin.caller(scope, CONFIG_READERS)
         query = _query(scope)
         to = _int(query, "to") or (await self.changes.current()).version
         start = _int(query, "from") or max(1, to - 1)
@@ -102,7 +115,7 @@ class ConfigAdmin:
 
     async def history(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/config/history: the versions and the change requests, newest first."""
-        await self.admin.caller(scope, READERS)
+        await self.admin.caller(scope, CONFIG_READERS)
         versions = await self.changes.versions.history()
         changes = await self.changes.versions.changes()
         await send_json(send, 200, {
@@ -120,12 +133,13 @@ class ConfigAdmin:
         for name, value in (("config", config), ("sections", sections)):
             if value is not None and not isinstance(value, dict):
                 raise InvalidRequest(f"{name} must be a mapping", param=name)
-        glass = _flag(body, "break_glass")
+        glass = self._glass(key, _flag(body, "break_glass"))
         change = await self.changes.propose(actor_of(key), _message(body), self.admin.state.local,
                                             config=config, sections=sections)
         await self._proposed(scope, key, change)
         if glass:
-            change = await self.changes.apply(change.change_id, actor_of(key), break_glass=True)
+            change = await self.changes.apply(change.change_id, actor_of(key), break_glass=True,
+                                              admin=_is_admin(key))
             await self._applied(scope, key, change)
         await send_json(send, 201, _public(change.public()), request_id)
 
@@ -139,19 +153,20 @@ class ConfigAdmin:
         if (not isinstance(version, int) or isinstance(version, bool)
                 or not 1 <= version <= MAX_VERSION):
             raise InvalidRequest("version must be a version number", param="version")
-        glass = _flag(body, "break_glass")
+        glass = self._glass(key, _flag(body, "break_glass"))
         change = await self.changes.rollback(actor_of(key), _message(body),
                                              self.admin.state.local, version)
         await self._proposed(scope, key, change)
         if glass:
-            change = await self.changes.apply(change.change_id, actor_of(key), break_glass=True)
+            change = await self.changes.apply(change.change_id, actor_of(key), break_glass=True,
+                                              admin=_is_admin(key))
             await self._applied(scope, key, change)
         await send_json(send, 201, _public(change.public()), request_id)
 
     async def list_changes(self, scope: Scope, receive: Receive, send: Send,
                            request_id: str) -> None:
         """GET /admin/config/changes: the change requests, newest first."""
-        await self.admin.caller(scope, READERS)
+        await self.admin.caller(scope, CONFIG_READERS)
         changes = await self.changes.versions.changes()
         await send_json(send, 200, {"object": "list",
                                     "data": [_public(c.public()) for c in changes]}, request_id)
@@ -159,7 +174,7 @@ class ConfigAdmin:
     async def get_change(self, scope: Scope, receive: Receive, send: Send,
                          request_id: str) -> None:
         """GET /admin/config/changes/{id}: one change request with its diff."""
-        await self.admin.caller(scope, READERS)
+        await self.admin.caller(scope, CONFIG_READERS)
         change = await self.changes.change(_path_id(scope))
         await send_json(send, 200, _public(change.public()), request_id)
 
@@ -185,8 +200,9 @@ class ConfigAdmin:
         elif action == "apply":
             key = await self.admin.caller(scope, OPERATORS)
             body = await _body(scope, receive, ADMIN_BODY_LIMIT)
-            change = await self.changes.apply(change_id, actor_of(key),
-                                              break_glass=_flag(body, "break_glass"))
+            change = await self.changes.apply(
+                change_id, actor_of(key), break_glass=self._glass(key, _flag(body, "break_glass")),
+                admin=_is_admin(key))
             await self._applied(scope, key, change)
         else:
             raise NotFound(f"Unknown path: {scope['path']}")
@@ -198,6 +214,11 @@ async def _body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")
     return body
+
+
+def _is_admin(key: ApiKey | None) -> bool:
+    """Whether ``key`` is an admin's (or there are no keys: an open gateway on loopback)."""
+    return key is None or key.role == Role.ADMIN
 
 
 def _message(body: dict[str, Any]) -> str:

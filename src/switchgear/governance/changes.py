@@ -8,7 +8,9 @@ approval by someone other than its author when it touches a section listed in
 which every replica picks up; a change is refused (400) unless this replica can build what it
 would serve (``Adoptable``), so that no replica is handed a version it cannot adopt.
 Break-glass applies a change at once, without approval: loudly, and the change stays "review
-required" until someone else reviews it.
+required" until someone else reviews it. A change that sends a credential (``api_key_env``) to
+a new or re-pointed upstream URL always needs approval, and only an admin may break glass on
+it; a change to the governance section always needs approval too.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from dataclasses import replace
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from switchgear.config import RESTART_SECTIONS, Config, ConfigError, parse_config
+from switchgear.config import (
+    RESTART_SECTIONS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    env_settings,
+    own_secrets,
+    parse_config,
+)
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied, SwitchgearError
 from switchgear.governance.versions import (
     ChangeRequest,
@@ -124,9 +135,15 @@ class ConfigChanges:
         if not changed:
             raise InvalidRequest(f"The proposal changes nothing against version "
                                  f"{base_version.version}.", param="config")
+        for where, variable in env_settings(proposed):
+            if variable in own_secrets(local):
+                raise InvalidRequest(f"{where}: {variable} is one of this gateway's own "
+                                     "secrets and is never sent anywhere", param="config")
         rules = (base or local).governance
         needs_approval = (any(name in rules.approval_required for name in changed)
-                          or rules.approval_required != proposed.governance.approval_required)
+                          or rules != proposed.governance
+                          or bool(credentialed_upstreams(base.models if base else {},
+                                                         proposed.models)))
         text = config_text(proposed)
         await self._check(text)
         change = ChangeRequest(
@@ -182,9 +199,11 @@ class ConfigChanges:
             raise ChangeConflict(f"Change {change_id} changed meanwhile; look at it again.")
         return reviewed
 
-    async def apply(self, change_id: str, actor: str, break_glass: bool = False
-                    ) -> ChangeRequest:
-        """Make the change the next config version; with ``break_glass``, even unapproved."""
+    async def apply(self, change_id: str, actor: str, break_glass: bool = False,
+                    admin: bool = True) -> ChangeRequest:
+        """Make the change the next config version; with ``break_glass``, even unapproved,
+        except a change adding or re-pointing an upstream that carries a credential, which only
+        an ``admin`` may break-glass."""
         change = await self.change(change_id)
         if change.status == "rejected":
             raise ChangeConflict(f"Change {change_id} was rejected; a rejected change is never "
@@ -202,6 +221,18 @@ class ConfigChanges:
             raise ChangeConflict(f"Change {change_id} was proposed against version "
                                  f"{change.base_version}, but version {latest.version} is "
                                  "applied now; propose it again.")
+        upstreams = _credentialed(latest.config, change.config)
+        if upstreams and change.status != "approved":
+            if not break_glass:
+                raise PermissionDenied(
+                    f"Change {change_id} sends a credential to a new or re-pointed upstream "
+                    f"({', '.join(upstreams)}), which needs approval by someone other than its "
+                    "author.")
+            if not admin:
+                raise PermissionDenied(
+                    f"Change {change_id} sends a credential to a new or re-pointed upstream "
+                    f"({', '.join(upstreams)}): only an admin may apply it without approval.")
+            unapproved = True
         await self._check(change.config)
         number, glass = latest.version + 1, unapproved
         if not await self.versions.update_change(change_id, ("pending", "approved"),
@@ -222,6 +253,34 @@ class ConfigChanges:
                         "approval; it must be reviewed", change_id, change.sections, actor,
                         number)
         return replace(change, status="applied", applied_version=number, break_glass=glass)
+
+
+def credentialed_upstreams(old: Mapping[str, ModelConfig], new: Mapping[str, ModelConfig]
+                           ) -> list[str]:
+    """The deployments (``alias/name``) of the ``new`` model section that send a credential
+    (``api_key_env``) to a URL the ``old`` one did not send that credential to."""
+    known = {(d.url, d.api_key_env) for model in old.values() for d in model.deployments
+             if d.api_key_env}
+    return [f"{alias}/{d.name}" for alias, model in new.items() for d in model.deployments
+            if d.api_key_env and (d.url, d.api_key_env) not in known]
+
+
+def _credentialed(old: str, new: str) -> list[str]:
+    """``credentialed_upstreams`` of two versions' YAML (every credentialed deployment of
+    ``new`` when ``old``'s models no longer parse)."""
+    return credentialed_upstreams(_models_of(old), _models_of(new))
+
+
+def _models_of(text: str) -> dict[str, ModelConfig]:
+    """The model section of a version's YAML ({} when it is not valid)."""
+    data = yaml.safe_load(text) or {}
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        return {}
+    try:
+        return {str(alias): ModelConfig.model_validate(model) for alias, model in models.items()}
+    except ValidationError:
+        return {}
 
 
 def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 import yaml
 
-from switchgear.config import RESTART_SECTIONS, Config, parse_config
+from switchgear.config import RESTART_SECTIONS, Config, ConfigError, parse_config
 from switchgear.prompts.versions import template_versions, templates_of
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, PROMPT_VERSIONS, Dialect
@@ -18,19 +19,64 @@ from switchgear.store.migrations import CONFIG_CHANGES, CONFIG_VERSIONS, PROMPT_
 SEED_AUTHOR = "config-file"
 
 
+#: The password in a ``scheme://user:password@`` URL.
+URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/?#@]*):[^\s/?#@]*@")
+#: What a stored version has in place of a URL's password.
+MASK = "***"
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it as ``***``."""
+    return URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+
+
 def config_text(config: Config) -> str:
     """``config`` as the YAML a version keeps: defaults left out, so that diffs show choices,
-    and the sections that need a restart left out, since each replica's file decides them."""
+    and the sections that need a restart left out, since each replica's file decides them.
+    No secret is kept: the password of a URL (a Redis URL's) is ``***``, and each replica
+    takes it from its own file."""
     data = config.model_dump(mode="json", exclude_defaults=True, exclude=set(RESTART_SECTIONS))
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return masked(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
 
 
 def serving_config(text: str, local: Config, source: str = "config version") -> Config:
     """The config a replica serves for a version's YAML: the version's sections, with the
-    restart-only ones of the replica's own file (ConfigError when it is not valid)."""
+    restart-only ones of the replica's own file and the URL passwords of that file (ConfigError
+    when it is not valid, or names a URL whose password the file does not hold)."""
     data = yaml.safe_load(text) or {}
+    secrets = {masked(value): value for value in _strings(local.model_dump(mode="json"))
+               if masked(value) != value}
+    data = _unmasked(data, secrets, source, "")
     data.update(local.model_dump(mode="json", include=set(RESTART_SECTIONS)))
     return parse_config(data, source)
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in loaded YAML/JSON ``value``."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _unmasked(value: Any, secrets: dict[str, str], source: str, where: str) -> Any:
+    """``value`` with each masked URL replaced by the replica's own (ConfigError if none)."""
+    if isinstance(value, str) and f":{MASK}@" in value:
+        if value not in secrets:
+            raise ConfigError(f"{source}: {where.lstrip('.')}: the password of {value} is not "
+                              "kept in config versions; give this URL, with its password, in "
+                              "every replica's config file")
+        return secrets[value]
+    if isinstance(value, dict):
+        return {key: _unmasked(item, secrets, source, f"{where}.{key}")
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unmasked(item, secrets, source, f"{where}.{number}")
+                for number, item in enumerate(value)]
+    return value
 
 
 def _marks(dialect: Dialect, sql: str) -> str:
