@@ -16,6 +16,7 @@ from switchgear.errors import (
     HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     SwitchgearError,
     internal_error,
 )
@@ -44,6 +45,8 @@ from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline.admit import identify
+from switchgear.store.base import StoreUnavailable
 from switchgear.telemetry.metrics import CONTENT_TYPE
 from switchgear.telemetry.tracing import TRACE_ID_HEADER, TRACEPARENT
 
@@ -145,6 +148,12 @@ class GatewayApp:
             await endpoint(scope, receive, send, request_id)
         except SwitchgearError as error:  # refused before the endpoint started its answer
             await send_error(send, error, request_id)
+        except StoreUnavailable as error:  # an endpoint that needs the store, while it is down
+            log.warning("request %s: the store is unavailable: %s", request_id, error)
+            await _send_failure(send, _store_down(), request_id, error)
+        except Exception as error:
+            log.exception("request %s failed", request_id)
+            await _send_failure(send, internal_error(), request_id, error)
 
     async def openai(self, operation: Operation, scope: Scope, receive: Receive, send: Send,
                      request_id: str) -> None:
@@ -153,6 +162,8 @@ class GatewayApp:
         received = time.time()
         traceparent = header(scope, TRACEPARENT)
         try:
+            # Authenticate first: without a good key the body is never read, parsed or checked.
+            key = await state.authenticator.caller(bearer_token(scope))
             body = await read_json(scope, receive, state.config.server.max_body_bytes)
             exchange = make_exchange(operation, body, request_id)
         except SwitchgearError as error:
@@ -161,8 +172,14 @@ class GatewayApp:
             return
         exchange.received = received
         state.tracer.begin(exchange, traceparent)
-        attribute(exchange, bearer_token(scope), header(scope, b"x-switchgear-feature"),
+        attribute(exchange, header(scope, b"x-switchgear-feature"),
                   header(scope, b"x-switchgear-priority"), wants_no_cache(scope))
+        try:
+            identify(exchange, key)
+        except SwitchgearError as error:
+            state.recorder.fail(exchange, error)
+            await send_error(send, error, request_id, _trace_header(exchange))
+            return
         serving = state.serving  # one config version serves the whole request
         exchange.config_version = serving.version
         serving.enter()
@@ -236,9 +253,10 @@ class GatewayApp:
         yield DONE_EVENT
 
     async def models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /v1/models: the aliases clients may ask for."""
+        """GET /v1/models: the aliases the caller may ask for (any alias in open mode)."""
+        key = await self.state.authenticator.caller(bearer_token(scope))
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": "switchgear"}
-                for alias in self.state.router.aliases]
+                for alias in self.state.router.aliases if key is None or key.allows(alias)]
         await send_json(send, 200, {"object": "list", "data": data}, request_id)
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
@@ -285,6 +303,22 @@ async def _answer(pipeline: Handler, exchange: Exchange, receive: Receive) -> Re
         return None
     finally:
         departure.settled()
+
+
+def _store_down() -> SwitchgearError:
+    """What a store outage becomes for the client: a 503 with Retry-After."""
+    return Overloaded("The store is unavailable right now; try again shortly.", retry_after=1)
+
+
+async def _send_failure(send: Send, error: SwitchgearError, request_id: str,
+                        cause: Exception) -> None:
+    """Answer ``error`` in OpenAI's shape; when the endpoint had already started its answer,
+    re-raise ``cause`` instead, so the server cuts the connection (a half-sent answer must not
+    look whole)."""
+    try:
+        await send_error(send, error, request_id)
+    except RuntimeError:  # the response had started: the server refuses a second start
+        raise cause from None
 
 
 def _trace_header(exchange: Exchange) -> list[tuple[bytes, bytes]]:

@@ -22,6 +22,10 @@ EVENT_STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 DONE_EVENT = b"data: [DONE]\n\n"
+#: How deep arrays and objects may nest in a request body. JSON deeper than this is refused
+#: (400): it is no real request, and past 254 levels it can no longer be encoded again (for a
+#: model server, the cache key, the content log) nor be walked by recursive code.
+MAX_JSON_DEPTH = 128
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -71,9 +75,27 @@ async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
             break
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {error}") from None
+    # Only a body with that many brackets can nest that deep: most are never walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and too_deep(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"The JSON body of your request is nested more than "
+                             f"{MAX_JSON_DEPTH} levels deep.")
+    return body
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _headers(request_id: str, content_type: bytes, extra: list[tuple[bytes, bytes]]

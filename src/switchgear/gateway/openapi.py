@@ -106,7 +106,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/chat/completions": {"post": _operation("Chat completion", chat)},
             "/v1/completions": {"post": _operation("Text completion", completion)},
             "/v1/embeddings": {"post": _operation("Embeddings", embedding)},
-            "/v1/models": {"get": _operation("Model aliases", None, errors=())},
+            "/v1/models": {"get": _operation("Model aliases", None, errors=(401, 403, 503))},
             "/admin/keys": {
                 "get": {**_operation("List keys", None, errors=(400, 401, 403)),
                         "parameters": [tenant]},

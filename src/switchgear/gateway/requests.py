@@ -79,13 +79,27 @@ def _messages(value: Any, param: str) -> None:
         if not isinstance(message, dict):
             raise InvalidRequest(f"{where} must be an object", param=where)
         role = message.get("role")
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise InvalidRequest(f"{where}.role must be one of {sorted(CHAT_ROLES)}, got {role!r}",
                                  param=f"{where}.role")
         content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(f"{where}.content must be a string or an array of parts",
-                                 param=f"{where}.content")
+        if content is not None and not isinstance(content, str):
+            _content_parts(content, f"{where}.content")
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest(f"{where}.name must be a string", param=f"{where}.name")
+
+
+def _content_parts(value: Any, param: str) -> None:
+    """An array of content parts: objects with a string ``type``; a text part's ``text`` is a
+    string (other part types pass through to the model server)."""
+    if not isinstance(value, list) or not all(
+        isinstance(part, dict) and isinstance(part.get("type"), str)
+        and (part["type"] != "text" or isinstance(part.get("text"), str))
+        for part in value
+    ):
+        raise InvalidRequest(f"{param} must be a string or an array of parts, each an object "
+                             "with a string type (a text part with a string text)", param=param)
 
 
 def _own_messages(value: Any, param: str) -> None:
@@ -178,11 +192,10 @@ def _tag(value: bytes | None) -> str | None:
     return value.decode("latin-1")[:MAX_TAG_LENGTH]
 
 
-def attribute(exchange: Exchange, token: str | None, feature: bytes | None,
-              priority: bytes | None, no_cache: bool = False) -> None:
-    """Note who is asking: the bearer token (for the Admit stage), the OpenAI ``user`` field,
-    the feature tag and the priority tier asked for in headers, and a cache opt-out."""
-    exchange.credentials = token
+def attribute(exchange: Exchange, feature: bytes | None, priority: bytes | None,
+              no_cache: bool = False) -> None:
+    """Note who is asking: the OpenAI ``user`` field, the feature tag and the priority tier
+    asked for in headers, and a cache opt-out (the key was checked before the body was read)."""
     if no_cache:
         exchange.cache_status = "bypass"
     user = exchange.body.get("user")

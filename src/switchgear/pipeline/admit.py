@@ -1,7 +1,8 @@
-"""The Admit stage: who is asking (API key → tenant, role, scopes), may they call this model,
-are they within budget, and do they fit their rate limits (tokens reserved now, settled with the
-real usage and cost when the request ends). Priority tiers are the next stage,
-Prioritize.
+"""Admission: who is asking (API key → tenant, role, scopes) and may they call this model —
+checked by the gateway through ``Authenticator.caller`` (before the body is read) and
+``identify`` (once the model is known) — then the Admit stage: are they within budget, and do
+they fit their rate limits (tokens reserved now, settled with the real usage and cost when the
+request ends). Priority tiers are the next stage, Prioritize.
 """
 
 from __future__ import annotations
@@ -56,6 +57,29 @@ class Authenticator:
             shown = token[:7] + "****" if len(token) > 11 else "****"
             raise AuthenticationFailed(f"Incorrect API key provided: {shown}.")
         return key
+
+    async def caller(self, token: str | None) -> ApiKey | None:
+        """The key for ``token`` if it may call models (None in open mode): the gateway asks
+        this before it reads a body, so nobody without a good key costs a parse."""
+        key = await self.verify(token)
+        if key is not None and key.role not in CALLERS:
+            raise PermissionDenied(f"A {key.role.value} key cannot call models.")
+        return key
+
+
+def identify(exchange: Exchange, key: ApiKey | None) -> None:
+    """Fill in the Exchange's principal and priority tier from the caller's verified ``key``
+    (None in open mode); a model outside the key's scopes is a 403."""
+    principal = exchange.principal
+    if key is not None:
+        if not key.allows(exchange.model):
+            raise PermissionDenied(f"This key may not call the model '{exchange.model}'.",
+                                   param="model")
+        exchange.principal = Principal(tenant=key.tenant, key_id=key.key_id, user=principal.user,
+                                       feature=principal.feature or key.feature,
+                                       role=key.role.value)
+    default_tier = key.tier if key is not None else "standard"
+    exchange.priority = effective_tier(default_tier, exchange.priority or None)
 
 
 class Quotas:
@@ -146,8 +170,10 @@ class Quotas:
 
 
 class Admit:
-    """Fills in the Exchange's principal from its key, refuses what the key may not do, and
-    takes the request from its rate limits."""
+    """Takes the request from its rate limits and budgets. The gateway has already
+    authenticated the caller (``Authenticator.caller``, before the body was read) and
+    ``identify``-ed the Exchange; one that reaches here unidentified while keys are required
+    is refused, never admitted."""
 
     def __init__(self, next_stage: Handler, authenticator: Authenticator,
                  quotas: Quotas) -> None:
@@ -156,21 +182,9 @@ class Admit:
         self.quotas = quotas
 
     async def __call__(self, exchange: Exchange) -> Reply:
-        token, exchange.credentials = exchange.credentials, None
-        key = await self.authenticator.verify(token)
-        principal = exchange.principal
-        if key is not None:
-            if key.role not in CALLERS:
-                raise PermissionDenied(f"A {key.role.value} key cannot call models.")
-            if not key.allows(exchange.model):
-                raise PermissionDenied(f"This key may not call the model '{exchange.model}'.",
-                                       param="model")
-            exchange.principal = Principal(tenant=key.tenant, key_id=key.key_id,
-                                           user=principal.user,
-                                           feature=principal.feature or key.feature,
-                                           role=key.role.value)
-        default_tier = key.tier if key is not None else "standard"
-        exchange.priority = effective_tier(default_tier, exchange.priority or None)
+        if exchange.principal.key_id is None and not self.authenticator.open:
+            raise AuthenticationFailed("You didn't provide an API key. Send it in the "
+                                       "Authorization header as 'Bearer YOUR_KEY'.")
         await self.quotas.admit(exchange)
         exchange.admitted = time.time()
         return await self.next_stage(exchange)
