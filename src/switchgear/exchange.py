@@ -129,8 +129,6 @@ class Exchange:
     charges: Charges | None = None
     #: What a cache hit or a coalesced answer saved (the cost of producing it).
     saved_cost: float = 0.0
-    #: The bearer token as received, until the Admit stage has verified it (then None).
-    credentials: str | None = field(default=None, repr=False)
     #: Tokens held in rate-limit buckets until the request is settled (admission's business).
     reservation: Any = None
     #: The answer's text as it was sent (guards, quality signals and the content log read it).
