@@ -45,3 +45,22 @@ def test_hostile_model_names_never_reach_metrics_and_rows_are_kept(
     assert rows["huge"].model == "m" * FIELD_LIMIT
     assert rows["nul"].model == "evil\ufffdmodel\ufffd[2J"
     assert rows["sim"].model == "sim" and rows["sim"].status == 200
+
+
+def test_a_nul_in_a_refused_request_does_not_stop_the_request_log(
+        make_config: Callable[..., Config], store_url: str) -> None:
+    config = make_config({"sim": SIMULATED}, store_url=store_url)
+    config = config.model_copy(update={"auth": config.auth.model_copy(update={"mode": "required"})})
+    ids: list[str] = []
+    with gateway(config) as base_url:
+        http = urllib3.PoolManager(retries=False)
+        for model in ("a\x00b", HUGE, *["sim"] * 5):
+            response = http.request(
+                "POST", base_url + "/chat/completions",
+                body=orjson.dumps({"model": model, "messages": HELLO, "max_tokens": 2}),
+                headers={"content-type": "application/json"})
+            assert response.status == 401
+            ids.append(response.headers["x-request-id"])
+        rows = [wait_for_record(store_url, request_id) for request_id in ids]
+    assert [row.status for row in rows] == [401] * 7
+    assert "\x00" not in rows[0].model and len(rows[1].model) <= FIELD_LIMIT
