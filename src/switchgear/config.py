@@ -277,6 +277,17 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     #: All request headers together (JSON nesting is capped at 1024 levels by the parser).
     max_header_bytes: int = Field(32 * 1024, ge=1024)
+    #: Connections open at once (clamped at start to half the open-file limit); when full, a
+    #: new connection evicts the oldest one still sending its headers, or is closed at once.
+    max_connections: int = Field(10_000, ge=1)
+    #: Connections open at once from one client address; more are closed at once.
+    max_connections_per_client: int = Field(100, ge=1)
+    #: Seconds a connection has to send a request's complete headers (then 408 and closed).
+    header_timeout_s: float = Field(10.0, gt=0)
+    #: Seconds a request has to send its complete body once its headers are in (then closed).
+    body_timeout_s: float = Field(30.0, gt=0)
+    #: Seconds an idle keep-alive connection is kept open between requests.
+    keepalive_timeout_s: float = Field(5.0, gt=0)
 
 
 class StoreConfig(_Strict):
