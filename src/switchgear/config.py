@@ -280,8 +280,9 @@ class ServerConfig(_Strict):
     #: Connections open at once (clamped at start to half the open-file limit); when full, a
     #: new connection evicts the oldest one still sending its headers, or is closed at once.
     max_connections: int = Field(10_000, ge=1)
-    #: Connections open at once from one client address; more are closed at once.
-    max_connections_per_client: int = Field(100, ge=1)
+    #: Connections open at once from one client address; more are closed at once. Behind a
+    #: load balancer every connection has its address: raise this, or set it to max_connections.
+    max_connections_per_client: int = Field(1024, ge=1)
     #: Seconds a connection has to send a request's complete headers (then 408 and closed).
     header_timeout_s: float = Field(10.0, gt=0)
     #: Seconds a request has to send its complete body once its headers are in (then closed).

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from switchgear.admission.state import connect_redis
 from switchgear.config import ConfigError
 from switchgear.errors import (
     HeadersTooLarge,
@@ -268,19 +269,28 @@ class GatewayApp:
         await send_json(send, 200, {"status": "ok"}, request_id)
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /readyz: 200 when the store is writable and every alias has a reachable deployment."""
+        """GET /readyz: 200 when the store is writable, every Redis the config uses answers
+        (named by its setting, never its URL) and every alias has a reachable deployment."""
         deployments = self.state.router.deployments()
+        config = self.state.config
+        redis = {name: url for name, url in (
+            ("limits.state_url", config.limits.state_url),
+            ("cache.url", config.cache.url if config.cache.enabled else None)) if url}
         results = await asyncio.gather(
             _probe(self.state.store.ping()),
+            *(_redis_probe(url) for url in redis.values()),
             *(_probe(d.backend.check()) for d in deployments),
         )
-        store, checks = results[0], results[1:]
+        store, pings, checks = results[0], results[1:1 + len(redis)], results[1 + len(redis):]
         reachable = {alias: False for alias in self.state.router.aliases}
         report: dict[str, Any] = {"store": store or "ok", "deployments": {}}
+        if redis:
+            report["redis"] = {name: problem or "ok"
+                               for name, problem in zip(redis, pings, strict=True)}
         for deployment, problem in zip(deployments, checks, strict=True):
             report["deployments"][f"{deployment.alias}/{deployment.name}"] = problem or "ok"
             reachable[deployment.alias] |= problem is None
-        ready = store is None and all(reachable.values())
+        ready = store is None and not any(pings) and all(reachable.values())
         report["status"] = "ready" if ready else "unready"
         await send_json(send, 200 if ready else 503, report, request_id)
 
@@ -326,7 +336,7 @@ def _trace_header(exchange: Exchange) -> list[tuple[bytes, bytes]]:
     return [(TRACE_ID_HEADER, exchange.trace_id.encode())]
 
 
-async def _probe(check: Awaitable[None]) -> str | None:
+async def _probe(check: Awaitable[object]) -> str | None:
     """None when ``check`` passes in time, else what went wrong (no secrets: class and message)."""
     try:
         await asyncio.wait_for(check, READY_TIMEOUT)
@@ -335,6 +345,17 @@ async def _probe(check: Awaitable[None]) -> str | None:
     except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+async def _redis_probe(url: str) -> str | None:
+    """None when the Redis at ``url`` answers PING in time, else the failure's class (its
+    message would show the address)."""
+    client = connect_redis(url, timeout=READY_TIMEOUT)
+    try:
+        problem = await _probe(client.ping())
+    finally:
+        await client.aclose()
+    return problem and problem.split(":", 1)[0]
 
 
 def build_app(state: AppState) -> GatewayApp:

@@ -1,4 +1,5 @@
-"""Run the gateway under uvicorn (uvloop + httptools, the fastest pair we measured).
+"""Run the gateway under uvicorn (uvloop + httptools, the fastest pair we measured), with
+connection-level limits (gateway/connections.py) and the open-file limit raised.
 
 The listening socket is bound first, before the app starts: a busy port is reported as such,
 never after a "switchgear ready" that was not true.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import resource
 import socket
 
 import uvicorn
 
 from switchgear.config import Config
 from switchgear.gateway.app import build_app
+from switchgear.gateway.connections import ConnectionGuard, guarded_protocol
 from switchgear.gateway.state import AppState
 
 log = logging.getLogger("switchgear.gateway")
@@ -41,13 +45,24 @@ class GatewayServer(uvicorn.Server):
 
 
 def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn settings for ``config``: fast loop and parser, no access log on the hot path."""
+    """The uvicorn settings for ``config``: fast loop and parser, no access log on the hot path,
+    and the connection limits of ``config.server`` (the total clamped to half the open-file
+    limit, leaving the rest for the store, Redis and upstream connections)."""
+    server = config.server
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    most = server.max_connections
+    if soft != resource.RLIM_INFINITY and most > soft // 2:
+        most = max(soft // 2, 1)
+        log.warning("server.max_connections %d is over half the open-file limit (%d); "
+                    "at most %d connections will be open at once", server.max_connections,
+                    soft, most)
     return uvicorn.Config(
         build_app(AppState.build(config)),
-        host=config.server.host,
-        port=config.server.port,
+        host=server.host,
+        port=server.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(ConnectionGuard(server, most)),
+        timeout_keep_alive=math.ceil(server.keepalive_timeout_s),
         lifespan="on",
         access_log=False,
         log_level=log_level,
@@ -85,11 +100,23 @@ def _why_not(host: str, port: int, error: OSError) -> str:
     return f"cannot listen on {host} port {port}: {error.strerror or error}"
 
 
+def raise_open_file_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (best effort): every
+    connection is one, and the default soft limit (often 1024) is soon spent."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, error)
+
+
 def serve(config: Config, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish and every record is written.
     CannotListen before anything starts when the address cannot be had; SystemExit(3) when
     the app failed to start."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_open_file_limit()
     with listen(config.server.host, config.server.port) as sock:
         server = GatewayServer(uvicorn_config(config, log_level))
         server.run(sockets=[sock])

@@ -1,0 +1,152 @@
+"""Connection-level limits, enforced before any request reaches the app (slowloris and floods).
+
+uvicorn's httptools protocol, with a guard shared by every connection of one server: at most
+``max_connections`` open, at most ``max_connections_per_client`` from one address (a new one
+beyond either is closed at once, with a reset); a request's headers must arrive within
+``header_timeout_s`` (else 408 and closed) and its body within ``body_timeout_s`` of them (else
+closed). When the server is full, a new connection evicts the oldest one still sending its
+headers, so idle half-requests cannot keep /healthz and honest callers out.
+
+The hot path costs a dict update per connection and a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from switchgear.config import ServerConfig
+
+log = logging.getLogger("switchgear.gateway")
+
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                   b"content-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n")
+
+
+class ConnectionGuard:
+    """The open connections of one server: how many in all and per client address, and which
+    are still sending their headers (oldest first)."""
+
+    def __init__(self, config: ServerConfig, max_connections: int | None = None) -> None:
+        self.max_connections = max_connections or config.max_connections
+        self.per_client = config.max_connections_per_client
+        self.header_timeout = config.header_timeout_s
+        self.body_timeout = config.body_timeout_s
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+        #: Connections waiting for a request's headers, in arrival order (a dict keeps order).
+        self.waiting: dict[GuardedProtocol, None] = {}
+        self.refused = 0
+        self.evicted = 0
+        self.timed_out = 0
+
+    def admit(self, client: str) -> bool:
+        """Count a new connection from ``client``; False (nothing counted) when it must be
+        closed: its address holds its share, or the server is full and none can be evicted."""
+        held = self.by_client.get(client, 0)
+        if held >= self.per_client:
+            self.refused += 1
+            return False
+        if self.open >= self.max_connections:
+            if not self.waiting:
+                self.refused += 1
+                return False
+            self.evicted += 1
+            next(iter(self.waiting)).cut_off(answer=False)
+        self.open += 1
+        self.by_client[client] = held + 1
+        return True
+
+    def release(self, client: str) -> None:
+        """Uncount a connection from ``client`` that was admitted."""
+        self.open -= 1
+        held = self.by_client[client] - 1
+        if held:
+            self.by_client[client] = held
+        else:
+            del self.by_client[client]
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under a ConnectionGuard (set by ``guarded_protocol``)."""
+
+    guard: ConnectionGuard
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer = ""
+        self.admitted = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.peer = self.client[0] if self.client else ""
+        if not self.guard.admit(self.peer):
+            transport.abort()
+            return
+        self.admitted = True
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_clock()
+        if self.admitted:
+            self.admitted = False
+            self.guard.release(self.peer)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.admitted:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.deadline is None:  # a later request on a kept-alive connection
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._stop_clock()
+        self.deadline = self.loop.call_later(self.guard.body_timeout, self._body_too_slow)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._stop_clock()
+        super().on_message_complete()
+
+    def _await_headers(self) -> None:
+        self.guard.waiting[self] = None
+        self.deadline = self.loop.call_later(self.guard.header_timeout, self._headers_too_slow)
+
+    def _stop_clock(self) -> None:
+        self.guard.waiting.pop(self, None)
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self.guard.timed_out += 1
+        self.cut_off(answer=True)
+
+    def _body_too_slow(self) -> None:
+        self.guard.timed_out += 1
+        self.cut_off(answer=False)
+
+    def cut_off(self, answer: bool) -> None:
+        """Close this connection now; with a 408 when ``answer`` and no response is under way."""
+        self._stop_clock()
+        if answer and (self.cycle is None or self.cycle.response_complete):
+            self.transport.write(REQUEST_TIMEOUT)
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedProtocol]:
+    """The protocol class uvicorn is to use (``http=``) for the connections ``guard`` counts."""
+    class Bound(GuardedProtocol):
+        pass
+
+    Bound.guard = guard
+    return Bound
