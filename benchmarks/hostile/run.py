@@ -40,6 +40,7 @@ import yaml
 
 from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.store import open_store
+from switchgear.telemetry.latency import nearest_rank
 
 REPO = Path(__file__).resolve().parent.parent.parent
 WORK = Path(__file__).resolve().parent / ".work"
@@ -103,13 +104,10 @@ def junk_body(index: int, seed: int) -> tuple[str, bytes]:
 
 # --- measuring ------------------------------------------------------------------------------------
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank ``q`` percentile (0-100) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+def percentile(values: Sequence[float], q: int) -> float:
+    """The nearest-rank ``q`` percentile (1-100) of ``values``, as `latency report` takes it;
+    NaN when empty."""
+    return nearest_rank(sorted(values), q) if values else float("nan")
 
 
 def open_fds(pid: int) -> int:
