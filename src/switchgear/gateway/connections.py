@@ -80,6 +80,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.peer = ""
         self.admitted = False
         self.deadline: asyncio.TimerHandle | None = None
+        self.reading_body = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -100,6 +101,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.admitted:
             super().data_received(data)
+            # The body's clock starts only when a body is still missing after this read: most
+            # requests arrive whole, and then run on the headers' one timer alone.
+            if self.reading_body and self.deadline is None and self.admitted:
+                self.deadline = self.loop.call_later(self.guard.body_timeout, self._body_too_slow)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -108,11 +113,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_clock()
-        self.deadline = self.loop.call_later(self.guard.body_timeout, self._body_too_slow)
+        self.reading_body = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._stop_clock()
+        self.reading_body = False
         super().on_message_complete()
 
     def _await_headers(self) -> None:
