@@ -27,6 +27,9 @@ ADMIN = "sg-fuzz-admin-0123456789abcdef0123456789"
 #: fuzz reaches the pipeline and the backend, not only the unknown-model 404.
 MODELS = ["sim", "sim-fallback"]
 SCHEMA = schemathesis.openapi.from_dict(openapi_spec())
+#: The same examples every run, so the test command cannot turn red on a new random draw;
+#: SWITCHGEAR_FUZZ_RANDOM=1 draws new ones (explore with it, then pin what it finds in a test).
+FIXED = os.environ.get("SWITCHGEAR_FUZZ_RANDOM") is None
 #: Requests sent, by the key's label and the answer's status class; read by the summary.
 SENT: Counter[tuple[str, str]] = Counter()
 #: Operations fuzzed (their labels, "METHOD /path"), and the requests that named a configured model.
@@ -115,14 +118,14 @@ def check(case: schemathesis.Case, root: str, label: str, token: str | None) -> 
 
 
 @SCHEMA.parametrize()
-@hypothesis.settings(max_examples=40, deadline=None,
+@hypothesis.settings(max_examples=40, deadline=None, derandomize=FIXED,
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_no_input_breaks_the_api_with_a_valid_key(case: schemathesis.Case, root: str) -> None:
     check(case, root, "admin", ADMIN)
 
 
 @SCHEMA.parametrize()
-@hypothesis.settings(max_examples=12, deadline=None,
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=FIXED,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @pytest.mark.parametrize("token", [None, "sg-not-a-key-0000000000000000"],
                          ids=["no-key", "bad-key"])

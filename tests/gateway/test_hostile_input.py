@@ -149,6 +149,15 @@ def test_with_a_good_key_bad_bodies_are_400(secured: str) -> None:
     assert status == 200, answer
 
 
+def test_numbers_in_queries_are_ascii_digits_or_400(secured: str) -> None:
+    # str.isdigit() accepts '²', which int() refuses: the fuzz found this as a 500.
+    for path in ("/admin/records?limit=%C2%B2", "/admin/audit?limit=%C2%B3",
+                 "/admin/audit?before=%C2%B2", "/admin/config/diff?from=%C2%B2"):
+        status, answer, _ = call(secured, "GET", path, token=ADMIN)
+        assert status == 400, (path, answer)
+        assert_openai_error(answer)
+
+
 def test_models_needs_a_key_when_keys_are_required(secured: str) -> None:
     for token in (None, "sg-not-a-real-key-at-all-00000000"):
         status, answer, _ = call(secured, "GET", "/v1/models", token=token)

@@ -358,7 +358,7 @@ def _anchor(context: click.Context, parameter: click.Parameter,
     if value is None:
         return None
     seq, _, hashed = value.partition(":")
-    if not seq.isdigit() or int(seq) < 1 or len(hashed) != 64:
+    if not (seq.isascii() and seq.isdigit()) or int(seq) < 1 or len(hashed) != 64:
         raise click.BadParameter("SEQ:HASH as an intact check printed it")
     return int(seq), hashed
 

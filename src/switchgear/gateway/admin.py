@@ -36,6 +36,7 @@ from switchgear.gateway.http import (
     read_json,
     send_body,
     send_json,
+    whole_number,
 )
 from switchgear.gateway.state import AppState
 from switchgear.governance.audit import ANONYMOUS
@@ -189,9 +190,9 @@ class AdminAPI:
         await self.caller(scope, ADMINS)
         query = _query(scope)
         limit, before = query.get("limit", "100"), query.get("before")
-        if not limit.isdigit():
+        if not whole_number(limit):
             raise InvalidRequest("limit must be a positive integer", param="limit")
-        if before is not None and not before.isdigit():
+        if before is not None and not whole_number(before):
             raise InvalidRequest("before must be a sequence number", param="before")
         entries = await self.state.audit.entries(int(limit), None if before is None
                                                  else int(before), query.get("action"))
@@ -204,7 +205,7 @@ class AdminAPI:
         query = _query(scope)
         tenant = self.tenant_scope(key, query.get("tenant"))
         limit = query.get("limit", "100")
-        if not limit.isdigit():
+        if not whole_number(limit):
             raise InvalidRequest("limit must be a positive integer", param="limit")
         rows = await recent_records(self.state.store, tenant, int(limit))
         data: list[dict[str, Any]] = [

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from switchgear.admission.keys import ApiKey, Role
 from switchgear.errors import InvalidRequest, NotFound, PermissionDenied
 from switchgear.gateway.admin import ADMIN_BODY_LIMIT, OPERATORS, READERS, AdminAPI, _query
-from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json
+from switchgear.gateway.http import Receive, Scope, Send, read_json, send_json, whole_number
 from switchgear.governance.audit import actor_of
 from switchgear.governance.changes import ConfigChanges, unified_diff
 from switchgear.governance.versions import ChangeRequest
@@ -240,7 +240,7 @@ def _int(query: dict[str, str], name: str) -> int | None:
     value = query.get(name)
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_VERSION:
+    if not whole_number(value) or not 1 <= int(value) <= MAX_VERSION:
         raise InvalidRequest(f"{name} must be a version number", param=name)
     return int(value)
 

@@ -52,6 +52,12 @@ def wants_no_cache(scope: Scope) -> bool:
             or header(scope, b"x-switchgear-cache") == b"bypass")
 
 
+def whole_number(text: str) -> bool:
+    """``text`` is a whole number in ASCII digits, which ``int`` reads (``str.isdigit`` also
+    accepts digits such as '²' that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
     """The request body parsed as JSON; refuses wrong content types, oversize and broken bodies."""
     content_type = header(scope, b"content-type")
