@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator, start_simulator
 
-from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema
+from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema, refused_port
 
 
 @pytest.fixture
@@ -26,6 +27,14 @@ def background() -> Iterator[BackgroundLoop]:
     loop = BackgroundLoop()
     yield loop
     loop.close()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[Callable[..., str]]:
+    """Makes ``http://127.0.0.1:<port>`` URLs (``scheme`` to change it) that refuse connections
+    for the whole test."""
+    with ExitStack() as held:
+        yield lambda scheme="http": f"{scheme}://127.0.0.1:{held.enter_context(refused_port())}"
 
 
 @pytest.fixture

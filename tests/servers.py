@@ -33,10 +33,19 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody listens on right now (a server about to start takes it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections until the block ends: bound and never listening,
+    so no server started meanwhile (on a port from ``free_port``) can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 class BackgroundLoop:

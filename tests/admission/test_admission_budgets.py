@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -226,16 +226,8 @@ async def test_two_processes_share_the_counters_and_alert_once(redis_client: Red
     assert spent[Period.DAY] == pytest.approx(10.0)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def test_unreachable_redis_is_503_not_401() -> None:
-    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
+async def test_unreachable_redis_is_503_not_401(refused_url: Callable[..., str]) -> None:
+    client = connect_redis(refused_url("redis") + "/0")
     budgets = RedisBudgets(client)
     try:
         with pytest.raises(StateUnavailable) as caught:

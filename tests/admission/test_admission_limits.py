@@ -5,10 +5,9 @@ sharing one Redis, and through a Redis outage and its recovery."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ from switchgear.admission.limits import (
 )
 from switchgear.admission.state import StateUnavailable, connect_redis
 from switchgear.errors import AuthenticationFailed, Overloaded
+
+from servers import free_port
 
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0
@@ -281,14 +282,6 @@ async def test_two_processes_sharing_redis_admit_n_not_2n(prefix: str) -> None:
     assert sum(counts) == limit
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class OwnRedis:
     """A redis-server of the test's own, on a free port, that the test stops and starts."""
 
@@ -372,8 +365,8 @@ async def test_redis_outage_is_503_and_recovers_by_itself(own_redis: OwnRedis) -
         await client.aclose()
 
 
-async def test_unreachable_redis_is_503() -> None:
-    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
+async def test_unreachable_redis_is_503(refused_url: Callable[..., str]) -> None:
+    client = connect_redis(refused_url("redis") + "/0")
     try:
         with pytest.raises(StateUnavailable):
             await RedisLimiter(client).acquire([Limit("key:k1", rpm=1)], 0)

@@ -29,7 +29,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, aiohttp_server, free_port
+from servers import BackgroundLoop, aiohttp_server
 
 FAST = ModelOptions(ttft_ms=2, tpot_ms=0.5, mean_output_tokens=1000, slots=16, seed=3,
                     load_factor=0)
@@ -184,7 +184,8 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([7.0], 99) == 7.0
 
 
-def test_errors_are_counted_by_type(simulators: Simulators, run_levels: RunLevels) -> None:
+def test_errors_are_counted_by_type(simulators: Simulators, run_levels: RunLevels,
+                                    refused_url: Callable[..., str]) -> None:
     failing = simulators(FAST, Faults(error_rate=1.0, error_status=503))
     resetting = simulators(FAST, Faults(reset_rate=1.0))
     hanging = simulators(FAST, Faults(hang_rate=1.0))
@@ -194,7 +195,7 @@ def test_errors_are_counted_by_type(simulators: Simulators, run_levels: RunLevel
     hung = run_levels(hanging.base_url, level, timeout_s=0.2)["levels"][0]
     assert set(hung["errors"]) == {"timeout"}
     assert hung["completed"] == 0 and hung["error_rate"] == 1.0
-    nobody = f"http://127.0.0.1:{free_port()}/v1"
+    nobody = refused_url() + "/v1"
     assert set(run_levels(nobody, level)["levels"][0]["errors"]) == {"connection"}
 
 

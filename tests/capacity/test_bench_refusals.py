@@ -19,7 +19,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, aiohttp_server, free_port, gateway_process
+from servers import BackgroundLoop, aiohttp_server, gateway_process
 
 FAST = ModelOptions(ttft_ms=2, tpot_ms=0.5, mean_output_tokens=1000, slots=16, seed=3,
                     load_factor=0)
@@ -65,8 +65,8 @@ def test_a_server_that_answers_any_model_name_is_benched_with_a_warning(
     assert "does not list model 'other' (it lists: sim), but it answered" in result.output
 
 
-def test_nobody_listening_is_refused() -> None:
-    url = f"http://127.0.0.1:{free_port()}/v1"
+def test_nobody_listening_is_refused(refused_url: Callable[..., str]) -> None:
+    url = refused_url() + "/v1"
     result = _bench(url, "sim", "-c", "8", "--duration", "30")
     assert result.exit_code == 2
     assert f"cannot connect to the target at {url}" in result.output

@@ -110,9 +110,9 @@ GATEWAY_COMMANDS = [
 
 
 @pytest.fixture
-def nobody() -> str:
-    """The URL of a loopback port nothing listens on."""
-    return f"http://127.0.0.1:{free_port()}"
+def nobody(refused_url: Callable[..., str]) -> str:
+    """The URL of a loopback port that refuses connections."""
+    return refused_url()
 
 
 @pytest.mark.parametrize("command", GATEWAY_COMMANDS, ids=" ".join)

@@ -25,7 +25,6 @@ from servers import (
     break_glass,
     create_key,
     fetch_records,
-    free_port,
     gateway,
     gateway_process,
 )
@@ -208,8 +207,9 @@ async def test_purge_by_alias_and_scope(prefix: str, kind: str) -> None:
         await store.aclose()
 
 
-async def test_an_unreachable_redis_is_a_miss_not_a_failure() -> None:
-    store = RedisCache(f"redis://127.0.0.1:{free_port()}/0", "x:", 60, 10)
+async def test_an_unreachable_redis_is_a_miss_not_a_failure(
+        refused_url: Callable[..., str]) -> None:
+    store = RedisCache(refused_url("redis") + "/0", "x:", 60, 10)
     try:
         assert await store.get("k", "chat", "t") is None
         assert await store.put("k", Entry({}, 0.0, "chat", "t")) == 0
@@ -329,10 +329,11 @@ def test_two_gateway_processes_share_answers_through_redis(
 
 
 def test_with_redis_away_requests_are_answered_by_the_model(
-    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]
+    make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+    refused_url: Callable[..., str]
 ) -> None:
     sim = simulators()
-    config = configure(make_config, sim, {"url": f"redis://127.0.0.1:{free_port()}/0"})
+    config = configure(make_config, sim, {"url": refused_url("redis") + "/0"})
     with gateway(config) as base_url, \
             openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
         for _ in range(2):

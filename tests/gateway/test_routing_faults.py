@@ -21,15 +21,16 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, fetch_records, free_port, gateway
+from servers import BackgroundLoop, fetch_records, gateway
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 ROUTING = {"health_check_interval_s": 0.5,
            "outlier": {"base_ejection_s": 1.0, "max_ejection_s": 5.0}}
 
 
-def deployment(name: str, sim: RunningSimulator | None = None, **extra: Any) -> dict[str, Any]:
-    url = sim.base_url if sim else f"http://127.0.0.1:{free_port()}/v1"
+def deployment(name: str, sim: RunningSimulator | str, **extra: Any) -> dict[str, Any]:
+    """A deployment of a simulator, or of ``sim`` as a URL."""
+    url = sim if isinstance(sim, str) else sim.base_url
     return {"name": name, "backend": "openai_http", "url": url, "model": "sim",
             "timeouts": {"connect": 1, "ttft": 5, "idle": 5, "total": 10}, **extra}
 
@@ -72,6 +73,7 @@ class Load:
         self.workers = workers
         self.statuses: list[int] = []
         self.retry_after: list[str | None] = []
+        self.errors: Counter[str] = Counter()
 
     async def burst(self) -> None:
         """Each of the ``workers`` clients sends one request, all at once."""
@@ -92,8 +94,10 @@ class Load:
                     data = {**payload, "user": f"user-{index}-{len(self.statuses)}"}
                     try:
                         async with session.post(self.url, json=data) as response:
-                            await response.read()
+                            answer = await response.read()
                             self.statuses.append(response.status)
+                            if response.status != 200:
+                                self.errors[answer.decode(errors="replace")[:300]] += 1
                             self.retry_after.append(response.headers.get("retry-after"))
                     except aiohttp.ClientError:
                         self.statuses.append(0)
@@ -111,7 +115,8 @@ class Load:
     def failures(self) -> str:
         """How many of the requests failed, and with which statuses (0: no answer)."""
         failed = Counter(status for status in self.statuses if status != 200)
-        return f"{sum(failed.values())} of {len(self.statuses)} failed: {dict(failed)}"
+        return (f"{sum(failed.values())} of {len(self.statuses)} failed: {dict(failed)}; "
+                f"answers: {dict(self.errors.most_common(3))}")
 
 
 def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
@@ -216,9 +221,10 @@ def test_a_stream_cut_mid_way_ends_in_an_error_event_without_fallback(
     assert record.status >= 500
 
 
-def test_every_deployment_down_gives_fast_503s_with_bounded_attempts(tmp_path: Path) -> None:
+def test_every_deployment_down_gives_fast_503s_with_bounded_attempts(
+        tmp_path: Path, refused_url: Callable[..., str]) -> None:
     config = configure(tmp_path, {"chat": {"deployments": [
-        deployment("a"), deployment("b"), deployment("c")]}},
+        deployment(name, refused_url() + "/v1") for name in "abc"]}},
         routing={"retry": {"budget_ratio": 0.2, "budget_min_per_second": 5}})
     with gateway(config) as base_url:
         load = Load(base_url, workers=16)

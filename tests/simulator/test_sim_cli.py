@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from click.testing import CliRunner
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchgear.cli.simulate import simulate
+
+from servers import free_port
 
 LAUNCH = "from switchgear.cli.simulate import simulate; simulate()"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, simulator"}]
@@ -39,12 +40,6 @@ def test_out_of_range_options_are_refused(arguments: list[str]) -> None:
     result = CliRunner().invoke(simulate, arguments)
     assert result.exit_code == 2
     assert "Invalid value" in result.output
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_health(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -69,7 +64,7 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
 
 
 def test_the_command_serves_a_simulator_with_faults_and_a_key() -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, "--port", str(port), "--seed", "1", "--ttft-ms", "1",

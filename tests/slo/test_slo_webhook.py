@@ -4,6 +4,7 @@ alert change sent once by replicas sharing a store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from slo_support import record
@@ -53,10 +54,10 @@ async def test_failures_are_retried_a_bounded_number_of_times_in_order() -> None
     assert (notifier.delivered, notifier.failed) == (2, 1)
 
 
-async def test_an_unreachable_webhook_is_given_up_on() -> None:
+async def test_an_unreachable_webhook_is_given_up_on(refused_url: Callable[..., str]) -> None:
     notifier = WebhookNotifier(attempts=2, pause=0.01, timeout=1)
     notifier.start()
-    notifier.send(f"http://127.0.0.1:{free_port()}/hook", "s/page",
+    notifier.send(refused_url() + "/hook", "s/page",
                   alert_message(LABELS, {}, True, 1.0, None))
     await notifier.stop()
     assert (notifier.delivered, notifier.failed) == (0, 1)
