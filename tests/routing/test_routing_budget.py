@@ -34,6 +34,7 @@ def test_retries_of_a_failing_burst_stay_within_the_ratio(clock: Clock, requests
         budget.on_request()
         for _ in range(2):  # every attempt fails: each request wants two retries
             granted += budget.try_retry()
+        budget.on_routed()
     assert granted <= 0.2 * requests + MIN_RESERVE
     assert granted >= min(0.2 * requests, MIN_RESERVE)  # the budget does let some through
     assert budget.requests == requests
@@ -73,6 +74,7 @@ def test_refill_is_capped_at_the_reserve(clock: Clock) -> None:
     clock.now += 3600
     for _ in range(1000):
         budget.on_request()
+        budget.on_routed()
     assert spend(budget) == MIN_RESERVE
 
 
@@ -88,3 +90,32 @@ def test_a_zero_budget_refuses_every_retry(clock: Clock) -> None:
         budget.on_request()
     clock.now += 60
     assert not budget.try_retry()
+
+
+def route(budget: RetryBudget, requests: int, concurrency: int) -> None:
+    """``requests`` requests routed with ``concurrency`` of them in routing at once, all served;
+    ``concurrency`` are left in routing."""
+    for _ in range(concurrency):
+        budget.on_request()
+    for _ in range(requests - concurrency):
+        budget.on_routed()
+        budget.on_request()
+
+
+def test_a_deployment_dying_under_load_has_every_request_it_held_retried(clock: Clock) -> None:
+    budget = RetryBudget(RetryConfig(budget_ratio=0.25, budget_min_per_second=0))
+    route(budget, 500, concurrency=32)
+    # all 32 fail at once, as when their deployment is killed: each can be retried once
+    assert budget.capacity == 32 and spend(budget) == 32
+    # and then retries come only as requests earn them
+    route(budget, 100, concurrency=32)
+    assert spend(budget) == 25  # 100 requests x 0.25 (exact in binary)
+
+
+def test_the_concurrency_reserve_shrinks_with_the_load(clock: Clock) -> None:
+    budget = RetryBudget(RetryConfig(budget_ratio=0.2, budget_min_per_second=0))
+    route(budget, 500, concurrency=32)
+    for _ in range(32):
+        budget.on_routed()
+    budget.on_request()
+    assert budget.routing == 1 and spend(budget) == MIN_RESERVE

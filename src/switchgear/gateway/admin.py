@@ -288,7 +288,8 @@ class AdminAPI:
             "models": self.state.router.snapshot(),
             "priority": None if gate is None else _gate_report(gate.snapshot()),
             "retry_budget": {"requests": budget.requests, "retries": budget.retries,
-                             "refused": budget.refused, "tokens": round(budget.tokens, 2)},
+                             "refused": budget.refused, "tokens": round(budget.tokens, 2),
+                             "capacity": budget.capacity},
         }, request_id)
 
     async def quality(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

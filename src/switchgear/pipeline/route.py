@@ -56,6 +56,12 @@ class Route:
     async def __call__(self, exchange: Exchange) -> Reply:
         exchange.routed = time.time()
         self.budget.on_request()
+        try:
+            return await self._route(exchange)
+        finally:
+            self.budget.on_routed()
+
+    async def _route(self, exchange: Exchange) -> Reply:
         error: SwitchgearError | None = None
         for alias in self.router.chain(self.router.resolve(exchange)):
             for deployment in self._by_room(self.router.plan(alias)):
