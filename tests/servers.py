@@ -20,6 +20,7 @@ import urllib3
 import uvicorn
 import yaml
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchgear.config import Config
 from switchgear.gateway.server import uvicorn_config
@@ -213,3 +214,21 @@ def wait_for_record(url: str, request_id: str, timeout: float = 10) -> RequestRe
         if time.monotonic() > deadline:
             raise AssertionError(f"no record of {request_id} after {timeout}s")
         time.sleep(0.05)
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    """Every sample of /metrics as ``name{label="value",...}`` → value (labels sorted)."""
+    text = urllib3.request("GET", base_url.removesuffix("/v1") + "/metrics").data.decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(value for key, value in samples.items()
+               if key.startswith(name + "{") and all(w in key for w in wanted))

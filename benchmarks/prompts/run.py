@@ -22,7 +22,7 @@ from typing import Any
 
 from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.exchange import Exchange, Operation
-from switchgear.pipeline import Reply
+from switchgear.pipeline import Reply, chain
 from switchgear.pipeline.prompt import Prompt
 from switchgear.prompts.templates import PromptTemplate
 
@@ -59,7 +59,7 @@ def drive(step: Coroutine[Any, Any, Reply]) -> None:
 
 def measure(body: dict[str, Any], requests: int, warmup: int) -> list[int]:
     """Nanoseconds per request through the stage (after ``warmup`` untimed ones), sorted."""
-    stage = Prompt(answer, {"support": TEMPLATE}, {"support": 3})
+    stage = chain(Prompt({"support": TEMPLATE}, {"support": 3}), answer)
     clock = time.perf_counter_ns
     exchanges = [Exchange("bench", Operation.CHAT, dict(body), "chat")
                  for _ in range(requests + warmup)]

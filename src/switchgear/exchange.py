@@ -77,7 +77,8 @@ class Attempt:
 class Exchange:
     """One request from arrival to record: what was asked, by whom, what happened, what it cost.
 
-    Times are seconds since the epoch (``time.time()``); ``None`` means "not reached".
+    Times are seconds since the epoch (``time.time()``); ``None`` means "not reached" (for a
+    time, and for what a stage decides: ``resolved_alias``, ``priority``, ``cache_status``).
     """
 
     request_id: str
@@ -93,7 +94,10 @@ class Exchange:
     parent_span_id: str | None = None
     sampled: bool = False
     principal: Principal = field(default_factory=Principal)
-    priority: str = "standard"
+    #: The priority tier the request runs at: its key's, or the one it asked for in the
+    #: ``x-switchgear-priority`` header (``requested_priority``) where allowed.
+    priority: str | None = None
+    requested_priority: str | None = None
     received: float = field(default_factory=time.time)
     admitted: float | None = None
     #: When the request reached the Prioritize stage, and when the Route stage began.
@@ -111,6 +115,9 @@ class Exchange:
     deployment: str | None = None
     #: The alias whose deployment answered (a variant or a fallback may differ from ``model``).
     served_alias: str | None = None
+    #: The alias that serves the request (the Resolve stage): ``model``, or the variant its
+    #: experiment chose (also in ``variant``); fallbacks may still serve from another.
+    resolved_alias: str | None = None
     #: The experiment variant (an alias) chosen for this request, if its alias splits traffic.
     variant: str | None = None
     #: The applied config version whose parts served this request (governance/).
@@ -118,7 +125,8 @@ class Exchange:
     #: The prompt template the request named, and the version of it that was rendered.
     prompt_name: str | None = None
     prompt_version: int | None = None
-    cache_status: str = "miss"
+    #: hit, miss, coalesced or bypass (asked not to, or not cacheable).
+    cache_status: str | None = None
     usage: Usage = field(default_factory=Usage)
     status: int = 200
     error_type: str | None = None

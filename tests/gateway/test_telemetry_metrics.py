@@ -10,14 +10,13 @@ from typing import Any
 import openai
 import pytest
 import urllib3
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchgear.config import Config, parse_config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import fetch_records, gateway
+from servers import fetch_records, gateway, scrape, total
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 ADMIN = "sg-telemetry-admin-0123456789abcdef0123"
@@ -31,24 +30,6 @@ def configure(tmp_path: Path, models: dict[str, Any], **sections: Any) -> Config
     return parse_config({"models": models, "routing": {"health_check_interval_s": None},
                          "store": {"url": f"sqlite:///{tmp_path}/records.db",
                                    "flush_interval_ms": 20}, **sections})
-
-
-def scrape(base_url: str) -> dict[str, float]:
-    """Every sample of /metrics as ``name{label="value",...}`` → value (labels sorted)."""
-    text = urllib3.request("GET", base_url.removesuffix("/v1") + "/metrics").data.decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
-
-
-def total(samples: dict[str, float], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(value for key, value in samples.items()
-               if key.startswith(name + "{") and all(w in key for w in wanted))
 
 
 def client(base_url: str, key: str = "unused") -> openai.OpenAI:

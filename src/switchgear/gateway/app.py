@@ -282,15 +282,16 @@ class GatewayApp:
             *(_probe(d.backend.check()) for d in deployments),
         )
         store, pings, checks = results[0], results[1:1 + len(redis)], results[1 + len(redis):]
-        reachable = {alias: False for alias in self.state.router.aliases}
         report: dict[str, Any] = {"store": store or "ok", "deployments": {}}
         if redis:
             report["redis"] = {name: problem or "ok"
                                for name, problem in zip(redis, pings, strict=True)}
         for deployment, problem in zip(deployments, checks, strict=True):
             report["deployments"][f"{deployment.alias}/{deployment.name}"] = problem or "ok"
-            reachable[deployment.alias] |= problem is None
-        ready = store is None and not any(pings) and all(reachable.values())
+        servable = self.state.router.servable(
+            {d for d, problem in zip(deployments, checks, strict=True) if problem is None})
+        report["unservable"] = sorted(alias for alias, ok in servable.items() if not ok)
+        ready = store is None and not any(pings) and all(servable.values())
         report["status"] = "ready" if ready else "unready"
         await send_json(send, 200 if ready else 503, report, request_id)
 

@@ -201,7 +201,7 @@ def attribute(exchange: Exchange, feature: bytes | None, priority: bytes | None,
     user = exchange.body.get("user")
     exchange.principal.user = user[:MAX_TAG_LENGTH] if isinstance(user, str) else None
     exchange.principal.feature = _tag(feature)
-    exchange.priority = _tag(priority) or ""
+    exchange.requested_priority = _tag(priority) or None
 
 
 def make_exchange(operation: Operation, body: Any, request_id: str) -> Exchange:

@@ -35,13 +35,14 @@ from switchgear.governance.versions import (
     serving_config,
 )
 from switchgear.ledger.cost import PriceBook
-from switchgear.pipeline import Handler
+from switchgear.pipeline import Handler, chain
 from switchgear.pipeline.admit import Admit, Authenticator, Quotas
 from switchgear.pipeline.cache import Cache
 from switchgear.pipeline.guard import Guard
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.prompt import Prompt
 from switchgear.pipeline.record import Record, Recorder, store_content
+from switchgear.pipeline.resolve import Resolve
 from switchgear.pipeline.route import Route
 from switchgear.quality.detector import ChangeDetector
 from switchgear.quality.refusal import judge_refusal
@@ -215,13 +216,20 @@ class AppState:
                 else TierGate(config.tiers) if config.tiers is not None else None)
         answers = (previous.cache.store if previous and before and before.cache == config.cache
                    else None)
-        cache = Cache(Prioritize(route, gate), config.cache, prices,
-                      self.metrics.cache_evictions.inc, answers)
+        cache = Cache(config.cache, prices, self.metrics.cache_evictions.inc, answers)
         guards = config.guards
-        guarded: Handler = cache if not (guards.input or guards.output or guards.routes
-                                          or guards.keys) else Guard(cache, guards)
-        prompted = Prompt(guarded, config.prompts, prompt_versions)
-        pipeline: Handler = Record(Admit(prompted, self.authenticator, quotas), recorder)
+        guarded = bool(guards.input or guards.output or guards.routes or guards.keys)
+        # The request flow, in the order a request meets it (docs/architecture.md).
+        pipeline = chain(
+            Record(recorder),                         # every request ends in one record
+            Resolve(router),                          # alias and variant; unknown model: 404
+            Admit(self.authenticator, quotas),        # budgets and rate limits
+            Prompt(config.prompts, prompt_versions),  # render a named prompt template
+            Guard(guards) if guarded else None,       # input checks, then output checks
+            cache,                                    # hit, coalesce, or miss and remember
+            Prioritize(gate),                         # the tier's turn, or shed
+            route,                                    # deployments, retries, fallbacks
+        )
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         slo = (previous.slo if previous and before and before.slo == config.slo

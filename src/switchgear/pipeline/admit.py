@@ -20,7 +20,7 @@ from switchgear.admission.tiers import effective_tier
 from switchgear.config import LimitsConfig
 from switchgear.errors import AuthenticationFailed, Overloaded, PermissionDenied
 from switchgear.exchange import Exchange, Principal
-from switchgear.pipeline import Handler, Reply
+from switchgear.pipeline import Reply, Stage
 from switchgear.pipeline.route import estimated_tokens
 from switchgear.store.base import StoreUnavailable
 
@@ -79,7 +79,7 @@ def identify(exchange: Exchange, key: ApiKey | None) -> None:
                                        feature=principal.feature or key.feature,
                                        role=key.role.value)
     default_tier = key.tier if key is not None else "standard"
-    exchange.priority = effective_tier(default_tier, exchange.priority or None)
+    exchange.priority = effective_tier(default_tier, exchange.requested_priority)
 
 
 class Quotas:
@@ -169,15 +169,13 @@ class Quotas:
             await self.on_close()
 
 
-class Admit:
+class Admit(Stage):
     """Takes the request from its rate limits and budgets. The gateway has already
     authenticated the caller (``Authenticator.caller``, before the body was read) and
     ``identify``-ed the Exchange; one that reaches here unidentified while keys are required
     is refused, never admitted."""
 
-    def __init__(self, next_stage: Handler, authenticator: Authenticator,
-                 quotas: Quotas) -> None:
-        self.next_stage = next_stage
+    def __init__(self, authenticator: Authenticator, quotas: Quotas) -> None:
         self.authenticator = authenticator
         self.quotas = quotas
 

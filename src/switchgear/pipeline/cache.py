@@ -15,7 +15,7 @@ from switchgear.config import CacheConfig
 from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange, Operation
 from switchgear.ledger.cost import PriceBook
-from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline import Body, Reply, Stage
 
 HEADER = b"x-switchgear-cache"
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
@@ -30,13 +30,12 @@ def answer_store(config: CacheConfig) -> AnswerStore:
     return MemoryCache(config.ttl_s, config.max_entries)
 
 
-class Cache:
+class Cache(Stage):
     """Between admission and routing: hit, coalesce, or miss and remember."""
 
-    def __init__(self, next_stage: Handler, config: CacheConfig, prices: PriceBook,
+    def __init__(self, config: CacheConfig, prices: PriceBook,
                  on_evicted: Callable[[int], None] = lambda count: None,
                  store: AnswerStore | None = None) -> None:
-        self.next_stage = next_stage
         self.on_evicted = on_evicted
         self.config = config
         self.prices = prices
@@ -72,7 +71,7 @@ class Cache:
         if not self._cacheable(exchange):
             return await self._pass(exchange, "bypass")
         scope = "*" if self.config.shared_across_tenants else exchange.principal.tenant
-        alias = exchange.variant or exchange.model
+        alias = exchange.resolved_alias or exchange.model
         key = cache_key(exchange, alias, scope)
         while True:
             entry = await self.store.get(key, alias, scope)

@@ -25,7 +25,7 @@ from switchgear.guards.checks import (
     Truncated,
 )
 from switchgear.guards.stream import StreamRedactor
-from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline import Body, Reply, Stage
 
 #: Actions by strength: the strongest one taken is the record's ``guard_action``.
 STRENGTH = {"flag": 1, "redact": 2, "block": 3}
@@ -86,11 +86,10 @@ class Plan:
         return cls(build(config.input), build(config.output))
 
 
-class Guard:
+class Guard(Stage):
     """Between admission and the cache: input checks, then the rest, then output checks."""
 
-    def __init__(self, next_stage: Handler, config: GuardsConfig) -> None:
-        self.next_stage = next_stage
+    def __init__(self, config: GuardsConfig) -> None:
         self.default = Plan.of(config)
         self.routes = {alias: Plan.of(checks) for alias, checks in config.routes.items()}
         self.keys = {key: Plan.of(checks) for key, checks in config.keys.items()}

@@ -9,15 +9,14 @@ from collections.abc import AsyncIterator
 from switchgear.admission.tiers import TierGate, TierSlot
 from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange
-from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline import Body, Reply, Stage
 
 
-class Prioritize:
+class Prioritize(Stage):
     """Passes requests through the priority gate (or straight on when there is none), noting
     the time waited and whether the request was shed."""
 
-    def __init__(self, next_stage: Handler, gate: TierGate | None) -> None:
-        self.next_stage = next_stage
+    def __init__(self, gate: TierGate | None) -> None:
         self.gate = gate
 
     async def __call__(self, exchange: Exchange) -> Reply:
@@ -27,7 +26,7 @@ class Prioritize:
             exchange.waited(0.0)
             return await self.next_stage(exchange)
         try:
-            slot = await gate.acquire(exchange.priority)
+            slot = await gate.acquire(_tier(exchange))
         except Overloaded:
             exchange.shed = True
             raise
@@ -53,3 +52,10 @@ class Prioritize:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _tier(exchange: Exchange) -> str:
+    """The request's tier, which ``identify`` decided before the pipeline began."""
+    if exchange.priority is None:
+        raise RuntimeError("the request reached the priority gate unidentified")
+    return exchange.priority

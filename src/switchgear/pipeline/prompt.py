@@ -17,19 +17,18 @@ from typing import Any
 
 from switchgear.errors import InvalidRequest, PromptNotFound
 from switchgear.exchange import Exchange, Operation
-from switchgear.pipeline import Handler, Reply
+from switchgear.pipeline import Reply, Stage
 from switchgear.prompts.templates import PromptTemplate
 
 #: The fields of a prompt reference.
 REFERENCE_FIELDS = frozenset({"id", "version", "variables"})
 
 
-class Prompt:
+class Prompt(Stage):
     """Renders the template a chat request names, at the version this config serves."""
 
-    def __init__(self, next_stage: Handler, templates: Mapping[str, PromptTemplate],
+    def __init__(self, templates: Mapping[str, PromptTemplate],
                  versions: Mapping[str, int]) -> None:
-        self.next_stage = next_stage
         self.templates = templates
         #: Each template's version number in this config version (1 when none was counted).
         self.versions = versions

@@ -11,7 +11,7 @@ from switchgear.errors import SwitchgearError, internal_error
 from switchgear.exchange import Exchange
 from switchgear.guards.redact import redact
 from switchgear.ledger.cost import PriceBook
-from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline import Body, Reply, Stage
 from switchgear.routing.router import Router
 from switchgear.store.records import RequestRecord
 from switchgear.store.writer import RecordWriter
@@ -110,12 +110,11 @@ def store_content(exchange: Exchange) -> None:
     exchange.stored_completion = redact("".join(exchange.completion_text))
 
 
-class Record:
+class Record(Stage):
     """Wraps the rest of the pipeline so every request ends in exactly one record, with the
     answer's text and finish reason noted on the way."""
 
-    def __init__(self, next_stage: Handler, recorder: Recorder) -> None:
-        self.next_stage = next_stage
+    def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
     async def __call__(self, exchange: Exchange) -> Reply:

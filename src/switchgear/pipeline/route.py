@@ -63,7 +63,9 @@ class Route:
 
     async def _route(self, exchange: Exchange) -> Reply:
         error: SwitchgearError | None = None
-        for alias in self.router.chain(self.router.resolve(exchange)):
+        if exchange.resolved_alias is None:
+            raise RuntimeError("the request reached the Route stage unresolved")
+        for alias in self.router.chain(exchange.resolved_alias):
             for deployment in self._by_room(self.router.plan(alias)):
                 if len(exchange.attempts) >= self.retry.max_attempts:
                     raise error or _unavailable(alias)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 from switchgear.config import ModelConfig
@@ -72,6 +73,25 @@ class Router:
         now = time.monotonic()
         available = [d for d in routes.deployments if d.health.available(now)]
         return routes.policy.order(available, self._random)
+
+    def servable(self, reachable: Collection[Deployment]) -> dict[str, bool]:
+        """Whether each alias can serve while just the ``reachable`` deployments answer: one of
+        its own does, or (an experiment) every variant that gets traffic can, or a fallback
+        can."""
+        known: dict[str, bool] = {}
+
+        def can(alias: str) -> bool:
+            if alias not in known:
+                known[alias] = False  # a cycle serves nothing
+                routes = self.routes[alias]
+                own = (any(d in reachable for d in routes.deployments) if routes.experiment is None
+                       else all(can(variant) for variant, weight in zip(
+                           routes.experiment.variants, routes.experiment.weights, strict=True)
+                           if weight > 0))
+                known[alias] = own or any(can(fallback) for fallback in routes.config.fallbacks)
+            return known[alias]
+
+        return {alias: can(alias) for alias in self.routes}
 
     def observe(self, exchange: Exchange) -> None:
         """Feed a finished request to its experiment's canary guard, if any."""

@@ -291,12 +291,13 @@ class GatewayMetrics:
             series.input_tokens.inc(usage.prompt_tokens)
         if output:
             series.output_tokens.inc(output)
-        child(self.cache, model, exchange.cache_status).inc()
+        if exchange.cache_status is not None:
+            child(self.cache, model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
-            child(self.queue_wait, model, tenant, self.priority(exchange.priority)).observe(
-                exchange.queue_wait)
-        if exchange.shed:
-            child(self.shed, model, tenant, self.priority(exchange.priority)).inc()
+            priority = self.priority(exchange.priority or UNKNOWN)
+            child(self.queue_wait, model, tenant, priority).observe(exchange.queue_wait)
+            if exchange.shed:
+                child(self.shed, model, tenant, priority).inc()
         if exchange.output_passed is not None:
             child(self.output_checked, model, deployment, tenant, feature,
                   "pass" if exchange.output_passed else "fail").inc()

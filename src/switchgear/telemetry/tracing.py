@@ -224,7 +224,7 @@ def _stage_attributes(exchange: Exchange, stage: str) -> dict[str, Any]:
     if stage == "cache":
         return {"switchgear.cache": exchange.cache_status}
     if stage == "queue":
-        return {"switchgear.priority": safe_line(exchange.priority, ATTRIBUTE_LIMIT),
+        return {"switchgear.priority": safe_line(exchange.priority or "", ATTRIBUTE_LIMIT),
                 "switchgear.shed": exchange.shed,
                 "switchgear.queue_wait_s": exchange.queue_wait or 0.0}
     return {}
