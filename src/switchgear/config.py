@@ -300,6 +300,8 @@ class StoreConfig(_Strict):
     log_content: bool = False
     batch_size: int = Field(256, ge=1)
     flush_interval_ms: int = Field(200, ge=1)
+    #: Records the writer holds at most (queued and being written); while it is full, as when
+    #: the store is down, new records are dropped and counted, with one ERROR per spell.
     queue_size: int = Field(100_000, ge=1)
 
     @field_validator("url")

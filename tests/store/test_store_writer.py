@@ -1,16 +1,26 @@
-"""The batched background writer: batches, order, backpressure without loss, retries, draining."""
+"""The batched background writer: batches, order, a bound on what it holds, retries, draining."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import logging
+import sqlite3
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
+import asyncpg
+import openai
 import pytest
-from store_support import WAIT
+from store_support import POSTGRES_URL, WAIT, StoreBench
 
+from switchgear.config import Config
 from switchgear.store.base import RecordStore, StoreUnavailable
 from switchgear.store.records import RequestRecord
 from switchgear.store.writer import RecordWriter
+
+from servers import fetch_records, gateway
 
 MakeRecords = Callable[[int], list[RequestRecord]]
 
@@ -21,12 +31,14 @@ class SpyStore:
     def __init__(self, store: RecordStore) -> None:
         self.store = store
         self.batches: list[list[RequestRecord]] = []
+        self.writing = asyncio.Event()
         self.wrote = asyncio.Event()
 
     async def open(self) -> None:
         await self.store.open()
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
+        self.writing.set()
         await self.store.write(records)
         self.batches.append(list(records))
         self.wrote.set()
@@ -87,23 +99,110 @@ async def test_close_writes_everything_submitted(store: RecordStore, records: Ma
     assert {r.request_id for r in await store.fetch()} == {r.request_id for r in submitted}
 
 
-async def test_a_full_queue_overflows_without_loss_or_reordering(
-    store: RecordStore, records: MakeRecords
+@contextmanager
+def sqlite_write_lock(path: Path) -> Iterator[None]:
+    """Hold the SQLite file's write lock: the store's writes wait out its busy timeout, then fail,
+    until the lock is released."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+@asynccontextmanager
+async def writes_held(bench: StoreBench) -> AsyncIterator[None]:
+    """A real stalled store: the test database's write lock is held by another connection (the
+    SQLite file's, or an exclusive lock on PostgreSQL's request_log) until the block ends."""
+    if bench.path is not None:
+        with sqlite_write_lock(bench.path):
+            yield
+        return
+    connection = await asyncpg.connect(POSTGRES_URL, timeout=WAIT)
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                f"LOCK TABLE {bench.schema}.request_log IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await connection.close()
+
+
+async def overfill(writer: RecordWriter, spy: SpyStore, submitted: list[RequestRecord]) -> int:
+    """Submit ``submitted``, the rest once the writer is stuck writing the first; the most
+    records the writer held meanwhile."""
+    spy.writing.clear()
+    writer.submit(submitted[0])
+    async with asyncio.timeout(WAIT):
+        await spy.writing.wait()
+    most = writer.pending
+    for record in submitted[1:]:
+        writer.submit(record)
+        most = max(most, writer.pending)
+        await asyncio.sleep(0)  # the writer may run: it must not make room by taking records
+    return most
+
+
+#: queue_size in the tests of a full writer.
+QUEUE = 10
+
+
+async def test_a_stalled_store_costs_at_most_queue_size_records_and_the_rest_are_dropped(
+    bench: StoreBench, store: RecordStore, records: MakeRecords
 ) -> None:
     spy = SpyStore(store)
-    writer = RecordWriter(spy, batch_size=64, queue_size=10)
+    writer = RecordWriter(spy, batch_size=4, flush_interval=0.01, queue_size=QUEUE)
     writer.start()
-    submitted = records(1000)
-    for record in submitted:
-        writer.submit(record)
-    assert (writer.overflowed, writer.backlog) == (990, 990)
-    async with asyncio.timeout(WAIT):
-        await writer.drain()
-    assert writer.backlog == 0
-    assert [record for batch in spy.batches for record in batch] == submitted
+    submitted = records(QUEUE * 10)
+    async with writes_held(bench):
+        most = await overfill(writer, spy, submitted)
+        assert (writer.pending, writer.dropped) == (QUEUE, QUEUE * 9)
     async with asyncio.timeout(WAIT):
         await writer.close()
-    assert await store.count() == 1000
+    assert most == QUEUE
+    assert (writer.written, writer.pending, writer.dropped) == (QUEUE, 0, QUEUE * 9)
+    assert [record for batch in spy.batches for record in batch] == submitted[:QUEUE]
+    assert await store.fetch() == submitted[:QUEUE]
+
+
+async def test_a_full_writer_logs_one_error_per_spell_not_per_record(
+    bench: StoreBench, store: RecordStore, records: MakeRecords, caplog: pytest.LogCaptureFixture
+) -> None:
+    spy = SpyStore(store)
+    writer = RecordWriter(spy, batch_size=4, flush_interval=0.01, queue_size=QUEUE)
+    writer.start()
+    submitted = records(QUEUE * 20)
+    for spell in (submitted[:QUEUE * 10], submitted[QUEUE * 10:]):
+        async with writes_held(bench):
+            await overfill(writer, spy, spell)
+        async with asyncio.timeout(WAIT):
+            await writer.drain()
+    await writer.close()
+    logged = [(entry.levelno, entry.getMessage()) for entry in caplog.records
+              if entry.name == "switchgear.store.writer" and "request log" in entry.getMessage()]
+    assert [level for level, _ in logged] == [logging.ERROR, logging.WARNING] * 2
+    assert "caught up: 90 records dropped while it was full (90 in all)" in logged[1][1]
+    assert "caught up: 90 records dropped while it was full (180 in all)" in logged[3][1]
+    assert await store.count() == QUEUE * 2
+
+
+def test_dropped_records_are_counted_on_metrics(make_config: Callable[..., Config]) -> None:
+    simulated = {"deployments": [{"name": "local", "backend": "simulated",
+                                  "simulated": {"ttft_ms": 1, "tpot_ms": 0}}]}
+    config = make_config({"sim": simulated})
+    config = config.model_validate({**config.model_dump(),
+                                    "store": {**config.store.model_dump(), "queue_size": 1}})
+    path = Path(config.store.url.removeprefix("sqlite:///"))
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk, sqlite_write_lock(path):
+        ids = [sdk.chat.completions.with_raw_response.create(
+            model="sim", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+        ).headers["x-request-id"] for _ in range(3)]
+        metrics = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics").read()
+    assert "switchgear_request_log_dropped_total 2.0" in metrics.decode()
+    assert [record.request_id for record in fetch_records(config.store.url)] == ids[:1]
 
 
 async def test_failed_writes_are_retried_and_nothing_is_lost(

@@ -24,9 +24,12 @@ CONTENT_ERRORS = (RecordRejected, ValueError, TypeError)
 class RecordWriter:
     """Writes submitted records to a store in batches, in the background, in submit order.
 
-    ``submit`` never waits: a record goes into a bounded queue or, while that queue is full, into
-    an overflow list that refills the queue as it empties, so nothing is dropped and order holds.
-    A failed write is retried, with the same records, after a growing (capped) pause.
+    The writer holds at most ``queue_size`` records (queued or in the batch being written), so a
+    store that is down or slow costs bounded memory. ``submit`` never waits: while the writer
+    holds ``queue_size`` records, a record submitted is dropped and counted in ``dropped``; the
+    first drop of a spell logs one ERROR and the end of the spell (the writer back to half its
+    queue) one WARNING with the spell's count. A failed write is retried, with the same records,
+    after a growing (capped) pause.
 
     Every record is made ``storable`` first (off the hot path, once per batch). A batch the
     store refuses for what it holds (or keeps refusing while it answers a ping) is written row
@@ -52,8 +55,11 @@ class RecordWriter:
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(queue_size)
-        self._overflow: deque[RequestRecord] = deque()
+        #: Records the writer holds at most (queued and being written).
+        self.queue_size = queue_size
+        self._queue: deque[RequestRecord] = deque()
+        #: ``dropped`` when the current spell of drops began; None while nothing is dropped.
+        self._spell_from: int | None = None
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         self._wake_at = 1
@@ -65,8 +71,8 @@ class RecordWriter:
         self.written = 0
         #: Failed write attempts (each one retried).
         self.failures = 0
-        #: Records that found the queue full and waited in the overflow list.
-        self.overflowed = 0
+        #: Records submitted while the writer held ``queue_size``: dropped, never written.
+        self.dropped = 0
         #: Records the store refused even stripped: set aside, never written.
         self.rejected = 0
         #: Records written only in their stripped form.
@@ -74,18 +80,13 @@ class RecordWriter:
 
     @property
     def pending(self) -> int:
-        """Records submitted and neither written nor set aside."""
-        return self.submitted - self.written - self.rejected
+        """Records the writer holds: submitted and neither written, set aside nor dropped."""
+        return self.submitted - self.settled
 
     @property
     def settled(self) -> int:
-        """Records written or set aside."""
-        return self.written + self.rejected
-
-    @property
-    def backlog(self) -> int:
-        """Records waiting in the overflow list because the queue is full."""
-        return len(self._overflow)
+        """Records written, set aside or dropped."""
+        return self.written + self.rejected + self.dropped
 
     def start(self) -> None:
         """Start writing in the background (call from the running event loop)."""
@@ -96,23 +97,34 @@ class RecordWriter:
         )
 
     def submit(self, record: RequestRecord) -> None:
-        """Hand a record over for writing; returns at once."""
+        """Hand a record over for writing, or drop it while the writer is full; returns at once."""
         if self._closing:
             raise RuntimeError(f"record writer is closed; record {record.request_id} not taken")
-        self.submitted += 1
-        if self._overflow or self._queue.full():
-            if not self._overflow:
-                log.warning("request-log queue full (%d records); holding the excess in memory",
-                            self._queue.maxsize)
-            self._overflow.append(record)
-            self.overflowed += 1
+        if self.pending >= self.queue_size:
+            self._drop()
         else:
-            self._queue.put_nowait(record)
-        if self._queue.qsize() + len(self._overflow) >= self._wake_at:
-            self._wakeup.set()
+            self._queue.append(record)
+            if len(self._queue) >= self._wake_at:
+                self._wakeup.set()
+        self.submitted += 1
+
+    def _drop(self) -> None:
+        if self._spell_from is None:
+            self._spell_from = self.dropped
+            log.error("request log full: the writer holds %d records (store.queue_size) and the "
+                      "store is not taking them; dropping new records until it catches up "
+                      "(counted in switchgear_request_log_dropped_total)", self.queue_size)
+        self.dropped += 1
+
+    def _end_spell(self) -> None:
+        """Close a spell of drops once the writer is back to half its queue."""
+        if self._spell_from is not None and self.pending <= self.queue_size // 2:
+            log.warning("request log caught up: %d records dropped while it was full (%d in all)",
+                        self.dropped - self._spell_from, self.dropped)
+            self._spell_from = None
 
     async def drain(self) -> None:
-        """Return once every record submitted before the call is written."""
+        """Return once every record submitted before the call is written, set aside or dropped."""
         target = self.submitted
         if self.settled >= target:
             return
@@ -145,6 +157,7 @@ class RecordWriter:
                 batch = [storable(record) for record in await self._collect()]
                 await self._write(batch)
                 self._progress.set()
+                self._end_spell()
         finally:
             self._progress.set()  # wakes drain() so that it sees the writer stopped
 
@@ -173,10 +186,8 @@ class RecordWriter:
                 return batch
 
     def _take_ready(self, batch: list[RequestRecord]) -> None:
-        while len(batch) < self.batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-            if self._overflow:
-                self._queue.put_nowait(self._overflow.popleft())
+        while len(batch) < self.batch_size and self._queue:
+            batch.append(self._queue.popleft())
 
     async def _write(self, batch: list[RequestRecord]) -> None:
         """Write ``batch``, retrying while the store is down, row by row once it is the batch

@@ -98,10 +98,14 @@ class WriterCollector(Collector):
             CounterMetricFamily("switchgear_request_log_stripped", "Request records written "
                                 "only stripped of their text and non-ASCII characters.",
                                 value=writer.stripped),
+            CounterMetricFamily("switchgear_request_log_dropped", "Request records dropped "
+                                "unwritten because the writer held store.queue_size records.",
+                                value=writer.dropped),
             CounterMetricFamily("switchgear_request_log_write_failures", "Failed writes to the "
                                 "record store (each retried).", value=writer.failures),
-            GaugeMetricFamily("switchgear_request_log_pending", "Request records submitted "
-                              "and not yet written or set aside.", value=writer.pending),
+            GaugeMetricFamily("switchgear_request_log_pending", "Request records the writer "
+                              "holds: not yet written, set aside or dropped.",
+                              value=writer.pending),
         ]
 
 
@@ -253,7 +257,8 @@ class GatewayMetrics:
         return child
 
     def watch_writer(self, writer: RecordWriter) -> None:
-        """Export ``writer``'s counts (written, set aside, pending) with the other metrics."""
+        """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
+        metrics."""
         self.request_log.writer = writer
 
     def observer(self, models: Collection[str] | None) -> Callable[[Exchange], None]:
