@@ -30,7 +30,7 @@ from run import Measured  # noqa: E402
 
 from switchgear.capacity.plan.calibration import calibrate  # noqa: E402
 from switchgear.capacity.plan.profile import CLOSED_LOOP, parse_profile  # noqa: E402
-from switchgear.cli.tables import table  # noqa: E402
+from switchgear.reports.tables import table  # noqa: E402
 
 DEFAULT_PROFILE = HERE / "data" / "engine-2026-11-27.json.gz"
 RATE_MATCH = 1e-3

@@ -318,7 +318,7 @@ def check_target(spec: TargetSpec) -> list[Comparison]:
 
 def render(comparisons: Sequence[Comparison]) -> list[str]:
     """The table of predicted against measured, then met/MISSED per line."""
-    from switchgear.cli.tables import table
+    from switchgear.reports.tables import table
 
     rows = [("target", "figure", "predicted", "measured", "measured SE", "error", "samples",
              "within 10%")]

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import aiohttp
 
-from switchgear.admission.tiers import TIERS, TierConfig, TierGate
+from switchgear.admission.tiers import TierGate
 from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.errors import Overloaded
+from switchgear.sections.tiers import TIERS, TierConfig
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import start_simulator
 

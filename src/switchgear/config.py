@@ -28,10 +28,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from switchgear.admission.tiers import TierConfig
-from switchgear.prompts.templates import PromptTemplate, check_names
-from switchgear.scorecard.spec import ScorecardSection
-from switchgear.slo.spec import SLOSection
+from switchgear.sections.guards import combine, load
+from switchgear.sections.prompts import PromptTemplate, check_names
+from switchgear.sections.scorecard import ScorecardSection
+from switchgear.sections.slo import SLOSection
+from switchgear.sections.tiers import TierConfig
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
 
@@ -413,15 +414,13 @@ class GuardCheckConfig(_Strict):
         if self.check == "patterns":
             if not self.patterns and not self.terms:
                 raise ValueError("patterns needs patterns or terms")
-            from switchgear.guards.checks import combine  # the very expression that will run
-            combine(self.patterns, self.terms)
+            combine(self.patterns, self.terms)  # the very expression that will run
         if self.check == "size" and self.max_chars is None and self.max_messages is None:
             raise ValueError("size needs max_chars or max_messages")
         if self.check == "custom":
             if self.path is None:
                 raise ValueError("custom needs path: module:attribute")
-            from switchgear.guards.checks import load  # the check's code, imported now
-            load(self.path)
+            load(self.path)  # the check's code, imported now
         return self
 
     @property
@@ -602,7 +601,7 @@ class Config(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     quality: QualityConfig = QualityConfig()
     governance: GovernanceConfig = GovernanceConfig()
-    #: Managed prompt templates by name (prompts/templates.py); a chat request may name one.
+    #: Managed prompt templates by name (sections/prompts.py); a chat request may name one.
     prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
     #: Facts for `switchgear scorecard` that no record holds: facilities, workload mix, owners.
     scorecard: ScorecardSection = ScorecardSection()

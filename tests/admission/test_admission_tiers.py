@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from switchgear.admission.tiers import TIERS, TierConfig, TierGate, TierSlot, effective_tier
+from switchgear.admission.tiers import TierGate, TierSlot, effective_tier
 from switchgear.errors import Overloaded
+from switchgear.sections.tiers import TIERS, TierConfig
 
 LONG_MS = 60_000  # a wait target no test reaches
 

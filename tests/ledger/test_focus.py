@@ -16,8 +16,9 @@ from ledger_support import at, ledger_config, record, write
 
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
-from switchgear.ledger.rollup import Period, iso
+from switchgear.ledger.rollup import iso
 from switchgear.store import open_store
+from switchgear.store.queries import Period
 from switchgear.store.records import RequestRecord
 
 #: FOCUS 1.0's mandatory columns, plus SkuMeter (1.1) and the ones the issue names.

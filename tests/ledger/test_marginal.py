@@ -12,8 +12,9 @@ from ledger_support import at, ledger_config, record, write
 from switchgear.config import Capacity, Price
 from switchgear.ledger.marginal import InstanceTime, doubling, instances_needed
 from switchgear.ledger.report import MAX_POINTS, chart_bucket, cost_report
-from switchgear.ledger.rollup import DeploymentUse, Period
+from switchgear.ledger.rollup import DeploymentUse
 from switchgear.store import open_store
+from switchgear.store.queries import Period
 
 DAY = 86400.0
 BOX = Price(instance_per_hour=4.0, instances=2, concurrency=4)

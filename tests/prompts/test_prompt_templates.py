@@ -6,8 +6,8 @@ import pytest
 
 from switchgear.config import ConfigError, parse_config
 from switchgear.errors import InvalidRequest
-from switchgear.prompts.templates import PromptTemplate
 from switchgear.prompts.versions import changed_templates, template_versions, templates_of
+from switchgear.sections.prompts import PromptTemplate
 
 
 def template(*contents: str) -> PromptTemplate:

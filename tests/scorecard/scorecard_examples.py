@@ -11,7 +11,7 @@ from switchgear.scorecard.evidence import (
     RecordFacts,
     SLOFact,
 )
-from switchgear.scorecard.spec import Facilities, WorkloadMix
+from switchgear.sections.scorecard import Facilities, WorkloadMix
 
 #: No evidence at all: every category scores 0 from it.
 NOTHING = Evidence()

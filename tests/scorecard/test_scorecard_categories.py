@@ -24,7 +24,7 @@ from switchgear.scorecard.categories import (
 )
 from switchgear.scorecard.evidence import Evidence, PlanFacts, SLOFact
 from switchgear.scorecard.report import verdict
-from switchgear.scorecard.spec import Facilities
+from switchgear.sections.scorecard import Facilities
 
 Category = Callable[[Evidence], Score]
 

@@ -17,7 +17,7 @@ import pytest
 from switchgear.config import Config, parse_config
 from switchgear.scorecard.categories import score
 from switchgear.scorecard.gather import EvidenceError, gather
-from switchgear.scorecard.spec import ScorecardSection
+from switchgear.sections.scorecard import ScorecardSection
 from switchgear.store import open_store
 from switchgear.store.records import RequestRecord
 

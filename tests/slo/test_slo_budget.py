@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from slo_support import record
 
+from switchgear.sections.durations import format_duration, parse_duration
+from switchgear.sections.slo import SLOConfig
 from switchgear.slo.alerts import AlertStates
 from switchgear.slo.budget import BucketSeries
-from switchgear.slo.durations import format_duration, parse_duration
 from switchgear.slo.monitor import SLOTracker
-from switchgear.slo.spec import SLOConfig
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.records import RequestRecord

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from aiohttp import web
 from slo_support import record
 
+from switchgear.sections.slo import SLOSection
 from switchgear.slo.alerts import WebhookNotifier, alert_message
 from switchgear.slo.monitor import SLOMonitor
-from switchgear.slo.spec import SLOSection
 from switchgear.store import open_store
 
 from servers import free_port

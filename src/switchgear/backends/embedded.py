@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from switchgear.admission.tiers import TIERS
 from switchgear.backends.base import Body
 from switchgear.config import DEFAULT_ALIAS, DeploymentConfig
 from switchgear.engine.engine import Engine, JobEvents
@@ -35,6 +34,7 @@ from switchgear.engine.scheduler import BatchScheduler
 from switchgear.engine.stats import EngineStats
 from switchgear.errors import InvalidRequest, UpstreamConnectError, UpstreamProtocolError
 from switchgear.exchange import Operation, Usage
+from switchgear.sections.tiers import TIERS
 
 
 def _given(body: Body, key: str, default: Any) -> Any:

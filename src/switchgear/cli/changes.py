@@ -18,8 +18,8 @@ from switchgear.cli.options import (
     echo_report,
     window_option,
 )
-from switchgear.cli.tables import table
-from switchgear.slo.durations import format_duration, parse_duration
+from switchgear.reports.tables import table
+from switchgear.sections.durations import format_duration, parse_duration
 
 COLUMNS = ("version", "applied (UTC)", "kind", "by", "what", "requests", "p95 ms",
            "error rate", "cost/request")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from switchgear.slo.durations import parse_duration
+from switchgear.sections.durations import parse_duration
 
 ADMIN_URL = click.option("--url", default="http://127.0.0.1:8080", show_default=True,
                          envvar="SWITCHGEAR_URL", show_envvar=True,

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import click
 
 from switchgear.cli.options import ADMIN_URL, AS_JSON, READER_KEY, admin_request, echo_report
-from switchgear.cli.tables import table
+from switchgear.reports.tables import table
 
 
 @click.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from switchgear.cli.tables import cell, table
+from switchgear.reports.tables import cell, table
 
 COLUMNS = ("dimension", "name", "window", "answers", "out tokens", "refused", "empty",
            "schema ok", "flagged", "length cut", "finish reasons", "shifted")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchgear.cli.tables import cell as _cell
-from switchgear.cli.tables import table
+from switchgear.reports.tables import cell as _cell
+from switchgear.reports.tables import table
 
 COLUMNS = ("alias", "deployment", "state", "in flight", "ttft ms", "total ms", "errors", "share")
 

@@ -6,8 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchgear.admission.tiers import TIERS
 from switchgear.exchange import Usage
+from switchgear.sections.tiers import TIERS
 
 
 @dataclass(frozen=True, slots=True)

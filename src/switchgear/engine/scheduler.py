@@ -33,8 +33,8 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from switchgear.admission.tiers import TIERS
 from switchgear.engine.job import Job
+from switchgear.sections.tiers import TIERS
 
 BATCH_RANK = TIERS.index("batch")
 

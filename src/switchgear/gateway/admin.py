@@ -44,10 +44,10 @@ from switchgear.governance.throttle import Throttle
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report, period_of
-from switchgear.ledger.rollup import DIMENSIONS, Dimension, Period
+from switchgear.ledger.rollup import DIMENSIONS, Dimension
 from switchgear.store.base import StoreUnavailable
-from switchgear.store.queries import latency_rows, recent_records
-from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report
+from switchgear.store.queries import Period, recent_records
+from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report, latency_rows
 
 log = logging.getLogger("switchgear.audit")
 

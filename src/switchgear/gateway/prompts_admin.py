@@ -8,7 +8,7 @@ from typing import Any
 from switchgear.errors import PromptNotFound
 from switchgear.gateway.admin import READERS, AdminAPI
 from switchgear.gateway.http import Receive, Scope, Send, send_json
-from switchgear.prompts.templates import PromptTemplate
+from switchgear.sections.prompts import PromptTemplate
 
 
 def _summary(name: str, template: PromptTemplate, version: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from switchgear.pipeline.cache import Cache
 from switchgear.pipeline.guard import Guard
 from switchgear.pipeline.prioritize import Prioritize
 from switchgear.pipeline.prompt import Prompt
-from switchgear.pipeline.record import Record, Recorder, store_content
+from switchgear.pipeline.record import Record, Recorder, log_row, store_content
 from switchgear.pipeline.resolve import Resolve
 from switchgear.pipeline.route import Route
 from switchgear.quality.detector import ChangeDetector
@@ -158,6 +158,7 @@ class AppState:
                     Authenticator(keys), build_quotas(config.limits), versions,
                     AuditTrail(store, audit_key))
         state.changes = ConfigChanges(versions, state.adoptable)
+        state.metrics.watch_writer(writer)
         state.serving = state.build_serving(config, 0, None, {}, "the config file")
         state.metrics.registry.register(
             EngineCollector(lambda: engine_stats(state.router.deployments())))
@@ -206,11 +207,18 @@ class AppState:
         signals = QualitySignals(config.quality)
         quality = (ChangeDetector(signals, config.quality, router, self.metrics)
                    if config.quality.enabled else None)
-        recorder = Recorder.standard(prices, self.metrics, self.writer, router.observe,
-                                     quotas.settle, judge_refusal,
-                                     *([signals.observe] if quality else []),
-                                     *([store_content] if log_content else []),
-                                     *([self.tracer.export] if self.tracer.exporting else []))
+        # What happens when a request ends, however it ends, in order (pipeline/record.py).
+        recorder = Recorder([
+            prices.price,                                      # its cost, read by the rest
+            self.metrics.observer(router.aliases),             # counters and histograms
+            router.observe,                                    # the canary guard
+            quotas.settle,                                     # real tokens and cost to quotas
+            judge_refusal,                                     # was the answer a refusal
+            signals.observe if quality else None,              # quality signals
+            store_content if log_content else None,            # redacted prompt and answer
+            self.tracer.export if self.tracer.exporting else None,  # its spans
+            log_row(self.writer),                              # its request-log row, last
+        ])
         before = previous.config if previous else None
         gate = (previous.gate if previous and before and before.tiers == config.tiers
                 else TierGate(config.tiers) if config.tiers is not None else None)

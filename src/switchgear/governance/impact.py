@@ -7,7 +7,7 @@ latest; rates make sides of different lengths comparable. The figures are the re
 log's, by the SQL the ledger and the latency report use on SQLite and PostgreSQL: requests and
 failures (status 400 or more, as the cost report counts them: a template change that breaks
 its callers shows as 400s) and cost from ``ledger.rollup.total``, p95 as a nearest-rank
-percentile of end-to-end seconds of the successful requests (``store.queries``).
+percentile of end-to-end seconds of the successful requests (``telemetry.latency``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from switchgear.governance.versions import ConfigVersion, ConfigVersions
-from switchgear.ledger.rollup import Period, total
+from switchgear.ledger.rollup import total
 from switchgear.prompts.versions import changed_templates, templates_of
 from switchgear.store.base import RecordStore
-from switchgear.store.queries import latency_percentile
+from switchgear.store.queries import Period
+from switchgear.telemetry.latency import latency_percentile
 
 #: Each side's length when none is asked for, in seconds.
 DEFAULT_WINDOW = 1800.0

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 from switchgear.config import LedgerConfig, Price
 from switchgear.ledger.marginal import InstanceTime
-from switchgear.ledger.rollup import DAY, HOUR, NONE, SERVED_ALIAS, Period, bucket, iso, where
+from switchgear.ledger.rollup import HOUR, NONE, SERVED_ALIAS, bucket, iso
 from switchgear.store.base import RecordStore
+from switchgear.store.queries import DAY, Period, where
 
 COLUMNS: tuple[str, ...] = (
     "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",

@@ -13,11 +13,9 @@ from switchgear.config import Config
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.marginal import InstanceTime, doubling
 from switchgear.ledger.rollup import (
-    DAY,
     HOUR,
     DeploymentUse,
     Dimension,
-    Period,
     deployment_use,
     iso,
     rollup,
@@ -25,6 +23,7 @@ from switchgear.ledger.rollup import (
     total,
 )
 from switchgear.store.base import RecordStore
+from switchgear.store.queries import DAY, Period
 
 
 def parse_instant(text: str) -> float:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import Dialect, placeholders
+from switchgear.store.migrations import Dialect
+from switchgear.store.queries import DAY, Period, where
 
-DAY = 86400
 HOUR = 3600
 
 Dimension = Literal["tenant", "feature", "model", "deployment", "day"]
@@ -22,32 +22,6 @@ NONE = "(none)"
 
 #: The alias that served a request (rows written before migration 10 have only the one asked for).
 SERVED_ALIAS = "COALESCE(served_alias, model)"
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """From ``start`` (inclusive) to ``end`` (exclusive), seconds since the epoch."""
-
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not self.end > self.start:
-            raise ValueError("the period must end after it starts")
-
-    @property
-    def seconds(self) -> float:
-        """How long it is."""
-        return self.end - self.start
-
-    def days(self) -> list[Period]:
-        """The UTC days it touches, each cut to the period."""
-        days = []
-        day = self.start - self.start % DAY
-        while day < self.end:
-            days.append(Period(max(day, self.start), min(day + DAY, self.end)))
-            day += DAY
-        return days
 
 
 def bucket(dialect: Dialect, seconds: int) -> str:
@@ -67,18 +41,6 @@ def _key(dialect: Dialect, dimension: Dimension) -> str:
         return bucket(dialect, DAY)
     column = {"deployment": f"{SERVED_ALIAS} || '/' || deployment"}.get(dimension, dimension)
     return f"COALESCE({column}, '{NONE}')"
-
-
-def where(store: RecordStore, period: Period, tenant: str | None, extra: str = ""
-          ) -> tuple[str, tuple[object, ...]]:
-    """The WHERE clause (and its parameters) of a period and, unless None, one tenant."""
-    marks = placeholders(store.dialect, 3 if tenant is not None else 2).split(", ")
-    sql = f"WHERE received_at >= {marks[0]} AND received_at < {marks[1]}"
-    params: tuple[object, ...] = (period.start, period.end)
-    if tenant is not None:
-        sql += f" AND tenant = {marks[2]}"
-        params += (tenant,)
-    return sql + extra, params
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from switchgear.errors import SwitchgearError, internal_error
 from switchgear.exchange import Exchange
 from switchgear.guards.redact import redact
-from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Body, Reply, Stage
-from switchgear.routing.router import Router
 from switchgear.store.records import RequestRecord
 from switchgear.store.writer import RecordWriter
-from switchgear.telemetry.metrics import GatewayMetrics
 
 #: Status recorded when the client went away before the answer was complete (nginx's convention).
 CLIENT_CLOSED = 499
@@ -28,25 +25,9 @@ class Recorder:
     """Finishes an Exchange by running its steps in order over it: price it, count it, let the
     router learn from it, log its row (written in batches, off the hot path)."""
 
-    def __init__(self, steps: Sequence[Step]) -> None:
-        self.steps = tuple(steps)
-
-    @classmethod
-    def standard(cls, prices: PriceBook, metrics: GatewayMetrics, writer: RecordWriter,
-                 *observers: Step, models: Collection[str] | None = None) -> Recorder:
-        """Price, then metrics, then ``observers``, then the request-log row (whose writer's
-        counts ``metrics`` exports).
-
-        ``models`` are the configured aliases: any other requested model is counted as
-        ``unknown``. Left out, they are the aliases of the Router whose ``observe`` is among
-        ``observers`` (the serving's own), else every name is taken as it is."""
-        if models is None:
-            routers = [owner for step in observers
-                       if isinstance(owner := getattr(step, "__self__", None), Router)]
-            models = routers[0].aliases if routers else None
-        metrics.watch_writer(writer)
-        return cls([prices.price, metrics.observer(models), *observers,
-                    lambda exchange: writer.submit(RequestRecord.of(exchange))])
+    def __init__(self, steps: Sequence[Step | None]) -> None:
+        """``steps`` in the order they run (None: a step this config leaves out)."""
+        self.steps = tuple(step for step in steps if step is not None)
 
     def finish(self, exchange: Exchange) -> None:
         """Record a finished exchange; O(1) per step."""
@@ -102,6 +83,12 @@ def prompt_text(exchange: Exchange) -> str:
         return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages
                          if isinstance(m, dict))
     return str(body.get("prompt") or body.get("input") or "")
+
+
+def log_row(writer: RecordWriter) -> Step:
+    """The Recorder step that submits the request-log row: last, as it reads what the others
+    noted."""
+    return lambda exchange: writer.submit(RequestRecord.of(exchange))
 
 
 def store_content(exchange: Exchange) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from switchgear.prompts.templates import PromptTemplate
+from switchgear.sections.prompts import PromptTemplate
 
 
 def templates_of(config_text: str) -> dict[str, PromptTemplate]:

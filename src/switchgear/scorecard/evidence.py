@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchgear.config import Config, DeploymentConfig
-from switchgear.scorecard.spec import Facilities, WorkloadMix
+from switchgear.sections.scorecard import Facilities, WorkloadMix
 
 #: Input guard checks that protect data (what reaches a model, and what is logged).
 DATA_CHECKS = frozenset({"pii", "patterns", "injection", "custom"})

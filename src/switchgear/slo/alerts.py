@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from switchgear.slo.spec import Severity
+from switchgear.sections.slo import Severity
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import placeholders
 

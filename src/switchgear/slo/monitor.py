@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchgear.config import ConfigError
+from switchgear.sections.durations import format_duration
+from switchgear.sections.slo import Severity, SLOConfig, SLOSection
 from switchgear.slo.alerts import (
     FIRING,
     OK,
@@ -24,9 +26,7 @@ from switchgear.slo.alerts import (
     alert_message,
 )
 from switchgear.slo.budget import BucketSeries, budget_remaining, burn_rate
-from switchgear.slo.durations import format_duration
 from switchgear.slo.sli import bucket_query
-from switchgear.slo.spec import Severity, SLOConfig, SLOSection
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import Dialect
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from switchgear.slo.durations import format_duration
-from switchgear.slo.spec import SLI, SLOConfig, SLOSection
+from switchgear.sections.durations import format_duration
+from switchgear.sections.slo import SLI, SLOConfig, SLOSection
 
 REQUESTS = "switchgear_requests_total"
 CHECKED = "switchgear_output_checked_requests_total"

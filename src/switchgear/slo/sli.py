@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchgear.slo.spec import SLI, SLOConfig
+from switchgear.sections.slo import SLI, SLOConfig
 from switchgear.store.migrations import Dialect, placeholders
 
 #: The bucket of ``done_at`` for a bucket width, per dialect (PostgreSQL's cast would round).

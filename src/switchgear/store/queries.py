@@ -1,18 +1,18 @@
-"""Read-side queries over the request log, for the admin API (tenant-scoped)."""
+"""Read-side queries over the request log: the newest records, and the WHERE clause of a period
+and a tenant that the ledger's rollups and the latency percentile share."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any
+from dataclasses import dataclass
 
-from switchgear.ledger.rollup import Period, where
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import placeholders
 from switchgear.store.records import COLUMNS, RequestRecord
-from switchgear.telemetry.latency import LatencyRow, rank
 
 #: The most rows one call returns.
 MAX_ROWS = 1000
+#: Seconds in a (UTC) day.
+DAY = 86400
 
 
 async def recent_records(store: RecordStore, tenant: str | None, limit: int) -> list[RequestRecord]:
@@ -31,44 +31,39 @@ async def recent_records(store: RecordStore, tenant: str | None, limit: int) -> 
     return [RequestRecord.of_row(row) for row in await store.rows(sql, params)]
 
 
-#: The most rows a latency report reads (the newest, when the window holds more).
-MAX_LATENCY_ROWS = 1_000_000
+@dataclass(frozen=True, slots=True)
+class Period:
+    """From ``start`` (inclusive) to ``end`` (exclusive), seconds since the epoch."""
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not self.end > self.start:
+            raise ValueError("the period must end after it starts")
+
+    @property
+    def seconds(self) -> float:
+        """How long it is."""
+        return self.end - self.start
+
+    def days(self) -> list[Period]:
+        """The UTC days it touches, each cut to the period."""
+        days = []
+        day = self.start - self.start % DAY
+        while day < self.end:
+            days.append(Period(max(day, self.start), min(day + DAY, self.end)))
+            day += DAY
+        return days
 
 
-async def latency_rows(store: RecordStore, since: float, tenant: str | None,
-                       limit: int = MAX_LATENCY_ROWS) -> list[LatencyRow]:
-    """The successful requests received at or after ``since`` (seconds since the epoch), of one
-    tenant or of all, newest first, at most ``limit``."""
-    columns = ", ".join(field.name for field in fields(LatencyRow))
+def where(store: RecordStore, period: Period, tenant: str | None, extra: str = ""
+          ) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause (and its parameters) of a period and, unless None, one tenant."""
     marks = placeholders(store.dialect, 3 if tenant is not None else 2).split(", ")
-    where = f"status = 200 AND received_at >= {marks[0]}"
-    params: tuple[object, ...] = (since,)
+    sql = f"WHERE received_at >= {marks[0]} AND received_at < {marks[1]}"
+    params: tuple[object, ...] = (period.start, period.end)
     if tenant is not None:
-        where += f" AND tenant = {marks[1]}"
+        sql += f" AND tenant = {marks[2]}"
         params += (tenant,)
-    sql = (f"SELECT {columns} FROM request_log WHERE {where} "
-           f"ORDER BY received_at DESC LIMIT {marks[-1]}")
-    return [_latency_row(row) for row in await store.rows(sql, (*params, limit))]
-
-
-def _latency_row(row: tuple[Any, ...]) -> LatencyRow:
-    """A row in LatencyRow's column order (SQLite's 0/1 ``stream`` becomes a bool)."""
-    model, deployment, tenant, feature, stream, received, first, done, tokens = row
-    return LatencyRow(model, deployment, tenant, feature, bool(stream), received, first, done,
-                      tokens)
-
-
-async def latency_percentile(store: RecordStore, period: Period, tenant: str | None,
-                             percentile: int) -> float | None:
-    """The nearest-rank ``percentile`` of end-to-end seconds of the successful requests
-    received in ``period`` (of one tenant, unless None), found by the database (a count, then
-    one row at that rank); None when there were none."""
-    clause, params = where(store, period, tenant, " AND status = 200 AND done_at IS NOT NULL")
-    rows = await store.rows(f"SELECT COUNT(*) FROM request_log {clause}", params)
-    count = int(rows[0][0] or 0)
-    if not count:
-        return None
-    offset = rank(count, percentile) - 1
-    rows = await store.rows(f"SELECT done_at - received_at AS e2e FROM request_log {clause} "
-                            f"ORDER BY e2e LIMIT 1 OFFSET {offset:d}", params)
-    return float(rows[0][0]) if rows else None
+    return sql + extra, params

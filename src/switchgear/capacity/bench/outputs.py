@@ -7,8 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from switchgear.cli.tables import cell, table
 from switchgear.reports import html, svg
+from switchgear.reports.tables import cell, table
 
 LATENCIES = ("e2e", "ttft", "itl", "tpot")
 CSV_FIXED = ("label", "mode", "concurrency", "rate", "duration_s", "sent", "completed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from switchgear.cli.tables import table
+from switchgear.reports.tables import table
 
 SUMMARY_HEADERS = ("", "value")
 LIMIT_HEADERS = ("resource", "max req/s", "headroom", "evidence")
