@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from switchgear.config import ModelConfig
