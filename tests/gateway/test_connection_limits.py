@@ -19,7 +19,7 @@ import urllib3
 
 from switchgear.config import Config
 
-from servers import REDIS_URL, BackgroundLoop, free_port, gateway
+from servers import REDIS_URL, BackgroundLoop, free_port, gateway, scrape, total
 
 SIM = {"sim": {"deployments": [{"name": "s1", "backend": "simulated",
                                 "simulated": {"ttft_ms": 1, "tpot_ms": 0}}]}}
@@ -89,6 +89,10 @@ def test_one_address_gets_its_bound_and_slow_headers_are_cut_off(
         assert all(closed_by_server(s, 3) for s in open_now)
         assert time.monotonic() - start < 2.5
         ok(root)
+    counts = scrape(root)
+    assert total(counts, "switchgear_connections_refused_total") >= len(held) - 20
+    assert total(counts, "switchgear_connections_timed_out_total") >= len(open_now)
+    assert total(counts, "switchgear_connections_open") < 20
 
 
 def test_a_full_gateway_evicts_connections_still_sending_headers(
@@ -101,6 +105,7 @@ def test_a_full_gateway_evicts_connections_still_sending_headers(
                 if sock is not None:
                     stack.enter_context(sock)
         ok(root)
+        assert total(scrape(root), "switchgear_connections_evicted_total") >= 20
 
 
 def test_a_header_timeout_answers_408(limited: tuple[str, int]) -> None:

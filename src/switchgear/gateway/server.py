@@ -56,12 +56,15 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         log.warning("server.max_connections %d is over half the open-file limit (%d); "
                     "at most %d connections will be open at once", server.max_connections,
                     soft, most)
+    state = AppState.build(config)
+    guard = ConnectionGuard(server, most)
+    state.metrics.watch_connections(guard)
     return uvicorn.Config(
-        build_app(AppState.build(config)),
+        build_app(state),
         host=server.host,
         port=server.port,
         loop="uvloop",
-        http=guarded_protocol(ConnectionGuard(server, most)),
+        http=guarded_protocol(guard),
         timeout_keep_alive=math.ceil(server.keepalive_timeout_s),
         lifespan="on",
         access_log=False,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -109,6 +109,38 @@ class WriterCollector(Collector):
         ]
 
 
+class ConnectionCounts(Protocol):
+    """What a server's connection guard counts (gateway/connections.py)."""
+
+    open: int
+    refused: int
+    evicted: int
+    timed_out: int
+
+
+class ConnectionsCollector(Collector):
+    """The connection guard's counts, read when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self.guard: ConnectionCounts | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        guard = self.guard
+        if guard is None:
+            return []
+        return [
+            GaugeMetricFamily("switchgear_connections_open", "Client connections open now.",
+                              value=guard.open),
+            CounterMetricFamily("switchgear_connections_refused", "Connections reset at once: "
+                                "over the per-address or total bound.", value=guard.refused),
+            CounterMetricFamily("switchgear_connections_evicted", "Connections still sending "
+                                "headers closed to make room for a new one.",
+                                value=guard.evicted),
+            CounterMetricFamily("switchgear_connections_timed_out", "Connections closed for "
+                                "sending headers or a body too slowly.", value=guard.timed_out),
+        ]
+
+
 class BulkHistogram(Collector):
     """A labelled histogram that takes many observations at once (a stream's token gaps) for
     the price of a bisect each; exposed in Prometheus's histogram format. Observed and collected
@@ -169,6 +201,8 @@ class GatewayMetrics:
             BoundedLabel(max_label_values) for _ in (*SERIES_LABELS, "priority"))
         self.request_log = WriterCollector()
         registry.register(self.request_log)
+        self.connections = ConnectionsCollector()
+        registry.register(self.connections)
         series = list(SERIES_LABELS)
         self.requests = Counter(
             "switchgear_requests", "Finished requests.",
@@ -255,6 +289,10 @@ class GatewayMetrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def watch_connections(self, guard: ConnectionCounts) -> None:
+        """Export the server's connection counts (open, refused, evicted, timed out)."""
+        self.connections.guard = guard
 
     def watch_writer(self, writer: RecordWriter) -> None:
         """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
