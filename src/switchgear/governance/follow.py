@@ -1,4 +1,6 @@
-"""Each replica follows the applied config versions: it polls the store and adopts a newer one."""
+"""Each replica follows the control plane in the shared store: a ``Follower`` polls it, off the
+request path, and acts only on a change. ``ConfigFollower`` adopts a newer applied config version;
+the key ring's follower (admission/keys.py) reloads the keys when they changed."""
 
 from __future__ import annotations
 
@@ -14,7 +16,37 @@ from switchgear.store.base import StoreUnavailable
 log = logging.getLogger("switchgear.governance")
 
 
-class ConfigFollower(Background):
+class Follower(Background):
+    """Every ``interval()`` seconds, runs ``check``: one cheap query to the store, and work only
+    when what it follows changed. While the store cannot answer, the replica keeps what it has
+    and asks again at the next poll; any other failure goes to ``failed``."""
+
+    #: What is followed, for the logs.
+    what = "changes"
+
+    def __init__(self, interval: Callable[[], float]) -> None:
+        self.interval = interval
+
+    async def check(self) -> None:
+        """Ask the store whether anything changed, and act on it."""
+        raise NotImplementedError
+
+    async def failed(self) -> None:
+        """``check`` raised (the exception is being handled): log it with its traceback."""
+        log.exception("cannot follow %s; trying again every %gs", self.what, self.interval())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval())
+            try:
+                await self.check()
+            except StoreUnavailable as error:  # keep what we have; try again
+                log.warning("cannot check for %s: %s", self.what, error)
+            except Exception:
+                await self.failed()
+
+
+class ConfigFollower(Follower):
     """Every ``interval()`` seconds, asks the store for the newest applied version and, when it
     is newer than the one serving, hands it to ``adopt``. One cheap indexed query per poll, off
     the request path.
@@ -24,19 +56,20 @@ class ConfigFollower(Background):
     again at every poll, its traceback logged the first time only."""
 
     task_name = "config-follower"
+    what = "a new config version"
 
     def __init__(self, versions: ConfigVersions,
                  adopt: Callable[[ConfigVersion], Awaitable[None]],
                  interval: Callable[[], float]) -> None:
+        super().__init__(interval)
         self.versions = versions
         self.adopt = adopt
-        self.interval = interval
         #: The newest version adopted, or tried and found unusable (not tried again).
         self.current = 0
         #: The version serving (``current`` unless that one could not serve).
         self.serving = 0
         #: The version whose failure to start was last logged (not logged again).
-        self.failed: int | None = None
+        self.failed_version: int | None = None
 
     def start(self, current: int, serving: int | None = None) -> None:
         """Follow from version ``current`` on (``serving`` serves: ``current`` unless that one
@@ -60,20 +93,14 @@ class ConfigFollower(Background):
             self.serving = version.version
         self.current = version.version
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval())
-            try:
-                await self.check()
-            except StoreUnavailable as error:  # keep serving this version; try again
-                log.warning("cannot check for a new config version: %s", error)
-            except Exception:  # e.g. a new backend failed to start: keep serving, try again
-                latest = await self._latest()
-                if latest != self.failed:
-                    self.failed = latest
-                    log.exception("config version %s could not start (version %d serves on); "
-                                  "trying again every %gs", latest, self.serving,
-                                  self.interval())
+    async def failed(self) -> None:
+        """A version that failed to start (e.g. a new backend): serve on, try it again at every
+        poll, log its traceback the first time only."""
+        latest = await self._latest()
+        if latest != self.failed_version:
+            self.failed_version = latest
+            log.exception("config version %s could not start (version %d serves on); "
+                          "trying again every %gs", latest, self.serving, self.interval())
 
     async def _latest(self) -> int | None:
         """The newest version's number, None when the store cannot say."""

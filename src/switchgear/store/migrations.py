@@ -265,6 +265,14 @@ PROMPT: tuple[Column, ...] = (Column("prompt_name", "text", nullable=True),
 #: Each config version's template version numbers, as a JSON object (migration 13).
 PROMPT_VERSIONS = Column("prompt_versions", "text", nullable=True)
 
+#: A key's own rate limits and budget, each replacing the config's per-key value (migration 14).
+API_KEY_LIMITS: tuple[Column, ...] = (
+    Column("rpm", "bigint", nullable=True),
+    Column("tpm", "bigint", nullable=True),
+    Column("daily_budget", "double", nullable=True),
+    Column("monthly_budget", "double", nullable=True),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -355,6 +363,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         sql={dialect: (*(add_column("request_log", column, dialect) for column in PROMPT),
                        create_index("request_log", ("prompt_name", "received_at")),
                        add_column("config_versions", PROMPT_VERSIONS, dialect))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=14,
+        description="api_keys: each key's own rpm, tpm and daily/monthly budget",
+        sql={dialect: tuple(add_column("api_keys", column, dialect) for column in API_KEY_LIMITS)
              for dialect in ("sqlite", "postgresql")},
     ),
 )
