@@ -108,12 +108,26 @@ def keys() -> None:
 @click.option("--tier", default="standard", show_default=True,
               type=click.Choice(["interactive", "standard", "batch"]))
 @click.option("--expires-in", type=click.FloatRange(min=1), help="Seconds until it expires.")
+@click.option("--rpm", type=click.IntRange(min=1),
+              help="Its own requests per minute (instead of limits.per_key.rpm).")
+@click.option("--tpm", type=click.IntRange(min=1),
+              help="Its own tokens per minute (instead of limits.per_key.tpm).")
+@click.option("--daily-budget", type=click.FloatRange(min=0),
+              help="Its own spend per UTC day (instead of limits.budgets.per_key.daily).")
+@click.option("--monthly-budget", type=click.FloatRange(min=0),
+              help="Its own spend per UTC month (instead of limits.budgets.per_key.monthly).")
 def keys_create(url: str, admin_key: str | None, tenant: str, name: str, role: str,
                 scopes: tuple[str, ...], feature: str | None, tier: str,
-                expires_in: float | None) -> None:
+                expires_in: float | None, rpm: int | None, tpm: int | None,
+                daily_budget: float | None, monthly_budget: float | None) -> None:
     """Create a key and print its secret (shown this once only)."""
-    body = {"tenant": tenant, "name": name, "role": role, "scopes": list(scopes),
-            "feature": feature, "tier": tier, "expires_in_s": expires_in}
+    body: dict[str, Any] = {"tenant": tenant, "name": name, "role": role,
+                            "scopes": list(scopes), "feature": feature, "tier": tier,
+                            "expires_in_s": expires_in}
+    if rpm or tpm:
+        body["limits"] = {"rpm": rpm, "tpm": tpm}
+    if daily_budget is not None or monthly_budget is not None:
+        body["budget"] = {"daily": daily_budget, "monthly": monthly_budget}
     answer = _admin(url, "POST", "/admin/keys", admin_key, body)
     key = answer["key"]
     click.echo(f"created {key['id']} ({key['prefix']}…) for tenant {key['tenant']}, "
@@ -131,8 +145,10 @@ def keys_list(url: str, admin_key: str | None, tenant: str | None) -> None:
     for key in _admin(url, "GET", path, admin_key)["data"]:
         state = "revoked" if key["revoked_at"] else "active"
         scopes = ",".join(key["scopes"]) or "*"
+        own = "".join(f"{name}={value}  " for section in ("limits", "budget")
+                      for name, value in key.get(section, {}).items() if value is not None)
         click.echo(f"{key['id']}  {key['prefix']}…  {key['tenant']}  {key['role']}  {state}  "
-                   f"models={scopes}  {key['name']}")
+                   f"models={scopes}  {own}{key['name']}")
 
 
 @keys.command("revoke")

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
 
-from switchgear.admission.keys import ApiKey, Role
+from switchgear.admission.keys import ApiKey, KeyLimits, Role
 from switchgear.admission.tiers import GateSnapshot
 from switchgear.errors import (
     AuthenticationFailed,
@@ -58,6 +58,13 @@ OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})
 ADMIN_BODY_LIMIT = 64 * 1024
 #: Longest a key may live, in seconds (ten years).
 MAX_KEY_LIFETIME = 10 * 365 * 86400
+#: The fields POST /admin/keys takes; any other is refused with a 400.
+KEY_FIELDS = ("tenant", "name", "role", "scopes", "feature", "tier", "expires_in_s", "limits",
+              "budget")
+#: A key's own ``limits`` (requests and tokens per minute) and ``budget`` (currency per UTC day
+#: and month), and the largest value each may take.
+KEY_RATES, KEY_BUDGETS = ("rpm", "tpm"), ("daily", "monthly")
+MAX_KEY_LIMIT = 10**12
 #: The latency report's window when none is asked for, in seconds (a day).
 DEFAULT_LATENCY_WINDOW = 86400.0
 
@@ -144,6 +151,10 @@ class AdminAPI:
         body = await read_json(scope, receive, ADMIN_BODY_LIMIT)
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object.")
+        unknown = sorted(set(body) - set(KEY_FIELDS))
+        if unknown:  # refused, never ignored: a key without a limit its creator asked for
+            raise InvalidRequest(f"unknown fields {unknown}; a key takes "
+                                 f"{', '.join(KEY_FIELDS)}", param=unknown[0])
         tenant, name = _text(body, "tenant"), _text(body, "name")
         try:
             role = Role(body.get("role", "client"))
@@ -169,7 +180,7 @@ class AdminAPI:
         if feature is not None and not isinstance(feature, str):
             raise InvalidRequest("feature must be a string", param="feature")
         key, token = await self.state.keys.create(tenant, role, name, scopes, feature, tier,
-                                                  expires_in)
+                                                  expires_in, _key_limits(body))
         await self.audit(scope, caller, "key.create", key.key_id, _described(key))
         await send_json(send, 201, {"key": key.public(), "secret": token}, request_id)
 
@@ -316,10 +327,46 @@ def _hint(token: str | None) -> str | None:
 
 
 def _described(key: ApiKey) -> dict[str, Any]:
-    """What the audit trail keeps of a key (never its secret or digest)."""
+    """What the audit trail keeps of a key (never its secret or digest), with its own limits
+    where it has any."""
     shown = key.public()
+    own = ("limits", "budget") if key.limits.custom else ()
     return {name: shown[name] for name in ("prefix", "tenant", "role", "name", "scopes",
-                                           "feature", "tier", "expires_at")}
+                                           "feature", "tier", "expires_at", *own)}
+
+
+def _key_limits(body: dict[str, Any]) -> KeyLimits:
+    """A new key's own limits from its body: ``limits`` {rpm, tpm} (whole numbers) and
+    ``budget`` {daily, monthly} (amounts); absent or null: the config's per-key value."""
+    rates = _limit_fields(body, "limits", KEY_RATES, integer=True)
+    money = _limit_fields(body, "budget", KEY_BUDGETS, integer=False)
+    return KeyLimits(rates.get("rpm"), rates.get("tpm"), money.get("daily"), money.get("monthly"))
+
+
+def _limit_fields(body: dict[str, Any], section: str, names: tuple[str, ...],
+                  integer: bool) -> dict[str, Any]:
+    """The values set in ``body[section]``, each checked; anything it cannot take is a 400."""
+    given = body.get(section)
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        raise InvalidRequest(f"{section} must be an object with {' and/or '.join(names)}",
+                             param=section)
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        why = (" (soft is the same for every key: limits.budgets.per_key.soft in the config)"
+               if "soft" in unknown else "")
+        raise InvalidRequest(f"{section} takes only {' and '.join(names)}, not {unknown}{why}",
+                             param=f"{section}.{unknown[0]}")
+    values = {name: value for name, value in given.items() if value is not None}
+    for name, value in values.items():
+        number = (isinstance(value, int) if integer else isinstance(value, int | float))
+        low = 1 if integer else 0
+        if not number or isinstance(value, bool) or not low <= value <= MAX_KEY_LIMIT:
+            kind = "a whole number" if integer else "an amount"
+            raise InvalidRequest(f"{section}.{name} must be {kind} from {low} to "
+                                 f"{MAX_KEY_LIMIT:,}", param=f"{section}.{name}")
+    return values
 
 
 def _gate_report(snapshot: GateSnapshot) -> dict[str, Any]:
