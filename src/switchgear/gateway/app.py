@@ -45,7 +45,7 @@ from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
-from switchgear.pipeline import Body, Handler, Reply
+from switchgear.pipeline import Body, Handler, Reply, close_stream
 from switchgear.pipeline.admit import identify
 from switchgear.store.base import StoreUnavailable
 from switchgear.telemetry.metrics import CONTENT_TYPE
@@ -248,9 +248,7 @@ class GatewayApp:
             yield event(internal_error().body())
             return
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(chunks)
         yield DONE_EVENT
 
     async def models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

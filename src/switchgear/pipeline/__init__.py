@@ -41,3 +41,11 @@ def chain(*stages: Handler | None) -> Handler:
             raise TypeError(f"{type(stage).__name__} cannot have a stage after it")
         stage.next_stage = after
     return present[0]
+
+
+async def close_stream(chunks: AsyncIterator[Body]) -> None:
+    """Close a stream the next stage handed back, however far it was read: an async generator
+    left unfinished holds its upstream connection, slot and running place until it is closed."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -15,7 +15,7 @@ from switchgear.config import CacheConfig
 from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange, Operation
 from switchgear.ledger.cost import PriceBook
-from switchgear.pipeline import Body, Reply, Stage
+from switchgear.pipeline import Body, Reply, Stage, close_stream
 
 HEADER = b"x-switchgear-cache"
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
@@ -159,6 +159,4 @@ class Cache(Stage):
             error = failure
         finally:
             self.in_flight.finish(key, entry, error)
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(chunks)

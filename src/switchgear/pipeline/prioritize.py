@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from switchgear.admission.tiers import TierGate, TierSlot
 from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange
-from switchgear.pipeline import Body, Reply, Stage
+from switchgear.pipeline import Body, Reply, Stage, close_stream
 
 
 class Prioritize(Stage):
@@ -49,9 +49,7 @@ class Prioritize(Stage):
                 yield chunk
         finally:
             slot.release()
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(chunks)
 
 
 def _tier(exchange: Exchange) -> str:

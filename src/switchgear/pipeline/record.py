@@ -10,7 +10,7 @@ from typing import Any
 from switchgear.errors import SwitchgearError, internal_error
 from switchgear.exchange import Exchange
 from switchgear.guards.redact import redact
-from switchgear.pipeline import Body, Reply, Stage
+from switchgear.pipeline import Body, Reply, Stage, close_stream
 from switchgear.store.records import RequestRecord
 from switchgear.store.writer import RecordWriter
 
@@ -150,15 +150,10 @@ class Record(Stage):
             exchange.truncated = True
             raise
         finally:
-            await _close(chunks)
+            await close_stream(chunks)
             if error is not None:
                 exchange.truncated = True
                 self.recorder.fail(exchange, error)
             else:
                 self.recorder.finish(exchange)
 
-
-async def _close(chunks: AsyncIterator[Body]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

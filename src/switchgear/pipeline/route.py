@@ -20,7 +20,7 @@ from switchgear.errors import (
     UpstreamTimeout,
 )
 from switchgear.exchange import Attempt, Exchange
-from switchgear.pipeline import Reply
+from switchgear.pipeline import Reply, close_stream
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
@@ -150,7 +150,7 @@ class Route:
             _failed(deployment, attempt, failure)
             deployment.release()
             if chunks is not None:
-                await _close(chunks)
+                await close_stream(chunks)
             raise
         except BaseException:
             deployment.health.released()
@@ -187,7 +187,7 @@ class Route:
             if not settled:
                 deployment.health.released()
             deployment.release()
-            await _close(rest)
+            await close_stream(rest)
 
 
 async def _within(step: Awaitable[T], seconds: float, name: str) -> T:
@@ -218,8 +218,3 @@ def _unavailable(alias: str) -> Overloaded:
     return Overloaded(f"No deployment of '{alias}' can take the request now; try again shortly.",
                       retry_after=1)
 
-
-async def _close(chunks: AsyncIterator[Body]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
