@@ -202,7 +202,8 @@ class AppState:
         prices = PriceBook.of(config)
         route = Route(router, routing.retry, self.budget, routing.queue_timeout_ms / 1000,
                       self.tracer)
-        quotas = Quotas(self.counters.limiter, self.counters.budgets, config.limits)
+        quotas = Quotas(self.counters.limiter, self.counters.budgets, config.limits,
+                        keys=self.keys)
         log_content = config.store.log_content
         signals = QualitySignals(config.quality)
         quality = (ChangeDetector(signals, config.quality, router, self.metrics)
@@ -310,6 +311,7 @@ class AppState:
         if self.serving.quality is not None:
             self.serving.quality.start()
         self.follower.start(self._newest, self.serving.version)
+        self.keys.follow(lambda: self.config.governance.poll_interval_s)
         log.info("switchgear ready: config version %d, models %s", self.serving.version,
                  ", ".join(self.router.aliases))
 
@@ -425,6 +427,7 @@ class AppState:
     async def stop(self) -> None:
         """Close the backends, then write every record still pending and close the store."""
         await self.follower.stop()
+        await self.keys.stop()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)

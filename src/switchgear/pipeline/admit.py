@@ -13,11 +13,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from switchgear.admission.budgets import Budget, Budgets
-from switchgear.admission.keys import ApiKey, KeyRing, Role
+from switchgear.admission.keys import NO_LIMITS, ApiKey, KeyLimits, KeyRing, Role
 from switchgear.admission.limits import Limit, Limiter, Reservation
 from switchgear.admission.state import StateUnavailable
 from switchgear.admission.tiers import effective_tier
-from switchgear.config import LimitsConfig
+from switchgear.config import BudgetValues, LimitsConfig
 from switchgear.errors import AuthenticationFailed, Overloaded, PermissionDenied
 from switchgear.exchange import Exchange, Principal
 from switchgear.pipeline import Reply, Stage
@@ -84,24 +84,32 @@ def identify(exchange: Exchange, key: ApiKey | None) -> None:
 
 class Quotas:
     """Which rate limits and budgets apply to a request; takes it from them at admission and
-    settles its real tokens and cost when it ends."""
+    settles its real tokens and cost when it ends. A key's own limits (``keys``) replace the
+    config's per-key ones, value by value."""
 
     def __init__(self, limiter: Limiter, budgets: Budgets, config: LimitsConfig,
-                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_close: Callable[[], Awaitable[None]] | None = None,
+                 keys: KeyRing | None = None) -> None:
         self.limiter = limiter
         self.budgets = budgets
         self.config = config
         self.on_close = on_close
+        self.keys = keys
         self._settling: set[asyncio.Task[None]] = set()
+
+    def _own(self, key_id: str) -> KeyLimits:
+        return NO_LIMITS if self.keys is None else self.keys.limits(key_id)
 
     def applicable_budgets(self, exchange: Exchange) -> list[Budget]:
         """The key's and the tenant's budgets, where configured."""
         config, principal = self.config.budgets, exchange.principal
         budgets = []
-        if principal.key_id is not None and config.per_key is not None:
-            values = config.per_key
-            budgets.append(Budget(f"key:{principal.key_id}", values.daily, values.monthly,
-                                  values.soft))
+        if principal.key_id is not None:
+            own, values = self._own(principal.key_id), config.per_key or BudgetValues()
+            daily = values.daily if own.daily is None else own.daily
+            monthly = values.monthly if own.monthly is None else own.monthly
+            if daily is not None or monthly is not None:
+                budgets.append(Budget(f"key:{principal.key_id}", daily, monthly, values.soft))
         tenant = config.tenants.get(principal.tenant)
         if tenant is not None:
             budgets.append(Budget(f"tenant:{principal.tenant}", tenant.daily, tenant.monthly,
@@ -112,8 +120,11 @@ class Quotas:
         """The key's, the tenant's and the model's limits, where configured."""
         config, principal = self.config, exchange.principal
         limits = []
-        if principal.key_id is not None and (config.per_key.rpm or config.per_key.tpm):
-            limits.append(Limit(f"key:{principal.key_id}", config.per_key.rpm, config.per_key.tpm))
+        if principal.key_id is not None:
+            own = self._own(principal.key_id)
+            rpm, tpm = own.rpm or config.per_key.rpm, own.tpm or config.per_key.tpm
+            if rpm or tpm:
+                limits.append(Limit(f"key:{principal.key_id}", rpm, tpm))
         for kind, name, table in (("tenant", principal.tenant, config.tenants),
                                   ("model", exchange.model, config.models)):
             values = table.get(name)
