@@ -50,16 +50,6 @@ SIBLINGS: Mapping[str, frozenset[str]] = MappingProxyType({
     "scorecard": frozenset({"governance"}),  # versions and the audit chain as evidence
 })
 
-#: Upward imports kept for now, each (importing module, imported module), because the change
-#: is in a file someone else is editing (the layering report, issue 21, gives the change).
-KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset({
-    # LATENCY_BUCKETS belongs in sections/slo.py, imported by telemetry/metrics.py from there
-    ("switchgear.sections.slo", "switchgear.telemetry.metrics"),
-    # Follower (governance/follow.py, also the key ring's) polls the store: it belongs in
-    # store/follow.py, imported from there by admission/keys.py and governance/follow.py
-    ("switchgear.admission.keys", "switchgear.governance.follow"),
-})
-
 PACKAGE = Path(switchgear.__file__).parent
 LAYER_OF = MappingProxyType({name: index for index, (_, names) in enumerate(LAYERS)
                              for name in names})
@@ -106,7 +96,7 @@ def unit(module: str) -> str:
 def upward(importer: str, imported: str) -> str | None:
     """Why ``importer`` may not import ``imported`` (None when it may)."""
     own, other = unit(importer), unit(imported)
-    if own == other or (importer, imported) in KNOWN_UPWARD:
+    if own == other:
         return None
     own_layer, other_layer = LAYER_OF[own], LAYER_OF[other]
     if other_layer < own_layer or other in SIBLINGS.get(own, frozenset()):
@@ -147,29 +137,3 @@ def test_imports_go_down_the_layers() -> None:
                 if (why := upward(importer, imported)) is not None]
     assert problems == [], "\n".join(["imports that go up:", *problems])
 
-
-def test_known_upward_imports_are_still_there() -> None:
-    """An exception that the code no longer needs is taken out of the rule."""
-    present = {(importer, imported) for importer, _, imported in all_imports()}
-    assert KNOWN_UPWARD - present == set(), "fixed: take these out of KNOWN_UPWARD"
-
-
-def test_reads_every_kind_of_import() -> None:
-    """Module-level, in a function, under TYPE_CHECKING, relative, and a module by name."""
-    source = "\n".join([
-        "import switchgear.config",
-        "from typing import TYPE_CHECKING",
-        "if TYPE_CHECKING:",
-        "    from switchgear.store.base import RecordStore",
-        "def f():",
-        "    from switchgear.gateway import app",
-        "from . import keys",
-        "from ..errors import Overloaded",
-        "import json",
-    ])
-    found = [target for _, target in sorted(imported_modules(source, "switchgear.admission.tiers",
-                                                             False))]
-    assert found == ["switchgear.config", "switchgear.store.base", "switchgear.gateway.app",
-                     "switchgear.admission.keys", "switchgear.errors"]
-    assert upward("switchgear.admission.tiers", "switchgear.gateway.app") is not None
-    assert upward("switchgear.gateway.app", "switchgear.admission.tiers") is None

@@ -24,7 +24,7 @@ from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.exchange import Exchange, Operation
 from switchgear.pipeline import Reply, chain
 from switchgear.pipeline.prompt import Prompt
-from switchgear.prompts.templates import PromptTemplate
+from switchgear.sections.prompts import PromptTemplate
 
 REPO = Path(__file__).resolve().parent.parent.parent
 #: A support prompt of about 900 characters with four placeholders.

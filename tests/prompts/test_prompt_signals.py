@@ -10,7 +10,7 @@ from switchgear.quality.signals import QualitySignals
 def answered(prompt: str | None, refused: bool) -> Exchange:
     exchange = Exchange("r", Operation.CHAT, {}, "chat", done=1000.0, deployment="d",
                         served_alias="chat", finish_reason="stop", refused=refused,
-                        prompt_name=prompt)
+                        prompt_name=prompt, cache_status="miss")
     exchange.usage.completion_tokens = 5
     exchange.completion_text.append("ok")
     return exchange

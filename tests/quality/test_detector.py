@@ -28,7 +28,8 @@ def answer(model: str, at: float, tokens: int, *, refused: bool = False, served:
     """A finished chat answer served by deployment ``d`` of ``served`` (default ``model``)."""
     exchange = Exchange("r", Operation.CHAT, {}, model, done=at, deployment="d",
                         served_alias=served or model, finish_reason=finish, refused=refused,
-                        schema_valid=schema_valid, guard_action="flag" if flagged else None)
+                        schema_valid=schema_valid, guard_action="flag" if flagged else None,
+                        cache_status="miss")
     exchange.usage.completion_tokens = tokens
     exchange.completion_text.append(text)
     return exchange

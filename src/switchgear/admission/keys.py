@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from switchgear.governance.follow import Follower
 from switchgear.store.base import RecordStore
+from switchgear.store.follow import Follower
 from switchgear.store.migrations import API_KEY_LIMITS, API_KEYS, placeholders
 
 #: Every Switchgear key starts so; the visible prefix is this and the next eight characters.

@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from switchgear.errors import Overloaded
-from switchgear.sections.tiers import TIERS as TIERS  # as TIERS: pipeline/route.py imports it from here
-from switchgear.sections.tiers import Tier, TierConfig, TierLimits
+from switchgear.sections.tiers import TIERS, Tier, TierConfig, TierLimits
 
 #: The header a request may use to lower its tier (never to raise it).
 PRIORITY_HEADER = "x-switchgear-priority"

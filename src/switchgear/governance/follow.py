@@ -1,49 +1,19 @@
-"""Each replica follows the control plane in the shared store: a ``Follower`` polls it, off the
-request path, and acts only on a change. ``ConfigFollower`` adopts a newer applied config version;
-the key ring's follower (admission/keys.py) reloads the keys when they changed."""
+"""Each replica follows the control plane in the shared store: a ``Follower`` (store/follow.py)
+polls it off the request path and acts only on a change. ``ConfigFollower`` adopts a newer
+applied config version; the key ring's follower (admission/keys.py) reloads the keys when they
+changed."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from switchgear.background import Background
 from switchgear.config import ConfigError
 from switchgear.governance.versions import ConfigVersion, ConfigVersions
 from switchgear.store.base import StoreUnavailable
+from switchgear.store.follow import Follower
 
 log = logging.getLogger("switchgear.governance")
-
-
-class Follower(Background):
-    """Every ``interval()`` seconds, runs ``check``: one cheap query to the store, and work only
-    when what it follows changed. While the store cannot answer, the replica keeps what it has
-    and asks again at the next poll; any other failure goes to ``failed``."""
-
-    #: What is followed, for the logs.
-    what = "changes"
-
-    def __init__(self, interval: Callable[[], float]) -> None:
-        self.interval = interval
-
-    async def check(self) -> None:
-        """Ask the store whether anything changed, and act on it."""
-        raise NotImplementedError
-
-    async def failed(self) -> None:
-        """``check`` raised (the exception is being handled): log it with its traceback."""
-        log.exception("cannot follow %s; trying again every %gs", self.what, self.interval())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval())
-            try:
-                await self.check()
-            except StoreUnavailable as error:  # keep what we have; try again
-                log.warning("cannot check for %s: %s", self.what, error)
-            except Exception:
-                await self.failed()
 
 
 class ConfigFollower(Follower):

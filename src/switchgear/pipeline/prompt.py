@@ -18,7 +18,7 @@ from typing import Any
 from switchgear.errors import InvalidRequest, PromptNotFound
 from switchgear.exchange import Exchange, Operation
 from switchgear.pipeline import Reply, Stage
-from switchgear.prompts.templates import PromptTemplate
+from switchgear.sections.prompts import PromptTemplate
 
 #: The fields of a prompt reference.
 REFERENCE_FIELDS = frozenset({"id", "version", "variables"})

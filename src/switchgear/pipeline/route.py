@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from switchgear.admission.tiers import TIERS
 from switchgear.backends.base import Body
 from switchgear.config import RetryConfig
 from switchgear.errors import (
@@ -24,6 +23,7 @@ from switchgear.pipeline import Reply, close_stream
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.router import Router
+from switchgear.sections.tiers import TIERS
 from switchgear.telemetry.tracing import Tracer
 
 T = TypeVar("T")

@@ -33,12 +33,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from switchgear.exchange import Exchange
+from switchgear.sections.slo import LATENCY_BUCKETS
 from switchgear.store.text import safe_line
 from switchgear.store.writer import RecordWriter
 
-#: Seconds; spans a cache hit (sub-millisecond) to a long generation.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                   30.0, 60.0, 120.0)
 #: Seconds between tokens (vLLM's inter-token and per-output-token buckets).
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
                  0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
