@@ -85,7 +85,11 @@ def openapi_spec() -> dict[str, Any]:
         "role": {"type": "string", "enum": ["admin", "operator", "approver", "viewer", "client"]},
         "scopes": {"type": "array", "items": {"type": "string"}},
         "tier": {"type": "string", "enum": ["interactive", "standard", "batch"]},
-        "feature": {"type": "string"}, "expires_in_s": {"type": "number"}})
+        "feature": {"type": "string"}, "expires_in_s": {"type": "number"},
+        "limits": _object([], {"rpm": {"type": "integer", "minimum": 1},
+                               "tpm": {"type": "integer", "minimum": 1}}),
+        "budget": _object([], {"daily": {"type": "number", "minimum": 0},
+                               "monthly": {"type": "number", "minimum": 0}})})
     tenant = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}
     limit = {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}
     since = {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}}
