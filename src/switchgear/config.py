@@ -160,11 +160,18 @@ class DeploymentConfig(_Strict):
     capacity: Capacity | None = None
     embedded: EmbeddedOptions = EmbeddedOptions()
     simulated: SimulatedOptions = SimulatedOptions()
+    #: What the active health check of an openai_http deployment asks: ``models`` (GET /models)
+    #: or ``completion`` (a one-token chat completion: a server that lists models but cannot
+    #: generate fails it). Any answer but a 2xx is a failed check.
+    health_check: Literal["models", "completion"] = "models"
 
     @model_validator(mode="after")
     def _url_for_http(self) -> DeploymentConfig:
         if self.backend == "openai_http" and not self.url:
             raise ValueError("an openai_http deployment needs a url")
+        if self.health_check == "completion" and not self.model:
+            raise ValueError("health_check: completion needs model (the name the upstream "
+                             "serves, which the check asks for)")
         return self
 
     @field_validator("url")
@@ -257,6 +264,9 @@ class OutlierConfig(_Strict):
     window_s: float = Field(10.0, gt=0)
     base_ejection_s: float = Field(2.0, gt=0)
     max_ejection_s: float = Field(60.0, gt=0)
+    #: Seconds over which a readmitted deployment ramps from a tenth of its share of traffic to
+    #: all of it (Envoy's slow start); 0: at once.
+    slow_start_s: float = Field(10.0, ge=0)
 
 
 class RoutingConfig(_Strict):

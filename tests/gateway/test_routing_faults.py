@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,13 +16,14 @@ import aiohttp
 import openai
 import pytest
 import urllib3
+from aiohttp import web
 
 from switchgear.config import Config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, fetch_records, gateway
+from servers import BackgroundLoop, aiohttp_server, fetch_records, gateway
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 ROUTING = {"health_check_interval_s": 0.5,
@@ -74,6 +76,8 @@ class Load:
         self.statuses: list[int] = []
         self.retry_after: list[str | None] = []
         self.errors: Counter[str] = Counter()
+        #: Seconds each request took, as its client saw it.
+        self.latencies: list[float] = []
 
     async def burst(self) -> None:
         """Each of the ``workers`` clients sends one request, all at once."""
@@ -92,6 +96,7 @@ class Load:
                 while time.monotonic() < deadline or (once and not sent):
                     sent += 1
                     data = {**payload, "user": f"user-{index}-{len(self.statuses)}"}
+                    started = time.monotonic()
                     try:
                         async with session.post(self.url, json=data) as response:
                             answer = await response.read()
@@ -101,6 +106,7 @@ class Load:
                             self.retry_after.append(response.headers.get("retry-after"))
                     except aiohttp.ClientError:
                         self.statuses.append(0)
+                    self.latencies.append(time.monotonic() - started)
 
             tasks = [asyncio.create_task(worker(i)) for i in range(self.workers)]
             if during is not None:
@@ -112,11 +118,68 @@ class Load:
     def success_ratio(self) -> float:
         return self.statuses.count(200) / len(self.statuses)
 
+    def percentile(self, share: float) -> float:
+        """The nearest-rank ``share`` percentile of the latencies, in seconds."""
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+    def figures(self) -> str:
+        """Requests, success and latency percentiles, for the test's output."""
+        return (f"{len(self.statuses)} requests, {self.success_ratio:.4%} succeeded "
+                f"({self.failures()}); p50 {self.percentile(0.5) * 1000:.1f} ms, "
+                f"p99 {self.percentile(0.99) * 1000:.1f} ms, max {max(self.latencies):.2f} s")
+
     def failures(self) -> str:
         """How many of the requests failed, and with which statuses (0: no answer)."""
         failed = Counter(status for status in self.statuses if status != 200)
         return (f"{sum(failed.values())} of {len(self.statuses)} failed: {dict(failed)}; "
                 f"answers: {dict(self.errors.most_common(3))}")
+
+
+#: The gateway's defaults for routing (5 s health checks, 2 s first ejection), not ROUTING's.
+DEFAULT_ROUTING = {"health_check_interval_s": 5.0,
+                   "outlier": {"base_ejection_s": 2.0, "max_ejection_s": 60.0}}
+
+
+def test_a_hung_upstream_that_still_lists_its_models_costs_almost_nothing(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    """One of three upstreams accepts inference requests and never answers them, while it
+    answers GET /models: 16 clients for 20 s, the time-to-first-token timeout 5 s."""
+    hung = simulators(faults=Faults(hang_rate=1.0))
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("hung", hung), deployment("a", simulators()), deployment("b", simulators())]}},
+        routing=DEFAULT_ROUTING)
+    with gateway(config) as base_url:
+        load = Load(base_url, workers=16)
+        asyncio.run(load.run(20.0))
+        state = deployment_state(base_url, "chat", "hung")
+    print(f"hung upstream: {load.figures()}; hung: {state['attempts']} attempts, "
+          f"{state['state']}")
+    assert load.success_ratio >= 0.999, load.failures()
+    assert load.percentile(0.99) <= 2 * 5.0
+    assert state["state"] != "healthy"  # its passing health checks did not readmit it
+    # The first pile-up (each client's request that landed there before it was ejected), then
+    # only one probe per ejection (2 s, 4 s, 8 s ... apart): no new pile-up after a health
+    # check that GET /models passes.
+    assert state["attempts"] <= 16 + 4
+
+
+def test_a_health_check_that_is_not_2xx_ejects(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    """A wrong base URL behind a proxy answers 404: that is no healthy deployment."""
+    async def not_found(request: web.Request) -> web.Response:
+        return web.json_response({"error": "no such route"}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    with aiohttp_server(app, background) as proxy, gateway(configure(tmp_path, {"chat": {
+            "deployments": [deployment("wrong", proxy + "/v1"),
+                            deployment("a", simulators())]}})) as base_url:
+        assert wait_until(lambda: deployment_state(base_url, "chat", "wrong")["state"] == "ejected",
+                          5)
+        assert "health check failed" in deployment_state(base_url, "chat", "wrong")["reason"]
 
 
 def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
@@ -134,8 +197,13 @@ def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
         assert wait_until(lambda: deployment_state(base_url, "chat", "b")["state"] != "healthy", 5)
 
         simulators(port=port_b)  # it comes back on the same address
-        assert wait_until(lambda: deployment_state(base_url, "chat", "b")["state"] == "healthy", 10)
         with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+            def readmitted() -> bool:
+                """A passed health check only makes a probe due: a real request readmits b."""
+                sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
+                return bool(deployment_state(base_url, "chat", "b")["state"] == "healthy")
+
+            assert wait_until(readmitted, 10)
             for _ in range(30):
                 sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
         assert deployment_state(base_url, "chat", "b")["state"] == "healthy"

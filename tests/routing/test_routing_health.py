@@ -198,7 +198,7 @@ def test_retry_after_is_capped_at_the_longest_ejection() -> None:
     assert h.ejected_until == T0 + OUTLIER.max_ejection_s
 
 
-def test_check_failed_ejects_and_check_passed_readmits() -> None:
+def test_check_failed_ejects_and_a_passed_check_makes_a_probe_due() -> None:
     h = health()
     h.check_failed(T0, "UpstreamConnectError: refused")
     assert state(h) is State.EJECTED
@@ -208,9 +208,52 @@ def test_check_failed_ejects_and_check_passed_readmits() -> None:
     assert h.ejected_until == T0 + 2
     h.check_failed(T0 + 2, "still refused")  # after it: ejected again, for longer
     assert h.ejected_until == T0 + 2 + 4
-    h.check_passed(T0 + 3)
+    assert h.check_passed(T0 + 3)
+    # The check alone readmits nothing: a server may answer its health endpoint and hang on
+    # inference. One real request may go now, and only its success readmits.
+    assert state(h) is State.EJECTED
+    assert h.admit(T0 + 3) and state(h) is State.PROBING
+    assert not h.admit(T0 + 3)  # one probe at a time
+    assert not h.check_passed(T0 + 3)
+    h.succeeded(0.1, 0.2, T0 + 4)
     assert state(h) is State.HEALTHY and h.reason == ""
-    assert h.admit(T0 + 3)
+
+
+def test_a_passed_check_does_not_shorten_an_ejection_for_failed_requests() -> None:
+    # A hung server answers GET /models: its check passes while every request times out.
+    h = health()
+    for second in range(3):
+        h.failed(T0 + second, "UpstreamTimeout")
+    assert state(h) is State.EJECTED and h.ejected_until == T0 + 2 + 2
+    assert not h.check_passed(T0 + 3)
+    assert not h.admit(T0 + 3)  # the backoff runs on
+    assert h.admit(T0 + 4)
+
+
+def test_a_probe_that_hangs_past_its_timeout_ejects_again_for_longer() -> None:
+    h = health()
+    h.check_failed(T0, "refused")
+    assert h.check_passed(T0 + 1) and h.admit(T0 + 1)
+    h.failed(T0 + 6, "UpstreamTimeout")  # the health endpoint answered; inference did not
+    assert state(h) is State.EJECTED and h.ejected_until == T0 + 6 + 4
+
+
+def test_a_readmitted_deployment_ramps_up_to_its_share() -> None:
+    h = DeploymentHealth(OUTLIER.model_copy(update={"slow_start_s": 10}))
+    assert h.share(T0) == 1.0  # never ejected: all of it
+    h.check_failed(T0, "refused")
+    h.check_passed(T0 + 1)
+    h.admit(T0 + 1)
+    h.succeeded(0.1, 0.2, T0 + 2)
+    assert h.share(T0 + 2) == pytest.approx(0.1)
+    assert h.share(T0 + 7) == pytest.approx(0.55)
+    assert h.share(T0 + 12) == 1.0
+    off = DeploymentHealth(OUTLIER.model_copy(update={"slow_start_s": 0}))
+    off.check_failed(T0, "refused")
+    off.check_passed(T0 + 1)
+    off.admit(T0 + 1)
+    off.succeeded(0.1, 0.2, T0 + 2)
+    assert off.share(T0 + 2) == 1.0
 
 
 def test_check_passed_leaves_a_healthy_deployment_alone() -> None:

@@ -53,6 +53,29 @@ def test_weighted_honours_the_weights() -> None:
     assert counts["c"] / DRAWS == pytest.approx(0.7, abs=0.02)
 
 
+def test_weighted_sends_little_to_a_deployment_holding_many_requests() -> None:
+    # A hung deployment collects requests in flight; its weight is divided by them plus one,
+    # so it gets ever less of the new traffic instead of an equal third.
+    hung, a, b = (make_deployment(name) for name in ("hung", "a", "b"))
+    hung.in_flight = 15
+    rng, policy, counts = random.Random(3), Weighted(), Counter[str]()
+    for _ in range(DRAWS):
+        firsts(policy.order([hung, a, b], rng), counts)
+    assert counts["hung"] / DRAWS == pytest.approx((1 / 16) / (2 + 1 / 16), abs=0.01)
+
+
+def test_weighted_gives_a_slow_starting_deployment_a_tenth_at_first(frozen_clock: Clock) -> None:
+    fresh, steady = make_deployment("fresh"), make_deployment("steady")
+    fresh.health.check_failed(T0 - 2, "refused")
+    fresh.health.check_passed(T0 - 1)
+    fresh.health.admit(T0 - 1)
+    fresh.health.succeeded(0.1, 0.1, T0)  # readmitted now: a tenth of its share
+    rng, policy, counts = random.Random(5), Weighted(), Counter[str]()
+    for _ in range(DRAWS):
+        firsts(policy.order([fresh, steady], rng), counts)
+    assert counts["fresh"] / DRAWS == pytest.approx(0.1 / 1.1, abs=0.01)
+
+
 def test_weighted_puts_the_rest_after_the_pick_by_weight() -> None:
     deployments = [make_deployment("a", weight=1), make_deployment("b", weight=2),
                    make_deployment("c", weight=7)]

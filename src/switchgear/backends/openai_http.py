@@ -84,6 +84,10 @@ class OpenAIHTTPBackend:
         self._url = config.url
         self._connect_timeout = config.timeouts.connect
         self._total_timeout = config.timeouts.total
+        self._check = (("POST", "/chat/completions", orjson.dumps({
+            "model": config.model, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}]}))
+            if config.health_check == "completion" else ("GET", "/models", b""))
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         api_key = config.api_key()
         if api_key:
@@ -174,11 +178,12 @@ class OpenAIHTTPBackend:
                                    code=code, retry_after=_retry_after(headers))
 
     async def check(self) -> None:
-        """GET /models: raise an UpstreamError unless the server answers without a 5xx (a 404
-        from a server without that endpoint still shows it is up)."""
-        response = await self._send("GET", "/models", b"", CHECK_TIMEOUT)
+        """GET /models, or a one-token completion (``health_check``): raise an UpstreamError
+        unless the server answers 2xx (a 404 from a wrong base URL or a proxy is a failure)."""
+        method, path, body = self._check
+        response = await self._send(method, path, body, CHECK_TIMEOUT)
         await self._read(response)
-        if response.status >= 500:
+        if not 200 <= response.status < 300:
             raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
                                       f"{response.status}.", status=503)
 

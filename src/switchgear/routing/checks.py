@@ -18,7 +18,8 @@ CHECK_TIMEOUT = 2.0
 
 class HealthChecker(Background):
     """Checks each deployment every ``interval`` seconds in the background: a failed check
-    ejects it, a passed check readmits it."""
+    ejects it; a passed check lets an ejected one's probe through now (the probe, a real
+    request, readmits it)."""
 
     task_name = "health-checks"
 
@@ -51,7 +52,6 @@ class HealthChecker(Background):
                 log.warning("deployment %s/%s ejected: %s", deployment.alias, deployment.name,
                             health.reason)
             return
-        if health.state.value != "healthy":
-            health.check_passed(time.monotonic())
-            log.info("deployment %s/%s readmitted by its health check", deployment.alias,
-                     deployment.name)
+        if health.check_passed(time.monotonic()):
+            log.info("deployment %s/%s passed its health check: the next request probes it",
+                     deployment.alias, deployment.name)

@@ -10,6 +10,8 @@ from switchgear.config import OutlierConfig
 
 #: Seconds over which an old latency observation loses most of its weight.
 EWMA_DECAY_SECONDS = 5.0
+#: The share of its traffic a just-readmitted deployment starts its slow start with.
+SLOW_START_FLOOR = 0.1
 #: Seconds over which an unrefreshed latency fades (a 10x slower deployment looks as fast as
 #: the others again after about 2.3 of these without traffic, and is measured afresh).
 IDLE_DECAY_SECONDS = 10.0
@@ -83,7 +85,12 @@ class ErrorWindow:
 
 class DeploymentHealth:
     """Ejects a deployment on consecutive failures or a high error ratio, for a backoff that
-    doubles on each ejection; after it, one probe request at a time decides readmission."""
+    doubles on each ejection; after it, one probe request at a time decides readmission, and a
+    readmitted deployment ramps up to its full share of traffic over ``slow_start_s`` (``share``).
+    An active check that passes readmits nothing: when the ejection was the checks' own doing
+    (the server did not answer them), it makes a probe due now; otherwise the backoff runs on. A
+    server that answers its health endpoint but hangs on inference must get a real request
+    through before it is trusted again."""
 
     def __init__(self, config: OutlierConfig) -> None:
         self.config = config
@@ -97,6 +104,19 @@ class DeploymentHealth:
         self.ttft = PeakEwma()
         self.total = PeakEwma()
         self._probe_out = False
+        self._ejected_by_check = False
+        #: When the last readmission was (None: never ejected, or the ramp is over).
+        self._ramp_from: float | None = None
+
+    def share(self, now: float) -> float:
+        """The part of its traffic the deployment takes now: 1, or less while it slow-starts."""
+        if self._ramp_from is None:
+            return 1.0
+        done = (now - self._ramp_from) / self.config.slow_start_s
+        if done >= 1:
+            self._ramp_from = None
+            return 1.0
+        return SLOW_START_FLOOR + (1 - SLOW_START_FLOOR) * done
 
     def available(self, now: float) -> bool:
         """Whether a request could go to this deployment now (healthy, or a probe is due)."""
@@ -155,11 +175,16 @@ class DeploymentHealth:
         """An active health check failed: eject now (or stay ejected, with a longer backoff)."""
         if self.state is State.HEALTHY or now >= self.ejected_until:
             self._eject(now, f"health check failed: {reason}")
+            self._ejected_by_check = True
 
-    def check_passed(self, now: float) -> None:
-        """An active health check passed: an ejected deployment is readmitted."""
-        if self.state is not State.HEALTHY:
-            self._readmit(now)
+    def check_passed(self, now: float) -> bool:
+        """An active health check passed: a deployment the checks ejected gets its probe now (a
+        real request readmits it, never the check alone). Whether that shortened its ejection."""
+        if (self.state is not State.EJECTED or not self._ejected_by_check
+                or now >= self.ejected_until):
+            return False
+        self.ejected_until = now
+        return True
 
     def error_ratio(self, now: float) -> float:
         """Failures over requests in the window (0 when idle)."""
@@ -173,10 +198,12 @@ class DeploymentHealth:
         self.ejected_until = now + min(seconds or backoff, self.config.max_ejection_s)
         self.reason = reason
         self._probe_out = False
+        self._ejected_by_check = False
 
     def _readmit(self, now: float) -> None:
         self.state = State.HEALTHY
         self.healthy_since = now
+        self._ramp_from = now if self.config.slow_start_s else None
         self.consecutive_failures = 0
         self.reason = ""
         self._probe_out = False

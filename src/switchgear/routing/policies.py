@@ -23,14 +23,20 @@ class Policy(Protocol):
 
 
 class Weighted:
-    """A weighted random pick, then the rest by weight."""
+    """A weighted random pick, then the rest by weight; each weight divided by the requests in
+    flight plus one (Envoy's weighted least request) and scaled by the deployment's slow-start
+    share, so one slow deployment cannot collect the concurrency: idle, the split is the
+    configured one."""
 
     def order(self, candidates: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
         """See the class docstring."""
         if len(candidates) < 2:
             return list(candidates)
-        first = rng.choices(candidates, weights=[d.config.weight for d in candidates])[0]
-        rest = sorted((d for d in candidates if d is not first), key=lambda d: -d.config.weight)
+        now = time.monotonic()
+        weight = {d: d.config.weight * d.health.share(now) / (d.in_flight + 1)
+                  for d in candidates}
+        first = rng.choices(candidates, weights=[weight[d] for d in candidates])[0]
+        rest = sorted((d for d in candidates if d is not first), key=lambda d: -weight[d])
         return [first, *rest]
 
 
@@ -49,8 +55,10 @@ class LeastOutstanding:
 
     def order(self, candidates: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
         """See the class docstring."""
-        return _two_choices(candidates, rng,
-                            {d: d.in_flight / d.config.max_concurrency for d in candidates})
+        now = time.monotonic()
+        return _two_choices(candidates, rng, {
+            d: (d.in_flight + 1) / d.config.max_concurrency / d.health.share(now)
+            for d in candidates})
 
 
 class LatencyAware:
@@ -68,8 +76,9 @@ class LatencyAware:
     def order(self, candidates: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
         """See the class docstring."""
         now = time.monotonic()
-        return _two_choices(candidates, rng,
-                            {d: self.latency(d, now) * (d.in_flight + 1) for d in candidates})
+        return _two_choices(candidates, rng, {
+            d: self.latency(d, now) * (d.in_flight + 1) / d.health.share(now)
+            for d in candidates})
 
 
 class CostAware:
