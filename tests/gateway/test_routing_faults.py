@@ -225,7 +225,30 @@ def test_five_percent_errors_are_absorbed_within_the_retry_budget(
     assert len(load.statuses) > 500
     assert load.success_ratio >= 0.9999, load.failures()
     assert budget["retries"] > 0
-    assert budget["retries"] <= 0.2 * budget["requests"] + 10 + 5 * 6  # ratio, reserve, per-second
+    # the ratio, the reserve (at least one per request being routed: 32 clients) and the
+    # per-second refill
+    assert budget["retries"] <= 0.2 * budget["requests"] + 32 + 5 * 6
+
+
+def test_an_upstream_failing_every_request_from_the_third_second_costs_almost_nothing(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    failing = simulators()
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("failing", failing), deployment("a", simulators()),
+        deployment("b", simulators())]}}, routing=DEFAULT_ROUTING)
+
+    def break_it() -> None:
+        failing.state.faults = Faults(error_rate=1.0, error_status=500)
+
+    with gateway(config) as base_url:
+        load = Load(base_url, workers=16)
+        asyncio.run(load.run(20.0, during=break_it, at=3.0))
+        state = deployment_state(base_url, "chat", "failing")
+    print(f"failing from 3 s: {load.figures()}; failing: {state['attempts']} attempts, "
+          f"{state['state']}")
+    assert load.success_ratio >= 0.999, load.failures()
+    assert load.percentile(0.99) <= 2 * 5.0
 
 
 def test_latency_aware_policy_moves_traffic_off_a_slowed_deployment(
