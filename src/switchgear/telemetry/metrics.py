@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, pairwise
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -77,66 +77,48 @@ class BoundedLabel:
         return OTHER
 
 
-class WriterCollector(Collector):
-    """The request-log writer's counts, read when /metrics is scraped."""
+class CountsCollector(Collector):
+    """Counts read off an object when /metrics is scraped (the request-log writer, the
+    connection guard): one family per ``(kind, name, help, attribute)``, nothing until
+    ``source`` is set."""
 
-    def __init__(self) -> None:
-        self.writer: RecordWriter | None = None
-
-    def collect(self) -> Iterable[Metric]:
-        writer = self.writer
-        if writer is None:
-            return []
-        return [
-            CounterMetricFamily("switchgear_request_log_written", "Request records written.",
-                                value=writer.written),
-            CounterMetricFamily("switchgear_request_log_rejected", "Request records the store "
-                                "refused even stripped, set aside unwritten.",
-                                value=writer.rejected),
-            CounterMetricFamily("switchgear_request_log_stripped", "Request records written "
-                                "only stripped of their text and non-ASCII characters.",
-                                value=writer.stripped),
-            CounterMetricFamily("switchgear_request_log_dropped", "Request records dropped "
-                                "unwritten because the writer held store.queue_size records.",
-                                value=writer.dropped),
-            CounterMetricFamily("switchgear_request_log_write_failures", "Failed writes to the "
-                                "record store (each retried).", value=writer.failures),
-            GaugeMetricFamily("switchgear_request_log_pending", "Request records the writer "
-                              "holds: not yet written, set aside or dropped.",
-                              value=writer.pending),
-        ]
-
-
-class ConnectionCounts(Protocol):
-    """What a server's connection guard counts (gateway/connections.py)."""
-
-    open: int
-    refused: int
-    evicted: int
-    timed_out: int
-
-
-class ConnectionsCollector(Collector):
-    """The connection guard's counts, read when /metrics is scraped."""
-
-    def __init__(self) -> None:
-        self.guard: ConnectionCounts | None = None
+    def __init__(self, families: Sequence[tuple[Callable[..., Metric], str, str, str]]) -> None:
+        self.families = tuple(families)
+        self.source: object | None = None
 
     def collect(self) -> Iterable[Metric]:
-        guard = self.guard
-        if guard is None:
+        source = self.source
+        if source is None:
             return []
-        return [
-            GaugeMetricFamily("switchgear_connections_open", "Client connections open now.",
-                              value=guard.open),
-            CounterMetricFamily("switchgear_connections_refused", "Connections reset at once: "
-                                "over the per-address or total bound.", value=guard.refused),
-            CounterMetricFamily("switchgear_connections_evicted", "Connections still sending "
-                                "headers closed to make room for a new one.",
-                                value=guard.evicted),
-            CounterMetricFamily("switchgear_connections_timed_out", "Connections closed for "
-                                "sending headers or a body too slowly.", value=guard.timed_out),
-        ]
+        return [kind(name, documentation, value=getattr(source, attribute))
+                for kind, name, documentation, attribute in self.families]
+
+
+#: The request-log writer's counts (store/writer.py).
+WRITER_FAMILIES = (
+    (CounterMetricFamily, "switchgear_request_log_written", "Request records written.",
+     "written"),
+    (CounterMetricFamily, "switchgear_request_log_rejected", "Request records the store refused "
+     "even stripped, set aside unwritten.", "rejected"),
+    (CounterMetricFamily, "switchgear_request_log_stripped", "Request records written only "
+     "stripped of their text and non-ASCII characters.", "stripped"),
+    (CounterMetricFamily, "switchgear_request_log_dropped", "Request records dropped unwritten "
+     "because the writer held store.queue_size records.", "dropped"),
+    (CounterMetricFamily, "switchgear_request_log_write_failures", "Failed writes to the record "
+     "store (each retried).", "failures"),
+    (GaugeMetricFamily, "switchgear_request_log_pending", "Request records the writer holds: not "
+     "yet written, set aside or dropped.", "pending"),
+)
+#: The connection guard's counts (gateway/connections.py).
+CONNECTION_FAMILIES = (
+    (GaugeMetricFamily, "switchgear_connections_open", "Client connections open now.", "open"),
+    (CounterMetricFamily, "switchgear_connections_refused", "Connections reset at once: over the "
+     "per-address or total bound.", "refused"),
+    (CounterMetricFamily, "switchgear_connections_evicted", "Connections still sending headers "
+     "closed to make room for a new one.", "evicted"),
+    (CounterMetricFamily, "switchgear_connections_timed_out", "Connections closed for sending "
+     "headers or a body too slowly.", "timed_out"),
+)
 
 
 class BulkHistogram(Collector):
@@ -197,9 +179,9 @@ class GatewayMetrics:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.model, self.deployment, self.tenant, self.feature, self.priority = (
             BoundedLabel(max_label_values) for _ in (*SERIES_LABELS, "priority"))
-        self.request_log = WriterCollector()
+        self.request_log = CountsCollector(WRITER_FAMILIES)
         registry.register(self.request_log)
-        self.connections = ConnectionsCollector()
+        self.connections = CountsCollector(CONNECTION_FAMILIES)
         registry.register(self.connections)
         series = list(SERIES_LABELS)
         self.requests = Counter(
@@ -288,14 +270,14 @@ class GatewayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def watch_connections(self, guard: ConnectionCounts) -> None:
-        """Export the server's connection counts (open, refused, evicted, timed out)."""
-        self.connections.guard = guard
+    def watch_connections(self, guard: object) -> None:
+        """Export the connection guard's counts (open, refused, evicted, timed out)."""
+        self.connections.source = guard
 
     def watch_writer(self, writer: RecordWriter) -> None:
         """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
         metrics."""
-        self.request_log.writer = writer
+        self.request_log.source = writer
 
     def observer(self, models: Collection[str] | None) -> Callable[[Exchange], None]:
         """The Recorder step counting finished exchanges of a config whose aliases are
