@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from switchgear.config import Config, parse_config
 from switchgear.exchange import Exchange, Operation
 from switchgear.pipeline import Body, Reply, Stage, chain
+from switchgear.pipeline.route import take_usage
 
 S = TypeVar("S", bound=Stage)
 
@@ -88,15 +89,20 @@ class NextStage:
     arrived (``seen``, body included), then answers: ``reply`` (a whole body, or a function of
     the Exchange), ``stream`` (these chunks), or raises ``error`` (after the chunks, for a
     stream). With ``hold`` it waits for ``release()`` first, so a test can keep a request in
-    flight. ``deployment`` is what it says served the request (as the Route stage would)."""
+    flight; with ``pause_after`` a stream waits for ``resume()`` after that many chunks.
+    ``deployment`` is what it says served the request, and the answer's usage is noted on the
+    Exchange, as the Route stage does (a stream's from the last chunk it sent)."""
 
     def __init__(self, reply: Body | Callable[[Exchange], Body] | None = None, *,
                  stream: Sequence[Body] | None = None, error: BaseException | None = None,
-                 hold: bool = False, deployment: str | None = None) -> None:
+                 hold: bool = False, deployment: str | None = None,
+                 pause_after: int | None = None) -> None:
         self.reply = reply if reply is not None else answer()
         self.stream = None if stream is None else list(stream)
         self.error = error
         self.deployment = deployment
+        self.pause_after = pause_after
+        self._resumed = asyncio.Event()
         self.exchanges: list[Exchange] = []
         self.seen: list[Exchange] = []
         #: Set once a request has reached this stage.
@@ -116,6 +122,10 @@ class NextStage:
         """Let held requests be answered."""
         self._go.set()
 
+    def resume(self) -> None:
+        """Let paused streams go on."""
+        self._resumed.set()
+
     async def __call__(self, exchange: Exchange) -> Reply:
         self.exchanges.append(exchange)
         arrived = copy.copy(exchange)
@@ -127,16 +137,23 @@ class NextStage:
             exchange.deployment = self.deployment
             exchange.served_alias = exchange.resolved_alias or exchange.model
         if self.stream is not None:
-            return self._chunks(self.stream)
+            return self._chunks(exchange, self.stream)
         if self.error is not None:
             raise self.error
-        return self.reply(exchange) if callable(self.reply) else copy.deepcopy(self.reply)
+        reply = self.reply(exchange) if callable(self.reply) else copy.deepcopy(self.reply)
+        take_usage(exchange, reply)
+        return reply
 
-    async def _chunks(self, stream: list[Body]) -> AsyncIterator[Body]:
+    async def _chunks(self, exchange: Exchange, stream: list[Body]) -> AsyncIterator[Body]:
+        sent: Body = {}
         try:
-            for chunk in stream:
-                yield copy.deepcopy(chunk)
+            for index, chunk in enumerate(stream):
+                if index == self.pause_after:
+                    await self._resumed.wait()
+                sent = copy.deepcopy(chunk)
+                yield sent
             if self.error is not None:
                 raise self.error
         finally:
             self.closed += 1
+            take_usage(exchange, sent)

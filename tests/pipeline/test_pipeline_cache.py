@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pipeline_support import NextStage, answer, chained, chunks, config, drain, make_exchange, text_of, turns
 
-from switchgear.cache.exact import MemoryCache
+from switchgear.cache.exact import Entry, MemoryCache
 from switchgear.errors import UpstreamTimeout
 from switchgear.exchange import Exchange, Principal
 from switchgear.ledger.cost import PriceBook
@@ -38,6 +38,7 @@ async def test_a_repeat_is_answered_without_the_next_stage() -> None:
     assert (miss.cache_status, hit.cache_status) == ("miss", "hit")
     assert (header(miss), header(hit)) == ("miss", "hit")
     assert hit.saved_cost == pytest.approx(5 + 2)  # its tokens at 1 each, as the miss paid
+    assert hit.usage == miss.usage and hit.usage.total_tokens == 7  # the answer's, noted here
     assert stage.counts == {"hit": 1, "miss": 1, "coalesced": 0, "bypass": 0}
 
 
@@ -86,6 +87,7 @@ async def test_identical_requests_in_flight_share_one_call() -> None:
     replies = await asyncio.gather(*tasks)
     assert replies == [answer("shared")] * 5 and after.calls == 1
     assert sorted(e.cache_status or "" for e in exchanges) == ["coalesced"] * 4 + ["miss"]
+    assert [e.usage.total_tokens for e in exchanges] == [7] * 5
     assert len(stage.in_flight) == 0
 
 
@@ -106,7 +108,7 @@ async def test_a_leader_that_goes_away_leaves_a_follower_to_lead_anew() -> None:
 
 
 async def test_a_streamed_request_follows_a_streamed_call_in_flight() -> None:
-    after = NextStage(stream=chunks("Hel", "lo"), hold=True)
+    after = NextStage(stream=chunks("Hel", "lo"), hold=True, deployment="d")
     stage = cache(after)
     leader = asyncio.create_task(stage(make_exchange(stream=True)))
     await after.entered.wait()
@@ -117,6 +119,9 @@ async def test_a_streamed_request_follows_a_streamed_call_in_flight() -> None:
     received = [await drain(await reply) for reply in (leader, joining)]
     assert received == [chunks("Hel", "lo")] * 2 and after.calls == 1
     assert follower.cache_status == "coalesced"
+    # its chunks carried the usage, read once for the leader: the follower gets those tokens,
+    # and saves what the leader paid, as a follower waiting for the whole answer does
+    assert follower.usage.total_tokens == 7 and follower.saved_cost == pytest.approx(7)
     await stage.aclose()
 
 
@@ -160,3 +165,36 @@ async def test_a_failed_call_is_not_kept() -> None:
             await stage(make_exchange())
     assert after.calls == 2 and len(stage.in_flight) == 0
     assert (await stage.store.stats())["entries"] == 0
+
+
+class SlowStore(MemoryCache):
+    """A MemoryCache whose writes wait for ``written`` to be set, as a write to Redis waits."""
+
+    def __init__(self) -> None:
+        super().__init__(60, 100)
+        self.written = asyncio.Event()
+
+    async def put(self, key: str, entry: Entry) -> int:
+        await self.written.wait()
+        return await super().put(key, entry)
+
+
+async def test_a_leader_cancelled_while_its_answer_is_kept_does_not_strand_its_followers(
+        ) -> None:
+    after = NextStage(answer("kept"))
+    parsed = config()
+    store = SlowStore()
+    stage = chained(Cache(parsed.cache, PriceBook.of(parsed), store=store), after)
+    leader = asyncio.create_task(stage(make_exchange()))
+    await after.entered.wait()  # and the leader is writing its answer to the store now
+    follower = make_exchange()
+    following = asyncio.create_task(stage(follower))
+    await turns()
+    leader.cancel()  # its client disconnected
+    await turns()
+    assert after.calls == 2  # the follower leads a call of its own (it waited forever before)
+    store.written.set()
+    assert await following == answer("kept") and follower.cache_status == "miss"
+    assert len(stage.in_flight) == 0
+    with pytest.raises(asyncio.CancelledError):
+        await leader

@@ -75,8 +75,11 @@ class PriceBook:
         return rates.charge(prompt_tokens, completion_tokens, cached_tokens, busy)
 
     def price(self, exchange: Exchange) -> None:
-        """A Recorder step: set ``exchange.charges``, ``cost`` and ``cost_basis``. A request
+        """A Recorder step: set ``exchange.charges``, ``cost`` and ``cost_basis``, once (a
+        request priced already, by the Cache stage as it kept the answer, keeps them). A request
         nothing served (failed, shed, answered from the cache) costs nothing."""
+        if exchange.charges is not None:
+            return
         found = self._find(exchange)
         if found is None:
             return

@@ -1,11 +1,13 @@
 """The Cache stage: answer a repeated request from the cache, let identical requests in flight
-share one call, and keep what the model answers for next time."""
+share one call, and keep what the model answers for next time, with what the request that made
+it was charged."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from switchgear.cache.exact import AnswerStore, Entry, MemoryCache, cache_key, deterministic
 from switchgear.cache.inflight import Call, InFlight, LeaderFailed
@@ -16,6 +18,7 @@ from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange, Operation
 from switchgear.ledger.cost import PriceBook
 from switchgear.pipeline import Body, Reply, Stage, close_stream
+from switchgear.pipeline.route import take_usage
 
 HEADER = b"x-switchgear-cache"
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
@@ -41,6 +44,8 @@ class Cache(Stage):
         self.prices = prices
         self.store = store or answer_store(config)
         self.in_flight = InFlight()
+        #: The streamed followers of each streamed call in flight, by key (see ``_finish``).
+        self._streaming: dict[str, list[Exchange]] = {}
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self._pumps: set[asyncio.Task[None]] = set()
 
@@ -81,14 +86,15 @@ class Cache(Stage):
             if leads:
                 return await self._lead(key, call, exchange, alias, scope)
             try:
-                return await self._follow(call, exchange)
+                return await self._follow(key, call, exchange)
             except LeaderFailed:
                 continue  # the call we waited on failed: one of us leads a new one
 
-    async def _follow(self, call: Call, exchange: Exchange) -> Reply:
+    async def _follow(self, key: str, call: Call, exchange: Exchange) -> Reply:
         """A streamed request following a streamed call gets its chunks as they come; any other
         waits for the whole answer."""
         if exchange.stream and call.streamed:
+            self._streaming.setdefault(key, []).append(exchange)
             await call.started()
             self._mark(exchange, "coalesced")
             return call.follow(leader=False)
@@ -99,11 +105,14 @@ class Cache(Stage):
         try:
             reply = await self._pass(exchange, "miss")
         except BaseException as error:
-            self.in_flight.finish(key, None, error)
+            self._finish(key, exchange, None, error)
             raise
         if isinstance(reply, dict):
-            entry = await self._remember(key, exchange, reply, alias, scope)
-            self.in_flight.finish(key, entry)
+            entry: Entry | None = None
+            try:  # a leader cancelled while its answer is written must not strand its followers
+                entry = await self._remember(key, exchange, reply, alias, scope)
+            finally:
+                self._finish(key, exchange, entry)
             return reply
         pump = asyncio.create_task(self._pump(key, call, exchange, reply, alias, scope))
         self._pumps.add(pump)
@@ -120,7 +129,10 @@ class Cache(Stage):
         exchange.response_headers.append((HEADER, status.encode()))
 
     def _answer(self, exchange: Exchange, entry: Entry, status: str) -> Reply:
+        """A kept answer, with its tokens and what it saved (the answer arrives here, not from
+        the Route stage)."""
         self._mark(exchange, status)
+        take_usage(exchange, entry.body)
         exchange.saved_cost = entry.cost
         if exchange.stream:
             return replay(exchange.operation, entry.body)
@@ -128,17 +140,37 @@ class Cache(Stage):
 
     async def _remember(self, key: str, exchange: Exchange, body: Body, alias: str, scope: str
                         ) -> Entry:
-        usage = body.get("usage") or {}
-        details = usage.get("prompt_tokens_details") or {}
-        charged = self.prices.charge(exchange, usage.get("prompt_tokens") or 0,
-                                     usage.get("completion_tokens") or 0,
-                                     details.get("cached_tokens") or 0)
-        cost = 0.0 if charged is None else charged.total
-        entry = Entry(body, cost, alias, scope)
+        entry = Entry(body, self._cost(exchange), alias, scope)
         evicted = await self.store.put(key, entry)
         if evicted:
             self.on_evicted(evicted)
         return entry
+
+    def _cost(self, exchange: Exchange) -> float:
+        """What producing the answer cost (what a hit saves): what the request that made it is
+        charged, priced here once, from the usage the Route stage read (the Recorder's price
+        step keeps it). A leader whose record was written before its stream ended (its client
+        left) was charged for less than the whole answer, so that answer is priced apart."""
+        if exchange.done is None:
+            self.prices.price(exchange)
+            charged = exchange.charges
+        else:
+            usage = exchange.usage
+            charged = self.prices.charge(exchange, usage.prompt_tokens, usage.completion_tokens,
+                                         usage.cached_tokens)
+        return 0.0 if charged is None else charged.total
+
+    def _finish(self, key: str, leader: Exchange, entry: Entry | None,
+                error: BaseException | None = None) -> None:
+        """End the call for ``key``. Its streamed followers get the tokens of the answer they
+        were sent (read once, for the leader) and what it saved, before their streams end and
+        they are recorded."""
+        followers = self._streaming.pop(key, ())
+        if error is None:
+            for follower in followers:
+                follower.usage = replace(leader.usage)
+                follower.saved_cost = 0.0 if entry is None else entry.cost
+        self.in_flight.finish(key, entry, error)
 
     async def _pump(self, key: str, call: Call, exchange: Exchange, chunks: AsyncIterator[Body],
                     alias: str, scope: str) -> None:
@@ -158,5 +190,5 @@ class Cache(Stage):
         except Exception as failure:  # every stream error reaches the clients following it
             error = failure
         finally:
-            self.in_flight.finish(key, entry, error)
+            self._finish(key, exchange, entry, error)
             await close_stream(chunks)

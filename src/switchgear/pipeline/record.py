@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 
 from switchgear.errors import SwitchgearError, internal_error
 from switchgear.exchange import Exchange
@@ -40,17 +39,6 @@ class Recorder:
         exchange.status = error.status
         exchange.error_type = error.kind
         self.finish(exchange)
-
-
-def take_usage(exchange: Exchange, body: Body) -> None:
-    """Copy the token counts of an OpenAI ``usage`` object, if the body has one."""
-    usage: Any = body.get("usage")
-    if not usage:
-        return
-    exchange.usage.prompt_tokens = usage.get("prompt_tokens") or 0
-    exchange.usage.completion_tokens = usage.get("completion_tokens") or 0
-    details = usage.get("prompt_tokens_details") or {}
-    exchange.usage.cached_tokens = details.get("cached_tokens") or 0
 
 
 def take_answer(exchange: Exchange, body: Body) -> None:
@@ -99,7 +87,8 @@ def store_content(exchange: Exchange) -> None:
 
 class Record(Stage):
     """Wraps the rest of the pipeline so every request ends in exactly one record, with the
-    answer's text and finish reason noted on the way."""
+    answer's text and finish reason noted on the way (its usage was noted where the answer came
+    from: the Route stage, or the Cache stage for a cached or shared answer)."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -119,15 +108,13 @@ class Record(Stage):
             raise
         if isinstance(reply, dict):
             exchange.first_token = time.time()
-            take_usage(exchange, reply)
             take_answer(exchange, reply)
             self.recorder.finish(exchange)
             return reply
         return self._watch(exchange, reply)
 
     async def _watch(self, exchange: Exchange, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
-        """Pass a stream on, noting its first token, each chunk's time, its usage and how it
-        ended."""
+        """Pass a stream on, noting its first token, each chunk's time and how it ended."""
         error: SwitchgearError | None = None
         times = exchange.chunk_times = []
         try:
@@ -136,7 +123,6 @@ class Record(Stage):
                     exchange.first_token = time.time()
                 if chunk.get("choices"):
                     times.append(time.monotonic())
-                take_usage(exchange, chunk)
                 take_answer(exchange, chunk)
                 yield chunk
         except SwitchgearError as failure:

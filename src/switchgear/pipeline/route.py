@@ -1,5 +1,6 @@
 """The Route stage: try the router's plan, retrying what is retryable within the retry budget,
-then the alias's fallbacks; never switch deployments after the first streamed byte."""
+then the alias's fallbacks; never switch deployments after the first streamed byte. An answer's
+usage is read here, once, as it arrives from the deployment."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from switchgear.backends.base import Body
 from switchgear.config import RetryConfig
@@ -39,6 +40,17 @@ def estimated_tokens(exchange: Exchange) -> int:
     body = exchange.body
     text = body.get("messages") or body.get("prompt") or body.get("input") or ""
     return len(str(text)) // CHARS_PER_TOKEN + int(body.get("max_tokens") or 0)
+
+
+def take_usage(exchange: Exchange, body: Body) -> None:
+    """Copy the token counts of an OpenAI ``usage`` object, if the body has one."""
+    usage: Any = body.get("usage")
+    if not usage:
+        return
+    exchange.usage.prompt_tokens = usage.get("prompt_tokens") or 0
+    exchange.usage.completion_tokens = usage.get("completion_tokens") or 0
+    details = usage.get("prompt_tokens_details") or {}
+    exchange.usage.cached_tokens = details.get("cached_tokens") or 0
 
 
 class Route:
@@ -133,7 +145,8 @@ class Route:
                 chunks = deployment.backend.stream(exchange.operation, body, tier)
                 first = await _within(anext(chunks), timeouts.ttft, deployment.name)
                 ttft = time.monotonic() - started
-                reply: Reply = self._relay(first, chunks, deployment, attempt, started, ttft)
+                reply: Reply = self._relay(exchange, first, chunks, deployment, attempt, started,
+                                           ttft)
             else:
                 reply = await _within(deployment.backend.complete(exchange.operation, body, tier),
                                       timeouts.total, deployment.name)
@@ -158,18 +171,24 @@ class Route:
             raise
         exchange.deployment = deployment.name
         exchange.served_alias = deployment.alias
+        if isinstance(reply, dict):
+            take_usage(exchange, reply)
         return reply
 
     @staticmethod
-    async def _relay(first: Body, rest: AsyncIterator[Body], deployment: Deployment,
-                     attempt: Attempt, started: float, ttft: float) -> AsyncIterator[Body]:
+    async def _relay(exchange: Exchange, first: Body, rest: AsyncIterator[Body],
+                     deployment: Deployment, attempt: Attempt, started: float, ttft: float
+                     ) -> AsyncIterator[Body]:
         """Yield the stream on, each chunk within the idle timeout and all within the total;
-        the deployment's slot and health are settled however the stream ends."""
+        the deployment's slot and health are settled however the stream ends. The usage rides
+        on the last chunk (``include_usage`` was asked for): it is read once the stream ends,
+        from the last chunk sent on, so no chunk is looked at for it."""
         timeouts = deployment.config.timeouts
         deadline = started + timeouts.total
         settled = False
+        chunk = first
         try:
-            yield first
+            yield chunk
             while True:
                 limit = min(timeouts.idle, deadline - time.monotonic())
                 try:
@@ -188,6 +207,7 @@ class Route:
                 deployment.health.released()
             deployment.release()
             await close_stream(rest)
+            take_usage(exchange, chunk)
 
 
 async def _within(step: Awaitable[T], seconds: float, name: str) -> T:
