@@ -182,6 +182,37 @@ def test_a_health_check_that_is_not_2xx_ejects(
         assert "health check failed" in deployment_state(base_url, "chat", "wrong")["reason"]
 
 
+def test_an_alias_with_one_deployment_retries_it(
+    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+) -> None:
+    """Every other request to the lone upstream fails with a 503: each is retried there, after
+    a backoff, and the client sees none of them."""
+    sim = simulators()
+    answered = Counter[str]()
+
+    async def every_other(request: web.Request) -> web.Response:
+        answered["requests"] += 1
+        if answered["requests"] % 2:
+            return web.json_response({"error": {"message": "busy", "type": "server_error"}},
+                                     status=503)
+        async with aiohttp.ClientSession() as session, session.post(
+                sim.base_url + "/chat/completions", data=await request.read(),
+                headers={"Content-Type": "application/json"}) as upstream:
+            return web.json_response(await upstream.json())
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", every_other)
+    with aiohttp_server(app, background) as flaky, gateway(configure(tmp_path, {"chat": {
+            "deployments": [deployment("only", flaky + "/v1")]}},
+            routing={"health_check_interval_s": None})) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        for _ in range(10):
+            sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
+    assert answered["requests"] == 20
+    records = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert [r.attempts for r in records] == [2] * 10
+
+
 def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
     simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
 ) -> None:

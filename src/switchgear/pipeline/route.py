@@ -78,7 +78,7 @@ class Route:
         if exchange.resolved_alias is None:
             raise RuntimeError("the request reached the Route stage unresolved")
         for alias in self.router.chain(exchange.resolved_alias):
-            for deployment in self._by_room(self.router.plan(alias)):
+            for deployment in self._tries(alias):
                 if len(exchange.attempts) >= self.retry.max_attempts:
                     raise error or _unavailable(alias)
                 window = deployment.config.context_window
@@ -106,7 +106,16 @@ class Route:
                         break  # too long for this alias: its fallbacks may take it
                     if not failure.retryable:
                         raise
+                    if isinstance(failure, UpstreamTimeout) and self.router.lone(alias):
+                        break  # waiting on the same silent deployment again helps nobody
         raise error or _unavailable(exchange.model)
+
+    def _tries(self, alias: str) -> list[Deployment]:
+        """The deployments to try for ``alias``, in order: its plan; or, when the alias has a
+        single deployment, that one up to ``max_attempts`` times (each retry within the budget,
+        after a jittered backoff)."""
+        plan = self._by_room(self.router.plan(alias))
+        return plan * self.retry.max_attempts if self.router.lone(alias) else plan
 
     def _by_room(self, plan: list[Deployment]) -> list[Deployment]:
         """Deployments with a free slot first: a full one is waited for only as a last resort."""

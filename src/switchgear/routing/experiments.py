@@ -71,7 +71,11 @@ class CanaryGuard:
             return
         is_canary = exchange.variant == self.canary
         now = time.monotonic()
-        self.samples[is_canary].append((now, exchange.status < 500, exchange.latency or 0.0))
+        # A request a retry saved counts as failed: retries would otherwise hide a canary whose
+        # server fails (and costs them). A client's error (4xx) is nobody's variant's fault.
+        saved = exchange.status < 400 and any(a.outcome == "error" for a in exchange.attempts)
+        ok = exchange.status < 500 and not saved
+        self.samples[is_canary].append((now, ok, exchange.latency or 0.0))
         if is_canary:
             self._since_evaluation += 1
             if self._since_evaluation >= EVALUATE_EVERY:

@@ -63,6 +63,10 @@ class Router:
         exchange.variant = routes.experiment.choose(exchange, self._random)
         return exchange.variant
 
+    def lone(self, alias: str) -> bool:
+        """Whether ``alias`` has a single deployment (its failures can only be retried there)."""
+        return len(self._routes(alias).deployments) == 1
+
     def chain(self, alias: str) -> list[str]:
         """``alias`` then its fallbacks, in order."""
         return [alias, *self._routes(alias).config.fallbacks]
