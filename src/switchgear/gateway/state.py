@@ -13,6 +13,7 @@ from switchgear.admission.limits import InProcessLimiter, RedisLimiter
 from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
+from switchgear.background import Calls, Parts, Together
 from switchgear.config import (
     RESTART_SECTIONS,
     Config,
@@ -115,6 +116,32 @@ class Serving:
             self._idle = asyncio.Event()
             await self._idle.wait()
 
+    def parts(self, shared: Serving | None = None) -> Parts:
+        """This version's parts in the order they start (they stop in reverse), less those it
+        shares with ``shared``: what its requests use, then its background work. Any of them
+        may be stopped unstarted (a version built and dropped) or stopped again."""
+        return Parts(self.served(shared), self.background(shared))
+
+    def served(self, shared: Serving | None = None) -> Parts:
+        """What its requests use: its backends, all at once, and its cache store."""
+        kept = set(shared.router.deployments()) if shared else set()
+        return Parts(
+            Together(*(Calls(f"deployment {d.name}", d.backend.start, d.backend.aclose)
+                       for d in self.router.deployments() if d not in kept)),
+            None if shared and self.cache.store is shared.cache.store
+            else Calls("response cache", on_stop=self.cache.aclose),
+        )
+
+    def background(self, shared: Serving | None = None) -> Parts:
+        """What runs beside its requests: health checks, the SLO monitor, quality detector."""
+        checker, quality = self.checker, self.quality
+        return Parts(
+            None if checker is None else Calls("health checks", checker.start, checker.stop),
+            None if shared and self.slo is shared.slo
+            else Calls("SLO monitor", self.slo.start, self.slo.stop),
+            None if quality is None else Calls("quality detector", quality.start, quality.stop),
+        )
+
 
 @dataclass(slots=True)
 class AppState:
@@ -139,6 +166,8 @@ class AppState:
     #: The newest applied version at start-up (it serves unless it cannot here).
     _newest: int = 0
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+    #: What ``start`` started, for ``stop`` (None until it has).
+    _running: Parts | None = None
 
     @classmethod
     def build(cls, config: Config) -> AppState:
@@ -293,25 +322,31 @@ class AppState:
         return self.serving.slo
 
     async def start(self) -> None:
-        """Open the store and the audit trail (refused if another key sealed it), load the
-        applied config version (the file seeds version 1), start the record writer, every
-        backend and the follower of new versions."""
-        await self.store.open()
-        self.audit.start()
-        await self.audit.check_key()
-        await self.keys.load()
-        await self._load_version()
-        self._choose_auth()
-        self.writer.start()
-        self.tracer.start()
-        await asyncio.gather(*(d.backend.start() for d in self.router.deployments()))
-        if self.checker is not None:
-            self.checker.start()
-        self.slo.start()
-        if self.serving.quality is not None:
-            self.serving.quality.start()
-        self.follower.start(self._newest, self.serving.version)
-        self.keys.follow(lambda: self.config.governance.poll_interval_s)
+        """Start the runtime's parts in the order declared here: each needs those above it.
+        They stop in reverse (``stop``), so each outlives what uses it; when one fails to
+        start, those that started are stopped and the error raised."""
+        parts = Parts(
+            Calls("store", self.store.open, self.store.close),
+            Calls("audit key", self.audit.start),  # the loopback dev key file made if needed
+            Calls("audit trail", self.audit.check_key),  # refused if another key sealed it
+            Calls("API keys", self.keys.load),
+            Calls("config version", self._load_version),  # the one that serves; file seeds 1
+            Calls("authentication", self._choose_auth),  # keys required, or open on loopback
+            Calls("record writer", self.writer.start, self._close_writer),  # drains at stop
+            Calls("tracer", self.tracer.start, self.tracer.stop),  # OTLP, when configured
+            Calls("shared quotas", on_stop=self.counters.aclose),  # settlements; Redis client
+            # whichever version serves: its backends and cache, then health checks, SLOs, quality
+            Calls("serving version", lambda: self.serving.parts().start(),
+                  lambda: self.serving.parts().stop()),
+            Calls("retiring versions", on_stop=self._end_retirements),  # adopt starts them
+            Calls("config follower", lambda: self.follower.start(self._newest,
+                                                                 self.serving.version),
+                  self.follower.stop),
+            Calls("key follower", lambda: self.keys.follow(
+                lambda: self.config.governance.poll_interval_s), self.keys.stop),
+        )
+        await parts.start()
+        self._running = parts
         log.info("switchgear ready: config version %d, models %s", self.serving.version,
                  ", ".join(self.router.aliases))
 
@@ -367,28 +402,19 @@ class AppState:
         return added
 
     async def adopt(self, version: ConfigVersion) -> None:
-        """Serve ``version`` from now on: build its parts, start its new backends, swap them in
-        at once; the old parts finish their requests, then what only they used is closed."""
+        """Serve ``version`` from now on: build its parts, start those it does not share with
+        the version serving, swap them in at once; the old parts finish their requests, then
+        what only they used is closed (``_retire``)."""
         source = f"config version {version.version}"
         config = serving_config(version.config, self.local, source)
         old = self.serving
         new = self.build_serving(config, version.version, old, version.prompt_versions, source)
-        kept = set(old.router.deployments())
-        fresh = [d for d in new.router.deployments() if d not in kept]
         try:
-            await asyncio.gather(*(d.backend.start() for d in fresh))
-        except BaseException:
+            await new.parts(shared=old).start()
+        except BaseException:  # what was built for it and never started goes too (its cache)
             await _close_unshared(new, old)
             raise
         self.serving = new
-        if new.checker is not None:
-            new.checker.start()
-        if new.slo is not old.slo:
-            new.slo.start()
-        if old.quality is not None:
-            await old.quality.stop()
-        if new.quality is not None:
-            new.quality.start()
         log.info("config version %d serves now (was %d)", new.version, old.version)
         task = asyncio.get_running_loop().create_task(self._retire(old, new),
                                                       name=f"retire-config-{old.version}")
@@ -396,18 +422,23 @@ class AppState:
         task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, old: Serving, new: Serving) -> None:
-        """Close what only ``old`` used, once its requests have finished (or after
-        DRAIN_SECONDS)."""
+        """Stop the background work only ``old`` had now; close what only its requests used
+        once they have finished (or after DRAIN_SECONDS)."""
         try:
-            if old.checker is not None:
-                await old.checker.stop()
+            await old.background(shared=new).stop()
             async with asyncio.timeout(DRAIN_SECONDS):
                 await old.drained()
         except TimeoutError:
             log.warning("config version %d: %d requests still running after %ss; closing its "
                         "parts", old.version, old.active, DRAIN_SECONDS)
         finally:  # at shutdown too, when this is cancelled
-            await _close_unshared(old, new)
+            await old.served(shared=new).stop()
+
+    async def _end_retirements(self) -> None:
+        """Cancel the retirements still waiting for requests: each closes its parts at once."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _choose_auth(self) -> None:
         """Keys required, or open on loopback only: decided once at start-up, and said."""
@@ -425,30 +456,22 @@ class AppState:
                         self.config.auth.admin_key_env)
 
     async def stop(self) -> None:
-        """Close the backends, then write every record still pending and close the store."""
-        await self.follower.stop()
-        await self.keys.stop()
-        for task in list(self._retiring):
-            task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        if self.checker is not None:
-            await self.checker.stop()
-        await self.slo.stop()
-        if self.serving.quality is not None:
-            await self.serving.quality.stop()
-        await self.cache.aclose()
-        await asyncio.gather(*(d.backend.aclose() for d in self.router.deployments()),
-                             return_exceptions=True)
-        await self.counters.aclose()
+        """Stop what ``start`` started, in reverse: the followers first, then the serving
+        version's parts; the tracer sends its spans before the record writer writes what is
+        pending (for DRAIN_SECONDS at most); the store closes last."""
+        parts, self._running = self._running, None
+        if parts is not None:
+            await parts.stop()
+        log.info("switchgear stopped: %d records written", self.writer.written)
+
+    async def _close_writer(self) -> None:
+        """Write every record still pending (for DRAIN_SECONDS at most), then stop the writer."""
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 await self.writer.close()
         except TimeoutError:
             log.error("the store stayed unwritable for %ss at shutdown: %d records not written",
                       DRAIN_SECONDS, self.writer.pending)
-        await self.store.close()
-        await self.tracer.stop()
-        log.info("switchgear stopped: %d records written", self.writer.written)
 
 
 def _audit_key(config: Config) -> AuditKey:
@@ -472,11 +495,5 @@ def _reuse(kept: list[Deployment], alias: str, config: DeploymentConfig,
 
 
 async def _close_unshared(old: Serving, new: Serving) -> None:
-    """Close the backends, cache store and SLO monitor ``old`` had that ``new`` does not use."""
-    kept = set(new.router.deployments())
-    await asyncio.gather(*(d.backend.aclose() for d in old.router.deployments()
-                           if d not in kept), return_exceptions=True)
-    if old.cache.store is not new.cache.store:
-        await old.cache.aclose()
-    if old.slo is not new.slo:
-        await old.slo.stop()
+    """Stop the parts ``old`` has that ``new`` does not use (started or only built)."""
+    await old.parts(shared=new).stop()
