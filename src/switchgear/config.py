@@ -213,6 +213,15 @@ class CanaryGuard(_Strict):
     window_s: float = Field(300.0, gt=0)
 
 
+class HedgeConfig(_Strict):
+    """Hedged requests for an alias: once an attempt has waited ``after_ms`` for its first token
+    (None: the alias's recent p95 time to first token, once 20 answers are known), a second one
+    goes to another deployment; the first answer wins and the other is cancelled. Each hedge
+    spends a retry from the budget and counts toward ``max_attempts``."""
+
+    after_ms: float | None = Field(None, gt=0)
+
+
 class ModelConfig(_Strict):
     """A model alias clients ask for: deployments that serve it, or variants that split it."""
 
@@ -224,6 +233,8 @@ class ModelConfig(_Strict):
     latency_target_ms: float | None = Field(None, gt=0)
     #: Aliases to try, in order, when this one fails, is overloaded or its context is too short.
     fallbacks: list[str] = Field(default_factory=list)
+    #: Hedged requests (a second attempt elsewhere for the slow tail); None: never.
+    hedge: HedgeConfig | None = None
     variants: list[Variant] = Field(default_factory=list)
     #: What keeps a client on one variant: its ``user`` field, its API key, or nothing.
     sticky: Annotated[Literal["user", "key", "none"], yaml_off("none")] = "user"
@@ -240,6 +251,8 @@ class ModelConfig(_Strict):
             raise ValueError("at most one variant can be the canary")
         if any(v.canary for v in self.variants) and len(self.variants) < 2:
             raise ValueError("a canary needs a baseline variant beside it")
+        if self.hedge is not None and len(self.deployments) < 2:
+            raise ValueError("hedge needs two deployments or more (a hedge goes to another)")
         return self
 
 

@@ -213,6 +213,31 @@ def test_an_alias_with_one_deployment_retries_it(
     assert [r.attempts for r in records] == [2] * 10
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hedge_answers_when_the_first_deployment_is_slow(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path, stream: bool
+) -> None:
+    """The first deployment (by priority) takes 2 s to its first token; 50 ms after the first
+    attempt a hedge goes to the second, which answers; the slow attempt is cancelled."""
+    slow = simulators(faults=Faults(spike_rate=1.0, spike_ms=2000))
+    config = configure(tmp_path, {"chat": {"policy": "priority", "hedge": {"after_ms": 50},
+                                           "deployments": [deployment("slow", slow),
+                                                           deployment("fast", simulators())]}})
+    with gateway(config) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:
+        if stream:
+            chunks = list(sdk.chat.completions.create(model="chat", messages=HELLO,
+                                                      max_tokens=4, stream=True))
+            assert chunks
+        else:
+            sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=4)
+        slow_state = deployment_state(base_url, "chat", "slow")
+    (record,) = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert record.status == 200 and record.deployment == "fast" and record.attempts == 2
+    assert slow_state["in_flight"] == 0  # the losing attempt gave its slot back
+    assert slow_state["state"] == "healthy"  # a cancelled attempt is no failure
+
+
 def test_one_of_three_killed_mid_load_is_ejected_then_readmitted(
     simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
 ) -> None:

@@ -99,7 +99,7 @@ class Route:
                 if not deployment.health.admit(time.monotonic()):
                     continue
                 try:
-                    return await self._attempt(exchange, deployment)
+                    return await self._try(exchange, deployment, alias)
                 except SwitchgearError as failure:
                     error = failure
                     if failure.code == CONTEXT_CODE:
@@ -109,6 +109,59 @@ class Route:
                     if isinstance(failure, UpstreamTimeout) and self.router.lone(alias):
                         break  # waiting on the same silent deployment again helps nobody
         raise error or _unavailable(exchange.model)
+
+    async def _try(self, exchange: Exchange, deployment: Deployment, alias: str) -> Reply:
+        """An attempt on ``deployment``, hedged when the alias asks for it; the answer, with the
+        Exchange noting who gave it."""
+        delay = self.router.hedge_delay(alias)
+        if delay is None:
+            reply = await self._attempt(exchange, deployment)
+        else:
+            reply, deployment = await self._hedged(exchange, deployment, alias, delay)
+        exchange.deployment = deployment.name
+        exchange.served_alias = deployment.alias
+        if isinstance(reply, dict):
+            take_usage(exchange, reply)
+        return reply
+
+    async def _hedged(self, exchange: Exchange, first: Deployment, alias: str, delay: float
+                      ) -> tuple[Reply, Deployment]:
+        """``first``'s attempt and, when it has no answer (or first token) after ``delay``
+        seconds, another on the next deployment that can take one: the first answer wins, the
+        other is cancelled (its attempt recorded as ``cancelled``); a failure waits for the
+        other attempt, and fails when both have."""
+        racing = {asyncio.ensure_future(self._attempt(exchange, first)): first}
+        try:
+            done, _ = await asyncio.wait(racing, timeout=delay)
+            second = None if done else self._hedge_target(exchange, alias, first)
+            if second is not None:
+                racing[asyncio.ensure_future(self._attempt(exchange, second))] = second
+            failure: BaseException | None = None
+            while racing:
+                done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    deployment = racing.pop(task)
+                    failure = task.exception()
+                    if failure is None:
+                        return task.result(), deployment
+            assert failure is not None  # every attempt ended, none with an answer
+            raise failure
+        finally:
+            await _abandon(racing)
+
+    def _hedge_target(self, exchange: Exchange, alias: str, first: Deployment
+                      ) -> Deployment | None:
+        """Where a hedge goes: the next deployment of the alias's plan with room, if another
+        attempt is allowed (``max_attempts``, the retry budget)."""
+        if len(exchange.attempts) >= self.retry.max_attempts:
+            return None
+        now = time.monotonic()
+        for deployment in self.router.plan(alias):
+            if deployment is not first and deployment.has_room:
+                if self.budget.try_retry() and deployment.health.admit(now):
+                    return deployment
+                return None
+        return None
 
     def _tries(self, alias: str) -> list[Deployment]:
         """The deployments to try for ``alias``, in order: its plan; or, when the alias has a
@@ -159,8 +212,8 @@ class Route:
             else:
                 reply = await _within(deployment.backend.complete(exchange.operation, body, tier),
                                       timeouts.total, deployment.name)
-                elapsed = time.monotonic() - started
-                _succeeded(deployment, attempt, elapsed, elapsed)
+                ttft = time.monotonic() - started
+                _succeeded(deployment, attempt, ttft, ttft)
                 deployment.release()
         except StopAsyncIteration:
             failure = UpstreamProtocolError(f"Deployment '{deployment.name}' ended the stream "
@@ -174,14 +227,14 @@ class Route:
             if chunks is not None:
                 await close_stream(chunks)
             raise
-        except BaseException:
+        except BaseException:  # cancelled: the client left, or a hedge won
+            attempt.outcome = "cancelled"
             deployment.health.released()
             deployment.release()
+            if chunks is not None:
+                await close_stream(chunks)
             raise
-        exchange.deployment = deployment.name
-        exchange.served_alias = deployment.alias
-        if isinstance(reply, dict):
-            take_usage(exchange, reply)
+        self.router.first_token(deployment.alias, ttft)
         return reply
 
     @staticmethod
@@ -212,7 +265,8 @@ class Route:
             settled = True
             raise
         finally:
-            if not settled:
+            if not settled:  # the client left, or a hedge answered first
+                attempt.outcome = "cancelled"
                 deployment.health.released()
             deployment.release()
             await close_stream(rest)
@@ -241,6 +295,17 @@ def _failed(deployment: Deployment, attempt: Attempt, failure: SwitchgearError) 
         deployment.health.failed(time.monotonic(), failure.kind, failure.retry_after)
     else:
         deployment.health.released()
+
+
+async def _abandon(racing: dict[asyncio.Task[Reply], Deployment]) -> None:
+    """Cancel the attempts still racing; a stream that answered too late is started (its first
+    chunk is in hand) and closed, so that it settles its slot and closes its upstream."""
+    for task in racing:
+        task.cancel()
+    for outcome in await asyncio.gather(*racing, return_exceptions=True):
+        if not isinstance(outcome, (dict, BaseException)):
+            await anext(outcome, None)
+            await close_stream(outcome)
 
 
 def _unavailable(alias: str) -> Overloaded:

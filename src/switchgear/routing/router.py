@@ -14,6 +14,7 @@ from switchgear.errors import ModelNotFound
 from switchgear.exchange import Exchange
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.experiments import Experiment
+from switchgear.routing.hedging import TailLatency
 from switchgear.routing.policies import Policy, policy_for
 
 
@@ -26,6 +27,8 @@ class AliasRoutes:
     policy: Policy
     experiment: Experiment | None = None
     picks: dict[str, int] = field(default_factory=dict)
+    #: The recent tail of its times to first token, when the alias hedges after it.
+    tail: TailLatency | None = None
 
 
 class Router:
@@ -35,7 +38,8 @@ class Router:
                  seed: int | None = None) -> None:
         self.routes = {
             alias: AliasRoutes(model, deployments.get(alias, []), policy_for(model),
-                               Experiment(alias, model) if model.variants else None)
+                               Experiment(alias, model) if model.variants else None,
+                               tail=TailLatency() if model.hedge else None)
             for alias, model in models.items()
         }
         self._random = random.Random(seed)
@@ -66,6 +70,23 @@ class Router:
     def lone(self, alias: str) -> bool:
         """Whether ``alias`` has a single deployment (its failures can only be retried there)."""
         return len(self._routes(alias).deployments) == 1
+
+    def hedge_delay(self, alias: str) -> float | None:
+        """Seconds after which an attempt of ``alias`` without its first token is hedged (None:
+        not hedged, or no tail known yet)."""
+        routes = self._routes(alias)
+        hedge = routes.config.hedge
+        if hedge is None:
+            return None
+        if hedge.after_ms is not None:
+            return hedge.after_ms / 1000
+        return None if routes.tail is None else routes.tail.p95
+
+    def first_token(self, alias: str, seconds: float) -> None:
+        """Note how long an answer of ``alias`` took to its first token (for its hedging)."""
+        routes = self.routes.get(alias)
+        if routes is not None and routes.tail is not None:
+            routes.tail.observe(seconds)
 
     def chain(self, alias: str) -> list[str]:
         """``alias`` then its fallbacks, in order."""
