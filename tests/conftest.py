@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from switchgear.admission.state import connect_redis
 from switchgear.config import Config, parse_config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator, start_simulator
+from switchgear.store.redis import connect_redis
 
 from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema, refused_port
 

@@ -43,7 +43,6 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 SIBLINGS: Mapping[str, frozenset[str]] = MappingProxyType({
     "backends": frozenset({"engine", "simulator", "telemetry"}),  # engines, spans
     "routing": frozenset({"backends"}),  # a deployment wraps a backend
-    "cache": frozenset({"admission"}),  # the shared Redis client and its outage error
     "quality": frozenset({"routing", "telemetry"}),  # experiments' variants, metrics
     "guards": frozenset({"quality"}),  # the refusal check is quality's heuristic
     "slo": frozenset({"telemetry"}),

@@ -25,7 +25,7 @@ from switchgear.admission.budgets import (
     RedisBudgets,
     period_bounds,
 )
-from switchgear.admission.state import StateUnavailable, connect_redis
+from switchgear.store.redis import StateUnavailable, connect_redis
 
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0
@@ -178,7 +178,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from switchgear.admission.budgets import Budget, BudgetExceeded, RedisBudgets
-    from switchgear.admission.state import connect_redis
+    from switchgear.store.redis import connect_redis
 
     async def main(prefix):
         client = connect_redis("redis://127.0.0.1:6379/0")

@@ -23,8 +23,8 @@ from switchgear.admission.limits import (
     RedisLimiter,
     duration,
 )
-from switchgear.admission.state import StateUnavailable, connect_redis
 from switchgear.errors import AuthenticationFailed, Overloaded
+from switchgear.store.redis import StateUnavailable, connect_redis
 
 from servers import free_port
 
@@ -239,7 +239,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from switchgear.admission.limits import Limit, RedisLimiter
-    from switchgear.admission.state import connect_redis
+    from switchgear.store.redis import connect_redis
 
     async def main(prefix, limit, attempts):
         client = connect_redis("redis://127.0.0.1:6379/0")

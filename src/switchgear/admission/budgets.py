@@ -30,8 +30,8 @@ from typing import Literal, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from switchgear.admission.state import LuaScript, text, unavailable
 from switchgear.errors import RateLimited
+from switchgear.store.redis import LuaScript, text, unavailable
 
 logger = logging.getLogger(__name__)
 

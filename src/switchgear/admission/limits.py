@@ -32,8 +32,8 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis
 
-from switchgear.admission.state import LuaScript, text
 from switchgear.errors import RateLimited
+from switchgear.store.redis import LuaScript, text
 
 #: The window every limit is expressed in, in seconds (per minute).
 PERIOD = 60.0

@@ -12,8 +12,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from switchgear.admission.state import LuaScript, StateUnavailable, connect_redis, unavailable
 from switchgear.cache.exact import Entry
+from switchgear.store.redis import LuaScript, StateUnavailable, connect_redis, unavailable
 
 log = logging.getLogger(__name__)
 

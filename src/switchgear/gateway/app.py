@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from switchgear.admission.state import connect_redis
 from switchgear.config import ConfigError
 from switchgear.errors import (
     HeadersTooLarge,
@@ -48,6 +47,7 @@ from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body, Handler, Reply, close_stream
 from switchgear.pipeline.admit import identify
 from switchgear.store.base import StoreUnavailable
+from switchgear.store.redis import connect_redis
 from switchgear.telemetry.metrics import CONTENT_TYPE
 from switchgear.telemetry.tracing import TRACE_ID_HEADER, TRACEPARENT
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
 from switchgear.admission.limits import InProcessLimiter, RedisLimiter
-from switchgear.admission.state import connect_redis
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.background import Calls, Parts, Together
@@ -55,6 +54,7 @@ from switchgear.routing.router import Router
 from switchgear.slo.monitor import SLOMonitor
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore, redact_url
+from switchgear.store.redis import connect_redis
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
 from switchgear.telemetry.tracing import Tracer

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from switchgear.admission.budgets import Budget, Budgets
 from switchgear.admission.keys import NO_LIMITS, ApiKey, KeyLimits, KeyRing, Role
 from switchgear.admission.limits import Limit, Limiter, Reservation
-from switchgear.admission.state import StateUnavailable
 from switchgear.admission.tiers import effective_tier
 from switchgear.config import BudgetValues, LimitsConfig
 from switchgear.errors import AuthenticationFailed, Overloaded, PermissionDenied
@@ -23,6 +22,7 @@ from switchgear.exchange import Exchange, Principal
 from switchgear.pipeline import Reply, Stage
 from switchgear.pipeline.route import estimated_tokens
 from switchgear.store.base import StoreUnavailable
+from switchgear.store.redis import StateUnavailable
 
 log = logging.getLogger("switchgear.admission")
 

@@ -1,10 +1,12 @@
-"""Shared admission state in Redis: a client made to fail fast, Lua scripts run by EVALSHA, and
-the one error every Redis failure becomes (``StateUnavailable``, a 503 — never a 401).
+"""State shared by replicas in Redis, in one place: a client made to fail fast, Lua scripts run
+by EVALSHA, and the one error every Redis failure becomes (``StateUnavailable``, a 503 — never a
+401).
 
 The in-process implementations need none of this; the Redis ones (``RedisLimiter``,
-``RedisBudgets``) share it so that an outage looks the same from every admission check, and so
-that the gateway recovers by itself when Redis returns: the client's pool reconnects on the next
-command and a script flushed by a Redis restart is loaded again on its next call.
+``RedisBudgets``, the shared answer cache) share it so that an outage looks the same from every
+part, and so that the gateway recovers by itself when Redis returns: the client's pool
+reconnects on the next command and a script flushed by a Redis restart is loaded again on its
+next call.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class StateUnavailable(Overloaded):
 
 
 def connect_redis(url: str, *, timeout: float = 0.5) -> Redis:
-    """A Redis client for admission state that fails fast while Redis is away.
+    """A Redis client for shared state that fails fast while Redis is away.
 
     Connecting and each command wait at most ``timeout`` seconds; a command is retried once
     without backoff, so a connection left stale by a Redis restart is replaced transparently
@@ -56,7 +58,7 @@ def connect_redis(url: str, *, timeout: float = 0.5) -> Redis:
 def unavailable(error: BaseException) -> StateUnavailable:
     """The 503 a Redis failure becomes; its text names the failure's class, never a URL."""
     return StateUnavailable(
-        f"Shared admission state is unavailable ({type(error).__name__}); try again shortly.",
+        f"Shared state is unavailable ({type(error).__name__}); try again shortly.",
         retry_after=OUTAGE_RETRY_AFTER,
     )
 
