@@ -1,4 +1,5 @@
-"""The zero-latency upstream: nginx answering every chat completion with one fixed JSON body."""
+"""The zero-latency upstream: nginx answering every chat completion with one fixed JSON body, and
+``GET /v1/models`` as an OpenAI-compatible server does (a gateway's health check asks it)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ http {{
             default_type application/json;
             return 200 '{body}';
         }}
+        location = /v1/models {{
+            default_type application/json;
+            return 200 '{models}';
+        }}
         location / {{
             return 404;
         }}
@@ -66,7 +71,10 @@ def nginx_config(prefix: Path, port: int) -> str:
     body = completion_json()
     if any(char in body for char in "'\\$"):
         raise BenchmarkError("the fixed completion must not contain ', \\ or $ (nginx string)")
-    return NGINX_CONF_TEMPLATE.format(prefix=prefix, port=port, body=body)
+    models = json.dumps({"object": "list", "data": [{"id": UPSTREAM_MODEL, "object": "model",
+                                                      "owned_by": "benchmark"}]},
+                        separators=(",", ":"))
+    return NGINX_CONF_TEMPLATE.format(prefix=prefix, port=port, body=body, models=models)
 
 
 def nginx_binary() -> str | None:
