@@ -78,6 +78,8 @@ class Load:
         self.errors: Counter[str] = Counter()
         #: Seconds each request took, as its client saw it.
         self.latencies: list[float] = []
+        #: The gateway's /admin/routing once the load was over (when the test keeps it).
+        self.routing: dict[str, Any] = {}
 
     async def burst(self) -> None:
         """Each of the ``workers`` clients sends one request, all at once."""
@@ -139,30 +141,42 @@ class Load:
 #: The gateway's defaults for routing (5 s health checks, 2 s first ejection), not ROUTING's.
 DEFAULT_ROUTING = {"health_check_interval_s": 5.0,
                    "outlier": {"base_ejection_s": 2.0, "max_ejection_s": 60.0}}
+#: The issue's load for partial failures: 16 clients for 20 s.
+CLIENTS, SECONDS = 16, 20.0
+
+
+def one_of_three(simulators: Callable[..., RunningSimulator], tmp_path: Path,
+                 faulty: RunningSimulator, during: Callable[[], Any] | None = None
+                 ) -> tuple[Load, dict[str, Any]]:
+    """``faulty`` and two healthy simulators behind the default routing, loaded by ``CLIENTS``
+    clients for ``SECONDS`` (``during`` called at 3 s); the load (its ``routing`` the gateway's
+    routing state at the end) and the faulty deployment's state."""
+    config = configure(tmp_path, {"chat": {"deployments": [
+        deployment("faulty", faulty), deployment("a", simulators()),
+        deployment("b", simulators())]}}, routing=DEFAULT_ROUTING)
+    with gateway(config) as base_url:
+        load = Load(base_url, workers=CLIENTS)
+        asyncio.run(load.run(SECONDS, during=during, at=3.0))
+        load.routing = routing_state(base_url)
+    faulty_state = next(d for d in load.routing["models"]["chat"]["deployments"]
+                        if d["name"] == "faulty")
+    return load, faulty_state
 
 
 def test_a_hung_upstream_that_still_lists_its_models_costs_almost_nothing(
     simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
     """One of three upstreams accepts inference requests and never answers them, while it
-    answers GET /models: 16 clients for 20 s, the time-to-first-token timeout 5 s."""
-    hung = simulators(faults=Faults(hang_rate=1.0))
-    config = configure(tmp_path, {"chat": {"deployments": [
-        deployment("hung", hung), deployment("a", simulators()), deployment("b", simulators())]}},
-        routing=DEFAULT_ROUTING)
-    with gateway(config) as base_url:
-        load = Load(base_url, workers=16)
-        asyncio.run(load.run(20.0))
-        state = deployment_state(base_url, "chat", "hung")
-    print(f"hung upstream: {load.figures()}; hung: {state['attempts']} attempts, "
-          f"{state['state']}")
+    answers GET /models."""
+    load, hung = one_of_three(simulators, tmp_path, simulators(faults=Faults(hang_rate=1.0)))
+    print(f"hung upstream: {load.figures()}; hung: {hung['attempts']} attempts, {hung['state']}")
     assert load.success_ratio >= 0.999, load.failures()
     assert load.percentile(0.99) <= 2 * 5.0
-    assert state["state"] != "healthy"  # its passing health checks did not readmit it
+    assert hung["state"] != "healthy"  # its passing health checks did not readmit it
     # The first pile-up (each client's request that landed there before it was ejected), then
     # only one probe per ejection (2 s, 4 s, 8 s ... apart): no new pile-up after a health
     # check that GET /models passes.
-    assert state["attempts"] <= 16 + 4
+    assert hung["attempts"] <= CLIENTS + 4
 
 
 def test_a_health_check_that_is_not_2xx_ejects(
@@ -272,38 +286,26 @@ def test_five_percent_errors_are_absorbed_within_the_retry_budget(
     simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
     flaky = simulators(faults=Faults(error_rate=0.05, error_status=500))
-    config = configure(tmp_path, {"chat": {"deployments": [
-        deployment("flaky", flaky), deployment("b", simulators()), deployment("c", simulators())]}},
-        routing=DEFAULT_ROUTING)
-    with gateway(config) as base_url:
-        load = Load(base_url, workers=16)
-        asyncio.run(load.run(20.0))
-        budget = routing_state(base_url)["retry_budget"]
+    load, _ = one_of_three(simulators, tmp_path, flaky)
+    budget = load.routing["retry_budget"]
     print(f"5% of 500s on one: {load.figures()}; retries {budget['retries']}")
     assert len(load.statuses) > 10_000
     assert load.success_ratio >= 0.9999, load.failures()
     assert load.percentile(0.99) <= 2 * 5.0
     assert budget["retries"] > 0
-    # the ratio, the reserve (at least one per request being routed: 16 clients) and the
-    # per-second refill
-    assert budget["retries"] <= 0.2 * budget["requests"] + 16 + 5 * 22
+    # the ratio, the reserve (at least one per request being routed) and the per-second refill
+    assert budget["retries"] <= 0.2 * budget["requests"] + CLIENTS + 5 * (SECONDS + 2)
 
 
 def test_an_upstream_failing_every_request_from_the_third_second_costs_almost_nothing(
-    simulators: Callable[..., RunningSimulator], background: BackgroundLoop, tmp_path: Path
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:
     failing = simulators()
-    config = configure(tmp_path, {"chat": {"deployments": [
-        deployment("failing", failing), deployment("a", simulators()),
-        deployment("b", simulators())]}}, routing=DEFAULT_ROUTING)
 
     def break_it() -> None:
         failing.state.faults = Faults(error_rate=1.0, error_status=500)
 
-    with gateway(config) as base_url:
-        load = Load(base_url, workers=16)
-        asyncio.run(load.run(20.0, during=break_it, at=3.0))
-        state = deployment_state(base_url, "chat", "failing")
+    load, state = one_of_three(simulators, tmp_path, failing, during=break_it)
     print(f"failing from 3 s: {load.figures()}; failing: {state['attempts']} attempts, "
           f"{state['state']}")
     assert load.success_ratio >= 0.999, load.failures()
