@@ -20,7 +20,7 @@ import switchgear
 #: package itself (``__version__``) is ``switchgear``.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # what every layer uses, and which knows nothing of the others
-    ("foundation", frozenset({"switchgear", "errors", "exchange", "background"})),
+    ("foundation", frozenset({"switchgear", "errors", "exchange", "background", "percentiles"})),
     # the config file's sections that a domain package reads (tiers, SLOs, prompt templates,
     # the scorecard's facts, what a guard check needs to run), and the value types they use
     ("sections", frozenset({"sections"})),

@@ -40,7 +40,7 @@ import yaml
 
 from switchgear.capacity.machine import commit, cpu_model, load_average
 from switchgear.store import open_store
-from switchgear.telemetry.latency import nearest_rank
+from switchgear.percentiles import nearest_rank
 
 REPO = Path(__file__).resolve().parent.parent.parent
 WORK = Path(__file__).resolve().parent / ".work"

@@ -17,7 +17,7 @@ from scripted import Script, scripted_upstream
 from switchgear.cli.admin_client import AdminError, admin_call
 from switchgear.cli.main import main
 from switchgear.store.records import RequestRecord
-from switchgear.telemetry.latency import nearest_rank
+from switchgear.percentiles import nearest_rank
 
 from servers import BackgroundLoop, break_glass, gateway, wait_for_version
 

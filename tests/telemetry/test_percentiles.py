@@ -8,7 +8,8 @@ import random
 import numpy
 import pytest
 
-from switchgear.telemetry.latency import LatencyRow, latency_report, nearest_rank
+from switchgear.percentiles import nearest_rank
+from switchgear.telemetry.latency import LatencyRow, latency_report
 
 
 @pytest.mark.parametrize(("percentile", "expected"),

@@ -47,7 +47,8 @@ from switchgear.ledger.report import cost_report, period_of
 from switchgear.ledger.rollup import DIMENSIONS, Dimension
 from switchgear.store.base import StoreUnavailable
 from switchgear.store.queries import Period, recent_records
-from switchgear.telemetry.latency import GROUPS, METHOD, PERCENTILES, latency_report, latency_rows
+from switchgear.percentiles import METHOD
+from switchgear.telemetry.latency import GROUPS, PERCENTILES, latency_report, latency_rows
 
 log = logging.getLogger("switchgear.audit")
 

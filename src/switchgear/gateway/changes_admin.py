@@ -7,7 +7,7 @@ from switchgear.errors import InvalidRequest
 from switchgear.gateway.admin import READERS, AdminAPI, _period, _query
 from switchgear.gateway.http import Receive, Scope, Send, send_json
 from switchgear.governance.impact import DEFAULT_WINDOW, PERCENTILE, applied_changes
-from switchgear.telemetry.latency import METHOD
+from switchgear.percentiles import METHOD
 
 #: The longest side asked for, in seconds (a week).
 MAX_WINDOW = 7 * 86400.0

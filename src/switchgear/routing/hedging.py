@@ -4,8 +4,9 @@ wins. This module keeps the tail: the p95 of an alias's recent times to first to
 
 from __future__ import annotations
 
-import math
 from collections import deque
+
+from switchgear.percentiles import nearest_rank
 
 #: Recent answers the tail is taken over.
 SAMPLES = 256
@@ -13,7 +14,7 @@ SAMPLES = 256
 MIN_SAMPLES = 20
 #: The tail is recomputed after this many more answers (a sort of at most SAMPLES numbers).
 REFRESH_EVERY = 32
-PERCENTILE = 0.95
+PERCENTILE = 95
 
 
 class TailLatency:
@@ -32,5 +33,4 @@ class TailLatency:
         self._until_refresh -= 1
         if self._until_refresh <= 0:
             self._until_refresh = REFRESH_EVERY
-            ordered = sorted(self._recent)
-            self.p95 = ordered[math.ceil(PERCENTILE * len(ordered)) - 1]
+            self.p95 = nearest_rank(sorted(self._recent), PERCENTILE)

@@ -6,8 +6,8 @@ done - received; TTFT = first token - received (the whole answer when not stream
 (done - first token) / (output tokens - 1), for streams of more than one output token. Only
 requests that succeeded (status 200, cache hits included) count.
 
-Percentiles are **nearest-rank**: of n values sorted ascending, the p-th percentile is the value
-at 1-based rank ⌈p·n/100⌉, always a latency that was observed, never an interpolation.
+Percentiles are **nearest-rank** (switchgear/percentiles.py): of n values sorted ascending, the
+p-th percentile is the value at 1-based rank ⌈p·n/100⌉, always a latency that was observed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from switchgear.percentiles import nearest_rank, rank
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import placeholders
 from switchgear.store.queries import Period, where
@@ -24,17 +25,6 @@ from switchgear.store.queries import Period, where
 PERCENTILES = (50, 95, 99)
 #: What a report can be grouped by (columns of the request log).
 GROUPS = ("model", "deployment", "tenant", "feature")
-METHOD = "nearest-rank"
-
-
-def rank(count: int, percentile: int) -> int:
-    """The 1-based rank of the ``percentile``-th percentile of ``count`` sorted values."""
-    return max(1, -(-percentile * count // 100))  # ⌈p·n/100⌉ in integers
-
-
-def nearest_rank(ordered: Sequence[float], percentile: int) -> float:
-    """The ``percentile``-th percentile (1 to 100) of ``ordered`` (sorted ascending, not empty)."""
-    return ordered[rank(len(ordered), percentile) - 1]
 
 
 def summary(values: list[float]) -> dict[str, Any] | None:
