@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from switchgear.config import Config, parse_config
@@ -17,15 +17,18 @@ BOX = {"instance_per_hour": 4.0, "instances": 2, "concurrency": 4}
 
 
 def ledger_config(store_url: str, capacity: dict[str, float] | None = None,
-                  box: dict[str, Any] | None = None) -> Config:
-    """Two models: ``chat`` on a per-token API, ``local`` on a self-hosted box (simulated)."""
+                  box: dict[str, Any] | None = None, with_box: bool = True) -> Config:
+    """Two models: ``chat`` on a per-token API, ``local`` on a self-hosted box (simulated);
+    only ``chat`` unless ``with_box``."""
     local: dict[str, Any] = {"name": "box", "backend": "simulated", "price": box or BOX}
     if capacity is not None:
         local["capacity"] = capacity
+    models: dict[str, Any] = {"chat": {"deployments": [{"name": "api", "backend": "simulated",
+                                                        "price": API}]}}
+    if with_box:
+        models["local"] = {"deployments": [local]}
     return parse_config({
-        "models": {"chat": {"deployments": [{"name": "api", "backend": "simulated",
-                                             "price": API}]},
-                   "local": {"deployments": [local]}},
+        "models": models,
         "store": {"url": store_url, "flush_interval_ms": 20},
         "routing": {"health_check_interval_s": None},
     })
@@ -58,6 +61,16 @@ def record(config: Config, number: int, when: str, tenant: str, alias: str, *,
         output_cost=parts.output if served else 0.0,
         instance_cost=parts.instance if served else 0.0,
         busy_s=parts.busy_s if served else 0.0)
+
+
+def steady(config: Config, first: int, start: str, seconds: int, per_second: int,
+           alias: str, **fields: Any) -> list[RequestRecord]:
+    """``per_second`` requests (``record``'s ``fields``) in each of ``seconds`` seconds from
+    ``start``, numbered from ``first``."""
+    begin = datetime.fromisoformat(start)
+    return [record(config, first + second * per_second + n,
+                   (begin + timedelta(seconds=second)).isoformat(), "acme", alias, **fields)
+            for second in range(seconds) for n in range(per_second)]
 
 
 def write(store_url: str, records: Sequence[RequestRecord]) -> None:

@@ -5,6 +5,7 @@ utilization of self-hosted instance time."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from ledger_support import at, ledger_config, record, write
@@ -67,29 +68,33 @@ def test_instance_time_is_busy_over_concurrency_over_wall_clock() -> None:
 
 
 def test_the_report_takes_load_from_the_records(store_url: str) -> None:
-    config = ledger_config(store_url, capacity={"requests_per_s": 0.001})
-    # 6 requests in the busiest hour: 1/600 per second; doubled: 1/300, 4 instances needed
+    config = ledger_config(store_url, capacity={"requests_per_s": 0.01})
+    # one request a minute for 6 minutes: the busiest minute has 1/60 per second; doubled:
+    # 1/30, 4 instances of 0.01 needed; over the busiest hour (6/3600, doubled 1/300) one
     records = [record(config, n, f"2026-03-02T10:{n:02d}:00", "acme", "local", busy_s=60)
                for n in range(6)]
     records += [record(config, 10, "2026-03-02T15:00:00", "acme", "chat")]
     write(store_url, records)
 
-    async def run() -> dict[str, object]:
+    async def run(grain_s: int) -> dict[str, Any]:
         store = open_store(store_url)
         await store.open()
         try:
             return await cost_report(store, config, Period(at("2026-03-02T00:00:00"),
                                                            at("2026-03-03T00:00:00")),
-                                     "model", "tenant")
+                                     "model", "tenant", peak_grain_s=grain_s)
         finally:
             await store.close()
 
-    report = asyncio.run(run())
-    doublings = {d["deployment"]: d for d in report["doubling"]}  # type: ignore[attr-defined]
+    hourly = {d["deployment"]: d for d in asyncio.run(run(3600))["doubling"]}
+    assert hourly["box"]["instances_needed"] == 1 and hourly["box"]["added_cost"] == 0
+    report = asyncio.run(run(60))
+    assert report["peak"]["grain_s"] == 60
+    doublings = {d["deployment"]: d for d in report["doubling"]}
     assert doublings["box"]["instances_needed"] == 4
     assert doublings["box"]["added_cost"] == pytest.approx(2 * 4.0 * 24)
     assert doublings["api"]["added_cost"] == pytest.approx(records[-1].cost)
-    box = next(d for d in report["deployments"] if d["deployment"] == "box")  # type: ignore
+    box = next(d for d in report["deployments"] if d["deployment"] == "box")
     assert box["utilization"] == pytest.approx(6 * 60 / 4 / (2 * DAY))
     assert box["idle_cost"] == pytest.approx(2 * 24 * 4.0 - 6 * 60 / 3600 * 4.0 / 4)
 

@@ -10,8 +10,9 @@ from switchgear.reports.svg import line_chart
 
 HEADERS = ("requests", "failed", "cache hits", "tokens", "cost", "saved", "per request",
            "per 1k req", "per 1M tok")
-DEPLOYMENT_HEADERS = ("deployment", "requests", "token cost", "instance time", "idle cost",
-                      "utilization", "doubling adds", "why")
+DEPLOYMENT_HEADERS = ("deployment", "requests", "peak req/s (burst)", "token cost",
+                      "instance time", "idle cost", "utilization", "2x needs", "doubling adds",
+                      "why")
 
 
 def _money(value: float | None) -> str:
@@ -26,6 +27,13 @@ def _line_cells(line: dict[str, Any]) -> tuple[str, ...]:
             _money(line["cost_per_million_tokens"]))
 
 
+def _instances_at_twice(double: dict[str, Any]) -> str:
+    """``4 of 2`` (needed of running), or ``-`` for a per-token or unknown-capacity one."""
+    if not double.get("instances") or double.get("instances_needed") is None:
+        return "-"
+    return f"{double['instances_needed']} of {double['instances']}"
+
+
 def _deployment_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
     doublings = {(d["alias"], d["deployment"]): d for d in report["doubling"] or ()}
     rows: list[tuple[str, ...]] = []
@@ -33,11 +41,22 @@ def _deployment_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
         double = doublings.get((d["alias"], d["deployment"]), {})
         utilization = d["utilization"]
         rows.append((f"{d['alias']}/{d['deployment']}", str(d["requests"]),
+                     f"{d['peak_requests_per_s']:.4g} ({d['burst_requests_per_s']:.4g})",
                      _money(d["token_cost"]), _money(d["instance_time_cost"]),
                      _money(d["idle_cost"]),
                      "-" if utilization is None else f"{utilization:.1%}",
-                     _money(double.get("added_cost")), str(double.get("reason", ""))))
+                     _instances_at_twice(double), _money(double.get("added_cost")),
+                     str(double.get("reason", "gone: no longer in the config"))))
     return rows
+
+
+def _deployment_notes(report: dict[str, Any]) -> list[str]:
+    """How the deployments' peaks and instance time were found."""
+    peak, instance_time = report.get("peak"), report.get("instance_time")
+    if not peak or not instance_time:
+        return []
+    return [f"peak: the busiest {peak['grain_s']} s; burst: its busiest second. "
+            f"Instance time: {instance_time['basis']}."]
 
 
 def _layout(rows: list[tuple[str, ...]]) -> list[str]:
@@ -64,7 +83,7 @@ def render_table(report: dict[str, Any]) -> str:
                      f"{_money(total['cost_with_idle'])} in all")
     deployments = _deployment_cells(report)
     if deployments:
-        lines += ["", *_layout([DEPLOYMENT_HEADERS, *deployments])]
+        lines += ["", *_deployment_notes(report), *_layout([DEPLOYMENT_HEADERS, *deployments])]
     return "\n".join(lines)
 
 
@@ -85,6 +104,7 @@ def render_html(report: dict[str, Any]) -> str:
                       [*map(_line_cells, report["lines"]), _line_cells(report["total"])])]
     deployments = _deployment_cells(report)
     if deployments:
+        sections += [paragraph(note) for note in _deployment_notes(report)]
         sections.append(table("Deployments: instance time and twice the traffic",
                               DEPLOYMENT_HEADERS, deployments))
     return page("Switchgear cost report", sections)

@@ -324,9 +324,12 @@ def _period_options(command: Any) -> Any:
               type=click.Choice(["table", "json"]))
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page with a chart of cost over time.")
+@click.option("--peak-grain", "grain", default=60, show_default=True,
+              type=click.IntRange(1, 86400),
+              help="Seconds: a deployment's peak load is its busiest stretch this long.")
 def cost_report(url: str, admin_key: str | None, since: str | None, until: str | None,
                 tenant: str | None, by: str, chart_by: str, output: str,
-                html_path: Path | None) -> None:
+                html_path: Path | None, grain: int) -> None:
     """Cost per tenant, feature, model, deployment or day, with unit economics.
 
     Requests, tokens, cost per request, per 1,000 requests and per million tokens, and cache
@@ -335,7 +338,7 @@ def cost_report(url: str, admin_key: str | None, since: str | None, until: str |
     from switchgear.cli.cost import render_html, render_table
 
     query = {k: v for k, v in {"since": since, "until": until, "tenant": tenant, "by": by,
-                               "chart": chart_by}.items() if v}
+                               "chart": chart_by, "grain": str(grain)}.items() if v}
     report = _admin(url, "GET", "/admin/cost?" + urllib.parse.urlencode(query), admin_key)
     click.echo(json.dumps(report, indent=2) if output == "json" else render_table(report))
     if html_path is not None:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from switchgear.admission.keys import ApiKey, KeyLimits, Role
 from switchgear.admission.tiers import GateSnapshot
+from switchgear.config import Config, ConfigError
 from switchgear.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -41,10 +42,11 @@ from switchgear.gateway.http import (
 from switchgear.gateway.state import AppState
 from switchgear.governance.audit import ANONYMOUS
 from switchgear.governance.throttle import Throttle
+from switchgear.governance.versions import serving_config
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report, period_of
-from switchgear.ledger.rollup import DIMENSIONS, Dimension
+from switchgear.ledger.rollup import DIMENSIONS, PEAK_GRAIN_S, Dimension, peak_grain
 from switchgear.store.base import StoreUnavailable
 from switchgear.store.queries import Period, recent_records
 from switchgear.percentiles import METHOD
@@ -271,13 +273,20 @@ class AdminAPI:
         await send_json(send, 200, self.state.slo.report(tenant), request_id)
 
     async def cost(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /admin/cost[?since&until&by&chart&tenant]: the cost report (ledger/report.py)."""
+        """GET /admin/cost[?since&until&by&chart&tenant&grain]: the cost report
+        (ledger/report.py); peaks over the busiest ``grain`` seconds (default 60), instance
+        time by the config versions in force."""
         key = await self.caller(scope, READERS)
         query = _query(scope)
         tenant = self.tenant_scope(key, query.get("tenant"))
         by, chart = _dimension(query, "by", "tenant"), _dimension(query, "chart", "tenant")
-        report = await cost_report(self.state.store, self.state.config, _period(query), by,
-                                   chart, tenant)
+        try:
+            grain = peak_grain(query.get("grain", PEAK_GRAIN_S))
+        except ValueError as error:
+            raise InvalidRequest(str(error), param="grain") from None
+        period = _period(query)
+        report = await cost_report(self.state.store, self.state.config, period, by, chart,
+                                   tenant, grain, await _versions_in_force(self.state, period))
         await send_json(send, 200, report, request_id)
 
     async def cost_focus(self, scope: Scope, receive: Receive, send: Send,
@@ -384,6 +393,29 @@ def _period(query: dict[str, str]) -> Period:
     except (ValueError, OverflowError, OSError):
         raise InvalidRequest("since and until must be seconds since the epoch or ISO 8601 "
                              "times, since before until", param="since") from None
+
+
+async def _versions_in_force(state: AppState, period: Period) -> list[tuple[float, Config]]:
+    """(applied at, config) of the config version in force when ``period`` starts and of each
+    one applied in it, as this replica reads them (one it cannot read is left out: its
+    predecessor is taken to run on)."""
+    versions = state.versions
+    later = await versions.applied_since(period.start)
+    before = await versions.get(later[0].version - 1 if later else None)
+    in_force = [v for v in later if v.applied_at < period.end]
+    if before is not None:
+        in_force.insert(0, before)
+    elif not in_force:  # the history begins after the period: its first version is the guess
+        in_force = later[:1]
+    readable = []
+    for version in in_force:
+        try:
+            config = serving_config(version.config, state.local,
+                                    f"config version {version.version}")
+        except ConfigError:
+            continue
+        readable.append((version.applied_at, config))
+    return readable
 
 
 def _dimension(query: dict[str, str], name: str, default: Dimension) -> Dimension:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from switchgear.config import Config
 from switchgear.ledger.cost import PriceBook
+from switchgear.ledger.history import PriceHistory
 from switchgear.ledger.marginal import InstanceTime, doubling
 from switchgear.ledger.rollup import (
     HOUR,
+    PEAK_GRAIN_S,
     DeploymentUse,
     Dimension,
     deployment_use,
@@ -60,11 +63,15 @@ def chart_bucket(period: Period) -> int:
 
 async def cost_report(store: RecordStore, config: Config, period: Period, by: Dimension,
                       chart_by: Dimension, tenant: str | None = None,
-                      peak_window_s: int = HOUR) -> dict[str, Any]:
+                      peak_grain_s: int = PEAK_GRAIN_S,
+                      versions: Sequence[tuple[float, Config]] | None = None) -> dict[str, Any]:
     """The report over ``period``, grouped ``by`` one dimension, with cost over time per
-    ``chart_by`` group; the doubling estimate takes each deployment's peak load over buckets of
-    ``peak_window_s``. Limited to ``tenant`` unless None; only the whole-platform report has
-    the deployments' instance time and the doubling estimate (they belong to no tenant)."""
+    ``chart_by`` group; the doubling estimate takes each deployment's peak load over its busiest
+    ``peak_grain_s`` seconds. Instance time is charged only while a deployment existed, by the
+    config ``versions`` in force, (applied at, config) pairs: the one in force when the period
+    starts and those applied in it (None: the live ``config`` over the whole period). Limited
+    to ``tenant`` unless None; only the whole-platform report has the deployments' instance
+    time and the doubling estimate (they belong to no tenant)."""
     bucket_s = chart_bucket(period)
     lines = await rollup(store, by, period, tenant)
     report: dict[str, Any] = {
@@ -76,43 +83,61 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
         "lines": [line.report() for line in lines],
         "chart": {"by": chart_by, "bucket_s": bucket_s,
                   "series": await series(store, chart_by, period, bucket_s, tenant)},
+        "peak": None,
+        "instance_time": None,
         "deployments": None,
         "doubling": None,
     }
     if tenant is None:
+        history = (PriceHistory.constant(config, period) if versions is None
+                   else PriceHistory.of(versions, period))
+        grain = min(peak_grain_s, max(1, int(period.seconds)))
+        report["peak"] = {"grain_s": grain, "burst_grain_s": 1,
+                          "basis": f"the busiest {grain} s of each deployment's requests; "
+                                   "its busiest second beside it as the burst"}
+        report["instance_time"] = {"basis": history.basis}
         report["deployments"], report["doubling"] = await _platform(store, config, period,
-                                                                     peak_window_s)
+                                                                     grain, history)
         idle = sum(d["idle_cost"] or 0 for d in report["deployments"])
         report["total"]["idle_cost"] = idle
         report["total"]["cost_with_idle"] = report["total"]["cost"] + idle
     return report
 
 
-async def _platform(store: RecordStore, config: Config, period: Period, peak_window_s: int
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every priced deployment's use, instance time and doubling estimate."""
+async def _platform(store: RecordStore, config: Config, period: Period, peak_grain_s: int,
+                    history: PriceHistory) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every deployment priced at some time in the period: its use and instance time; and the
+    doubling estimate of each one the live config prices."""
     prices = PriceBook.of(config).prices
     capacities = {(alias, d.name): d.capacity for alias, model in config.models.items()
                   for d in model.deployments}
     uses = {(u.alias, u.deployment): u for u in await deployment_use(store, period,
-                                                                     peak_window_s)}
+                                                                     peak_grain_s)}
     deployments, doublings = [], []
-    for where, price in sorted(prices.items()):
-        use = uses.get(where)
-        if use is None:
-            use = DeploymentUse(*where, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        instance = (InstanceTime.of(price, use.busy_s, use.instance_cost, period.seconds)
-                    if price.self_hosted else None)
+    for where in sorted(prices.keys() | history.stretches.keys()):
+        use = uses.get(where) or DeploymentUse(*where, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                               peak_grain_s=peak_grain_s)
+        stretches = history.stretches.get(where, ())
+        self_hosted = any(stretch.price.self_hosted for stretch in stretches)
+        instance = (InstanceTime.over(stretches, use.busy_s, use.instance_cost)
+                    if self_hosted else None)
+        price = prices.get(where)
         deployments.append({
             "alias": use.alias, "deployment": use.deployment, "requests": use.requests,
             "tokens": use.tokens, "token_cost": use.token_cost,
-            "instance_cost": use.instance_cost, "self_hosted": price.self_hosted,
-            "instances": price.instances if price.self_hosted else None,
+            "instance_cost": use.instance_cost, "self_hosted": self_hosted,
+            "live": price is not None,
+            "instances": price.instances if price is not None and price.self_hosted else None,
+            "existed_s": history.existed_s(where),
             "instance_time_cost": None if instance is None else instance.cost,
             "idle_cost": None if instance is None else instance.idle_cost,
             "utilization": None if instance is None else instance.utilization,
             "peak_requests_per_s": use.peak_requests_per_s,
             "peak_tokens_per_s": use.peak_tokens_per_s,
+            "burst_requests_per_s": use.burst_requests_per_s,
+            "burst_tokens_per_s": use.burst_tokens_per_s,
         })
-        doublings.append(doubling(price, capacities.get(where), use, period.seconds).report())
+        if price is not None:
+            doublings.append(doubling(price, capacities.get(where), use,
+                                      history.existed_s(where)).report())
     return deployments, doublings

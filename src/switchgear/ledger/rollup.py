@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import Dialect
+from switchgear.store.migrations import Dialect, placeholders
 from switchgear.store.queries import DAY, Period, where
 
 HOUR = 3600
@@ -140,11 +140,30 @@ async def series(store: RecordStore, dimension: Dimension, period: Period, secon
             for group, spent in sorted(costs.items())}
 
 
+#: The default grain of a deployment's peak load: its busiest minute.
+PEAK_GRAIN_S = 60
+
+
+def peak_grain(seconds: object) -> int:
+    """``seconds`` as a peak grain: a whole number of seconds, at least one, at most a day.
+    Raises ValueError."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | str):
+        raise ValueError("the peak grain must be a whole number of seconds")
+    try:
+        grain = int(seconds)
+    except ValueError:
+        raise ValueError("the peak grain must be a whole number of seconds") from None
+    if not 1 <= grain <= DAY:
+        raise ValueError(f"the peak grain must be from 1 to {DAY} seconds")
+    return grain
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentUse:
     """What one deployment did over a period: requests served, their tokens, the seconds of
-    instance time they took, what they were charged for tokens and for instance time, and the
-    peak load (per second, over the busiest bucket)."""
+    instance time they took, what they were charged for tokens and for instance time, the peak
+    load (per second, over its busiest ``peak_grain_s``) and the burst (per second, over the
+    busiest single second of that busiest stretch)."""
 
     alias: str
     deployment: str
@@ -155,28 +174,79 @@ class DeploymentUse:
     instance_cost: float
     peak_requests_per_s: float
     peak_tokens_per_s: float
+    burst_requests_per_s: float = 0.0
+    burst_tokens_per_s: float = 0.0
+    peak_grain_s: int = PEAK_GRAIN_S
 
 
-async def deployment_use(store: RecordStore, period: Period, seconds: int = HOUR
+@dataclass(slots=True)
+class _Sums:
+    """One deployment's sums over the period, and its busiest buckets so far."""
+
+    requests: int = 0
+    tokens: int = 0
+    busy_s: float = 0.0
+    token_cost: float = 0.0
+    instance_cost: float = 0.0
+    #: (requests, bucket number) and (tokens, bucket number) of the busiest bucket.
+    busiest_by_requests: tuple[int, int] = (0, 0)
+    busiest_by_tokens: tuple[int, int] = (0, 0)
+
+
+async def deployment_use(store: RecordStore, period: Period, grain_s: int = PEAK_GRAIN_S
                          ) -> list[DeploymentUse]:
     """Per (served alias, deployment) over ``period``; the peak load is taken over buckets of
-    ``seconds`` (cut to the period's length when that is shorter)."""
-    seconds = max(1, min(seconds, int(period.seconds)))
+    ``grain_s`` seconds (cut to the period's length when that is shorter), the burst over the
+    seconds of the busiest bucket (by requests, and by tokens)."""
+    grain_s = max(1, min(peak_grain(grain_s), int(period.seconds)))
     clause, params = where(store, period, None, " AND deployment IS NOT NULL")
-    sql = (f"SELECT {SERVED_ALIAS} AS a, deployment, {bucket(store.dialect, seconds)} AS b, "
+    sql = (f"SELECT {SERVED_ALIAS} AS a, deployment, {bucket(store.dialect, grain_s)} AS b, "
            "COUNT(*), SUM(prompt_tokens + completion_tokens), SUM(COALESCE(busy_s, 0)), "
            "SUM(COALESCE(input_cost, 0) + COALESCE(cached_cost, 0) + COALESCE(output_cost, 0)), "
            "SUM(COALESCE(instance_cost, 0)) "
            f"FROM request_log {clause} GROUP BY a, deployment, b")
-    sums: dict[tuple[str, str], list[float]] = {}
-    for alias, deployment, _, requests, tokens, busy, token_cost, instance_cost in \
+    sums: dict[tuple[str, str], _Sums] = {}
+    for alias, deployment, number, requests, tokens, busy, token_cost, instance_cost in \
             await store.rows(sql, params):
-        into = sums.setdefault((str(alias), str(deployment)), [0, 0, 0, 0, 0, 0, 0])
-        values = (int(requests), int(tokens or 0), float(busy or 0), float(token_cost or 0),
-                  float(instance_cost or 0))
-        for index, value in enumerate(values):
-            into[index] += value
-        into[5] = max(into[5], values[0] / seconds)
-        into[6] = max(into[6], values[1] / seconds)
-    return [DeploymentUse(alias, deployment, int(v[0]), int(v[1]), v[2], v[3], v[4], v[5], v[6])
-            for (alias, deployment), v in sorted(sums.items())]
+        into = sums.setdefault((str(alias), str(deployment)), _Sums())
+        into.requests += int(requests)
+        into.tokens += int(tokens or 0)
+        into.busy_s += float(busy or 0)
+        into.token_cost += float(token_cost or 0)
+        into.instance_cost += float(instance_cost or 0)
+        into.busiest_by_requests = max(into.busiest_by_requests, (int(requests), -int(number)))
+        into.busiest_by_tokens = max(into.busiest_by_tokens, (int(tokens or 0), -int(number)))
+    uses = []
+    for (alias, deployment), total in sorted(sums.items()):
+        by_requests = -total.busiest_by_requests[1] * grain_s
+        by_tokens = -total.busiest_by_tokens[1] * grain_s
+        burst = await _busiest_second(store, period, alias, deployment, by_requests,
+                                      by_tokens, grain_s)
+        uses.append(DeploymentUse(
+            alias, deployment, total.requests, total.tokens, total.busy_s, total.token_cost,
+            total.instance_cost, total.busiest_by_requests[0] / grain_s,
+            total.busiest_by_tokens[0] / grain_s, *burst, grain_s))
+    return uses
+
+
+async def _busiest_second(store: RecordStore, period: Period, alias: str, deployment: str,
+                          by_requests: int, by_tokens: int, grain_s: int
+                          ) -> tuple[float, float]:
+    """The most requests in one second of the bucket starting at ``by_requests``, and the most
+    tokens in one second of the one starting at ``by_tokens`` (each ``grain_s`` long)."""
+    marks = placeholders(store.dialect, 4).split(", ")
+    sql = (f"SELECT {bucket(store.dialect, 1)} AS b, COUNT(*), "
+           "SUM(prompt_tokens + completion_tokens) FROM request_log "
+           f"WHERE received_at >= {marks[0]} AND received_at < {marks[1]} "
+           f"AND {SERVED_ALIAS} = {marks[2]} AND deployment = {marks[3]} GROUP BY b")
+
+    async def seconds(start: int) -> list[tuple[int, int]]:
+        window = (max(float(start), period.start), min(float(start + grain_s), period.end),
+                  alias, deployment)
+        return [(int(requests), int(tokens or 0))
+                for _, requests, tokens in await store.rows(sql, window)]
+
+    requests = await seconds(by_requests)
+    tokens = requests if by_tokens == by_requests else await seconds(by_tokens)
+    return (float(max((r for r, _ in requests), default=0)),
+            float(max((t for _, t in tokens), default=0)))
