@@ -92,15 +92,24 @@ class Price(_Strict):
 
 class Capacity(_Strict):
     """What one instance of a deployment sustains within its SLO (for the marginal-cost
-    estimate): requests per second and/or tokens (prompt + completion) per second."""
+    estimate): requests per second and/or tokens (prompt + completion) per second, and/or a
+    ``switchgear bench`` profile of one instance (a JSON file) that the planner's model sizes
+    the load from, within ``slo_p95_s`` / ``slo_p99_s`` (default: the SLO the profile was
+    benched with), predicting the latency there."""
 
     requests_per_s: float | None = Field(None, gt=0)
     tokens_per_s: float | None = Field(None, gt=0)
+    profile: str | None = Field(None, min_length=1)
+    slo_p95_s: float | None = Field(None, gt=0)
+    slo_p99_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _some_limit(self) -> Capacity:
-        if self.requests_per_s is None and self.tokens_per_s is None:
-            raise ValueError("give requests_per_s or tokens_per_s")
+        if self.requests_per_s is None and self.tokens_per_s is None and self.profile is None:
+            raise ValueError("give requests_per_s, tokens_per_s or a bench profile")
+        if self.profile is None and (self.slo_p95_s or self.slo_p99_s):
+            raise ValueError("slo_p95_s and slo_p99_s are targets for the profile's model: "
+                             "give the profile too")
         return self
 
 

@@ -16,7 +16,7 @@ API = {"input_per_million": 3.0, "cached_input_per_million": 0.75, "output_per_m
 BOX = {"instance_per_hour": 4.0, "instances": 2, "concurrency": 4}
 
 
-def ledger_config(store_url: str, capacity: dict[str, float] | None = None,
+def ledger_config(store_url: str, capacity: dict[str, Any] | None = None,
                   box: dict[str, Any] | None = None, with_box: bool = True) -> Config:
     """Two models: ``chat`` on a per-token API, ``local`` on a self-hosted box (simulated);
     only ``chat`` unless ``with_box``."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ import urllib3
 from click.testing import CliRunner
 from ledger_support import at, ledger_config, record, steady, write
 
+from capacity.plan_profiles import mmc_profile
+from switchgear.capacity.sizing import PlannerSizer
 from switchgear.cli.main import main
 from switchgear.config import Config
 from switchgear.governance.versions import ConfigVersion, ConfigVersions, config_text
@@ -43,15 +47,16 @@ def busy_day(config: Config) -> list[Any]:
     return records
 
 
-def report_of(store_url: str, config: Config,
-              versions: list[tuple[float, Config]] | None = None) -> dict[str, Any]:
+def report_of(store_url: str, config: Config, versions: list[tuple[float, Config]] | None = None,
+              **options: Any) -> dict[str, Any]:
     """The whole-platform cost report over DAY, straight from the store."""
 
     async def run() -> dict[str, Any]:
         store = open_store(store_url)
         await store.open()
         try:
-            return await cost_report(store, config, DAY, "model", "tenant", versions=versions)
+            return await cost_report(store, config, DAY, "model", "tenant", versions=versions,
+                                     **options)
         finally:
             await store.close()
 
@@ -95,6 +100,42 @@ def test_doubling_a_twenty_per_second_peak_against_the_hand_computation(
     assert api["instances"] == 0 and api["reason"].startswith("per-token")
 
 
+def bench_profile(directory: Path) -> str:
+    """A bench profile of one instance: an M/M/4 server, 5 req/s per slot, saturating at
+    20 req/s; without an SLO, so that the planner's target utilization (70%) decides."""
+    document = mmc_profile(4, 5.0)
+    document["slo"] = {}
+    path = directory / "bench.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_a_bench_profile_sizes_by_the_planners_model(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path}/records.db"
+    profile = bench_profile(tmp_path)
+    config = ledger_config(store_url, capacity={"profile": profile})
+    write(store_url, busy_day(config))
+
+    report = report_of(store_url, config, sizer=PlannerSizer())
+
+    box = by_deployment(report["doubling"])["box"]
+    # 2 x 20 req/s / (0.7 x 20 req/s per instance) = 2.86: 3 instances, one more than the 2
+    assert box["instances_needed"] == 3
+    assert box["added_cost"] == pytest.approx(1 * PER_HOUR * 24)
+    assert box["limiting"] == "slots/compute"
+    # at 40 / 3 req/s per instance, below saturation: above a request served alone (an
+    # exponential's p99 at 5/s, 0.92 s), finite
+    alone_p99 = -math.log(0.01) / 5
+    assert alone_p99 <= box["latency_p99_s"] < math.inf
+    assert box["latency_p95_s"] < box["latency_p99_s"]
+    assert profile in box["latency"] and "predicted" in box["reason"]
+    # without the planner the ledger says what it cannot know
+    unknown = by_deployment(report_of(store_url, config)["doubling"])["box"]
+    assert unknown["instances_needed"] is None and unknown["added_cost"] is None
+    assert unknown["latency_p99_s"] is None and unknown["latency"].startswith("unknown")
+    assert unknown["reason"].startswith("capacity unknown")
+
+
 def test_the_burst_is_the_busiest_second_of_the_busiest_minute(store_url: str) -> None:
     config = ledger_config(store_url, capacity={"requests_per_s": 10})
     # minute 10:00: 2 a second; minute 11:00: 3 a second but 9 in its 7th second
@@ -134,8 +175,11 @@ def test_a_deployment_added_at_noon_is_charged_half_a_day(store_url: str) -> Non
     assert "no config version history" in whole["instance_time"]["basis"]
 
 
-def test_the_gateway_reads_the_versions_and_the_grain(store_url: str) -> None:
-    config = ledger_config(store_url, capacity={"requests_per_s": 10, "tokens_per_s": 10**6})
+def test_the_gateway_reads_the_versions_the_grain_and_the_profile(store_url: str,
+                                                                  tmp_path: Path) -> None:
+    # the profile's model needs 3 instances at 40 req/s, the rates 4: the rates bind
+    config = ledger_config(store_url, capacity={"requests_per_s": 10, "tokens_per_s": 10**6,
+                                                "profile": bench_profile(tmp_path)})
     write(store_url, busy_day(config))
 
     async def history() -> None:
@@ -165,7 +209,8 @@ def test_the_gateway_reads_the_versions_and_the_grain(store_url: str) -> None:
     box = by_deployment(report["deployments"])["box"]
     assert box["instance_time_cost"] == pytest.approx(INSTANCES * PER_HOUR * 12)  # from noon
     doubled = by_deployment(report["doubling"])["box"]
-    assert doubled["instances_needed"] == 4
+    assert doubled["instances_needed"] == 4 and doubled["limiting"] == "requests/s per instance"
+    assert doubled["latency_p99_s"] is not None  # at 10 req/s per instance, by the model
     assert doubled["added_cost"] == pytest.approx(2 * PER_HOUR * 12)
     # over the busiest hour the peak reads 12,000 / 3,600 = 3.3 req/s: the old, wrong answer
     assert by_deployment(hourly["doubling"])["box"]["instances_needed"] == 1

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from switchgear.admission.keys import ApiKey, KeyLimits, Role
 from switchgear.admission.tiers import GateSnapshot
+from switchgear.capacity.sizing import PlannerSizer
 from switchgear.config import Config, ConfigError
 from switchgear.errors import (
     AuthenticationFailed,
@@ -286,7 +287,8 @@ class AdminAPI:
             raise InvalidRequest(str(error), param="grain") from None
         period = _period(query)
         report = await cost_report(self.state.store, self.state.config, period, by, chart,
-                                   tenant, grain, await _versions_in_force(self.state, period))
+                                   tenant, grain, await _versions_in_force(self.state, period),
+                                   PlannerSizer())
         await send_json(send, 200, report, request_id)
 
     async def cost_focus(self, scope: Scope, receive: Receive, send: Send,

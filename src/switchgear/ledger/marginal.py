@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,25 @@ TOKENS = "tokens/s per instance"
 
 #: What the report says of latency at twice the peak without a planner's model to predict it.
 NO_LATENCY_MODEL = "unknown: the capacity is given as rates, not a `switchgear bench` profile"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """What a load needs of one deployment: instances (None: its capacity does not say), the
+    resource that runs out first (None without load), and the latency predicted per instance
+    there (None where nothing models it; ``latency`` says how it was found, or why not)."""
+
+    instances: int | None
+    limiting: str | None
+    p95_s: float | None = None
+    p99_s: float | None = None
+    latency: str = NO_LATENCY_MODEL
+
+
+#: Sizes a deployment of ``Capacity`` for a load of requests/s and tokens/s. The ledger's own
+#: sizes by the capacity's rates; a layer above the ledger may pass one backed by the
+#: capacity planner's model of a bench profile.
+Sizer = Callable[[Capacity, float, float], Sizing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +95,20 @@ def instances_needed(capacity: Capacity, requests_per_s: float, tokens_per_s: fl
 def limiting_resource(capacity: Capacity, requests_per_s: float, tokens_per_s: float
                       ) -> str | None:
     """The resource this load uses up first: the one it takes the most instances' worth of
-    (None without load; requests before tokens on a tie)."""
+    (None without load or without rates; requests before tokens on a tie)."""
     loads = instance_loads(capacity, requests_per_s, tokens_per_s)
-    resource = max(loads, key=lambda name: loads[name])
-    return resource if loads[resource] > 0 else None
+    resource = max(loads, key=lambda name: loads[name], default=None)
+    return resource if resource is not None and loads[resource] > 0 else None
+
+
+def rate_sizing(capacity: Capacity, requests_per_s: float, tokens_per_s: float) -> Sizing:
+    """The load sized by the capacity's rates per instance (no latency model); nothing known
+    of a capacity that only names a bench profile."""
+    if not instance_loads(capacity, requests_per_s, tokens_per_s):
+        return Sizing(None, None, latency="unknown: the capacity names only a bench profile, "
+                                          "and this report was not given the planner's model")
+    return Sizing(instances_needed(capacity, requests_per_s, tokens_per_s),
+                  limiting_resource(capacity, requests_per_s, tokens_per_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +125,13 @@ class Doubling:
     instances_needed: int | None
     instance_cost: float | None
     use: DeploymentUse
-    limiting: str | None = None
+    sizing: Sizing | None = None
     charged_s: float = 0.0
+
+    @property
+    def limiting(self) -> str | None:
+        """The resource that runs out first at twice the peak (None: not known, or no load)."""
+        return None if self.sizing is None else self.sizing.limiting
 
     @property
     def added_cost(self) -> float | None:
@@ -114,6 +148,9 @@ class Doubling:
         if self.instances_needed is None:
             return "capacity unknown: set the deployment's capacity"
         limit = f"; {self.limiting} runs out first" if self.limiting else ""
+        if self.sizing is not None and self.sizing.p99_s is not None:
+            limit += (f"; predicted p95 {self.sizing.p95_s:.3g} s, p99 {self.sizing.p99_s:.3g} s "
+                      "per instance")
         load = (f"twice the peak ({2 * self.use.peak_requests_per_s:g} req/s, "
                 f"{2 * self.use.peak_tokens_per_s:g} tok/s over the busiest "
                 f"{self.use.peak_grain_s} s)")
@@ -136,25 +173,27 @@ class Doubling:
                 "doubled_requests_per_s": 2 * use.peak_requests_per_s,
                 "doubled_tokens_per_s": 2 * use.peak_tokens_per_s,
                 "doubled_burst_requests_per_s": 2 * use.burst_requests_per_s,
-                "latency_p95_s": None, "latency_p99_s": None,
-                "latency": NO_LATENCY_MODEL if self.instances else None,
+                "latency_p95_s": None if self.sizing is None else self.sizing.p95_s,
+                "latency_p99_s": None if self.sizing is None else self.sizing.p99_s,
+                "latency": None if self.sizing is None else self.sizing.latency,
                 "reason": self.reason}
 
 
-def doubling(price: Price, capacity: Capacity | None, use: DeploymentUse, seconds: float
-             ) -> Doubling:
+def doubling(price: Price, capacity: Capacity | None, use: DeploymentUse, seconds: float,
+             sizer: Sizer = rate_sizing) -> Doubling:
     """What doubling ``use`` adds at ``price``: the per-token bill again; and for a self-hosted
-    deployment nothing while twice the peak load fits the instances it has, else the cost of
-    the extra instances over ``seconds`` (the part of the period it existed)."""
+    deployment nothing while ``sizer`` finds twice the peak load fits the instances it has,
+    else the cost of the extra instances over ``seconds`` (the part of the period it existed)."""
     token_cost = use.token_cost
     if not price.self_hosted:
         return Doubling(use.alias, use.deployment, token_cost, 0, 0, 0.0, use)
     if capacity is None:
         return Doubling(use.alias, use.deployment, token_cost, price.instances, None, None, use,
                         charged_s=seconds)
-    requests, tokens = 2 * use.peak_requests_per_s, 2 * use.peak_tokens_per_s
-    needed = instances_needed(capacity, requests, tokens)
-    extra = max(needed - price.instances, 0)
-    return Doubling(use.alias, use.deployment, token_cost, price.instances, needed,
-                    extra * price.instance_per_hour * seconds / HOUR, use,
-                    limiting_resource(capacity, requests, tokens), seconds)
+    sizing = sizer(capacity, 2 * use.peak_requests_per_s, 2 * use.peak_tokens_per_s)
+    if sizing.instances is None:
+        return Doubling(use.alias, use.deployment, token_cost, price.instances, None, None, use,
+                        sizing, seconds)
+    extra = max(sizing.instances - price.instances, 0)
+    return Doubling(use.alias, use.deployment, token_cost, price.instances, sizing.instances,
+                    extra * price.instance_per_hour * seconds / HOUR, use, sizing, seconds)

@@ -4,6 +4,7 @@ live config."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from switchgear.config import Config
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.history import PriceHistory
-from switchgear.ledger.marginal import InstanceTime, doubling
+from switchgear.ledger.marginal import InstanceTime, Sizer, doubling, rate_sizing
 from switchgear.ledger.rollup import (
     HOUR,
     PEAK_GRAIN_S,
@@ -64,12 +65,15 @@ def chart_bucket(period: Period) -> int:
 async def cost_report(store: RecordStore, config: Config, period: Period, by: Dimension,
                       chart_by: Dimension, tenant: str | None = None,
                       peak_grain_s: int = PEAK_GRAIN_S,
-                      versions: Sequence[tuple[float, Config]] | None = None) -> dict[str, Any]:
+                      versions: Sequence[tuple[float, Config]] | None = None,
+                      sizer: Sizer = rate_sizing) -> dict[str, Any]:
     """The report over ``period``, grouped ``by`` one dimension, with cost over time per
     ``chart_by`` group; the doubling estimate takes each deployment's peak load over its busiest
     ``peak_grain_s`` seconds. Instance time is charged only while a deployment existed, by the
     config ``versions`` in force, (applied at, config) pairs: the one in force when the period
-    starts and those applied in it (None: the live ``config`` over the whole period). Limited
+    starts and those applied in it (None: the live ``config`` over the whole period); ``sizer``
+    says what twice the peak needs of a deployment's capacity (run in a thread: a planner's
+    model may take a while). Limited
     to ``tenant`` unless None; only the whole-platform report has the deployments' instance
     time and the doubling estimate (they belong to no tenant)."""
     bucket_s = chart_bucket(period)
@@ -97,7 +101,7 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
                                    "its busiest second beside it as the burst"}
         report["instance_time"] = {"basis": history.basis}
         report["deployments"], report["doubling"] = await _platform(store, config, period,
-                                                                     grain, history)
+                                                                     grain, history, sizer)
         idle = sum(d["idle_cost"] or 0 for d in report["deployments"])
         report["total"]["idle_cost"] = idle
         report["total"]["cost_with_idle"] = report["total"]["cost"] + idle
@@ -105,7 +109,8 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
 
 
 async def _platform(store: RecordStore, config: Config, period: Period, peak_grain_s: int,
-                    history: PriceHistory) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                    history: PriceHistory, sizer: Sizer
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every deployment priced at some time in the period: its use and instance time; and the
     doubling estimate of each one the live config prices."""
     prices = PriceBook.of(config).prices
@@ -113,7 +118,7 @@ async def _platform(store: RecordStore, config: Config, period: Period, peak_gra
                   for d in model.deployments}
     uses = {(u.alias, u.deployment): u for u in await deployment_use(store, period,
                                                                      peak_grain_s)}
-    deployments, doublings = [], []
+    deployments, doubled = [], []
     for where in sorted(prices.keys() | history.stretches.keys()):
         use = uses.get(where) or DeploymentUse(*where, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0,
                                                peak_grain_s=peak_grain_s)
@@ -138,6 +143,7 @@ async def _platform(store: RecordStore, config: Config, period: Period, peak_gra
             "burst_tokens_per_s": use.burst_tokens_per_s,
         })
         if price is not None:
-            doublings.append(doubling(price, capacities.get(where), use,
-                                      history.existed_s(where)).report())
+            doubled.append((price, capacities.get(where), use, history.existed_s(where)))
+    doublings = await asyncio.to_thread(
+        lambda: [doubling(*args, sizer=sizer).report() for args in doubled])
     return deployments, doublings
