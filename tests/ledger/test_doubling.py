@@ -5,6 +5,8 @@ deployment existed, by the config versions in force."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -20,6 +22,8 @@ from switchgear.capacity.sizing import PlannerSizer
 from switchgear.cli.main import main
 from switchgear.config import Config
 from switchgear.governance.versions import ConfigVersion, ConfigVersions, config_text
+from switchgear.ledger.cost import PriceBook
+from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report
 from switchgear.store import open_store
 from switchgear.store.queries import Period
@@ -173,6 +177,28 @@ def test_a_deployment_added_at_noon_is_charged_half_a_day(store_url: str) -> Non
     assert by_deployment(whole["deployments"])["box"]["instance_time_cost"] == pytest.approx(
         2 * half_day)
     assert "no config version history" in whole["instance_time"]["basis"]
+    # the FOCUS export's idle instance-hours, too
+    idle = [row for row in focus_rows(store_url, config, versions)
+            if row["SkuMeter"] == "Idle Instance Hours"]
+    assert [row["ResourceId"] for row in idle] == ["local/box"]
+    assert float(idle[0]["BilledCost"]) == pytest.approx(half_day - used)
+    assert float(idle[0]["ConsumedQuantity"]) == pytest.approx(INSTANCES * 12 - 1 / 4)
+
+
+def focus_rows(store_url: str, config: Config, versions: list[tuple[float, Config]]
+               ) -> list[dict[str, str]]:
+    """The whole-platform FOCUS export over DAY."""
+
+    async def run() -> str:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            return await focus_export(store, config.ledger, PriceBook.of(config).prices, DAY,
+                                      versions=versions)
+        finally:
+            await store.close()
+
+    return list(csv.DictReader(io.StringIO(asyncio.run(run()))))
 
 
 def test_the_gateway_reads_the_versions_the_grain_and_the_profile(store_url: str,
@@ -203,11 +229,16 @@ def test_the_gateway_reads_the_versions_the_grain_and_the_profile(store_url: str
         hourly = json.loads(urllib3.request(
             "GET", f"{root}/admin/cost?since={since}&until={until}&grain=3600", timeout=30).data)
         bad = urllib3.request("GET", f"{root}/admin/cost?grain=0", timeout=30)
+        focus = urllib3.request("GET", f"{root}/admin/cost/focus?since={since}&until={until}",
+                                timeout=30).data.decode()
         table = CliRunner().invoke(main, ["cost", "report", "--url", root, "--since", since,
                                           "--until", until])
 
     box = by_deployment(report["deployments"])["box"]
     assert box["instance_time_cost"] == pytest.approx(INSTANCES * PER_HOUR * 12)  # from noon
+    idle = [row for row in csv.DictReader(io.StringIO(focus))
+            if row["SkuMeter"] == "Idle Instance Hours"]
+    assert sum(float(row["BilledCost"]) for row in idle) == pytest.approx(box["idle_cost"])
     doubled = by_deployment(report["doubling"])["box"]
     assert doubled["instances_needed"] == 4 and doubled["limiting"] == "requests/s per instance"
     assert doubled["latency_p99_s"] is not None  # at 10 req/s per instance, by the model

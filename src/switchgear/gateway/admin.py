@@ -297,9 +297,9 @@ class AdminAPI:
         key = await self.caller(scope, READERS)
         query = _query(scope)
         tenant = self.tenant_scope(key, query.get("tenant"))
-        config = self.state.config
+        config, period = self.state.config, _period(query)
         text = await focus_export(self.state.store, config.ledger, PriceBook.of(config).prices,
-                                  _period(query), tenant)
+                                  period, tenant, await _versions_in_force(self.state, period))
         await send_body(send, 200, text.encode(), request_id, content_type=b"text/csv")
 
     async def routing(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

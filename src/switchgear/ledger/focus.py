@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from switchgear.config import LedgerConfig, Price
+from switchgear.config import Config, LedgerConfig, Price
+from switchgear.ledger.history import PriceHistory
 from switchgear.ledger.marginal import InstanceTime
 from switchgear.ledger.rollup import HOUR, NONE, SERVED_ALIAS, bucket, iso
 from switchgear.store.base import RecordStore
@@ -134,9 +135,12 @@ def _unit_price(price: Price | None, meter: Meter) -> float | None:
 
 async def focus_export(store: RecordStore, ledger: LedgerConfig,
                        prices: dict[tuple[str, str], Price], period: Period,
-                       tenant: str | None = None) -> str:
+                       tenant: str | None = None,
+                       versions: Sequence[tuple[float, Config]] | None = None) -> str:
     """The FOCUS CSV of ``period`` (of one tenant, unless None; only the whole-platform export
-    has the idle instance-hours, which belong to no tenant)."""
+    has the idle instance-hours, which belong to no tenant), charged only while a deployment
+    existed by the config ``versions`` in force (as ``cost_report`` takes them; None: the live
+    ``prices`` all along)."""
     writer = FocusWriter(ledger, prices)
     clause, params = where(store, period, tenant, " AND deployment IS NOT NULL")
     day = bucket(store.dialect, DAY)
@@ -170,13 +174,15 @@ async def focus_export(store: RecordStore, ledger: LedgerConfig,
         busy_total, cost_total = used.get((number, alias, deployment), (0.0, 0.0))
         used[(number, alias, deployment)] = (busy_total + busy, cost_total + instance_cost)
     if tenant is None:
-        for (alias, deployment), price in sorted(prices.items()):
-            if not price.self_hosted:
-                continue
-            for number, charged in days.items():
+        for number, charged in days.items():
+            history = PriceHistory.either(versions, prices, charged)
+            for (alias, deployment), stretches in sorted(history.stretches.items()):
+                hosted = [stretch for stretch in stretches if stretch.price.self_hosted]
+                if not hosted:
+                    continue
                 busy, instance_cost = used.get((number, alias, deployment), (0.0, 0.0))
-                time = InstanceTime.of(price, busy, instance_cost, charged.seconds)
-                idle_hours = price.instances * charged.seconds / HOUR * (1 - time.utilization)
-                writer.add(charged, alias, deployment, IDLE, max(idle_hours, 0.0),
-                           time.idle_cost, None, None)
+                time = InstanceTime.over(hosted, busy, instance_cost)
+                hours = sum(stretch.price.instances * stretch.seconds for stretch in hosted) / HOUR
+                writer.add(charged, alias, deployment, IDLE,
+                           max(hours * (1 - time.utilization), 0.0), time.idle_cost, None, None)
     return writer.csv()

@@ -4,7 +4,7 @@ one's), so that instance time is charged only while a deployment existed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from switchgear.config import Config, Price
@@ -36,11 +36,16 @@ class PriceHistory:
         return sum(stretch.seconds for stretch in self.stretches.get(where, ()))
 
     @classmethod
-    def constant(cls, config: Config, period: Period) -> PriceHistory:
-        """``config`` in force over the whole period (no version history to go by)."""
-        return cls({where: (Stretch(price, period.seconds),)
-                    for where, price in PriceBook.of(config).prices.items()},
+    def constant(cls, prices: Mapping[Where, Price], period: Period) -> PriceHistory:
+        """The live config's ``prices`` over the whole period (no version history to go by)."""
+        return cls({where: (Stretch(price, period.seconds),) for where, price in prices.items()},
                    "the live config over the whole period (no config version history)")
+
+    @classmethod
+    def either(cls, versions: Sequence[tuple[float, Config]] | None,
+               prices: Mapping[Where, Price], period: Period) -> PriceHistory:
+        """From ``versions`` where there are any, else the live ``prices`` all along."""
+        return cls.of(versions, period) if versions else cls.constant(prices, period)
 
     @classmethod
     def of(cls, versions: Sequence[tuple[float, Config]], period: Period) -> PriceHistory:

@@ -93,8 +93,7 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
         "doubling": None,
     }
     if tenant is None:
-        history = (PriceHistory.constant(config, period) if versions is None
-                   else PriceHistory.of(versions, period))
+        history = PriceHistory.either(versions, PriceBook.of(config).prices, period)
         grain = min(peak_grain_s, max(1, int(period.seconds)))
         report["peak"] = {"grain_s": grain, "burst_grain_s": 1,
                           "basis": f"the busiest {grain} s of each deployment's requests; "
