@@ -188,7 +188,8 @@ class _Sums:
     busy_s: float = 0.0
     token_cost: float = 0.0
     instance_cost: float = 0.0
-    #: (requests, bucket number) and (tokens, bucket number) of the busiest bucket.
+    #: (requests, -bucket number) and (tokens, -bucket number) of the busiest bucket: the
+    #: larger count wins, then the earlier bucket.
     busiest_by_requests: tuple[int, int] = (0, 0)
     busiest_by_tokens: tuple[int, int] = (0, 0)
 
