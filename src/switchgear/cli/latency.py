@@ -12,7 +12,8 @@ def _ms(summary: dict[str, Any] | None, percentile: int) -> str:
 
 
 def render_latency(report: dict[str, Any]) -> str:
-    """A plain-text table: one line per group, milliseconds per measure and percentile."""
+    """A plain-text table: one line per group, milliseconds per measure and percentile, under
+    it how the percentiles were made and over how many requests."""
     percentiles = report["percentiles"]
     header = (*report["group_by"], "requests",
               *(f"{label} p{p}" for _, label in MEASURES for p in percentiles))
@@ -27,7 +28,8 @@ def render_latency(report: dict[str, Any]) -> str:
              for row in rows]
     hours = (report["until"] - report["since"]) / 3600
     lines.append("")
-    lines.append(f"milliseconds; {report['method']} percentiles of the successful requests of "
-                 f"the last {hours:g} h" + (f", tenant {report['tenant']}"
-                                             if report.get("tenant") else ""))
+    exact = "exact " if report["exact"] else ""
+    lines.append(f"milliseconds; {exact}{report['method']} percentiles of all "
+                 f"{report['requests']:,} successful requests of the last {hours:g} h"
+                 + (f", tenant {report['tenant']}" if report.get("tenant") else ""))
     return "\n".join(lines)

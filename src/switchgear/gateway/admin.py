@@ -50,8 +50,7 @@ from switchgear.ledger.report import cost_report, period_of
 from switchgear.ledger.rollup import DIMENSIONS, PEAK_GRAIN_S, Dimension, peak_grain
 from switchgear.store.base import StoreUnavailable
 from switchgear.store.queries import Period, recent_records
-from switchgear.percentiles import METHOD
-from switchgear.telemetry.latency import GROUPS, PERCENTILES, latency_report, latency_rows
+from switchgear.telemetry.latency import GROUPS, latency_report
 
 log = logging.getLogger("switchgear.audit")
 
@@ -228,8 +227,9 @@ class AdminAPI:
         await send_json(send, 200, {"object": "list", "data": data}, request_id)
 
     async def latency(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /admin/latency[?group_by=model,deployment&window_s=86400&tenant=T]: nearest-rank
-        p50/p95/p99 of e2e, TTFT and TPOT of the successful requests in the window."""
+        """GET /admin/latency[?group_by=model,deployment&window_s=86400&tenant=T]: exact
+        nearest-rank p50/p95/p99 of e2e, TTFT and TPOT of every successful request in the
+        window, with how many it counted."""
         key = await self.caller(scope, READERS)
         query = _query(scope)
         tenant = self.tenant_scope(key, query.get("tenant"))
@@ -246,11 +246,11 @@ class AdminAPI:
             raise InvalidRequest("window_s must be a positive number of seconds",
                                  param="window_s")
         until = time.time()
-        rows = await latency_rows(self.state.store, until - window, tenant)
-        await send_json(send, 200, {
-            "object": "latency_report", "method": METHOD, "percentiles": list(PERCENTILES),
-            "since": until - window, "until": until, "tenant": tenant, "group_by": group_by,
-            "data": latency_report(rows, group_by)}, request_id)
+        if not until - window < until:
+            raise InvalidRequest("window_s is too short to hold a request", param="window_s")
+        report = await latency_report(self.state.store, Period(until - window, until), tenant,
+                                      group_by)
+        await send_json(send, 200, report, request_id)
 
     async def cache(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/cache: entries, evictions and requests by outcome."""
