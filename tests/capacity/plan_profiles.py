@@ -4,6 +4,7 @@ planner's tests, with latencies drawn exactly from known distributions (quantile
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,13 +41,33 @@ def closed_level(concurrency: int, throughput: float, latencies: Sequence[float]
                         "output_tokens": [output_tokens] * count}}
 
 
-def open_level(rate: float, latencies: Sequence[float]) -> dict[str, Any]:
-    """An open-loop (Poisson) level as bench writes it."""
+def open_level(rate: float, latencies: Sequence[float], *, in_order: bool = False,
+               client: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An open-loop (Poisson) level as bench writes it, its requests scheduled 1 / ``rate``
+    apart: ``latencies`` in a fixed shuffled order (a queue that keeps up), or ``in_order``;
+    ``client``: what bench measured of itself (absent where None, as in profiles from before
+    bench checked itself)."""
     count = len(latencies)
-    return {"mode": "poisson", "concurrency": None, "rate": rate, "duration_s": 20.0,
-            "sent": count, "completed": count, "errors": {}, "request_rate": rate,
-            "samples": {"e2e": list(latencies), "input_tokens": [128] * count,
-                        "output_tokens": [32] * count}}
+    if not in_order:
+        latencies = random.Random(count).sample(list(latencies), count)
+    level = {"mode": "poisson", "concurrency": None, "rate": rate, "duration_s": 20.0,
+             "sent": count, "completed": count, "errors": {}, "request_rate": rate,
+             "samples": {"e2e": list(latencies), "input_tokens": [128] * count,
+                         "output_tokens": [32] * count,
+                         "scheduled_at": [i / rate for i in range(count)]}}
+    return level if client is None else {**level, "client": client}
+
+
+def backlogged_level(rate: float, growth: float, seconds: float = 20.0) -> dict[str, Any]:
+    """An open-loop level the server fell behind on: latency from 0.1 s growing ``growth``
+    seconds per second of the level."""
+    return open_level(rate, [0.1 + growth * i / rate for i in range(int(rate * seconds))], in_order=True)
+
+
+def client_check(saturated: bool, *reasons: str) -> dict[str, Any]:
+    """The ``client`` object bench writes for a level."""
+    return {"cpu_share": 1.0 if saturated else 0.05, "loop_lag_p99_s": 0.001,
+            "late_p99_s": None, "saturated": saturated, "reasons": list(reasons)}
 
 
 def profile(levels: Sequence[dict[str, Any]], *, e2e_p95_s: float | None = 0.5,

@@ -117,3 +117,12 @@ def test_a_profile_without_closed_loop_samples_is_refused() -> None:
         model_of(profile([]))
     with pytest.raises(ProfileError):
         parse_profile({"tool": "wrk", "levels": []})
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    # Ten requests served alone in 0.1, 0.2, ..., 1.0 s: at no load the model's latencies are
+    # theirs, and its p95 and p50 are the 10th and 5th (linear interpolation: 0.955 and 0.55).
+    latencies = [0.1 * i for i in range(1, 11)]
+    model = QueueModel(parse_profile(profile([closed_level(1, 10.0, latencies)])).closed_loop)
+    assert model.percentile(0.0, 0.95) == pytest.approx(1.0)
+    assert model.percentile(0.0, 0.5) == pytest.approx(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from switchgear.capacity.plan.model import QueueModel
@@ -60,26 +61,37 @@ class Limit:
 
 
 def compute_limit(model: QueueModel, instances: int) -> Limit:
-    """Slots/compute: the measured saturation throughput per instance."""
+    """Slots/compute: the calibrated saturation per instance with every slot in service."""
     return Limit("slots/compute", instances * model.saturation, True,
                  f"saturation {model.saturation:.2f} req/s per instance with {model.slots} requests in "
-                 f"service (closed-loop levels up to concurrency {model.n_max}); x {instances} "
-                 "instance(s)")
+                 f"service (closed-loop levels up to concurrency {model.n_max}{_scaled(model)}); x "
+                 f"{instances} instance(s)")
 
 
 def memory_limit(model: QueueModel, instances: int, workload: Workload,
                  resources: Resources) -> Limit | None:
-    """Memory: how many sequences' KV cache fit per instance, and the throughput at that many."""
+    """Memory: how many sequences' KV cache fit per instance, and the calibrated saturation
+    with at most that many in service (the compute ceiling's scale: where memory holds the
+    slots or more, it is the compute ceiling, and compute is named first)."""
     if resources.memory_per_instance_gb is None or resources.kv_mb_per_1k_tokens is None:
         return None
     per_sequence_mb = resources.kv_mb_per_1k_tokens * workload.tokens / 1000
     sequences = resources.memory_per_instance_gb * 1024 / per_sequence_mb if per_sequence_mb else 1e12
-    rate = min(model.throughput_at(sequences), model.saturation)
+    rate = model.saturation_at(sequences)
+    in_service = min(math.floor(sequences), model.slots)
     return Limit("memory", instances * rate, True,
                  f"{workload.tokens:.0f} tokens per sequence x {resources.kv_mb_per_1k_tokens:g} MB "
                  f"KV per 1k tokens = {per_sequence_mb:.1f} MB; {resources.memory_per_instance_gb:g} GB "
-                 f"holds {sequences:.1f} sequences, where throughput is {rate:.2f} req/s per instance "
-                 f"(saturation needs {model.slots}); x {instances} instance(s)")
+                 f"holds {sequences:.1f} sequences: with {in_service} of the {model.slots} slots in "
+                 f"service, saturation {rate:.2f} req/s per instance{_scaled(model)}; x {instances} "
+                 "instance(s)")
+
+
+def _scaled(model: QueueModel) -> str:
+    """How the ceilings were put on the open-loop scale, for their evidence."""
+    if not model.time_scales:
+        return "; closed-loop throughput, not calibrated on open-loop levels"
+    return "; service times scaled as the open-loop levels measured"
 
 
 def network_limit(workload: Workload, resources: Resources) -> Limit | None:

@@ -45,6 +45,12 @@ RATE_PRECISION = 1e-4
 SATURATION_GRID = 1000
 
 
+def nearest_rank_quantile(values: Sequence[float] | Array, q: float) -> float:
+    """The q-quantile (0 < q < 1) of ``values`` by nearest rank, the one percentile definition
+    of Switchgear (``switchgear.percentiles``; numpy's ``inverted_cdf``)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q, method="inverted_cdf"))
+
+
 class QueueModel:
     """Latency and errors of one instance under Poisson arrivals, from its closed-loop levels."""
 
@@ -68,7 +74,7 @@ class QueueModel:
         self.time_scales = tuple(sorted((rate, scale) for rate, scale in time_scales if 0 < rate < full))
         self._scale_rates = [0.0, *(rate for rate, _ in self.time_scales)]
         self._scale_values = [1.0, *(scale for _, scale in self.time_scales)]
-        self.saturation = self._saturation(full)
+        self.saturation = self.saturation_at(self.slots)
         rng = np.random.default_rng(seed)
         self._gaps = rng.exponential(1.0, requests).cumsum().tolist()
         self._draws = rng.choice(self.work, requests).tolist()
@@ -92,10 +98,19 @@ class QueueModel:
         """s(``rate``): service times at that arrival rate over the closed-loop levels'."""
         return float(np.interp(rate, self._scale_rates, self._scale_values))
 
+    def saturation_at(self, in_service: float) -> float:
+        """The calibrated saturation (arrivals/s) when at most ``in_service`` requests can be in
+        service (the slots, or fewer where memory holds fewer sequences): the lowest rate at
+        which rate x s(rate) reaches the closed-loop throughput with that many in service. Every
+        ceiling on the rate an instance serves is on this one scale."""
+        return self._saturation(self.throughput_at(min(math.floor(in_service), self.slots)))
+
     def _saturation(self, full: float) -> float:
-        """The lowest rate at which rate x s(rate) reaches ``full`` (the closed-loop throughput
-        with every slot busy): on a grid up to where it surely does, then by bisection inside
-        the first step that does."""
+        """The lowest rate at which rate x s(rate) reaches ``full`` (a closed-loop throughput):
+        on a grid up to where it surely does, then by bisection inside the first step that
+        does."""
+        if full <= 0:
+            return 0.0
         top = full / min(1.0, *self._scale_values)
         grid = np.linspace(0.0, top, SATURATION_GRID + 1)
         reached = grid * np.interp(grid, self._scale_rates, self._scale_values) >= full * (1 - 1e-12)
@@ -134,10 +149,11 @@ class QueueModel:
         return float(np.searchsorted(latencies, latency / self.time_scale(rate), "right") / len(latencies))
 
     def percentile(self, rate: float, q: float) -> float:
-        """The q-quantile (0 < q < 1) of latency in seconds at ``rate``; inf where unstable."""
+        """The q-quantile (0 < q < 1) of latency in seconds at ``rate``, nearest-rank
+        (``switchgear.percentiles``) over the simulated requests; inf where unstable."""
         if not self.stable(rate):
             return math.inf
-        return float(np.quantile(self._run(rate)[0], q)) * self.time_scale(rate)
+        return nearest_rank_quantile(self._run(rate)[0], q) * self.time_scale(rate)
 
     def mean(self, rate: float) -> float:
         """Mean latency in seconds at ``rate``; inf where unstable."""
