@@ -29,6 +29,9 @@ def test_text_table(profile_path: Path) -> None:
     assert "instances             3 (target utilization 70%)" in result.output
     assert "limiting resource     slots/compute" in result.output
     assert "40.0% of the spend wasted" in result.output
+    # What the profile cannot support comes first: it has no open-loop level.
+    assert result.output.startswith("WARNING: no open-loop level calibrates the model")
+    assert "percentiles: nearest-rank (measured and predicted alike)" in result.output
 
 
 def test_json_keeps_the_keys_the_scorecard_reads(profile_path: Path, tmp_path: Path) -> None:
@@ -46,6 +49,8 @@ def test_json_keeps_the_keys_the_scorecard_reads(profile_path: Path, tmp_path: P
     assert {"feed_share", "wasted_per_month"} <= plan["pipeline"].keys()
     assert plan["limiting_resource"]["name"] == "slots/compute"
     assert plan["limiting_resource"]["evidence"]
+    assert plan["percentile_method"] == "nearest-rank"
+    assert {warning["check"] for warning in plan["warnings"]} == {"uncalibrated", "saturation not reached"}
     stdout = CliRunner().invoke(main, ["plan", "--profile", str(profile_path), *ARGS, "--json", "-"])
     assert json.loads(stdout.output) == plan
 
@@ -55,6 +60,7 @@ def test_markdown(profile_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "# Capacity plan"
+    assert lines[2].startswith("> **WARNING: no open-loop level calibrates the model")
     assert "| instances | 3 (target utilization 70%) |" in lines
     assert "## What limits scaling" in lines
 

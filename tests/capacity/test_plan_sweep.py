@@ -1,13 +1,22 @@
 """A `bench --sweep` profile goes through `plan` (a real sweep on the simulator), and a profile
-without the levels the model needs is refused with the level named and the bench line to run."""
+without the levels the model needs is refused with the level named and the bench line to run.
+
+``data/sweep-simulator-2026-12-06.json.gz`` is a real sweep: `switchgear simulate --port 18431
+--seed 1` (8 slots, the defaults) and `switchgear bench --url http://127.0.0.1:18431/v1 --model
+sim --sweep --duration 10 --warmup 3 --slo-e2e-p95 0.5 --json sweep.json` on a 2-core machine
+shared with other work. Closed loop saturated at 53.7 req/s (concurrency 8); of the Poisson
+levels, the one at 53.71 req/s fell behind (latency growing 0.061 s per second), where the
+model, calibrated on the others, saturates at 55.7 req/s."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from plan_profiles import closed_level, exponential_samples, open_level, profile
 
@@ -91,12 +100,56 @@ def test_a_concurrency_1_level_that_completed_nothing_is_named(tmp_path: Path) -
     assert "closed-loop level at concurrency 1 completed no request (30 sent)" in result.output
 
 
-def test_one_closed_loop_level_plans_with_a_note(tmp_path: Path) -> None:
+def test_one_closed_loop_level_plans_with_a_warning(tmp_path: Path) -> None:
     alone = profile([closed_level(1, 10.0, exponential_samples(0.1))])
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(alone))
     result = _run("plan", "--profile", str(path), "--peak-rate", "2", "--json", "-")
     assert result.exit_code == 0, result.output
-    notes = json.loads(result.output)["calibration"]["notes"]
-    assert any(note.startswith("the profile has one closed-loop level (concurrency 1)")
-               for note in notes)
+    warnings = {w["check"]: w["message"] for w in json.loads(result.output)["warnings"]}
+    assert warnings["saturation not reached"].startswith(
+        "the profile has one closed-loop level (concurrency 1)")
+    assert "is a lower bound" in warnings["saturation not reached"]
+
+
+SWEEP = Path(__file__).parent / "data" / "sweep-simulator-2026-12-06.json.gz"
+UNSERVED = "the poisson level at 53.71 req/s was not served (its latency grew 0.061 s per second"
+
+
+@pytest.fixture
+def sweep_path(tmp_path: Path) -> Path:
+    path = tmp_path / "sweep.json"
+    path.write_bytes(gzip.decompress(SWEEP.read_bytes()))
+    return path
+
+
+def test_a_real_sweep_whose_top_level_fell_behind_refuses_a_plan_that_stands_on_it(
+        sweep_path: Path) -> None:
+    # Within a p95 of 1 s the model allows 53.7 req/s per instance: past the level that fell
+    # behind, below the modelled saturation (55.7).
+    refused = _run("plan", "--profile", str(sweep_path), "--peak-rate", "100", "--slo-p95", "1")
+    assert refused.exit_code == 1
+    assert refused.output.startswith("switchgear plan: the profile contradicts this plan (--force "
+                                     "plans anyway):\n  - " + UNSERVED)
+    assert "below the modelled saturation of 55.7" in refused.output
+    assert "at or below the rate the plan stands on (53.7" in refused.output
+    forced = _run("plan", "--profile", str(sweep_path), "--peak-rate", "100", "--slo-p95", "1", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert forced.output.startswith("REFUSED, FORCED: " + UNSERVED)
+
+
+def test_a_real_sweep_warns_where_the_contradiction_lies_above_the_answer(sweep_path: Path) -> None:
+    # Within the profile's p95 of 0.5 s the model allows 52.0 req/s: below the level that fell
+    # behind, so the plan stands, with the saturation flagged first thing in its output.
+    result = _run("plan", "--profile", str(sweep_path), "--peak-rate", "100", "--json", "-")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["percentile_method"] == "nearest-rank"
+    (warning,) = plan["warnings"]
+    assert warning["check"] == "unserved below the modelled saturation" and not warning["overridden"]
+    assert warning["message"].startswith(UNSERVED)
+    assert "above the rate the plan stands on (52.0" in warning["message"]
+    assert plan["predicted"]["saturation_rate"] == pytest.approx(55.7, abs=0.1)
+    # The level that fell behind is not calibrated on; the nine others are, each to its p95.
+    checks = plan["calibration"]["open_loop_checks"]
+    assert len(checks) == 9 and 53.706 not in [check["rate"] for check in checks]

@@ -71,6 +71,10 @@ _SHARE = click.FloatRange(0, 1, min_open=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the plan as JSON to this file ('-': stdout instead of the table).")
 @click.option("--markdown", is_flag=True, help="Print Markdown instead of the text table.")
+@click.option("--force", is_flag=True,
+              help="Plan even where the profile contradicts the model (an open-loop level not "
+                   "served below the modelled saturation, a p95 off at a measured rate, an SLO "
+                   "percentile its samples cannot resolve): each refusal is printed as a warning.")
 def plan(profile_paths: tuple[Path, ...], from_log: bool, config_path: Path | None, window_s: float,
          model: str | None, deployment: str | None, peak_rate: float, growth: float, slo_p95: float | None,
          slo_p99: float | None, slo_error_rate: float | None, latency: str,
@@ -79,7 +83,7 @@ def plan(profile_paths: tuple[Path, ...], from_log: bool, config_path: Path | No
          pipeline_feed: float | None, memory_per_instance_gb: float | None,
          kv_mb_per_1k_tokens: float | None, network_gbps: float | None,
          bytes_per_request: float | None, upstream_rpm: float | None, upstream_tpm: float | None,
-         slots: int | None, json_path: Path | None, markdown: bool) -> None:
+         slots: int | None, json_path: Path | None, markdown: bool, force: bool) -> None:
     """Plan capacity from a bench profile (or the request log): instances, expected p95/p99,
     utilization, cost, power, what limits scaling first and the spend a starved data pipeline
     wastes."""
@@ -99,7 +103,7 @@ def plan(profile_paths: tuple[Path, ...], from_log: bool, config_path: Path | No
                             pipeline_feed),
         resources=Resources(memory_per_instance_gb, kv_mb_per_1k_tokens, network_gbps, upstream_rpm,
                             upstream_tpm),
-        bytes_per_request=bytes_per_request, slots=slots)
+        bytes_per_request=bytes_per_request, slots=slots, force=force)
     try:
         if profile_paths:
             profile = load_profiles(profile_paths, latency)

@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from switchgear.capacity.plan.calibration import Calibration, calibrate
+from switchgear.capacity.plan.evidence import Answer, Finding, assess
 from switchgear.capacity.plan.limits import Resources, Workload, resource_limits
 from switchgear.capacity.plan.model import QueueModel
 from switchgear.capacity.plan.profile import Profile
+from switchgear.percentiles import METHOD
 
 HOURS_PER_MONTH = 730.0
 #: How near an open-loop level must be to a rate the plan predicts at, as a share of the
@@ -61,10 +63,13 @@ class PlanInputs:
     resources: Resources = field(default_factory=Resources)
     bytes_per_request: float | None = None
     slots: int | None = None
+    #: Plan even where the profile contradicts the model (``evidence``): refusals become warnings.
+    force: bool = False
 
 
 class PlanError(ValueError):
-    """No plan can meet the targets (an SLO below the idle latency, a zero rate)."""
+    """No plan can meet the targets (an SLO below the idle latency, a zero rate), or the
+    profile contradicts the plan's answer (``evidence``)."""
 
 
 def with_profile_slo(targets: Targets, profile: Profile) -> Targets:
@@ -175,6 +180,17 @@ def _calibration(calibration: Calibration, latency: str, notes: list[str]) -> di
             "notes": [*calibration.notes, *notes]}
 
 
+def _checked(findings: list[Finding], force: bool) -> list[dict[str, Any]]:
+    """The findings as the plan's warnings; raises ``PlanError`` on those that refuse, unless
+    ``force``."""
+    refusals = [finding.message for finding in findings if finding.refuses]
+    if refusals and not force:
+        raise PlanError("the profile contradicts this plan (--force plans anyway):\n"
+                        + "\n".join(f"  - {message}" for message in refusals))
+    return [{"check": finding.check, "message": finding.message, "overridden": finding.refuses}
+            for finding in findings]
+
+
 def make_plan(profile: Profile, inputs: PlanInputs) -> dict[str, Any]:
     """The plan for ``inputs`` on the instances ``profile`` measured, as a JSON-ready dict."""
     targets, economics = with_profile_slo(inputs.targets, profile), inputs.economics
@@ -190,8 +206,10 @@ def make_plan(profile: Profile, inputs: PlanInputs) -> dict[str, Any]:
     cost = _cost(economics, instances, doubled, targets.rate, workload.tokens)
     limits = resource_limits(model, instances, workload, inputs.resources, targets.rate)
     per_instance = targets.rate / instances
+    warnings = _checked(assess(calibration, Answer(per_instance, max_rate, targets.percentiles())),
+                        inputs.force)
     return {
-        "tool": "switchgear plan", "format": 1,
+        "tool": "switchgear plan", "format": 1, "percentile_method": METHOD, "warnings": warnings,
         "inputs": {"peak_rate": targets.peak_rate, "growth": targets.growth, "rate": targets.rate,
                    "slo": {"p95_s": targets.slo_p95_s, "p99_s": targets.slo_p99_s,
                            "error_rate": targets.error_cap},

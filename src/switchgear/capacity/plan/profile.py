@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CLOSED_LOOP = "concurrency"
+#: Latency growing this many seconds per second of a level or more: the server fell behind.
+#: Measured on the simulator's sweep (tests/capacity/data): 0.06 at the rate bench found
+#: saturating, at most 0.007 at the levels below it.
+UNSERVED_GROWTH = 0.03
+MIN_TREND_SAMPLES = 20
 
 
 class ProfileError(ValueError):
@@ -16,8 +23,20 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class ClientCheck:
+    """What bench measured of itself while a level ran: whether the client, not the server,
+    limited the level (too busy to send on time), and why."""
+
+    saturated: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Level:
-    """One measured load level: closed loop at a concurrency, or open loop at a target rate."""
+    """One measured load level: closed loop at a concurrency, or open loop at a target rate.
+    ``scheduled_at``: each completed request's scheduled send time, seconds from the level's
+    start (as ``latencies``); ``stopped``: why bench stopped the level early; ``client``: None
+    where the profile predates bench checking itself."""
 
     mode: str
     concurrency: int | None
@@ -28,11 +47,55 @@ class Level:
     latencies: tuple[float, ...]
     input_tokens: tuple[int, ...]
     output_tokens: tuple[int, ...]
+    scheduled_at: tuple[float, ...] = ()
+    stopped: str | None = None
+    client: ClientCheck | None = None
 
     @property
     def error_share(self) -> float:
         """Share of the requests sent that did not complete."""
         return (self.sent - self.completed) / self.sent if self.sent else 0.0
+
+    @property
+    def offered_rate(self) -> float:
+        """Arrivals/s: an open-loop level's target rate (else what it served)."""
+        return self.rate or self.request_rate
+
+    @property
+    def name(self) -> str:
+        """The level as messages name it."""
+        if self.mode == CLOSED_LOOP:
+            return f"the closed-loop level at concurrency {self.concurrency}"
+        return f"the {self.mode} level at {self.offered_rate:.2f} req/s"
+
+
+def backlog_growth(level: Level) -> float | None:
+    """How fast latency grew over the level: the least-squares slope of each request's latency
+    against its scheduled send time (seconds per second; None without send times). A queue that
+    keeps up holds it near 0; where arrivals outpace service by a share g, it is about g."""
+    if len(level.scheduled_at) < MIN_TREND_SAMPLES:
+        return None
+    sent = np.array(level.scheduled_at)
+    spread = sent - sent.mean()
+    denominator = float(spread @ spread)
+    return float(spread @ np.array(level.latencies)) / denominator if denominator > 0 else None
+
+
+def why_not_served(level: Level, error_cap: float) -> str | None:
+    """Why ``level`` shows the server not keeping up with its arrivals (None where it did, or
+    its samples cannot tell): bench stopped it, more than ``error_cap`` of its requests failed,
+    or its latency kept growing (``backlog_growth`` of ``UNSERVED_GROWTH`` or more: a queue
+    that grows for as long as the level runs, whose p95 measures the level's length, not the
+    rate)."""
+    if level.stopped:
+        return f"bench stopped it ({level.stopped})"
+    if level.error_share > error_cap:
+        return f"{level.error_share:.1%} of its requests failed"
+    growth = backlog_growth(level)
+    if growth is not None and growth >= UNSERVED_GROWTH:
+        return (f"its latency grew {growth:.3f} s per second of the level, a backlog that kept "
+                f"growing; it was served at about {level.request_rate:.2f} req/s")
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,14 +128,23 @@ class Profile:
                 sum(outputs) / len(outputs) if outputs else 0.0)
 
 
+def _client(raw: Any) -> ClientCheck | None:
+    if raw is None:
+        return None
+    return ClientCheck(bool(raw["saturated"]), tuple(str(reason) for reason in raw.get("reasons") or ()))
+
+
 def _level(raw: dict[str, Any], latency: str) -> Level:
     samples = raw.get("samples") or {}
     latencies = tuple(float(x) for x in samples.get(latency) or () if x is not None)
+    scheduled = tuple(float(x) for x in samples.get("scheduled_at") or ())
     return Level(mode=str(raw["mode"]), concurrency=raw.get("concurrency"), rate=raw.get("rate"),
                  request_rate=float(raw["request_rate"]), sent=int(raw.get("sent") or 0),
                  completed=int(raw.get("completed") or 0), latencies=latencies,
                  input_tokens=tuple(int(t) for t in samples.get("input_tokens") or ()),
-                 output_tokens=tuple(int(t) for t in samples.get("output_tokens") or ()))
+                 output_tokens=tuple(int(t) for t in samples.get("output_tokens") or ()),
+                 scheduled_at=scheduled if len(scheduled) == len(latencies) else (),
+                 stopped=raw.get("stopped") or None, client=_client(raw.get("client")))
 
 
 def parse_profile(raw: dict[str, Any], latency: str = "e2e") -> Profile:

@@ -62,12 +62,24 @@ def limit_rows(plan: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             for limit in plan["limits"]]
 
 
+def warning_lines(plan: dict[str, Any]) -> list[str]:
+    """One line per warning: what the profile does not support, or (forced) contradicts."""
+    return [f"{'REFUSED, FORCED' if warning['overridden'] else 'WARNING'}: {warning['message']}"
+            for warning in plan.get("warnings", ())]
+
+
+def _warnings_block(lines: list[str]) -> list[str]:
+    """``lines`` then a blank line; nothing without lines."""
+    return [*lines, ""] if lines else []
+
+
 def _notes(plan: dict[str, Any]) -> list[str]:
     calibration = plan["calibration"]
     levels = ", ".join(f"{level['concurrency']}: {level['request_rate']:.2f}"
                        for level in calibration["closed_loop_levels"])
     notes = [f"model: processor-sharing queue, simulated, on {calibration['latency']} latency of "
-             f"closed-loop levels (concurrency: req/s) {levels}"]
+             f"closed-loop levels (concurrency: req/s) {levels}",
+             f"percentiles: {plan['percentile_method']} (measured and predicted alike)"]
     notes += [f"open-loop check at {check['rate']:.2f} req/s: p95 measured {check['measured_p95_s']:.3f} s, "
               f"model {check['model_p95_s']:.3f} s ({check['error']:+.1%})"
               for check in calibration["open_loop_checks"]]
@@ -75,8 +87,10 @@ def _notes(plan: dict[str, Any]) -> list[str]:
 
 
 def render_text(plan: dict[str, Any]) -> str:
-    """The plan as terminal tables: the figures, the resource ceilings, then notes."""
-    return "\n".join([*table([SUMMARY_HEADERS, *summary_rows(plan)]), "",
+    """The plan as terminal tables: its warnings first, the figures, the resource ceilings,
+    then notes."""
+    return "\n".join([*_warnings_block(warning_lines(plan)),
+                      *table([SUMMARY_HEADERS, *summary_rows(plan)]), "",
                       *table([LIMIT_HEADERS, *limit_rows(plan)]), "", *_notes(plan)])
 
 
@@ -89,6 +103,8 @@ def _markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 def render_markdown(plan: dict[str, Any]) -> str:
     """The plan as a Markdown document."""
-    return "\n".join(["# Capacity plan", "", *_markdown_table([("figure", "value"), *summary_rows(plan)]),
+    warnings = [f"> **{line}**" for line in warning_lines(plan)]
+    return "\n".join(["# Capacity plan", "", *_warnings_block(warnings),
+                      *_markdown_table([("figure", "value"), *summary_rows(plan)]),
                       "", "## What limits scaling", "", *_markdown_table([LIMIT_HEADERS, *limit_rows(plan)]),
                       "", "## Model", "", *(f"- {note}" for note in _notes(plan)), ""])
