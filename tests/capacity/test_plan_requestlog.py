@@ -114,6 +114,9 @@ def test_plan_from_the_request_log_of_a_sqlite_store(tmp_path: Path) -> None:
     assert levels[1]["request_rate"] == pytest.approx(4 / 0.3, rel=1e-3)
     # 13.3 req/s per instance at most: 20 req/s at 70% needs three.
     assert plan["instances"] == 3
+    # Production traffic has no bench client to have saturated, and no open-loop level.
+    assert not any("bench itself kept up" in note for note in plan["calibration"]["notes"])
+    assert "uncalibrated" in [warning["check"] for warning in plan["warnings"]]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from switchgear.capacity.plan.profile import CLOSED_LOOP, Level, Profile, ProfileError
+from switchgear.capacity.plan.profile import CLOSED_LOOP, ClientCheck, Level, Profile, ProfileError
 from switchgear.store import StoreUnavailable, missing_sqlite_file, read_store
 from switchgear.store.base import RecordStore, redact_url
 from switchgear.store.migrations import placeholders
 
 MIN_REQUESTS = 20
+#: Production traffic has no bench client that could have limited it.
+NO_CLIENT = ClientCheck(saturated=False)
 TOO_MANY = 429
 
 #: (received_at, first_token_at, done_at, status, prompt_tokens, completion_tokens, stream)
@@ -92,7 +94,7 @@ def profile_from_log(rows: Sequence[LogRow], latency: str = "e2e",
             continue
         levels.append(Level(CLOSED_LOOP, n, None, n / float(np.mean(latencies)), len(members),
                             len(answered), latencies, tuple(row[4] for row in answered),
-                            tuple(row[5] for row in answered)))
+                            tuple(row[5] for row in answered), client=NO_CLIENT))
     if not levels:
         raise ProfileError(f"no concurrency in the request log has {min_requests} answered requests: "
                            "widen --since or bench the deployment instead")
