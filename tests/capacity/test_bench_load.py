@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from switchgear.capacity.bench.client import Outcome
-from switchgear.capacity.bench.figures import RequestTimes, percentile
+from switchgear.capacity.bench.figures import RequestTimes, summary
 from switchgear.capacity.bench.load import (
     CONCURRENCY,
     CONSTANT,
@@ -178,10 +178,18 @@ def test_request_times_of_a_stream_with_exact_timing() -> None:
     assert single.tpot is None  # one output token has no time per further token
 
 
-def test_percentile_interpolates_between_ranks() -> None:
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
-    assert percentile([7.0], 99) == 7.0
+def test_level_percentiles_are_nearest_rank_observed_values() -> None:
+    four = summary([4.0, 1.0, 3.0, 2.0])
+    assert (four["p50"], four["p90"], four["p99"]) == (2.0, 4.0, 4.0)  # never 2.5
+    hundred = summary([float(value) for value in range(100, 0, -1)])
+    assert (hundred["p50"], hundred["p90"], hundred["p95"], hundred["p99"]) == (50, 90, 95, 99)
+    assert summary([7.0])["p99"] == 7.0
+    rng = random.Random(3)
+    values = [rng.lognormvariate(0, 1) for _ in range(997)]
+    numpy = pytest.importorskip("numpy")
+    for q in (50, 90, 95, 99):
+        assert summary(values)[f"p{q}"] == numpy.quantile(values, q / 100,
+                                                          method="inverted_cdf")
 
 
 def test_errors_are_counted_by_type(simulators: Simulators, run_levels: RunLevels,

@@ -34,7 +34,8 @@ FAST = ModelOptions(ttft_ms=2, tpot_ms=0.5, mean_output_tokens=1000, slots=16, s
 #: The profile's contract with `switchgear plan` (shared brief): these keys, these names.
 LEVEL_KEYS = {"mode", "concurrency", "rate", "duration_s", "sent", "completed", "errors",
               "request_rate", "input_tokens_per_s", "output_tokens_per_s", "goodput",
-              "latency_s", "samples"}
+              "latency_s", "samples", "client"}
+CLIENT_KEYS = {"cpu_share", "loop_lag_p99_s", "late_p99_s", "saturated", "reasons"}
 
 
 def test_sweep_finds_the_knee_of_a_server_with_known_capacity(
@@ -118,23 +119,31 @@ def test_the_cli_writes_json_csv_and_html(tmp_path: Path, simulators: Simulators
                      "--json", str(tmp_path / "p.json"), "--csv", str(tmp_path / "p.csv"),
                      "--html", str(tmp_path / "p.html")])
     assert result.exit_code == 0, result.output
-    assert re.search(r"^c=2 .* met$", result.output, re.MULTILINE)
+    assert re.search(r"^c=2 .* met +\d+% +ok$", result.output, re.MULTILINE)
+    assert "percentiles: nearest-rank" in result.output
     profile = json.loads((tmp_path / "p.json").read_text())
     assert (profile["tool"], profile["format"], profile["sweep"]) == ("switchgear bench", 1, None)
     assert profile["target"] == {"url": sim.base_url, "model": "sim", "endpoint": "chat"}
     assert profile["slo"]["e2e_p95_s"] == 2.0
     assert profile["workload"]["output_tokens"]["mean"] == 4
+    assert profile["percentile_method"] == "nearest-rank"
     assert [level["mode"] for level in profile["levels"]] == ["concurrency", "constant"]
     for level in profile["levels"]:
         assert level.keys() >= LEVEL_KEYS
         assert set(level["latency_s"]) == {"e2e", "ttft", "itl", "tpot"}
         assert len(level["samples"]["e2e"]) == level["completed"] == len(
             level["samples"]["scheduled_at"])
+        assert level["client"].keys() >= CLIENT_KEYS
+    assert profile["levels"][0]["client"]["late_p99_s"] is None  # closed loop
+    assert profile["levels"][1]["client"]["late_p99_s"] >= 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
     assert [row["label"] for row in rows] == ["c=2", "constant 40/s"]
     assert float(rows[1]["e2e_p95"]) == pytest.approx(
         profile["levels"][1]["latency_s"]["e2e"]["p95"])
     assert rows[0]["errors"] == ""
+    assert rows[0]["percentile_method"] == "nearest-rank"
+    assert rows[0]["client_saturated"] in ("True", "False")
+    assert float(rows[0]["client_cpu_share"]) == profile["levels"][0]["client"]["cpu_share"]
     page = (tmp_path / "p.html").read_text()
     assert page.count("<svg") == 3
     # Markers carry their values: latency against rate draws the open-loop level's p95 (ms).

@@ -26,6 +26,10 @@ import orjson
 #: How much of an error answer's body an outcome keeps (its message is near the start).
 ERROR_BODY_BYTES = 2048
 TIMEOUT = "timeout"
+#: Requests in flight are checked for their timeout this many times per timeout (at most once
+#: a second): one sweep instead of a timer per request, so one times out at most an eighth
+#: of its timeout late.
+TIMEOUT_CHECKS = 8
 CONNECTION = "connection"
 MALFORMED = "malformed"
 
@@ -91,30 +95,30 @@ class Outcome:
 OutcomeCallback = Callable[[Outcome], None]
 
 
-class _Exchange:
-    """The request in flight on a connection and what its response has shown so far."""
-
-    __slots__ = ("body", "done", "lines", "outcome", "request", "timer")
-
-    def __init__(self, request: Request, outcome: Outcome) -> None:
-        self.request = request
-        self.outcome = outcome
-        self.body = bytearray()
-        self.lines = b""
-        self.done = False
-        self.timer: asyncio.TimerHandle | None = None
-
-
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; it runs one request at a time."""
+    """One keep-alive connection; it runs one request at a time and holds what that request's
+    response has shown so far (reset by each ``send``: nothing is allocated per request)."""
+
+    __slots__ = ("_body", "_done", "_lines", "_outcome", "_parser", "_pool", "_request",
+                 "_status", "_transport", "deadline")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._loop = pool.loop
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._exchange: _Exchange | None = None
         self._status = 0
+        self._request: Request | None = None
+        self._outcome: Outcome | None = None
+        self._body = bytearray()
+        self._lines = b""
+        self._done = False
+        #: When the request in flight times out (``time.perf_counter()`` seconds).
+        self.deadline = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is in flight."""
+        return self._outcome is not None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -124,14 +128,14 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - servers do not upgrade a POST
-            self._fail(MALFORMED)
+            self.fail(MALFORMED)
         except httptools.HttpParserError:
-            self._fail(MALFORMED)
+            self.fail(MALFORMED)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        if self._exchange is not None:
-            self._finish(CONNECTION, reuse=False)
+        if self._outcome is not None:
+            self._finish(CONNECTION, time.perf_counter(), reuse=False)
         self._pool.forget(self)
 
     # httptools callbacks
@@ -139,37 +143,49 @@ class _Connection(asyncio.Protocol):
         self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
-        exchange = self._exchange
-        if exchange is None:
+        if self._outcome is None:
             return
-        if exchange.request.stream and self._status == 200:
-            self._read_events(exchange, body)
+        assert self._request is not None
+        if self._request.stream and self._status == 200:
+            self._read_events(self._outcome, body)
         else:
-            exchange.body += body
+            self._body += body
 
     def on_message_complete(self) -> None:
-        exchange = self._exchange
-        if exchange is None:
+        # Stamped before the answer is read: its latency ends when its last byte was seen.
+        now = time.perf_counter()
+        outcome, request = self._outcome, self._request
+        if outcome is None or request is None:
             return
         if self._status != 200:
             error: str | None = f"http_{self._status}"
-            exchange.outcome.status = self._status
-            exchange.outcome.error_body = bytes(exchange.body[:ERROR_BODY_BYTES])
-        elif exchange.request.stream:
-            error = None if exchange.done else MALFORMED
+            outcome.status = self._status
+            outcome.error_body = bytes(self._body[:ERROR_BODY_BYTES])
+        elif request.stream:
+            error = None if self._done else MALFORMED
         else:
-            error = self._read_whole(exchange)
-        self._finish(error, reuse=self._parser.should_keep_alive())
+            error = self._read_whole(outcome)
+        self._finish(error, now, reuse=self._parser.should_keep_alive())
 
     # the pool's side
     def send(self, request: Request, outcome: Outcome, timeout: float) -> None:
         """Send ``request`` now; its outcome goes to the pool when the response has ended."""
         assert self._transport is not None
-        exchange = _Exchange(request, outcome)
-        self._exchange = exchange
-        outcome.sent_at = time.perf_counter()
-        exchange.timer = self._loop.call_later(timeout, self._fail, TIMEOUT)
+        self._request = request
+        self._outcome = outcome
+        if self._body:
+            self._body.clear()
+        self._lines = b""
+        self._done = False
+        now = time.perf_counter()
+        outcome.sent_at = now
+        self.deadline = now + timeout
         self._transport.write(request.data)
+
+    def fail(self, error: str) -> None:
+        """End the request in flight (if any) with ``error`` and drop the connection."""
+        if self._outcome is not None:
+            self._finish(error, time.perf_counter(), reuse=False)
 
     def close(self) -> None:
         """Close the connection (it is idle)."""
@@ -177,54 +193,47 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     # internals
-    def _read_events(self, exchange: _Exchange, data: bytes) -> None:
+    def _read_events(self, outcome: Outcome, data: bytes) -> None:
         now = time.perf_counter()
-        lines = (exchange.lines + data).split(b"\n")
-        exchange.lines = lines.pop()
+        lines = (self._lines + data).split(b"\n")
+        self._lines = lines.pop()
         for line in lines:
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                exchange.done = True
+                self._done = True
                 continue
             try:
                 event = orjson.loads(payload)
                 if _text_of(event):
-                    exchange.outcome.token_times.append(now)
+                    outcome.token_times.append(now)
                 usage = event.get("usage")
                 if usage:
-                    _read_usage(exchange.outcome, usage)
+                    _read_usage(outcome, usage)
             except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-                self._fail(MALFORMED)
+                self.fail(MALFORMED)
                 return
 
-    def _read_whole(self, exchange: _Exchange) -> str | None:
+    def _read_whole(self, outcome: Outcome) -> str | None:
         try:
-            answer = orjson.loads(exchange.body)
+            answer = orjson.loads(self._body)
             usage = answer.get("usage")
             if usage:
-                _read_usage(exchange.outcome, usage)
+                _read_usage(outcome, usage)
             else:
-                exchange.outcome.output_tokens = max(1, len(_text_of(answer)) // 4)
+                outcome.output_tokens = max(1, len(_text_of(answer)) // 4)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return MALFORMED
         return None
 
-    def _fail(self, error: str) -> None:
-        if self._exchange is not None:
-            self._finish(error, reuse=False)
-
-    def _finish(self, error: str | None, reuse: bool) -> None:
-        exchange = self._exchange
-        assert exchange is not None
-        self._exchange = None
-        if exchange.timer is not None:
-            exchange.timer.cancel()
-        outcome = exchange.outcome
-        outcome.done_at = time.perf_counter()
+    def _finish(self, error: str | None, now: float, reuse: bool) -> None:
+        outcome, request = self._outcome, self._request
+        assert outcome is not None and request is not None
+        self._outcome = self._request = None
+        outcome.done_at = now
         outcome.error = error
-        if error is None and exchange.request.stream and not outcome.output_tokens:
+        if error is None and request.stream and not outcome.output_tokens:
             outcome.output_tokens = len(outcome.token_times)
         if not reuse and self._transport is not None:
             self._transport.abort()
@@ -272,7 +281,7 @@ def _text_of(answer: Any) -> str:
 class ConnectionPool:
     """Up to ``max_connections`` keep-alive connections to one endpoint, and the requests
     waiting for one. A request's latency counts from its ``scheduled_at``, so time spent waiting
-    here (all connections busy, or a late client) is part of it."""
+    here (all connections busy, or a late client) is part of it. ``close`` it when done."""
 
     def __init__(self, endpoint: Endpoint, max_connections: int, timeout: float,
                  on_outcome: OutcomeCallback) -> None:
@@ -286,6 +295,11 @@ class ConnectionPool:
         self._waiting: deque[tuple[Request, Outcome]] = deque()
         self._ssl = ssl.create_default_context() if endpoint.tls else None
         self._opening: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        #: Requests that had to wait for a free connection, all told.
+        self.queued = 0
+        self._check_every = min(1.0, timeout / TIMEOUT_CHECKS)
+        self._expiry = self.loop.call_later(self._check_every, self._expire)
 
     @property
     def waiting(self) -> int:
@@ -297,18 +311,20 @@ class ConnectionPool:
         self._dispatch(request, Outcome(scheduled_at, request.input_tokens), front=False)
 
     def finished(self, connection: _Connection | None, outcome: Outcome) -> None:
-        """A request has ended; reuse its connection (None: it was closed) for the next one."""
+        """A request has ended; its connection (None: it was closed) goes to the next request
+        waiting, else back to the idle ones, before the outcome is told: a closed loop's next
+        request then finds it idle instead of queueing for it."""
         if connection is None:
             self._open -= 1
-        self._on_outcome(outcome)
-        if self._waiting:
-            request, queued = self._waiting.popleft()
-            if connection is not None:
-                connection.send(request, queued, self._timeout)
-            else:
+            if self._waiting:
+                request, queued = self._waiting.popleft()
                 self._dispatch(request, queued, front=True)
-        elif connection is not None:
+        elif self._waiting:
+            request, queued = self._waiting.popleft()
+            connection.send(request, queued, self._timeout)
+        else:
             self._idle.append(connection)
+        self._on_outcome(outcome)
 
     def _dispatch(self, request: Request, outcome: Outcome, front: bool) -> None:
         if self._idle:
@@ -321,16 +337,26 @@ class ConnectionPool:
         elif front:
             self._waiting.appendleft((request, outcome))
         else:
+            self.queued += 1
             self._waiting.append((request, outcome))
 
     def forget(self, connection: _Connection) -> None:
-        """A connection closed while idle: drop it from the idle list."""
+        """A connection has closed: drop it (and count it closed when it was idle; a busy one
+        was counted when its request ended)."""
+        self._connections.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
             self._open -= 1
 
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        for connection in [c for c in self._connections if c.busy and c.deadline <= now]:
+            connection.fail(TIMEOUT)
+        self._expiry = self.loop.call_later(self._check_every, self._expire)
+
     def close(self) -> None:
         """Close every idle connection and fail what still waits."""
+        self._expiry.cancel()
         for task in self._opening:
             task.cancel()
         while self._waiting:
@@ -358,6 +384,7 @@ class ConnectionPool:
             outcome.error = CONNECTION
             self.finished(None, outcome)
             return
+        self._connections.add(connection)
         connection.send(request, outcome, self._timeout)
 
 

@@ -1,14 +1,15 @@
 """A level's figures, in the shape of the bench profile (one entry of its ``levels``).
 
-Latencies count from each request's scheduled time. TTFT is the first streamed text; ITL the gaps
+Percentiles are nearest-rank (``switchgear.percentiles``): always an observed value. Latencies
+count from each request's scheduled time. TTFT is the first streamed text; ITL the gaps
 between streamed chunks with text; TPOT vLLM's (e2e - TTFT) / (output tokens - 1). The measured
 duration is the span of the completions stretched by one mean gap (n completions span n - 1
-gaps), so a level that cannot keep up reports the rate it really served.
+gaps), so a level that cannot keep up reports the rate it really served. ``client`` says whether
+the client itself kept up (``monitor``).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +18,11 @@ from typing import Any
 
 from switchgear.capacity.bench.client import Outcome
 from switchgear.capacity.bench.load import CONCURRENCY, LevelRun
+from switchgear.capacity.bench.monitor import client_health
+from switchgear.percentiles import nearest_rank
+
+#: benchmarks/capacity takes its p95s from here: the same definition as bench's.
+percentile = nearest_rank
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -53,21 +59,13 @@ def _within(value: float | None, target: float | None) -> bool:
     return target is None or (value is not None and value <= target)
 
 
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile of sorted values, interpolated linearly between ranks."""
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summary(values: Sequence[float]) -> dict[str, float | None]:
-    """Mean, p50/p90/p95/p99 and max (all None when there are no values)."""
+    """Mean, p50/p90/p95/p99 (nearest-rank) and max (all None when there are no values)."""
     if not values:
         return {"mean": None, **{f"p{q}": None for q in PERCENTILES}, "max": None}
     ordered = sorted(values)
     return {"mean": sum(ordered) / len(ordered),
-            **{f"p{q}": percentile(ordered, q) for q in PERCENTILES}, "max": ordered[-1]}
+            **{f"p{q}": nearest_rank(ordered, q) for q in PERCENTILES}, "max": ordered[-1]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,4 +139,7 @@ def level_figures(run: LevelRun, slo: SLO) -> dict[str, Any]:
         },
     }
     figures["meets_slo"] = slo.level_meets(figures)
+    late = None if level.mode == CONCURRENCY else [o.sent_at - o.scheduled_at for o in good]
+    figures["client"] = client_health(run.client, late, len(outcomes) + run.warmup_outcomes,
+                                      run.queued)
     return figures

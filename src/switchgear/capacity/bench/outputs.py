@@ -1,4 +1,8 @@
-"""A bench profile as a terminal table, CSV (one row per level) and an HTML report with plots."""
+"""A bench profile as a terminal table, CSV (one row per level) and an HTML report with plots.
+
+Each names the percentile method and carries the client's saturation mark: a level whose figures
+the client itself may have distorted (``monitor``) says so, with the reasons, in all three.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from switchgear.percentiles import METHOD
 from switchgear.reports import html, svg
 from switchgear.reports.tables import cell, table
 
@@ -14,7 +19,10 @@ LATENCIES = ("e2e", "ttft", "itl", "tpot")
 CSV_FIXED = ("label", "mode", "concurrency", "rate", "duration_s", "sent", "completed",
              "error_rate", "request_rate", "goodput", "input_tokens_per_s",
              "output_tokens_per_s", "meets_slo", "errors", "stopped")
+CSV_CLIENT = ("cpu_share", "loop_lag_p99_s", "late_p99_s", "cpu_per_request_s", "saturated",
+              "reasons")
 CDF_POINTS = 50
+SATURATED = "SATURATED"
 
 
 def _ms(value: float | None) -> str:
@@ -25,11 +33,38 @@ def _errors(errors: dict[str, int]) -> str:
     return ";".join(f"{kind}={count}" for kind, count in errors.items())
 
 
+def _client(level: dict[str, Any]) -> dict[str, Any] | None:
+    """The level's client object; None in a profile written before bench measured itself."""
+    client: dict[str, Any] | None = level.get("client")
+    return client
+
+
+def client_mark(level: dict[str, Any]) -> str:
+    """``SATURATED``, ``ok`` or ``-`` (not measured) for the level's client."""
+    client = _client(level)
+    if client is None:
+        return "-"
+    return SATURATED if client["saturated"] else "ok"
+
+
+def saturation_lines(profile: dict[str, Any]) -> list[str]:
+    """One line per level whose client was saturated: which level, and why."""
+    return [f"{level['label']}: client {SATURATED}, figures not the server's alone: "
+            + "; ".join(client["reasons"])
+            for level in profile["levels"]
+            if (client := _client(level)) is not None and client["saturated"]]
+
+
+def _method(profile: dict[str, Any]) -> str:
+    return profile.get("percentile_method") or METHOD
+
+
 def text_table(profile: dict[str, Any]) -> list[str]:
     """The levels as a plain-text table, then why a level stopped early and the sweep's answer
     when there are."""
     rows = [["level", "req/s", "goodput", "out tok/s", "e2e p50 ms", "e2e p95 ms", "e2e p99 ms",
-             "ttft p95 ms", "itl p95 ms", "tpot p95 ms", "errors", "SLO"]]
+             "ttft p95 ms", "itl p95 ms", "tpot p95 ms", "errors", "SLO", "client CPU",
+             "client"]]
     for level in profile["levels"]:
         latency = level["latency_s"]
         rows.append([level["label"], f"{level['request_rate']:.1f}", f"{level['goodput']:.1f}",
@@ -39,8 +74,12 @@ def text_table(profile: dict[str, Any]) -> list[str]:
                      _ms(latency["tpot"]["p95"]),
                      f"{level['sent'] - level['completed']}/{level['sent']}"
                      + (f" ({_errors(level['errors'])})" if level["errors"] else ""),
-                     "met" if level["meets_slo"] else "MISSED"])
+                     "met" if level["meets_slo"] else "MISSED",
+                     f"{client['cpu_share']:.0%}" if (client := _client(level)) else "-",
+                     client_mark(level)])
     lines = table(rows)
+    lines.append(f"percentiles: {_method(profile)}")
+    lines += saturation_lines(profile)
     lines += [f"{level['label']} stopped early, and the run with it: {level['stopped']}"
               for level in profile["levels"] if level.get("stopped")]
     sweep = profile.get("sweep")
@@ -53,19 +92,24 @@ def text_table(profile: dict[str, Any]) -> list[str]:
 
 
 def csv_text(profile: dict[str, Any]) -> str:
-    """One CSV row per level: its counts, rates and every latency percentile (seconds; empty
-    where there is none)."""
+    """One CSV row per level: its counts, rates, every latency percentile (seconds; empty
+    where there is none), the percentile method and the client's figures and mark (empty when
+    not measured; reasons joined by ``; ``)."""
     latency_columns = [f"{name}_{stat}" for name in LATENCIES
                        for stat in ("mean", "p50", "p90", "p95", "p99", "max")]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_FIXED, *latency_columns])
+    writer.writerow([*CSV_FIXED, *latency_columns, "percentile_method",
+                     *(f"client_{name}" for name in CSV_CLIENT)])
     for level in profile["levels"]:
         fixed = [_errors(level["errors"]) if name == "errors" else level.get(name)
                  for name in CSV_FIXED]
         latencies = [level["latency_s"][column.split("_", 1)[0]][column.split("_", 1)[1]]
                      for column in latency_columns]
-        writer.writerow([*fixed, *latencies])
+        client = _client(level) or {}
+        measured = ["; ".join(client.get(name) or []) if name == "reasons" else client.get(name)
+                    for name in CSV_CLIENT]
+        writer.writerow([*fixed, *latencies, _method(profile), *measured])
     return out.getvalue()
 
 
@@ -95,13 +139,14 @@ def html_report(profile: dict[str, Any]) -> str:
     sections = [
         html.paragraph(f"Target {target['url']} ({target['endpoint']}, model "
                        f"{target['model']}); latencies counted from each request's scheduled "
-                       "send time."),
+                       f"send time; percentiles {_method(profile)}."),
         html.table("Levels", ["level", "req/s", "goodput", "e2e p50 ms", "e2e p95 ms",
-                              "ttft p95 ms", "tpot p95 ms", "errors", "SLO"],
+                              "ttft p95 ms", "tpot p95 ms", "errors", "SLO", "client"],
                    [[level["label"], f"{level['request_rate']:.1f}", f"{level['goodput']:.1f}",
                      _ms(level["latency_s"]["e2e"]["p50"]), _ms(level["latency_s"]["e2e"]["p95"]),
                      _ms(level["latency_s"]["ttft"]["p95"]), _ms(level["latency_s"]["tpot"]["p95"]),
-                     _errors(level["errors"]) or "0", "met" if level["meets_slo"] else "MISSED"]
+                     _errors(level["errors"]) or "0", "met" if level["meets_slo"] else "MISSED",
+                     client_mark(level)]
                     for level in levels]),
         _figure("latency-vs-rate", svg.line_chart(
             latency, title="Latency against request rate (req/s)", x_label="{:.0f}".format,
@@ -112,6 +157,9 @@ def html_report(profile: dict[str, Any]) -> str:
         _figure("throughput", svg.line_chart(
             throughput, title="Throughput per level (req/s)", x_label=level_name, markers=True)),
     ]
+    saturated = saturation_lines(profile)
+    if saturated:
+        sections.insert(1, html.paragraph(" ".join(saturated), css_class="saturated"))
     sweep = profile.get("sweep")
     if sweep:
         best = sweep["max_rate_within_slo"]

@@ -24,6 +24,7 @@ from switchgear.capacity.bench.load import CONCURRENCY, Level, run_level
 from switchgear.capacity.bench.preflight import check_target
 from switchgear.capacity.bench.progress import ProgressBar
 from switchgear.capacity.bench.workload import OPERATION_PATHS, Workload
+from switchgear.percentiles import METHOD
 
 PROFILE_FORMAT = 1
 #: A doubling of concurrency that raised throughput by less than this factor is past saturation.
@@ -165,6 +166,7 @@ class Bench:
             "workload": {**self.workload.description, "stream": self.target.stream,
                          "ignore_eos": self.target.ignore_eos, "seed": self.seed},
             "slo": self.slo.as_dict(),
+            "percentile_method": METHOD,
             "levels": levels,
             "sweep": sweep,
         }
@@ -176,5 +178,8 @@ def _one_line(figures: dict[str, Any]) -> str:
     verdict = "meets SLO" if figures["meets_slo"] else "misses SLO"
     if figures["stopped"]:
         verdict = f"stopped: {figures['stopped']}"
+    client = figures["client"]
+    mark = f"  CLIENT SATURATED: {'; '.join(client['reasons'])}" if client["saturated"] else ""
     return (f"{figures['label']:<18} {figures['request_rate']:.1f} req/s  e2e p95 {p95}  "
-            f"errors {figures['sent'] - figures['completed']}/{figures['sent']}  {verdict}")
+            f"errors {figures['sent'] - figures['completed']}/{figures['sent']}  "
+            f"client CPU {client['cpu_share']:.0%}  {verdict}{mark}")
