@@ -4,6 +4,7 @@ arrival spacing, coordinated omission, the latency definitions, errors by type."
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import random
 import statistics
@@ -21,6 +22,7 @@ from switchgear.capacity.bench.load import (
     CONSTANT,
     POISSON,
     Level,
+    LevelRun,
     arrival_offsets,
 )
 from switchgear.capacity.bench.progress import ProgressBar
@@ -71,9 +73,22 @@ def test_closed_loop_never_has_more_than_n_in_flight(simulators: Simulators) -> 
     endpoint = Endpoint.of(sim.base_url, "/chat/completions")
     requests = synthetic(Lengths(8), Lengths(4), 4, 1).requests(
         endpoint, "chat", "sim", stream=False, ignore_eos=False, headers={})
-    run = asyncio.run(run_level(endpoint, requests, Level(CONCURRENCY, 0.8, concurrency=3),
-                                max_connections=100, timeout_s=10))
+    frozen_while_running: list[int] = []
+
+    async def level() -> LevelRun:
+        running = asyncio.ensure_future(run_level(
+            endpoint, requests, Level(CONCURRENCY, 0.8, concurrency=3), max_connections=100,
+            timeout_s=10))
+        await asyncio.sleep(0.5)
+        frozen_while_running.append(gc.get_freeze_count())
+        return await running
+
+    run = asyncio.run(level())
     assert _max_in_flight(run.outcomes) == 3
+    assert run.queued == 0  # a freed connection goes straight to the next request
+    # While it ran, what it kept was out of the collector's full passes; after, nothing is.
+    assert frozen_while_running[0] > 0
+    assert gc.get_freeze_count() == 0
 
 
 def test_open_loop_constant_rate_sends_rate_times_duration_evenly_spaced(
@@ -147,6 +162,11 @@ def test_latency_counts_from_the_scheduled_time_so_a_stall_is_not_hidden(
         assert e2e >= 0.5 - (scheduled - stall_start) - 0.01
     assert level["latency_s"]["e2e"]["max"] >= 0.5
     assert level["latency_s"]["e2e"]["p90"] >= 0.2
+    # The one connection kept requests from going out on time: the client says so.
+    client = level["client"]
+    assert client["saturated"] and client["late_p99_s"] >= 0.2
+    assert any("requests waited for a free connection (--max-connections)" in reason
+               for reason in client["reasons"])
 
 
 def test_ttft_itl_tpot_follow_vllm_definitions_on_known_timing(
