@@ -151,8 +151,12 @@ class _Collected:
     values: list[array[float]] = field(default_factory=list)
 
 
-def _collect(groups: dict[Key, _Collected], rows: list[tuple[Any, ...]], width: int) -> None:
-    """Add rows of (received_at, rowid, *key of ``width`` values, *measures) to ``groups``."""
+def _collect(groups: dict[Key, _Collected], rows: list[tuple[Any, ...]], width: int
+             ) -> tuple[int, tuple[Any, ...]]:
+    """Add rows of (received_at, rowid, *key of ``width`` values, *measures) to ``groups``;
+    how many there were and the last one's (received_at, rowid). Empties ``rows``, so that
+    they are freed on this thread, not on the event loop's (100,000 rows: tens of ms)."""
+    count, last = len(rows), tuple(rows[-1][:2]) if rows else ()
     for row in rows:
         key = row[2:2 + width]
         collected = groups.get(key)
@@ -162,6 +166,8 @@ def _collect(groups: dict[Key, _Collected], rows: list[tuple[Any, ...]], width: 
         for values, value in zip(collected.values, row[2 + width:], strict=True):
             if value is not None:
                 values.append(value)
+    rows.clear()
+    return count, last
 
 
 def summarize(values: array[float] | np.ndarray, percentiles: Sequence[float]
@@ -182,18 +188,17 @@ async def _chunked_groups(store: RecordStore, period: Period, tenant: str | None
     columns = ", ".join(["received_at", "rowid", *group_by, *(MEASURES[m] for m in measures)])
     groups: dict[Key, _Collected] = {}
     start, after = period.start, ""
-    last: tuple[object, ...] = ()
+    last: tuple[Any, ...] = ()
     while True:
         # From the last row read on: the index on received_at (or tenant, received_at) keeps
         # rows in (received_at, rowid) order, so each chunk starts where the last one ended.
         clause, params = where(store, Period(start, period.end), tenant, SUCCEEDED + after)
         rows = await store.rows(f"SELECT {columns} FROM request_log {clause} "
                                 f"ORDER BY received_at, rowid LIMIT {CHUNK_ROWS}", (*params, *last))
-        await asyncio.to_thread(_collect, groups, rows, len(group_by))
-        if len(rows) < CHUNK_ROWS:
+        count, last = await asyncio.to_thread(_collect, groups, rows, len(group_by))
+        if count < CHUNK_ROWS:
             break
-        start, rowid = rows[-1][0], rows[-1][1]
-        after, last = " AND (received_at > ? OR rowid > ?)", (start, rowid)
+        start, after = last[0], " AND (received_at > ? OR rowid > ?)"
     return await asyncio.to_thread(_summarize_groups, groups, measures, percentiles)
 
 
