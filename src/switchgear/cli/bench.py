@@ -94,7 +94,10 @@ def bench(url: str, model: str, operation: str, api_key: str | None, stream: boo
 
     Closed loop (--concurrency), open loop (--rate, constant or Poisson arrivals, latency counted
     from each request's scheduled send time) or --sweep for the highest rate within the SLOs.
-    Prints a table; --json/--csv/--html write the profile, a CSV and a report. Refuses (exit 2)
+    Prints a table; --json/--csv/--html write the profile, a CSV and a report. bench watches
+    itself: a level where it kept a core busy, or fell behind (its event loop, or its sends
+    against the schedule), is marked SATURATED with the reason: its figures there measure the
+    client, not the server. Refuses (exit 2)
     a target that does not serve --model; a level whose every answer is the same client error
     (401, 404, ...) stops early, and the run with it (exit 1).
 
