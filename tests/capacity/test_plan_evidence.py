@@ -23,7 +23,7 @@ from plan_profiles import (
 
 from switchgear.capacity.plan.calibration import calibrate
 from switchgear.capacity.plan.planner import PlanError, PlanInputs, Targets, make_plan
-from switchgear.capacity.plan.profile import ProfileError, parse_profile
+from switchgear.capacity.plan.profile import parse_profile
 
 # An M/M/4 instance serving 10 req/s per slot: saturation 40 req/s, p95 alone 0.30 s.
 SERVERS, SERVICE_RATE = 4, 10.0
@@ -119,14 +119,34 @@ def test_closed_loop_levels_past_the_knee_leave_no_knee_warning() -> None:
     assert "saturation not reached" not in checks(plan_for(Targets(peak_rate=10), document))
 
 
-def test_a_rate_per_instance_beyond_every_served_level_warns() -> None:
+def test_rates_beyond_every_served_level_warn() -> None:
     document = with_levels(as_measured(10.0, mmc_percentile(SERVERS, SERVICE_RATE, 10.0, 0.95)))
-    near = plan_for(Targets(peak_rate=10, slo_p95_s=10.0), document)
+    document["slo"] = {"e2e_p95_s": None, "error_rate": None}
+    near = plan_for(Targets(peak_rate=10), document)
     assert "beyond the measured rates" not in checks(near) and "uncalibrated" not in checks(near)
-    beyond = plan_for(Targets(peak_rate=20, slo_p95_s=10.0), document)
+    beyond = plan_for(Targets(peak_rate=20), document)
     (warning,) = [w["message"] for w in beyond["warnings"] if w["check"] == "beyond the measured rates"]
     assert "the rate per instance, 20.00 req/s, is beyond the highest rate an open-loop level " \
            "served (10.00 req/s)" in warning
+    # Within an SLO of 10 s the model allows nearly 40 req/s per instance: beyond too.
+    slo = plan_for(Targets(peak_rate=10, slo_p95_s=10.0), document)
+    (warning,) = [w["message"] for w in slo["warnings"] if w["check"] == "beyond the measured rates"]
+    assert warning.startswith("the highest rate within the SLO, 39.")
+
+
+def test_a_saturation_beyond_every_served_rate_warns() -> None:
+    # Random arrivals served twice as fast at 10 req/s (time scale 0.5, held beyond): the model
+    # saturates at 80 req/s, twice the closed-loop 40 and 8 times the level's rate.
+    document = with_levels(as_measured(10.0, mmc_percentile(SERVERS, 2 * SERVICE_RATE, 10.0, 0.95)))
+    plan = plan_for(Targets(peak_rate=10, slo_p95_s=10.0), document, force=True)
+    (warning,) = [w["message"] for w in plan["warnings"] if w["check"] == "saturation extrapolated"]
+    saturation = plan["predicted"]["saturation_rate"]
+    assert saturation == pytest.approx(80.0, rel=0.03)
+    assert warning.startswith(f"the modelled saturation, {saturation:.2f} req/s per instance")
+    assert "beyond the highest rate the profile shows served (40.00 req/s)" in warning
+    assert "it rests on the time scale 0.5" in warning
+    assert "saturation extrapolated" not in checks(plan_for(Targets(peak_rate=10, slo_p95_s=10.0),
+                                                            mmc_profile(SERVERS, SERVICE_RATE)))
 
 
 def test_a_p99_from_fewer_than_100_requests_refuses_as_a_target_and_warns_as_a_figure() -> None:
@@ -161,12 +181,17 @@ def test_levels_bench_marked_saturated_are_left_out_and_named() -> None:
         "saturated (bench used 100% of a core); its figures measure bench, not the server"]
 
 
-def test_a_client_saturated_at_concurrency_1_is_refused() -> None:
+def test_a_client_saturated_at_concurrency_1_is_kept_with_a_warning() -> None:
+    # The model cannot do without the latency of a request served alone, and a busy client only
+    # lengthens it: the plan errs towards more capacity, and says so.
     document = mmc_profile(SERVERS, SERVICE_RATE)
     document["levels"][0]["client"] = client_check(True, "bench used 100% of a core")
-    with pytest.raises(ProfileError, match="bench marked itself saturated at the closed-loop level at "
-                                           r"concurrency 1 \(bench used 100% of a core\)"):
-        calibrate(parse_profile(document))
+    plan = plan_for(Targets(peak_rate=10, slo_p95_s=10.0), document)
+    assert plan["calibration"]["closed_loop_levels"][0]["concurrency"] == 1
+    (warning,) = [w["message"] for w in plan["warnings"] if w["check"] == "client saturated"]
+    assert warning.startswith("the closed-loop level at concurrency 1 was kept though bench marked "
+                              "itself saturated (bench used 100% of a core)")
+    assert "(conservative)" in warning
 
 
 def test_a_profile_from_before_bench_checked_itself_is_noted() -> None:

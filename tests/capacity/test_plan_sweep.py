@@ -47,17 +47,28 @@ def test_a_sweep_profile_yields_a_plan(simulators: Simulators, tmp_path: Path) -
     # From 1, doubling, one doubling past the 2 slots (throughput stopped rising), or up to 8.
     assert closed[:3] == [1, 2, 4] and len(closed) <= 4
 
-    result = _run("plan", "--profile", str(out), "--peak-rate", "100", "--json", "-")
+    # Levels of 0.8 s are too short to support a plan (its top Poisson level may fall behind
+    # below the modelled saturation: refused, as the stored sweep below shows), so this checks
+    # the model's figures, forced.
+    result = _run("plan", "--profile", str(out), "--peak-rate", "100", "--json", "-", "--force")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     predicted = plan["predicted"]
+    # Levels bench marked itself saturated on are left out, but for concurrency 1 (on a busy
+    # machine bench's check of itself flags some of these 0.8 s levels now and then).
+    kept = [level for level in levels if level["mode"] == "concurrency"
+            and (level["concurrency"] == 1 or not (level.get("client") or {}).get("saturated"))]
+    assert ([level["concurrency"] for level in plan["calibration"]["closed_loop_levels"]]
+            == [level["concurrency"] for level in kept])
+    if kept[-1]["concurrency"] < SLOTS:  # none left with the slots busy: no knee to model
+        assert "saturation not reached" in [warning["check"] for warning in plan["warnings"]]
+        return
     # The open-loop levels rescale service times (between 0.25x and 4x), so saturation is
     # near the server's capacity and the closed-loop throughput, not equal to them.
-    top = max(level["request_rate"] for level in levels if level["mode"] == "concurrency")
+    top = max(level["request_rate"] for level in kept)
     for reference in (SLOTS / SERVICE_S, top):
         assert 0.7 * reference <= predicted["saturation_rate"] <= 1.5 * reference
     assert plan["calibration"]["slots"] in (SLOTS, 2 * SLOTS)
-    assert [level["concurrency"] for level in plan["calibration"]["closed_loop_levels"]] == closed
     # 100 req/s at 70% of a saturation of 78-167 req/s: 1 to 2 instances, and the SLO (p95
     # within 100 ms, the profile's) holds at the rate each one gets.
     assert 1 <= plan["instances"] <= 2

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from switchgear.capacity.plan.model import QueueModel, nearest_rank_quantile
-from switchgear.capacity.plan.profile import Level, Profile, ProfileError, why_not_served
+from switchgear.capacity.plan.profile import Level, Profile, why_not_served
 
 #: The share of failed requests that fails an open-loop level where the profile names no cap
 #: (bench's default --max-error-rate).
@@ -77,22 +77,25 @@ def _checks(model: QueueModel, levels: Sequence[Level]) -> tuple[OpenLoopCheck, 
 
 def _closed_loop(profile: Profile) -> tuple[list[Level], list[LeftOut]]:
     """The closed-loop levels the model is built from: those the client kept up with (a level
-    bench itself limited measures bench). Raises ``ProfileError`` when that is the lowest."""
+    bench itself limited measures bench), and the lowest whatever bench said of itself there:
+    the model's work per request comes from it, and a busy client only lengthens latencies, so
+    the plan errs towards more capacity (``evidence`` warns)."""
     kept, left_out = [], []
     for level in profile.closed_loop:
-        if level.client is not None and level.client.saturated:
-            if level is profile.closed_loop[0]:
-                raise ProfileError(f"bench marked itself saturated at {level.name} "
-                                   f"({'; '.join(level.client.reasons) or 'no reason given'}): its "
-                                   "latencies measure the client, not the server; bench it again "
-                                   "on a less busy machine")
-            left_out.append(LeftOut(level, CLIENT, _client_reason(level)))
+        if client_saturated(level) and level is not profile.closed_loop[0]:
+            left_out.append(LeftOut(level, CLIENT, client_reason(level)))
         else:
             kept.append(level)
     return kept, left_out
 
 
-def _client_reason(level: Level) -> str:
+def client_saturated(level: Level) -> bool:
+    """Whether bench marked itself saturated while ``level`` ran (False where not checked)."""
+    return level.client is not None and level.client.saturated
+
+
+def client_reason(level: Level) -> str:
+    """Bench's saturation, in words, with its reasons."""
     reasons = "; ".join(level.client.reasons) if level.client else ""
     return f"bench marked itself saturated{f' ({reasons})' if reasons else ''}"
 
@@ -106,8 +109,8 @@ def _open_loop(model: QueueModel, profile: Profile) -> tuple[list[Level], list[L
     kept, left_out = [], []
     for level in profile.open_loop:
         unserved = why_not_served(level, error_cap)
-        if level.client is not None and level.client.saturated:
-            left_out.append(LeftOut(level, CLIENT, _client_reason(level)))
+        if client_saturated(level):
+            left_out.append(LeftOut(level, CLIENT, client_reason(level)))
         elif unserved:
             left_out.append(LeftOut(level, UNSERVED, f"not served: {unserved}"))
         elif len(level.latencies) < fewest_samples(0.95) or p95_of(level) <= 0:

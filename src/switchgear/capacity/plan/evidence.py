@@ -22,9 +22,11 @@ utilization the plan prints do not. Warned, where the profile lacks the evidence
 contradicting it (the answer may be right, but nothing measured says so): no open-loop level
 to calibrate on (closed-loop levels overstate what an engine serves under random arrivals),
 closed-loop levels that never reach the knee (the saturation, and so the instance count, is a
-lower bound on capacity: conservative), a rate per instance beyond the highest rate an
-open-loop level served, a predicted p99 the samples cannot resolve where no SLO asks for it,
-and levels left out because bench marked itself saturated.
+lower bound on capacity: conservative), a rate per instance or a highest rate within the SLO
+beyond the highest rate an open-loop level served, a modelled saturation more than 5% beyond
+every rate the profile shows served (the time scale held beyond the last level put it there),
+a predicted p99 the samples cannot resolve where no SLO asks for it, and levels bench marked
+itself saturated on (left out, or at concurrency 1 kept: the model needs it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from switchgear.capacity.plan.calibration import (
     CLIENT,
     UNSERVED,
     Calibration,
+    client_reason,
+    client_saturated,
     fewest_samples,
     p95_of,
 )
@@ -47,6 +51,9 @@ from switchgear.capacity.plan.profile import Level
 #: is taken to contradict it: the p95 of a 10-20 s level under queueing varies by 10-20% from
 #: run to run (benchmarks/capacity measured 0.88-1.37 s for the same arrivals within an hour).
 P95_TOLERANCE = 0.25
+#: How far beyond the highest rate the profile shows served the modelled saturation may lie
+#: before it is flagged as extrapolated (the time scale held beyond the last level).
+EXTRAPOLATED_SHARE = 0.05
 #: A doubling of concurrency that still raised throughput by more than this: short of the knee.
 SATURATION_GAIN = 1.15
 
@@ -78,7 +85,8 @@ def assess(calibration: Calibration, answer: Answer) -> list[Finding]:
     """Every finding on ``answer`` from ``calibration`` (its model and the profile's levels)."""
     return [*_unserved_below_saturation(calibration, answer), *_p95_misses(calibration, answer),
             *_uncalibrated(calibration), *_short_of_the_knee(calibration),
-            *_beyond_measured(calibration, answer), *_unresolved_tail(calibration, answer),
+            *_beyond_measured(calibration, answer), *_saturation_extrapolated(calibration),
+            *_unresolved_tail(calibration, answer),
             *_client_saturated(calibration)]
 
 
@@ -154,15 +162,40 @@ def _short_of_the_knee(calibration: Calibration) -> list[Finding]:
                     f"saturation, and {lower_bound}; bench higher concurrencies", False)]
 
 
+def _served_rates(calibration: Calibration) -> list[float]:
+    """The rates of the open-loop levels the server kept up with (fitted on or not)."""
+    return [*(level.offered_rate for level in calibration.calibrated_on),
+            *(item.level.offered_rate for item in calibration.left_out if item.kind == BEYOND_SATURATION)]
+
+
 def _beyond_measured(calibration: Calibration, answer: Answer) -> list[Finding]:
-    rates = [level.offered_rate for level in calibration.calibrated_on]
-    if not rates or answer.rate_per_instance <= max(rates):
+    served = _served_rates(calibration)
+    if not served:
         return []
+    highest = max(served)
+    named = {"the rate per instance": answer.rate_per_instance,
+             "the highest rate within the SLO": answer.max_rate_within_slo}
     return [Finding("beyond the measured rates",
-                    f"the rate per instance, {answer.rate_per_instance:.2f} req/s, is beyond the "
-                    f"highest rate an open-loop level served ({max(rates):.2f} req/s): the model "
-                    "extrapolates there; bench a Poisson level near it (switchgear bench "
-                    f"--arrival poisson -r {answer.rate_per_instance:.2f})", False)]
+                    f"{name}, {rate:.2f} req/s, is beyond the highest rate an open-loop level "
+                    f"served ({highest:.2f} req/s): the model extrapolates there; bench a Poisson "
+                    f"level near it (switchgear bench --arrival poisson -r {rate:.2f})", False)
+            for name, rate in named.items() if rate is not None and rate > highest]
+
+
+def _saturation_extrapolated(calibration: Calibration) -> list[Finding]:
+    model = calibration.model
+    served = [*_served_rates(calibration), float(model.throughput[-1])]
+    highest = max(served)
+    if not model.time_scales or model.saturation <= (1 + EXTRAPOLATED_SHARE) * highest:
+        return []
+    rate, scale = model.time_scales[-1]
+    return [Finding("saturation extrapolated",
+                    f"the modelled saturation, {model.saturation:.2f} req/s per instance, is "
+                    f"{model.saturation / highest - 1:.0%} beyond the highest rate the profile "
+                    f"shows served ({highest:.2f} req/s): it rests on the time scale {scale:.3f} "
+                    f"measured at {rate:.2f} req/s and held beyond, so the utilization and the "
+                    "instance count by it may be too low; bench Poisson levels up to where the "
+                    "server falls behind (switchgear bench --sweep)", False)]
 
 
 def _unresolved_tail(calibration: Calibration, answer: Answer) -> list[Finding]:
@@ -181,7 +214,14 @@ def _unresolved_tail(calibration: Calibration, answer: Answer) -> list[Finding]:
 
 
 def _client_saturated(calibration: Calibration) -> list[Finding]:
-    return [Finding("client saturated",
-                    f"{item.level.name} was left out of the model: {item.reason}; its figures "
-                    "measure bench, not the server", False)
-            for item in calibration.left_out if item.kind == CLIENT]
+    alone = calibration.model.levels[0]
+    kept = ([Finding("client saturated",
+                     f"{alone.name} was kept though {client_reason(alone)}: the model's work per "
+                     "request comes from it, and its latencies include bench's delays, so the "
+                     "plan overstates latency (conservative); bench it again on a less busy "
+                     "machine", False)]
+            if client_saturated(alone) else [])
+    return [*kept, *(Finding("client saturated",
+                             f"{item.level.name} was left out of the model: {item.reason}; its "
+                             "figures measure bench, not the server", False)
+                     for item in calibration.left_out if item.kind == CLIENT)]

@@ -17,7 +17,9 @@ open-loop level's rate (an engine batches requests arriving at random worse than
 clients that arrive together, and by how much depends on the load); s is 1 at no load (a lone
 request is served alike either way), linear in λ between the levels and held beyond the highest
 (a level near the rates planned for serves best). The modelled saturation is the lowest rate at
-which λ s(λ) reaches the closed-loop throughput with every slot busy.
+which λ s(λ) reaches the closed-loop throughput with every slot busy; ``saturation_at(k)`` is the
+same with at most k in service, so that every resource ceiling (compute at the slots, memory at
+the sequences it holds) is on this one calibrated scale.
 
 Under Poisson arrivals at a rate the queue is simulated (``simulation.simulate``; fixed seed and
 the same draws for every rate, so answers are repeatable and move smoothly with the rate), and
