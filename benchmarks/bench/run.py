@@ -299,6 +299,8 @@ def report(result: TargetResult) -> tuple[list[str], bool]:
     lines.append(f"    in the level, bench's CPU per request (event-loop thread, start-up left "
                  f"out): {_us(_median(in_level) if in_level else None)} us; its CPU share "
                  + ", ".join(f"{c.get('cpu_share', 0):.0%}" for c in clients)
+                 + "; waiting for a CPU " + ", ".join(
+                     f"{c.get('cpu_wait_share', 0):.0%}" for c in clients)
                  + "; loop lag p99 " + ", ".join(
                      f"{(c.get('loop_lag_p99_s') or 0) * 1000:.2f}" for c in clients) + " ms")
     for label, ratios in (("bench/wrk", median_ratios(runs["bench"], runs["wrk"])),
@@ -308,8 +310,11 @@ def report(result: TargetResult) -> tuple[list[str], bool]:
             f"{name} {ratio:.3f}" for name, ratio in zip(FIGURES, ratios, strict=True)))
     saturated = [bool(c.get("saturated")) for c in clients]
     reasons = sorted({reason for c in clients for reason in c.get("reasons", [])})
+    notes = sorted({note for c in clients for note in c.get("notes", [])})
     lines.append(f"    bench's saturation mark: fired in {sum(saturated)} of {len(saturated)} "
                  "rounds" + (": " + " | ".join(reasons) if reasons else ""))
+    if notes:
+        lines.append("    bench's notes: " + " | ".join(notes))
     if result.name == ZERO:
         fired = all(saturated)
         lines.append(f"    check: the mark fires at the zero-latency target: "
@@ -375,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=f"{ZERO},{FIFTY},{GATEWAY}",
                         help=f"targets, comma-separated: {ZERO}, {FIFTY}, {GATEWAY}")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target")
     parser.add_argument("--concurrency", type=int, default=16, help="connections, every tool")
     parser.add_argument("--load-core", type=int, default=1, help="core of the load tools")

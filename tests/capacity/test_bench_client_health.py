@@ -124,8 +124,9 @@ def test_the_monitor_sees_a_blocked_loop() -> None:
 def test_client_health_names_each_limit_it_crossed() -> None:
     calm = client_health(ClientLoad(cpu_s=0.2, wall_s=1.0, lags_s=[0.0001] * 100),
                          late_s=[0.0005] * 100, requests=400)
-    assert calm == {"cpu_share": 0.2, "loop_lag_p99_s": 0.0001, "late_p99_s": 0.0005,
-                    "cpu_per_request_s": 0.0005, "saturated": False, "reasons": []}
+    assert calm == {"cpu_share": 0.2, "cpu_wait_share": 0.0, "loop_lag_p99_s": 0.0001,
+                    "late_p99_s": 0.0005, "cpu_per_request_s": 0.0005, "saturated": False,
+                    "reasons": [], "notes": []}
     lags = [0.001] * 98 + [0.02, 0.03]  # p99 (nearest rank: the 99th of 100) is 20 ms
     busy = client_health(ClientLoad(cpu_s=0.97, wall_s=1.0, lags_s=lags),
                          late_s=[0.0] * 90 + [0.012] * 10, requests=1000, queued=7)
@@ -133,14 +134,30 @@ def test_client_health_names_each_limit_it_crossed() -> None:
     assert busy["loop_lag_p99_s"] == 0.02 and busy["late_p99_s"] == 0.012
     assert busy["reasons"] == [
         "the client used 97% of a core: its figures measure itself",
-        "the client's event loop ran 20.0 ms late (p99): answers were read and timed that much "
-        "after they arrived",
+        "the client's event loop ran 20.0 ms late (p99) with its own work: answers were read "
+        "and timed that much after they arrived",
         "requests went out 12.0 ms late (p99) against the schedule; 7 requests waited for a free "
         "connection (--max-connections)"]
     closed = client_health(ClientLoad(cpu_s=0.95, wall_s=1.0, lags_s=[]), late_s=None,
                            requests=0)
     assert closed["late_p99_s"] is None and closed["loop_lag_p99_s"] is None
     assert closed["cpu_per_request_s"] is None and closed["saturated"] is True
+
+
+def test_a_client_starved_of_cpu_is_told_apart_from_one_busy_with_itself() -> None:
+    # Busy 30% of the time and waiting for a CPU 65%: never idle, so saturated all the same.
+    starved = client_health(ClientLoad(0.3, 1.0, [0.001] * 100, wait_s=0.65), None, 100)
+    assert starved["saturated"] and starved["cpu_wait_share"] == 0.65
+    assert starved["reasons"] == ["the client used 30% of a core and waited 65% of the time for "
+                                  "one (the machine was busy): its figures measure itself"]
+    # Nearly idle, its loop late only while other work held the CPU: a note, not the mark.
+    lags = [0.0005] * 95 + [0.008] * 5
+    waited = client_health(ClientLoad(0.02, 1.0, lags, wait_s=0.04,
+                                      own_lags_s=[0.0005] * 100), None, 40)
+    assert not waited["saturated"] and waited["reasons"] == []
+    assert waited["notes"] == ["the machine was busy: the client waited 4% of the level for a "
+                               "CPU and its event loop ran 8.0 ms late (p99), so its latencies "
+                               "may be that much high"]
 
 
 def _profile(*clients: dict[str, Any] | None) -> dict[str, Any]:
@@ -164,7 +181,9 @@ def _profile(*clients: dict[str, Any] | None) -> dict[str, Any]:
 
 
 SATURATED_CLIENT = client_health(ClientLoad(0.99, 1.0, [0.02] * 10), None, 10)
-CALM_CLIENT = client_health(ClientLoad(0.1, 1.0, [0.0] * 10), None, 10)
+#: Not saturated, but its loop was late while the machine's other work held the CPU: a note.
+CALM_CLIENT = client_health(ClientLoad(0.1, 1.0, [0.008] * 10, wait_s=0.05,
+                                       own_lags_s=[0.0] * 10), None, 10)
 
 
 def test_the_table_csv_and_html_carry_the_mark_and_its_reasons() -> None:
@@ -178,11 +197,13 @@ def test_the_table_csv_and_html_carry_the_mark_and_its_reasons() -> None:
     explained = [line for line in lines if line.startswith("c=1: client SATURATED")]
     assert len(explained) == 1 and "99% of a core" in explained[0]
     assert "event loop ran 20.0 ms late" in explained[0]
-    assert not any(line.startswith(("c=2:", "c=3:")) for line in lines)
+    assert [line for line in lines if line.startswith(("c=2:", "c=3:"))] == [
+        "c=2: note: " + CALM_CLIENT["notes"][0]]
 
     csv_rows = list(csv.DictReader(io.StringIO(csv_text(profile))))
     assert [row["client_saturated"] for row in csv_rows] == ["True", "False", ""]
     assert csv_rows[0]["client_reasons"] == "; ".join(SATURATED_CLIENT["reasons"])
+    assert csv_rows[1]["client_notes"].startswith("the machine was busy")
     assert [row["client_cpu_share"] for row in csv_rows] == ["0.99", "0.1", ""]
     assert {row["percentile_method"] for row in csv_rows} == {"nearest-rank"}
 

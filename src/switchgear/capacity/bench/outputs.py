@@ -19,8 +19,8 @@ LATENCIES = ("e2e", "ttft", "itl", "tpot")
 CSV_FIXED = ("label", "mode", "concurrency", "rate", "duration_s", "sent", "completed",
              "error_rate", "request_rate", "goodput", "input_tokens_per_s",
              "output_tokens_per_s", "meets_slo", "errors", "stopped")
-CSV_CLIENT = ("cpu_share", "loop_lag_p99_s", "late_p99_s", "cpu_per_request_s", "saturated",
-              "reasons")
+CSV_CLIENT = ("cpu_share", "cpu_wait_share", "loop_lag_p99_s", "late_p99_s", "cpu_per_request_s",
+              "saturated", "reasons", "notes")
 CDF_POINTS = 50
 SATURATED = "SATURATED"
 
@@ -48,11 +48,18 @@ def client_mark(level: dict[str, Any]) -> str:
 
 
 def saturation_lines(profile: dict[str, Any]) -> list[str]:
-    """One line per level whose client was saturated: which level, and why."""
-    return [f"{level['label']}: client {SATURATED}, figures not the server's alone: "
-            + "; ".join(client["reasons"])
-            for level in profile["levels"]
-            if (client := _client(level)) is not None and client["saturated"]]
+    """One line per level whose client was saturated (which level, and why), and one per level
+    with a note on what else distorted its figures."""
+    lines = []
+    for level in profile["levels"]:
+        client = _client(level)
+        if client is None:
+            continue
+        if client["saturated"]:
+            lines.append(f"{level['label']}: client {SATURATED}, figures not the server's "
+                         "alone: " + "; ".join(client["reasons"]))
+        lines += [f"{level['label']}: note: {note}" for note in client.get("notes", [])]
+    return lines
 
 
 def _method(profile: dict[str, Any]) -> str:
@@ -107,8 +114,8 @@ def csv_text(profile: dict[str, Any]) -> str:
         latencies = [level["latency_s"][column.split("_", 1)[0]][column.split("_", 1)[1]]
                      for column in latency_columns]
         client = _client(level) or {}
-        measured = ["; ".join(client.get(name) or []) if name == "reasons" else client.get(name)
-                    for name in CSV_CLIENT]
+        measured = ["; ".join(client.get(name) or []) if name in ("reasons", "notes")
+                    else client.get(name) for name in CSV_CLIENT]
         writer.writerow([*fixed, *latencies, _method(profile), *measured])
     return out.getvalue()
 
