@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import json
 import math
@@ -249,3 +250,30 @@ def test_the_gateway_reads_the_versions_the_grain_and_the_profile(store_url: str
     assert bad.status == 400 and json.loads(bad.data)["error"]["param"] == "grain"
     assert table.exit_code == 0, table.output
     assert "peak: the busiest 60 s" in table.output and "4 of 2" in table.output
+
+
+#: A real `switchgear bench --sweep` of the simulator (tests/capacity/test_plan_sweep.py): its
+#: Poisson level at 53.71 req/s fell behind while the model saturates near 55.7 req/s.
+SWEEP = Path(__file__).parent.parent / "capacity" / "data" / "sweep-simulator-2026-12-06.json.gz"
+
+
+def test_a_profile_that_contradicts_the_model_gives_no_latency(tmp_path: Path) -> None:
+    """The doubling answer is checked against its profile as `switchgear plan` is: with a 1 s
+    p95 target the highest rate within it lies past the level the server fell behind on, so the
+    model's figures are refused and the instances come from the rates alone; with the profile's
+    own 0.5 s target it stands, with the evidence's warnings beside the latency."""
+    store_url = f"sqlite:///{tmp_path}/records.db"
+    profile = tmp_path / "sweep.json"
+    profile.write_bytes(gzip.decompress(SWEEP.read_bytes()))
+    refused = ledger_config(store_url, capacity={"profile": str(profile), "slo_p95_s": 1.0,
+                                                 "requests_per_s": 10})
+    write(store_url, busy_day(refused))
+
+    box = by_deployment(report_of(store_url, refused, sizer=PlannerSizer())["doubling"])["box"]
+    assert box["instances_needed"] == 4 and box["limiting"] == "requests/s per instance"
+    assert box["latency_p95_s"] is None and box["latency_p99_s"] is None
+    assert box["latency"].startswith("unknown") and "contradicts" in box["latency"]
+
+    warned = ledger_config(store_url, capacity={"profile": str(profile)})
+    box = by_deployment(report_of(store_url, warned, sizer=PlannerSizer())["doubling"])["box"]
+    assert box["latency_p95_s"] is not None and "warning:" in box["latency"]

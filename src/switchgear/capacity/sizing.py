@@ -2,14 +2,18 @@
 deployment whose ``capacity`` names a ``switchgear bench`` profile is sized by the model
 calibrated on it (instances within the SLO and the target utilization, the ceiling hit first,
 p95/p99 predicted per instance); its rates per instance, where given, still bound it. The
-ledger sits below the planner, so the report takes this sizer as an argument."""
+answer is checked against the profile as ``switchgear plan`` checks its own (plan/evidence.py):
+where the profile contradicts it, the latency is unknown and the instances come from the rates
+alone; where evidence is missing, the latency says so. The ledger sits below the planner, so the
+report takes this sizer as an argument."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchgear.capacity.plan.calibration import calibrate
+from switchgear.capacity.plan.calibration import Calibration, calibrate
+from switchgear.capacity.plan.evidence import Answer, assess
 from switchgear.capacity.plan.limits import Resources, Workload, resource_limits
 from switchgear.capacity.plan.model import QueueModel
 from switchgear.capacity.plan.planner import Targets, instances_for, with_profile_slo
@@ -23,7 +27,12 @@ class Calibrated:
     """A bench profile and the planner's model of one instance calibrated on it."""
 
     profile: Profile
-    model: QueueModel
+    calibration: Calibration
+
+    @property
+    def model(self) -> QueueModel:
+        """The calibrated model."""
+        return self.calibration.model
 
 
 @dataclass(slots=True)
@@ -59,19 +68,25 @@ class PlannerSizer:
                 and by_rates.instances > instances:
             instances, limit = by_rates.instances, by_rates.limiting
         per_instance = requests_per_s / instances
+        findings = assess(calibrated.calibration, Answer(per_instance, max_rate, percentiles))
+        if refusals := [finding.message for finding in findings if finding.refuses]:
+            return Sizing(by_rates.instances, by_rates.limiting,
+                          latency=f"unknown: {capacity.profile} contradicts the planner's model "
+                                  f"at this load: {'; '.join(refusals)}")
+        warnings = "".join(f"; warning: {finding.message}" for finding in findings)
         slo = ", ".join(f"p{q * 100:g} <= {s:g} s" for q, s in percentiles.items())
         return Sizing(instances, limit if requests_per_s > 0 else None,
                       model.percentile(per_instance, 0.95), model.percentile(per_instance, 0.99),
                       f"predicted at {per_instance:.3g} req/s per instance by the planner's model "
                       f"of {capacity.profile} (target utilization "
-                      f"{targets.target_utilization:.0%}{', ' + slo if slo else ''})")
+                      f"{targets.target_utilization:.0%}{', ' + slo if slo else ''}){warnings}")
 
     def _calibrated(self, path: str) -> Calibrated | str:
         """The profile at ``path`` and its model, or why it cannot be had."""
         if path not in self.calibrated:
             try:
                 profile = load_profiles([Path(path)])
-                self.calibrated[path] = Calibrated(profile, calibrate(profile).model)
+                self.calibrated[path] = Calibrated(profile, calibrate(profile))
             except ValueError as error:  # ProfileError, or levels the model cannot fit
                 self.calibrated[path] = f"the capacity profile cannot be used: {error}"
         return self.calibrated[path]
