@@ -153,7 +153,7 @@ async def focus_export(store: RecordStore, ledger: LedgerConfig,
            "ORDER BY d, tenant, feature, a, deployment")
     days = {int(part.start // DAY): part for part in period.days()}
     used: dict[tuple[int, str, str], tuple[float, float]] = {}
-    for row in await store.rows(sql, params):
+    for row in await store.rows(sql, params, report=True):
         number, owner, feature, alias, deployment = int(row[0]), str(row[1]), row[2], \
             str(row[3]), str(row[4])
         prompt, cached, completion, input_cost, cached_cost, output_cost, busy, instance_cost, \

@@ -113,13 +113,13 @@ async def rollup(store: RecordStore, dimension: Dimension, period: Period,
     key = _key(store.dialect, dimension)
     clause, params = where(store, period, tenant)
     sql = f"SELECT {key} AS k, {SUMS} FROM request_log {clause} GROUP BY k ORDER BY k"
-    return [_line(_label(dimension, row[0]), row[1:]) for row in await store.rows(sql, params)]
+    return [_line(_label(dimension, row[0]), row[1:]) for row in await store.rows(sql, params, report=True)]
 
 
 async def total(store: RecordStore, period: Period, tenant: str | None = None) -> CostLine:
     """All requests of ``period`` (of one tenant, unless None) as one line."""
     clause, params = where(store, period, tenant)
-    rows = await store.rows(f"SELECT {SUMS} FROM request_log {clause}", params)
+    rows = await store.rows(f"SELECT {SUMS} FROM request_log {clause}", params, report=True)
     return _line("total", rows[0])
 
 
@@ -132,7 +132,7 @@ async def series(store: RecordStore, dimension: Dimension, period: Period, secon
     sql = (f"SELECT {key} AS k, {bucket(store.dialect, seconds)} AS b, SUM(cost) "
            f"FROM request_log {clause} GROUP BY k, b")
     costs: dict[str, dict[int, float]] = {}
-    for group, number, cost in await store.rows(sql, params):
+    for group, number, cost in await store.rows(sql, params, report=True):
         costs.setdefault(_label(dimension, group), {})[int(number)] = float(cost or 0)
     first, last = int(period.start // seconds), math.ceil(period.end / seconds) - 1
     return {group: [(number * seconds, spent.get(number, 0.0))
@@ -208,7 +208,7 @@ async def deployment_use(store: RecordStore, period: Period, grain_s: int = PEAK
            f"FROM request_log {clause} GROUP BY a, deployment, b")
     sums: dict[tuple[str, str], _Sums] = {}
     for alias, deployment, number, requests, tokens, busy, token_cost, instance_cost in \
-            await store.rows(sql, params):
+            await store.rows(sql, params, report=True):
         into = sums.setdefault((str(alias), str(deployment)), _Sums())
         into.requests += int(requests)
         into.tokens += int(tokens or 0)
@@ -245,7 +245,7 @@ async def _busiest_second(store: RecordStore, period: Period, alias: str, deploy
         window = (max(float(start), period.start), min(float(start + grain_s), period.end),
                   alias, deployment)
         return [(int(requests), int(tokens or 0))
-                for _, requests, tokens in await store.rows(sql, window)]
+                for _, requests, tokens in await store.rows(sql, window, report=True)]
 
     requests = await seconds(by_requests)
     tokens = requests if by_tokens == by_requests else await seconds(by_tokens)

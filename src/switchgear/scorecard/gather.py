@@ -98,12 +98,13 @@ FROM request_log WHERE received_at >= {mark}"""
 async def _records(store: RecordStore, since: float, window_s: float) -> RecordFacts:
     mark = placeholders(store.dialect, 1)
     counts = [int(value or 0) for value in
-              (await store.rows(RECORD_COUNTS.format(mark=mark), (since,)))[0]]
+              (await store.rows(RECORD_COUNTS.format(mark=mark), (since,), report=True))[0]]
     requests, succeeded, with_feature, costed, judged, hits, versioned, timed = counts
     features = await store.rows(
         "SELECT feature, count(*), sum(cost) FROM request_log "
         f"WHERE received_at >= {mark} AND feature IS NOT NULL "
-        f"GROUP BY feature ORDER BY sum(cost) DESC, feature LIMIT {TOP_FEATURES}", (since,))
+        f"GROUP BY feature ORDER BY sum(cost) DESC, feature LIMIT {TOP_FEATURES}", (since,),
+        report=True)
     return RecordFacts(
         window_s=window_s, requests=requests, succeeded=succeeded, with_feature=with_feature,
         costed=costed, cache_judged=judged, cache_hits=hits, versioned=versioned,

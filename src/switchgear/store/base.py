@@ -58,8 +58,10 @@ class RecordStore(Protocol):
         """Run one statement of this store's dialect in its own transaction; rows affected."""
         ...
 
-    async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """The rows a query of this store's dialect returns."""
+    async def rows(self, sql: str, params: Sequence[object] = (), *,
+                   report: bool = False) -> list[tuple[Any, ...]]:
+        """The rows a query of this store's dialect returns; a ``report`` query (one that scans
+        a whole window) gets the store's longer bound where the database applies one."""
         ...
 
     async def close(self) -> None:

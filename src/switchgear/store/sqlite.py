@@ -231,8 +231,10 @@ class SQLiteStore:
         """Run one statement in its own transaction; the rows it changed."""
         return await self._call("execute", partial(self._opened().execute, sql, params))
 
-    async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """The rows a query returns."""
+    async def rows(self, sql: str, params: Sequence[object] = (), *,
+                   report: bool = False) -> list[tuple[Any, ...]]:
+        """The rows a query returns (no bound, ``report`` or not: a local file has no server to
+        wait on, and the query runs on the store's thread, not the event loop)."""
         return await self._call("query", partial(self._opened().rows, sql, params))
 
     async def close(self) -> None:

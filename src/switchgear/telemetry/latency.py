@@ -127,7 +127,7 @@ async def _postgres_groups(store: RecordStore, period: Period, tenant: str | Non
                     f"percentile_disc({fractions}) WITHIN GROUP (ORDER BY {MEASURES[measure]})"]
     grouped = f" GROUP BY {', '.join(group_by)}" if group_by else ""
     rows = await store.rows(f"SELECT {', '.join(columns)} FROM request_log {clause}{grouped}",
-                            (*params, [disc_fraction(p) for p in percentiles]))
+                            (*params, [disc_fraction(p) for p in percentiles]), report=True)
     groups, width = {}, len(group_by)
     for row in rows:
         key, requests, figures = tuple(row[:width]), row[width], row[width + 1:]

@@ -54,7 +54,7 @@ async def read_log(store: RecordStore, query: LogQuery) -> list[LogRow]:
         "SELECT received_at, first_token_at, done_at, status, prompt_tokens, completion_tokens, "
         f"stream FROM request_log WHERE {where} AND done_at IS NOT NULL "
         "AND (cache_status IS NULL OR cache_status NOT IN ('hit', 'coalesced')) "
-        "ORDER BY received_at", params)
+        "ORDER BY received_at", params, report=True)
     return [(float(r[0]), None if r[1] is None else float(r[1]), float(r[2]), int(r[3]), int(r[4]),
              int(r[5]), bool(r[6])) for r in rows]
 
