@@ -39,8 +39,8 @@ import openai
 import yaml
 
 from switchgear.capacity.machine import commit, cpu_model, load_average
-from switchgear.store import open_store
 from switchgear.percentiles import nearest_rank
+from switchgear.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent.parent
 WORK = Path(__file__).resolve().parent / ".work"

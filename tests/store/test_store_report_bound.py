@@ -8,9 +8,10 @@ import uuid
 import pytest
 from store_support import drop_schema
 
-from servers import POSTGRES_URL
 from switchgear.store.base import StoreUnavailable
 from switchgear.store.postgres import PostgresStore
+
+from servers import POSTGRES_URL
 
 #: Longer than the short bound below, far shorter than the report bound.
 QUERY = "SELECT pg_sleep(1.0), 1"
