@@ -1,7 +1,7 @@
 """``switchgear bench`` against wrk and hey, in one interleaved run at three targets.
 
 Run ``.venv/bin/python benchmarks/bench/run.py`` (needs nginx, wrk and hey from Debian:
-``bash benchmarks/overhead/setup.sh --debian-only``). About three minutes with the defaults.
+``bash benchmarks/overhead/setup.sh --debian-only``). About four minutes with the defaults.
 
 Targets, each on the server core (the load tools on the other):
   zero-latency  nginx answering every chat completion at once (benchmarks/overhead/upstream.py):
@@ -9,12 +9,14 @@ Targets, each on the server core (the load tools on the other):
   50 ms         ``switchgear simulate`` answering every request after 50 ms (TTFT 50 ms, one
                 token, no slowdown under load): latency-bound, the client mostly waits.
   gateway       ``switchgear serve`` (the full path of benchmarks/overhead) in front of nginx.
-For each target, ``--rounds`` rounds; in each, wrk, hey and bench run one after another for the
-same seconds at the same concurrency with the same body, the order rotated every round so drift
-in the machine hits every tool alike. Printed per target: each tool's req/s, p50/p90/p99 and CPU
-per request (medians over the rounds), bench's ratios to wrk and to hey (the median of each
-round's ratio), wrk against hey for scale, bench's saturation mark and its reasons, and whether
-bench is within 5% of wrk or hey on each figure where it did not mark itself saturated.
+For each target, after an unmeasured wrk warm-up of the server, ``--rounds`` rounds; in each,
+wrk, hey and bench run one after another for the same seconds at the same concurrency (16; 64 at
+zero latency, where 16 connections leave any client idle between round trips) with the same
+body, the order rotated every round so drift in the machine hits every tool alike. Printed per
+target: each tool's req/s, p50/p90/p99 and CPU per request (medians over the rounds), bench's
+ratios to wrk and to hey (the median of each round's ratio), wrk against hey for scale, bench's
+saturation mark and its reasons, and whether bench is within 5% of wrk or hey on each figure
+where it did not mark itself saturated.
 """
 
 from __future__ import annotations
@@ -245,13 +247,22 @@ def _encoded(running: Running) -> bytes:
     return json.dumps(running.body()).encode()
 
 
+def concurrency_at(name: str, arguments: argparse.Namespace) -> int:
+    """Connections at target ``name``: more at zero latency, where a client with 16 would
+    still idle between round trips."""
+    return arguments.zero_concurrency if name == ZERO else arguments.concurrency
+
+
 def measure(name: str, arguments: argparse.Namespace, work: Path) -> TargetResult:
-    """Every round at target ``name``."""
+    """Every round at target ``name``, after an unmeasured wrk warm-up of the server."""
     result = TargetResult(name)
+    concurrency = concurrency_at(name, arguments)
     with started(name, arguments, work) as running:
+        if arguments.warmup_seconds > 0:
+            run_wrk(running, concurrency, arguments.warmup_seconds, arguments.load_core, work)
         for round_index in range(arguments.rounds):
             for tool in rotated(round_index):
-                figures = RUNNERS[tool](running, arguments.concurrency, arguments.seconds,
+                figures = RUNNERS[tool](running, concurrency, arguments.seconds,
                                         arguments.load_core, work)
                 result.runs[tool].append(figures)
     return result
@@ -368,7 +379,9 @@ def method(arguments: argparse.Namespace) -> str:
             f"from Debian; servers on core {arguments.server_core}, load tools on core "
             f"{arguments.load_core} (taskset), one at a time; {arguments.rounds} rounds per "
             f"target, tool order rotated each round; {arguments.seconds:g} s per run, closed "
-            f"loop, {arguments.concurrency} connections, no warm-up for any tool; the same "
+            f"loop, {arguments.zero_concurrency} connections at zero latency and "
+            f"{arguments.concurrency} elsewhere, each server warmed by "
+            f"{arguments.warmup_seconds:g} s of wrk first, no warm-up within a run; the same "
             f"non-streaming body (max_tokens 1); each tool's own latency measurement (hey "
             f"prints 0.1 ms steps); percentiles nearest-rank for bench; medians over rounds; "
             f"CPU per request of each tool's whole process (rusage; bench's includes its "
@@ -382,7 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"targets, comma-separated: {ZERO}, {FIFTY}, {GATEWAY}")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections, every tool")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="connections, every tool, at the 50 ms target and the gateway")
+    parser.add_argument("--zero-concurrency", type=int, default=64,
+                        help="connections, every tool, at the zero-latency target")
+    parser.add_argument("--warmup-seconds", type=float, default=2.0,
+                        help="unmeasured wrk run against each server before its rounds")
     parser.add_argument("--load-core", type=int, default=1, help="core of the load tools")
     parser.add_argument("--server-core", type=int, default=0, help="core of the servers")
     arguments = parser.parse_args(argv)
@@ -409,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in targets:
             work = Path(directory) / name.replace(" ", "-")
             work.mkdir()
-            print(f"{name}: {DESCRIPTIONS[name]}", flush=True)
+            print(f"{name}: {DESCRIPTIONS[name]}; {concurrency_at(name, arguments)} connections",
+                  flush=True)
             lines, ok = report(measure(name, arguments, work))
             print("\n".join(lines), flush=True)
             passed.append(ok)
