@@ -6,7 +6,9 @@ requests a second. ``ConnectionPool.submit`` hands a request to an idle connecti
 while under the cap, or queues it; every request ends in exactly one ``Outcome`` passed to the
 pool's ``on_outcome`` callback, with an error kind when it failed (``http_<status>``, ``timeout``,
 ``connection``, ``malformed``); an HTTP error keeps its status and the start of its body, for
-the message a person reads (``error_message``).
+the message a person reads (``error_message``). Nothing is allocated per request beyond its
+``Outcome``: a connection holds the state of the request in flight, and one sweep per pool checks
+timeouts instead of a timer per request (16 -> 12 us of CPU per request, benchmarks/bench).
 """
 
 from __future__ import annotations

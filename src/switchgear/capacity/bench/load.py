@@ -9,6 +9,9 @@ A level stops early when every answer so far is the same client error (401, 404,
 model or body, which more requests will not change) once there are ``STOP_AFTER_ANSWERS`` of them
 or ``STOP_AFTER_S`` seconds have passed; 408 and 429 are load answers and never stop a level.
 A stopped level's figures count every request it sent, warm-up included.
+
+While a level runs, ``ClientMonitor`` measures the client itself (``monitor``) and
+``CollectorFreeze`` keeps the garbage collector's full passes off the outcomes it keeps.
 """
 
 from __future__ import annotations
