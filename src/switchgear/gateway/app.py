@@ -22,6 +22,7 @@ from switchgear.errors import (
 )
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
+from switchgear.gateway.audit_admin import AuditAdmin
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
@@ -40,10 +41,13 @@ from switchgear.gateway.http import (
     send_json,
     wants_no_cache,
 )
+from switchgear.gateway.insight_admin import InsightAdmin
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
+from switchgear.gateway.records_admin import RecordsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
+from switchgear.gateway.ui import ConsoleFiles, load_assets
 from switchgear.pipeline import Body, Handler, Reply, close_stream
 from switchgear.pipeline.admit import identify
 from switchgear.store.base import StoreUnavailable
@@ -68,6 +72,9 @@ class GatewayApp:
         self.admin = AdminAPI(state)
         config = ConfigAdmin(self.admin, state.changes, self.admin.audit)
         prompts = PromptsAdmin(self.admin)
+        records = RecordsAdmin(self.admin)
+        insight = InsightAdmin(self.admin)
+        console = ConsoleFiles(load_assets())
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
@@ -80,8 +87,9 @@ class GatewayApp:
             "/admin/routing": {"GET": self.admin.routing},
             "/admin/slo": {"GET": self.admin.slo},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
-            "/admin/records": {"GET": self.admin.records},
+            "/admin/records": {"GET": records.records},
             "/admin/audit": {"GET": self.admin.audit_log},
+            "/admin/audit/verify": {"GET": AuditAdmin(self.admin).verify},
             "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/admin/cost": {"GET": self.admin.cost},
@@ -94,7 +102,9 @@ class GatewayApp:
             "/admin/config/rollback": {"POST": config.rollback},
             "/admin/changes": {"GET": ChangesAdmin(self.admin).changes},
             "/admin/prompts": {"GET": prompts.list_prompts},
+            "/admin/whoami": {"GET": insight.whoami},
             "/openapi.json": {"GET": self.openapi},
+            "/ui": {"GET": console.index},
         }
         self._openapi = orjson.dumps(openapi_spec())
         #: Paths with an id at the end: (prefix, methods).
@@ -102,6 +112,8 @@ class GatewayApp:
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
             ("/admin/config/changes/", {"GET": config.get_change, "POST": config.act}),
             ("/admin/prompts/", {"GET": prompts.show}),
+            ("/ui/", {"GET": console.asset}),
+            ("/admin/records/", {"GET": records.record}),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
