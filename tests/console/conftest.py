@@ -1,0 +1,56 @@
+"""Fixtures of the console tests: one gateway (with its traffic) and one headless Chromium per
+test module, a fresh signed-out console for each test, and the screenshots the run saved."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from console_page import Console
+from console_site import Site, running_site
+from webdriver import Browser, chromedriver
+
+#: Where the screenshots go (git-ignored); SWITCHGEAR_CONSOLE_SHOTS names another folder.
+SHOTS = Path(os.environ.get("SWITCHGEAR_CONSOLE_SHOTS",
+                            Path(__file__).resolve().parents[1] / ".artifacts" / "console"))
+SAVED = pytest.StashKey[list[Path]]()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A gateway over a simulator, with keys of every role in two tenants and real traffic."""
+    with running_site(tmp_path_factory.mktemp("site")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Headless Chromium (its own profile folder), driven through chromedriver."""
+    with chromedriver() as driver_url:
+        session = Browser(driver_url, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+@pytest.fixture
+def console(browser: Browser, site: Site, pytestconfig: pytest.Config) -> Iterator[Console]:
+    """The console, signed out, for one test; its browser console must stay free of errors
+    (JS exceptions, CSP violations, failed loads other than the refusals the test expects)."""
+    page = Console(browser, site, SHOTS, pytestconfig.stash.setdefault(SAVED, []))
+    page.reset()
+    yield page
+    browser.assert_console_clean(page.expected_refusal)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """Name the screenshots the run saved."""
+    saved = config.stash.get(SAVED, [])
+    if saved:
+        terminalreporter.write_sep("-", f"console screenshots ({len(saved)}) in {SHOTS}")
+        for path in sorted(set(saved)):
+            terminalreporter.write_line(str(path))
