@@ -154,19 +154,24 @@ def test_snapshot_shape() -> None:
     assert "variants" not in chat
     rows = {row["name"]: row for row in chat["deployments"]}
     assert list(rows) == ["a", "b", "c"]
-    assert set(rows["a"]) == {"name", "state", "reason", "in_flight", "ewma_ttft_ms",
+    assert set(rows["a"]) == {"name", "state", "reason", "ejections", "ejected_for_s",
+                              "consecutive_failures", "in_flight", "ewma_ttft_ms",
                               "ewma_total_ms", "error_ratio", "traffic_share", "attempts"}
     assert rows["a"] | {"error_ratio": None} == {
-        "name": "a", "state": "healthy", "reason": None, "in_flight": 2, "ewma_ttft_ms": 12.3,
+        "name": "a", "state": "healthy", "reason": None, "ejections": 0, "ejected_for_s": None,
+        "consecutive_failures": 0, "in_flight": 2, "ewma_ttft_ms": 12.3,
         "ewma_total_ms": 250.0, "error_ratio": None, "traffic_share": 0.75, "attempts": 3}
     assert rows["a"]["error_ratio"] == 0.0
     assert rows["b"]["traffic_share"] == 0.25 and rows["b"]["ewma_ttft_ms"] is None
     assert rows["c"]["state"] == "ejected"
     assert "consecutive failures" in rows["c"]["reason"]
+    assert rows["c"]["ejections"] == 1 and rows["c"]["ejected_for_s"] > 0
     assert rows["c"]["error_ratio"] == 1.0
 
     assert snapshot["long"]["deployments"][0]["traffic_share"] == 0.0  # idle: no division by 0
     exp = snapshot["exp"]
     assert exp["deployments"] == []
     assert exp["variants"] == {"chat": 1.0, "long": 1.0}
-    assert exp["canary"] == {"variant": "long", "rolled_back": None}
+    assert exp["sticky"] == "user"
+    assert exp["canary"] == {"variant": "long", "rolled_back": None,
+                             "samples": {"canary": 0, "baseline": 0}, "min_samples": 50}

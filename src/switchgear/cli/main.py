@@ -374,12 +374,14 @@ def audit() -> None:
 
 def _anchor(context: click.Context, parameter: click.Parameter,
             value: str | None) -> tuple[int, str] | None:
+    from switchgear.governance.verify import parse_anchor
+
     if value is None:
         return None
-    seq, _, hashed = value.partition(":")
-    if not (seq.isascii() and seq.isdigit()) or int(seq) < 1 or len(hashed) != 64:
-        raise click.BadParameter("SEQ:HASH as an intact check printed it")
-    return int(seq), hashed
+    try:
+        return parse_anchor(value)
+    except ValueError:
+        raise click.BadParameter("SEQ:HASH as an intact check printed it") from None
 
 
 @audit.command("verify")

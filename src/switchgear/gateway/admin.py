@@ -49,7 +49,7 @@ from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report, period_of
 from switchgear.ledger.rollup import DIMENSIONS, PEAK_GRAIN_S, Dimension, peak_grain
 from switchgear.store.base import StoreUnavailable
-from switchgear.store.queries import Period, recent_records
+from switchgear.store.queries import Period
 from switchgear.telemetry.latency import GROUPS, latency_report
 
 log = logging.getLogger("switchgear.audit")
@@ -212,19 +212,6 @@ class AdminAPI:
                                                  else int(before), query.get("action"))
         await send_json(send, 200, {"object": "list", "data": [e.public() for e in entries]},
                         request_id)
-
-    async def records(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """GET /admin/records[?tenant=T&limit=N]: the newest request records."""
-        key = await self.caller(scope, READERS)
-        query = _query(scope)
-        tenant = self.tenant_scope(key, query.get("tenant"))
-        limit = query.get("limit", "100")
-        if not whole_number(limit):
-            raise InvalidRequest("limit must be a positive integer", param="limit")
-        rows = await recent_records(self.state.store, tenant, int(limit))
-        data: list[dict[str, Any]] = [
-            {name: getattr(row, name) for name in row.__dataclass_fields__} for row in rows]
-        await send_json(send, 200, {"object": "list", "data": data}, request_id)
 
     async def latency(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/latency[?group_by=model,deployment&window_s=86400&tenant=T]: exact

@@ -22,6 +22,7 @@ from switchgear.errors import (
 )
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
+from switchgear.gateway.audit_admin import AuditAdmin
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
@@ -43,6 +44,7 @@ from switchgear.gateway.http import (
 from switchgear.gateway.insight_admin import InsightAdmin
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
+from switchgear.gateway.records_admin import RecordsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
 from switchgear.gateway.state import AppState
 from switchgear.gateway.ui import ConsoleFiles, load_assets
@@ -70,6 +72,7 @@ class GatewayApp:
         self.admin = AdminAPI(state)
         config = ConfigAdmin(self.admin, state.changes, self.admin.audit)
         prompts = PromptsAdmin(self.admin)
+        records = RecordsAdmin(self.admin)
         insight = InsightAdmin(self.admin)
         console = ConsoleFiles(load_assets())
         self.max_header_bytes = state.config.server.max_header_bytes
@@ -84,8 +87,9 @@ class GatewayApp:
             "/admin/routing": {"GET": self.admin.routing},
             "/admin/slo": {"GET": self.admin.slo},
             "/admin/keys": {"GET": self.admin.list_keys, "POST": self.admin.create_key},
-            "/admin/records": {"GET": self.admin.records},
+            "/admin/records": {"GET": records.records},
             "/admin/audit": {"GET": self.admin.audit_log},
+            "/admin/audit/verify": {"GET": AuditAdmin(self.admin).verify},
             "/admin/latency": {"GET": self.admin.latency},
             "/admin/cache": {"GET": self.admin.cache, "DELETE": self.admin.purge_cache},
             "/admin/cost": {"GET": self.admin.cost},
@@ -108,6 +112,7 @@ class GatewayApp:
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
             ("/admin/config/changes/", {"GET": config.get_change, "POST": config.act}),
             ("/admin/prompts/", {"GET": prompts.show}),
+            ("/admin/records/", {"GET": records.record}),
             ("/ui/", {"GET": console.asset}),
         ]
 

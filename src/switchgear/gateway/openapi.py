@@ -120,13 +120,24 @@ def openapi_spec() -> dict[str, Any]:
                 **_operation("Revoke a key", None, errors=(401, 403, 404)),
                 "parameters": [{"name": "key_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}]}},
-            "/admin/records": {"get": {**_operation("Recent records", None,
-                                                    errors=(400, 401, 403)),
-                                       "parameters": [tenant, limit]}},
+            "/admin/records": {"get": {**_operation("Request records by filter, newest first",
+                                                    None, errors=(400, 401, 403)),
+                                       "parameters": [tenant, limit, since, until, *(
+                                           {**limit, "name": name} for name in (
+                                               "key", "model", "status", "cache", "guard",
+                                               "after"))]}},
+            "/admin/records/{request_id}": {"get": {
+                **_operation("One request's whole record", None, errors=(400, 401, 403, 404)),
+                "parameters": [{"name": "request_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}]}},
             "/admin/audit": {"get": {**_operation("Audit trail, newest first (admins)", None,
                                                   errors=(400, 401, 403)),
                                      "parameters": [limit, {**limit, "name": "before"},
                                                     {**limit, "name": "action"}]}},
+            "/admin/audit/verify": {"get": {**_operation("Check the audit trail's hash chain "
+                                                         "(admins)", None,
+                                                         errors=(400, 401, 403)),
+                                            "parameters": [{**limit, "name": "anchor"}]}},
             "/admin/latency": {"get": {
                 **_operation("Latency percentiles (nearest-rank p50/p95/p99)", None,
                              errors=(400, 401, 403)),

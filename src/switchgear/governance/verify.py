@@ -80,6 +80,14 @@ class Verdict:
         return self.tampering is None and self.wrong_key is None
 
 
+def parse_anchor(text: str) -> tuple[int, str]:
+    """An anchor as an intact check prints it, ``SEQ:HASH``; ValueError for anything else."""
+    seq, _, hashed = text.partition(":")
+    if not (seq.isascii() and seq.isdigit()) or int(seq) < 1 or len(hashed) != 64:
+        raise ValueError("an anchor is SEQ:HASH as an intact check printed it")
+    return int(seq), hashed
+
+
 def verify(entries: Sequence[AuditEntry], secret: bytes,
            anchor: tuple[int, str] | None = None) -> Verdict:
     """Check ``entries`` (in stored sequence order) against ``secret`` and, if given, an

@@ -14,6 +14,7 @@ from switchgear.errors import ModelNotFound
 from switchgear.exchange import Exchange
 from switchgear.routing.deployment import Deployment
 from switchgear.routing.experiments import Experiment
+from switchgear.routing.health import State
 from switchgear.routing.hedging import TailLatency
 from switchgear.routing.policies import Policy, policy_for
 
@@ -136,6 +137,10 @@ class Router:
                 "name": d.name,
                 "state": d.health.state.value,
                 "reason": d.health.reason or None,
+                "ejections": d.health.ejections,
+                "ejected_for_s": (round(max(0.0, d.health.ejected_until - now), 3)
+                                  if d.health.state is State.EJECTED else None),
+                "consecutive_failures": d.health.consecutive_failures,
                 "in_flight": d.in_flight,
                 "ewma_ttft_ms": _ms(d.health.ttft.value),
                 "ewma_total_ms": _ms(d.health.total.value),
@@ -146,9 +151,13 @@ class Router:
             if routes.experiment is not None:
                 experiment = routes.experiment
                 entry["variants"] = dict(zip(experiment.variants, experiment.weights, strict=True))
+                entry["sticky"] = experiment.sticky
                 guard = experiment.guard
                 entry["canary"] = None if guard is None else {
-                    "variant": guard.canary, "rolled_back": guard.rolled_back}
+                    "variant": guard.canary, "rolled_back": guard.rolled_back,
+                    "samples": {"canary": len(guard.samples[True]),
+                                "baseline": len(guard.samples[False])},
+                    "min_samples": guard.settings.min_samples}
             report[alias] = entry
         return report
 
