@@ -271,7 +271,7 @@ class AppState:
         interval = routing.health_check_interval_s
         checker = HealthChecker(router.deployments(), interval) if interval else None
         slo = (previous.slo if previous and before and before.slo == config.slo
-               else SLOMonitor(config.slo, self.store))
+               else SLOMonitor(config.slo, self.store, self.metrics.slo))
         return Serving(version, config, router, pipeline, recorder, quotas, gate, cache, checker,
                        slo, quality, prompt_versions)
 

@@ -3,7 +3,8 @@
 The request log is shared by replicas and survives restarts, so every replica computes the same
 figures, and a restarted gateway picks up where it was. Each SLO keeps its counts per time bucket
 in memory: loaded whole at the first evaluation, then only the newest minutes are queried again
-(records arrive up to the record writer's lag late).
+(records arrive up to the record writer's lag late). After each evaluation the figures are
+published to the SLO gauges on /metrics (telemetry/metrics.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from switchgear.slo.budget import BucketSeries, budget_remaining, burn_rate
 from switchgear.slo.sli import bucket_query
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import Dialect
+from switchgear.telemetry.metrics import SLOFigures, SLOSeries
 
 log = logging.getLogger("switchgear.slo")
 
@@ -97,11 +99,14 @@ class SLOTracker:
 
 class SLOMonitor:
     """Evaluates the SLOs every ``evaluate_every`` seconds, keeps the latest figures and alert
-    states for ``report``, and sends each alert change (firing, resolved) to the SLO's webhook."""
+    states for ``report``, publishes them to ``series`` (the SLO gauges) when given, and sends
+    each alert change (firing, resolved) to the SLO's webhook."""
 
-    def __init__(self, section: SLOSection, store: RecordStore) -> None:
+    def __init__(self, section: SLOSection, store: RecordStore,
+                 series: SLOSeries | None = None) -> None:
         self.section = section
         self.store = store
+        self.series = series
         self.trackers = [SLOTracker(objective, section.time_scale, store.dialect)
                          for objective in section.objectives]
         self.webhooks = {objective.name: _webhook(objective) for objective in section.objectives}
@@ -113,7 +118,10 @@ class SLOMonitor:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start evaluating in the background (nothing to do without SLOs)."""
+        """Start evaluating in the background (nothing to do without SLOs); the gauges show
+        this monitor's SLOs only, from its first evaluation on."""
+        if self.series is not None:
+            self.series.publish(())
         if self.trackers:
             self.notifier.start()
             self._task = asyncio.create_task(self._run())
@@ -139,6 +147,18 @@ class SLOMonitor:
         self.alerts = await self.states.load()
         for tracker in self.trackers:
             await self._move_alerts(tracker.objective, self.latest[tracker.objective.name])
+        if self.series is not None:
+            self.series.publish(self._figures(tracker.objective) for tracker in self.trackers)
+
+    def _figures(self, objective: SLOConfig) -> SLOFigures:
+        evaluation = self.latest[objective.name]
+        alerts = {severity: self.alerts.get((objective.name, severity))
+                  for severity in evaluation.conditions}
+        firing: dict[str, bool] = {severity: state.firing for severity, state in alerts.items()
+                                   if state is not None}
+        return SLOFigures(objective.name, objective.target, evaluation.requests, evaluation.bad,
+                          evaluation.budget_remaining, evaluation.burn_rates, firing,
+                          evaluation.at)
 
     async def _move_alerts(self, objective: SLOConfig, evaluation: Evaluation) -> None:
         for severity, firing in evaluation.conditions.items():

@@ -11,12 +11,18 @@ labelled ``unknown``, never by its raw name; every label a client can influence 
 deployment, tenant, feature, priority) keeps at most ``max_label_values`` distinct values
 (later newcomers are counted as ``other``), each cut to ``LABEL_LIMIT`` characters with its
 control characters replaced.
+
+Cost is counted once per request, in the ledger's currency, under the same bounded labels: what
+the request cost as the ledger prices it (``switchgear_cost``), or what a cache hit or a joined
+request saved (``switchgear_cost_saved``). The SLOs' figures (``switchgear_slo_*``) are the SLO
+monitor's latest evaluation, published by the monitor on its interval and read as they stand when
+/metrics is scraped: nothing per request.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, pairwise
@@ -158,6 +164,70 @@ class BulkHistogram(Collector):
         return [family]
 
 
+@dataclass(frozen=True, slots=True)
+class SLOFigures:
+    """One SLO's figures at its latest evaluation, as /metrics shows them: its target, the
+    requests and bad ones over its window, the error budget left, the burn rate per window (by
+    its unscaled name, e.g. ``5m``) and whether each severity's alert is firing."""
+
+    slo: str
+    target: float
+    requests: int
+    bad: int
+    budget_remaining: float
+    burn_rates: Mapping[str, float]
+    firing: Mapping[str, bool]
+    evaluated_at: float
+
+
+class SLOSeries(Collector):
+    """The SLO gauges: the figures the SLO monitor last published, whole (an SLO no longer
+    configured disappears with the next publication)."""
+
+    def __init__(self) -> None:
+        self.figures: tuple[SLOFigures, ...] = ()
+
+    def publish(self, figures: Iterable[SLOFigures]) -> None:
+        """Replace the figures shown (the monitor calls this after each evaluation)."""
+        self.figures = tuple(figures)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families come and go with the SLOs configured: nothing to check up front
+
+    def collect(self) -> Iterable[Metric]:
+        def family(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"switchgear_slo_{name}", documentation,
+                                     labels=["slo", *labels])
+
+        target = family("objective", "The SLO's target: the share of good requests it promises.")
+        sli = family("sli", "The share of good requests over the SLO's window (absent without "
+                     "requests).")
+        requests = family("requests", "Requests the SLO counted over its window.")
+        bad = family("bad_requests", "Bad requests over the SLO's window.")
+        budget = family("error_budget_remaining", "The share of the window's error budget not "
+                        "yet spent (below 0 once overspent).")
+        burn = family("burn_rate", "Bad share over the allowed share in each alerting window "
+                      "(1 spends the budget exactly over the SLO's window).", "window")
+        firing = family("alert_firing", "1 while the SLO's alert of this severity fires.",
+                        "severity")
+        evaluated = family("evaluated_timestamp_seconds", "When the figures were computed "
+                           "(seconds since the epoch).")
+        for figures in self.figures:
+            name = [figures.slo]
+            target.add_metric(name, figures.target)
+            requests.add_metric(name, figures.requests)
+            bad.add_metric(name, figures.bad)
+            if figures.requests:
+                sli.add_metric(name, (figures.requests - figures.bad) / figures.requests)
+            budget.add_metric(name, figures.budget_remaining)
+            for window, rate in figures.burn_rates.items():
+                burn.add_metric([figures.slo, window], rate)
+            for severity, on in figures.firing.items():
+                firing.add_metric([figures.slo, severity], 1.0 if on else 0.0)
+            evaluated.add_metric(name, figures.evaluated_at)
+        return [target, sli, requests, bad, budget, burn, firing, evaluated]
+
+
 @dataclass(slots=True, frozen=True)
 class _Series:
     """The children of one (model, deployment, tenant, feature), looked up once."""
@@ -169,11 +239,13 @@ class _Series:
     throughput: Histogram
     input_tokens: Counter
     output_tokens: Counter
+    cost: Counter
+    saved: Counter
 
 
 class GatewayMetrics:
-    """Requests, latencies (e2e, TTFT, ITL, TPOT), throughput, tokens, queue wait, cache
-    outcomes, retries, sheds, requests in flight and upstream errors."""
+    """Requests, latencies (e2e, TTFT, ITL, TPOT), throughput, tokens, cost, queue wait, cache
+    outcomes, retries, sheds, requests in flight, upstream errors and the SLOs' figures."""
 
     def __init__(self, max_label_values: int = 100) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -213,6 +285,16 @@ class GatewayMetrics:
         self.tokens = Counter(
             "switchgear_tokens", "Tokens processed.",
             ["model", "deployment", "direction"], registry=registry)
+        self.cost = Counter(
+            "switchgear_cost", "What requests cost, in the ledger's currency (ledger.currency), "
+            "as the ledger prices them: tokens at the deployment's prices plus self-hosted "
+            "instance time.", series, registry=registry)
+        self.saved = Counter(
+            "switchgear_cost_saved", "What cache hits and joined requests saved, in the "
+            "ledger's currency: the cost of producing the answers they reused.", series,
+            registry=registry)
+        self.slo = SLOSeries()
+        registry.register(self.slo)
         self.in_flight = Gauge(
             "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
         self.cache = Counter(
@@ -259,7 +341,8 @@ class GatewayMetrics:
                 labels, self.latency.labels(*labels), self.ttft.labels(*labels),
                 self.tpot.labels(*labels), self.throughput.labels(*labels),
                 self.tokens.labels(model, deployment, "input"),
-                self.tokens.labels(model, deployment, "output"))
+                self.tokens.labels(model, deployment, "output"),
+                self.cost.labels(*labels), self.saved.labels(*labels))
         return found
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
@@ -314,6 +397,10 @@ class GatewayMetrics:
             series.input_tokens.inc(usage.prompt_tokens)
         if output:
             series.output_tokens.inc(output)
+        if exchange.cost:
+            series.cost.inc(exchange.cost)
+        elif exchange.saved_cost:
+            series.saved.inc(exchange.saved_cost)
         if exchange.cache_status is not None:
             child(self.cache, model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
