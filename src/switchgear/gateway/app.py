@@ -103,6 +103,9 @@ class GatewayApp:
             "/admin/changes": {"GET": ChangesAdmin(self.admin).changes},
             "/admin/prompts": {"GET": prompts.list_prompts},
             "/admin/whoami": {"GET": insight.whoami},
+            "/admin/overview": {"GET": insight.overview},
+            "/admin/budgets": {"GET": insight.budgets},
+            "/admin/scorecard": {"GET": insight.scorecard},
             "/openapi.json": {"GET": self.openapi},
             "/ui": {"GET": console.index},
         }

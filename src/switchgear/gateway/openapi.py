@@ -7,6 +7,7 @@ from typing import Any
 from switchgear import __version__
 from switchgear.gateway.requests import CHAT_ROLES, MAX_TOKENS_LIMIT
 from switchgear.ledger.rollup import DIMENSIONS
+from switchgear.telemetry.latency import GROUPS
 
 JSON = "application/json"
 
@@ -212,8 +213,25 @@ def openapi_spec() -> dict[str, Any]:
                 **_operation("A managed prompt template and its versions", None,
                              errors=(401, 403, 404)),
                 "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}]}},
             "/admin/whoami": {"get": _operation("The caller's key (any role), or open mode",
                                                 None, errors=(401, 503))},
+            "/admin/overview": {"get": {
+                **_operation("Requests, errors, tokens and nearest-rank e2e/TTFT percentiles "
+                             "per bucket and group", None, errors=(400, 401, 403)),
+                "parameters": [tenant, _choice("group_by", GROUPS),
+                               {"name": "window_s", "in": "query", "required": False,
+                                "schema": {"type": "number"}},
+                               {"name": "bucket_s", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1}}]}},
+            "/admin/budgets": {"get": {**_operation("Spending budgets, spent and how close",
+                                                    None, errors=(400, 401, 403)),
+                                       "parameters": [tenant]}},
+            "/admin/scorecard": {"get": {
+                **_operation("The AI infrastructure scorecard with its evidence (admins)", None,
+                             errors=(400, 401, 403)),
+                "parameters": [{"name": "window_s", "in": "query", "required": False,
+                                "schema": {"type": "number"}}]}},
             "/ui": {"get": {"summary": "The operator console's page (HTML; not JSON)",
                             "responses": {"200": {"description": "index.html",
                                                   "content": {"text/html": {}}}}}},
@@ -223,7 +241,6 @@ def openapi_spec() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {**_answers("200", 404), "200": {"description": "The file"},
                               "304": {"description": "The browser's copy is current (ETag)"}}}},
-                                "schema": {"type": "string"}}]}},
             "/healthz": {"get": {"summary": "Alive", "responses": _answers("200")}},
             "/readyz": {"get": {"summary": "Ready", "responses": {
                 "200": {"description": "Ready"},

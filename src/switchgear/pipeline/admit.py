@@ -102,18 +102,21 @@ class Quotas:
 
     def applicable_budgets(self, exchange: Exchange) -> list[Budget]:
         """The key's and the tenant's budgets, where configured."""
-        config, principal = self.config.budgets, exchange.principal
+        return self.budgets_for(exchange.principal.key_id, exchange.principal.tenant)
+
+    def budgets_for(self, key_id: str | None, tenant: str) -> list[Budget]:
+        """The budgets of key ``key_id`` (None: no key) and of ``tenant``, where configured."""
+        config = self.config.budgets
         budgets = []
-        if principal.key_id is not None:
-            own, values = self._own(principal.key_id), config.per_key or BudgetValues()
+        if key_id is not None:
+            own, values = self._own(key_id), config.per_key or BudgetValues()
             daily = values.daily if own.daily is None else own.daily
             monthly = values.monthly if own.monthly is None else own.monthly
             if daily is not None or monthly is not None:
-                budgets.append(Budget(f"key:{principal.key_id}", daily, monthly, values.soft))
-        tenant = config.tenants.get(principal.tenant)
-        if tenant is not None:
-            budgets.append(Budget(f"tenant:{principal.tenant}", tenant.daily, tenant.monthly,
-                                  tenant.soft))
+                budgets.append(Budget(f"key:{key_id}", daily, monthly, values.soft))
+        shared = config.tenants.get(tenant)
+        if shared is not None:
+            budgets.append(Budget(f"tenant:{tenant}", shared.daily, shared.monthly, shared.soft))
         return budgets
 
     def applicable(self, exchange: Exchange) -> list[Limit]:

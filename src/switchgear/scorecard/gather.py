@@ -46,7 +46,7 @@ def gather(config: Config, window_s: float, now: float, source: str,
         return Evidence(config=config_facts(config, source),
                         records=RecordFacts(window_s=window_s), plan=plan, notes=(note,))
     try:
-        return read_store(url, lambda store: _from_store(store, config, window_s, now, source, plan))
+        return read_store(url, lambda store: from_store(store, config, window_s, now, source, plan))
     except StoreUnavailable as error:
         raise EvidenceError(f"cannot read the store {redact_url(url)}: {error}") from None
 
@@ -61,8 +61,10 @@ def read_plan(path: Path) -> PlanFacts:
         raise EvidenceError(f"{path}: not JSON: {error}") from None
 
 
-async def _from_store(store: RecordStore, config: Config, window_s: float, now: float,
-                      source: str, plan: PlanFacts | None) -> Evidence:
+async def from_store(store: RecordStore, config: Config, window_s: float, now: float,
+                     source: str, plan: PlanFacts | None) -> Evidence:
+    """The evidence from an open ``store`` (the CLI's own, or a running gateway's) for
+    ``config`` (read from ``source``) over the ``window_s`` seconds before ``now``."""
     notes: list[str] = []
     live = await ConfigVersions(store).get()
     if live is not None:
