@@ -74,7 +74,7 @@ def expected_overview(records: list[RequestRecord], report: dict[str, Any]
     group, bucket_s = report["group_by"], report["bucket_s"]
     cells: dict[tuple[str, int], dict[str, Any]] = defaultdict(
         lambda: {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                 "e2e_s": [], "ttft_s": []})
+                 "cost": 0.0, "e2e_s": [], "ttft_s": []})
     for record in records:
         if not report["since"] <= record.received_at < report["until"]:
             continue
@@ -85,6 +85,7 @@ def expected_overview(records: list[RequestRecord], report: dict[str, Any]
         cell["errors"] += record.status >= 400
         cell["prompt_tokens"] += record.prompt_tokens or 0
         cell["completion_tokens"] += record.completion_tokens or 0
+        cell["cost"] += record.cost or 0
         if record.status == 200:
             cell["e2e_s"].append(record.done_at - record.received_at)
             cell["ttft_s"].append(record.first_token_at - record.received_at)
@@ -122,6 +123,7 @@ def test_overview_equals_an_independent_computation(make_config: Callable[..., C
                 busy += 1
                 for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
                     assert line[name][index] == cell[name], (line["key"], start, name)
+                assert line["cost"][index] == pytest.approx(cell["cost"])
                 for measure in ("e2e_s", "ttft_s"):
                     for p in (50, 95, 99):
                         assert line[measure][f"p{p}"][index] == nearest_rank(cell[measure], p)

@@ -57,7 +57,7 @@ class InsightAdmin:
 
     async def overview(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /admin/overview[?window_s=3600&bucket_s=60&group_by=model&tenant=T]: per bucket
-        and group, requests, errors (status 400 and above), tokens and the exact nearest-rank
+        and group, requests, errors (status 400 and above), tokens, cost and the exact nearest-rank
         p50/p95/p99 of e2e and TTFT of the successful requests; the same over the whole window
         per group and in total (tenant-scoped as /admin/latency)."""
         key = await self.admin.caller(scope, READERS)
@@ -170,10 +170,10 @@ async def overview_report(store: RecordStore, now: float, window_s: float, bucke
     counts = await _bucket_counts(store, period, bucket_s, group, tenant)
     starts = [number * bucket_s for number in range(first, last + 1)]
     keys = sorted({key for key, _ in counts})
-    zero = (0, 0, 0, 0, 0)
+    zero: tuple[float, ...] = (0, 0, 0, 0, 0, 0.0)
     series: dict[str, dict[str, Any]] = {
         key: {"key": key, "requests": [], "errors": [], "prompt_tokens": [],
-              "completion_tokens": [],
+              "completion_tokens": [], "cost": [],
               **{m: {f"p{p}": [] for p in PERCENTILES} for m in OVERVIEW_MEASURES}}
         for key in keys}
     for start in starts:
@@ -185,10 +185,11 @@ async def overview_report(store: RecordStore, now: float, window_s: float, bucke
                    if succeeded and start < now else {})
         by_key = {_name(k[0]): v for k, v in latency.items()}
         for key in keys:
-            requests, errors, prompt, completion, _ = counts.get((key, number), zero)
+            requests, errors, prompt, completion, _, cost = counts.get((key, number), zero)
             line = series[key]
             for name, value in (("requests", requests), ("errors", errors),
-                                ("prompt_tokens", prompt), ("completion_tokens", completion)):
+                                ("prompt_tokens", prompt), ("completion_tokens", completion),
+                                ("cost", cost)):
                 line[name].append(value)
             for measure in OVERVIEW_MEASURES:
                 summary = by_key[key].measures[measure] if key in by_key else None
@@ -215,30 +216,31 @@ def _name(value: Any) -> str:
     return NONE if value is None else str(value)
 
 
-def _summary(period: Period, key: str | None, counts: Sequence[tuple[int, ...]],
+def _summary(period: Period, key: str | None, counts: Sequence[tuple[float, ...]],
              latency: GroupLatency | None) -> dict[str, Any]:
     """One group's (or, ``key`` None, every request's) figures over the whole period."""
-    requests, errors, prompt, completion, succeeded = (sum(c[i] for c in counts)
-                                                       for i in range(5))
+    requests, errors, prompt, completion, succeeded, cost = (sum(c[i] for c in counts)
+                                                             for i in range(6))
     measures = latency.measures if latency is not None else {}
     return {**({} if key is None else {"key": key}), "requests": requests, "errors": errors,
             "succeeded": succeeded, "error_rate": errors / requests if requests else None,
             "requests_per_s": requests / period.seconds,
             "prompt_tokens": prompt, "completion_tokens": completion,
             "tokens_per_s": (prompt + completion) / period.seconds,
-            "completion_tokens_per_s": completion / period.seconds,
+            "completion_tokens_per_s": completion / period.seconds, "cost": cost,
             **{m: measures.get(m) for m in OVERVIEW_MEASURES}}
 
 
 async def _bucket_counts(store: RecordStore, period: Period, bucket_s: int, group: str,
-                         tenant: str | None) -> dict[tuple[str, int], tuple[int, ...]]:
+                         tenant: str | None) -> dict[tuple[str, int], tuple[float, ...]]:
     """(group, bucket number) → (requests, errors, prompt tokens, completion tokens,
-    successes), from one grouped query over the period."""
+    successes: whole numbers; cost), from one grouped query over the period."""
     clause, params = where(store, period, tenant)
     number = bucket(store.dialect, bucket_s)
     sql = (f"SELECT {group}, {number} AS b, COUNT(*), "
            "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(COALESCE(prompt_tokens, 0)), "
-           "SUM(COALESCE(completion_tokens, 0)), SUM(CASE WHEN status = 200 THEN 1 ELSE 0 END) "
-           f"FROM request_log {clause} GROUP BY {group}, b")
-    return {(_name(row[0]), int(row[1])): tuple(int(value or 0) for value in row[2:])
+           "SUM(COALESCE(completion_tokens, 0)), SUM(CASE WHEN status = 200 THEN 1 ELSE 0 END), "
+           f"SUM(COALESCE(cost, 0)) FROM request_log {clause} GROUP BY {group}, b")
+    return {(_name(row[0]), int(row[1])): (*(int(value or 0) for value in row[2:7]),
+                                           float(row[7] or 0))
             for row in await store.rows(sql, params, report=True)}
