@@ -23,7 +23,7 @@
  *   params:   the hash route's query (#/requests?id=abc -> {id: "abc"})
  *   state:    an object per page that survives refreshes (filters, form input)
  *   navigate(hash), refresh(), signal (aborted when the page is left),
- *   helpers:  {el, svg, table, lineChart, stat, section, errorBox, fmt}
+ *   helpers:  {el, svg, table, lineChart, stat, section, errorBox, meter, badge, choice, fmt}
  * }
  * helpers.el(tag, attrs, ...children): attributes by setAttribute (`on: {click: fn}` for
  * events), children as TEXT nodes or Nodes -- never HTML. The rest is described beside each
@@ -195,12 +195,13 @@ function niceMax(value) {
 
 /**
  * A line chart as SVG: series [{name, points: [[epochSeconds, y | null], ...]}] (null: a gap);
- * options {title, yFormat, height}. The y axis starts at 0.
+ * options {title, yFormat, width (640), height (180)}: the SVG scales to its box, so a chart
+ * across a whole page wants a larger width. The y axis starts at 0.
  */
 export function lineChart(series, options = {}) {
-  const width = 640;
+  const width = options.width || 640;
   const height = options.height || 180;
-  const left = 64, right = 12, top = 10, bottom = 24;
+  const left = 64, right = 8, top = 10, bottom = 24;
   const yFormat = options.yFormat || ((y) => fmt.number(y));
   const points = series.flatMap((s) => s.points.filter((p) => !missing(p[1])));
   const figure = el("figure", { class: "chart" }, options.title ? el("figcaption", {}, options.title) : null);
@@ -221,10 +222,11 @@ export function lineChart(series, options = {}) {
   }
   const span = x1 - x0;
   const ticks = x1 === x0 ? [x0] : [0, 0.25, 0.5, 0.75, 1].map((f) => x0 + f * span);
-  for (const x of ticks) {
+  ticks.forEach((x, index) => {
     const label = span > 86400 ? fmt.dateTime(x).slice(5, 16) : fmt.time(x).slice(0, span > 600 ? 5 : 8);
-    chart.append(svg("text", { x: sx(x), y: height - 6, class: "axis", "text-anchor": "middle" }, label));
-  }
+    const anchor = ticks.length === 1 ? "middle" : index === 0 ? "start" : index === ticks.length - 1 ? "end" : "middle";
+    chart.append(svg("text", { x: sx(x), y: height - 6, class: "axis", "text-anchor": anchor }, label));
+  });
   series.forEach((s, index) => {
     let d = "";
     let gap = true;
@@ -247,7 +249,28 @@ export function lineChart(series, options = {}) {
   return figure;
 }
 
-export const helpers = { el, svg, table, lineChart, stat, section, errorBox, fmt };
+/** A horizontal bar for a share from 0 to 1 (clamped), `good` / `warn` / `bad` by class. */
+export function meter(fraction, kind = "good") {
+  const width = Math.max(0, Math.min(1, Number(fraction) || 0)) * 100;
+  return svg("svg", { class: `meter ${kind}`, viewBox: "0 0 100 8", preserveAspectRatio: "none", role: "img",
+    "aria-label": fmt.percent(fraction) },
+  svg("rect", { class: "meter-track", x: 0, y: 0, width: 100, height: 8, rx: 4 }),
+  svg("rect", { class: "meter-fill", x: 0, y: 0, width: width.toFixed(2), height: 8, rx: 4 }));
+}
+
+/** A small coloured label (kind: good, warn, bad). */
+export function badge(text, kind = "good") {
+  return el("span", { class: `badge ${kind}` }, text);
+}
+
+/** A labelled <select> of `choices` ([value, label] pairs) that calls onChange(value). */
+export function choice(label, name, choices, value, onChange) {
+  const select = el("select", { name, on: { change: () => onChange(select.value) } },
+    choices.map(([v, text]) => el("option", { value: v, selected: v === value }, text)));
+  return el("label", { class: "choice" }, label, select);
+}
+
+export const helpers = { el, svg, table, lineChart, stat, section, errorBox, meter, badge, choice, fmt };
 
 function parseHash(hash) {
   const [path, query = ""] = hash.replace(/^#\/?/, "").split("?");
