@@ -16,6 +16,7 @@ from webdriver import Browser, chromedriver
 SHOTS = Path(os.environ.get("SWITCHGEAR_CONSOLE_SHOTS",
                             Path(__file__).resolve().parents[1] / ".artifacts" / "console"))
 SAVED = pytest.StashKey[list[Path]]()
+OUTCOMES = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +38,27 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def console(browser: Browser, site: Site, pytestconfig: pytest.Config) -> Iterator[Console]:
-    """The console, signed out, for one test; its browser console must stay free of errors
-    (JS exceptions, CSP violations, failed loads other than the refusals the test expects)."""
-    page = Console(browser, site, SHOTS, pytestconfig.stash.setdefault(SAVED, []))
+def console(browser: Browser, site: Site, request: pytest.FixtureRequest) -> Iterator[Console]:
+    """The console, signed out, for one test; once the test passes, its browser console must
+    be free of errors (JS exceptions, CSP violations, failed loads other than the refusals the
+    test expects). A failed test leaves a screenshot named after it."""
+    page = Console(browser, site, SHOTS, request.config.stash.setdefault(SAVED, []))
     page.reset()
     yield page
-    browser.assert_console_clean(page.expected_refusal)
+    outcome = request.node.stash.get(OUTCOMES, {}).get("call")
+    if outcome is not None and outcome.failed:
+        page.screenshot("FAILED-" + request.node.name)
+    else:
+        browser.assert_console_clean(page.expected_refusal)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test, for the console fixture's teardown."""
+    report = yield
+    item.stash.setdefault(OUTCOMES, {})[report.when] = report
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,

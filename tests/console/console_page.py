@@ -4,6 +4,7 @@ figures and tables, save a screenshot. Selectors are the console's documented te
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from console_site import Site
@@ -111,7 +112,10 @@ class Console:
         return self.browser.wait_for("main#page .forbidden").text
 
     def screenshot(self, name: str) -> Path:
-        """Save the whole page as ``<name>.png`` in the run's screenshot folder."""
-        path = self.browser.screenshot(self.shots / f"{name}.png")
+        """Save the whole page as ``<name>.png`` in the run's screenshot folder, then check that
+        it fits the laptop screen's width (nothing cut off or scrolled sideways)."""
+        path = self.browser.screenshot(self.shots / (re.sub(r"[^\w.-]+", "-", name) + ".png"))
         self.saved.append(path)
+        overflow = self.browser.overflow()
+        assert overflow == 0, f"{name} is {overflow} px wider than the screen (see {path})"
         return path

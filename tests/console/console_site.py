@@ -82,20 +82,29 @@ class Site:
         return answer
 
 
+def chat_models(upstream: RunningSimulator, weights: dict[str, float] | None = None
+                ) -> dict[str, Any]:
+    """The ``models`` section: alias chat over two priced deployments of the simulator, sim-a
+    and sim-b (equal weights unless ``weights`` says otherwise)."""
+    weights = weights or {"sim-a": 1.0, "sim-b": 1.0}
+    return {"chat": {"deployments": [
+        {"name": name, "backend": "openai_http", "url": upstream.base_url, "model": "sim",
+         "price": PRICE, "weight": weight} for name, weight in weights.items()]}}
+
+
 def site_config(store: Path, upstream: RunningSimulator) -> Any:
-    """Alias chat over two deployments of the simulator (so routing has shares to show), priced,
-    with one SLO per tenant and one on the model."""
-    deployments = [{"name": name, "backend": "openai_http", "url": upstream.base_url,
-                    "model": "sim", "price": PRICE} for name in ("sim-a", "sim-b")]
+    """The models of ``chat_models`` (two deployments, so routing has shares to show), with one
+    SLO on the model and one per tenant (the second tenant's met by no request: its budget is
+    spent and its alerts fire)."""
     objectives = [
         {"name": "chat-availability", "owner": "platform", "sli": {"kind": "availability"},
          "scope": {"model": "chat"}, "target": 0.99},
         *({"name": f"{tenant}-latency", "owner": tenant, "target": 0.9,
            "scope": {"tenant": tenant},
-           "sli": {"kind": "latency", "measure": "e2e", "threshold": "2.5s"}}
-          for tenant in (TENANT, OTHER_TENANT))]
+           "sli": {"kind": "latency", "measure": "e2e", "threshold": threshold}}
+          for tenant, threshold in ((TENANT, "2.5s"), (OTHER_TENANT, "1ms")))]
     return parse_config({
-        "models": {"chat": {"deployments": deployments}},
+        "models": chat_models(upstream),
         "store": {"url": f"sqlite:///{store}", "flush_interval_ms": 20},
         "cache": {"enabled": False},
         "slo": {"objectives": objectives, "evaluate_every": 0.2},
@@ -123,11 +132,20 @@ def send_traffic(site: Site) -> dict[str, list[str]]:
 
 
 def wait_for_records(site: Site, count: int, timeout: float = 30) -> None:
-    """Return once the admin API lists ``count`` request records (the writer is batched)."""
+    """Return once the admin API lists ``count`` request records (the writer is batched) and
+    the SLO monitor has evaluated all of them, so what the pages show no longer moves."""
     deadline = time.monotonic() + timeout
-    while len(site.admin(f"/admin/records?limit={count + 10}")["data"]) < count:
+
+    def settled() -> bool:
+        records = site.admin(f"/admin/records?limit={count + 10}")["data"]
+        slos = site.admin("/admin/slo")["data"]
+        return len(records) >= count and all(
+            slo["requests"] == count for slo in slos if slo["scope"] == {"model": "chat"})
+
+    while not settled():
         if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {count} records after {timeout}s")
+            raise AssertionError(f"{count} requests not all recorded and evaluated after "
+                                 f"{timeout}s")
         time.sleep(0.05)
 
 

@@ -24,7 +24,7 @@ from servers import free_port
 
 #: The key W3C WebDriver names an element reference with.
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
-#: The window the console is checked at: a laptop screen.
+#: The viewport the console is checked at, in CSS pixels: a laptop screen.
 WINDOW = (1366, 900)
 #: How long a wait for the page gives up after, in seconds (a failure, never a timing assert).
 WAIT_S = 20.0
@@ -104,7 +104,10 @@ class Element:
         return None if value is None else str(value)
 
     def click(self) -> None:
-        """Click it, as a person would (scrolled into view first)."""
+        """Click it, as a person would: scrolled to the middle of the window first, so the
+        console's sticky header is not over it."""
+        self.browser.run("arguments[0].scrollIntoView({block: 'center'})",
+                         {ELEMENT: self.reference})
         self._call("POST", "/click", {})
 
     def clear(self) -> None:
@@ -151,6 +154,9 @@ class Browser:
         answer = self._send("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
         self.session_path = f"/session/{answer['sessionId']}"
         self.logged: list[dict[str, Any]] = []
+        # the window size leaves the viewport shorter by the browser's own bars: fix the viewport
+        self.devtools("Emulation.setDeviceMetricsOverride",
+                      width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def _send(self, method: str, path: str, body: Any = None) -> Any:
         response = self.http.request(method, self.driver_url + path,
@@ -166,6 +172,10 @@ class Browser:
     def command(self, method: str, path: str, body: Any = None) -> Any:
         """Send one WebDriver command of this session; its value."""
         return self._send(method, self.session_path + path, body)
+
+    def devtools(self, command: str, **params: Any) -> Any:
+        """Run a Chrome DevTools Protocol ``command`` (chromedriver's own extension command)."""
+        return self.command("POST", "/goog/cdp/execute", {"cmd": command, "params": params})
 
     def _element(self, found: dict[str, str]) -> Element:
         return Element(self, found[ELEMENT])
@@ -230,16 +240,20 @@ class Browser:
 
     def screenshot(self, path: Path) -> Path:
         """Save the whole page, beyond the window too, as a PNG at ``path``."""
-        size = self.run("return [document.documentElement.scrollWidth,"
-                        " document.documentElement.scrollHeight]")
-        shot = self.command("POST", "/goog/cdp/execute", {
-            "cmd": "Page.captureScreenshot",
-            "params": {"format": "png", "captureBeyondViewport": True,
-                       "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1],
-                                "scale": 1}}})
+        width, height = self.run(
+            "const page = document.documentElement;"
+            "return [Math.max(page.scrollWidth, innerWidth), Math.max(page.scrollHeight, innerHeight)]")
+        shot = self.devtools("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                             clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
+
+    def overflow(self) -> int:
+        """How many CSS pixels the page is wider than the viewport (0: nothing is cut off or
+        needs sideways scrolling)."""
+        return int(self.run("return Math.max(0, document.documentElement.scrollWidth"
+                            " - document.documentElement.clientWidth)"))
 
     def console_entries(self) -> list[dict[str, Any]]:
         """Every console entry logged since the last call, kept in ``logged`` too."""
