@@ -65,8 +65,11 @@ class RecordsAdmin:
         limit = query.get("limit", str(DEFAULT_PAGE))
         if not whole_number(limit):
             raise InvalidRequest("limit must be a positive integer", param="limit")
+        since, until = _instant(query, "since"), _instant(query, "until")
+        if since is not None and until is not None and not since < until:
+            raise InvalidRequest("until must be later than since", param="until")
         match = RecordFilter(
-            since=_instant(query, "since"), until=_instant(query, "until"),
+            since=since, until=until,
             tenant=self.admin.tenant_scope(key, query.get("tenant") or None),
             key_ids=self._key_ids(query.get("key") or None), model=query.get("model") or None,
             status=_status(query.get("status") or None),
