@@ -505,7 +505,10 @@ class Console {
     clearTimeout(this.timer);
     if (this.paused || !(seconds > 0) || generation !== this.generation) return;
     this.timer = setTimeout(() => {
-      if (generation === this.generation) this.render(generation);
+      if (generation !== this.generation) return;
+      // A hidden tab asks nothing of the gateway; it renders again once shown.
+      if (document.hidden) this.schedule(generation);
+      else this.render(generation);
     }, seconds * 1000);
   }
 
