@@ -207,16 +207,18 @@ def test_wait_follows_a_gateway_that_comes_up(tmp_path: Path) -> None:
     config = tmp_path / "switchgear.yaml"
     config.write_text(yaml.safe_dump({"models": {"sim": SIM},
                                       "store": {"url": f"sqlite:///{tmp_path}/records.db"}}))
-    process = subprocess.Popen([sys.executable, "-m", "switchgear", "serve", "--config",
-                                str(config), "--port", str(port), "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "switchgear", "serve", "--config",
+                                    str(config), "--port", str(port), "--log-level", "warning"],
+                                   stdout=output, stderr=subprocess.STDOUT)
     try:
         result = CliRunner().invoke(main, ["wait", "--url", f"http://127.0.0.1:{port}",
                                            "--timeout", "60"])
     finally:
         process.terminate()
         process.wait(30)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, f"{result.output}\nthe gateway said:\n{log.read_text()}"
 
 
 def test_serve_on_a_busy_port_says_so_without_claiming_ready(tmp_path: Path) -> None:
