@@ -97,15 +97,21 @@ class Console:
         value = self.browser.wait_for(f"[data-stat='{name}']").attribute("data-value")
         return float(value) if value else None
 
+    def _cells(self, column: str, within: str, read: str) -> list[str]:
+        # one script reads every cell at once, so a live re-render cannot swap the table midway
+        cells: list[str] = self.browser.run(
+            "return [...document.querySelectorAll(arguments[0])]"
+            f".map((cell) => {read})", f"{within} td[data-col='{column}']")
+        return cells
+
     def column(self, column: str, within: str = "main#page") -> list[str]:
         """The shown text of every cell of ``column`` in the tables under ``within``."""
-        return [cell.text for cell in self.browser.find_all(f"{within} td[data-col='{column}']")]
+        return self._cells(column, within, "cell.innerText.trim()")
 
     def values(self, column: str, within: str = "main#page") -> list[float]:
         """The raw numbers of every cell of ``column`` in the tables under ``within``."""
-        return [float(value) for cell in
-                self.browser.find_all(f"{within} td[data-col='{column}']")
-                if (value := cell.attribute("data-value"))]
+        return [float(value) for value in
+                self._cells(column, within, "cell.dataset.value || ''") if value]
 
     def forbidden_text(self) -> str:
         """The 403 page's text."""

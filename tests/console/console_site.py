@@ -111,10 +111,12 @@ def site_config(store: Path, upstream: RunningSimulator) -> Any:
     })
 
 
-def send_traffic(site: Site) -> dict[str, list[str]]:
-    """Each client's requests through the official openai client; their request ids."""
+def send_traffic(site: Site, traffic: dict[str, tuple[int, int]] = TRAFFIC
+                 ) -> dict[str, list[str]]:
+    """Requests through the official openai client, ``traffic`` naming each client key's plain
+    and streamed ones; their request ids."""
     sent: dict[str, list[str]] = {}
-    for name, (plain, streamed) in TRAFFIC.items():
+    for name, (plain, streamed) in traffic.items():
         ids = sent.setdefault(name, [])
         with openai.OpenAI(base_url=site.root + "/v1", api_key=site.keys[name],
                            max_retries=0) as sdk:
