@@ -48,6 +48,8 @@ export const WINDOWS = {
 const KEY_ITEM = "switchgear.console.key";
 const WINDOW_ITEM = "switchgear.console.window";
 const DEFAULT_REFRESH_S = 15;
+/** A page is never re-rendered sooner than this many times its last render took. */
+const SLOW_FACTOR = 5;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** An error answer of the API, in OpenAI's shape. */
@@ -475,6 +477,7 @@ class Console {
     const { module } = this.current;
     const main = this.nodes.page;
     const root = el("div", { class: "page-body" });
+    const started = performance.now();
     try {
       await module.render(root, this.context(generation));
     } catch (error) {
@@ -490,26 +493,35 @@ class Console {
       if (heading) heading.after(box);
       else main.replaceChildren(el("h1", {}, module.title), box);
       main.dataset.state = "error";
-      this.schedule(generation);
+      this.schedule(generation, (performance.now() - started) / 1000);
       return;
     }
     if (generation !== this.generation) return;
     main.replaceChildren(el("h1", {}, module.title), root);
     main.dataset.state = "ready";
-    this.nodes.updated.textContent = `updated ${fmt.time(Date.now() / 1000)}`;
-    this.schedule(generation);
+    const took = (performance.now() - started) / 1000;
+    const next = this.schedule(generation, took);
+    this.nodes.updated.textContent = `updated ${fmt.time(Date.now() / 1000)}` +
+      (took >= 1 ? ` (took ${fmt.number(took, 1)} s${next ? `; next in ${Math.round(next)} s` : ""})` : "");
   }
 
-  schedule(generation) {
-    const seconds = this.current.module.refresh ?? DEFAULT_REFRESH_S;
+  /**
+   * Render again after the page's refresh interval, or SLOW_FACTOR times as long as the last
+   * render took if that is longer (a big window on a big log keeps the store busy for seconds);
+   * the delay in seconds, or null when nothing is scheduled.
+   */
+  schedule(generation, took = 0) {
+    const interval = this.current.module.refresh ?? DEFAULT_REFRESH_S;
     clearTimeout(this.timer);
-    if (this.paused || !(seconds > 0) || generation !== this.generation) return;
+    if (this.paused || !(interval > 0) || generation !== this.generation) return null;
+    const seconds = Math.max(interval, SLOW_FACTOR * took);
     this.timer = setTimeout(() => {
       if (generation !== this.generation) return;
       // A hidden tab asks nothing of the gateway; it renders again once shown.
-      if (document.hidden) this.schedule(generation);
+      if (document.hidden) this.schedule(generation, took);
       else this.render(generation);
     }, seconds * 1000);
+    return seconds;
   }
 
   forbidden(module, error) {
