@@ -10,6 +10,8 @@ import pytest
 from console_page import Console
 from console_site import Site, chat_models
 
+from switchgear.governance.audit import BOOTSTRAP
+
 from servers import wait_for_version
 
 #: The admin path behind each section of the governance page.
@@ -74,6 +76,16 @@ def test_only_a_second_person_can_approve_and_the_change_then_applies(
         version["version"] for version in history["versions"]]
     assert len(shown_versions) == 2 and history["serving"] == 2
     assert console.browser.find("#config-diff").text.count("weight: 3.0") == 1
+    trail = [(entry["action"], entry["actor"]) for entry in site.admin("/admin/audit")["data"]
+             if entry["target"] == change["change_id"]]
+    assert trail == [("config.apply", BOOTSTRAP), ("config.approve", site.key_ids["approver"]),
+                     ("config.propose", BOOTSTRAP)]
+    shown = [(action, actor) for action, actor, target in zip(
+        console.column("action", "section[data-section=audit]"),
+        console.column("actor", "section[data-section=audit]"),
+        console.column("target", "section[data-section=audit]"), strict=True)
+        if target == change["change_id"]]
+    assert shown == trail
     console.screenshot("governance")
 
 

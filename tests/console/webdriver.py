@@ -153,7 +153,6 @@ class Browser:
                             f"--window-size={width},{height}", f"--user-data-dir={profile}"]}}
         answer = self._send("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
         self.session_path = f"/session/{answer['sessionId']}"
-        self.logged: list[dict[str, Any]] = []
         # the window size leaves the viewport shorter by the browser's own bars: fix the viewport
         self.devtools("Emulation.setDeviceMetricsOverride",
                       width=width, height=height, deviceScaleFactor=1, mobile=False)
@@ -165,8 +164,8 @@ class Browser:
         value = answer.get("value") if isinstance(answer, dict) else None
         if response.status != 200:
             detail = value if isinstance(value, dict) else {"message": answer}
-            raise WebDriverError(f"{method} {path}: {detail.get('error')}: "
-                                 f"{str(detail.get('message', '')).splitlines()[0:1]}")
+            first_line = (str(detail.get("message", "")).splitlines() or [""])[0]
+            raise WebDriverError(f"{method} {path}: {detail.get('error')}: {first_line}")
         return value
 
     def command(self, method: str, path: str, body: Any = None) -> Any:
@@ -214,16 +213,18 @@ class Browser:
         """Poll ``condition`` until it returns something truthy; that value. Gives up with an
         AssertionError naming ``what`` (and the page's text, to see why) after ``timeout``."""
         deadline = time.monotonic() + timeout
+        failure: WebDriverError | None = None
         while True:
             try:
                 value = condition()
-            except WebDriverError:
-                value = None
+            except WebDriverError as error:  # e.g. an element replaced by a live re-render
+                value, failure = None, error
             if value:
                 return value
             if time.monotonic() > deadline:
                 body = self.run("return document.body ? document.body.innerText : ''")
-                raise AssertionError(f"waited {timeout:g}s for {what}; the page shows:\n{body}")
+                raise AssertionError(f"waited {timeout:g}s for {what} (last driver error: "
+                                     f"{failure}); the page shows:\n{body}")
             time.sleep(0.1)
 
     def wait_for(self, css: str, text: str | None = None, timeout: float = WAIT_S) -> Element:
@@ -241,7 +242,7 @@ class Browser:
     def screenshot(self, path: Path) -> Path:
         """Save the whole page, beyond the window too, as a PNG at ``path``."""
         width, height = self.run(
-            "const page = document.documentElement;"
+            "scrollTo(0, 0); const page = document.documentElement;"
             "return [Math.max(page.scrollWidth, innerWidth), Math.max(page.scrollHeight, innerHeight)]")
         shot = self.devtools("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                              clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
@@ -256,9 +257,8 @@ class Browser:
                             " - document.documentElement.clientWidth)"))
 
     def console_entries(self) -> list[dict[str, Any]]:
-        """Every console entry logged since the last call, kept in ``logged`` too."""
+        """Every entry of the page's console logged since the last call."""
         entries: list[dict[str, Any]] = self.command("POST", "/se/log", {"type": "browser"})
-        self.logged.extend(entries)
         return entries
 
     def assert_console_clean(self, allowed: Callable[[str], bool] = lambda message: False
