@@ -1,5 +1,6 @@
-"""Cost and SLO series on /metrics: bounded labels under hostile tenants and feature tags, cost
-that adds up to the request log's, and SLO gauges that agree with the records and /admin/slo."""
+"""Cost, SLO and routing series on /metrics: bounded labels under hostile tenants and feature
+tags, cost that adds up to the request log's, SLO gauges that agree with the records and
+/admin/slo, and deployment gauges that agree with /admin/routing."""
 
 from __future__ import annotations
 
@@ -221,3 +222,42 @@ def test_slo_gauges_agree_with_the_records_and_the_admin_api(
     assert gauges["burn_rates"]["3d"] == pytest.approx(bad / sent / 0.005)
     assert gauges["alerts"] == {severity: 1.0 if state["state"] == "firing" else 0.0
                                 for severity, state in figures["alerts"].items()}
+
+
+def test_routing_gauges_show_the_routers_state_as_admin_routing_does(
+        make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator]) -> None:
+    """A deployment that always fails is ejected (its requests retried on the other); /metrics
+    shows each deployment's state, load, failures and EWMA latencies as /admin/routing does."""
+    broken, steady = simulators(faults=Faults(error_rate=1.0)), simulators()
+    data = make_config({"chat": {"deployments": [
+        {"name": name, "backend": "openai_http", "url": sim.base_url, "model": "sim"}
+        for name, sim in (("broken", broken), ("steady", steady))]}}).model_dump(mode="json")
+    data["cache"] = {"enabled": False}
+    with gateway(parse_config(data)) as base_url:
+        with openai.OpenAI(base_url=base_url, api_key="none", max_retries=0) as sdk:
+            for _ in range(20):
+                sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
+        samples = parse(scrape_text(base_url))
+        routing = urllib3.request("GET", base_url.removesuffix("/v1") + "/admin/routing").json()
+    shown = {name: {labels["deployment"]: value for labels, value in found
+                    if labels["model"] == "chat"}
+             for name, found in samples.items() if name.startswith("switchgear_deployment_")}
+    states = {labels["deployment"]: labels["state"]
+              for labels, value in samples["switchgear_deployment_state"] if value == 1.0}
+    deployments = {d["name"]: d for d in routing["models"]["chat"]["deployments"]}
+    assert states == {name: d["state"] for name, d in deployments.items()}
+    assert states == {"broken": "ejected", "steady": "healthy"}
+    for name, deployment in deployments.items():
+        for gauge, key in (("in_flight", "in_flight"), ("ejections", "ejections"),
+                           ("consecutive_failures", "consecutive_failures")):
+            assert shown[f"switchgear_deployment_{gauge}"][name] == deployment[key]
+        for gauge, key in (("ewma_ttft_seconds", "ewma_ttft_ms"),
+                           ("ewma_latency_seconds", "ewma_total_ms")):
+            if deployment[key] is None:
+                assert name not in shown.get(f"switchgear_deployment_{gauge}", {})
+            else:
+                assert shown[f"switchgear_deployment_{gauge}"][name] == \
+                    pytest.approx(deployment[key] / 1000)
+    assert shown["switchgear_deployment_ejections"]["broken"] >= 1
+    assert shown["switchgear_deployment_error_ratio"]["broken"] > 0.5
+    assert shown["switchgear_deployment_error_ratio"]["steady"] == 0.0

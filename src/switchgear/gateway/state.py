@@ -188,6 +188,7 @@ class AppState:
                     AuditTrail(store, audit_key))
         state.changes = ConfigChanges(versions, state.adoptable)
         state.metrics.watch_writer(writer)
+        state.metrics.watch_routing(lambda: state.router.snapshot())
         state.serving = state.build_serving(config, 0, None, {}, "the config file")
         state.metrics.registry.register(
             EngineCollector(lambda: engine_stats(state.router.deployments())))

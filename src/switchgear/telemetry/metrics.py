@@ -16,7 +16,8 @@ Cost is counted once per request, in the ledger's currency, under the same bound
 the request cost as the ledger prices it (``switchgear_cost``), or what a cache hit or a joined
 request saved (``switchgear_cost_saved``). The SLOs' figures (``switchgear_slo_*``) are the SLO
 monitor's latest evaluation, published by the monitor on its interval and read as they stand when
-/metrics is scraped: nothing per request.
+/metrics is scraped: nothing per request. So are the deployments' routing state
+(``switchgear_deployment_*``, the router's snapshot) and their labels, which come from the config.
 """
 
 from __future__ import annotations
@@ -228,6 +229,52 @@ class SLOSeries(Collector):
         return [target, sli, requests, bad, budget, burn, firing, evaluated]
 
 
+#: The routing figures of a deployment exported as gauges: (name after ``switchgear_deployment_``,
+#: help, key in the router's snapshot, factor to the exported unit).
+ROUTING_FIGURES = (
+    ("in_flight", "Requests on the deployment now.", "in_flight", 1.0),
+    ("consecutive_failures", "Failed attempts in a row.", "consecutive_failures", 1.0),
+    ("ejections", "Ejections in a row (each doubles the next ejection's length; back to 0 after "
+     "a healthy stretch).", "ejections", 1.0),
+    ("error_ratio", "Failed share of the deployment's recent attempts (the outlier detector's "
+     "window).", "error_ratio", 1.0),
+    ("ewma_ttft_seconds", "Peak-EWMA time to first token the router ranks deployments by.",
+     "ewma_ttft_ms", 0.001),
+    ("ewma_latency_seconds", "Peak-EWMA whole-attempt latency.", "ewma_total_ms", 0.001),
+)
+
+
+class RoutingCollector(Collector):
+    """Each configured deployment's routing state, read from the router's snapshot (the figures
+    of /admin/routing) when /metrics is scraped: its health state, load, failures, ejections and
+    EWMA latencies. Labels come from the config only; nothing until ``source`` is set."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, Any]] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families follow the deployments configured: nothing to check up front
+
+    def collect(self) -> Iterable[Metric]:
+        if self.source is None:
+            return []
+        labels = ["model", "deployment"]
+        state = GaugeMetricFamily("switchgear_deployment_state", "1 for the deployment's health "
+                                  "state (healthy, ejected, probing).", labels=[*labels, "state"])
+        figures = [(GaugeMetricFamily(f"switchgear_deployment_{name}", documentation,
+                                      labels=labels), key, factor)
+                   for name, documentation, key, factor in ROUTING_FIGURES]
+        for alias, routes in self.source().items():
+            for deployment in routes["deployments"]:
+                where = [alias, deployment["name"]]
+                state.add_metric([*where, deployment["state"]], 1.0)
+                for family, key, factor in figures:
+                    value = deployment.get(key)
+                    if value is not None:
+                        family.add_metric(where, value * factor)
+        return [state, *(family for family, _, _ in figures)]
+
+
 @dataclass(slots=True, frozen=True)
 class _Series:
     """The children of one (model, deployment, tenant, feature), looked up once."""
@@ -245,7 +292,8 @@ class _Series:
 
 class GatewayMetrics:
     """Requests, latencies (e2e, TTFT, ITL, TPOT), throughput, tokens, cost, queue wait, cache
-    outcomes, retries, sheds, requests in flight, upstream errors and the SLOs' figures."""
+    outcomes, retries, sheds, requests in flight, upstream errors, the deployments' routing
+    state and the SLOs' figures."""
 
     def __init__(self, max_label_values: int = 100) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -295,6 +343,8 @@ class GatewayMetrics:
             registry=registry)
         self.slo = SLOSeries()
         registry.register(self.slo)
+        self.routing = RoutingCollector()
+        registry.register(self.routing)
         self.in_flight = Gauge(
             "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
         self.cache = Counter(
@@ -356,6 +406,11 @@ class GatewayMetrics:
     def watch_connections(self, guard: object) -> None:
         """Export the connection guard's counts (open, refused, evicted, timed out)."""
         self.connections.source = guard
+
+    def watch_routing(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+        """Export the deployments' routing state that ``snapshot`` (the serving router's
+        ``snapshot``) returns at each scrape."""
+        self.routing.source = snapshot
 
     def watch_writer(self, writer: RecordWriter) -> None:
         """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
