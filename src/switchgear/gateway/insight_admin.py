@@ -212,8 +212,9 @@ async def overview_report(store: RecordStore, now: float, window_s: float, bucke
 
 
 def _name(value: Any) -> str:
-    """A group's value as the overview names it."""
-    return NONE if value is None else str(value)
+    """A group's value as the overview names it (a request refused before its model was read
+    has an empty one)."""
+    return NONE if value is None or value == "" else str(value)
 
 
 def _summary(period: Period, key: str | None, counts: Sequence[tuple[float, ...]],
