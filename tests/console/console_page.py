@@ -47,7 +47,11 @@ class Console:
 
     def sign_in(self, key: str) -> str:
         """Sign in with the site's key called ``key``; the header's who-am-I text."""
-        self._submit(self.site.keys[key])
+        return self.sign_in_with(self.site.keys[key])
+
+    def sign_in_with(self, secret: str) -> str:
+        """Sign in with the key ``secret``; the header's who-am-I text."""
+        self._submit(secret)
         return self.browser.wait_for("#whoami").text
 
     def sign_in_refused(self, secret: str) -> str:

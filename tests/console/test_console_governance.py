@@ -127,3 +127,31 @@ def test_a_new_keys_secret_is_shown_once_and_works(console: Console, site: Site)
     console.settled("governance")
     console.browser.wait(lambda: not console.browser.find_all("#new-key-secret"),
                          "the secret to be gone after a reload")
+
+
+def test_a_key_revoked_in_the_console_is_refused_and_its_open_console_signs_out(
+        console: Console, site: Site) -> None:
+    revoked, signed_in = (site.admin("/admin/keys", method="POST", body={
+        "tenant": "acme", "name": name, "role": "viewer"}) for name in ("revoked", "signed-in"))
+    key_id = revoked["key"]["id"]
+    console.sign_in("admin")
+    assert console.open("governance") == "ready"
+    revoke = f"button.revoke[data-key='{key_id}']"
+    console.browser.wait_for(revoke).click()
+    console.browser.wait_for(revoke, "Confirm revoke").click()  # a second click confirms
+    console.browser.wait_for(f"tr[data-key-id='{key_id}'] .badge", "revoked")
+    listed = next(k for k in site.admin("/admin/keys")["data"] if k["id"] == key_id)
+    assert listed["revoked_at"] is not None
+    assert site.fetch_as(revoked["secret"], "/admin/whoami")[0] == 401
+
+    console.reset()
+    console.sign_in_with(signed_in["secret"])
+    assert console.open("routing") == "ready"
+    site.admin(f"/admin/keys/{signed_in['key']['id']}", method="DELETE")
+    console.expect_refusals(401)
+    console.browser.find("a[data-page=slo]").click()  # the page's first call meets the 401
+    shown = console.browser.wait_for("#signin-error").text
+    status, refusal = site.fetch_as(signed_in["secret"], "/admin/slo")
+    assert status == 401 and shown == refusal["error"]["message"]
+    assert console.browser.run("return sessionStorage.length") == 0
+    assert not console.browser.find("main#page").displayed
