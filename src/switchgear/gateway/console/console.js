@@ -391,6 +391,7 @@ class Console {
   /** Fetch an admin path with the key; the parsed answer, or an ApiError. */
   async api(path, { method = "GET", query, body, signal } = {}) {
     const url = new URL(path, window.location.origin);
+    if (url.origin !== window.location.origin) throw new Error(`not this gateway's path: ${path}`);  // the key stays here
     for (const [name, value] of Object.entries(query || {})) {
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, String(value));
     }
