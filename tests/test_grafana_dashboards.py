@@ -230,7 +230,7 @@ def test_the_shipped_slo_rules_are_what_the_command_writes_and_prometheus_loads_
                                        str(PROMETHEUS / "switchgear.yaml"), "-o", str(output)])
     assert result.exit_code == 0, result.output
     assert output.read_text() == (PROMETHEUS / "slo-rules.yaml").read_text(), \
-        "deploy/grafana/prometheus/slo-rules.yaml is stale: regenerate it (deploy/grafana/README.md)"
+        "deploy/grafana/prometheus/slo-rules.yaml is stale: regenerate it (see its README.md)"
     checked = subprocess.run([promtool(), "check", "config", str(PROMETHEUS / "prometheus.yml")],
                              capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -23,7 +23,7 @@ from switchgear.store.records import RequestRecord
 from switchgear.store.text import safe_line
 from switchgear.telemetry.metrics import LABEL_LIMIT, OTHER, GatewayMetrics
 
-from servers import create_key, fetch_records, gateway
+from servers import break_glass, create_key, fetch_records, gateway
 
 ADMIN = "sg-cost-admin-0123456789abcdef0123456789"
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -197,7 +197,8 @@ def test_slo_gauges_agree_with_the_records_and_the_admin_api(
                     with contextlib.suppress(openai.InternalServerError):
                         sdk.chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
                     sent += 1
-                page = slo_gauges(scrape_text(base_url), "chat-availability")["alerts"].get("page", 0.0)
+                alerts = slo_gauges(scrape_text(base_url), "chat-availability")["alerts"]
+                page = alerts.get("page", 0.0)
         assert page == 1.0
         deadline = time.monotonic() + 30
         while True:  # every record counted, and /metrics and /admin/slo from one evaluation
@@ -222,6 +223,33 @@ def test_slo_gauges_agree_with_the_records_and_the_admin_api(
     assert gauges["burn_rates"]["3d"] == pytest.approx(bad / sent / 0.005)
     assert gauges["alerts"] == {severity: 1.0 if state["state"] == "firing" else 0.0
                                 for severity, state in figures["alerts"].items()}
+
+
+def test_the_slo_gauges_follow_a_config_change(
+        make_config: Callable[..., Config], simulators: Callable[..., RunningSimulator],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SLO the new config version drops leaves /metrics; the one it adds appears."""
+    monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
+    sim = simulators()
+    data = make_config({"chat": {"deployments": [
+        {"name": "sim", "backend": "openai_http", "url": sim.base_url, "model": "sim"}]}}
+    ).model_dump(mode="json")
+    slo = {"evaluate_every": 0.1, "time_scale": TIME_SCALE}
+    data["slo"] = {**slo, "objectives": [availability("before")]}
+
+    def shown(base_url: str) -> set[str]:
+        targets = parse(scrape_text(base_url))["switchgear_slo_objective"]
+        return {labels["slo"] for labels, _ in targets}
+
+    with gateway(parse_config(data)) as base_url:
+        deadline = time.monotonic() + 30
+        while shown(base_url) != {"before"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        break_glass(base_url, ADMIN, {"slo": {**slo, "objectives": [availability("after")]}})
+        while shown(base_url) != {"after"}:
+            assert time.monotonic() < deadline, shown(base_url)
+            time.sleep(0.05)
 
 
 def test_routing_gauges_show_the_routers_state_as_admin_routing_does(
