@@ -94,11 +94,13 @@ export function svg(tag, attrs, ...children) {
 }
 
 const numberFormats = new Map();
-function formatter(digits) {
-  if (!numberFormats.has(digits)) {
-    numberFormats.set(digits, new Intl.NumberFormat("en-US", { maximumFractionDigits: digits }));
+function formatter(digits, fixed = false) {
+  const name = `${digits}${fixed ? "f" : ""}`;
+  if (!numberFormats.has(name)) {
+    numberFormats.set(name, new Intl.NumberFormat("en-US",
+      { maximumFractionDigits: digits, minimumFractionDigits: fixed ? digits : 0 }));
   }
-  return numberFormats.get(digits);
+  return numberFormats.get(name);
 }
 const missing = (x) => x === null || x === undefined || Number.isNaN(x);
 const pad = (n) => String(n).padStart(2, "0");
@@ -112,7 +114,7 @@ export const fmt = {
     const size = Math.abs(x);
     const digits = size === 0 || size >= 1 ? 2 : size >= 0.01 ? 4 : 6;
     const sign = currency === "USD" ? "$" : "";
-    const text = formatter(digits).format(x);
+    const text = formatter(digits, digits === 2).format(x);
     return sign ? (x < 0 ? `-${sign}${text.slice(1)}` : `${sign}${text}`) : `${text} ${currency}`;
   },
   ms(seconds) {
