@@ -199,3 +199,15 @@ def test_whoami_in_open_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with gateway(config(tmp_path)) as base_url:
         status, identity = whoami(base_url.removesuffix("/v1"), None)
     assert status == 200 and identity["open"] is True and identity["role"] == "admin"
+
+
+def test_every_page_in_the_nav_is_a_module_of_the_page_api() -> None:
+    shell = (CONSOLE / "console.js").read_text()
+    listed = re.search(r"export const PAGES = \[([^\]]*)\]", shell)
+    assert listed is not None
+    names = re.findall(r'"([a-z]+)"', listed.group(1))
+    assert names[0] == "overview" and len(names) == len(set(names)) == 7
+    for name in names:
+        module = (CONSOLE / "pages" / f"{name}.js").read_text()
+        assert re.search(r"^export const title = ", module, re.M), name
+        assert re.search(r"^export async function render\(root, ctx\)", module, re.M), name
