@@ -117,6 +117,13 @@ class Console:
         return [float(value) for value in
                 self._cells(column, within, "cell.dataset.value || ''") if value]
 
+    def request_ids(self) -> list[str]:
+        """The request ids of the request log's rows, top to bottom."""
+        ids: list[str] = self.browser.run(
+            "return [...document.querySelectorAll('main#page tr[data-request-id]')]"
+            ".map((row) => row.dataset.requestId)")
+        return ids
+
     def forbidden_text(self) -> str:
         """The 403 page's text."""
         return self.browser.wait_for("main#page .forbidden").text

@@ -124,8 +124,7 @@ def test_requests_lists_every_request_and_opens_one_record(
     console.sign_in("admin")
     assert console.open("requests") == "ready"
     listed = site.admin("/admin/records?limit=100")["data"]
-    shown = [row.attribute("data-request-id")
-             for row in console.browser.find_all("main#page tr[data-request-id]")]
+    shown = console.request_ids()
     assert shown == [record["request_id"] for record in listed]
     assert sorted(shown) == sorted(i for ids in site.sent.values() for i in ids)
     console.screenshot("requests")
@@ -149,9 +148,38 @@ def test_a_tenants_operator_sees_only_its_tenants_requests(
     console.sign_in("other-operator")
     assert console.open("requests") == "ready"
     assert set(console.column("tenant")) == {OTHER_TENANT}
-    shown = {row.attribute("data-request-id")
-             for row in console.browser.find_all("main#page tr[data-request-id]")}
+    shown = set(console.request_ids())
     api = {record["request_id"]
            for record in site.admin("/admin/records?limit=100", "other-operator")["data"]}
     assert shown == api == set(site.sent["other-client"])
     console.screenshot("requests-tenant-operator")
+
+
+def test_the_request_logs_filters_ask_the_api_for_the_same_rows(
+        console: Console, site: Site) -> None:
+    console.sign_in("admin")
+    assert console.open("requests") == "ready"
+    form = console.browser.find("form#records-filters")
+    form.find("#filter-tenant").type(OTHER_TENANT)
+    form.find("#filter-key").type(site.key_ids["other-client"])
+    form.find("#filter-apply").click()
+    expected = site.admin(f"/admin/records?tenant={OTHER_TENANT}"
+                          f"&key={site.key_ids['other-client']}&limit=100")["data"]
+    wanted = [record["request_id"] for record in expected]
+    console.browser.wait(lambda: console.request_ids() == wanted,
+                         "the filtered request log")
+    assert sorted(wanted) == sorted(site.sent["other-client"])
+
+
+def test_the_window_selector_reloads_the_page_for_that_window(
+        console: Console, site: Site) -> None:
+    console.sign_in("admin")
+    assert console.open("overview") == "ready"
+    console.browser.find("select#window option[value='15m']").click()
+    assert console.settled("overview") == "ready"
+    overview = site.admin("/admin/overview?window_s=900&bucket_s=30&group_by=model")
+    assert console.stat("requests") == overview["total"]["requests"]
+    assert console.browser.run("return sessionStorage.getItem('switchgear.console.window')"
+                               ) == "15m"
+    points = console.browser.find_all("main#page figure.chart circle")
+    assert points  # the charts are drawn over the 30 s buckets of the shorter window
