@@ -79,8 +79,8 @@ def expected_overview(records: list[RequestRecord], report: dict[str, Any]
         if not report["since"] <= record.received_at < report["until"]:
             continue
         key = getattr(record, group)
-        cell = cells[("(none)" if key in (None, "") else str(key),
-                      math.floor(record.received_at / bucket_s))]
+        name = {None: "(none)", "": "(empty)"}.get(key, str(key))
+        cell = cells[(name, math.floor(record.received_at / bucket_s))]
         cell["requests"] += 1
         cell["errors"] += record.status >= 400
         cell["prompt_tokens"] += record.prompt_tokens or 0
@@ -112,7 +112,7 @@ def test_overview_equals_an_independent_computation(make_config: Callable[..., C
         keys = {key for key, _ in cells}
         assert [line["key"] for line in report["series"]] == sorted(keys)
         if group == "model":  # the invalid request was refused before its model was read
-            assert keys == {"fast", "slow", "nope", "(none)"}
+            assert keys == {"fast", "slow", "nope", "(empty)"}
         busy = 0
         for line in report["series"]:
             for index, start in enumerate(report["buckets"]):

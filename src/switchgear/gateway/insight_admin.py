@@ -37,8 +37,8 @@ DEFAULT_BUCKETS = 60
 OVERVIEW_MEASURES = ("e2e_s", "ttft_s")
 #: The scorecard's records window when none is asked for (30 days, as the CLI's), and the most.
 SCORECARD_WINDOW_S, MAX_SCORECARD_WINDOW_S = 30 * 86400.0, 366 * 86400.0
-#: What a request without a value in the grouping column is listed as.
-NONE = "(none)"
+#: What a request without a value, or with an empty one, in the grouping column is listed as.
+NONE, EMPTY = "(none)", "(empty)"
 
 
 class InsightAdmin:
@@ -212,9 +212,11 @@ async def overview_report(store: RecordStore, now: float, window_s: float, bucke
 
 
 def _name(value: Any) -> str:
-    """A group's value as the overview names it (a request refused before its model was read
-    has an empty one)."""
-    return NONE if value is None or value == "" else str(value)
+    """A group's value as the overview names it: NONE for no value, EMPTY for an empty one
+    (a request refused before its model was read); two raw values never share a name."""
+    if value is None:
+        return NONE
+    return EMPTY if value == "" else str(value)
 
 
 def _summary(period: Period, key: str | None, counts: Sequence[tuple[float, ...]],
