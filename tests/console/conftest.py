@@ -4,6 +4,7 @@ test module, a fresh signed-out console for each test, and the screenshots the r
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,8 +65,7 @@ def pytest_runtest_makereport(item: pytest.Item,
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
     """Name the screenshots the run saved."""
-    saved = config.stash.get(SAVED, [])
+    saved = sorted({path.name for path in config.stash.get(SAVED, [])})
     if saved:
-        terminalreporter.write_sep("-", f"console screenshots ({len(saved)}) in {SHOTS}")
-        for path in sorted(set(saved)):
-            terminalreporter.write_line(str(path))
+        terminalreporter.write_sep("-", f"{len(saved)} console screenshots in {SHOTS}")
+        terminalreporter.write_line(textwrap.fill(", ".join(saved), 100, break_on_hyphens=False))
