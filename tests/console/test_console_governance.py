@@ -99,6 +99,7 @@ def test_a_section_the_role_may_not_read_says_403_and_the_rest_still_show(
         status, _ = site.fetch(path, key)
         refused = console.browser.find_all(f"section[data-section={name}] [data-forbidden]")
         assert bool(refused) == (status == 403), (name, status)
+        assert not console.browser.find_all(f"section[data-section={name}] .error"), name
     console.screenshot(f"governance-{key}")
 
 
