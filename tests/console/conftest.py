@@ -3,8 +3,10 @@ test module, a fresh signed-out console for each test, and the screenshots the r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pytest
 from console_page import Console
 from console_site import Site, running_site
 from webdriver import Browser, chromedriver
+
+from servers import POSTGRES_URL, drop_schema
 
 #: Where the screenshots go (git-ignored); SWITCHGEAR_CONSOLE_SHOTS names another folder.
 SHOTS = Path(os.environ.get("SWITCHGEAR_CONSOLE_SHOTS",
@@ -21,10 +25,21 @@ OUTCOMES = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """A gateway over a simulator, with keys of every role in two tenants and real traffic."""
-    with running_site(tmp_path_factory.mktemp("site")) as running:
-        yield running
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Site]:
+    """A gateway over a simulator, with keys of every role in two tenants and real traffic;
+    its records in SQLite, or in a PostgreSQL schema of its own (dropped after) for a module
+    that sets ``STORE = "postgresql"``."""
+    if getattr(request.module, "STORE", "sqlite") == "sqlite":
+        with running_site(f"sqlite:///{tmp_path_factory.mktemp('site')}/records.db") as running:
+            yield running
+        return
+    schema = f"sg_console_{uuid.uuid4().hex}"
+    try:
+        with running_site(f"{POSTGRES_URL}?schema={schema}") as running:
+            yield running
+    finally:
+        asyncio.run(drop_schema(schema))
 
 
 @pytest.fixture(scope="module")

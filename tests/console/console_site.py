@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -92,7 +91,7 @@ def chat_models(upstream: RunningSimulator, weights: dict[str, float] | None = N
          "price": PRICE, "weight": weight} for name, weight in weights.items()]}}
 
 
-def site_config(store: Path, upstream: RunningSimulator) -> Any:
+def site_config(store_url: str, upstream: RunningSimulator) -> Any:
     """The models of ``chat_models`` (two deployments, so routing has shares to show), with one
     SLO on the model and one per tenant (the second tenant's met by no request: its budget is
     spent and its alerts fire)."""
@@ -105,7 +104,7 @@ def site_config(store: Path, upstream: RunningSimulator) -> Any:
           for tenant, threshold in ((TENANT, "2.5s"), (OTHER_TENANT, "1ms")))]
     return parse_config({
         "models": chat_models(upstream),
-        "store": {"url": f"sqlite:///{store}", "flush_interval_ms": 20},
+        "store": {"url": store_url, "flush_interval_ms": 20},
         "cache": {"enabled": False},
         "slo": {"objectives": objectives, "evaluate_every": 0.2},
     })
@@ -152,16 +151,16 @@ def wait_for_records(site: Site, count: int, timeout: float = 30) -> None:
 
 
 @contextmanager
-def running_site(directory: Path) -> Iterator[Site]:
-    """Start the simulator and the gateway, make the keys and send the traffic; yield the
-    Site; stop everything at the end."""
+def running_site(store_url: str) -> Iterator[Site]:
+    """Start the simulator and a gateway recording to ``store_url``, make the keys and send the
+    traffic; yield the Site; stop everything at the end."""
     with ExitStack() as stack, pytest.MonkeyPatch.context() as env:
         env.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN_KEY)
         loop = BackgroundLoop()
         stack.callback(loop.close)
         upstream: RunningSimulator = loop.run(start_simulator(UPSTREAM))
         stack.callback(lambda: loop.run(upstream.stop()))
-        base_url = stack.enter_context(gateway(site_config(directory / "records.db", upstream)))
+        base_url = stack.enter_context(gateway(site_config(store_url, upstream)))
         site = Site(base_url.removesuffix("/v1"), upstream, {"admin": ADMIN_KEY})
         for name, (tenant, role) in KEYS.items():
             created = create_key(base_url, ADMIN_KEY, tenant=tenant, name=name, role=role)

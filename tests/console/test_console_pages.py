@@ -10,6 +10,9 @@ import pytest
 from console_page import Console
 from console_site import KEYS, OTHER_TENANT, TENANT, Site
 
+#: The pages read this module's records from PostgreSQL (where the exact percentiles are
+#: computed by the database); the other modules' from SQLite.
+STORE = "postgresql"
 #: The console's default window (1 hour) and its chart bucket, as the pages ask the API.
 WINDOW_S, BUCKET_S = 3600, 60
 
