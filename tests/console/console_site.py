@@ -29,6 +29,8 @@ TENANT, OTHER_TENANT = "acme", "globex"
 KEYS = {"operator": (TENANT, "operator"), "approver": (TENANT, "approver"),
         "viewer": (TENANT, "viewer"), "client": (TENANT, "client"),
         "other-operator": (OTHER_TENANT, "operator"), "other-client": (OTHER_TENANT, "client")}
+#: A key's own spending budget (per UTC day), so the cost page has a budget to show.
+KEY_BUDGETS = {"client": {"daily": 50.0}}
 #: Requests each client sends (plain and streamed), so each tenant's rows are told apart.
 TRAFFIC = {"client": (5, 2), "other-client": (2, 1)}
 #: Simulated timings: quick, but with a first token late enough to show as a number.
@@ -163,7 +165,8 @@ def running_site(store_url: str) -> Iterator[Site]:
         base_url = stack.enter_context(gateway(site_config(store_url, upstream)))
         site = Site(base_url.removesuffix("/v1"), upstream, {"admin": ADMIN_KEY})
         for name, (tenant, role) in KEYS.items():
-            created = create_key(base_url, ADMIN_KEY, tenant=tenant, name=name, role=role)
+            created = create_key(base_url, ADMIN_KEY, tenant=tenant, name=name, role=role,
+                                 **({"budget": KEY_BUDGETS[name]} if name in KEY_BUDGETS else {}))
             site.keys[name] = created["secret"]
             site.key_ids[name] = created["key"]["id"]
         site.sent.update(send_traffic(site))

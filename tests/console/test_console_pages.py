@@ -92,6 +92,14 @@ def test_cost_shows_the_ledgers_totals_and_unit_costs_per_tenant(
         assert console.values("cost_per_1k_requests", row) == [line["cost_per_1k_requests"]]
     assert {line["key"] for line in report["lines"]} == tenants
     assert len(console.browser.find_all("main#page tr[data-key]")) == len(tenants)
+    doubling = report.get("doubling") or []  # twice the peak: whole-platform, for admins
+    assert console.values("added_cost") == [row["added_cost"] for row in doubling]
+    assert bool(doubling) == (key == "admin")
+    budgets = site.admin("/admin/budgets", key)["data"]
+    assert budgets, "the client key's daily budget"
+    assert console.values("spent", "tr[data-scope]") == [b["spent"] for b in budgets]
+    assert console.values("limit", "tr[data-scope]") == [b["limit"] for b in budgets]
+    assert console.values("used", "tr[data-scope]") == [b["used"] for b in budgets]
     console.screenshot("cost" if key == "admin" else f"cost-{key}")
 
 
