@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -58,22 +59,23 @@ def chromedriver() -> Iterator[str]:
     """Run chromedriver on a free loopback port; yield its URL; stop it at the end."""
     _, driver = browser_paths()
     port = free_port()
-    process = subprocess.Popen([driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not _driver_ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromedriver did not start: "
-                                   + (process.stderr.read().decode() if process.stderr else ""))
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        if process.stderr is not None:
-            process.stderr.close()
+    # its output goes to a file: a pipe nobody reads would stall it once full
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen([driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+                                   stdout=output, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not _driver_ready(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    raise RuntimeError("chromedriver did not start: "
+                                       + output.read().decode(errors="replace"))
+                time.sleep(0.05)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def _driver_ready(url: str) -> bool:
