@@ -127,12 +127,12 @@ class Element:
 
     def find(self, css: str) -> Element:
         """The first descendant matching ``css``."""
-        return self.browser._element(
+        return self.browser.element(
             self._call("POST", "/element", {"using": "css selector", "value": css}))
 
     def find_all(self, css: str) -> list[Element]:
         """Every descendant matching ``css``."""
-        return [self.browser._element(found) for found in self._call(
+        return [self.browser.element(found) for found in self._call(
             "POST", "/elements", {"using": "css selector", "value": css})]
 
 
@@ -178,7 +178,8 @@ class Browser:
         """Run a Chrome DevTools Protocol ``command`` (chromedriver's own extension command)."""
         return self.command("POST", "/goog/cdp/execute", {"cmd": command, "params": params})
 
-    def _element(self, found: dict[str, str]) -> Element:
+    def element(self, found: dict[str, str]) -> Element:
+        """The Element of a WebDriver element reference."""
         return Element(self, found[ELEMENT])
 
     def close(self) -> None:
@@ -192,23 +193,18 @@ class Browser:
         """Load ``url``."""
         self.command("POST", "/url", {"url": url})
 
-    @property
-    def url(self) -> str:
-        """The address shown."""
-        return str(self.command("GET", "/url"))
-
     def run(self, script: str, *args: Any) -> Any:
         """Run ``script`` (a function body; ``arguments`` holds ``args``) in the page."""
         return self.command("POST", "/execute/sync", {"script": script, "args": list(args)})
 
     def find(self, css: str) -> Element:
         """The first element matching ``css`` (a WebDriverError when there is none)."""
-        return self._element(self.command("POST", "/element",
-                                          {"using": "css selector", "value": css}))
+        return self.element(self.command("POST", "/element",
+                                         {"using": "css selector", "value": css}))
 
     def find_all(self, css: str) -> list[Element]:
         """Every element matching ``css``, in document order."""
-        return [self._element(found) for found in self.command(
+        return [self.element(found) for found in self.command(
             "POST", "/elements", {"using": "css selector", "value": css})]
 
     def wait(self, condition: Callable[[], T | None], what: str, timeout: float = WAIT_S) -> T:
