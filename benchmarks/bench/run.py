@@ -1,7 +1,9 @@
 """``switchgear bench`` against wrk and hey, in one interleaved run at three targets.
 
 Run ``.venv/bin/python benchmarks/bench/run.py`` (needs nginx, wrk and hey from Debian:
-``bash benchmarks/overhead/setup.sh --debian-only``). About four minutes with the defaults.
+``bash benchmarks/overhead/setup.sh --debian-only``). About seven minutes with the defaults
+(5 rounds of 8 s: through the gateway, 3 rounds of 6 s left p99 too noisy to judge 5%, as wrk
+and hey themselves differed by 48% there).
 
 Targets, each on the server core (the load tools on the other):
   zero-latency  nginx answering every chat completion at once (benchmarks/overhead/upstream.py):
@@ -393,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=f"{ZERO},{FIFTY},{GATEWAY}",
                         help=f"targets, comma-separated: {ZERO}, {FIFTY}, {GATEWAY}")
-    parser.add_argument("--seconds", type=float, default=6.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per target")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per target")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="connections, every tool, at the 50 ms target and the gateway")
     parser.add_argument("--zero-concurrency", type=int, default=64,
