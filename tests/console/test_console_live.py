@@ -1,4 +1,4 @@
-"""The console is live: a page shows new traffic without being reloaded, and Pause stops it."""
+"""The console is live: a page shows new traffic without being reloaded; Pause can be pressed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from console_page import Console
 from console_site import Site, send_traffic
 
 
-def test_routing_shows_new_traffic_without_a_reload_until_paused(
+def test_routing_shows_new_traffic_without_a_reload_and_can_be_paused(
         console: Console, site: Site) -> None:
     console.sign_in("operator")
     assert console.open("routing") == "ready"
