@@ -123,7 +123,13 @@ export const fmt = {
     return `${formatter(seconds * 1000 >= 100 ? 0 : 1).format(seconds * 1000)} ms`;
   },
   percent: (fraction, digits = 1) => (missing(fraction) ? "—" : `${formatter(digits).format(fraction * 100)}%`),
-  rate: (perSecond) => (missing(perSecond) ? "—" : `${formatter(perSecond >= 10 ? 0 : 2).format(perSecond)}/s`),
+  rate(perSecond) {
+    // A quiet hour must not read "0/s": below 0.1/s the rate is per minute, below 1/min per hour.
+    if (missing(perSecond)) return "—";
+    if (perSecond === 0 || perSecond >= 0.1) return `${formatter(perSecond >= 10 ? 0 : 2).format(perSecond)}/s`;
+    if (perSecond >= 1 / 60) return `${formatter(2).format(perSecond * 60)}/min`;
+    return `${formatter(2).format(perSecond * 3600)}/h`;
+  },
   time(epoch) {
     if (missing(epoch)) return "—";
     const d = new Date(epoch * 1000);
