@@ -16,6 +16,8 @@ from switchgear.config import Config, parse_config
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator, start_simulator
+from switchgear.store import open_store
+from switchgear.store.base import RecordStore
 from switchgear.store.redis import connect_redis
 
 from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema, refused_port
@@ -62,6 +64,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     schema = f"sg_test_{uuid.uuid4().hex}"
     yield f"{POSTGRES_URL}?schema={schema}"
     asyncio.run(drop_schema(schema))
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[RecordStore]:
+    """An opened store of each kind (``store_url``), closed after the test."""
+    opened = open_store(store_url)
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 #: Quick simulated timings for tests that do not study timing.

@@ -4,7 +4,6 @@ times (SQLite and PostgreSQL), and the bucket series against a brute-force count
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from switchgear.sections.slo import SLOConfig
 from switchgear.slo.alerts import AlertStates
 from switchgear.slo.budget import BucketSeries
 from switchgear.slo.monitor import SLOTracker
-from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.records import RequestRecord
 
@@ -26,14 +24,6 @@ HOUR = 3600.0
 def objective(**fields: Any) -> SLOConfig:
     return SLOConfig.model_validate({"name": "s", "owner": "o", "sli": {"kind": "availability"},
                                      "scope": {"model": "chat"}, "target": 0.99, **fields})
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[RecordStore]:
-    opened = open_store(store_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def spread(start: float, end: float, count: int, status: int, first: int) -> list[RequestRecord]:

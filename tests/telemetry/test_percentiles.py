@@ -6,7 +6,6 @@ count, groups, chunks) on a real SQLite file and a real PostgreSQL schema."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +14,6 @@ import numpy
 import pytest
 
 from switchgear.percentiles import nearest_rank, rank
-from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.queries import Period
 from switchgear.store.records import RequestRecord
@@ -61,15 +59,6 @@ def request(number: int, e2e: float | None = 1.0, ttft: float | None = 0.2, **ch
     return replace(BASE, request_id=f"r{number}", received_at=received,
                    first_token_at=None if ttft is None else received + ttft,
                    done_at=None if e2e is None else received + e2e, **changes)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[RecordStore]:
-    """An opened store: a SQLite file, and a PostgreSQL schema."""
-    opened = open_store(store_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def report(store: RecordStore, group_by: list[str], tenant: str | None = None,
