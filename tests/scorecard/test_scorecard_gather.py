@@ -130,6 +130,7 @@ def _record(number: int, **fields: Any) -> RequestRecord:
 def test_evidence_from_postgresql(tmp_path: Path) -> None:
     schema = f"sg_test_{uuid.uuid4().hex}"
     url = f"{POSTGRES_URL}?schema={schema}"
+    now = time.time()
 
     async def fill() -> None:
         store = open_store(url)
@@ -139,13 +140,16 @@ def test_evidence_from_postgresql(tmp_path: Path) -> None:
                 _record(1, feature="search"), _record(2, feature="search", cost=0.03),
                 _record(3, status=502, cost=0.0, priority="batch"),
                 _record(5, status=401, cost=0.0, priority=""),  # refused before admission
-                _record(4, received_at=time.time() - 3 * DAY)])  # outside the window
+                _record(4, received_at=now - 3 * DAY),  # outside the window
+                # arrived after the window's end (while the report ran): no query counts it,
+                # so the tiers cannot add up to more than the total
+                _record(6, received_at=now + 1, priority="batch", feature="search")])
         finally:
             await store.close()
 
     try:
         asyncio.run(fill())
-        evidence = gather(served_config(url), DAY, time.time(), "test")
+        evidence = gather(served_config(url), DAY, now, "test")
     finally:
         asyncio.run(drop_schema(schema))
     records = evidence.records

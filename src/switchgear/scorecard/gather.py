@@ -81,7 +81,7 @@ async def from_store(store: RecordStore, config: Config, window_s: float, now: f
     if governance.audit_note:
         notes.append(governance.audit_note)
     return Evidence(config=config_facts(config, source),
-                    records=await _records(store, now - window_s, window_s),
+                    records=await _records(store, now - window_s, now, window_s),
                     governance=governance, plan=plan, notes=tuple(notes))
 
 
@@ -94,29 +94,31 @@ RECORD_COUNTS = """SELECT count(*),
   sum(CASE WHEN cache_status = 'hit' THEN 1 ELSE 0 END),
   sum(CASE WHEN config_version IS NOT NULL THEN 1 ELSE 0 END),
   sum(CASE WHEN busy_s IS NOT NULL THEN 1 ELSE 0 END)
-FROM request_log WHERE received_at >= {mark}"""
+FROM request_log WHERE {window}"""
 
 
-async def _records(store: RecordStore, since: float, window_s: float) -> RecordFacts:
-    mark = placeholders(store.dialect, 1)
+async def _records(store: RecordStore, since: float, until: float, window_s: float
+                   ) -> RecordFacts:
+    """The window's facts. Every query has the same end: with an open end, requests arriving
+    between the total's query and the tiers' made the tiers add up to more than it (102%)."""
+    start, end = placeholders(store.dialect, 2).split(", ")
+    window, bounds = f"received_at >= {start} AND received_at < {end}", (since, until)
     counts = [int(value or 0) for value in
-              (await store.rows(RECORD_COUNTS.format(mark=mark), (since,), report=True))[0]]
+              (await store.rows(RECORD_COUNTS.format(window=window), bounds, report=True))[0]]
     requests, succeeded, with_feature, costed, judged, hits, versioned, timed = counts
     features = await store.rows(
         "SELECT feature, count(*), sum(cost) FROM request_log "
-        f"WHERE received_at >= {mark} AND feature IS NOT NULL "
-        f"GROUP BY feature ORDER BY sum(cost) DESC, feature LIMIT {TOP_FEATURES}", (since,),
+        f"WHERE {window} AND feature IS NOT NULL "
+        f"GROUP BY feature ORDER BY sum(cost) DESC, feature LIMIT {TOP_FEATURES}", bounds,
         report=True)
     return RecordFacts(
         window_s=window_s, requests=requests, succeeded=succeeded, with_feature=with_feature,
         costed=costed, cache_judged=judged, cache_hits=hits, versioned=versioned,
         instance_timed=timed,
-        by_tier=await _counts(store, "request_log", "priority", f"received_at >= {mark}",
-                              (since,)),
+        by_tier=await _counts(store, "request_log", "priority", window, bounds),
         feature_costs=tuple(FeatureCost(name, int(count), float(cost or 0.0))
                             for name, count, cost in features),
-        guard_actions=await _counts(store, "request_log", "guard_action",
-                                    f"received_at >= {mark}", (since,)),
+        guard_actions=await _counts(store, "request_log", "guard_action", window, bounds),
     )
 
 
