@@ -8,7 +8,6 @@ from __future__ import annotations
 import fnmatch
 import http.client
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -58,16 +57,10 @@ def config(directory: Path) -> Config:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway that requires keys (the bootstrap admin key is set)."""
-    previous = os.environ.get("SWITCHGEAR_ADMIN_KEY")
-    os.environ["SWITCHGEAR_ADMIN_KEY"] = ADMIN
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
         with gateway(config(tmp_path_factory.mktemp("console"))) as base_url:
             yield base_url.removesuffix("/v1")
-    finally:
-        if previous is None:
-            os.environ.pop("SWITCHGEAR_ADMIN_KEY", None)
-        else:
-            os.environ["SWITCHGEAR_ADMIN_KEY"] = previous
 
 
 def raw_get(root: str, path: str, headers: dict[str, str] | None = None

@@ -61,8 +61,6 @@ def flatmap_query(context: schemathesis.HookContext,
 def root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[str]:
     """A gateway that requires keys, with two in-process simulated models (one falls back)."""
     directory = tmp_path_factory.mktemp("fuzz")
-    previous = os.environ.get("SWITCHGEAR_ADMIN_KEY")
-    os.environ["SWITCHGEAR_ADMIN_KEY"] = ADMIN
     config = parse_config({
         "models": {
             "sim": {"deployments": [{"name": "local", "backend": "simulated",
@@ -74,13 +72,11 @@ def root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         "store": {"url": f"sqlite:///{directory}/records.db"},
     })
     try:
-        with gateway(config) as base_url:
-            yield base_url.removesuffix("/v1")
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
+            with gateway(config) as base_url:
+                yield base_url.removesuffix("/v1")
     finally:
-        if previous is None:
-            os.environ.pop("SWITCHGEAR_ADMIN_KEY", None)
-        else:
-            os.environ["SWITCHGEAR_ADMIN_KEY"] = previous
         summary = (f"fuzz_openapi: {sum(SENT.values())} requests sent to "
                    f"{len(OPERATIONS)} operations ({sum(REAL_MODEL.values())} naming a configured "
                    f"model, {REAL_MODEL['2xx']} of them answered 2xx); by key and status: "
