@@ -265,6 +265,7 @@ async def test_metrics_show_slots_and_queue_while_requests_run(
     assert len(answers) == 6
     assert max(sample["switchgear_sim_busy_slots"] for sample in samples) == 2
     assert max(sample["switchgear_sim_queue_depth"] for sample in samples) > 0
+    assert 2 < final["switchgear_sim_peak_in_flight"] <= 6  # waiting requests count too
     assert final['switchgear_sim_requests_total{status="200"}'] == 6
     assert final["switchgear_sim_requests_served_total"] == 6
     assert (final["switchgear_sim_busy_slots"], final["switchgear_sim_queue_depth"]) == (0, 0)

@@ -56,3 +56,23 @@ async def test_a_cancelled_waiter_leaves_the_line_and_frees_nothing(
         await holder
         await pool.wait_idle()
     assert (pool.busy, pool.waiting) == (0, 0)
+
+
+async def test_the_peak_counts_holders_and_waiters_and_stays_after_they_leave(
+    wait_until: WaitUntil,
+) -> None:
+    pool = SlotPool(2)
+    release = asyncio.Event()
+
+    async def hold_until_released() -> None:
+        async with pool.hold():
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold_until_released()) for _ in range(5)]
+    await wait_until(lambda: (pool.busy, pool.waiting) == (2, 3))
+    release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tasks)
+    assert (pool.busy, pool.waiting, pool.peak) == (0, 0, 5)
+    async with pool.hold():
+        assert pool.peak == 5

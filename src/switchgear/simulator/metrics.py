@@ -27,6 +27,9 @@ class _ModelLoad(Collector):
                                 value=model.busy_slots)
         yield GaugeMetricFamily(f"{PREFIX}slots", "Sequence slots in all.",
                                 value=model.options.slots)
+        yield GaugeMetricFamily(f"{PREFIX}peak_in_flight", "The most requests running or "
+                                "waiting for a slot at once since start.",
+                                value=model.peak_in_flight)
         yield CounterMetricFamily(f"{PREFIX}requests_served", "Requests answered in full.",
                                   value=model.requests_served)
 

@@ -82,6 +82,11 @@ class SimulatedModel:
         return self._slots.busy
 
     @property
+    def peak_in_flight(self) -> int:
+        """The most requests running or waiting for a slot at once since start."""
+        return self._slots.peak
+
+    @property
     def requests_served(self) -> int:
         """Requests answered in full since start."""
         return self._served

@@ -14,6 +14,7 @@ class SlotPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._busy = 0
+        self._peak = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -27,6 +28,11 @@ class SlotPool:
     def waiting(self) -> int:
         """Requests queued for a slot now."""
         return len(self._waiting)
+
+    @property
+    def peak(self) -> int:
+        """The most requests holding or waiting for a slot at once so far."""
+        return self._peak
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
@@ -43,6 +49,7 @@ class SlotPool:
 
     async def _acquire(self) -> None:
         self._idle.clear()
+        self._peak = max(self._peak, self._busy + len(self._waiting) + 1)
         if self._busy < self.size and not self._waiting:
             self._busy += 1
             return
