@@ -205,10 +205,11 @@ PolicyName = Literal["weighted", "least_outstanding", "latency", "cost", "priori
 
 
 class Variant(_Strict):
-    """One arm of an experiment: another alias and its share of the traffic."""
+    """One arm of an experiment: another alias and its share of the traffic (0: none, as a
+    canary the canary guard rolled back is left)."""
 
     model: str = Field(min_length=1)
-    weight: float = Field(gt=0)
+    weight: float = Field(ge=0)
     canary: bool = False
 
 
@@ -263,6 +264,8 @@ class ModelConfig(_Strict):
         if self.hedge is not None and len(self.deployments) < 2:
             raise ValueError("hedge needs two deployments or more (a hedge goes to another)")
         return self
+        if self.variants and not any(v.weight > 0 for v in self.variants):
+            raise ValueError("at least one variant needs a weight above 0")
 
 
 class RetryConfig(_Strict):

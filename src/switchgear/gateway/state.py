@@ -25,6 +25,7 @@ from switchgear.config import (
 )
 from switchgear.engine.metrics import EngineCollector, engine_stats
 from switchgear.governance.audit import AuditTrail
+from switchgear.governance.canary import CanaryRollbacks
 from switchgear.governance.changes import ConfigChanges
 from switchgear.governance.follow import ConfigFollower, unusable
 from switchgear.governance.secret import AuditKey
@@ -161,6 +162,8 @@ class AppState:
     audit: AuditTrail
     #: The change-request workflow (governance/changes.py), which asks ``adoptable``.
     changes: ConfigChanges = field(init=False)
+    #: Canary rollbacks made config versions, so that every replica rolls back.
+    canaries: CanaryRollbacks = field(init=False)
     serving: Serving = field(init=False)
     follower: ConfigFollower = field(init=False)
     #: The newest applied version at start-up (it serves unless it cannot here).
@@ -187,6 +190,7 @@ class AppState:
                     Authenticator(keys), build_quotas(config.limits), versions,
                     AuditTrail(store, audit_key))
         state.changes = ConfigChanges(versions, state.adoptable)
+        state.canaries = CanaryRollbacks(versions, state.audit, config)
         state.metrics.watch_writer(writer)
         state.metrics.watch_routing(lambda: state.router.snapshot())
         state.serving = state.build_serving(config, 0, None, {}, "the config file")
@@ -228,7 +232,8 @@ class AppState:
                                or Deployment(alias, d, build_backend(d), routing.outlier)
                                for d in model.deployments]
                        for alias, model in config.models.items()}
-        router = Router(config.models, deployments)
+        router = Router(config.models, deployments, on_roll_back=self.canaries.publish,
+                        rolled_back=previous.router.rollbacks() if previous else None)
         prices = PriceBook.of(config)
         route = Route(router, routing.retry, self.budget, routing.queue_timeout_ms / 1000,
                       self.tracer)
@@ -330,6 +335,7 @@ class AppState:
             Calls("store", self.store.open, self.store.close),
             Calls("audit key", self.audit.start),  # the loopback dev key file made if needed
             Calls("audit trail", self.audit.check_key),  # refused if another key sealed it
+            Calls("canary rollbacks", on_stop=self.canaries.stop),  # written while it is open
             Calls("API keys", self.keys.load),
             Calls("config version", self._load_version),  # the one that serves; file seeds 1
             Calls("authentication", self._choose_auth),  # keys required, or open on loopback

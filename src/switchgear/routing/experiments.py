@@ -1,5 +1,9 @@
 """Experiments: an alias split between variant aliases by weight, sticky per user or key, and the
-canary guard that rolls a canary back by itself when it does worse than its baseline."""
+canary guard that rolls a canary back by itself when it does worse than its baseline.
+
+A guard sees only its own replica's traffic, so a rollback is also handed to ``on_roll_back``:
+the gateway makes it a config version with the canary's weight at 0 (governance/canary.py), which
+every replica adopts and a restart keeps. A canary whose weight is 0 starts rolled back."""
 
 from __future__ import annotations
 
@@ -8,26 +12,36 @@ import random
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 
 from switchgear.config import ModelConfig
 from switchgear.exchange import Exchange
+from switchgear.percentiles import nearest_rank
 
 log = logging.getLogger("switchgear.routing")
 
 #: The guard re-evaluates after this many new canary observations (cheap between).
 EVALUATE_EVERY = 10
+#: Told of each rollback: the alias, the variant rolled back and why.
+RollBack = Callable[[str, str, str], None]
 
 
 class Experiment:
     """Chooses the variant of an alias for each request."""
 
-    def __init__(self, alias: str, config: ModelConfig) -> None:
+    def __init__(self, alias: str, config: ModelConfig, on_roll_back: RollBack | None = None,
+                 rolled_back: str | None = None) -> None:
+        """``rolled_back``: why the canary was rolled back, when this replica knows (kept from
+        the config version before); a canary at weight 0 is rolled back whether known or not."""
         self.alias = alias
         self.variants = [variant.model for variant in config.variants]
         self.weights = [variant.weight for variant in config.variants]
         self.sticky = config.sticky
-        canary = next((v.model for v in config.variants if v.canary), None)
-        self.guard = CanaryGuard(self, canary, config) if canary else None
+        self.on_roll_back = on_roll_back
+        canary = next((v for v in config.variants if v.canary), None)
+        self.guard = CanaryGuard(self, canary.model, config) if canary else None
+        if canary is not None and canary.weight == 0 and self.guard is not None:
+            self.guard.rolled_back = rolled_back or "rolled back in the config (weight 0)"
 
     def choose(self, exchange: Exchange, rng: random.Random) -> str:
         """The variant for this request: a hash of its user or key when sticky, else random."""
@@ -47,6 +61,8 @@ class Experiment:
         """Send no more traffic to ``variant``."""
         self.weights[self.variants.index(variant)] = 0.0
         log.warning("canary %s of %s rolled back: %s", variant, self.alias, reason)
+        if self.on_roll_back is not None:
+            self.on_roll_back(self.alias, variant, reason)
 
 
 def _user_field(exchange: Exchange) -> str | None:
@@ -115,5 +131,4 @@ def _error_rate(samples: deque[tuple[float, bool, float]]) -> float:
 
 
 def _p95(samples: deque[tuple[float, bool, float]]) -> float:
-    latencies = sorted(latency for _, _, latency in samples)
-    return latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+    return nearest_rank(sorted(latency for _, _, latency in samples), 95)

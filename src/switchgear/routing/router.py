@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from switchgear.config import ModelConfig
 from switchgear.errors import ModelNotFound
 from switchgear.exchange import Exchange
 from switchgear.routing.deployment import Deployment
-from switchgear.routing.experiments import Experiment
+from switchgear.routing.experiments import Experiment, RollBack
 from switchgear.routing.health import State
 from switchgear.routing.hedging import TailLatency
 from switchgear.routing.policies import Policy, policy_for
@@ -36,10 +36,15 @@ class Router:
     """Plans where each request goes; reads live health and load, never blocks."""
 
     def __init__(self, models: dict[str, ModelConfig], deployments: dict[str, list[Deployment]],
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, on_roll_back: RollBack | None = None,
+                 rolled_back: Mapping[str, str] | None = None) -> None:
+        """``on_roll_back`` is told of each canary rollback; ``rolled_back``: why each alias's
+        canary was rolled back, as the router before this one knew it."""
+        why = rolled_back or {}
         self.routes = {
             alias: AliasRoutes(model, deployments.get(alias, []), policy_for(model),
-                               Experiment(alias, model) if model.variants else None,
+                               Experiment(alias, model, on_roll_back, why.get(alias))
+                               if model.variants else None,
                                tail=TailLatency() if model.hedge else None)
             for alias, model in models.items()
         }
@@ -118,6 +123,13 @@ class Router:
             return known[alias]
 
         return {alias: can(alias) for alias in self.routes}
+
+    def rollbacks(self) -> dict[str, str]:
+        """Why each alias's canary was rolled back, for the aliases whose canary was."""
+        return {alias: routes.experiment.guard.rolled_back
+                for alias, routes in self.routes.items()
+                if routes.experiment and routes.experiment.guard
+                and routes.experiment.guard.rolled_back}
 
     def observe(self, exchange: Exchange) -> None:
         """Feed a finished request to its experiment's canary guard, if any."""
