@@ -328,6 +328,13 @@ class ServerConfig(_Strict):
 
 
 class StoreConfig(_Strict):
+    #: Seconds a replica keeps listening and serving after SIGTERM/SIGINT while /readyz answers
+    #: 503 "draining" and every response closes its connection, so load balancers move away
+    #: before it stops accepting; a second signal ends it early.
+    drain_grace_s: float = Field(5.0, ge=0)
+    #: Seconds, once it stops accepting, that requests and streams in flight have to finish
+    #: before they are cut off (their records are written either way).
+    shutdown_timeout_s: float = Field(30.0, gt=0)
     """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``."""
 
     url: str = "sqlite:///switchgear.db"

@@ -1,4 +1,9 @@
-"""The gateway's ASGI application: the OpenAI surface, health, readiness and metrics."""
+"""The gateway's ASGI application: the OpenAI surface, health, readiness and metrics.
+
+Told to drain (gateway/server.py does on SIGTERM), it keeps serving, but /readyz answers 503
+"draining" and every response carries ``Connection: close``, so load balancers and keep-alive
+clients move to other replicas before this one stops listening.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
     DONE_EVENT,
     Departure,
+    Message,
     Receive,
     Scope,
     Send,
@@ -61,6 +67,8 @@ Endpoint = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 
 #: How long /readyz waits for each dependency before calling it unready.
 READY_TIMEOUT = 2.0
+#: The header that ends a keep-alive connection once its response is sent (uvicorn closes it).
+CONNECTION_CLOSE = (b"connection", b"close")
 
 
 class GatewayApp:
@@ -68,6 +76,9 @@ class GatewayApp:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        #: Set by ``drain``: not ready, and every connection closes after its response.
+        self.draining = False
+        state.metrics.draining.set_function(lambda: float(self.draining))
         self.request_ids = RequestIds()
         self.admin = AdminAPI(state)
         config = ConfigAdmin(self.admin, state.changes, self.admin.audit)
@@ -119,8 +130,15 @@ class GatewayApp:
             ("/ui/", {"GET": console.asset}),
         ]
 
+    def drain(self) -> None:
+        """From now on /readyz answers 503 "draining" and every response closes its connection;
+        everything else is served as before. Safe to call from a signal handler."""
+        self.draining = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.draining:
+                send = partial(_closing, send)
             await self.http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
@@ -142,6 +160,9 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.state.stop()
+                writer = self.state.writer
+                if not writer.pending:
+                    log.info("records flushed (%d written)", writer.written)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -283,7 +304,11 @@ class GatewayApp:
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /readyz: 200 when the store is writable, every Redis the config uses answers
-        (named by its setting, never its URL) and every alias has a reachable deployment."""
+        (named by its setting, never its URL) and every alias has a reachable deployment; 503
+        "draining", probing nothing, once the replica drains."""
+        if self.draining:
+            await send_json(send, 503, {"status": "draining"}, request_id)
+            return
         deployments = self.state.router.deployments()
         config = self.state.config
         redis = {name: url for name, url in (
@@ -327,6 +352,13 @@ async def _answer(pipeline: Handler, exchange: Exchange, receive: Receive) -> Re
         return None
     finally:
         departure.settled()
+
+
+async def _closing(send: Send, message: Message) -> None:
+    """``send`` ``message``, a response's start with ``Connection: close`` added."""
+    if message["type"] == "http.response.start":
+        message = {**message, "headers": [*message["headers"], CONNECTION_CLOSE]}
+    await send(message)
 
 
 def _store_down() -> SwitchgearError:

@@ -3,6 +3,12 @@ connection-level limits (gateway/connections.py) and the open-file limit raised.
 
 The listening socket is bound first, before the app starts: a busy port is reported as such,
 never after a "switchgear ready" that was not true.
+
+SIGTERM or SIGINT drains the replica: /readyz answers 503 at once while it keeps listening and
+serving for ``server.drain_grace_s`` (load balancers take it out meanwhile); then it stops
+accepting, gives what is in flight up to ``server.shutdown_timeout_s`` to finish, writes every
+record and exits 0. A second signal ends the grace period at once; one more SIGINT after that
+stops waiting for what is in flight.
 """
 
 from __future__ import annotations
@@ -11,19 +17,19 @@ import errno
 import logging
 import math
 import resource
+import signal
 import socket
+import time
+from types import FrameType
 
 import uvicorn
 
 from switchgear.config import Config
-from switchgear.gateway.app import build_app
+from switchgear.gateway.app import GatewayApp, build_app
 from switchgear.gateway.connections import ConnectionGuard, guarded_protocol
 from switchgear.gateway.state import AppState
 
 log = logging.getLogger("switchgear.gateway")
-
-#: Seconds SIGTERM waits for requests in flight before the records are drained and we exit.
-GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
 class CannotListen(Exception):
@@ -32,7 +38,57 @@ class CannotListen(Exception):
 
 class GatewayServer(uvicorn.Server):
     """uvicorn's server on sockets bound beforehand, saying where it listens once started (as
-    uvicorn itself does only for sockets it binds)."""
+    uvicorn itself does only for sockets it binds), that drains its GatewayApp when told to
+    stop (the module's docstring says how) and exits without re-raising the signal."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        if not isinstance(config.app, GatewayApp):
+            raise TypeError("GatewayServer serves a GatewayApp")
+        self.gateway = config.app
+        #: SIGTERM/SIGINT received so far.
+        self.stop_signals = 0
+        #: When (time.monotonic) the grace period ends; None until the first tick of the drain.
+        self.grace_ends: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first signal drains; a second one ends the grace period; once stopping, SIGINT
+        stops waiting for requests in flight (uvicorn's force exit). Only sets flags: it runs
+        between any two bytecodes of the event loop's thread."""
+        self.stop_signals += 1
+        if self.should_exit:
+            self.force_exit = self.force_exit or sig == signal.SIGINT
+        elif self.stop_signals == 1 and self.started:
+            self.gateway.drain()
+        else:  # a second signal, or one before the app has started
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (every 0.1 s), which also starts and ends the drain's grace period."""
+        if self.gateway.draining:
+            now = time.monotonic()
+            if self.grace_ends is None:
+                grace = self.gateway.state.config.server.drain_grace_s
+                self.grace_ends = now + grace
+                log.info("draining: not ready; serving %g more seconds (Ctrl+C or SIGTERM "
+                         "again to stop sooner)", grace)
+            if self.should_exit and now < self.grace_ends:
+                log.info("second stop signal: skipping the last %.1f seconds of the grace period",
+                         self.grace_ends - now)
+            elif now >= self.grace_ends:
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, let what is in flight finish (for ``timeout_graceful_shutdown`` at
+        most), then stop the app, which writes every record; also after a forced exit, which
+        uvicorn lets skip the app's shutdown (the requests still running are cancelled first)."""
+        log.info("stopped accepting; waiting for %d requests", len(self.server_state.tasks))
+        await super().shutdown(sockets)
+        if self.force_exit:
+            for task in self.server_state.tasks:
+                task.cancel()
+            await self.lifespan.shutdown()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the app and listen on ``sockets``; then log their addresses."""
@@ -69,7 +125,7 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         lifespan="on",
         access_log=False,
         log_level=log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]  # a float works
         backlog=4096,
     )
 
@@ -115,7 +171,8 @@ def raise_open_file_limit() -> None:
 
 
 def serve(config: Config, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish and every record is written.
+    """Serve until SIGINT/SIGTERM, then drain (the module's docstring says how): requests in
+    flight finish and every record is written.
     CannotListen before anything starts when the address cannot be had; SystemExit(3) when
     the app failed to start."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -379,6 +379,9 @@ class GatewayMetrics:
         self.quality_alerts = Counter(
             "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
             ["dimension", "name", "signal"], registry=registry)
+        self.draining = Gauge(
+            "switchgear_draining", "1 while this replica drains: it was told to stop, /readyz "
+            "answers 503 and it finishes what it has before it exits.", registry=registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         #: Children of the labelled metrics by (name, label values): see ``_child``.
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
