@@ -49,6 +49,11 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
     """Run the gateway: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
     /healthz, /readyz and /metrics. `switchgear wait` returns once it is ready.
 
+    SIGTERM or Ctrl+C drains it: /readyz answers 503 at once while it keeps serving for
+    server.drain_grace_s (5 s), then it stops accepting, finishes what is in flight (for
+    server.shutdown_timeout_s, 30 s, at most), writes every record and exits 0. A second
+    signal (Ctrl+C twice) skips the rest of the grace period.
+
     Exit 2: invalid config. Exit 3: it could not start (e.g. the port is in use)."""
     from switchgear.gateway.server import CannotListen
     from switchgear.gateway.server import serve as run_server  # heavy imports only when serving
