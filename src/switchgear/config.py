@@ -162,6 +162,9 @@ class DeploymentConfig(_Strict):
     api_key_env: str | None = None
     weight: float = Field(1.0, gt=0)
     max_concurrency: int = Field(64, ge=1)
+    #: Where ``max_concurrency`` holds: on each replica (``replica``, free), or across every
+    #: replica sharing ``limits.state_url`` (``fleet``: a Redis semaphore with leases).
+    max_concurrency_scope: Literal["replica", "fleet"] = "replica"
     context_window: int | None = Field(None, ge=1)
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
@@ -401,6 +404,9 @@ class LimitsConfig(_Strict):
 #: Which requests the cache may answer: ``deterministic`` (temperature 0, or a seed; all
 #: embeddings), ``all`` (any, sampling included) or ``off``.
 Cacheable = Annotated[Literal["deterministic", "all", "off"], yaml_off("off")]
+    #: Seconds a fleet-wide place (``max_concurrency_scope``/``capacity_scope: fleet``) outlives
+    #: a replica that stopped renewing it (one that died): its capacity returns after this.
+    fleet_lease_s: float = Field(10.0, gt=0)
 
 
 class CacheConfig(_Strict):
@@ -702,6 +708,19 @@ class Config(_Strict):
     def _prompt_names(cls, prompts: dict[str, PromptTemplate]) -> dict[str, PromptTemplate]:
         check_names(prompts)
         return prompts
+    @model_validator(mode="after")
+    def _fleet_needs_state(self) -> Config:
+        if self.limits.state_url is None:
+            fleet = [f"models.{alias}.deployments.{d.name}.max_concurrency_scope"
+                     for alias, model in self.models.items() for d in model.deployments
+                     if d.max_concurrency_scope == "fleet"]
+            if self.tiers is not None and self.tiers.capacity_scope == "fleet":
+                fleet.append("tiers.capacity_scope")
+            if fleet:
+                raise ValueError(f"{', '.join(fleet)}: fleet scope needs limits.state_url (the "
+                                 "shared-state Redis that holds the fleet's places)")
+        return self
+
 
     @field_validator("models")
     @classmethod

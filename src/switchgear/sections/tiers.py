@@ -29,7 +29,8 @@ class TierLimits(BaseModel):
 
 
 class TierConfig(BaseModel):
-    """The gate's settings: running places, and per tier a queue bound and a wait target.
+    """The gate's settings: running places (on each replica or across the fleet,
+    ``capacity_scope``), and per tier a queue bound and a wait target.
 
     ``max_waiting`` bounds all queues together (``None``: the sum of the tiers' ``max_queue``, so
     only per-tier bounds apply). Set below that sum, a higher tier displaces the newest waiter of a
@@ -39,6 +40,9 @@ class TierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     capacity: int = Field(ge=1)
+    #: Where ``capacity`` holds: on each replica (``replica``), or across every replica sharing
+    #: ``limits.state_url`` (``fleet``); queues, tier order and shedding stay per replica.
+    capacity_scope: Literal["replica", "fleet"] = "replica"
     interactive: TierLimits = TierLimits(max_queue=100, wait_target_ms=50)
     standard: TierLimits = TierLimits(max_queue=500, wait_target_ms=500)
     batch: TierLimits = TierLimits(max_queue=1000, wait_target_ms=5000)
