@@ -1,0 +1,160 @@
+"""The fleet's semaphores (store/leases.py) on a real Redis: several replicas (each its own
+client and leases) never hold more places than the limit together; a replica that stops
+renewing loses its places after the lease and another takes them; a graceful stop gives them
+back at once; an outage is StateUnavailable; hostile names cannot share a key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from switchgear.store.leases import FleetLeases, lease_key
+from switchgear.store.redis import StateUnavailable
+
+from servers import REDIS_URL
+
+LIMIT = 4
+
+#: Makes a started replica's leases: ``await replicas(lease_s)``.
+Replicas = Callable[..., Awaitable[FleetLeases]]
+
+
+@pytest.fixture
+async def replicas(prefix: str) -> AsyncIterator[Replicas]:
+    """Makes started leases of a replica of their own (``replicas(lease_s)``), stopped after."""
+    made: list[FleetLeases] = []
+
+    async def make(lease_s: float = 10.0) -> FleetLeases:
+        leases = FleetLeases.connect(REDIS_URL, prefix, lease_s)
+        await leases.start()
+        made.append(leases)
+        return leases
+
+    yield make
+    for leases in made:
+        await leases.stop()
+
+
+async def test_never_more_places_than_the_limit_across_replicas(
+        replicas: Replicas) -> None:
+    fleet = [await replicas() for _ in range(3)]
+    running = peak = granted = 0
+
+    async def request(leases: FleetLeases) -> None:
+        nonlocal running, peak, granted
+        semaphore = leases.semaphore("max_concurrency", "chat", "gpu")
+        if not await semaphore.acquire(LIMIT, 10):
+            return
+        running += 1
+        granted += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        semaphore.release()
+
+    await asyncio.gather(*(request(fleet[n % 3]) for n in range(90)))
+    assert granted == 90  # every waiter had its turn
+    assert peak == LIMIT  # and never more than the limit at once, across the replicas
+
+
+async def test_a_full_semaphore_refuses_and_a_release_lets_the_next_in(
+        replicas: Replicas) -> None:
+    one, two = await replicas(), await replicas()
+    first, second = one.semaphore("tiers"), two.semaphore("tiers")
+    assert await first.try_acquire(2) and await second.try_acquire(2)
+    assert not await second.try_acquire(2)
+    assert not await second.acquire(2, 0.05)  # waits, then gives up
+    assert second.seen == 2
+    waiting = asyncio.ensure_future(second.acquire(2, 10))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    first.release()
+    assert await waiting
+    assert (len(first.held), len(second.held)) == (0, 2)
+
+
+async def test_a_replica_that_stops_renewing_loses_its_places_after_the_lease(
+        replicas: Replicas, prefix: str, redis_client: Redis) -> None:
+    dead = FleetLeases.connect(REDIS_URL, prefix, 0.5)  # never started: it renews nothing
+    try:
+        gone = dead.semaphore("max_concurrency", "chat", "gpu")
+        for _ in range(LIMIT):
+            assert await gone.try_acquire(LIMIT)
+        kept = (await replicas(0.5)).semaphore("max_concurrency", "chat", "gpu")
+        assert not await kept.try_acquire(LIMIT)
+        assert await kept.acquire(LIMIT, 5)  # within a lease, the places lapse: one is taken
+        await asyncio.sleep(0.1)  # the dead replica's later places lapse too (taken just after)
+        for _ in range(LIMIT - 1):
+            assert await kept.try_acquire(LIMIT)
+        assert await redis_client.zcard(kept.key) == LIMIT
+        await dead.renew()  # a late renewal brings no lapsed place back
+        assert gone.held == []
+        assert await redis_client.zcard(kept.key) == LIMIT
+        assert not await kept.try_acquire(LIMIT)
+    finally:
+        await dead.stop()
+
+
+async def test_places_outlive_many_leases_while_renewed(
+        replicas: Replicas) -> None:
+    holder, other = await replicas(0.3), await replicas(0.3)
+    assert await holder.semaphore("tiers").try_acquire(1)
+    await asyncio.sleep(1.0)  # three leases long
+    assert not await other.semaphore("tiers").try_acquire(1)
+
+
+async def test_a_graceful_stop_gives_the_places_back_at_once(
+        replicas: Replicas, prefix: str,
+        redis_client: Redis) -> None:
+    leaving = FleetLeases.connect(REDIS_URL, prefix, 60)
+    await leaving.start()
+    for _ in range(3):
+        assert await leaving.semaphore("tiers").try_acquire(3)
+    await leaving.stop()
+    assert await redis_client.zcard(lease_key(prefix, "tiers")) == 0
+    staying = await replicas(60)
+    assert await staying.semaphore("tiers").try_acquire(3)
+
+
+async def test_the_key_goes_with_the_last_lease(
+        replicas: Replicas, redis_client: Redis) -> None:
+    semaphore = (await replicas(0.5)).semaphore("tiers")
+    assert await semaphore.try_acquire(1)
+    ttl = await redis_client.pttl(semaphore.key)
+    assert 0 < ttl <= 500  # no key left behind once every lease has lapsed
+
+
+async def test_redis_outage_is_state_unavailable(refused_url: Callable[..., str]) -> None:
+    leases = FleetLeases.connect(refused_url("redis") + "/0", "sgtest:", 1.0)
+    await leases.start()
+    try:
+        semaphore = leases.semaphore("tiers")
+        with pytest.raises(StateUnavailable) as caught:
+            await semaphore.acquire(1, 1.0)
+        assert caught.value.status == 503
+        assert semaphore.held == []
+        semaphore.held.append("placed-before-the-outage")
+        with pytest.raises(StateUnavailable):
+            await leases.renew()
+        semaphore.release()
+        await leases.flush()  # logged, not raised: the place lapses by itself
+    finally:
+        await leases.stop()
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    (("a:b", "c"), ("a", "b:c")),
+    (("a%3Ab", "c"), ("a:b", "c")),
+    (("x", "y"), ("x:y",)),
+    (("dep\n", "ø"), ("dep", "\nø")),
+])
+async def test_hostile_names_get_keys_of_their_own(
+        replicas: Replicas, one: tuple[str, ...],
+        other: tuple[str, ...]) -> None:
+    assert lease_key("p:", *one) != lease_key("p:", *other)
+    leases = await replicas()
+    assert await leases.semaphore(*one).try_acquire(1)
+    assert await leases.semaphore(*other).try_acquire(1)  # not the first one's place
