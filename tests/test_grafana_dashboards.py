@@ -1,7 +1,8 @@
-"""The Grafana dashboards (deploy/grafana): they type-check against Grafana's own dashboard schema
-(the TypeScript types Grafana generates from it, @grafana/schema), pick their Prometheus through a
-variable, and every PromQL expression in them and in the shipped SLO rules names series and labels
-that a live gateway's /metrics exports after real traffic through simulators."""
+"""The Grafana dashboards (deploy/helm/switchgear/dashboards, provisioned by deploy/grafana and
+by the Helm chart): they type-check against Grafana's own dashboard schema (the TypeScript types
+Grafana generates from it, @grafana/schema), pick their Prometheus through a variable, and every
+PromQL expression in them and in the shipped SLO rules names series and labels that a live
+gateway's /metrics exports after real traffic through simulators."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ from servers import fetch_records, gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "deploy" / "grafana"
-DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+#: The dashboards live in the Helm chart, whose ConfigMap for Grafana's sidecar can only read
+#: files inside the chart; deploy/grafana's provisioning mounts the same folder.
+DASHBOARDS = sorted((ROOT / "deploy" / "helm" / "switchgear" / "dashboards").glob("*.json"))
 PROMETHEUS = GRAFANA / "prometheus"
 #: Where scripts/setup --dev installs Grafana's schema types and TypeScript (npm ci).
 SCHEMA_TOOLS = ROOT / ".venv" / "grafana-schema" / "node_modules"
