@@ -349,6 +349,12 @@ class StoreConfig(_Strict):
     #: Records the writer holds at most (queued and being written); while it is full, as when
     #: the store is down, new records are dropped and counted, with one ERROR per spell.
     queue_size: int = Field(100_000, ge=1)
+    #: Days request records are kept (None: for ever). Older ones are folded into hourly
+    #: rollups (cost and token sums the cost report reads) and removed: whole daily partitions
+    #: on PostgreSQL, chunks of rows on SQLite.
+    retention_days: int | None = Field(None, ge=1)
+    #: Days the hourly rollups are kept (None: for ever); at least ``retention_days``.
+    rollup_retention_days: int | None = Field(None, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -356,6 +362,14 @@ class StoreConfig(_Strict):
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite://, postgresql:// or postgres://")
         return url
+
+    @model_validator(mode="after")
+    def _rollups_outlive_rows(self) -> StoreConfig:
+        if self.rollup_retention_days is not None and (
+                self.retention_days is None or self.rollup_retention_days < self.retention_days):
+            raise ValueError("rollup_retention_days must be at least retention_days (rollups "
+                             "stand for the rows retention removed)")
+        return self
 
 
 class LimitValues(_Strict):

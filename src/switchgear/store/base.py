@@ -64,6 +64,16 @@ class RecordStore(Protocol):
         a whole window) gets the store's longer bound where the database applies one."""
         ...
 
+    async def prepare(self, now: float) -> None:
+        """Make ready for the records of the coming UTC days (PostgreSQL: their partitions)."""
+        ...
+
+    async def expire(self, before: float) -> int:
+        """Fold the records received before ``before`` into the hourly rollups and remove
+        them, each batch's rollups written in the transaction that removes it (PostgreSQL: whole
+        daily partitions, by one replica at a time; SQLite: in chunks); how many were folded."""
+        ...
+
     async def close(self) -> None:
         """Release connections and threads; the store may be opened again."""
         ...
@@ -88,7 +98,7 @@ class RequestLogSQL:
         return cls(
             insert=(f"INSERT INTO {REQUEST_LOG} ({columns}) "
                     f"VALUES ({placeholders(dialect, len(COLUMNS))}) "
-                    "ON CONFLICT (request_id) DO NOTHING"),
+                    "ON CONFLICT DO NOTHING"),
             select=select,
             select_limited=f"{select} LIMIT {placeholders(dialect, 1)}",
             count=f"SELECT count(*) FROM {REQUEST_LOG}",

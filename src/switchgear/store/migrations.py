@@ -55,14 +55,14 @@ class Migration:
 def create_table(
     table: str,
     columns: Iterable[Column],
-    primary_key: str,
+    primary_key: str | None,
     dialect: Dialect,
     *,
     if_not_exists: bool = False,
 ) -> str:
-    """``CREATE TABLE`` for ``columns`` in ``dialect``."""
-    body = ",\n    ".join([*(column.ddl(dialect) for column in columns),
-                           f"PRIMARY KEY ({primary_key})"])
+    """``CREATE TABLE`` for ``columns`` in ``dialect`` (without a primary key when None)."""
+    key = [] if primary_key is None else [f"PRIMARY KEY ({primary_key})"]
+    body = ",\n    ".join([*(column.ddl(dialect) for column in columns), *key])
     guard = "IF NOT EXISTS " if if_not_exists else ""
     return f"CREATE TABLE {guard}{table} (\n    {body}\n)"
 
@@ -273,6 +273,84 @@ API_KEY_LIMITS: tuple[Column, ...] = (
     Column("monthly_budget", "double", nullable=True),
 )
 
+#: request_log's indexes as migrations 1 to 13 left them, made again on the partitioned table.
+REQUEST_LOG_V14_INDEXES: tuple[tuple[str, ...], ...] = (
+    *REQUEST_LOG_V1_INDEXES,
+    ("variant", "received_at"),
+    ("feature", "received_at"),
+    ("done_at",),
+    ("trace_id",),
+    ("deployment", "received_at"),
+    ("prompt_name", "received_at"),
+)
+
+#: Seconds in a UTC day: one partition of request_log each.
+PARTITION_SECONDS = 86400
+
+#: A daily partition for every UTC day the rows of the unpartitioned table fall on (rows too
+#: far from now to name a day, if any, go to the DEFAULT partition).
+_PARTITIONS_FOR_OLD_ROWS = f"""DO $$
+DECLARE day bigint;
+BEGIN
+  FOR day IN SELECT DISTINCT floor(received_at / {PARTITION_SECONDS})::bigint FROM request_log
+             WHERE received_at >= 0 AND received_at < 253402300800 LOOP
+    EXECUTE format('CREATE TABLE %I PARTITION OF request_log_partitioned '
+                   'FOR VALUES FROM (%s) TO (%s)',
+                   'request_log_p' || to_char(to_timestamp(day * {PARTITION_SECONDS})
+                                              AT TIME ZONE 'UTC', 'YYYYMMDD'),
+                   day * {PARTITION_SECONDS}, (day + 1) * {PARTITION_SECONDS});
+  END LOOP;
+END $$"""
+
+#: PostgreSQL: request_log becomes a table partitioned by RANGE (received_at), a partition per
+#: UTC day and a DEFAULT one, its rows copied into them. Every report bounds received_at, so a
+#: day's report reads a day's partition, and retention drops whole partitions. A key of a
+#: partitioned table must hold the partition key: (request_id, received_at).
+PARTITION_REQUEST_LOG: tuple[str, ...] = (
+    "CREATE TABLE request_log_partitioned (LIKE request_log INCLUDING DEFAULTS) "
+    "PARTITION BY RANGE (received_at)",
+    "CREATE TABLE request_log_default PARTITION OF request_log_partitioned DEFAULT",
+    _PARTITIONS_FOR_OLD_ROWS,
+    "INSERT INTO request_log_partitioned SELECT * FROM request_log",
+    "DROP TABLE request_log",
+    "ALTER TABLE request_log_partitioned RENAME TO request_log",
+    "ALTER TABLE request_log ADD PRIMARY KEY (request_id, received_at)",
+    *(create_index("request_log", columns) for columns in REQUEST_LOG_V14_INDEXES),
+)
+
+#: Hourly rollups of request_log rows that retention removed: one row per hour (its start, in
+#: seconds since the epoch) and group, with the sums the cost report reads. A batch of rows
+#: adds its rows here in the transaction that removes it, so each request is counted in
+#: exactly one of the two tables, and an hour may have several rows per group (readers sum).
+REQUEST_LOG_HOURLY: tuple[Column, ...] = (
+    Column("hour", "bigint"),
+    Column("tenant", "text"),
+    Column("feature", "text", nullable=True),
+    Column("model", "text"),
+    Column("served_alias", "text", nullable=True),
+    Column("deployment", "text", nullable=True),
+    Column("status", "bigint"),
+    Column("cache_status", "text", nullable=True),
+    Column("priority", "text", nullable=True),
+    Column("requests", "bigint"),
+    Column("prompt_tokens", "bigint"),
+    Column("completion_tokens", "bigint"),
+    Column("cached_tokens", "bigint"),
+    Column("cost", "double"),
+    Column("saved_cost", "double"),
+    Column("input_cost", "double"),
+    Column("cached_cost", "double"),
+    Column("output_cost", "double"),
+    Column("instance_cost", "double"),
+    Column("busy_s", "double"),
+    #: Sums and counts of end-to-end seconds and seconds to the first token of the requests
+    #: that succeeded (means survive a rollup; percentiles do not).
+    Column("e2e_s", "double"),
+    Column("e2e_count", "bigint"),
+    Column("ttft_s", "double"),
+    Column("ttft_count", "bigint"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -369,6 +447,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=14,
         description="api_keys: each key's own rpm, tpm and daily/monthly budget",
         sql={dialect: tuple(add_column("api_keys", column, dialect) for column in API_KEY_LIMITS)
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=15,
+        description="request_log partitioned by UTC day on received_at (PostgreSQL only)",
+        sql={"sqlite": (), "postgresql": PARTITION_REQUEST_LOG},
+    ),
+    Migration(
+        version=16,
+        description="request_log_hourly: hourly rollups of the rows retention removes",
+        sql={dialect: (create_table("request_log_hourly", REQUEST_LOG_HOURLY, None, dialect),
+                       create_index("request_log_hourly", ("hour",)),
+                       create_index("request_log_hourly", ("tenant", "hour")))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

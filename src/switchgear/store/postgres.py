@@ -27,6 +27,7 @@ from switchgear.store.migrations import (
     pending,
     record_applied,
 )
+from switchgear.store.partitions import create_ahead, expire_partitions
 from switchgear.store.records import RequestRecord
 
 SQL = RequestLogSQL.of("postgresql")
@@ -93,6 +94,7 @@ class PostgresStore:
             try:
                 async with pool.acquire() as connection:
                     await self._migrate(connection)
+                    await create_ahead(connection, time.time(), self._lock("partitions"))
             except BaseException:
                 pool.terminate()
                 raise
@@ -139,6 +141,22 @@ class PostgresStore:
             bound = self.report_timeout if report else self.timeout
             return [tuple(row) for row in await connection.fetch(sql, *params, timeout=bound)]
 
+    async def prepare(self, now: float) -> None:
+        """Make the daily partitions of today and the next few days that are missing."""
+        async with self._connection("partition") as connection:
+            await create_ahead(connection, now, self._lock("partitions"))
+
+    async def expire(self, before: float) -> int:
+        """Fold and drop the daily partitions that ended by ``before``, and the DEFAULT
+        partition's rows from before it; nothing while another replica does it."""
+        async with self._connection("expire") as connection:
+            return await expire_partitions(connection, before, self._lock("retention"),
+                                           self.report_timeout)
+
+    def _lock(self, what: str) -> str:
+        """The name of this schema's advisory lock for ``what``."""
+        return f"switchgear.{what}.{self.schema or 'public'}"
+
     async def close(self) -> None:
         """Close the pool, waiting at most ``timeout`` for connections in use."""
         pool, self._pool = self._pool, None
@@ -154,10 +172,8 @@ class PostgresStore:
     async def _migrate(self, connection: Any) -> None:
         async with connection.transaction():
             # Replicas starting together must not apply the same migration twice.
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                f"switchgear.migrations.{self.schema or 'public'}",
-            )
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                     self._lock("migrations"))
             if self.schema and await connection.fetchval(
                 "SELECT to_regnamespace($1) IS NULL", self.schema
             ):

@@ -27,6 +27,7 @@ from switchgear.store.migrations import (
     record_applied,
 )
 from switchgear.store.records import COLUMNS, RequestRecord
+from switchgear.store.retention import fold
 
 T = TypeVar("T")
 
@@ -45,10 +46,19 @@ ROWS_PER_STATEMENT = 32_766 // len(COLUMNS)
 def insert_rows(count: int) -> str:
     """``INSERT`` of ``count`` rows, skipping request ids already stored."""
     return (f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES "
-            f"{', '.join([ROW_PLACEHOLDERS] * count)} ON CONFLICT (request_id) DO NOTHING")
+            f"{', '.join([ROW_PLACEHOLDERS] * count)} ON CONFLICT DO NOTHING")
 
 
 RECORD_MIGRATION = record_applied("sqlite")
+
+#: Rows retention folds and deletes per transaction: the writer waits for one chunk at most.
+EXPIRE_CHUNK_ROWS = 5000
+#: The oldest chunk of rows received before a time (the same rows each time it is asked in
+#: one transaction: the index on received_at orders them by (received_at, rowid)).
+_OLDEST_ROWS = ("rowid IN (SELECT rowid FROM request_log WHERE received_at < ? "
+                f"ORDER BY received_at, rowid LIMIT {EXPIRE_CHUNK_ROWS})")
+FOLD_CHUNK = fold("sqlite", f"request_log WHERE {_OLDEST_ROWS}")
+DELETE_CHUNK = f"DELETE FROM request_log WHERE {_OLDEST_ROWS}"
 
 #: Seconds a batch may lag before the writer thread leaves idle priority, and rejoins it.
 BEHIND_SECONDS = 2.0
@@ -136,6 +146,16 @@ class SQLiteConnection:
                 rows = records[start:start + ROWS_PER_STATEMENT]
                 cursor.execute(insert_rows(len(rows)),
                                [value for record in rows for value in record.values()])
+
+    def expire_chunk(self, before: float) -> int:
+        """Fold the oldest chunk of rows received before ``before`` into the rollups and delete
+        it, in one transaction; how many rows it held."""
+        with self.transaction() as cursor:
+            folded = sum(int(requests) for (requests,) in cursor.execute(FOLD_CHUNK, (before,)))
+            cursor.execute(DELETE_CHUNK, (before,))
+            if cursor.rowcount != folded:
+                raise sqlite3.IntegrityError(f"folded {folded} rows but deleted {cursor.rowcount}")
+        return folded
 
     def probe(self) -> None:
         """Take the write lock with a write that changes nothing."""
@@ -236,6 +256,19 @@ class SQLiteStore:
         """The rows a query returns (no bound, ``report`` or not: a local file has no server to
         wait on, and the query runs on the store's thread, not the event loop)."""
         return await self._call("query", partial(self._opened().rows, sql, params))
+
+    async def prepare(self, now: float) -> None:
+        """Nothing to make ahead: SQLite has no partitions."""
+
+    async def expire(self, before: float) -> int:
+        """Fold the rows received before ``before`` into the rollups and delete them, a chunk
+        per transaction (writes go on between chunks); how many were folded."""
+        folded = 0
+        while True:
+            chunk = await self._call("expire", partial(self._opened().expire_chunk, before))
+            folded += chunk
+            if chunk < EXPIRE_CHUNK_ROWS:
+                return folded
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread."""
