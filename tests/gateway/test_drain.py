@@ -59,14 +59,14 @@ class Replica:
 
 
 @contextmanager
-def replica(tmp_path: Path, upstream: RunningSimulator, store_url: str,
-            grace: float) -> Iterator[Replica]:
-    """`switchgear serve` for one alias ``sim`` on ``upstream``, draining for ``grace`` seconds;
-    killed at the end if it is still running."""
+def replica(tmp_path: Path, upstream: RunningSimulator, store_url: str, grace: float,
+            **server: float) -> Iterator[Replica]:
+    """`switchgear serve` for one alias ``sim`` on ``upstream``, draining for ``grace`` seconds
+    (``server``: more server settings); killed at the end if it is still running."""
     port = free_port()
     config = {
         "server": {"port": port, "drain_grace_s": grace, "keepalive_timeout_s": 120,
-                   "body_timeout_s": 120},
+                   "body_timeout_s": 120, **server},
         "store": {"url": store_url, "flush_interval_ms": 100},
         "models": {"sim": {"deployments": [{"name": "upstream", "backend": "openai_http",
                                             "url": upstream.base_url, "model": "sim"}]}},
@@ -256,3 +256,24 @@ def test_the_grace_period_ends_by_itself(
     log = running.log.read_text()
     assert "draining: not ready; serving 0.5 more seconds" in log, log
     assert f"records flushed ({len(answers)} written)" in log, log
+
+
+def test_requests_cut_off_at_the_shutdown_timeout_have_their_records(
+        tmp_path: Path, simulators: Callable[..., RunningSimulator]) -> None:
+    upstream = simulators(SLOW)
+    store_url = f"sqlite:///{tmp_path}/records.db"
+    with (replica(tmp_path, upstream, store_url, grace=0, shutdown_timeout_s=0.2) as running,
+          openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0) as sdk,
+          ThreadPoolExecutor(4) as pool):
+        in_flight = send_in_flight(pool, sdk, upstream)
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(SOON) == 0
+        failures = [future.exception(SOON) for future in in_flight]
+
+    # Each answer was cut short (the simulator takes seconds), and each request has its row.
+    assert all(isinstance(failure, openai.APIError) for failure in failures), failures
+    rows = fetch_records(store_url)
+    assert len(rows) == len(in_flight) and all(row.status != 200 for row in rows)
+    log = running.log.read_text()
+    assert f"{len(in_flight)} requests still running after 0.2s" in log, log
+    assert f"records flushed ({len(in_flight)} written)" in log, log

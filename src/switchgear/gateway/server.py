@@ -13,6 +13,7 @@ stops waiting for what is in flight.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import math
@@ -30,6 +31,10 @@ from switchgear.gateway.connections import ConnectionGuard, guarded_protocol
 from switchgear.gateway.state import AppState
 
 log = logging.getLogger("switchgear.gateway")
+
+#: Seconds the requests cut off at ``server.shutdown_timeout_s`` have to unwind (each is
+#: recorded as it does) before uvicorn stops waiting for them and the app stops anyway.
+UNWIND_SECONDS = 5
 
 
 class CannotListen(Exception):
@@ -80,15 +85,34 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Stop accepting, let what is in flight finish (for ``timeout_graceful_shutdown`` at
-        most), then stop the app, which writes every record; also after a forced exit, which
-        uvicorn lets skip the app's shutdown (the requests still running are cancelled first)."""
-        log.info("stopped accepting; waiting for %d requests", len(self.server_state.tasks))
-        await super().shutdown(sockets)
+        """Stop accepting, let what is in flight finish (for ``server.shutdown_timeout_s`` at
+        most, then cut it off and let it unwind), then stop the app, which writes every record;
+        also after a forced exit, which uvicorn lets skip the app's shutdown (the requests
+        still running are cancelled first)."""
+        timeout = self.gateway.state.config.server.shutdown_timeout_s
+        log.info("stopped accepting; waiting for %d requests (%gs at most)",
+                 len(self.server_state.tasks), timeout)
+        # Not uvicorn's own timeout: it cancels the requests and stops the app at once, before
+        # they have unwound and handed over their records.
+        cut_off = asyncio.get_running_loop().call_later(timeout, self._cut_off, timeout)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            cut_off.cancel()
         if self.force_exit:
             for task in self.server_state.tasks:
                 task.cancel()
             await self.lifespan.shutdown()
+
+    def _cut_off(self, timeout: float) -> None:
+        """Cancel the requests still running ``timeout`` seconds after the server stopped
+        accepting; uvicorn waits on until they have unwound."""
+        running = list(self.server_state.tasks)
+        if running:
+            log.error("%d requests still running after %gs (server.shutdown_timeout_s): "
+                      "cutting them off", len(running), timeout)
+        for task in running:
+            task.cancel()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the app and listen on ``sockets``; then log their addresses."""
@@ -125,7 +149,8 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         lifespan="on",
         access_log=False,
         log_level=log_level,
-        timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]  # a float works
+        # GatewayServer cuts requests off at shutdown_timeout_s; this is uvicorn's backstop
+        timeout_graceful_shutdown=math.ceil(server.shutdown_timeout_s) + UNWIND_SECONDS,
         backlog=4096,
     )
 
