@@ -25,6 +25,11 @@ the OpenAI SDKs, which back off on 429 and 5xx alike.
 
 Memory is bounded by the queues: a waiter is one small object in one deque of bounded length;
 everything else is a fixed set of integer counters, whatever the offered load.
+
+With ``capacity_scope: fleet`` (:class:`FleetTierGate`) ``capacity`` counts the running places of
+every replica sharing the state Redis (a semaphore with leases, store/leases.py), and a tier's
+headroom is a smaller fleet-wide limit; the queues, their order and the shedding stay this
+replica's own.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from typing import Literal
 
 from switchgear.errors import Overloaded
 from switchgear.sections.tiers import TIERS, Tier, TierConfig, TierLimits
+from switchgear.store.leases import FleetSemaphore
+from switchgear.store.redis import StateUnavailable
 
 #: The header a request may use to lower its tier (never to raise it).
 PRIORITY_HEADER = "x-switchgear-priority"
@@ -279,6 +286,120 @@ class TierGate:
         return Overloaded(f"Overloaded: this {state.name} request was shed because {why}; "
                           f"try again shortly.",
                           retry_after=max(1.0, state.limits.wait_target_ms / 1000))
+
+
+#: Seconds the fleet gate's dispatcher waits for a place before it looks again at who is first.
+DISPATCH_SLICE_S = 0.1
+
+
+class FleetTierGate(TierGate):
+    """A :class:`TierGate` whose ``capacity`` holds across the replicas sharing ``places``.
+
+    Tier order and shedding stay per replica: this replica's waiters queue, are displaced and
+    shed exactly as in :class:`TierGate`, and the fleet's places, as they come free, go to the
+    oldest waiter of this replica's highest tier (one dispatcher asks Redis for them, with
+    backoff, woken at once when this replica frees one). A place counts against the whole
+    fleet's ``capacity``; a tier with headroom takes one only while fewer than ``capacity -
+    headroom`` are taken fleet-wide. ``in_use`` (snapshot) is this replica's running places.
+    A shared-state outage is :class:`~switchgear.store.redis.StateUnavailable` (503).
+    """
+
+    def __init__(self, config: TierConfig, places: FleetSemaphore) -> None:
+        super().__init__(config)
+        self.places = places
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def acquire(self, tier: str) -> TierSlot:
+        """Take a fleet place now (when nobody here waits), or wait in ``tier``'s queue for
+        one, or be shed (Overloaded); StateUnavailable when the shared state cannot answer."""
+        state = self._state(tier)
+        if not self._waiting and await self.places.try_acquire(self._limit(state)):
+            self._in_use += 1
+            return self._admit(state)
+        self._make_room(state)
+        waiter = _Waiter(asyncio.get_running_loop().create_future())
+        state.waiting.append(waiter)
+        self._waiting += 1
+        state.max_depth = max(state.max_depth, len(state.waiting))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(
+                self._dispatch(), name="fleet-tier-dispatch")
+        try:
+            async with asyncio.timeout(state.limits.wait_target_ms / 1000):
+                await waiter.future
+        except TimeoutError:
+            if not _granted(waiter.future):
+                displaced = _displaced(waiter.future)
+                if displaced is not None:
+                    raise displaced from None
+                self._leave(state, waiter)
+                raise self._shed(state, "wait_target") from None
+        except BaseException:
+            if _granted(waiter.future):
+                self._give_back()  # handed a place just as we left
+            else:
+                _displaced(waiter.future)  # a displacement or an outage: seen
+                self._leave(state, waiter)
+            raise
+        return self._admit(state)
+
+    def _limit(self, state: _TierState) -> int:
+        return self.config.capacity - state.limits.headroom
+
+    def _release(self, tier: Tier) -> None:
+        """Give back a place that ``tier`` held: to the fleet (a waiter here is woken)."""
+        self._tiers[tier].in_use -= 1
+        self._give_back()
+
+    def _give_back(self) -> None:
+        self._in_use -= 1
+        self.places.release()
+
+    def _first(self) -> tuple[_TierState, _Waiter] | None:
+        """The oldest waiter of the highest tier that has one."""
+        for name in TIERS:
+            state = self._tiers[name]
+            if state.waiting:
+                return state, state.waiting[0]
+        return None
+
+    async def _dispatch(self) -> None:
+        """While anyone here waits, take fleet places for the first waiter, one at a time."""
+        while (first := self._first()) is not None:
+            try:
+                taken = await self.places.acquire(self._limit(first[0]), DISPATCH_SLICE_S)
+            except StateUnavailable as error:
+                self._fail_first(error)
+                continue
+            if taken:
+                self._in_use += 1
+                if not self._hand_first():
+                    self._give_back()  # everyone left meanwhile
+
+    def _hand_first(self) -> bool:
+        """Hand a place just taken to the first waiter now; whether anyone took it."""
+        waiter = self._pop_first()
+        if waiter is None:
+            return False
+        waiter.future.set_result(None)
+        return True
+
+    def _fail_first(self, error: StateUnavailable) -> None:
+        """The shared state is away: the first waiter gets the 503 (the next ones try again)."""
+        waiter = self._pop_first()
+        if waiter is not None:
+            waiter.future.set_exception(error)
+
+    def _pop_first(self) -> _Waiter | None:
+        """Take the first waiter still waiting out of its queue (passing over those that
+        just gave up: their ``_leave`` finds them gone)."""
+        while (first := self._first()) is not None:
+            state, waiter = first
+            state.waiting.popleft()
+            self._waiting -= 1
+            if not waiter.future.done():
+                return waiter
+        return None
 
 
 def _granted(future: asyncio.Future[None]) -> bool:

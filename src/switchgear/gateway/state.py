@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from switchgear.admission.budgets import InProcessBudgets, RedisBudgets
 from switchgear.admission.keys import KeyRing, bootstrap_key
 from switchgear.admission.limits import InProcessLimiter, RedisLimiter
-from switchgear.admission.tiers import TierGate
+from switchgear.admission.tiers import FleetTierGate, TierGate
 from switchgear.backends import build_backend
 from switchgear.background import Calls, Parts, Together
 from switchgear.config import (
@@ -50,11 +50,13 @@ from switchgear.quality.refusal import judge_refusal
 from switchgear.quality.signals import QualitySignals
 from switchgear.routing.budget import RetryBudget
 from switchgear.routing.checks import HealthChecker
-from switchgear.routing.deployment import Deployment
+from switchgear.routing.deployment import Deployment, FleetDeployment
 from switchgear.routing.router import Router
+from switchgear.sections.tiers import TierConfig
 from switchgear.slo.monitor import SLOMonitor
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore, redact_url
+from switchgear.store.leases import FleetLeases, FleetSemaphore
 from switchgear.store.redis import connect_redis
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
@@ -166,6 +168,8 @@ class AppState:
     canaries: CanaryRollbacks = field(init=False)
     serving: Serving = field(init=False)
     follower: ConfigFollower = field(init=False)
+    #: This replica's places in the fleet-wide limits (None: no ``limits.state_url``).
+    leases: FleetLeases | None = field(init=False, default=None)
     #: The newest applied version at start-up (it serves unless it cannot here).
     _newest: int = 0
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
@@ -190,6 +194,11 @@ class AppState:
                     Authenticator(keys), build_quotas(config.limits), versions,
                     AuditTrail(store, audit_key))
         state.changes = ConfigChanges(versions, state.adoptable)
+        limits = config.limits
+        if limits.state_url is not None:
+            state.leases = FleetLeases.connect(limits.state_url, limits.state_prefix,
+                                               limits.fleet_lease_s)
+            state.metrics.watch_fleet(state.leases.places)
         state.canaries = CanaryRollbacks(versions, state.audit, config)
         state.metrics.watch_writer(writer)
         state.metrics.watch_routing(lambda: state.router.snapshot())
@@ -229,7 +238,7 @@ class AppState:
         routing = config.routing
         kept = list(previous.router.deployments()) if previous else []
         deployments = {alias: [_reuse(kept, alias, d, routing.outlier)
-                               or Deployment(alias, d, build_backend(d), routing.outlier)
+                               or self._deployment(alias, d, routing.outlier)
                                for d in model.deployments]
                        for alias, model in config.models.items()}
         router = Router(config.models, deployments, on_roll_back=self.canaries.publish,
@@ -257,7 +266,7 @@ class AppState:
         ])
         before = previous.config if previous else None
         gate = (previous.gate if previous and before and before.tiers == config.tiers
-                else TierGate(config.tiers) if config.tiers is not None else None)
+                else self._gate(config.tiers) if config.tiers is not None else None)
         answers = (previous.cache.store if previous and before and before.cache == config.cache
                    else None)
         cache = Cache(config.cache, prices, self.metrics.cache_evictions.inc, answers)
@@ -280,6 +289,28 @@ class AppState:
                else SLOMonitor(config.slo, self.store, self.metrics.slo))
         return Serving(version, config, router, pipeline, recorder, quotas, gate, cache, checker,
                        slo, quality, prompt_versions)
+
+    def _deployment(self, alias: str, config: DeploymentConfig, outlier: OutlierConfig
+                    ) -> Deployment:
+        """A new deployment, its ``max_concurrency`` held on this replica or fleet-wide."""
+        backend = build_backend(config)
+        if config.max_concurrency_scope == "replica":
+            return Deployment(alias, config, backend, outlier)
+        return FleetDeployment(alias, config, backend, outlier,
+                               places=self._fleet("max_concurrency", alias, config.name))
+
+    def _gate(self, config: TierConfig) -> TierGate:
+        """The priority gate, its ``capacity`` held on this replica or fleet-wide."""
+        if config.capacity_scope == "replica":
+            return TierGate(config)
+        return FleetTierGate(config, self._fleet("tiers_capacity"))
+
+    def _fleet(self, *name: str) -> FleetSemaphore:
+        """The fleet's semaphore called ``name``; ConfigError without a shared state."""
+        if self.leases is None:
+            raise ConfigError("fleet scope needs limits.state_url at start-up (the shared-state "
+                              "Redis that holds the fleet's places)")
+        return self.leases.semaphore(*name)
 
     # The serving version's parts, read through these at each use.
     @property
@@ -342,6 +373,9 @@ class AppState:
             Calls("record writer", self.writer.start, self._close_writer),  # drains at stop
             Calls("tracer", self.tracer.start, self.tracer.stop),  # OTLP, when configured
             Calls("shared quotas", on_stop=self.counters.aclose),  # settlements; Redis client
+            # renewed while requests hold them; what is still held is given back at stop
+            None if self.leases is None else Calls("fleet leases", self.leases.start,
+                                                   self.leases.stop),
             # whichever version serves: its backends and cache, then health checks, SLOs, quality
             Calls("serving version", lambda: self.serving.parts().start(),
                   lambda: self.serving.parts().stop()),

@@ -1,6 +1,10 @@
 """The Route stage: try the router's plan, retrying what is retryable within the retry budget,
 then the alias's fallbacks; never switch deployments after the first streamed byte. An answer's
-usage is read here, once, as it arrives from the deployment."""
+usage is read here, once, as it arrives from the deployment.
+
+A deployment whose ``max_concurrency`` holds across the fleet (``FleetDeployment``) has its
+place taken at the start of each attempt, waiting up to the queue timeout on the fleet's
+semaphore (a hedge does not wait); the place is given back however the attempt ends."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from switchgear.errors import (
 from switchgear.exchange import Attempt, Exchange
 from switchgear.pipeline import Reply, close_stream
 from switchgear.routing.budget import RetryBudget
-from switchgear.routing.deployment import Deployment
+from switchgear.routing.deployment import Deployment, FleetDeployment
 from switchgear.routing.router import Router
 from switchgear.sections.tiers import TIERS
 from switchgear.telemetry.tracing import Tracer
@@ -115,7 +119,7 @@ class Route:
         Exchange noting who gave it."""
         delay = self.router.hedge_delay(alias)
         if delay is None:
-            reply = await self._attempt(exchange, deployment)
+            reply = await self._attempt(exchange, deployment, self.queue_timeout)
         else:
             reply, deployment = await self._hedged(exchange, deployment, alias, delay)
         exchange.deployment = deployment.name
@@ -130,7 +134,7 @@ class Route:
         seconds, another on the next deployment that can take one: the first answer wins, the
         other is cancelled (its attempt recorded as ``cancelled``); a failure waits for the
         other attempt, and fails when both have."""
-        racing = {asyncio.ensure_future(self._attempt(exchange, first)): first}
+        racing = {asyncio.ensure_future(self._attempt(exchange, first, self.queue_timeout)): first}
         try:
             done, _ = await asyncio.wait(racing, timeout=delay)
             second = None if done else self._hedge_target(exchange, alias, first)
@@ -190,11 +194,34 @@ class Route:
         cap = min(self.retry.backoff_max_ms, self.retry.backoff_base_ms * 2 ** (retry - 1))
         return self._random.uniform(0, cap) / 1000
 
-    async def _attempt(self, exchange: Exchange, deployment: Deployment) -> Reply:
+    async def _take_place(self, exchange: Exchange, deployment: FleetDeployment, wait: float
+                          ) -> None:
+        """Take ``deployment``'s fleet place for an attempt, waiting up to ``wait`` seconds
+        (counted as queue wait); Overloaded when none came free, StateUnavailable when the
+        shared state cannot answer (a probe the health check granted is handed back)."""
+        started = time.time()
+        try:
+            taken = await deployment.take_place(wait)
+        except BaseException:
+            deployment.health.released()
+            raise
+        finally:
+            exchange.waited(time.time() - started)
+        if not taken:
+            deployment.health.released()
+            raise Overloaded(f"'{deployment.alias}' is at its concurrency limit across the "
+                             "fleet.", retry_after=1)
+
+    async def _attempt(self, exchange: Exchange, deployment: Deployment, wait: float = 0.0
+                       ) -> Reply:
+        """One attempt on ``deployment``; a fleet deployment's place is waited for up to
+        ``wait`` seconds first."""
         body = {**exchange.body, "model": deployment.upstream_model}
         tier = exchange.priority if exchange.priority in TIERS else "standard"
         if exchange.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if isinstance(deployment, FleetDeployment):
+            await self._take_place(exchange, deployment, wait)
         attempt = Attempt(deployment.name, started=time.time(), model=body["model"],
                           span_id=self.tracer.attempt(exchange))
         exchange.attempts.append(attempt)

@@ -1,4 +1,8 @@
-"""A deployment as the router sees it: its backend, weight, price, health and live load."""
+"""A deployment as the router sees it: its backend, weight, price, health and live load.
+
+Its ``max_concurrency`` holds on this replica (``Deployment``: a counter, no I/O) or across the
+fleet (``FleetDeployment``: places in a Redis semaphore, store/leases.py), chosen when the
+deployment is built from ``max_concurrency_scope``."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 from switchgear.backends.base import Backend
 from switchgear.config import DeploymentConfig, OutlierConfig
 from switchgear.routing.health import DeploymentHealth
+from switchgear.store.leases import FleetSemaphore
 
 
 @dataclass(eq=False)
@@ -72,3 +77,35 @@ class Deployment:
         except TimeoutError:
             return False
         return True
+
+
+@dataclass(eq=False)
+class FleetDeployment(Deployment):
+    """A deployment whose ``max_concurrency`` holds across the replicas sharing ``places``.
+
+    An attempt takes a place with ``take_place`` (waiting for one on the fleet's semaphore)
+    before ``acquire``; ``release`` gives it back. ``in_flight`` still counts this replica's
+    requests (for the policies and /admin/routing); ``has_room`` is a hint from the fleet's
+    count as last seen, used to order and pick deployments, never to grant a place.
+    """
+
+    places: FleetSemaphore = field(kw_only=True)
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the fleet had a free place at this replica's last look."""
+        return self.places.seen < self.config.max_concurrency
+
+    async def wait_for_room(self, seconds: float) -> bool:
+        """True at once: the fleet's room is waited for when a place is taken (``take_place``)."""
+        return True
+
+    async def take_place(self, seconds: float) -> bool:
+        """Take one of the fleet's places for an attempt, waiting up to ``seconds``; whether
+        one was taken. StateUnavailable when the shared state cannot answer."""
+        return await self.places.acquire(self.config.max_concurrency, seconds)
+
+    def release(self) -> None:
+        """A request here ended: give its fleet place back, then count it out here."""
+        self.places.release()
+        super().release()

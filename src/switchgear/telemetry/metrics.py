@@ -17,7 +17,8 @@ the request cost as the ledger prices it (``switchgear_cost``), or what a cache 
 request saved (``switchgear_cost_saved``). The SLOs' figures (``switchgear_slo_*``) are the SLO
 monitor's latest evaluation, published by the monitor on its interval and read as they stand when
 /metrics is scraped: nothing per request. So are the deployments' routing state
-(``switchgear_deployment_*``, the router's snapshot) and their labels, which come from the config.
+(``switchgear_deployment_*``, the router's snapshot) and their labels, which come from the config,
+and the fleet-wide limits' places (``switchgear_fleet_places_*``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from switchgear.exchange import Exchange
 from switchgear.sections.slo import LATENCY_BUCKETS
+from switchgear.store.leases import FleetPlaces
 from switchgear.store.text import safe_line
 from switchgear.store.writer import RecordWriter
 
@@ -275,6 +277,34 @@ class RoutingCollector(Collector):
         return [state, *(family for family, _, _ in figures)]
 
 
+class FleetCollector(Collector):
+    """The fleet-wide limits' places (store/leases.py), read when /metrics is scraped: those
+    this replica holds and those the whole fleet held at its last look, by what they limit
+    (``max_concurrency`` of a model's deployment, or ``tiers_capacity``). Nothing until
+    ``source`` is set; labels come from the config."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[FleetPlaces]] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families follow the fleet-scoped limits configured
+
+    def collect(self) -> Iterable[Metric]:
+        if self.source is None:
+            return []
+        labels = ["limit", "model", "deployment"]
+        held = GaugeMetricFamily("switchgear_fleet_places_held", "Places of a fleet-wide limit "
+                                 "this replica holds now.", labels=labels)
+        seen = GaugeMetricFamily("switchgear_fleet_places_in_use", "Places of a fleet-wide "
+                                 "limit held by the whole fleet, as this replica last saw.",
+                                 labels=labels)
+        for places in self.source():
+            limit, model, deployment = (*places.labels, "", "")[:3]
+            held.add_metric([limit, model, deployment], places.held)
+            seen.add_metric([limit, model, deployment], places.seen)
+        return [held, seen]
+
+
 @dataclass(slots=True, frozen=True)
 class _Series:
     """The children of one (model, deployment, tenant, feature), looked up once."""
@@ -345,8 +375,13 @@ class GatewayMetrics:
         registry.register(self.slo)
         self.routing = RoutingCollector()
         registry.register(self.routing)
+        self.fleet = FleetCollector()
+        registry.register(self.fleet)
         self.in_flight = Gauge(
             "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
+        self.draining = Gauge(
+            "switchgear_draining", "1 while this replica drains: it was told to stop, /readyz "
+            "answers 503 and it finishes what it has before it exits.", registry=registry)
         self.cache = Counter(
             "switchgear_cache_requests", "Requests by cache outcome (hit, miss, coalesced, bypass).",
             ["model", "outcome"], registry=registry)
@@ -379,9 +414,6 @@ class GatewayMetrics:
         self.quality_alerts = Counter(
             "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
             ["dimension", "name", "signal"], registry=registry)
-        self.draining = Gauge(
-            "switchgear_draining", "1 while this replica drains: it was told to stop, /readyz "
-            "answers 503 and it finishes what it has before it exits.", registry=registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         #: Children of the labelled metrics by (name, label values): see ``_child``.
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -414,6 +446,10 @@ class GatewayMetrics:
         """Export the deployments' routing state that ``snapshot`` (the serving router's
         ``snapshot``) returns at each scrape."""
         self.routing.source = snapshot
+
+    def watch_fleet(self, places: Callable[[], Iterable[FleetPlaces]]) -> None:
+        """Export the fleet-wide limits' places that ``places`` lists at each scrape."""
+        self.fleet.source = places
 
     def watch_writer(self, writer: RecordWriter) -> None:
         """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
