@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from switchgear.config import Config, LedgerConfig, Price
 from switchgear.ledger.history import PriceHistory
 from switchgear.ledger.marginal import InstanceTime
-from switchgear.ledger.rollup import HOUR, NONE, SERVED_ALIAS, bucket, iso
+from switchgear.ledger.rollup import HOUR, NONE, SERVED_ALIAS, bucket, iso, summed
 from switchgear.store.base import RecordStore
-from switchgear.store.queries import DAY, Period, where
+from switchgear.store.queries import DAY, Period
 
 COLUMNS: tuple[str, ...] = (
     "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
@@ -133,6 +133,13 @@ def _unit_price(price: Price | None, meter: Meter) -> float | None:
             BUSY.name: price.instance_per_hour, IDLE.name: price.instance_per_hour}[meter.name]
 
 
+#: A day's charges of one (tenant, feature, alias, deployment), from the rows and the rollups.
+CHARGE_SUMS = ("SUM(prompt_tokens - COALESCE(cached_tokens, 0))", "SUM(COALESCE(cached_tokens, 0))",
+               "SUM(completion_tokens)", "SUM(COALESCE(input_cost, 0))",
+               "SUM(COALESCE(cached_cost, 0))", "SUM(COALESCE(output_cost, 0))",
+               "SUM(COALESCE(busy_s, 0))", "SUM(COALESCE(instance_cost, 0))", "SUM(cost)")
+
+
 async def focus_export(store: RecordStore, ledger: LedgerConfig,
                        prices: dict[tuple[str, str], Price], period: Period,
                        tenant: str | None = None,
@@ -142,18 +149,12 @@ async def focus_export(store: RecordStore, ledger: LedgerConfig,
     existed by the config ``versions`` in force (as ``cost_report`` takes them; None: the live
     ``prices`` all along)."""
     writer = FocusWriter(ledger, prices)
-    clause, params = where(store, period, tenant, " AND deployment IS NOT NULL")
-    day = bucket(store.dialect, DAY)
-    sql = (f"SELECT {day} AS d, tenant, feature, {SERVED_ALIAS} AS a, deployment, "
-           "SUM(prompt_tokens - COALESCE(cached_tokens, 0)), SUM(COALESCE(cached_tokens, 0)), "
-           "SUM(completion_tokens), SUM(COALESCE(input_cost, 0)), SUM(COALESCE(cached_cost, 0)), "
-           "SUM(COALESCE(output_cost, 0)), SUM(COALESCE(busy_s, 0)), "
-           "SUM(COALESCE(instance_cost, 0)), SUM(cost) "
-           f"FROM request_log {clause} GROUP BY d, tenant, feature, a, deployment "
-           "ORDER BY d, tenant, feature, a, deployment")
     days = {int(part.start // DAY): part for part in period.days()}
     used: dict[tuple[int, str, str], tuple[float, float]] = {}
-    for row in await store.rows(sql, params, report=True):
+    for row in await summed(
+            store, lambda source: [bucket(store.dialect, DAY, source.time), "tenant", "feature",
+                                   SERVED_ALIAS, "deployment"],
+            CHARGE_SUMS, period, tenant, " AND deployment IS NOT NULL"):
         number, owner, feature, alias, deployment = int(row[0]), str(row[1]), row[2], \
             str(row[3]), str(row[4])
         prompt, cached, completion, input_cost, cached_cost, output_cost, busy, instance_cost, \

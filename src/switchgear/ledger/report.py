@@ -20,7 +20,9 @@ from switchgear.ledger.rollup import (
     PEAK_GRAIN_S,
     DeploymentUse,
     Dimension,
+    Folded,
     deployment_use,
+    folded,
     iso,
     rollup,
     series,
@@ -91,6 +93,7 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
         "instance_time": None,
         "deployments": None,
         "doubling": None,
+        **_rollup_note(await folded(store, period, tenant)),
     }
     if tenant is None:
         history = PriceHistory.either(versions, PriceBook.of(config).prices, period)
@@ -105,6 +108,19 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
         report["total"]["idle_cost"] = idle
         report["total"]["cost_with_idle"] = report["total"]["cost"] + idle
     return report
+
+
+def _rollup_note(part: Folded | None) -> dict[str, Any]:
+    """What the report says of the requests it counted from the rollups."""
+    if part is None:
+        return {"from_rollups": False, "rollups": None}
+    until = iso(part.last_hour + HOUR)
+    return {"from_rollups": True, "rollups": {
+        "requests": part.requests, "from": iso(part.first_hour), "until": until,
+        "note": f"rows received before {until} were removed by retention "
+                "(store.retention_days): their requests, tokens and cost come from hourly "
+                "rollups, each hour counted whole when it starts in the period; peaks, bursts "
+                "and the doubling estimate read only the rows kept"}}
 
 
 async def _platform(store: RecordStore, config: Config, period: Period, peak_grain_s: int,

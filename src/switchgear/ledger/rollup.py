@@ -1,9 +1,15 @@
 """Rollups of the ledger (the costed request log): per tenant, feature, model, deployment or day,
-over a period, with unit economics; the same SQL on SQLite and PostgreSQL."""
+over a period, with unit economics; the same SQL on SQLite and PostgreSQL.
+
+Every sum reads two sources in one query: the request log's rows, and the hourly rollups of the
+rows retention removed (``store.retention_days``). A request is in exactly one of them, so the
+totals over any period hold before and after retention; a rollup hour counts when it starts in
+the period, and what needs each request's own time (peaks, bursts) reads only the rows."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -11,6 +17,7 @@ from typing import Any, Literal
 from switchgear.store.base import RecordStore
 from switchgear.store.migrations import Dialect, placeholders
 from switchgear.store.queries import DAY, Period, where
+from switchgear.store.retention import ROLLUP_TABLE
 
 HOUR = 3600
 
@@ -24,11 +31,54 @@ NONE = "(none)"
 SERVED_ALIAS = "COALESCE(served_alias, model)"
 
 
-def bucket(dialect: Dialect, seconds: int) -> str:
-    """SQL for the number of the ``seconds``-long bucket a record's ``received_at`` falls in."""
+def bucket(dialect: Dialect, seconds: int, time: str = "received_at") -> str:
+    """SQL for the number of the ``seconds``-long bucket a record's ``time`` falls in."""
     if dialect == "sqlite":
-        return f"CAST(received_at / {seconds} AS INTEGER)"
-    return f"FLOOR(received_at / {seconds})::BIGINT"
+        return f"CAST({time} / {seconds} AS INTEGER)"
+    return f"FLOOR({time} / {seconds})::BIGINT"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A table the ledger sums: ``time`` is the column a period bounds (a rollup's is its
+    hour's start), ``weight`` the SQL for the requests one of its rows stands for."""
+
+    table: str
+    time: str
+    weight: str
+
+
+#: The request log: a row per request.
+ROWS = Source("request_log", "received_at", "1")
+#: The hourly rollups of the rows retention removed: a row per hour and group.
+ROLLUPS = Source(ROLLUP_TABLE, "hour", "requests")
+
+
+async def summed(store: RecordStore, keys: Callable[[Source], Sequence[str]],
+                 sums: Sequence[str], period: Period, tenant: str | None, extra: str = ""
+                 ) -> list[tuple[Any, ...]]:
+    """Rows of (*keys, *sums) over ``period`` (of one tenant, unless None; ``extra`` ANDed to
+    the WHERE clause), summed from the rows and the rollups in one query (one snapshot):
+    ``keys(source)`` are a source's grouping expressions, ``sums`` aggregates in which
+    ``{w}`` stands for the source's weight. Ordered by the keys."""
+    branches: list[str] = []
+    params: tuple[object, ...] = ()
+    for source in (ROWS, ROLLUPS):
+        clause, params = where(store, period, tenant, extra, time=source.time)
+        key_columns = [f"{key} AS k{number}" for number, key in enumerate(keys(source))]
+        sum_columns = [f"{sql.format(w=source.weight)} AS s{number}"
+                       for number, sql in enumerate(sums)]
+        grouped = (" GROUP BY " + ", ".join(f"k{number}" for number in range(len(key_columns)))
+                   if key_columns else "")
+        branches.append(f"SELECT {', '.join([*key_columns, *sum_columns])} "
+                        f"FROM {source.table} {clause}{grouped}")
+    names = [f"k{number}" for number in range(len(keys(ROWS)))]
+    grouped = f" GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if names else ""
+    outer = ", ".join([*names, *(f"SUM(s{number})" for number in range(len(sums)))])
+    sql = f"SELECT {outer} FROM ({' UNION ALL '.join(branches)}) AS facts{grouped}"
+    # PostgreSQL's $n may be used twice; SQLite's ? are taken in order, once each.
+    bound = params if store.dialect == "postgresql" else params * 2
+    return await store.rows(sql, bound, report=True)
 
 
 def iso(moment: float) -> str:
@@ -36,9 +86,9 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _key(dialect: Dialect, dimension: Dimension) -> str:
+def _key(dialect: Dialect, dimension: Dimension, time: str = "received_at") -> str:
     if dimension == "day":
-        return bucket(dialect, DAY)
+        return bucket(dialect, DAY, time)
     column = {"deployment": f"{SERVED_ALIAS} || '/' || deployment"}.get(dimension, dimension)
     return f"COALESCE({column}, '{NONE}')"
 
@@ -88,15 +138,16 @@ class CostLine:
                 "cost_per_million_tokens": self.cost_per_million_tokens}
 
 
-SUMS = ("COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN cache_status IN ('hit', 'coalesced') THEN 1 ELSE 0 END), "
-        "SUM(prompt_tokens), SUM(completion_tokens), SUM(COALESCE(cached_tokens, 0)), "
-        "SUM(cost), SUM(COALESCE(saved_cost, 0))")
+#: A CostLine's sums, ``{w}`` standing for the requests a row of the source stands for.
+SUMS = ("SUM({w})", "SUM(CASE WHEN status >= 400 THEN {w} ELSE 0 END)",
+        "SUM(CASE WHEN cache_status IN ('hit', 'coalesced') THEN {w} ELSE 0 END)",
+        "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(COALESCE(cached_tokens, 0))",
+        "SUM(cost)", "SUM(COALESCE(saved_cost, 0))")
 
 
 def _line(key: str, values: tuple[Any, ...]) -> CostLine:
     requests, failed, hits, prompt, completion, cached, cost, saved = values
-    return CostLine(key, int(requests), int(failed or 0), int(hits or 0), int(prompt or 0),
+    return CostLine(key, int(requests or 0), int(failed or 0), int(hits or 0), int(prompt or 0),
                     int(completion or 0), int(cached or 0), float(cost or 0), float(saved or 0))
 
 
@@ -110,29 +161,45 @@ async def rollup(store: RecordStore, dimension: Dimension, period: Period,
                  tenant: str | None = None) -> list[CostLine]:
     """Requests, tokens and cost per ``dimension`` over ``period`` (of one tenant, unless None),
     in key order."""
-    key = _key(store.dialect, dimension)
-    clause, params = where(store, period, tenant)
-    sql = f"SELECT {key} AS k, {SUMS} FROM request_log {clause} GROUP BY k ORDER BY k"
-    return [_line(_label(dimension, row[0]), row[1:]) for row in await store.rows(sql, params, report=True)]
+    rows = await summed(store, lambda source: [_key(store.dialect, dimension, source.time)],
+                        SUMS, period, tenant)
+    return [_line(_label(dimension, row[0]), row[1:]) for row in rows]
 
 
 async def total(store: RecordStore, period: Period, tenant: str | None = None) -> CostLine:
     """All requests of ``period`` (of one tenant, unless None) as one line."""
-    clause, params = where(store, period, tenant)
-    rows = await store.rows(f"SELECT {SUMS} FROM request_log {clause}", params, report=True)
+    rows = await summed(store, lambda source: [], SUMS, period, tenant)
     return _line("total", rows[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """The requests of a period counted from the rollups, and the hours they cover."""
+
+    requests: int
+    first_hour: float
+    last_hour: float
+
+
+async def folded(store: RecordStore, period: Period, tenant: str | None = None
+                 ) -> Folded | None:
+    """How much of ``period`` (of one tenant, unless None) comes from the rollups; None when
+    nothing does."""
+    clause, params = where(store, period, tenant, time=ROLLUPS.time)
+    ((requests, first, last),) = await store.rows(
+        f"SELECT SUM(requests), MIN(hour), MAX(hour) FROM {ROLLUPS.table} {clause}", params)
+    return None if not requests else Folded(int(requests), float(first), float(last))
 
 
 async def series(store: RecordStore, dimension: Dimension, period: Period, seconds: int,
                  tenant: str | None = None) -> dict[str, list[tuple[float, float]]]:
     """Cost per ``seconds``-long bucket per group of ``dimension``: group → [(bucket start,
     cost)], every group with every bucket of the period (zero where it spent nothing)."""
-    key = _key(store.dialect, dimension)
-    clause, params = where(store, period, tenant)
-    sql = (f"SELECT {key} AS k, {bucket(store.dialect, seconds)} AS b, SUM(cost) "
-           f"FROM request_log {clause} GROUP BY k, b")
     costs: dict[str, dict[int, float]] = {}
-    for group, number, cost in await store.rows(sql, params, report=True):
+    for group, number, cost in await summed(
+            store, lambda source: [_key(store.dialect, dimension, source.time),
+                                   bucket(store.dialect, seconds, source.time)],
+            ["SUM(cost)"], period, tenant):
         costs.setdefault(_label(dimension, group), {})[int(number)] = float(cost or 0)
     first, last = int(period.start // seconds), math.ceil(period.end / seconds) - 1
     return {group: [(number * seconds, spent.get(number, 0.0))
@@ -179,6 +246,13 @@ class DeploymentUse:
     peak_grain_s: int = PEAK_GRAIN_S
 
 
+#: A deployment's requests, tokens, busy seconds, token cost and instance cost.
+DEPLOYMENT_SUMS = (
+    "SUM({w})", "SUM(prompt_tokens + completion_tokens)", "SUM(COALESCE(busy_s, 0))",
+    "SUM(COALESCE(input_cost, 0) + COALESCE(cached_cost, 0) + COALESCE(output_cost, 0))",
+    "SUM(COALESCE(instance_cost, 0))")
+
+
 @dataclass(slots=True)
 class _Sums:
     """One deployment's sums over the period, and its busiest buckets so far."""
@@ -200,29 +274,34 @@ async def deployment_use(store: RecordStore, period: Period, grain_s: int = PEAK
     ``grain_s`` seconds (cut to the period's length when that is shorter), the burst over the
     seconds of the busiest bucket (by requests, and by tokens)."""
     grain_s = max(1, min(peak_grain(grain_s), int(period.seconds)))
-    clause, params = where(store, period, None, " AND deployment IS NOT NULL")
-    sql = (f"SELECT {SERVED_ALIAS} AS a, deployment, {bucket(store.dialect, grain_s)} AS b, "
-           "COUNT(*), SUM(prompt_tokens + completion_tokens), SUM(COALESCE(busy_s, 0)), "
-           "SUM(COALESCE(input_cost, 0) + COALESCE(cached_cost, 0) + COALESCE(output_cost, 0)), "
-           "SUM(COALESCE(instance_cost, 0)) "
-           f"FROM request_log {clause} GROUP BY a, deployment, b")
+
+    def keys(source: Source) -> list[str]:
+        # Rollups hold whole hours: no peak can be read from them (their bucket is NULL).
+        grain = bucket(store.dialect, grain_s) if source is ROWS else "CAST(NULL AS BIGINT)"
+        return [SERVED_ALIAS, "deployment", grain]
+
     sums: dict[tuple[str, str], _Sums] = {}
     for alias, deployment, number, requests, tokens, busy, token_cost, instance_cost in \
-            await store.rows(sql, params, report=True):
+            await summed(store, keys, DEPLOYMENT_SUMS, period, None,
+                         " AND deployment IS NOT NULL"):
         into = sums.setdefault((str(alias), str(deployment)), _Sums())
         into.requests += int(requests)
         into.tokens += int(tokens or 0)
         into.busy_s += float(busy or 0)
         into.token_cost += float(token_cost or 0)
         into.instance_cost += float(instance_cost or 0)
-        into.busiest_by_requests = max(into.busiest_by_requests, (int(requests), -int(number)))
-        into.busiest_by_tokens = max(into.busiest_by_tokens, (int(tokens or 0), -int(number)))
+        if number is not None:
+            into.busiest_by_requests = max(into.busiest_by_requests,
+                                           (int(requests), -int(number)))
+            into.busiest_by_tokens = max(into.busiest_by_tokens,
+                                         (int(tokens or 0), -int(number)))
     uses = []
     for (alias, deployment), total in sorted(sums.items()):
         by_requests = -total.busiest_by_requests[1] * grain_s
         by_tokens = -total.busiest_by_tokens[1] * grain_s
-        burst = await _busiest_second(store, period, alias, deployment, by_requests,
-                                      by_tokens, grain_s)
+        burst = ((0.0, 0.0) if not total.busiest_by_requests[0]
+                 else await _busiest_second(store, period, alias, deployment, by_requests,
+                                            by_tokens, grain_s))
         uses.append(DeploymentUse(
             alias, deployment, total.requests, total.tokens, total.busy_s, total.token_cost,
             total.instance_cost, total.busiest_by_requests[0] / grain_s,
