@@ -20,10 +20,11 @@ SUMS = {
     "requests": "COUNT(*)",
     "prompt_tokens": "SUM(prompt_tokens)",
     "completion_tokens": "SUM(completion_tokens)",
-    **{column: f"SUM(COALESCE({column}, 0))"
-       for column in ("cached_tokens", "saved_cost", "input_cost", "cached_cost", "output_cost",
-                      "instance_cost", "busy_s")},
+    "cached_tokens": "SUM(COALESCE(cached_tokens, 0))",
     "cost": "SUM(cost)",
+    **{column: f"SUM(COALESCE({column}, 0))"
+       for column in ("saved_cost", "input_cost", "cached_cost", "output_cost",
+                      "instance_cost", "busy_s")},
     "e2e_s": "SUM(" + _SUCCEEDED_WITH.format(at="done_at", then="done_at - received_at") + ")",
     "e2e_count": "SUM(" + _SUCCEEDED_WITH.format(at="done_at", then="1") + ")",
     "ttft_s": "SUM(" + _SUCCEEDED_WITH.format(at="first_token_at",
