@@ -285,6 +285,22 @@ def test_the_autoscaler_scales_on_in_flight_requests_or_cpu(tmp_path: Path) -> N
     assert wrong.returncode != 0 and "autoscaling.metric must be in_flight or cpu" in wrong.stderr
 
 
+def test_the_documented_adapter_rule_serves_the_autoscalers_metric(tmp_path: Path) -> None:
+    """values.yaml's prometheus-adapter rule (a comment) parses and names the HPA's metric."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = lines.index("#   rules:")
+    snippet = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        snippet.append(line.removeprefix("#   "))
+    [rule] = yaml.safe_load("\n".join(snippet))["rules"]
+    items = objects(production_arguments(tmp_path))
+    name = find(items, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
+    assert rule["resources"]["overrides"].keys() == {"namespace", "pod"}
+
+
 def in_flight(base_url: str) -> float:
     """switchgear_in_flight_requests on the gateway's /metrics (one unlabelled series)."""
     text = urllib3.request("GET", base_url.removesuffix("/v1") + "/metrics").data.decode()
