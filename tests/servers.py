@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,92 @@ def gateway_process(config: Config, directory: Path) -> Iterator[str]:
         process.wait(30)
         if process.stderr is not None:
             process.stderr.close()
+
+
+#: nginx balancing over gateway replicas, unprivileged, everything under one directory (as
+#: benchmarks/overhead runs its upstream). A failed connection (refused: a replica stopped or
+#: killed) or connect timeout passes the request to the next replica: the default
+#: ``proxy_next_upstream error timeout``, which never resends a POST once it reached a replica,
+#: since a completion may have run (and been billed) there. That is safe with the gateway's drain:
+#: a draining replica answers with ``Connection: close`` during its grace, so nginx holds no idle
+#: connection to it when it stops accepting, and new connections are then refused, i.e. retried.
+NGINX_BALANCER = """\
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream replicas {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+            add_header x-served-by $upstream_addr always;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """nginx from Debian (in /usr/sbin, not on every PATH); scripts/setup --dev installs it."""
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                     else None)
+    assert path is not None, "nginx is missing: run scripts/setup --dev (Debian: nginx)"
+    return path
+
+
+def balancer_config(prefix: Path, port: int, replicas: Sequence[int]) -> str:
+    """An nginx.conf listening on ``port`` that balances over gateways on loopback ``replicas``
+    (round robin), with its pid, logs and temp files under ``prefix``; each answer names the
+    replicas it was sent to in ``x-served-by``."""
+    servers = "\n".join(f"        server 127.0.0.1:{replica};" for replica in replicas)
+    return NGINX_BALANCER.format(prefix=prefix, port=port, servers=servers)
+
+
+@contextmanager
+def load_balancer(replicas: Sequence[int], directory: Path) -> Iterator[str]:
+    """nginx on a free loopback port balancing over the gateways on ``replicas``; yield its
+    base URL; stopped at the end."""
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "nginx.conf"
+    config.write_text(balancer_config(directory, port, replicas))
+    process = subprocess.Popen([nginx_binary(), "-p", str(directory), "-e",
+                                str(directory / "error.log"), "-c", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("nginx did not start: "
+                                   + (directory / "error.log").read_text(errors="replace"))
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def create_key(base_url: str, admin_key: str, **fields: Any) -> dict[str, Any]:
