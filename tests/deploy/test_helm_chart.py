@@ -282,7 +282,16 @@ def test_the_autoscaler_scales_on_in_flight_requests_or_cpu(tmp_path: Path) -> N
     assert container(cpu)["resources"]["requests"]["cpu"]  # utilization needs a request
     wrong = helm("template", "switchgear", str(CHART), "--set", "autoscaling.enabled=true",
                  "--set", "autoscaling.metric=queue", check=False)
-    assert wrong.returncode != 0 and "autoscaling.metric must be in_flight or cpu" in wrong.stderr
+    assert wrong.returncode != 0
+    assert 'autoscaling.metric must be one of the following: "in_flight", "cpu"' in wrong.stderr
+
+
+def test_values_the_chart_does_not_know_are_refused() -> None:
+    """values.schema.json: a misspelt or mistyped value fails the install, not the pod."""
+    for setting in ("replicaCont=3", "port=http", "secrets.env[0].name=A", "redis.tls=maybe"):
+        refused = helm("template", "switchgear", str(CHART), "--set", setting, check=False)
+        assert refused.returncode != 0, setting
+        assert "values don't meet the specifications of the schema" in refused.stderr, setting
 
 
 def test_the_documented_adapter_rule_serves_the_autoscalers_metric(tmp_path: Path) -> None:
