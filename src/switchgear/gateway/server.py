@@ -29,6 +29,7 @@ from switchgear.config import Config
 from switchgear.gateway.app import GatewayApp, build_app
 from switchgear.gateway.connections import ConnectionGuard, guarded_protocol
 from switchgear.gateway.state import AppState
+from switchgear.pipeline.record import SHUTDOWN
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -112,7 +113,7 @@ class GatewayServer(uvicorn.Server):
             log.error("%d requests still running after %gs (server.shutdown_timeout_s): "
                       "cutting them off", len(running), timeout)
         for task in running:
-            task.cancel()
+            task.cancel(SHUTDOWN)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the app and listen on ``sockets``; then log their addresses."""

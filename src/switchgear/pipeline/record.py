@@ -15,6 +15,16 @@ from switchgear.store.writer import RecordWriter
 
 #: Status recorded when the client went away before the answer was complete (nginx's convention).
 CLIENT_CLOSED = 499
+#: The message a request is cancelled with when the server's shutdown timeout cuts it off.
+SHUTDOWN = "switchgear: cut off at shutdown"
+
+
+def cancelled_as(error: BaseException) -> tuple[int, str]:
+    """The status and error type to record for a request ended by ``error`` (a cancellation
+    or GeneratorExit): cut off by the server's shutdown (503), or left by its client (499)."""
+    if isinstance(error, asyncio.CancelledError) and error.args == (SHUTDOWN,):
+        return 503, "ShutDown"
+    return CLIENT_CLOSED, "ClientClosed"
 
 
 Step = Callable[[Exchange], None]
@@ -102,8 +112,8 @@ class Record(Stage):
         except Exception:
             self.recorder.fail(exchange, internal_error())
             raise
-        except asyncio.CancelledError:  # the client went away before the answer was ready
-            exchange.status, exchange.error_type = CLIENT_CLOSED, "ClientClosed"
+        except asyncio.CancelledError as cancelled:  # the client left, or the server stops
+            exchange.status, exchange.error_type = cancelled_as(cancelled)
             self.recorder.finish(exchange)
             raise
         if isinstance(reply, dict):
@@ -131,8 +141,8 @@ class Record(Stage):
         except Exception:
             error = internal_error()
             raise
-        except BaseException:  # the client went away (GeneratorExit) or the server is stopping
-            exchange.status, exchange.error_type = CLIENT_CLOSED, "ClientClosed"
+        except BaseException as ended:  # the client left (GeneratorExit) or the server stops
+            exchange.status, exchange.error_type = cancelled_as(ended)
             exchange.truncated = True
             raise
         finally:
