@@ -93,7 +93,9 @@ def gateway_process(config: Config, directory: Path) -> Iterator[str]:
     /v1 base URL; SIGTERM it at the end."""
     port = free_port()
     path = directory / f"switchgear-{port}.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    data = config.model_dump(mode="json")
+    data["server"]["drain_grace_s"] = 0  # no load balancer to move away: stop at once
+    path.write_text(yaml.safe_dump(data))
     process = subprocess.Popen(
         [sys.executable, "-m", "switchgear", "serve", "--config", str(path), "--port", str(port),
          "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -206,7 +206,8 @@ def test_wait_follows_a_gateway_that_comes_up(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "switchgear.yaml"
     config.write_text(yaml.safe_dump({"models": {"sim": SIM},
-                                      "store": {"url": f"sqlite:///{tmp_path}/records.db"}}))
+                                      "store": {"url": f"sqlite:///{tmp_path}/records.db"},
+                                      "server": {"drain_grace_s": 0}}))
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "switchgear", "serve", "--config",
@@ -224,7 +225,8 @@ def test_wait_follows_a_gateway_that_comes_up(tmp_path: Path) -> None:
 def test_serve_on_a_busy_port_says_so_without_claiming_ready(tmp_path: Path) -> None:
     config = tmp_path / "switchgear.yaml"
     config.write_text(yaml.safe_dump({"models": {"sim": SIM},
-                                      "store": {"url": f"sqlite:///{tmp_path}/records.db"}}))
+                                      "store": {"url": f"sqlite:///{tmp_path}/records.db"},
+                                      "server": {"drain_grace_s": 0}}))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

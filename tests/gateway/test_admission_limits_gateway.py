@@ -81,7 +81,7 @@ def two_gateways(tmp_path: Path, models: dict[str, Any], limits: dict[str, Any]
     for index, port in enumerate(ports):
         config_file = tmp_path / f"gateway-{index}.yaml"
         config_file.write_text(yaml.safe_dump({
-            "server": {"port": port}, "models": models, "limits": shared,
+            "server": {"port": port, "drain_grace_s": 0}, "models": models, "limits": shared,
             "store": {"url": f"sqlite:///{tmp_path}/records-{index}.db"}}))
         servers.append(subprocess.Popen([sys.executable, "-m", "switchgear", "serve", "--config",
                                          str(config_file), "--log-level", "warning"]))
