@@ -25,6 +25,12 @@ LIST_PARTITIONS = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid
                    "WHERE i.inhparent = 'request_log'::regclass")
 
 
+async def partitioned(connection: Any) -> bool:
+    """Whether request_log is partitioned (migration 15 applied)."""
+    return bool(await connection.fetchval(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('request_log')"))
+
+
 def partition_name(day_start: float) -> str:
     """The name of the partition of the UTC day starting at ``day_start``."""
     return PREFIX + datetime.fromtimestamp(day_start, UTC).strftime("%Y%m%d")
@@ -53,7 +59,10 @@ async def partition_days(connection: Any) -> dict[float, str]:
 
 async def create_ahead(connection: Any, now: float, lock: str) -> list[str]:
     """Make the partitions of today and the DAYS_AHEAD days after it that are missing, under
-    the advisory lock ``lock`` (replicas take turns); the names made."""
+    the advisory lock ``lock`` (replicas take turns); the names made (none before migration
+    15)."""
+    if not await partitioned(connection):
+        return []
     today = now - now % PARTITION_SECONDS
     wanted = [today + number * PARTITION_SECONDS for number in range(DAYS_AHEAD + 1)]
     existing = await partition_days(connection)
@@ -91,7 +100,8 @@ async def expire_partitions(connection: Any, before: float, lock: str, bound_s: 
     connection holds the advisory lock ``lock``, which one replica at a time gets (0 at once
     when another has it); ``bound_s`` bounds each fold (a day's rows). How many records were
     folded."""
-    if not await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock):
+    if not await partitioned(connection) or not await connection.fetchval(
+            "SELECT pg_try_advisory_lock(hashtext($1))", lock):
         return 0
     try:
         folded = 0
