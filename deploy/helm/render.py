@@ -10,10 +10,18 @@
   ``switchgear`` in namespace ``switchgear``), for those who apply plain manifests.
 
 Run it after changing the chart; tests/deploy/test_helm_chart.py fails while either is stale.
+
+With values of your own whose ``config.slo`` differs from the chart's, print the rules for them
+and hand them to helm:
+
+    .venv/bin/python deploy/helm/render.py --slo-rules-for my-values.yaml > slo-rules.yaml
+    helm install switchgear deploy/helm/switchgear -f my-values.yaml \\
+      --set-file prometheusRule.rules=slo-rules.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -77,6 +85,11 @@ def slo_rules(config: str) -> str:
         return output.read_text()
 
 
+def slo_rules_for(values: Path) -> str:
+    """The SLO rules for the gateway config the chart renders with the values file ``values``."""
+    return slo_rules(gateway_config(objects(template(["-f", str(values), *ANY_RULES]))))
+
+
 def generate(chart: Path, manifests: Path) -> None:
     """Write ``chart``'s SLO rules and their fingerprint, then its default render to
     ``manifests``."""
@@ -89,7 +102,15 @@ def generate(chart: Path, manifests: Path) -> None:
 
 
 def main() -> None:
-    """Regenerate the chart's SLO rules and the plain manifests in place."""
+    """Regenerate the chart's SLO rules and the plain manifests in place, or print the SLO rules
+    for a values file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slo-rules-for", type=Path, metavar="VALUES",
+                        help="print the SLO rules for the chart rendered with this values file")
+    arguments = parser.parse_args()
+    if arguments.slo_rules_for is not None:
+        sys.stdout.write(slo_rules_for(arguments.slo_rules_for))
+        return
     generate(CHART, MANIFESTS)
     for path in (RULES, FINGERPRINT, MANIFESTS):
         print(f"wrote {path.relative_to(ROOT)}")
