@@ -116,12 +116,15 @@ def gateway_process(config: Config, directory: Path) -> Iterator[str]:
 
 
 #: nginx balancing over gateway replicas, unprivileged, everything under one directory (as
-#: benchmarks/overhead runs its upstream). A failed connection (refused: a replica stopped or
-#: killed) or connect timeout passes the request to the next replica: the default
-#: ``proxy_next_upstream error timeout``, which never resends a POST once it reached a replica,
-#: since a completion may have run (and been billed) there. That is safe with the gateway's drain:
-#: a draining replica answers with ``Connection: close`` during its grace, so nginx holds no idle
-#: connection to it when it stops accepting, and new connections are then refused, i.e. retried.
+#: benchmarks/overhead runs its upstream). A request whose connection a replica refuses (stopped,
+#: killed) or does not accept in time goes to the next replica: the default ``proxy_next_upstream
+#: error timeout``, which never resends a POST once it was sent to a replica, since a completion
+#: may have run (and been billed) there. The gateway's drain makes that enough: a draining
+#: replica's answers carry ``Connection: close``, so nginx stops reusing keep-alive connections to
+#: it (a POST sent on one just as the replica closed it would fail, unretried), and once it stops
+#: accepting, new connections are refused, and retried elsewhere. nginx does not read /readyz:
+#: a connection it opens in the very instant the replica stops accepting can still be reset; a
+#: balancer that probes /readyz (Kubernetes' readiness) has taken the replica out by then.
 NGINX_BALANCER = """\
 worker_processes 1;
 daemon off;

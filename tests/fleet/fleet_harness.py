@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
@@ -96,6 +97,16 @@ class Replica:
         """Return once /readyz answers 200."""
         _wait_until(lambda: _answers(f"http://{self.address}/readyz"), self._process, self._log)
 
+    def readiness(self) -> int:
+        """The status /readyz answers now (0: the connection was refused)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/readyz", timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
     def metrics(self) -> dict[str, float]:
         """Its /metrics samples (see ``servers.scrape``)."""
         return scrape(f"http://{self.address}")
@@ -175,10 +186,12 @@ def replica_config(store_url: str, state_prefix: str, fleet_model: str, replica_
 
 @dataclass
 class Answered:
-    """One successful request: its id (``x-request-id``) and the replica nginx sent it to."""
+    """One successful request: its id (``x-request-id``), the replica nginx sent it to, and when
+    the client sent it (``time.monotonic``)."""
 
     request_id: str
     replica: str
+    sent: float
 
 
 @dataclass
@@ -236,6 +249,7 @@ async def client_load(fleet: Fleet, model: str, clients: int = CLIENTS) -> Async
 
 
 async def _request(client: openai.AsyncOpenAI, model: str, stream: bool) -> Answered:
+    sent = time.monotonic()
     if stream:
         chunks = await client.chat.completions.create(model=model, messages=HELLO, stream=True)
         finish = [choice.finish_reason async for chunk in chunks for choice in chunk.choices
@@ -250,7 +264,7 @@ async def _request(client: openai.AsyncOpenAI, model: str, stream: bool) -> Answ
             raise AssertionError("the answer has no finish reason")
         headers = raw.headers
     # nginx names every replica it tried, the one that answered last.
-    return Answered(headers["x-request-id"], headers["x-served-by"].split(", ")[-1])
+    return Answered(headers["x-request-id"], headers["x-served-by"].split(", ")[-1], sent)
 
 
 async def polled(read: Callable[[], Reading], condition: Callable[[Reading], bool]) -> Reading:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -62,11 +63,16 @@ async def test_a_sigtermed_replica_fails_no_request_and_loses_no_record(fleet: F
     async with client_load(fleet, "fleet") as tally, asyncio.timeout(WAIT_S):
         await tally.wait_for_answers(CLIENTS)
         victim.signal(signal.SIGTERM)
+        await polled(victim.readiness, lambda status: status == 503)
+        draining = time.monotonic()
         exit_code = await asyncio.to_thread(victim.wait)
         # Load goes on after it has left: nginx must send nothing more its way.
         await tally.wait_for_answers(len(tally.answered) + CLIENTS)
     assert tally.failures == []
     assert exit_code == 0, victim.log()
+    # Not ready, it went on serving what nginx still sent it, for the grace period.
+    assert any(answered.replica == victim.address and answered.sent > draining
+               for answered in tally.answered)
     # It left no record unwritten: it can write none now.
     drained = [a.request_id for a in tally.answered if a.replica == victim.address]
     assert drained
