@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from ledger_support import at, ledger_config, record
+from ledger_support import at, ledger_config, record, write
 
+from switchgear.cli.admin_client import admin_call
 from switchgear.config import Config, StoreConfig
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
@@ -23,6 +25,8 @@ from switchgear.store.maintenance import StoreMaintenance
 from switchgear.store.queries import DAY, Period
 from switchgear.store.records import RequestRecord
 from switchgear.store.retention import ROLLUP_TABLE, rows_dropped_before
+
+from servers import gateway
 
 DAYS = [at("2026-03-01T00:00:00") + number * DAY for number in range(10)]
 NOW = at("2026-03-10T12:00:00")
@@ -156,3 +160,27 @@ async def test_a_window_after_the_cutoff_reads_no_rollups(store_url: str,
     after = await cost_report(store, config, recent, "tenant", "tenant")
     assert not after["from_rollups"] and after["rollups"] is None
     assert same(figures(after), figures(before))
+
+
+def test_a_gateway_applies_retention_and_its_cost_report_says_so(store_url: str) -> None:
+    config = ledger_config(store_url)
+    config = config.model_copy(update={"store": config.store.model_copy(
+        update={"retention_days": 2})})
+    now = time.time()
+    records = [record(config, number, datetime.fromtimestamp(now - hours * 3600, UTC)
+                      .strftime("%Y-%m-%dT%H:%M:%S"), tenant, "chat")
+               for number, (hours, tenant) in enumerate(
+                   [(24 * 6, "acme"), (24 * 5, HOSTILE), (24 * 4, "acme"), (1, "globex")])]
+    write(store_url, records)
+    window = f"/admin/cost?since={now - 7 * DAY}&until={now}"
+    with gateway(config) as base_url:
+        root = base_url.removesuffix("/v1")
+        deadline = time.monotonic() + 30
+        while not (report := admin_call(root, "GET", window))["from_rollups"]:
+            assert time.monotonic() < deadline, "the maintenance task did not fold old rows"
+            time.sleep(0.05)
+    assert report["rollups"]["requests"] == 3
+    assert report["total"]["requests"] == len(records)
+    assert report["total"]["cost"] == pytest.approx(sum(r.cost for r in records))
+    assert {line["key"]: line["requests"] for line in report["lines"]} == \
+        {"acme": 2, HOSTILE: 1, "globex": 1}

@@ -57,6 +57,7 @@ from switchgear.slo.monitor import SLOMonitor
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore, redact_url
 from switchgear.store.leases import FleetLeases, FleetSemaphore
+from switchgear.store.maintenance import StoreMaintenance
 from switchgear.store.redis import connect_redis
 from switchgear.store.writer import RecordWriter
 from switchgear.telemetry.metrics import GatewayMetrics
@@ -362,8 +363,10 @@ class AppState:
         """Start the runtime's parts in the order declared here: each needs those above it.
         They stop in reverse (``stop``), so each outlives what uses it; when one fails to
         start, those that started are stopped and the error raised."""
+        upkeep = StoreMaintenance(self.store, lambda: self.local.store)  # store.* needs a restart
         parts = Parts(
             Calls("store", self.store.open, self.store.close),
+            Calls("store maintenance", upkeep.start, upkeep.stop),  # partitions ahead, retention
             Calls("audit key", self.audit.start),  # the loopback dev key file made if needed
             Calls("audit trail", self.audit.check_key),  # refused if another key sealed it
             Calls("canary rollbacks", on_stop=self.canaries.stop),  # written while it is open
