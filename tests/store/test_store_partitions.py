@@ -317,3 +317,25 @@ async def test_record_lookups_and_duplicates_survive_partitioning(schema: Schema
     assert await store.fetch() == [kept]
     assert await record_of(store, "req-1", "acme") == kept
     assert await record_of(store, "req-1", "someone-else") is None
+
+
+async def test_a_store_opens_while_a_report_holds_the_default_partition(
+        schema: Schema, caplog: pytest.LogCaptureFixture) -> None:
+    await (await schema.store()).close()
+    now = time.time()
+    last_ahead = partition_name(now - now % DAY + DAYS_AHEAD * DAY)
+    await schema.fetch(f"DROP TABLE {last_ahead}")
+    reader = await schema.connect()
+    try:
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.execute(f"LOCK TABLE {DEFAULT} IN ACCESS SHARE MODE")  # a long report
+        store = await schema.store()  # cannot make the missing partition, opens all the same
+        assert last_ahead not in await schema.partitions()
+        assert "not made at open" in caplog.text
+        await store.write([received(1, now)])
+        await transaction.rollback()
+    finally:
+        await reader.close()
+    await store.prepare(now)  # the maintenance task's round
+    assert last_ahead in await schema.partitions()

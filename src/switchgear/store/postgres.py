@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +30,8 @@ from switchgear.store.migrations import (
 )
 from switchgear.store.partitions import create_ahead, expire_partitions
 from switchgear.store.records import RequestRecord
+
+log = logging.getLogger("switchgear.store")
 
 SQL = RequestLogSQL.of("postgresql")
 RECORD_MIGRATION = record_applied("postgresql")
@@ -94,7 +97,7 @@ class PostgresStore:
             try:
                 async with pool.acquire() as connection:
                     await self._migrate(connection)
-                    await create_ahead(connection, time.time(), self._lock("partitions"))
+                    await self._partitions_ahead(connection)
             except BaseException:
                 pool.terminate()
                 raise
@@ -152,6 +155,16 @@ class PostgresStore:
         async with self._connection("expire") as connection:
             return await expire_partitions(connection, before, self._lock("retention"),
                                            self.report_timeout)
+
+    async def _partitions_ahead(self, connection: Any) -> None:
+        """Make the coming days' partitions at open. A table lock not had in time (a long
+        report reading the DEFAULT partition) does not keep the store from opening: that
+        partition takes their rows until the maintenance task makes them."""
+        try:
+            await create_ahead(connection, time.time(), self._lock("partitions"))
+        except asyncpg.LockNotAvailableError as error:
+            log.warning("request_log partitions for the coming days not made at open (the "
+                        "store maintenance task will): %s", error)
 
     def _lock(self, what: str) -> str:
         """The name of this schema's advisory lock for ``what``."""
