@@ -124,7 +124,8 @@ async def test_totals_over_the_window_hold_once_retention_folds_the_old_rows(
         assert report["from_rollups"], name
     assert after["tenant"]["rollups"]["requests"] == len(gone)
     assert after["hostile"]["rollups"]["requests"] == 6
-    assert after["tenant"]["rollups"]["until"] == "2026-03-07T00:00:00Z"
+    assert after["tenant"]["rollups"]["until"] == "2026-03-07T00:00:00Z"  # 23:00 folded last
+    assert after["tenant"]["rollups"]["rows_dropped_before"] == "2026-03-07T00:00:00Z"
     assert "before 2026-03-07T00:00:00Z were removed by retention" in \
         after["tenant"]["rollups"]["note"]
     assert await rows_dropped_before(store) == CUTOFF

@@ -30,6 +30,7 @@ from switchgear.ledger.rollup import (
 )
 from switchgear.store.base import RecordStore
 from switchgear.store.queries import DAY, Period
+from switchgear.store.retention import rows_dropped_before
 
 
 def parse_instant(text: str) -> float:
@@ -93,7 +94,7 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
         "instance_time": None,
         "deployments": None,
         "doubling": None,
-        **_rollup_note(await folded(store, period, tenant)),
+        **_rollup_note(await folded(store, period, tenant), await rows_dropped_before(store)),
     }
     if tenant is None:
         history = PriceHistory.either(versions, PriceBook.of(config).prices, period)
@@ -110,14 +111,15 @@ async def cost_report(store: RecordStore, config: Config, period: Period, by: Di
     return report
 
 
-def _rollup_note(part: Folded | None) -> dict[str, Any]:
+def _rollup_note(part: Folded | None, dropped_before: float | None) -> dict[str, Any]:
     """What the report says of the requests it counted from the rollups."""
-    if part is None:
+    if part is None or dropped_before is None:
         return {"from_rollups": False, "rollups": None}
-    until = iso(part.last_hour + HOUR)
+    before = iso(dropped_before)
     return {"from_rollups": True, "rollups": {
-        "requests": part.requests, "from": iso(part.first_hour), "until": until,
-        "note": f"rows received before {until} were removed by retention "
+        "requests": part.requests, "from": iso(part.first_hour),
+        "until": iso(part.last_hour + HOUR), "rows_dropped_before": before,
+        "note": f"rows received before {before} were removed by retention "
                 "(store.retention_days): their requests, tokens and cost come from hourly "
                 "rollups, each hour counted whole when it starts in the period; peaks, bursts "
                 "and the doubling estimate read only the rows kept"}}

@@ -58,7 +58,8 @@ def cutoff(now: float, retention_days: int) -> float:
 
 
 async def rows_dropped_before(store: RecordStore) -> float | None:
-    """The end of the last hour whose rows retention folded into rollups (rows received before
-    it are gone, kept only as sums); None when retention has removed nothing."""
+    """The UTC midnight before which retention has removed the rows (kept only as sums in the
+    rollups): the one after the last hour folded, as retention removes whole days (no rows
+    were kept between that hour and it either); None when retention has removed nothing."""
     ((last,),) = await store.rows(f"SELECT MAX(hour) FROM {ROLLUP_TABLE}")
-    return None if last is None else float(last) + HOUR
+    return None if last is None else (float(last) // DAY + 1) * DAY
