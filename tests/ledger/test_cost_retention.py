@@ -20,6 +20,7 @@ from switchgear.config import Config, StoreConfig
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
 from switchgear.ledger.report import cost_report
+from switchgear.ledger.rollup import folded, total
 from switchgear.store.base import RecordStore
 from switchgear.store.maintenance import StoreMaintenance
 from switchgear.store.queries import DAY, Period
@@ -185,3 +186,17 @@ def test_a_gateway_applies_retention_and_its_cost_report_says_so(store_url: str)
     assert report["total"]["cost"] == pytest.approx(sum(r.cost for r in records))
     assert {line["key"]: line["requests"] for line in report["lines"]} == \
         {"acme": 2, HOSTILE: 1, "globex": 1}
+
+
+async def test_a_rollup_hour_counts_when_it_starts_in_the_period(store_url: str,
+                                                                 store: RecordStore) -> None:
+    config = ledger_config(store_url)
+    hour = at("2026-03-02T10:00:00")
+    await store.write([record(config, 1, "2026-03-02T10:20:00", "acme", "chat")])
+    assert await store.expire(at("2026-03-03T00:00:00")) == 1
+    for start, end, counted in ((hour - 0.5, hour + 0.5, 1), (hour, hour + 1, 1),
+                                (hour + 0.5, hour + 3600, 0), (hour - 3600, hour - 0.5, 0)):
+        period = Period(start, end)
+        assert (await total(store, period)).requests == counted, (start - hour, end - hour)
+        part = await folded(store, period)
+        assert (part.requests if part else 0) == counted, (start - hour, end - hour)

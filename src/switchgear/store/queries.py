@@ -166,6 +166,8 @@ def where(store: RecordStore, period: Period, tenant: str | None, extra: str = "
     None, one tenant. The column stands bare beside bound values, so that PostgreSQL reads
     only the partitions of request_log the period covers."""
     marks = placeholders(store.dialect, 3 if tenant is not None else 2).split(", ")
+    if store.dialect == "postgresql":  # else a whole-number column makes the bounds whole too
+        marks[:2] = [f"{mark}::float8" for mark in marks[:2]]
     sql = f"WHERE {time} >= {marks[0]} AND {time} < {marks[1]}"
     params: tuple[object, ...] = (period.start, period.end)
     if tenant is not None:
