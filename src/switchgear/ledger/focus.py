@@ -147,7 +147,7 @@ async def focus_export(store: RecordStore, ledger: LedgerConfig,
     """The FOCUS CSV of ``period`` (of one tenant, unless None; only the whole-platform export
     has the idle instance-hours, which belong to no tenant), charged only while a deployment
     existed by the config ``versions`` in force (as ``cost_report`` takes them; None: the live
-    ``prices`` all along)."""
+    ``prices`` all along). Days whose rows retention removed are charged from the rollups."""
     writer = FocusWriter(ledger, prices)
     days = {int(part.start // DAY): part for part in period.days()}
     used: dict[tuple[int, str, str], tuple[float, float]] = {}

@@ -39,7 +39,8 @@ class RecordStore(Protocol):
         ...
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
-        """Write a batch in one transaction; a request id already stored is skipped."""
+        """Write a batch in one transaction; a record already stored is skipped (the same
+        request id; on PostgreSQL, whose key holds the partition key, and received_at)."""
         ...
 
     async def ping(self) -> None:

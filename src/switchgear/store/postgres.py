@@ -104,7 +104,8 @@ class PostgresStore:
         self._pool = pool
 
     async def write(self, records: Sequence[RequestRecord]) -> None:
-        """Write a batch in one transaction; a request id already stored is skipped."""
+        """Write a batch in one transaction; a record whose (request_id, received_at) is
+        stored already is skipped (a retried batch: the writer sends the same records)."""
         if not records:
             return
         async with self._connection("write") as connection, connection.transaction():
