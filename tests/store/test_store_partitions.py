@@ -30,6 +30,7 @@ from switchgear.store.migrations import (
     record_applied,
 )
 from switchgear.store.partitions import DAYS_AHEAD, DEFAULT, partition_name
+from switchgear.store.postgres import PostgresStore
 from switchgear.store.queries import Period, RecordFilter, find_records, record_of
 from switchgear.store.records import COLUMNS, RequestRecord
 from switchgear.store.retention import ROLLUP_TABLE, cutoff
@@ -339,3 +340,23 @@ async def test_a_store_opens_while_a_report_holds_the_default_partition(
         await reader.close()
     await store.prepare(now)  # the maintenance task's round
     assert last_ahead in await schema.partitions()
+
+
+async def test_a_migration_may_outlast_the_stores_own_timeout(schema: Schema) -> None:
+    waiting = PostgresStore(POSTGRES_URL, schema=schema.name, timeout=0.5)
+    schema.stores.append(waiting)
+    other = await asyncpg.connect(POSTGRES_URL)  # another replica, migrating for over 0.5 s
+    try:
+        async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                f"switchgear.migrations.{schema.name}")
+            opening = asyncio.ensure_future(waiting.open())
+            await asyncio.sleep(1.5)
+            assert not opening.done()
+    finally:
+        await other.close()
+    async with asyncio.timeout(WAIT):
+        await opening
+    assert [version for (version,) in await schema.fetch(
+        "SELECT version FROM schema_migrations ORDER BY version")] == \
+        [migration.version for migration in MIGRATIONS]

@@ -49,6 +49,9 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceEr
 #: Seconds a report's query may take: it scans a whole window (about 1.2 s per million rows
 #: here), where the store's own bound (10 s) would refuse a day's report at 100 requests/s.
 REPORT_TIMEOUT_S = 300.0
+#: Seconds a migration may take (and a replica wait for another's): migration 15 copies the
+#: whole request log into its partitions, about 7 s per million rows here.
+MIGRATION_TIMEOUT_S = 3600.0
 
 
 class PostgresStore:
@@ -65,6 +68,7 @@ class PostgresStore:
         max_connections: int = 4,
         timeout: float = 10.0,
         report_timeout: float = REPORT_TIMEOUT_S,
+        migration_timeout: float = MIGRATION_TIMEOUT_S,
     ) -> None:
         if schema is not None and not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema must be a lower-case SQL identifier, got {schema!r}")
@@ -74,6 +78,7 @@ class PostgresStore:
         self.max_connections = max_connections
         self.timeout = timeout
         self.report_timeout = report_timeout
+        self.migration_timeout = migration_timeout
         self._secrets = url_secrets(url)
         self._pool: asyncpg.Pool | None = None
 
@@ -187,7 +192,7 @@ class PostgresStore:
         async with connection.transaction():
             # Replicas starting together must not apply the same migration twice.
             await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                                     self._lock("migrations"))
+                                     self._lock("migrations"), timeout=self.migration_timeout)
             if self.schema and await connection.fetchval(
                 "SELECT to_regnamespace($1) IS NULL", self.schema
             ):
@@ -196,7 +201,7 @@ class PostgresStore:
             applied = [row[0] for row in await connection.fetch(SELECT_APPLIED_VERSIONS)]
             for migration in pending(applied):
                 for statement in migration.statements("postgresql"):
-                    await connection.execute(statement)
+                    await connection.execute(statement, timeout=self.migration_timeout)
                 await connection.execute(
                     RECORD_MIGRATION, migration.version, migration.description, time.time()
                 )
