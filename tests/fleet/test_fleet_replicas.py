@@ -39,10 +39,12 @@ async def test_a_killed_replicas_places_come_back_when_its_leases_expire(fleet: 
     async with client_load(fleet, "fleet") as tally:
         async with asyncio.timeout(WAIT_S):
             await polled(fleet.fleet_model.load, lambda load: load.in_flight == LIMIT)
-        victim = max(fleet.replicas, key=lambda replica: replica.places_held())
+        held = {replica: replica.places_held() for replica in fleet.replicas}
+        victim = max(fleet.replicas, key=held.__getitem__)
         survivors = [replica for replica in fleet.replicas if replica is not victim]
         victim.signal(signal.SIGKILL)
         victim.wait()
+        assert held[victim] > 0  # it died holding places
         # Its places stay taken until their leases expire (the margin is less than the default
         # lease's 10 s: a lease that ignored fleet_lease_s would fail this); then the others
         # hold them all, and the model server runs LIMIT requests again.
@@ -74,15 +76,16 @@ async def test_a_sigtermed_replica_fails_no_request_and_loses_no_record(fleet: F
     assert any(answered.replica == victim.address and answered.sent > draining
                for answered in tally.answered)
     # It left no record unwritten: it can write none now.
-    drained = [a.request_id for a in tally.answered if a.replica == victim.address]
+    drained = [answered.request_id for answered in tally.answered
+               if answered.replica == victim.address]
     assert drained
     recorded = Counter(record.request_id
                        for record in await asyncio.to_thread(fetch_records, fleet.store_url))
     assert [request_id for request_id in drained if not recorded[request_id]] == []
     # One record of every request, no more, once the running replicas have written theirs.
-    answered = Counter(answered.request_id for answered in tally.answered)
+    request_ids = [answered.request_id for answered in tally.answered]
+    assert len(set(request_ids)) == len(request_ids)
     async with asyncio.timeout(WAIT_S):
-        recorded = await record_counts(fleet.store_url, answered)
-    assert {request_id: recorded[request_id] for request_id in answered} == answered
-    assert set(answered.values()) == {1}
+        recorded = await record_counts(fleet.store_url, request_ids)
+    assert {recorded[request_id] for request_id in request_ids} == {1}
     assert fleet.fleet_model.load().peak == LIMIT
