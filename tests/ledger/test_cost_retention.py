@@ -16,6 +16,7 @@ import pytest
 from ledger_support import at, ledger_config, record, write
 
 from switchgear.cli.admin_client import admin_call
+from switchgear.cli.cost import render_html, render_table
 from switchgear.config import Config, StoreConfig
 from switchgear.ledger.cost import PriceBook
 from switchgear.ledger.focus import focus_export
@@ -130,6 +131,10 @@ async def test_totals_over_the_window_hold_once_retention_folds_the_old_rows(
     assert "before 2026-03-07T00:00:00Z were removed by retention" in \
         after["tenant"]["rollups"]["note"]
     assert await rows_dropped_before(store) == CUTOFF
+    for rendered in (render_table(after["tenant"]), render_html(after["tenant"])):
+        assert "30 requests from hourly rollups: rows received before 2026-03-07T00:00:00Z " \
+               "were removed by retention" in rendered
+    assert "rollups" not in render_table(before["tenant"])
     lines = {line["key"]: line for line in after["tenant"]["lines"]}
     assert lines[HOSTILE]["requests"] == len(DAYS) - 1  # the last one comes after NOW
     assert {row[0] for row in await store.rows(f"SELECT tenant FROM {ROLLUP_TABLE}")} == \

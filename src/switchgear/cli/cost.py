@@ -59,6 +59,13 @@ def _deployment_notes(report: dict[str, Any]) -> list[str]:
             f"Instance time: {instance_time['basis']}."]
 
 
+def _retention_notes(report: dict[str, Any]) -> list[str]:
+    """What of the period came from the rollups of rows retention removed (none: nothing)."""
+    rollups = report.get("rollups")
+    return [f"{rollups['requests']} requests from hourly rollups: {rollups['note']}."] \
+        if rollups else []
+
+
 def _layout(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -81,6 +88,7 @@ def render_table(report: dict[str, Any]) -> str:
     if "idle_cost" in total:
         lines.append(f"idle instance time: {_money(total['idle_cost'])}; with it, "
                      f"{_money(total['cost_with_idle'])} in all")
+    lines += _retention_notes(report)
     deployments = _deployment_cells(report)
     if deployments:
         lines += ["", *_deployment_notes(report), *_layout([DEPLOYMENT_HEADERS, *deployments])]
@@ -101,7 +109,8 @@ def render_html(report: dict[str, Any]) -> str:
         y_label="{:.4g}".format)
     sections = [paragraph(_heading(report)), svg,
                 table(f"By {report['by']}", (report["by"], *HEADERS),
-                      [*map(_line_cells, report["lines"]), _line_cells(report["total"])])]
+                      [*map(_line_cells, report["lines"]), _line_cells(report["total"])]),
+                *map(paragraph, _retention_notes(report))]
     deployments = _deployment_cells(report)
     if deployments:
         sections += [paragraph(note) for note in _deployment_notes(report)]
