@@ -16,6 +16,7 @@ from switchgear.config import StoreConfig
 from switchgear.store.base import RecordStore
 from switchgear.store.maintenance import StoreMaintenance
 from switchgear.store.migrations import REQUEST_LOG_HOURLY
+from switchgear.store.queries import Period
 from switchgear.store.records import RequestRecord
 from switchgear.store.retention import (
     DAY,
@@ -27,6 +28,7 @@ from switchgear.store.retention import (
     rows_dropped_before,
 )
 from switchgear.store.sqlite import EXPIRE_CHUNK_ROWS
+from switchgear.telemetry.latency import latency_report
 
 #: A UTC midnight (2023-11-15), and a moment in its third day.
 MIDNIGHT = 1_700_006_400.0
@@ -139,3 +141,25 @@ async def test_the_task_runs_a_round_at_start(bench: StoreBench) -> None:
     finally:
         await task.stop()
     assert (await rollup_sums(store))[0] == 10
+
+
+async def test_the_latency_report_says_when_the_rows_it_ranked_begin(bench: StoreBench) -> None:
+    store = await bench.opened()
+    await store.prepare(MIDNIGHT - DAY)
+    await store.prepare(MIDNIGHT)
+    slow, *fast = [replace(record, received_at=at, first_token_at=at + 0.5, done_at=at + took)
+                   for record, at, took in zip(spread(3, 0, 1),
+                                               (MIDNIGHT - DAY + 60, MIDNIGHT + 60,
+                                                MIDNIGHT + 120), (9.0, 1.0, 2.0), strict=True)]
+    await store.write([slow, *fast])
+    both_days = Period(MIDNIGHT - DAY, MIDNIGHT + DAY)
+    before = await latency_report(store, both_days, None, [])
+    assert before["rows_dropped_before"] is None
+    assert before["data"][0]["e2e_s"]["p99"] == 9.0
+
+    assert await store.expire(MIDNIGHT) == 1
+    after = await latency_report(store, both_days, None, [])
+    assert after["rows_dropped_before"] == MIDNIGHT  # percentiles cannot come from sums
+    assert after["requests"] == 2 and after["data"][0]["e2e_s"]["p99"] == 2.0
+    second_day = await latency_report(store, Period(MIDNIGHT, MIDNIGHT + DAY), None, [])
+    assert second_day["rows_dropped_before"] is None

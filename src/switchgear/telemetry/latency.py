@@ -33,6 +33,7 @@ import numpy as np
 from switchgear.percentiles import METHOD, rank
 from switchgear.store.base import RecordStore
 from switchgear.store.queries import Period, where
+from switchgear.store.retention import rows_dropped_before
 
 #: The percentiles every report gives.
 PERCENTILES = (50, 95, 99)
@@ -66,14 +67,19 @@ class GroupLatency:
 async def latency_report(store: RecordStore, period: Period, tenant: str | None,
                          group_by: Sequence[str]) -> dict[str, Any]:
     """The report of GET /admin/latency: how the percentiles were made (method, exact, the
-    period, the requests counted) and one entry per group, sorted by its key."""
+    period, the requests counted) and one entry per group, sorted by its key. Percentiles need
+    every request's own time, so requests whose rows retention removed are not in them:
+    ``rows_dropped_before`` (None when the period has every row) says from when they are."""
     groups = await latency_by_group(store, period, tenant, group_by, tuple(MEASURES), PERCENTILES)
+    dropped = await rows_dropped_before(store)
     data = [{**dict(zip(group_by, key, strict=True)), "requests": group.requests,
              **group.measures}
             for key, group in sorted(groups.items(), key=lambda item: str(item[0]))]
     return {"object": "latency_report", "method": METHOD, "exact": True,
             "percentiles": list(PERCENTILES), "since": period.start, "until": period.end,
             "tenant": tenant, "group_by": list(group_by),
+            "rows_dropped_before": dropped if dropped is not None and dropped > period.start
+            else None,
             "requests": sum(group.requests for group in groups.values()), "data": data}
 
 
