@@ -298,9 +298,13 @@ def _answers(url: str) -> bool:
 
 
 def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once ``ready``; if the process ends first or takes too long, kill it and raise
+    with its log."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
             raise RuntimeError(f"{process.args!r} did not start:\n"
                                + log.read_text(errors="replace")[-3000:])
         time.sleep(0.05)
