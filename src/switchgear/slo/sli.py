@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from switchgear.sections.slo import SLI, SLOConfig
 from switchgear.store.migrations import Dialect, placeholders
 
+#: Seconds a request is taken to run at most: the SLI also bounds ``received_at`` by this much
+#: before its window, so that PostgreSQL reads only the partitions of request_log (by
+#: ``received_at``) the window can hold; a request that ran longer is not counted.
+LONGEST_REQUEST_S = 86400.0
+
 #: The bucket of ``done_at`` for a bucket width, per dialect (PostgreSQL's cast would round).
 _BUCKET: dict[Dialect, str] = {"sqlite": "CAST(done_at / {width!r} AS INTEGER)",
                                "postgresql": "FLOOR(done_at / {width!r})::BIGINT"}
@@ -43,15 +48,15 @@ class BucketQuery:
 
     def params(self, since: float) -> tuple[object, ...]:
         """The parameters for requests finished at ``since`` or later."""
-        return (since, *self.scope_values)
+        return (since, since - LONGEST_REQUEST_S, *self.scope_values)
 
 
 def bucket_query(objective: SLOConfig, dialect: Dialect, width: float) -> BucketQuery:
     """The query counting ``objective``'s requests per bucket of ``width`` seconds."""
     filters = objective.scope.filters()
-    marks = placeholders(dialect, 1 + len(filters)).split(", ")
-    conditions = [f"done_at >= {marks[0]}",
-                  *(f"{column} = {mark}" for column, mark in zip(filters, marks[1:], strict=True))]
+    marks = placeholders(dialect, 2 + len(filters)).split(", ")
+    conditions = [f"done_at >= {marks[0]}", f"received_at >= {marks[1]}",
+                  *(f"{column} = {mark}" for column, mark in zip(filters, marks[2:], strict=True))]
     if (only := counted(objective.sli)) is not None:
         conditions.append(only)
     bucket = _BUCKET[dialect].format(width=float(width))
