@@ -1,7 +1,8 @@
 """The fleet's semaphores (store/leases.py) on a real Redis: several replicas (each its own
 client and leases) never hold more places than the limit together; a replica that stops
 renewing loses its places after the lease and another takes them; a graceful stop gives them
-back at once; an outage is StateUnavailable; hostile names cannot share a key."""
+back at once; an outage is StateUnavailable; hostile names cannot share a key. And the fleet
+tier gate over them: capacity across replicas, tier order and headroom, shedding, outages."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
+from switchgear.admission.tiers import FleetTierGate, TierSlot
+from switchgear.errors import Overloaded
+from switchgear.sections.tiers import TierConfig
 from switchgear.store.leases import FleetLeases, lease_key
 from switchgear.store.redis import StateUnavailable
 
@@ -158,3 +162,98 @@ async def test_hostile_names_get_keys_of_their_own(
     leases = await replicas()
     assert await leases.semaphore(*one).try_acquire(1)
     assert await leases.semaphore(*other).try_acquire(1)  # not the first one's place
+
+
+def fleet_gate(leases: FleetLeases, capacity: int, wait_ms: float = 60_000,
+               **tiers: dict[str, float]) -> FleetTierGate:
+    """A replica's fleet tier gate of ``capacity`` places; every tier waits ``wait_ms``."""
+    limits = {"max_queue": 100, "wait_target_ms": wait_ms}
+    config = TierConfig.model_validate({
+        "capacity": capacity, "capacity_scope": "fleet", "max_waiting": None,
+        **{tier: {**limits, **tiers.get(tier, {})} for tier in ("interactive", "standard",
+                                                                 "batch")}})
+    return FleetTierGate(config, leases.semaphore("tiers_capacity"))
+
+
+async def test_the_fleet_gate_never_runs_more_than_capacity_across_replicas(
+        replicas: Replicas) -> None:
+    gates = [fleet_gate(await replicas(), LIMIT) for _ in range(3)]
+    running = peak = done = 0
+
+    async def request(gate: FleetTierGate, tier: str) -> None:
+        nonlocal running, peak, done
+        async with gate.slot(tier):
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.005)
+            running -= 1
+            done += 1
+
+    tiers = ("interactive", "standard", "batch")
+    await asyncio.gather(*(request(gates[n % 3], tiers[n % 2 * 2]) for n in range(60)))
+    assert (done, peak) == (60, LIMIT)
+    assert [gate.snapshot().in_use for gate in gates] == [0, 0, 0]
+
+
+async def test_a_freed_fleet_place_goes_to_the_highest_tier_waiting_here(
+        replicas: Replicas) -> None:
+    one, two = fleet_gate(await replicas(), 1), fleet_gate(await replicas(), 1)
+    held = await one.acquire("batch")  # the fleet's only place, on the other replica
+    order: list[str] = []
+
+    async def request(name: str, tier: str) -> None:
+        async with two.slot(tier):
+            order.append(name)
+
+    tasks = []
+    for name, tier in [("b1", "batch"), ("s1", "standard"), ("i1", "interactive")]:
+        tasks.append(asyncio.create_task(request(name, tier)))
+        await asyncio.sleep(0.01)
+    assert two.snapshot().waiting == 3
+    held.release()
+    await asyncio.gather(*tasks)
+    assert order == ["i1", "s1", "b1"]
+
+
+async def test_headroom_is_a_fleet_wide_limit(replicas: Replicas) -> None:
+    one = fleet_gate(await replicas(), 2, wait_ms=50, batch={"headroom": 1})
+    two = fleet_gate(await replicas(), 2, wait_ms=50, batch={"headroom": 1})
+    await one.acquire("standard")  # one of the two places, taken on the other replica
+    with pytest.raises(Overloaded, match="waited past"):
+        await two.acquire("batch")  # batch leaves the last place to the tiers above it
+    assert two.snapshot().tiers["batch"].shed_wait_target == 1
+    slot = await two.acquire("interactive")  # which takes it at once
+    assert isinstance(slot, TierSlot)
+    with pytest.raises(Overloaded):
+        await one.acquire("interactive")  # and the fleet is full
+
+
+async def test_a_waiter_that_leaves_takes_no_fleet_place_with_it(
+        replicas: Replicas, redis_client: Redis) -> None:
+    here = await replicas()
+    one, two = fleet_gate(here, 1), fleet_gate(await replicas(), 1)
+    held = await one.acquire("standard")
+    leaving = asyncio.create_task(two.acquire("standard"))
+    await asyncio.sleep(0.02)
+    leaving.cancel()
+    held.release()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    slot = await one.acquire("standard")  # the place is free again, on either replica
+    slot.release()
+    await here.flush()
+    assert await redis_client.zcard(one.places.key) == 0
+    assert (one.snapshot().in_use, two.snapshot().in_use, two.snapshot().waiting) == (0, 0, 0)
+
+
+async def test_the_fleet_gate_answers_an_outage_with_state_unavailable(
+        refused_url: Callable[..., str]) -> None:
+    leases = FleetLeases.connect(refused_url("redis") + "/0", "sgtest:", 1.0)
+    await leases.start()
+    try:
+        gate = fleet_gate(leases, 2)
+        with pytest.raises(StateUnavailable):
+            await gate.acquire("interactive")
+        assert gate.snapshot().in_use == 0
+    finally:
+        await leases.stop()

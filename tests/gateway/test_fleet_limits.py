@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from openai import AsyncOpenAI, InternalServerError
+from openai import APIError, AsyncOpenAI, InternalServerError
 from redis.asyncio import Redis
 
 from switchgear.config import Config, ConfigError, parse_config
+from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 from switchgear.store.leases import lease_key
@@ -155,6 +156,42 @@ async def test_clients_that_leave_give_their_fleet_places_back(
             assert sim.state.model.requests_served == 0
         finally:
             await client.close()
+
+
+@pytest.mark.parametrize("faults", [Faults(error_rate=1.0), Faults(disconnect_rate=1.0)],
+                         ids=["error", "stream cut"])
+async def test_failed_attempts_give_their_fleet_places_back(
+        tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator],
+        faults: Faults) -> None:
+    sim = simulators(SLOW, faults)
+    config = fleet_config(tmp_path, "a", sim.base_url, prefix, "max_concurrency", "fleet")
+    with gateway(config) as url:
+        with pytest.raises(APIError):
+            await send_together([url])
+        assert await places_taken(lease_key(prefix, "max_concurrency", "sim", "sim")) == 0
+
+
+async def test_a_hedge_and_the_attempt_it_beats_give_their_places_back(
+        tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator]) -> None:
+    slow = simulators(ModelOptions(slots=8, ttft_ms=60_000, seed=5))
+    fast = simulators(SLOW)
+    deployments = [{"name": name, "backend": "openai_http", "url": sim.base_url, "model": "sim",
+                    "max_concurrency": limit, "max_concurrency_scope": "fleet"}
+                   for name, sim, limit in (("slow", slow, LIMIT), ("fast", fast, PER_GATEWAY))]
+    config = parse_config({
+        "models": {"sim": {"deployments": deployments, "policy": "priority",
+                           "hedge": {"after_ms": 50}}},
+        "store": {"url": f"sqlite:///{tmp_path}/hedge.db", "flush_interval_ms": 20},
+        "routing": {"queue_timeout_ms": 30_000, "health_check_interval_s": None,
+                    "retry": {"max_attempts": 2, "budget_ratio": 1.0}},
+        "limits": {"state_url": REDIS_URL, "state_prefix": prefix},
+    })
+    with gateway(config) as url:
+        assert all(await send_together([url]))  # each from the fast one, first or hedged
+        for name in ("slow", "fast"):
+            assert await places_taken(lease_key(prefix, "max_concurrency", "sim", name)) == 0
+    assert (slow.state.model.requests_served, fast.state.model.requests_served) == (
+        0, PER_GATEWAY)
 
 
 def test_fleet_scope_without_state_url_is_a_config_error() -> None:

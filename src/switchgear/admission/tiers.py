@@ -346,6 +346,13 @@ class FleetTierGate(TierGate):
     def _limit(self, state: _TierState) -> int:
         return self.config.capacity - state.limits.headroom
 
+    def _leave(self, state: _TierState, waiter: _Waiter) -> None:
+        """A waiter gave up; when it was the last one here, nobody needs the dispatcher."""
+        super()._leave(state, waiter)
+        if not self._waiting and self._dispatcher is not None:
+            self._dispatcher.cancel()
+            self._dispatcher = None  # the next waiter starts another
+
     def _release(self, tier: Tier) -> None:
         """Give back a place that ``tier`` held: to the fleet (a waiter here is woken)."""
         self._tiers[tier].in_use -= 1

@@ -93,8 +93,9 @@ class FleetDeployment(Deployment):
 
     @property
     def has_room(self) -> bool:
-        """Whether the fleet had a free place at this replica's last look."""
-        return self.places.seen < self.config.max_concurrency
+        """Whether the fleet had a free place at this replica's last look, counting the
+        requests here taking one since."""
+        return self.places.demand < self.config.max_concurrency
 
     async def wait_for_room(self, seconds: float) -> bool:
         """True at once: the fleet's room is waited for when a place is taken (``take_place``)."""

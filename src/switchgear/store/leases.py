@@ -112,6 +112,8 @@ class FleetSemaphore:
         self.held: list[str] = []
         #: Places taken across the fleet at this replica's last look.
         self.seen = 0
+        #: Requests here taking a place now (asking or waiting): demand ``seen`` misses.
+        self.taking = 0
         self._turn = asyncio.Lock()
         self._freed = asyncio.Event()
 
@@ -126,8 +128,20 @@ class FleetSemaphore:
             self.held.append(member)
         return bool(granted)
 
+    @property
+    def demand(self) -> int:
+        """Places taken fleet-wide at the last look, plus those being taken here since."""
+        return self.seen + self.taking
+
     async def acquire(self, limit: int, seconds: float) -> bool:
         """Take a place, waiting up to ``seconds`` for one; whether one was taken."""
+        self.taking += 1
+        try:
+            return await self._acquire(limit, seconds)
+        finally:
+            self.taking -= 1
+
+    async def _acquire(self, limit: int, seconds: float) -> bool:
         if await self.try_acquire(limit):
             return True
         if seconds <= 0:
@@ -266,15 +280,17 @@ class FleetLeases:
 
     async def renew(self) -> None:
         """Extend every place held here by a lease from now, in one call; drop (and log) the
-        places that lapsed meanwhile. StateUnavailable when Redis cannot answer."""
-        holding = [semaphore for semaphore in self._semaphores.values() if semaphore.held]
-        if not holding:
+        places that lapsed meanwhile; update the fleet's counts as seen. StateUnavailable when
+        Redis cannot answer."""
+        # those it holds places of, and those it saw taken (their count, for has_room hints)
+        watched = [s for s in self._semaphores.values() if s.held or s.seen]
+        if not watched:
             return
-        sent = {semaphore: list(semaphore.held) for semaphore in holding}
+        sent = {semaphore: list(semaphore.held) for semaphore in watched}
         args: list[str | int] = [self.lease_ms]
         for members in sent.values():
             args += [len(members), *members]
-        answers = await RENEW(self.client, [s.key for s in holding], args)
+        answers = await RENEW(self.client, [s.key for s in watched], args)
         for (semaphore, members), (kept, taken) in zip(sent.items(), answers, strict=True):
             semaphore.seen = int(taken)
             lapsed = set(members) - {_text(member) for member in kept}
