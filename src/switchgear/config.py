@@ -264,11 +264,11 @@ class ModelConfig(_Strict):
             raise ValueError("at most one variant can be the canary")
         if any(v.canary for v in self.variants) and len(self.variants) < 2:
             raise ValueError("a canary needs a baseline variant beside it")
+        if self.variants and not any(v.weight > 0 for v in self.variants):
+            raise ValueError("at least one variant needs a weight above 0")
         if self.hedge is not None and len(self.deployments) < 2:
             raise ValueError("hedge needs two deployments or more (a hedge goes to another)")
         return self
-        if self.variants and not any(v.weight > 0 for v in self.variants):
-            raise ValueError("at least one variant needs a weight above 0")
 
 
 class RetryConfig(_Strict):
@@ -328,9 +328,6 @@ class ServerConfig(_Strict):
     body_timeout_s: float = Field(30.0, gt=0)
     #: Seconds an idle keep-alive connection is kept open between requests.
     keepalive_timeout_s: float = Field(5.0, gt=0)
-
-
-class StoreConfig(_Strict):
     #: Seconds a replica keeps listening and serving after SIGTERM/SIGINT while /readyz answers
     #: 503 "draining" and every response closes its connection, so load balancers move away
     #: before it stops accepting; a second signal ends it early.
@@ -338,6 +335,9 @@ class StoreConfig(_Strict):
     #: Seconds, once it stops accepting, that requests and streams in flight have to finish
     #: before they are cut off (their records are written either way).
     shutdown_timeout_s: float = Field(30.0, gt=0)
+
+
+class StoreConfig(_Strict):
     """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``."""
 
     url: str = "sqlite:///switchgear.db"
@@ -404,6 +404,9 @@ class LimitsConfig(_Strict):
     state_url: str | None = None
     #: Prefix of every Redis key (separates gateways, or test runs, sharing one Redis).
     state_prefix: str = "switchgear:"
+    #: Seconds a fleet-wide place (``max_concurrency_scope``/``capacity_scope: fleet``) outlives
+    #: a replica that stopped renewing it (one that died): its capacity returns after this.
+    fleet_lease_s: float = Field(10.0, gt=0)
     per_key: LimitValues = LimitValues()
     tenants: dict[str, LimitValues] = Field(default_factory=dict)
     models: dict[str, LimitValues] = Field(default_factory=dict)
@@ -418,9 +421,6 @@ class LimitsConfig(_Strict):
 #: Which requests the cache may answer: ``deterministic`` (temperature 0, or a seed; all
 #: embeddings), ``all`` (any, sampling included) or ``off``.
 Cacheable = Annotated[Literal["deterministic", "all", "off"], yaml_off("off")]
-    #: Seconds a fleet-wide place (``max_concurrency_scope``/``capacity_scope: fleet``) outlives
-    #: a replica that stopped renewing it (one that died): its capacity returns after this.
-    fleet_lease_s: float = Field(10.0, gt=0)
 
 
 class CacheConfig(_Strict):
@@ -709,6 +709,19 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _fleet_needs_state(self) -> Config:
+        if self.limits.state_url is None:
+            fleet = [f"models.{alias}.deployments.{d.name}.max_concurrency_scope"
+                     for alias, model in self.models.items() for d in model.deployments
+                     if d.max_concurrency_scope == "fleet"]
+            if self.tiers is not None and self.tiers.capacity_scope == "fleet":
+                fleet.append("tiers.capacity_scope")
+            if fleet:
+                raise ValueError(f"{', '.join(fleet)}: fleet scope needs limits.state_url (the "
+                                 "shared-state Redis that holds the fleet's places)")
+        return self
+
+    @model_validator(mode="after")
     def _slo_models_exist(self) -> Config:
         for number, objective in enumerate(self.slo.objectives):
             model = objective.scope.model
@@ -722,19 +735,6 @@ class Config(_Strict):
     def _prompt_names(cls, prompts: dict[str, PromptTemplate]) -> dict[str, PromptTemplate]:
         check_names(prompts)
         return prompts
-    @model_validator(mode="after")
-    def _fleet_needs_state(self) -> Config:
-        if self.limits.state_url is None:
-            fleet = [f"models.{alias}.deployments.{d.name}.max_concurrency_scope"
-                     for alias, model in self.models.items() for d in model.deployments
-                     if d.max_concurrency_scope == "fleet"]
-            if self.tiers is not None and self.tiers.capacity_scope == "fleet":
-                fleet.append("tiers.capacity_scope")
-            if fleet:
-                raise ValueError(f"{', '.join(fleet)}: fleet scope needs limits.state_url (the "
-                                 "shared-state Redis that holds the fleet's places)")
-        return self
-
 
     @field_validator("models")
     @classmethod
