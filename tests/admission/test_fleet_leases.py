@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from test_admission_limits import OwnRedis
 
 from switchgear.admission.tiers import FleetTierGate, TierSlot
 from switchgear.errors import Overloaded
@@ -147,6 +149,30 @@ async def test_redis_outage_is_state_unavailable(refused_url: Callable[..., str]
         await leases.flush()  # logged, not raised: the place lapses by itself
     finally:
         await leases.stop()
+
+
+async def test_places_through_a_redis_restart(tmp_path: Path) -> None:
+    server = OwnRedis(tmp_path)
+    await server.start()
+    leases = FleetLeases.connect(f"redis://127.0.0.1:{server.port}/0", "sgtest:", 1.0)
+    try:
+        semaphore = leases.semaphore("tiers")
+        assert await semaphore.try_acquire(2)
+        await server.stop()
+        with pytest.raises(StateUnavailable):
+            await semaphore.try_acquire(2)
+        with pytest.raises(StateUnavailable):
+            await leases.renew()
+        assert len(semaphore.held) == 1  # kept while Redis is away: it may come back whole
+
+        await server.start()  # back, empty: the place lapsed with it
+        await leases.renew()
+        assert semaphore.held == []  # dropped here too, not renewed into a place it never had
+        assert await semaphore.try_acquire(2) and await semaphore.try_acquire(2)
+        assert not await semaphore.try_acquire(2)
+    finally:
+        await leases.stop()
+        await server.stop()
 
 
 @pytest.mark.parametrize(("one", "other"), [

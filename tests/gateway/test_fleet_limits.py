@@ -17,6 +17,8 @@ from openai import APIError, AsyncOpenAI, InternalServerError
 from redis.asyncio import Redis
 
 from switchgear.config import Config, ConfigError, parse_config
+from switchgear.gateway.state import AppState
+from switchgear.routing.deployment import FleetDeployment
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
@@ -192,6 +194,27 @@ async def test_a_hedge_and_the_attempt_it_beats_give_their_places_back(
             assert await places_taken(lease_key(prefix, "max_concurrency", "sim", name)) == 0
     assert (slow.state.model.requests_served, fast.state.model.requests_served) == (
         0, PER_GATEWAY)
+
+
+async def test_a_stopping_gateway_gives_its_places_back_at_once(
+        tmp_path: Path, prefix: str, redis_client: Redis) -> None:
+    config = fleet_config(tmp_path, "a", "http://127.0.0.1:9", prefix, "max_concurrency",
+                          "fleet")
+    config = config.model_copy(update={"limits": config.limits.model_copy(
+        update={"fleet_lease_s": 600})})
+    state = AppState.build(config)
+    await state.start()
+    try:
+        deployment = next(iter(state.router.deployments()))
+        assert isinstance(deployment, FleetDeployment)
+        for _ in range(LIMIT):  # requests in flight as the replica stops
+            assert await deployment.take_place(0)
+            deployment.acquire()
+        assert not await deployment.take_place(0)
+    finally:
+        await state.stop()
+    key = lease_key(prefix, "max_concurrency", "sim", "sim")
+    assert await redis_client.zcard(key) == 0  # not after the 600 s lease: now
 
 
 def test_fleet_scope_without_state_url_is_a_config_error() -> None:
