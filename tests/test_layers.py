@@ -20,7 +20,8 @@ import switchgear
 #: package itself (``__version__``) is ``switchgear``.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # what every layer uses, and which knows nothing of the others
-    ("foundation", frozenset({"switchgear", "errors", "exchange", "background", "percentiles"})),
+    ("foundation", frozenset({"switchgear", "errors", "exchange", "background", "percentiles",
+                               "protocols"})),
     # the config file's sections that a domain package reads (tiers, SLOs, prompt templates,
     # the scorecard's facts, what a guard check needs to run), and the value types they use
     ("sections", frozenset({"sections"})),
@@ -46,6 +47,7 @@ SIBLINGS: Mapping[str, frozenset[str]] = MappingProxyType({
     "quality": frozenset({"routing", "telemetry"}),  # experiments' variants, metrics
     "guards": frozenset({"quality"}),  # the refusal check is quality's heuristic
     "slo": frozenset({"telemetry"}),
+    "protocols": frozenset({"errors", "exchange"}),  # a bad body is an InvalidRequest
     "scorecard": frozenset({"governance"}),  # versions and the audit chain as evidence
 })
 
