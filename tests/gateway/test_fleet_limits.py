@@ -217,12 +217,17 @@ async def test_a_stopping_gateway_gives_its_places_back_at_once(
     assert await redis_client.zcard(key) == 0  # not after the 600 s lease: now
 
 
-def test_fleet_scope_without_state_url_is_a_config_error() -> None:
+def test_fleet_settings_that_cannot_work_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"fleet scope needs limits\.state_url"):
         parse_config({"models": {"sim": {"deployments": [{
             "name": "sim", "backend": "simulated", "max_concurrency_scope": "fleet"}]}}})
     with pytest.raises(ConfigError, match=r"tiers\.capacity_scope: fleet scope needs"):
         parse_config({"tiers": {"capacity": 2, "capacity_scope": "fleet"}})
+    with pytest.raises(ConfigError, match=r"limits\.fleet_lease_s"):
+        parse_config({"limits": {"state_url": REDIS_URL, "fleet_lease_s": 0}})
+    with pytest.raises(ConfigError, match="max_concurrency_scope"):
+        parse_config({"models": {"sim": {"deployments": [{
+            "name": "sim", "backend": "simulated", "max_concurrency_scope": "cluster"}]}}})
 
 
 async def test_an_unreachable_state_is_a_503(

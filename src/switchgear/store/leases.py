@@ -17,7 +17,9 @@ back; another replica's release is seen at the next poll.
 
 Every Redis failure is :class:`~switchgear.store.redis.StateUnavailable` (503) to the request
 that needed a place. Places held while Redis is away are renewed when it returns, or have lapsed
-(then the renewal says so in the log, and the places are dropped here).
+(then the renewal says so in the log, and the places are dropped here). A request cancelled
+while its take is in flight may leave a place Redis granted and nobody here knows of: never
+renewed, it lapses within ``lease_s``.
 
 Keys are ``<prefix>lease:<escaped name parts joined by ':'>``: each part is percent-escaped
 (``:`` and ``%`` included), so no name can reach another semaphore's key.
@@ -39,7 +41,7 @@ from urllib.parse import quote
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from switchgear.store.redis import LuaScript, StateUnavailable, connect_redis
+from switchgear.store.redis import LuaScript, StateUnavailable, connect_redis, text
 
 log = logging.getLogger("switchgear.leases")
 
@@ -293,7 +295,7 @@ class FleetLeases:
         answers = await RENEW(self.client, [s.key for s in watched], args)
         for (semaphore, members), (kept, taken) in zip(sent.items(), answers, strict=True):
             semaphore.seen = int(taken)
-            lapsed = set(members) - {_text(member) for member in kept}
+            lapsed = set(members) - {text(member) for member in kept}
             if lapsed:
                 log.warning("%d fleet places of %s lapsed before renewal (Redis away longer "
                             "than limits.fleet_lease_s?)", len(lapsed), semaphore.key)
@@ -311,7 +313,3 @@ class FleetLeases:
         while True:
             await self._returns.wait()
             await self.flush()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
