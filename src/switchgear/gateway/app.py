@@ -31,14 +31,12 @@ from switchgear.gateway.audit_admin import AuditAdmin
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
-    DONE_EVENT,
     Departure,
     Message,
     Receive,
     Scope,
     Send,
     bearer_token,
-    event,
     header,
     read_json,
     send_body,
@@ -47,6 +45,7 @@ from switchgear.gateway.http import (
     send_json,
     wants_no_cache,
 )
+from switchgear.gateway.inbound import InboundAPI, StreamEncoder, openai_api
 from switchgear.gateway.insight_admin import InsightAdmin
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
@@ -88,9 +87,9 @@ class GatewayApp:
         console = ConsoleFiles(load_assets())
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
-            "/v1/chat/completions": {"POST": partial(self.openai, Operation.CHAT)},
-            "/v1/completions": {"POST": partial(self.openai, Operation.COMPLETIONS)},
-            "/v1/embeddings": {"POST": partial(self.openai, Operation.EMBEDDINGS)},
+            "/v1/chat/completions": {"POST": partial(self.infer, openai_api(Operation.CHAT))},
+            "/v1/completions": {"POST": partial(self.infer, openai_api(Operation.COMPLETIONS))},
+            "/v1/embeddings": {"POST": partial(self.infer, openai_api(Operation.EMBEDDINGS))},
             "/v1/models": {"GET": self.models},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -192,20 +191,21 @@ class GatewayApp:
             log.exception("request %s failed", request_id)
             await _send_failure(send, internal_error(), request_id, error)
 
-    async def openai(self, operation: Operation, scope: Scope, receive: Receive, send: Send,
-                     request_id: str) -> None:
-        """An OpenAI inference call: validate, run the pipeline, answer in JSON or SSE."""
+    async def infer(self, api: InboundAPI, scope: Scope, receive: Receive, send: Send,
+                    request_id: str) -> None:
+        """An inference call in ``api``'s words: authenticate, translate the body to OpenAI's,
+        run the pipeline, answer (JSON or events) and fail in ``api``'s shape."""
         state = self.state
         received = time.time()
         traceparent = header(scope, TRACEPARENT)
         try:
             # Authenticate first: without a good key the body is never read, parsed or checked.
-            key = await state.authenticator.caller(bearer_token(scope))
+            key = await state.authenticator.caller(api.credential(scope))
             body = await read_json(scope, receive, state.config.server.max_body_bytes)
-            exchange = make_exchange(operation, body, request_id)
+            exchange = make_exchange(api.operation, await api.parse(body, key), request_id)
         except SwitchgearError as error:
-            refused = self._record_refusal(operation, request_id, received, traceparent, error)
-            await send_error(send, error, request_id, refused.response_headers)
+            refused = self._record_refusal(api, request_id, received, traceparent, error)
+            await send_error(send, error, request_id, refused.response_headers, api.error)
             return
         exchange.received = received
         state.tracer.begin(exchange, traceparent)
@@ -215,31 +215,34 @@ class GatewayApp:
             identify(exchange, key)
         except SwitchgearError as error:
             state.recorder.fail(exchange, error)
-            await send_error(send, error, request_id, _trace_header(exchange))
+            await send_error(send, error, request_id, _trace_header(exchange), api.error)
             return
         serving = state.serving  # one config version serves the whole request
         exchange.config_version = serving.version
         serving.enter()
         try:
-            await self._serve(serving.pipeline, exchange, receive, send, request_id)
+            await self._serve(api, serving.pipeline, exchange, receive, send, request_id)
         finally:
             serving.leave()
 
-    async def _serve(self, pipeline: Handler, exchange: Exchange, receive: Receive, send: Send,
-                     request_id: str) -> None:
+    async def _serve(self, api: InboundAPI, pipeline: Handler, exchange: Exchange,
+                     receive: Receive, send: Send, request_id: str) -> None:
         """Run ``exchange`` through ``pipeline`` and send the answer, as JSON or events."""
         state = self.state
         state.metrics.in_flight.inc()
         try:
             reply = await _answer(pipeline, exchange, receive)
+            if isinstance(reply, dict):
+                reply = await api.reply(exchange, reply)
         except SwitchgearError as error:
             state.metrics.in_flight.dec()
-            await send_error(send, error, request_id, _trace_header(exchange))
+            await send_error(send, error, request_id, _trace_header(exchange), api.error)
             return
         except Exception:
             state.metrics.in_flight.dec()
             log.exception("request %s failed", request_id)
-            await send_error(send, internal_error(), request_id, _trace_header(exchange))
+            await send_error(send, internal_error(), request_id, _trace_header(exchange),
+                             api.error)
             return
         if reply is None:  # the client left; the Record stage logged a 499
             state.metrics.in_flight.dec()
@@ -249,43 +252,19 @@ class GatewayApp:
             await send_json(send, 200, reply, request_id, exchange.response_headers)
             return
         try:
-            await send_events(send, receive, self._events(exchange, reply), request_id,
-                              exchange.response_headers)
+            await send_events(send, receive, _events(exchange, reply, api.stream(exchange)),
+                              request_id, exchange.response_headers)
         finally:
             state.metrics.in_flight.dec()
 
-    def _record_refusal(self, operation: Operation, request_id: str, received: float,
+    def _record_refusal(self, api: InboundAPI, request_id: str, received: float,
                         traceparent: bytes | None, error: SwitchgearError) -> Exchange:
         """Log a request refused before it became an Exchange, so every request has its row."""
-        exchange = Exchange(request_id=request_id, operation=operation, body={}, model="",
+        exchange = Exchange(request_id=request_id, operation=api.operation, body={}, model="",
                             received=received, config_version=self.state.serving.version)
         self.state.tracer.begin(exchange, traceparent)
         self.state.recorder.fail(exchange, error)
         return exchange
-
-    @staticmethod
-    async def _events(exchange: Exchange, chunks: AsyncIterator[Body]
-                      ) -> AsyncGenerator[bytes, None]:
-        """Encode a stream as server-sent events; a failure after the first byte becomes an
-        error event and the stream ends without ``[DONE]``, so no client mistakes it for a
-        clean finish."""
-        try:
-            async for chunk in chunks:
-                if "usage" in chunk and not exchange.include_usage:
-                    if not chunk.get("choices"):
-                        continue
-                    chunk = {key: value for key, value in chunk.items() if key != "usage"}
-                yield event(chunk)
-        except SwitchgearError as error:
-            yield event(error.body())
-            return
-        except Exception:
-            log.exception("stream %s failed", exchange.request_id)
-            yield event(internal_error().body())
-            return
-        finally:
-            await close_stream(chunks)
-        yield DONE_EVENT
 
     async def models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """GET /v1/models: the aliases the caller may ask for (any alias in open mode)."""
@@ -337,6 +316,29 @@ class GatewayApp:
         """GET /metrics: Prometheus text format."""
         await send_body(send, 200, self.state.metrics.render(), request_id,
                         content_type=CONTENT_TYPE.encode())
+
+
+async def _events(exchange: Exchange, chunks: AsyncIterator[Body], encoder: StreamEncoder
+                  ) -> AsyncGenerator[bytes, None]:
+    """Encode a stream as ``encoder``'s server-sent events; a failure after the first byte
+    becomes its failure events, and the stream ends without its clean ending."""
+    try:
+        async for chunk in chunks:
+            for data in encoder.chunk(chunk):
+                yield data
+    except SwitchgearError as error:
+        for data in encoder.fail(error):
+            yield data
+        return
+    except Exception:
+        log.exception("stream %s failed", exchange.request_id)
+        for data in encoder.fail(internal_error()):
+            yield data
+        return
+    finally:
+        await close_stream(chunks)
+    for data in await encoder.end():
+        yield data
 
 
 async def _answer(pipeline: Handler, exchange: Exchange, receive: Receive) -> Reply | None:

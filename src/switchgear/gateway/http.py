@@ -126,12 +126,16 @@ async def send_json(send: Send, status: int, body: Any, request_id: str,
 
 
 async def send_error(send: Send, error: SwitchgearError, request_id: str,
-                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Send ``error`` in OpenAI's shape; 429 and 503 carry Retry-After."""
+                     extra_headers: list[tuple[bytes, bytes]] | None = None,
+                     shape: Callable[[SwitchgearError, str], tuple[int, Any]] | None = None
+                     ) -> None:
+    """Send ``error`` in OpenAI's shape, or as ``shape`` gives its status and body (another
+    API's); 429 and 503 carry Retry-After."""
     extra = [*error.headers, *(extra_headers or ())]
     if error.retry_after is not None or error.status in (429, 503):
         extra.append((b"retry-after", str(max(1, round(error.retry_after or 1))).encode()))
-    await send_body(send, error.status, orjson.dumps(error.body()), request_id, extra=extra)
+    status, body = (error.status, error.body()) if shape is None else shape(error, request_id)
+    await send_body(send, status, orjson.dumps(body), request_id, extra=extra)
 
 
 def event(payload: Any) -> bytes:

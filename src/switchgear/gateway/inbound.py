@@ -1,0 +1,103 @@
+"""The APIs a client may speak to the gateway, each an adapter in front of the one pipeline.
+
+The pipeline runs OpenAI bodies. An ``InboundAPI`` says how one client API maps onto it: where
+the caller's key is, how its request body becomes an OpenAI body, and how the pipeline's reply
+(a dict, or a stream of chunks), and any error, go back in that API's shape. The OpenAI
+endpoints are adapters too, whose translations leave the body as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from switchgear.admission.keys import ApiKey
+from switchgear.errors import SwitchgearError
+from switchgear.exchange import Exchange, Operation
+from switchgear.gateway.http import DONE_EVENT, Scope, bearer_token, event
+from switchgear.pipeline import Body
+
+#: An error as a status and a body: ``(status, body)``.
+ErrorShape = Callable[[SwitchgearError, str], tuple[int, Any]]
+
+
+class StreamEncoder(Protocol):
+    """Turns one stream of OpenAI chunks into an API's server-sent events (encoded bytes).
+
+    Made afresh for each stream, so it may keep what the stream has said so far."""
+
+    def chunk(self, chunk: Body) -> Iterable[bytes]:
+        """The events for one chunk (none, one or several)."""
+
+    async def end(self) -> Iterable[bytes]:
+        """The events that close a stream that finished cleanly."""
+
+    def fail(self, error: SwitchgearError) -> Iterable[bytes]:
+        """The events that end a stream cut by ``error`` after its first byte."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAPI:
+    """How one client API maps onto the OpenAI pipeline.
+
+    ``parse`` gets the parsed JSON body and the caller's verified key (None in open mode) and
+    returns the OpenAI body to run (raising ``InvalidRequest`` for a bad one); ``reply``
+    translates a whole answer; ``stream`` makes the encoder of one streamed answer; ``error``
+    gives an error's status and body.
+    """
+
+    #: What ``Exchange.api`` records.
+    name: str
+    operation: Operation
+    credential: Callable[[Scope], str | None]
+    parse: Callable[[Any, ApiKey | None], Awaitable[Any]]
+    reply: Callable[[Exchange, Body], Awaitable[Body]]
+    stream: Callable[[Exchange], StreamEncoder]
+    error: ErrorShape
+
+
+def openai_error(error: SwitchgearError, request_id: str) -> tuple[int, Any]:
+    """An error in OpenAI's shape, with its own status."""
+    return error.status, error.body()
+
+
+class OpenAIEvents:
+    """OpenAI's stream: each chunk an event (the usage chunk only when the client asked for
+    it), ``[DONE]`` at a clean end, and an error event without ``[DONE]`` after a failure, so
+    no client mistakes a cut stream for a clean finish."""
+
+    __slots__ = ("include_usage",)
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.include_usage = exchange.include_usage
+
+    def chunk(self, chunk: Body) -> Iterable[bytes]:
+        """The chunk as one event; without its usage unless the client asked for it."""
+        if "usage" in chunk and not self.include_usage:
+            if not chunk.get("choices"):
+                return ()
+            chunk = {key: value for key, value in chunk.items() if key != "usage"}
+        return (event(chunk),)
+
+    async def end(self) -> Iterable[bytes]:
+        """``data: [DONE]``."""
+        return (DONE_EVENT,)
+
+    def fail(self, error: SwitchgearError) -> Iterable[bytes]:
+        """The error's body as one event."""
+        return (event(error.body()),)
+
+
+async def _as_is(body: Any, key: ApiKey | None) -> Any:
+    return body
+
+
+async def _reply_as_is(exchange: Exchange, reply: Body) -> Body:
+    return reply
+
+
+def openai_api(operation: Operation) -> InboundAPI:
+    """The OpenAI endpoint of ``operation``: bodies and answers pass as they are."""
+    return InboundAPI(name="openai", operation=operation, credential=bearer_token,
+                      parse=_as_is, reply=_reply_as_is, stream=OpenAIEvents, error=openai_error)
