@@ -33,7 +33,10 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Of the prompt tokens, those read from the upstream's prompt cache, and those written to
+    #: it (Anthropic's cache_creation_input_tokens, priced as input with a premium).
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -86,6 +89,10 @@ class Exchange:
     body: dict[str, Any]
     model: str
     stream: bool = False
+    #: The API the request came in through (its body is translated to ``operation``'s OpenAI
+    #: shape for the pipeline, and the answer back): ``openai``, ``anthropic.messages`` or
+    #: ``openai.responses``.
+    api: str = "openai"
     include_usage: bool = False
     #: W3C trace context: the trace (the client's, or a new one), the gateway's own span, the
     #: client's span (its parent) and whether the trace is sampled (exported).

@@ -15,7 +15,7 @@ from store_support import StoreBench, make_record
 from switchgear.config import StoreConfig
 from switchgear.store.base import RecordStore
 from switchgear.store.maintenance import StoreMaintenance
-from switchgear.store.migrations import REQUEST_LOG_HOURLY
+from switchgear.store.migrations import HOURLY_CACHE_WRITES, REQUEST_LOG_HOURLY
 from switchgear.store.queries import Period
 from switchgear.store.records import RequestRecord
 from switchgear.store.retention import (
@@ -51,7 +51,8 @@ async def rollup_sums(store: RecordStore) -> tuple[int, int, float]:
 
 
 def test_the_rollups_columns_are_the_tables() -> None:
-    assert ("hour", *GROUP_COLUMNS, *SUMS) == tuple(column.name for column in REQUEST_LOG_HOURLY)
+    assert ("hour", *GROUP_COLUMNS, *SUMS) == tuple(
+        column.name for column in (*REQUEST_LOG_HOURLY, HOURLY_CACHE_WRITES))
 
 
 def test_the_cutoff_is_the_midnight_that_keeps_whole_days() -> None:

@@ -273,6 +273,11 @@ API_KEY_LIMITS: tuple[Column, ...] = (
     Column("monthly_budget", "double", nullable=True),
 )
 
+#: The API a request came in through, and the prompt tokens it wrote to the upstream's prompt
+#: cache (migration 17).
+API_AND_CACHE_WRITES: tuple[Column, ...] = (Column("api", "text", nullable=True),
+                                            Column("cache_write_tokens", "bigint", nullable=True))
+
 #: request_log's indexes as migrations 1 to 13 left them, made again on the partitioned table.
 REQUEST_LOG_V14_INDEXES: tuple[tuple[str, ...], ...] = (
     *REQUEST_LOG_V1_INDEXES,
@@ -350,6 +355,8 @@ REQUEST_LOG_HOURLY: tuple[Column, ...] = (
     Column("ttft_s", "double"),
     Column("ttft_count", "bigint"),
 )
+#: The hourly sum of cache_write_tokens (migration 17; 0 for rows folded before it).
+HOURLY_CACHE_WRITES = Column("cache_write_tokens", "bigint", nullable=True)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -460,6 +467,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         sql={dialect: (create_table("request_log_hourly", REQUEST_LOG_HOURLY, None, dialect),
                        create_index("request_log_hourly", ("hour",)),
                        create_index("request_log_hourly", ("tenant", "hour")))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=17,
+        description="request_log.api (the API a request came in through), "
+                    "request_log.cache_write_tokens and its hourly sum",
+        sql={dialect: (*(add_column("request_log", column, dialect)
+                         for column in API_AND_CACHE_WRITES),
+                       add_column("request_log_hourly", HOURLY_CACHE_WRITES, dialect))
              for dialect in ("sqlite", "postgresql")},
     ),
 )

@@ -62,6 +62,8 @@ class RequestRecord:
     config_version: int | None = None
     prompt_name: str | None = None
     prompt_version: int | None = None
+    api: str | None = None
+    cache_write_tokens: int | None = None
 
     @classmethod
     def of(cls, exchange: Exchange) -> RequestRecord:
@@ -110,6 +112,8 @@ class RequestRecord:
             config_version=exchange.config_version,
             prompt_name=exchange.prompt_name,
             prompt_version=exchange.prompt_version,
+            api=exchange.api,
+            cache_write_tokens=exchange.usage.cache_write_tokens,
         )
 
     @classmethod

@@ -30,6 +30,7 @@ SUMS = {
     "ttft_s": "SUM(" + _SUCCEEDED_WITH.format(at="first_token_at",
                                               then="first_token_at - received_at") + ")",
     "ttft_count": "SUM(" + _SUCCEEDED_WITH.format(at="first_token_at", then="1") + ")",
+    "cache_write_tokens": "SUM(COALESCE(cache_write_tokens, 0))",  # migration 17
 }
 
 #: The start of a row's UTC hour, in whole seconds since the epoch.
