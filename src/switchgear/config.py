@@ -355,6 +355,9 @@ class StoreConfig(_Strict):
     retention_days: int | None = Field(None, ge=1)
     #: Days the hourly rollups are kept (None: for ever); at least ``retention_days``.
     rollup_retention_days: int | None = Field(None, ge=1)
+    #: Days a response stored by /v1/responses (``store: true``) is kept and can be continued
+    #: (``previous_response_id``), read or deleted (None: for ever).
+    responses_retention_days: int | None = Field(30, ge=1)
 
     @field_validator("url")
     @classmethod

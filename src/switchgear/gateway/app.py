@@ -51,6 +51,7 @@ from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.records_admin import RecordsAdmin
 from switchgear.gateway.requests import RequestIds, attribute, make_exchange
+from switchgear.gateway.responses import ResponsesAPI
 from switchgear.gateway.state import AppState
 from switchgear.gateway.ui import ConsoleFiles, load_assets
 from switchgear.pipeline import Body, Handler, Reply, close_stream
@@ -85,11 +86,13 @@ class GatewayApp:
         records = RecordsAdmin(self.admin)
         insight = InsightAdmin(self.admin)
         console = ConsoleFiles(load_assets())
+        responses = ResponsesAPI(state, self.infer)
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.infer, openai_api(Operation.CHAT))},
             "/v1/completions": {"POST": partial(self.infer, openai_api(Operation.COMPLETIONS))},
             "/v1/embeddings": {"POST": partial(self.infer, openai_api(Operation.EMBEDDINGS))},
+            "/v1/responses": {"POST": responses.create},
             "/v1/models": {"GET": self.models},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -127,6 +130,7 @@ class GatewayApp:
             ("/admin/prompts/", {"GET": prompts.show}),
             ("/admin/records/", {"GET": records.record}),
             ("/ui/", {"GET": console.asset}),
+            ("/v1/responses/", {"GET": responses.retrieve, "DELETE": responses.delete}),
         ]
 
     def drain(self) -> None:

@@ -35,6 +35,9 @@ SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "user", "prompt", "st
 UNSUPPORTED = ("background", "conversation")
 #: Item types dropped on the way to the chat body.
 DROPPED_ITEMS = frozenset({"reasoning"})
+#: The ``error.code`` of a failed response, by the gateway error's status (the SDK knows
+#: these codes; anything else is ``server_error``).
+FAILURE_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
 #: A chat finish_reason that leaves the response incomplete, and the reason it gives.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -483,7 +486,8 @@ class ResponseEvents:
         """An ``error`` event, then ``response.failed`` with the error in the response."""
         self.response = self.frame.response(
             self.output, "failed", response_usage(self.usage),
-            error={"code": error.code or error.type, "message": error.message})
+            error={"code": FAILURE_CODES.get(error.status, "server_error"),
+                   "message": error.message, "param": error.param, "type": error.type})
         return [self._event("error", code=error.code or error.type, message=error.message,
                             param=error.param),
                 self._event("response.failed", response=self.response)]

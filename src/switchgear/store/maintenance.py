@@ -1,6 +1,7 @@
 """The store's upkeep in the background: the coming days' partitions made, and retention:
 rows older than ``store.retention_days`` folded into hourly rollups and removed, rollups older
-than ``store.rollup_retention_days`` removed."""
+than ``store.rollup_retention_days`` removed, and so are stored Responses older than
+``store.responses_retention_days``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from switchgear.background import Background
 from switchgear.config import StoreConfig
 from switchgear.store.base import RecordStore, StoreUnavailable
 from switchgear.store.migrations import placeholders
+from switchgear.store.responses import SECONDS_PER_DAY, expire_responses
 from switchgear.store.retention import ROLLUP_TABLE, cutoff
 
 log = logging.getLogger("switchgear.store")
@@ -24,10 +26,12 @@ MAINTENANCE_INTERVAL_S = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Upkeep:
-    """What one round did: records folded into rollups (and removed), rollup rows removed."""
+    """What one round did: records folded into rollups (and removed), rollup rows removed,
+    stored Responses removed."""
 
     folded: int
     rollups_removed: int
+    responses_removed: int = 0
 
 
 class StoreMaintenance(Background):
@@ -62,10 +66,15 @@ class StoreMaintenance(Background):
             removed = await self.store.execute(
                 f"DELETE FROM {ROLLUP_TABLE} WHERE hour < {placeholders(self.store.dialect, 1)}",
                 (cutoff(now, settings.rollup_retention_days),))
-        if folded or removed:
+        responses = 0
+        if settings.responses_retention_days is not None:
+            responses = await expire_responses(
+                self.store, now - settings.responses_retention_days * SECONDS_PER_DAY)
+        if folded or removed or responses:
             log.info("retention: %d request records folded into hourly rollups and removed; "
-                     "%d rollup rows removed", folded, removed)
-        return Upkeep(folded, removed)
+                     "%d rollup rows removed; %d stored responses removed", folded, removed,
+                     responses)
+        return Upkeep(folded, removed, responses)
 
     async def _run(self) -> None:
         while True:

@@ -358,6 +358,17 @@ REQUEST_LOG_HOURLY: tuple[Column, ...] = (
 #: The hourly sum of cache_write_tokens (migration 17; 0 for rows folded before it).
 HOURLY_CACHE_WRITES = Column("cache_write_tokens", "bigint", nullable=True)
 
+#: Stored Responses (``store: true`` on /v1/responses): each response, its tenant and time, and
+#: the conversation before it as Responses input items (JSON) (migration 18).
+STORED_RESPONSES: tuple[Column, ...] = (
+    Column("response_id", "text"),
+    Column("tenant", "text"),
+    Column("created_at", "double"),
+    Column("model", "text"),
+    Column("items", "text"),
+    Column("response", "text"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -476,6 +487,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         sql={dialect: (*(add_column("request_log", column, dialect)
                          for column in API_AND_CACHE_WRITES),
                        add_column("request_log_hourly", HOURLY_CACHE_WRITES, dialect))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=18,
+        description="stored_responses: the responses /v1/responses stored (store: true)",
+        sql={dialect: (create_table("stored_responses", STORED_RESPONSES, "response_id", dialect),
+                       create_index("stored_responses", ("created_at",)))
              for dialect in ("sqlite", "postgresql")},
     ),
 )
