@@ -1,7 +1,8 @@
 """Typed configuration: one YAML file, validated whole before anything starts.
 
 Secrets never sit in the file: a deployment names the environment variable holding its API key
-(``api_key_env``) and the key is read when the backend is built.
+(``api_key_env``) or a header's value (``headers_env``) and the value is read when the backend is
+built.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import quote, urlencode
 
 import yaml
 from pydantic import (
@@ -22,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,12 +32,23 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from switchgear.sections.guards import combine, load
+from switchgear.sections.prices import builtin_price
 from switchgear.sections.prompts import PromptTemplate, check_names
 from switchgear.sections.scorecard import ScorecardSection
 from switchgear.sections.slo import SLOSection
 from switchgear.sections.tiers import TierConfig
 
 BackendKind = Literal["embedded", "openai_http", "simulated"]
+#: The kinds that talk HTTP to an upstream ``url`` (and may send it extra headers and a query).
+HTTP_BACKENDS = frozenset({"openai_http", "anthropic"})
+#: Headers the gateway sets on every upstream request, which a deployment's ``headers_env``
+#: may not replace (the backend's own credential headers are refused apart, in ``_headers``).
+GATEWAY_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
+                             "content-type", "accept", "traceparent", "tracestate"})
+#: What an HTTP header's name may be made of (RFC 9110's token).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: Characters a header's value may not hold: control characters but tab (CR/LF end the header).
+HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 DEFAULT_ALIAS = "smollm2"
 
@@ -63,6 +77,10 @@ class Timeouts(_Strict):
     total: float = Field(600.0, gt=0)
 
 
+#: What a prompt-cache write costs per input token's price when the price does not say.
+CACHE_WRITE_PREMIUM = 1.25
+
+
 class Price(_Strict):
     """What a deployment costs: per million input, cached input and output tokens (an API), and
     per instance-hour for ``instances`` machines each serving ``concurrency`` requests at once
@@ -73,6 +91,10 @@ class Price(_Strict):
     output_per_million: float = Field(0.0, ge=0)
     #: Input tokens the upstream served from its prompt cache; None: the input price.
     cached_input_per_million: float | None = Field(None, ge=0)
+    #: Input tokens the upstream wrote to its prompt cache (Anthropic's
+    #: cache_creation_input_tokens); None: 1.25 x the input price, Anthropic's premium for its
+    #: 5-minute cache (no other upstream reports cache writes).
+    cache_write_per_million: float | None = Field(None, ge=0)
     instance_per_hour: float = Field(0.0, ge=0)
     instances: int = Field(1, ge=1)
     concurrency: int = Field(1, ge=1)
@@ -83,6 +105,13 @@ class Price(_Strict):
         if self.cached_input_per_million is None:
             return self.input_per_million
         return self.cached_input_per_million
+
+    @property
+    def cache_write_price(self) -> float:
+        """The price per million input tokens written to the prompt cache."""
+        if self.cache_write_per_million is None:
+            return self.input_per_million * CACHE_WRITE_PREMIUM
+        return self.cache_write_per_million
 
     @property
     def self_hosted(self) -> bool:
@@ -152,8 +181,26 @@ class SimulatedOptions(_Strict):
     seed: int | None = 0
 
 
+class AnthropicOptions(_Strict):
+    """Settings of an ``anthropic`` deployment (Anthropic's Messages API at ``url``/v1/messages,
+    keyed by ``api_key_env`` in ``x-api-key``): the ``anthropic-version`` header it sends, and
+    the ``max_tokens`` it asks for when a request gives none (Anthropic requires one)."""
+
+    version: str = Field("2023-06-01", pattern=r"^[0-9A-Za-z.-]+$")
+    max_tokens: int = Field(4096, ge=1)
+
+
 class DeploymentConfig(_Strict):
-    """One place a model alias can be served from."""
+    """One place a model alias can be served from.
+
+    An HTTP deployment (``openai_http``, ``anthropic``) may send extra headers whose values come
+    from environment variables (``headers_env``: header name → variable, for an ``api-key`` or a
+    custom auth header) and extra query parameters (``query``: name → value, ``query_env``: name
+    → variable): Azure OpenAI is ``url`` ending in ``/openai/deployments/NAME``,
+    ``headers_env: {api-key: AZURE_OPENAI_KEY}`` and ``query: {api-version: "2024-10-21"}``.
+    With no ``price``, a deployment whose ``model`` is in the built-in price table
+    (sections/prices.yaml) is charged the table's prices.
+    """
 
     name: str = Field(min_length=1)
     backend: BackendKind
@@ -172,15 +219,47 @@ class DeploymentConfig(_Strict):
     capacity: Capacity | None = None
     embedded: EmbeddedOptions = EmbeddedOptions()
     simulated: SimulatedOptions = SimulatedOptions()
-    #: What the active health check of an openai_http deployment asks: ``models`` (GET /models)
-    #: or ``completion`` (a one-token chat completion: a server that lists models but cannot
+    #: What the active health check of an HTTP deployment asks: ``models`` (GET /models)
+    #: or ``completion`` (a one-token completion: a server that lists models but cannot
     #: generate fails it). Any answer but a 2xx is a failed check.
     health_check: Literal["models", "completion"] = "models"
+    #: Extra headers of each upstream request: header name → the variable holding its value.
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    #: Extra query parameters of each upstream request: name → value, and name → variable.
+    query: dict[str, str] = Field(default_factory=dict)
+    query_env: dict[str, str] = Field(default_factory=dict)
+    anthropic: AnthropicOptions = AnthropicOptions()
+    _builtin_price: Price | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Look ``model`` up in the built-in price table when no ``price`` is given."""
+        if "price" not in self.model_fields_set and self.backend in HTTP_BACKENDS and self.model:
+            fields = builtin_price(self.model)
+            if fields is not None:
+                self._builtin_price = Price(**fields)
+
+    @property
+    def charged_price(self) -> Price:
+        """What the deployment is charged at: its ``price`` when the config gives one, else the
+        built-in table's for its ``model`` (an HTTP deployment of a known hosted model), else
+        nothing (``price``'s zero default)."""
+        return self._builtin_price or self.price
 
     @model_validator(mode="after")
     def _url_for_http(self) -> DeploymentConfig:
-        if self.backend == "openai_http" and not self.url:
-            raise ValueError("an openai_http deployment needs a url")
+        if self.backend in HTTP_BACKENDS and not self.url:
+            raise ValueError(f"an {self.backend} deployment needs a url")
+        if self.backend not in HTTP_BACKENDS and (self.headers_env or self.query
+                                                  or self.query_env):
+            raise ValueError("headers_env, query and query_env are for HTTP deployments "
+                             f"({', '.join(sorted(HTTP_BACKENDS))})")
+        own = GATEWAY_HEADERS | self._credential_headers()
+        for name in self.headers_env:
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"headers_env: {name!r} is not an HTTP header name")
+            if name.lower() in own:
+                raise ValueError(f"headers_env: {name} is a header the gateway sets itself "
+                                 f"({', '.join(sorted(own))})")
         if self.health_check == "completion" and not self.model:
             raise ValueError("health_check: completion needs model (the name the upstream "
                              "serves, which the check asks for)")
@@ -193,15 +272,59 @@ class DeploymentConfig(_Strict):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/") if url else url
 
+    def _credential_headers(self) -> frozenset[str]:
+        """The headers the backend sets for its own credential and protocol."""
+        if self.backend == "anthropic":
+            return frozenset({"x-api-key", "anthropic-version"})
+        return frozenset({"authorization"}) if self.api_key_env else frozenset()
+
     def api_key(self) -> str | None:
         """The API key from the named environment variable, if any."""
         if not self.api_key_env:
             return None
-        key = os.environ.get(self.api_key_env)
-        if key is None:
-            raise ConfigError(f"deployment {self.name!r}: environment variable "
-                              f"{self.api_key_env} (api_key_env) is not set")
-        return key
+        return self._header_value("api_key_env", self.api_key_env)
+
+    def upstream_headers(self) -> dict[str, str]:
+        """The extra headers (``headers_env``), each value read from its variable."""
+        return {name: self._header_value(f"headers_env.{name}", variable)
+                for name, variable in self.headers_env.items()}
+
+    def upstream_query(self) -> str:
+        """The extra query string (``query`` and ``query_env``, percent-encoded; "" for none)."""
+        values = {**self.query, **{name: self._env_value(f"query_env.{name}", variable)
+                                   for name, variable in self.query_env.items()}}
+        return urlencode(values, quote_via=quote)
+
+    def _env_value(self, setting: str, variable: str) -> str:
+        value = os.environ.get(variable)
+        if value is None:
+            raise ConfigError(f"deployment {self.name!r}: environment variable {variable} "
+                              f"({setting}) is not set")
+        return value
+
+    def _header_value(self, setting: str, variable: str) -> str:
+        """A variable's value to be sent in a header: never one that could end the header
+        (CR, LF, other control characters) or that HTTP cannot carry (beyond Latin-1); the
+        error names the variable, never its value."""
+        value = self._env_value(setting, variable)
+        if HEADER_VALUE_FORBIDDEN.search(value) or not _latin1(value):
+            raise ConfigError(f"deployment {self.name!r}: environment variable {variable} "
+                              f"({setting}) holds characters a header cannot carry (control "
+                              "characters such as CR or LF, or beyond Latin-1)")
+        return value
+
+    def secret_variables(self) -> tuple[str, ...]:
+        """The environment variables whose values this deployment sends to its ``url``."""
+        return tuple(variable for variable in (self.api_key_env, *self.headers_env.values(),
+                                               *self.query_env.values()) if variable)
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 PolicyName = Literal["weighted", "least_outstanding", "latency", "cost", "priority"]
@@ -817,6 +940,8 @@ def _env_settings(value: object, where: str) -> Iterator[tuple[str, str]]:
                 yield from _env_settings(item, path)
             elif field.default is None and isinstance(item, str):
                 yield path, item
+            elif isinstance(item, dict):  # name → variable (headers_env, query_env)
+                yield from ((f"{path}.{key}", variable) for key, variable in item.items())
     elif isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list | tuple):

@@ -2,7 +2,10 @@
 
 Connections are pooled and kept alive; a stream is passed on chunk by chunk as it arrives. The HTTP
 client's errors are mapped to switchgear.errors here and nowhere else. Each request carries the
-attempt's W3C ``traceparent`` (set by the Route stage).
+attempt's W3C ``traceparent`` (set by the Route stage), and the deployment's extra headers and
+query parameters (``headers_env``, ``query``, ``query_env``). ``HTTPBackend`` is what every HTTP
+upstream shares (the pool, deadlines, error mapping, the health check); the anthropic backend
+builds on it too.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ PATHS = {
     Operation.EMBEDDINGS: "/embeddings",
 }
 DONE = b"[DONE]"
+#: The status Anthropic answers when it is overloaded (retryable, passed on as 503).
+OVERLOADED = 529
 #: Seconds a readiness check may take.
 CHECK_TIMEOUT = 2.0
 
@@ -75,23 +80,24 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield pending[5:].strip()
 
 
-class OpenAIHTTPBackend:
-    """Talks to one OpenAI-compatible base URL (ending in /v1) over a keep-alive pool."""
+class HTTPBackend:
+    """What an HTTP upstream's backend shares: a keep-alive pool to the deployment's ``url``
+    sending its headers (``headers`` here, then the deployment's extra ones) and query, the
+    deadlines, the client errors mapped, JSON bodies read, and the health check (``check``:
+    method, path and body)."""
 
-    def __init__(self, config: DeploymentConfig) -> None:
+    def __init__(self, config: DeploymentConfig, headers: dict[str, str],
+                 check: tuple[str, str, bytes]) -> None:
         assert config.url is not None
         self.name = config.name
         self._url = config.url
         self._connect_timeout = config.timeouts.connect
         self._total_timeout = config.timeouts.total
-        self._check = (("POST", "/chat/completions", orjson.dumps({
-            "model": config.model, "max_tokens": 1,
-            "messages": [{"role": "user", "content": "ping"}]}))
-            if config.health_check == "completion" else ("GET", "/models", b""))
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        api_key = config.api_key()
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._check = check
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         **headers, **config.upstream_headers()}
+        query = config.upstream_query()
+        self._query = f"?{query}" if query else ""
         self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -100,22 +106,85 @@ class OpenAIHTTPBackend:
                                     headers=self._headers)
 
     async def _send(self, method: str, path: str, body: bytes, seconds: float) -> Response:
+        """Send ``method path`` (with the deployment's query) and wait for the headers."""
         assert self._pool is not None, "backend not started"
         deadline = asyncio.get_running_loop().time() + seconds
         traceparent = OUTGOING_TRACEPARENT.get()
         headers = b"traceparent: %s\r\n" % traceparent.encode() if traceparent else b""
         try:
-            return await self._pool.request(method, path, body, deadline, headers)
+            return await self._pool.request(method, path + self._query, body, deadline, headers)
         except ClientError as error:
             raise map_client_error(error, self.name) from None
 
     async def _read(self, response: Response) -> bytes:
+        """The whole body of ``response``, which is closed after."""
         try:
             return await response.read()
         except ClientError as error:
             raise map_client_error(error, self.name) from None
         finally:
             response.close()
+
+    def _json_object(self, data: bytes, what: str) -> Body:
+        """``data`` parsed as a JSON object, or an UpstreamProtocolError naming ``what`` it was."""
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a {what} that is not "
+                                        "a JSON object.")
+        return parsed
+
+    def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]
+                      ) -> UpstreamStatusError:
+        """The error an HTTP error answer becomes: the upstream's ``{"error": {...}}`` message
+        and type passed on (OpenAI's shape; Anthropic's has the same ``error`` object), except
+        that a refusal of the gateway's own credentials is a 502 and an overload (529, which
+        Anthropic sends) a retryable 503."""
+        message, kind, param, code = f"Deployment '{self.name}' answered {status}.", None, None, None
+        try:
+            error = orjson.loads(raw).get("error")
+            if isinstance(error, dict):
+                message = str(error.get("message") or message)
+                kind, param, code = error.get("type"), error.get("param"), error.get("code")
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        if status in (401, 403):  # the gateway's own credentials were refused: not the client's fault
+            message, status, kind = f"Deployment '{self.name}' refused the gateway's credentials.", 502, None
+        if status == OVERLOADED:
+            status = 503
+        return UpstreamStatusError(message, status=status, upstream_type=kind, param=param,
+                                   code=code, retry_after=_retry_after(headers))
+
+    async def check(self) -> None:
+        """The health check's request: raise an UpstreamError unless the server answers 2xx
+        (a 404 from a wrong base URL or a proxy is a failure)."""
+        method, path, body = self._check
+        response = await self._send(method, path, body, CHECK_TIMEOUT)
+        await self._read(response)
+        if not 200 <= response.status < 300:
+            raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
+                                      f"{response.status}.", status=503)
+
+    async def aclose(self) -> None:
+        """Close the pool's connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class OpenAIHTTPBackend(HTTPBackend):
+    """Talks to one OpenAI-compatible base URL (ending in /v1) over a keep-alive pool."""
+
+    def __init__(self, config: DeploymentConfig) -> None:
+        check = (("POST", "/chat/completions", orjson.dumps({
+            "model": config.model, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}]}))
+            if config.health_check == "completion" else ("GET", "/models", b""))
+        api_key = config.api_key()
+        super().__init__(config, {"Authorization": f"Bearer {api_key}"} if api_key else {},
+                         check)
 
     async def complete(self, operation: Operation, body: Body, tier: str = "standard") -> Body:
         """POST the request and return the parsed JSON answer."""
@@ -146,49 +215,7 @@ class OpenAIHTTPBackend:
             response.close()
         raise UpstreamProtocolError(f"Deployment '{self.name}' ended the stream without [DONE].")
 
-    def _json_object(self, data: bytes, what: str) -> Body:
-        """``data`` parsed as a JSON object, or an UpstreamProtocolError naming ``what`` it was."""
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a {what} that is not "
-                                        "a JSON object.")
-        return parsed
-
     def _event_error(self, chunk: Body) -> UpstreamError:
         error = chunk.get("error") or {}
         message = error.get("message") if isinstance(error, dict) else str(error)
         return UpstreamProtocolError(f"Deployment '{self.name}' failed mid-stream: {message}")
-
-    def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]
-                      ) -> UpstreamStatusError:
-        message, kind, param, code = f"Deployment '{self.name}' answered {status}.", None, None, None
-        try:
-            error = orjson.loads(raw).get("error")
-            if isinstance(error, dict):
-                message = str(error.get("message") or message)
-                kind, param, code = error.get("type"), error.get("param"), error.get("code")
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        if status in (401, 403):  # the gateway's own credentials were refused: not the client's fault
-            message, status, kind = f"Deployment '{self.name}' refused the gateway's credentials.", 502, None
-        return UpstreamStatusError(message, status=status, upstream_type=kind, param=param,
-                                   code=code, retry_after=_retry_after(headers))
-
-    async def check(self) -> None:
-        """GET /models, or a one-token completion (``health_check``): raise an UpstreamError
-        unless the server answers 2xx (a 404 from a wrong base URL or a proxy is a failure)."""
-        method, path, body = self._check
-        response = await self._send(method, path, body, CHECK_TIMEOUT)
-        await self._read(response)
-        if not 200 <= response.status < 300:
-            raise UpstreamStatusError(f"Deployment '{self.name}' health check answered "
-                                      f"{response.status}.", status=503)
-
-    async def aclose(self) -> None:
-        """Close the pool's connections."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None

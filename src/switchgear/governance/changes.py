@@ -8,9 +8,9 @@ approval by someone other than its author when it touches a section listed in
 which every replica picks up; a change is refused (400) unless this replica can build what it
 would serve (``Adoptable``), so that no replica is handed a version it cannot adopt.
 Break-glass applies a change at once, without approval: loudly, and the change stays "review
-required" until someone else reviews it. A change that sends a credential (``api_key_env``) to
-a new or re-pointed upstream URL always needs approval, and only an admin may break glass on
-it; a change to the governance section always needs approval too.
+required" until someone else reviews it. A change that sends a credential (``api_key_env``,
+``headers_env``, ``query_env``) to a new or re-pointed upstream URL always needs approval, and
+only an admin may break glass on it; a change to the governance section always needs approval too.
 """
 
 from __future__ import annotations
@@ -258,11 +258,12 @@ class ConfigChanges:
 def credentialed_upstreams(old: Mapping[str, ModelConfig], new: Mapping[str, ModelConfig]
                            ) -> list[str]:
     """The deployments (``alias/name``) of the ``new`` model section that send a credential
-    (``api_key_env``) to a URL the ``old`` one did not send that credential to."""
-    known = {(d.url, d.api_key_env) for model in old.values() for d in model.deployments
-             if d.api_key_env}
+    (``api_key_env``, a ``headers_env`` or ``query_env`` value) to a URL the ``old`` one did
+    not send that credential to."""
+    known = {(d.url, variable) for model in old.values() for d in model.deployments
+             for variable in d.secret_variables()}
     return [f"{alias}/{d.name}" for alias, model in new.items() for d in model.deployments
-            if d.api_key_env and (d.url, d.api_key_env) not in known]
+            if any((d.url, variable) not in known for variable in d.secret_variables())]
 
 
 def _credentialed(old: str, new: str) -> list[str]:
