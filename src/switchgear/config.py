@@ -38,7 +38,7 @@ from switchgear.sections.scorecard import ScorecardSection
 from switchgear.sections.slo import SLOSection
 from switchgear.sections.tiers import TierConfig
 
-BackendKind = Literal["embedded", "openai_http", "simulated"]
+BackendKind = Literal["embedded", "openai_http", "anthropic", "simulated"]
 #: The kinds that talk HTTP to an upstream ``url`` (and may send it extra headers and a query).
 HTTP_BACKENDS = frozenset({"openai_http", "anthropic"})
 #: Headers the gateway sets on every upstream request, which a deployment's ``headers_env``

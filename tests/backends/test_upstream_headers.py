@@ -214,6 +214,7 @@ def test_a_custom_auth_header_and_a_bearer_key_travel_together(
     ("openai_http", "Host", {}), ("openai_http", "content-length", {}),
     ("openai_http", "traceparent", {}), ("openai_http", "Transfer-Encoding", {}),
     ("openai_http", "Authorization", {"api_key_env": "SG_TEST_BEARER"}),
+    ("anthropic", "x-api-key", {}), ("anthropic", "Anthropic-Version", {}),
 ])
 def test_headers_the_gateway_sets_cannot_be_replaced(backend: str, name: str,
                                                      extra: dict[str, Any]) -> None:

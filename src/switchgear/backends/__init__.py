@@ -9,6 +9,7 @@ from switchgear.config import DeploymentConfig
 
 #: backend kind → "module:class"; imported only when a deployment uses it.
 BACKENDS = {
+    "anthropic": "switchgear.backends.anthropic:AnthropicBackend",
     "embedded": "switchgear.backends.embedded:EmbeddedBackend",
     "openai_http": "switchgear.backends.openai_http:OpenAIHTTPBackend",
     "simulated": "switchgear.backends.simulated:SimulatedBackend",

@@ -47,7 +47,9 @@ def estimated_tokens(exchange: Exchange) -> int:
 
 
 def take_usage(exchange: Exchange, body: Body) -> None:
-    """Copy the token counts of an OpenAI ``usage`` object, if the body has one."""
+    """Copy the token counts of an OpenAI ``usage`` object, if the body has one (the prompt
+    cache's writes as ``prompt_tokens_details.cache_write_tokens``, as the anthropic backend
+    reports them)."""
     usage: Any = body.get("usage")
     if not usage:
         return
@@ -55,6 +57,7 @@ def take_usage(exchange: Exchange, body: Body) -> None:
     exchange.usage.completion_tokens = usage.get("completion_tokens") or 0
     details = usage.get("prompt_tokens_details") or {}
     exchange.usage.cached_tokens = details.get("cached_tokens") or 0
+    exchange.usage.cache_write_tokens = details.get("cache_write_tokens") or 0
 
 
 class Route:
