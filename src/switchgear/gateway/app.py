@@ -86,7 +86,7 @@ class GatewayApp:
         records = RecordsAdmin(self.admin)
         insight = InsightAdmin(self.admin)
         console = ConsoleFiles(load_assets())
-        responses = ResponsesAPI(state, self.infer)
+        self.responses = responses = ResponsesAPI(state, self.infer)
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.infer, openai_api(Operation.CHAT))},
@@ -162,6 +162,7 @@ class GatewayApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.responses.drain()  # stored responses still being written
                 await self.state.stop()
                 writer = self.state.writer
                 if not writer.pending:

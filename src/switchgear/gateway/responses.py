@@ -3,13 +3,17 @@ adapter), and ``GET`` / ``DELETE /v1/responses/{id}`` of stored responses.
 
 Each request gets its own adapter (``ResponseCall``), which keeps what its answer needs: the
 Responses request, the conversation before it and the response's frame. A response is stored
-(``store`` is true unless the request says false) before it is answered, or, streamed, before
-``response.completed`` is sent: a client may continue it (``previous_response_id``) as soon as
-it has it. A store outage fails no answer: the response is answered unstored, with a warning.
+(``store`` is true unless the request says false) off the hot path, as records are: the write
+starts as the answer goes out (a streamed one's at ``response.completed``), and a read here of a
+response still being written waits for its write (``ResponseSaves``), so a client continuing it
+(``previous_response_id``) at once finds it on this replica; another replica finds it once the
+write has landed (about a millisecond). A store outage fails no answer: the response is
+answered unstored, with a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -32,7 +36,7 @@ from switchgear.protocols.responses import (
     response_of,
 )
 from switchgear.store.base import StoreUnavailable
-from switchgear.store.responses import StoredResponses
+from switchgear.store.responses import Save, StoredResponse, StoredResponses
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -53,11 +57,64 @@ def named_event(payload: Body) -> bytes:
             + b"\n\n")
 
 
+class ResponseSaves:
+    """Stored responses, written in the background and together: while one write runs, the
+    responses answered meanwhile wait and go in the next one (one statement for all of them).
+    A read of a response still waiting or being written here waits for its write first."""
+
+    def __init__(self, stored: StoredResponses) -> None:
+        self.stored = stored
+        self._waiting: list[Save] = []
+        #: Per response id not yet written: done once its write is over (however it went).
+        self._written: dict[str, asyncio.Future[None]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    def save(self, tenant: str, response: Body, items: list[Item]) -> None:
+        """Write ``response`` (after ``items``) for ``tenant`` soon."""
+        self._waiting.append((tenant, response, items))
+        self._written[str(response["id"])] = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self.stored.save_many(batch)
+            except StoreUnavailable as error:
+                log.warning("%d responses were answered but not stored: %s", len(batch), error)
+            except Exception:
+                log.exception("%d responses were answered but not stored", len(batch))
+            finally:
+                for _, response, _ in batch:
+                    self._written.pop(str(response["id"])).set_result(None)
+
+    async def _settled(self, response_id: str) -> None:
+        written = self._written.get(response_id)
+        if written is not None:
+            await asyncio.shield(written)
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """``tenant``'s stored response ``response_id``, once any write of it here is over."""
+        await self._settled(response_id)
+        return await self.stored.get(tenant, response_id)
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        """Remove ``tenant``'s stored response ``response_id``; whether there was one."""
+        await self._settled(response_id)
+        return await self.stored.delete(tenant, response_id)
+
+    async def drain(self) -> None:
+        """Wait for the writes still to do (the gateway stops after them)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+
 class ResponseCall:
     """The adapter of one ``POST /v1/responses``: parses it (reading the response it
     continues), translates its answer or stream, and stores the response."""
 
-    def __init__(self, stored: StoredResponses, request_id: str) -> None:
+    def __init__(self, stored: ResponseSaves, request_id: str) -> None:
         self.stored = stored
         self.request_id = request_id
         self.request: Body = {}
@@ -102,23 +159,18 @@ class ResponseCall:
     async def reply(self, exchange: Exchange, reply: Body) -> Body:
         """The Response object for a whole chat answer, stored when asked."""
         response = response_of(self._frame(), reply)
-        await self.save(exchange, response)
+        self.save(exchange, response)
         return response
 
     def events(self, exchange: Exchange) -> ResponseStream:
         """The encoder of the streamed answer."""
         return ResponseStream(self, exchange, ResponseEvents(self._frame()))
 
-    async def save(self, exchange: Exchange, response: Body) -> None:
-        """Store ``response`` for the request's tenant, unless the request said ``store:
-        false``; a store outage is logged, not answered."""
-        if self.request.get("store") is False:
-            return
-        try:
-            await self.stored.save(exchange.principal.tenant, response, self.items)
-        except StoreUnavailable as error:
-            log.warning("request %s: response %s answered but not stored: %s",
-                        self.request_id, response["id"], error)
+    def save(self, exchange: Exchange, response: Body) -> None:
+        """Start storing ``response`` for the request's tenant, unless the request said
+        ``store: false``."""
+        if self.request.get("store") is not False:
+            self.stored.save(exchange.principal.tenant, response, self.items)
 
 
 class ResponseStream:
@@ -143,10 +195,10 @@ class ResponseStream:
         return [named_event(event) for event in (*self._opening(), *self.events.chunk(chunk))]
 
     async def end(self) -> Iterable[bytes]:
-        """Close the output, store the response, then ``response.completed``."""
+        """Close the output, then ``response.completed``; the response is stored."""
         closing = [*self._opening(), *self.events.closing()]
         if self.events.response is not None:
-            await self.call.save(self.exchange, self.events.response)
+            self.call.save(self.exchange, self.events.response)
         return [named_event(event) for event in closing]
 
     def fail(self, error: SwitchgearError) -> Iterable[bytes]:
@@ -160,7 +212,12 @@ class ResponsesAPI:
     def __init__(self, state: AppState, infer: Infer) -> None:
         self.state = state
         self.infer = infer
-        self.stored = StoredResponses(state.store, state.local.store.responses_retention_days)
+        self.stored = ResponseSaves(StoredResponses(
+            state.store, state.local.store.responses_retention_days))
+
+    async def drain(self) -> None:
+        """Wait for the stored responses still being written."""
+        await self.stored.drain()
 
     async def create(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """POST /v1/responses."""

@@ -101,8 +101,13 @@ def chat_body(body: Any, history: Sequence[Item] = ()) -> Body:
         _add_item(messages, item, where)
     chat: Body = {"model": model, "messages": messages}
     chat.update((name, body[name]) for name in SAMPLING if body.get(name) is not None)
-    if body.get("max_output_tokens") is not None:
-        chat["max_tokens"] = body["max_output_tokens"]
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise _invalid("max_output_tokens must be a positive integer", "max_output_tokens")
+        chat["max_tokens"] = limit
+    if body.get("store") is not None and not isinstance(body["store"], bool):
+        raise _invalid("store must be a boolean", "store")
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:

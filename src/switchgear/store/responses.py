@@ -9,7 +9,7 @@ served, and the store's maintenance removes them (``expire_responses``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,13 @@ from switchgear.store.migrations import STORED_RESPONSES, Dialect, placeholders
 
 RESPONSES_TABLE = "stored_responses"
 SECONDS_PER_DAY = 86_400.0
+#: Responses written by one statement at most (its bind parameters stay far below the limits
+#: of both databases).
+BATCH_ROWS = 100
+
+
+#: A response to store: its tenant, the Response object, the conversation items before it.
+Save = tuple[str, dict[str, Any], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +61,7 @@ class StoredResponses:
         self.retention_days = retention_days
         self.clock = clock
         dialect = store.dialect
-        columns = ", ".join(column.name for column in STORED_RESPONSES)
-        self._insert = (f"INSERT INTO {RESPONSES_TABLE} ({columns}) "
-                        f"VALUES ({placeholders(dialect, len(STORED_RESPONSES))})")
+        self._columns = ", ".join(column.name for column in STORED_RESPONSES)
         self._select = _numbered(dialect, f"SELECT items, response FROM {RESPONSES_TABLE} "
                                           "WHERE response_id = ? AND tenant = ? "
                                           "AND created_at >= ?")
@@ -73,9 +78,21 @@ class StoredResponses:
     async def save(self, tenant: str, response: dict[str, Any],
                    items: list[dict[str, Any]]) -> None:
         """Store ``response`` for ``tenant``, after the conversation ``items``."""
-        await self.store.execute(self._insert, (
-            response["id"], tenant, float(response["created_at"]), response["model"],
-            orjson.dumps(items).decode(), orjson.dumps(response).decode()))
+        await self.save_many([(tenant, response, items)])
+
+    async def save_many(self, saves: Sequence[Save]) -> None:
+        """Store each (tenant, response, items) of ``saves``: a statement per ``BATCH_ROWS``."""
+        width = len(STORED_RESPONSES)
+        for start in range(0, len(saves), BATCH_ROWS):
+            batch = saves[start:start + BATCH_ROWS]
+            marks = placeholders(self.store.dialect, width * len(batch)).split(", ")
+            rows = ", ".join(f"({', '.join(marks[at:at + width])})"
+                             for at in range(0, len(marks), width))
+            await self.store.execute(
+                f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES {rows}",
+                [value for tenant, response, items in batch for value in (
+                    response["id"], tenant, float(response["created_at"]), response["model"],
+                    orjson.dumps(items).decode(), orjson.dumps(response).decode())])
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         """``tenant``'s response ``response_id``, if stored and within retention."""
