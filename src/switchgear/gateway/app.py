@@ -47,6 +47,7 @@ from switchgear.gateway.http import (
 )
 from switchgear.gateway.inbound import InboundAPI, StreamEncoder, openai_api
 from switchgear.gateway.insight_admin import InsightAdmin
+from switchgear.gateway.messages import MESSAGES, TokenCounting
 from switchgear.gateway.openapi import openapi_spec
 from switchgear.gateway.prompts_admin import PromptsAdmin
 from switchgear.gateway.records_admin import RecordsAdmin
@@ -92,6 +93,8 @@ class GatewayApp:
             "/v1/chat/completions": {"POST": partial(self.infer, openai_api(Operation.CHAT))},
             "/v1/completions": {"POST": partial(self.infer, openai_api(Operation.COMPLETIONS))},
             "/v1/embeddings": {"POST": partial(self.infer, openai_api(Operation.EMBEDDINGS))},
+            "/v1/messages": {"POST": partial(self.infer, MESSAGES)},
+            "/v1/messages/count_tokens": {"POST": TokenCounting(state).count_tokens},
             "/v1/responses": {"POST": responses.create},
             "/v1/models": {"GET": self.models},
             "/healthz": {"GET": self.healthz},
@@ -213,6 +216,7 @@ class GatewayApp:
             await send_error(send, error, request_id, refused.response_headers, api.error)
             return
         exchange.received = received
+        exchange.api = api.name
         state.tracer.begin(exchange, traceparent)
         attribute(exchange, header(scope, b"x-switchgear-feature"),
                   header(scope, b"x-switchgear-priority"), wants_no_cache(scope))
@@ -266,7 +270,8 @@ class GatewayApp:
                         traceparent: bytes | None, error: SwitchgearError) -> Exchange:
         """Log a request refused before it became an Exchange, so every request has its row."""
         exchange = Exchange(request_id=request_id, operation=api.operation, body={}, model="",
-                            received=received, config_version=self.state.serving.version)
+                            received=received, config_version=self.state.serving.version,
+                            api=api.name)
         self.state.tracer.begin(exchange, traceparent)
         self.state.recorder.fail(exchange, error)
         return exchange
