@@ -100,6 +100,25 @@ class ChatShape(CompletionShape):
         return self._envelope(self.chunk_object, [self._delta({"role": "assistant",
                                                                "content": ""}, None)])
 
+    def tool_call(self, call_id: str, name: str, arguments: str, tokens: Body) -> Body:
+        """The complete response calling the function ``name`` with ``arguments``."""
+        body = self._envelope(self.whole_object, [{
+            "index": 0, "logprobs": None, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": None,
+                        "tool_calls": [_call(call_id, name, arguments)]}}])
+        body["usage"] = tokens
+        return body
+
+    def tool_call_pieces(self, call_id: str, name: str, arguments: str) -> list[Body]:
+        """The stream chunks of a call of ``name``: its start, then its arguments in two
+        pieces (as servers stream them)."""
+        half = len(arguments) // 2
+        return [self._envelope(self.chunk_object, [self._delta({"tool_calls": [
+            {"index": 0, **call}]}, None)]) for call in (
+            _call(call_id, name, ""),
+            {"function": {"arguments": arguments[:half]}},
+            {"function": {"arguments": arguments[half:]}})]
+
     def whole_choice(self, text: str, finish_reason: str) -> Body:
         """An assistant message choice."""
         return {
@@ -116,6 +135,11 @@ class ChatShape(CompletionShape):
     @staticmethod
     def _delta(delta: Body, finish_reason: str | None) -> Body:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _call(call_id: str, name: str, arguments: str) -> Body:
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": arguments}}
 
 
 class TextShape(CompletionShape):

@@ -12,7 +12,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from switchgear.exchange import Operation
-from switchgear.simulator.bodies import completion_shape, embedding_list, model_list, usage
+from switchgear.simulator.bodies import (
+    ChatShape,
+    CompletionShape,
+    completion_shape,
+    embedding_list,
+    model_list,
+    usage,
+)
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.requests import (
     EmbeddingRequest,
@@ -21,7 +28,7 @@ from switchgear.simulator.requests import (
     parse_generation,
 )
 from switchgear.simulator.slots import SlotPool
-from switchgear.simulator.text import REFUSAL_WORDS, filler_words
+from switchgear.simulator.text import REFUSAL_WORDS, estimate_tokens, filler_words
 
 Body = dict[str, Any]
 
@@ -109,6 +116,9 @@ class SimulatedModel:
         """Validate a chat or completions body and draw its output length."""
         request = parse_generation(operation, body, self.options.context_window)
         limit = request.max_tokens or self.options.context_window - request.prompt_tokens
+        if request.tool is not None:  # the call's arguments are its output
+            call_tokens = estimate_tokens(request.tool.name + request.tool.arguments)
+            return Generation(request, min(limit, call_tokens), "tool_calls")
         drawn = self._draw_output_tokens()
         if drawn >= limit or request.ignore_eos:
             return Generation(request, limit, "length")
@@ -123,6 +133,10 @@ class SimulatedModel:
         shape = completion_shape(generation.request.operation, generation.request.model)
         async with aclosing(self._tokens(generation)) as tokens:
             text = "".join([token async for token in tokens])
+        call = generation.request.tool
+        if call is not None and isinstance(shape, ChatShape):
+            return shape.tool_call(_call_id(shape), call.name, call.arguments,
+                                   self._usage(generation))
         return shape.whole(text, generation.finish_reason, self._usage(generation))
 
 
@@ -144,12 +158,17 @@ class SimulatedModel:
         """Generate the answer as stream chunks, the usage chunk last when it was asked for."""
         shape = completion_shape(generation.request.operation, generation.request.model)
         opening = shape.opening()
+        call = generation.request.tool
         async with aclosing(self._tokens(generation)) as tokens:
             async for token in tokens:
                 if opening is not None:
                     yield opening  # sent with the first token, as real servers do
                     opening = None
-                yield shape.piece(token)
+                if call is None:
+                    yield shape.piece(token)
+        if call is not None and isinstance(shape, ChatShape):
+            for piece in shape.tool_call_pieces(_call_id(shape), call.name, call.arguments):
+                yield piece
         yield shape.closing(generation.finish_reason)
         if generation.request.include_usage:
             yield shape.usage_chunk(self._usage(generation))
@@ -178,6 +197,11 @@ class SimulatedModel:
         prompt_tokens = generation.request.prompt_tokens
         cached = int(prompt_tokens * self.options.cached_prompt_share)
         return usage(prompt_tokens, generation.output_tokens, cached)
+
+
+def _call_id(shape: CompletionShape) -> str:
+    """A tool call's id, from its response's."""
+    return "call_" + shape.id.rpartition("-")[2]
 
 
 def unit_vector(text: str, dimension: int) -> list[float]:

@@ -5,6 +5,7 @@ Anything malformed raises ``InvalidRequest`` naming the offending field, as Open
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,16 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     ignore_eos: bool = False
+    #: The function tool the model calls instead of answering in text, if any.
+    tool: ToolCall | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of a function tool: its name and arguments (JSON text)."""
+
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,7 @@ def parse_generation(operation: Operation, body: Body, context_window: int) -> G
         stream=stream,
         include_usage=stream and _include_usage(body),
         ignore_eos=_optional_bool(body, "ignore_eos"),
+        tool=_tool_call(body) if operation is Operation.CHAT else None,
     )
 
 
@@ -181,6 +193,44 @@ def _single_choice(body: Body) -> None:
     n = body.get("n")
     if n is not None and n != 1:
         raise InvalidRequest("only n=1 is supported", param="n")
+
+
+def _tool_call(body: Body) -> ToolCall | None:
+    """The call a chat request with function ``tools`` gets: the tool ``tool_choice`` names,
+    else the first, with an argument of each of its parameters' types; none when the tools'
+    results already ended the conversation (its last message is a tool's) or tool_choice is
+    "none"."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(
+            isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+            and isinstance(tool["function"].get("name"), str) for tool in tools):
+        raise InvalidRequest("tools must be an array of function tools, each with a name",
+                             param="tools")
+    messages = body.get("messages") or [{}]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    functions = {tool["function"]["name"]: tool["function"] for tool in tools}
+    named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    function = functions.get(named) if isinstance(named, str) else None
+    function = function or tools[0]["function"]
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    arguments = {name: _sample(schema) for name, schema in (
+        properties.items() if isinstance(properties, dict) else ())}
+    return ToolCall(function["name"], json.dumps(arguments))
+
+
+#: A sample argument of each JSON schema type.
+_SAMPLES: dict[str, Any] = {"string": "sim", "integer": 1, "number": 1.5, "boolean": True,
+                            "array": [], "object": {}}
+
+
+def _sample(schema: Any) -> Any:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    return _SAMPLES.get(kind) if isinstance(kind, str) else None
 
 
 def _include_usage(body: Body) -> bool:
