@@ -62,6 +62,34 @@ def _choice(name: str, values: tuple[str, ...]) -> dict[str, Any]:
             "description": f"one of {', '.join(values)}"}
 
 
+def _responses_request(prompt: dict[str, Any]) -> dict[str, Any]:
+    """A Responses API request (gateway/responses.py): input as text or items, function tools."""
+    item = {"type": "object", "properties": {
+        "type": {"type": "string", "enum": ["message", "function_call", "function_call_output"]},
+        "role": {"type": "string", "enum": ["user", "assistant", "system", "developer"]},
+        "content": {"type": "string"}, "call_id": {"type": "string"},
+        "name": {"type": "string"}, "arguments": {"type": "string"},
+        "output": {"type": "string"}}}
+    tool = _object(["type", "name"], {"type": {"type": "string", "enum": ["function"]},
+                                      "name": {"type": "string"},
+                                      "description": {"type": "string"},
+                                      "parameters": {"type": "object"}})
+    return _object(["model"], {
+        "model": {"type": "string"},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": item}]},
+        "instructions": {"type": "string"},
+        "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+        "temperature": SAMPLING["temperature"], "top_p": SAMPLING["top_p"],
+        "stream": {"type": "boolean"}, "store": {"type": "boolean"},
+        "previous_response_id": {"type": "string"},
+        "tools": {"type": "array", "items": tool},
+        "tool_choice": {"oneOf": [{"type": "string", "enum": ["auto", "none", "required"]},
+                                  _object(["type", "name"], {
+                                      "type": {"type": "string", "enum": ["function"]},
+                                      "name": {"type": "string"}})]},
+        "user": {"type": "string"}, "prompt": prompt})
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the OpenAI surface and the admin API."""
     message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
@@ -91,6 +119,9 @@ def openapi_spec() -> dict[str, Any]:
                                "tpm": {"type": "integer", "minimum": 1}}),
         "budget": _object([], {"daily": {"type": "number", "minimum": 0},
                                "monthly": {"type": "number", "minimum": 0}})})
+    responses = _responses_request(prompt)
+    response_id = {"name": "response_id", "in": "path", "required": True,
+                   "schema": {"type": "string"}}
     tenant = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}
     limit = {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}
     since = {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}}
@@ -112,6 +143,15 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/completions": {"post": _operation("Text completion", completion)},
             "/v1/embeddings": {"post": _operation("Embeddings", embedding)},
             "/v1/models": {"get": _operation("Model aliases", None, errors=(401, 403, 503))},
+            "/v1/responses": {"post": _operation("A model response (OpenAI Responses API)",
+                                                 responses)},
+            "/v1/responses/{response_id}": {
+                "get": {**_operation("A stored response", None, errors=(401, 403, 404, 503)),
+                        "parameters": [response_id]},
+                "delete": {**_operation("Delete a stored response", None,
+                                        errors=(401, 403, 404, 503)),
+                           "parameters": [response_id]},
+            },
             "/admin/keys": {
                 "get": {**_operation("List keys", None, errors=(400, 401, 403)),
                         "parameters": [tenant]},
