@@ -4,8 +4,9 @@ model; stored responses per tenant; records and cost as for chat."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ import urllib3
 from aiohttp import web
 
 from switchgear.config import DEFAULT_ALIAS, Config, StoreConfig
+from switchgear.gateway.responses import ResponseSaves
 from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
+from switchgear.store.base import RecordStore, StoreUnavailable
+from switchgear.store.responses import Save, StoredResponses
 
 from servers import BackgroundLoop, aiohttp_server, fetch_records, gateway, wait_for_record
 
@@ -374,3 +378,59 @@ def test_the_embedded_model_answers_plain_streamed_and_continued(embedded: str) 
     assert events[-1].type in ("response.completed", "response.incomplete")
     # the second turn's prompt held the first: more input tokens than the first turn's
     assert final.usage.input_tokens > first.usage.input_tokens
+
+
+class HeldWrites(StoredResponses):
+    """Stored responses whose writes wait until ``release`` is set; each batch noted."""
+
+    def __init__(self, store: RecordStore) -> None:
+        super().__init__(store, None)
+        self.release = asyncio.Event()
+        self.batches: list[list[str]] = []
+        self.down = False
+
+    async def save_many(self, saves: Sequence[Save]) -> None:
+        self.batches.append([response["id"] for _, response, _ in saves])
+        await self.release.wait()
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        await super().save_many(saves)
+
+
+def stored(response_id: str) -> dict[str, Any]:
+    return {"id": response_id, "object": "response", "created_at": 1.0, "model": "m",
+            "output": []}
+
+
+async def test_responses_are_written_together_and_read_after_their_write(
+    store: RecordStore,
+) -> None:
+    held = HeldWrites(store)
+    saves = ResponseSaves(held)
+    saves.save("t", stored("resp_a"), [])
+    await asyncio.sleep(0)  # the first write starts, and is held
+    saves.save("t", stored("resp_b"), [])
+    saves.save("t", stored("resp_c"), [{"type": "message", "role": "user", "content": "q"}])
+    reading = asyncio.ensure_future(saves.get("t", "resp_c"))
+    await asyncio.sleep(0.05)
+    assert not reading.done()  # it waits for its write rather than miss it
+    held.release.set()
+    found = await reading
+    assert found is not None and found.items == [{"type": "message", "role": "user",
+                                                  "content": "q"}]
+    assert held.batches == [["resp_a"], ["resp_b", "resp_c"]]
+    await saves.drain()
+    assert await saves.delete("t", "resp_a") and await saves.get("t", "resp_b") is not None
+
+
+async def test_a_store_outage_loses_the_stored_response_not_the_reads(
+    store: RecordStore,
+) -> None:
+    held = HeldWrites(store)
+    held.down = True
+    saves = ResponseSaves(held)
+    saves.save("t", stored("resp_lost"), [])
+    reading = asyncio.ensure_future(saves.get("t", "resp_lost"))
+    held.release.set()
+    assert await reading is None
+    await saves.drain()

@@ -143,6 +143,7 @@ def test_text_formats_and_a_named_tool_choice() -> None:
     ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"model": "m", "input": "x", "max_output_tokens": "9"}, "max_output_tokens"),
     ({"model": "m", "input": "x", "store": "yes"}, "store"),
+    ({"model": "m", "input": "x", "metadata": ["a"]}, "metadata"),
     ({"model": "m", "input": "x", "conversation": "conv_1"}, "conversation"),
 ])
 def test_what_cannot_be_served_is_a_400_naming_the_field(request_body: dict[str, Any],

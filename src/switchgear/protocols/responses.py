@@ -108,6 +108,8 @@ def chat_body(body: Any, history: Sequence[Item] = ()) -> Body:
         chat["max_tokens"] = limit
     if body.get("store") is not None and not isinstance(body["store"], bool):
         raise _invalid("store must be a boolean", "store")
+    if body.get("metadata") is not None:
+        _object(body["metadata"], "metadata")
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
