@@ -113,6 +113,23 @@ def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "") 
 
 
 @dataclass(frozen=True)
+class InboundAPI:
+    """An API clients call the gateway through, other than chat completions: its path, the
+    benchmark's conversation in its shape, and how its key is sent (``key_header``: the key as
+    is; Authorization: a Bearer token) with its other headers."""
+
+    path: str
+    request: Mapping[str, object]
+    key_header: str = "Authorization"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def auth(self, key: str) -> dict[str, str]:
+        """The headers carrying ``key`` and the API's own."""
+        value = f"Bearer {key}" if self.key_header == "Authorization" else key
+        return {"Content-Type": "application/json", self.key_header: value, **self.headers}
+
+
+@dataclass(frozen=True)
 class SwitchgearGateway:
     """Switchgear's `switchgear serve`, full path on: key, rate limits and budget checked,
     request records to SQLite, metrics."""
@@ -125,6 +142,8 @@ class SwitchgearGateway:
     #: Fields every request adds: ``{"temperature": 0}`` makes them all cache hits after the
     #: first; without it they bypass the cache and reach the upstream.
     fields: Mapping[str, object] = field(default_factory=dict)
+    #: The API the load comes in through; None: chat completions.
+    api: InboundAPI | None = None
 
     def missing(self) -> str | None:
         """Set when the `switchgear` command is not installed in the venv."""
@@ -150,8 +169,13 @@ class SwitchgearGateway:
                                  env=_environment({"PYTHONUNBUFFERED": "1",
                                                    "SWITCHGEAR_ADMIN_KEY": admin_key}),
                                  cwd=directory)
-        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
-                            {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"}, self.fields)
+        if self.api is None:
+            endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
+                                {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"},
+                                self.fields)
+        else:
+            endpoint = Endpoint(f"http://127.0.0.1:{port}{self.api.path}", GATEWAY_MODEL,
+                                self.api.auth(admin_key), self.fields, self.api.request)
         return Launch(process, endpoint)
 
 

@@ -130,17 +130,21 @@ class ServiceProcess:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a target answers chat completions, what model name to ask for, and which headers."""
+    """Where a target answers chat completions (or the same conversation in another API), what
+    model name to ask for, and which headers."""
 
     url: str
     model: str
     headers: Mapping[str, str]
     #: Body fields this target's requests add (temperature 0 makes them cacheable).
     fields: Mapping[str, object] = field(default_factory=dict)
+    #: The request in this endpoint's API's shape, instead of the benchmark's chat body.
+    request: Mapping[str, object] | None = None
 
     def body(self, request_body: Mapping[str, object]) -> dict[str, object]:
-        """The benchmark's request body with this endpoint's model name and fields in it."""
-        return {**request_body, **self.fields, "model": self.model}
+        """The benchmark's request body (or this endpoint's own) with this endpoint's model
+        name and fields in it."""
+        return {**(self.request or request_body), **self.fields, "model": self.model}
 
 
 @dataclass(frozen=True)

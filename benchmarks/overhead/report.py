@@ -16,6 +16,11 @@ CACHE_HIT = "switchgear-hit"
 REDIS_CACHE_HIT = "switchgear-redis-hit"
 #: Switchgear with input and output guards on.
 GUARDED = "switchgear-guards"
+#: Switchgear called through Anthropic's Messages API and OpenAI's Responses API.
+MESSAGES = "switchgear-messages"
+RESPONSES = "switchgear-responses"
+#: How much more than the chat path's overhead another API's may add (0.2: within 20%).
+API_OVERHEAD_MARGIN = 0.2
 TARGET_REQUESTS_PER_S = 1_000.0
 TARGET_ADDED_P50_MS_AT_1 = 0.5
 
@@ -77,7 +82,10 @@ class Method:
             f" min(concurrency, 2)): a {self.warmup_seconds} s warm-up run, then a"
             f" {self.seconds} s measured run; non-streaming; request body"
             f" ({len(self.request_body)} bytes, model name per target; the -hit targets add"
-            f' "temperature": 0, so every request after the first is a cache hit):'
+            f' "temperature": 0, so every request after the first is a cache hit; the -messages'
+            f" and -responses targets send the same conversation through /v1/messages (key in"
+            f" x-api-key) and /v1/responses (input text, max_output_tokens 16, stored as the API"
+            f" does by default), which Switchgear asks nginx as the same chat request):"
             f" {self.request_body}."
             f" Latency percentiles are wrk's (--latency); 'added' is the target's p50 minus the"
             f" upstream's p50 at the same concurrency; 'cpu ms/req' is the CPU time (user +"
@@ -178,6 +186,35 @@ def cache_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
     return lines
 
 
+def api_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
+    """The Messages and Responses rows against the chat row: the p50 each adds over the
+    upstream within ``API_OVERHEAD_MARGIN`` of the chat path's, at each concurrency (the CPU per
+    request beside it: on a quiet machine the steadier figure)."""
+    by_name = {o.name: {m.concurrency: m for m in o.measurements} for o in outcomes}
+    baseline = _baseline_p50(outcomes)
+    lines = []
+    for name in (MESSAGES, RESPONSES):
+        for concurrency, row in sorted(by_name.get(name, {}).items()):
+            chat = by_name.get(SWITCHGEAR, {}).get(concurrency)
+            if chat is None or concurrency not in baseline:
+                lines.append(f"{name} at concurrency {concurrency}: not checked (needs upstream"
+                             " and switchgear at the same concurrency).")
+                continue
+            added = row.measured.p50_ms - baseline[concurrency]
+            chat_added = chat.measured.p50_ms - baseline[concurrency]
+            verdict = "met" if added <= chat_added * (1 + API_OVERHEAD_MARGIN) else "MISSED"
+            cpu = ""
+            if row.cpu_ms_per_request is not None and chat.cpu_ms_per_request:
+                cpu = (f"; cpu {row.cpu_ms_per_request:.3f} ms/req, "
+                       f"{row.cpu_ms_per_request / chat.cpu_ms_per_request:.0%} of chat's")
+            ratio = f"{added / chat_added:.0%}" if chat_added > 0 else "n/a"
+            lines.append(
+                f"{name} at concurrency {concurrency}: added p50 {added:.3f} ms, {ratio} of the"
+                f" chat path's {chat_added:.3f} ms{cpu} (target <="
+                f" {1 + API_OVERHEAD_MARGIN:.0%}): {verdict}")
+    return lines
+
+
 def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:
     """Failures, skips and runs with errors: each makes the figures of that target worthless."""
     found = [
@@ -213,7 +250,7 @@ def write_json(path: Path, outcomes: Sequence[TargetOutcome], method: Method) ->
             }
             for outcome in outcomes
         ],
-        "checks": target_checks(outcomes),
+        "checks": [*target_checks(outcomes), *api_checks(outcomes)],
         "problems": problems(outcomes),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

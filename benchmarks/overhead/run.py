@@ -16,16 +16,27 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateways import DirectUpstream, Launch, LiteLLMProxy, PortkeyGateway, SwitchgearGateway, Target
+from gateways import (
+    DirectUpstream,
+    InboundAPI,
+    Launch,
+    LiteLLMProxy,
+    PortkeyGateway,
+    SwitchgearGateway,
+    Target,
+)
 from load import LoadResult, WrkLoad, wrk_binary, wrk_version
 from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answers
 from report import (
     CACHE_HIT,
     GUARDED,
+    MESSAGES,
     REDIS_CACHE_HIT,
+    RESPONSES,
     Measurement,
     Method,
     TargetOutcome,
+    api_checks,
     cache_checks,
     problems,
     table,
@@ -57,6 +68,15 @@ REQUEST_BODY: dict[str, object] = {
     "max_tokens": 16,
     "stream": False,
 }
+#: The same conversation through Anthropic's Messages API (the key in x-api-key, as Claude Code
+#: and the anthropic SDKs send it) and OpenAI's Responses API (stored, the API's default, so
+#: each request also keeps its response for previous_response_id); Switchgear asks the upstream
+#: the same chat request.
+MESSAGES_API = InboundAPI("/v1/messages", REQUEST_BODY, key_header="x-api-key",
+                          headers={"anthropic-version": "2023-06-01"})
+RESPONSES_API = InboundAPI("/v1/responses", {
+    "model": "(set per target)", "input": "Say hello in five words.", "max_output_tokens": 16,
+    "stream": False})
 
 
 def all_targets() -> list[Target]:
@@ -70,6 +90,9 @@ def all_targets() -> list[Target]:
                           extra='cache: {url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}\n',
                           fields={"temperature": 0}),
         SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=GUARDED, extra=GUARDS),
+        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=MESSAGES, api=MESSAGES_API),
+        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=RESPONSES,
+                          api=RESPONSES_API),
         LiteLLMProxy(WORK / "litellm-venv"),
         PortkeyGateway(WORK / "portkey" / "node_modules" / "@portkey-ai" / "gateway"),
     ]
@@ -252,7 +275,7 @@ def main(argv: Sequence[str] | None = None, announce: Callable[[str], None] = sa
     announce("")
     announce(table(outcomes))
     announce("")
-    for line in [*target_checks(outcomes), *cache_checks(outcomes)]:
+    for line in [*target_checks(outcomes), *cache_checks(outcomes), *api_checks(outcomes)]:
         announce(line)
     found = problems(outcomes)
     for line in found:

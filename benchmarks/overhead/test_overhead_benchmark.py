@@ -21,8 +21,11 @@ from processes import (
 )
 from report import (
     CACHE_HIT,
+    MESSAGES,
+    RESPONSES,
     Measurement,
     TargetOutcome,
+    api_checks,
     cache_checks,
     problems,
     table,
@@ -184,3 +187,15 @@ def test_cache_checks_hold_a_hit_to_the_miss_paths_overhead() -> None:
     assert cache_checks([upstream, miss, fast])[0].endswith("overhead p50 0.300 ms: met")
     assert cache_checks([upstream, miss, slow])[0].endswith("MISSED")
     assert "not checked" in cache_checks([miss, fast])[0]
+
+
+def test_api_checks_hold_messages_and_responses_within_a_fifth_of_the_chat_path() -> None:
+    upstream = TargetOutcome("upstream", measurements=[_measured("upstream", 1, 20_000, 0.05)])
+    chat = TargetOutcome("switchgear", measurements=[_measured("switchgear", 1, 1_500, 0.35)])
+    close = TargetOutcome(MESSAGES, measurements=[_measured(MESSAGES, 1, 1_400, 0.40)])
+    far = TargetOutcome(RESPONSES, measurements=[_measured(RESPONSES, 1, 1_000, 0.45)])
+    lines = api_checks([upstream, chat, close, far])
+    assert lines[0].startswith(f"{MESSAGES} at concurrency 1: added p50 0.350 ms, 117% of the "
+                               "chat path's 0.300 ms")
+    assert lines[0].endswith("met") and lines[1].endswith("MISSED")  # 0.400 is 133%
+    assert "not checked" in api_checks([chat, close])[0]
