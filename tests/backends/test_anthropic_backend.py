@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp import web
@@ -408,3 +409,37 @@ def test_the_official_client_through_the_gateway_gets_the_answer_usage_and_cost(
                 record["cache_write_tokens"]) == (162, 7, 100, 50)
         assert record["cost"] == pytest.approx(cost)
         assert record["cached_cost"] == pytest.approx(100 * 0.30 / 1_000_000)
+
+
+def test_the_anthropic_sdk_through_the_gateway_sees_the_upstreams_own_usage(
+        fake: tuple[str, FakeAnthropic], make_config: Callable[..., Config],
+        tmp_path: Path) -> None:
+    """Messages in, Messages out, over chat inside: both translations compose, and the prompt
+    cache's counts come back to the client as the upstream reported them."""
+    url, upstream = fake
+    config = make_config({"claude": {"deployments": [deployment(url)]}})
+    with gateway(config) as base_url, anthropic.Anthropic(
+            base_url=base_url.removesuffix("/v1"), api_key="unused", max_retries=0,
+            timeout=30) as client:
+        message = client.messages.create(
+            model="claude", max_tokens=50, system="Be brief.", stop_sequences=["###"],
+            messages=[{"role": "user", "content": "Say hello"}])
+        assert [block.type for block in message.content] == ["text"]
+        assert message.content[0].text == "Hello from Claude"
+        assert message.stop_reason == "end_turn"
+        assert (message.usage.input_tokens, message.usage.cache_read_input_tokens,
+                message.usage.cache_creation_input_tokens, message.usage.output_tokens) \
+            == (12, 100, 50, 7)
+        with client.messages.stream(model="claude", max_tokens=50, messages=[
+                {"role": "user", "content": "Say hello"}]) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == "Hello from Claude"
+        assert (final.usage.input_tokens, final.usage.output_tokens) == (12, 7)
+    sent = upstream.received[0][1]
+    assert sent["system"] == [{"type": "text", "text": "Be brief."}]
+    assert sent["stop_sequences"] == ["###"] and sent["max_tokens"] == 50
+    records = rows(tmp_path / "records.db")
+    assert len(records) == 2  # one per request, the streamed one too
+    assert {(r["api"], r["prompt_tokens"], r["cached_tokens"], r["cache_write_tokens"],
+             r["completion_tokens"]) for r in records} == {("anthropic.messages", 162, 100, 50, 7)}
