@@ -289,13 +289,13 @@ def test_only_chat_is_served(fake: tuple[str, FakeAnthropic],
     assert upstream.received == []
 
 
-def test_the_health_check_lists_models_with_the_key(
+def test_the_health_check_lists_models_or_asks_one_token_with_the_key(
         fake: tuple[str, FakeAnthropic], background: BackgroundLoop,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    url, _ = fake
+    url, upstream = fake
 
-    def check() -> str | None:
-        backend = build_backend(DeploymentConfig.model_validate(deployment(url)))
+    def check(**settings: Any) -> str | None:
+        backend = build_backend(DeploymentConfig.model_validate(deployment(url, **settings)))
 
         async def call() -> str | None:
             await backend.start()
@@ -311,8 +311,13 @@ def test_the_health_check_lists_models_with_the_key(
         return result
 
     assert check() is None
+    assert upstream.received == []  # GET /v1/models only
+    assert check(health_check="completion") is None
+    assert upstream.received[-1][1] == {"model": MODEL, "max_tokens": 1,
+                                        "messages": [{"role": "user", "content": "ping"}]}
     monkeypatch.setenv("SG_TEST_ANTHROPIC_KEY", "wrong")
     assert "health check answered 401" in (check() or "")
+    assert "health check answered 401" in (check(health_check="completion") or "")
 
 
 def test_a_tool_round_trip_translates_calls_and_results() -> None:

@@ -6,7 +6,8 @@ The request carries the deployment's key in ``x-api-key`` (``api_key_env``) and 
 the answer back (protocols/anthropic_upstream.py), usage mapped exactly with the prompt cache's
 reads and writes. The connection pool, deadlines, error mapping and health check (``GET
 /v1/models``) are the openai_http backend's (``HTTPBackend``); an overloaded answer (529) is a
-retryable 503. Only chat is served: completions and embeddings are a 400.
+retryable 503; ``health_check: completion`` asks for one token instead. Only chat is served:
+completions and embeddings are a 400.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class AnthropicBackend(HTTPBackend):
         api_key = config.api_key()
         if api_key:
             headers["x-api-key"] = api_key
-        super().__init__(config, headers, ("GET", MODELS, b""))
+        check = (("POST", MESSAGES, orjson.dumps({
+            "model": config.model, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}]}))
+            if config.health_check == "completion" else ("GET", MODELS, b""))
+        super().__init__(config, headers, check)
         self._max_tokens = config.anthropic.max_tokens
 
     def _messages_body(self, operation: Operation, body: Body) -> bytes:
