@@ -34,6 +34,7 @@ from switchgear.errors import (
     UpstreamTimeout,
 )
 from switchgear.exchange import Operation
+from switchgear.protocols.anthropic import OVERLOADED_STATUS
 from switchgear.telemetry.tracing import OUTGOING_TRACEPARENT
 
 PATHS = {
@@ -42,8 +43,6 @@ PATHS = {
     Operation.EMBEDDINGS: "/embeddings",
 }
 DONE = b"[DONE]"
-#: The status Anthropic answers when it is overloaded (retryable, passed on as 503).
-OVERLOADED = 529
 #: Seconds a readiness check may take.
 CHECK_TIMEOUT = 2.0
 
@@ -152,7 +151,7 @@ class HTTPBackend:
             pass
         if status in (401, 403):  # the gateway's own credentials were refused: not the client's fault
             message, status, kind = f"Deployment '{self.name}' refused the gateway's credentials.", 502, None
-        if status == OVERLOADED:
+        if status == OVERLOADED_STATUS:  # Anthropic's own status, which OpenAI's clients do not know
             status = 503
         return UpstreamStatusError(message, status=status, upstream_type=kind, param=param,
                                    code=code, retry_after=_retry_after(headers))
