@@ -36,6 +36,9 @@ WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
+#: What USAGE costs at claude-sonnet-4-5's built-in prices: 3 per million in, 3.75 written to the
+#: cache, 0.30 read from it, 15 out.
+COST = (12 * 3.0 + 50 * 3.75 + 100 * 0.30 + 7 * 15.0) / 1_000_000
 #: Anthropic's error type for each status the fake can be told to answer.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -404,15 +407,13 @@ def test_the_official_client_through_the_gateway_gets_the_answer_usage_and_cost(
     assert upstream.received[-1][1]["messages"][-1] == {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_01", "content": "18C, sunny"}]}
 
-    # claude-sonnet-4-5 from the built-in table: 3 in, 3.75 cache write, 0.30 cache read, 15 out
-    cost = (12 * 3.0 + 50 * 3.75 + 100 * 0.30 + 7 * 15.0) / 1_000_000
     records = rows(tmp_path / "records.db")
     assert len(records) == 3
     for record in records:
         assert (record["deployment"], record["status"]) == ("claude", 200)
         assert (record["prompt_tokens"], record["completion_tokens"], record["cached_tokens"],
                 record["cache_write_tokens"]) == (162, 7, 100, 50)
-        assert record["cost"] == pytest.approx(cost)
+        assert record["cost"] == pytest.approx(COST)
         assert record["cached_cost"] == pytest.approx(100 * 0.30 / 1_000_000)
 
 
@@ -448,3 +449,28 @@ def test_the_anthropic_sdk_through_the_gateway_sees_the_upstreams_own_usage(
     assert len(records) == 2  # one per request, the streamed one too
     assert {(r["api"], r["prompt_tokens"], r["cached_tokens"], r["cache_write_tokens"],
              r["completion_tokens"]) for r in records} == {("anthropic.messages", 162, 100, 50, 7)}
+    assert [r["cost"] for r in records] == pytest.approx([COST, COST])  # as a chat request's
+
+
+def test_the_responses_client_through_the_gateway_to_an_anthropic_upstream(
+        fake: tuple[str, FakeAnthropic], make_config: Callable[..., Config],
+        tmp_path: Path) -> None:
+    url, _ = fake
+    config = make_config({"claude": {"deployments": [deployment(url)]}})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="unused",
+                                                    max_retries=0, timeout=30) as sdk:
+        response = sdk.responses.create(model="claude", input="Say hello",
+                                        instructions="Be brief.")
+        assert response.output_text == "Hello from Claude"
+        assert response.usage is not None
+        assert (response.usage.input_tokens, response.usage.output_tokens,
+                response.usage.input_tokens_details.cached_tokens) == (162, 7, 100)
+        with sdk.responses.stream(model="claude", input="Say hello") as stream:
+            final = stream.get_final_response()
+        assert final.output_text == "Hello from Claude"
+        assert final.usage is not None and final.usage.input_tokens == 162
+    records = rows(tmp_path / "records.db")
+    assert len(records) == 2
+    assert {(r["api"], r["prompt_tokens"], r["cached_tokens"], r["cache_write_tokens"],
+             r["completion_tokens"]) for r in records} == {("openai.responses", 162, 100, 50, 7)}
+    assert [r["cost"] for r in records] == pytest.approx([COST, COST])
