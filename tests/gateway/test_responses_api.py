@@ -434,3 +434,33 @@ async def test_a_store_outage_loses_the_stored_response_not_the_reads(
     held.release.set()
     assert await reading is None
     await saves.drain()
+
+
+class WrittenDuringTheMiss(StoredResponses):
+    """Another replica's view of the store: its first miss of a response is when the writing
+    replica's held write lands."""
+
+    def __init__(self, store: RecordStore, held: HeldWrites, writer: ResponseSaves) -> None:
+        super().__init__(store, None)
+        self.held = held
+        self.writer = writer
+        self.misses = 0
+
+    async def get(self, tenant: str, response_id: str) -> Any:
+        found = await super().get(tenant, response_id)
+        if found is None:
+            self.misses += 1
+            self.held.release.set()
+            await self.writer.drain()
+        return found
+
+
+async def test_another_replica_looks_again_before_a_404(store: RecordStore) -> None:
+    held = HeldWrites(store)
+    writer = ResponseSaves(held)
+    view = WrittenDuringTheMiss(store, held, writer)
+    writer.save("t", stored("resp_elsewhere"), [])
+    assert await ResponseSaves(view).get("t", "resp_elsewhere") is not None
+    assert view.misses == 1
+    assert await ResponseSaves(view).get("t", "resp_never") is None
+    assert view.misses == 3  # a real miss is read twice before it is one

@@ -6,9 +6,9 @@ Responses request, the conversation before it and the response's frame. A respon
 (``store`` is true unless the request says false) off the hot path, as records are: the write
 starts as the answer goes out (a streamed one's at ``response.completed``), and a read here of a
 response still being written waits for its write (``ResponseSaves``), so a client continuing it
-(``previous_response_id``) at once finds it on this replica; another replica finds it once the
-write has landed (about a millisecond). A store outage fails no answer: the response is
-answered unstored, with a warning.
+(``previous_response_id``) at once finds it on this replica; another replica, which cannot know
+of the write, reads a miss again after ``WRITE_LAG_S`` before it answers 404. A store outage
+fails no answer: the response is answered unstored, with a warning.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from switchgear.store.responses import Save, StoredResponse, StoredResponses
 log = logging.getLogger("switchgear.gateway")
 
 API_NAME = "openai.responses"
+#: How long a stored response's write may take to land (a batch on a busy store): a response
+#: not found is looked for again after this long, in case another replica is writing it.
+WRITE_LAG_S = 0.05
 PREFIX = "/v1/responses/"
 #: GatewayApp.infer: runs an InboundAPI's request through the pipeline.
 Infer = Callable[[InboundAPI, Scope, Receive, Send, str], Awaitable[None]]
@@ -95,13 +98,22 @@ class ResponseSaves:
             await asyncio.shield(written)
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
-        """``tenant``'s stored response ``response_id``, once any write of it here is over."""
+        """``tenant``'s stored response ``response_id``, once any write of it here is over
+        (a miss is read again after ``WRITE_LAG_S``)."""
         await self._settled(response_id)
-        return await self.stored.get(tenant, response_id)
+        found = await self.stored.get(tenant, response_id)
+        if found is None:
+            await asyncio.sleep(WRITE_LAG_S)
+            found = await self.stored.get(tenant, response_id)
+        return found
 
     async def delete(self, tenant: str, response_id: str) -> bool:
-        """Remove ``tenant``'s stored response ``response_id``; whether there was one."""
+        """Remove ``tenant``'s stored response ``response_id``; whether there was one (a miss
+        is tried again after ``WRITE_LAG_S``)."""
         await self._settled(response_id)
+        if await self.stored.delete(tenant, response_id):
+            return True
+        await asyncio.sleep(WRITE_LAG_S)
         return await self.stored.delete(tenant, response_id)
 
     async def drain(self) -> None:
