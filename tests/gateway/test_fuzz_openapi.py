@@ -93,7 +93,8 @@ def root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
 
 
 def check(case: schemathesis.Case, root: str, label: str, token: str | None) -> None:
-    """Send ``case``; no 5xx, and an error (but /readyz's own body) is in OpenAI's shape."""
+    """Send ``case``; no 5xx, and an error (but /readyz's own body) is in OpenAI's shape (in
+    Anthropic's on /v1/messages)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = case.call(base_url=root, headers=headers, timeout=10)
     status = f"{response.status_code // 100}xx"
@@ -107,7 +108,11 @@ def check(case: schemathesis.Case, root: str, label: str, token: str | None) -> 
     assert response.status_code < 500, (
         f"server error after {sent} requests: {case.method} {case.formatted_path} "
         f"{response.status_code} {response.text}")
-    if response.status_code >= 400 and case.path != "/readyz":
+    if response.status_code >= 400 and case.path.startswith("/v1/messages"):
+        body = json.loads(response.text)  # Anthropic's Messages API answers in its own shape
+        assert set(body) == {"type", "error", "request_id"} and body["type"] == "error", body
+        assert set(body["error"]) == {"type", "message"}, (sent, body)
+    elif response.status_code >= 400 and case.path != "/readyz":
         body = json.loads(response.text)
         assert set(body) == {"error"}, (sent, body)
         assert {"message", "type", "param", "code"} <= set(body["error"]), (sent, body)

@@ -291,6 +291,15 @@ def test_hostile_input_is_refused_in_anthropics_shape(
         assert answer["error"]["message"]
 
 
+def test_a_wrong_method_is_refused_in_anthropics_shape(served: Served) -> None:
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = urllib3.request("GET", served.root + path, timeout=10,
+                                   headers={"x-api-key": served.key})
+        answer = json.loads(response.data)
+        assert (response.status, answer["type"], answer["error"]["type"]) == (
+            405, "error", "invalid_request_error")
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The default config (the embedded SmolLM2 as 'smollm2'), open mode; the gateway's root."""

@@ -45,7 +45,7 @@ from switchgear.gateway.http import (
     send_json,
     wants_no_cache,
 )
-from switchgear.gateway.inbound import InboundAPI, StreamEncoder, openai_api
+from switchgear.gateway.inbound import ErrorShape, InboundAPI, StreamEncoder, openai_api
 from switchgear.gateway.insight_admin import InsightAdmin
 from switchgear.gateway.messages import MESSAGES, TokenCounting
 from switchgear.gateway.openapi import openapi_spec
@@ -126,6 +126,10 @@ class GatewayApp:
             "/ui": {"GET": console.index},
         }
         self._openapi = orjson.dumps(openapi_spec())
+        #: Paths whose errors, even those refused before the endpoint (405, 431), are in
+        #: another API's shape than OpenAI's.
+        self.error_shapes: dict[str, ErrorShape] = {
+            "/v1/messages": MESSAGES.error, "/v1/messages/count_tokens": MESSAGES.error}
         #: Paths with an id at the end: (prefix, methods).
         self.prefixed: list[tuple[str, dict[str, Endpoint]]] = [
             ("/admin/keys/", {"DELETE": self.admin.revoke_key}),
@@ -179,6 +183,7 @@ class GatewayApp:
         path = scope["path"].rstrip("/") or "/"
         methods = self.routes.get(path) or next(
             (table for prefix, table in self.prefixed if path.startswith(prefix)), None)
+        shape = self.error_shapes.get(path)
         try:
             if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
                 raise HeadersTooLarge(f"The request headers are larger than the limit of "
@@ -191,13 +196,13 @@ class GatewayApp:
                                        f"use {', '.join(methods)}.")
             await endpoint(scope, receive, send, request_id)
         except SwitchgearError as error:  # refused before the endpoint started its answer
-            await send_error(send, error, request_id)
+            await send_error(send, error, request_id, shape=shape)
         except StoreUnavailable as error:  # an endpoint that needs the store, while it is down
             log.warning("request %s: the store is unavailable: %s", request_id, error)
-            await _send_failure(send, _store_down(), request_id, error)
+            await _send_failure(send, _store_down(), request_id, error, shape)
         except Exception as error:
             log.exception("request %s failed", request_id)
-            await _send_failure(send, internal_error(), request_id, error)
+            await _send_failure(send, internal_error(), request_id, error, shape)
 
     async def infer(self, api: InboundAPI, scope: Scope, receive: Receive, send: Send,
                     request_id: str) -> None:
@@ -379,12 +384,12 @@ def _store_down() -> SwitchgearError:
 
 
 async def _send_failure(send: Send, error: SwitchgearError, request_id: str,
-                        cause: Exception) -> None:
-    """Answer ``error`` in OpenAI's shape; when the endpoint had already started its answer,
-    re-raise ``cause`` instead, so the server cuts the connection (a half-sent answer must not
-    look whole)."""
+                        cause: Exception, shape: ErrorShape | None) -> None:
+    """Answer ``error`` in OpenAI's shape (or ``shape``'s); when the endpoint had already
+    started its answer, re-raise ``cause`` instead, so the server cuts the connection (a
+    half-sent answer must not look whole)."""
     try:
-        await send_error(send, error, request_id)
+        await send_error(send, error, request_id, shape=shape)
     except RuntimeError:  # the response had started: the server refuses a second start
         raise cause from None
 

@@ -23,6 +23,17 @@ ERROR = {
     }},
 }
 
+#: Anthropic's error shape, which /v1/messages answers in (protocols/anthropic.py).
+ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {"type": {"const": "error"}, "request_id": {"type": "string"}, "error": {
+        "type": "object",
+        "required": ["type", "message"],
+        "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+    }},
+}
+
 SAMPLING = {
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
@@ -90,6 +101,56 @@ def _responses_request(prompt: dict[str, Any]) -> dict[str, Any]:
         "user": {"type": "string"}, "prompt": prompt})
 
 
+def _messages_request(counting: bool) -> dict[str, Any]:
+    """An Anthropic Messages request (gateway/messages.py); ``counting``: count_tokens' body,
+    without max_tokens and the sampling fields."""
+    block = _object(["type"], {
+        "type": {"type": "string", "enum": ["text", "image", "tool_use", "tool_result"]},
+        "text": {"type": "string"}, "id": {"type": "string"}, "name": {"type": "string"},
+        "input": {"type": "object"}, "tool_use_id": {"type": "string"},
+        "content": {"type": "string"}, "is_error": {"type": "boolean"},
+        "source": _object(["type"], {"type": {"type": "string", "enum": ["base64", "url"]},
+                                     "media_type": {"type": "string"},
+                                     "data": {"type": "string"}, "url": {"type": "string"}})})
+    turn = _object(["role", "content"], {
+        "role": {"type": "string", "enum": ["user", "assistant"]},
+        "content": {"oneOf": [{"type": "string"},
+                              {"type": "array", "items": block, "minItems": 1}]}})
+    text = _object(["type", "text"], {"type": {"type": "string", "enum": ["text"]},
+                                      "text": {"type": "string"}})
+    tool = _object(["name", "input_schema"], {"name": {"type": "string"},
+                                              "description": {"type": "string"},
+                                              "input_schema": {"type": "object"}})
+    fields: dict[str, Any] = {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "items": turn, "minItems": 1},
+        "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": text}]},
+        "tools": {"type": "array", "items": tool},
+        "tool_choice": _object(["type"], {
+            "type": {"type": "string", "enum": ["auto", "any", "tool", "none"]},
+            "name": {"type": "string"}, "disable_parallel_tool_use": {"type": "boolean"}})}
+    if counting:
+        return _object(["model", "messages"], fields)
+    return _object(["model", "max_tokens", "messages"], {
+        **fields, "max_tokens": SAMPLING["max_tokens"],
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": SAMPLING["top_p"], "top_k": {"type": "integer", "minimum": 0},
+        "stop_sequences": {"type": "array", "items": {"type": "string"}},
+        "stream": {"type": "boolean"},
+        "metadata": _object([], {"user_id": {"type": "string"}})})
+
+
+def _anthropic_operation(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API operation: its key in x-api-key (or a bearer token), errors in
+    Anthropic's shape (Anthropic's statuses: 529 when shedding load)."""
+    operation = _operation(summary, body, errors=())
+    for status in (400, 401, 403, 404, 413, 429, 529):
+        operation["responses"][str(status)] = {"description": "Anthropic-shaped error",
+                                               "content": {JSON: {"schema": ANTHROPIC_ERROR}}}
+    operation["security"] = [{"anthropic": []}, {"bearer": []}]
+    return operation
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the OpenAI surface and the admin API."""
     message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
@@ -137,12 +198,19 @@ def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchgear", "version": __version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "anthropic": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
         "paths": {
             "/v1/chat/completions": {"post": _operation("Chat completion", chat)},
             "/v1/completions": {"post": _operation("Text completion", completion)},
             "/v1/embeddings": {"post": _operation("Embeddings", embedding)},
             "/v1/models": {"get": _operation("Model aliases", None, errors=(401, 403, 503))},
+            "/v1/messages": {"post": _anthropic_operation("A message (Anthropic Messages API)",
+                                                          _messages_request(counting=False))},
+            "/v1/messages/count_tokens": {"post": _anthropic_operation(
+                "A Messages request's prompt tokens (Anthropic Messages API)",
+                _messages_request(counting=True))},
             "/v1/responses": {"post": _operation("A model response (OpenAI Responses API)",
                                                  responses)},
             "/v1/responses/{response_id}": {
