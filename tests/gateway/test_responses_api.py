@@ -201,10 +201,10 @@ def test_a_function_call_round_trip_reaches_the_upstream_as_chat_tool_calls(
 
 
 def test_previous_response_id_carries_the_conversation_to_the_upstream(
-    make_config: Callable[..., Config], upstream: tuple[RecordingUpstream, str],
+    make_config: Callable[..., Config], upstream: tuple[RecordingUpstream, str], store_url: str,
 ) -> None:
     fake, url = upstream
-    with gateway(make_config(models(url))) as base_url, client(base_url) as sdk:
+    with gateway(make_config(models(url), store_url)) as base_url, client(base_url) as sdk:
         first = sdk.responses.create(model="fake", input="My name is Ada.",
                                      instructions="Answer in English.")
         second = sdk.responses.create(model="fake", input="What is my name?",
@@ -235,10 +235,10 @@ def call(base_url: str, method: str, path: str, token: str, body: Any = None
 
 def test_stored_responses_belong_to_their_tenant(
     make_config: Callable[..., Config], upstream: tuple[RecordingUpstream, str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, store_url: str,
 ) -> None:
     monkeypatch.setenv("SWITCHGEAR_ADMIN_KEY", ADMIN)
-    with gateway(make_config(models(upstream[1]))) as base_url:
+    with gateway(make_config(models(upstream[1]), store_url)) as base_url:
         keys = {}
         for tenant in ("acme", "globex"):
             status, made = call(base_url, "POST", "/admin/keys", ADMIN,
