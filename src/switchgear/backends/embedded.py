@@ -74,12 +74,16 @@ def _message_text(content: Any) -> str:
     raise InvalidRequest("the embedded model reads text content only", param="messages")
 
 
+def _chat_request(body: Body) -> ChatRequest:
+    messages = [{**message, "content": _message_text(message.get("content"))}
+                for message in body.get("messages") or []]
+    return ChatRequest(messages, sampling_params(body, Operation.CHAT))
+
+
 def engine_request(operation: Operation, body: Body) -> EngineRequest:
     """The engine request for an OpenAI body of ``operation``."""
     if operation is Operation.CHAT:
-        messages = [{**message, "content": _message_text(message.get("content"))}
-                    for message in body.get("messages") or []]
-        return ChatRequest(messages, sampling_params(body, operation))
+        return _chat_request(body)
     if operation is Operation.COMPLETIONS:
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -234,6 +238,17 @@ class EmbeddedBackend:
                 yield shape.chunk("", event.finish_reason)
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield shape.usage_chunk(event.usage)
+
+    async def count_prompt_tokens(self, body: Body) -> int:
+        """The tokens the model reads for the OpenAI chat ``body`` (its chat template applied),
+        counted by the model's own tokenizer in a worker thread, as the engine counts a job's
+        (/v1/messages/count_tokens asks)."""
+        runner = self._runner
+        if runner is None:
+            raise UpstreamConnectError(f"Deployment '{self.name}': the embedded engine is not "
+                                       "started.")
+        request = _chat_request(body)
+        return len(await asyncio.to_thread(runner.prompt_tokens, request))
 
     async def check(self) -> None:
         """Raise ``UpstreamConnectError`` unless the engine's worker is running."""
