@@ -464,3 +464,17 @@ async def test_another_replica_looks_again_before_a_404(store: RecordStore) -> N
     assert view.misses == 1
     assert await ResponseSaves(view).get("t", "resp_never") is None
     assert view.misses == 3  # a real miss is read twice before it is one
+
+
+async def test_past_the_limit_of_waiting_writes_responses_go_unstored(store: RecordStore) -> None:
+    held = HeldWrites(store)
+    saves = ResponseSaves(held, limit=2)
+    saves.save("t", stored("resp_1"), [])
+    await asyncio.sleep(0)  # resp_1's write starts, and is held
+    for number in (2, 3, 4):
+        saves.save("t", stored(f"resp_{number}"), [])
+    assert saves.dropped == 1
+    held.release.set()
+    await saves.drain()
+    assert held.batches == [["resp_1"], ["resp_2", "resp_3"]]
+    assert await saves.get("t", "resp_4") is None

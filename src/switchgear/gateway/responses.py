@@ -44,6 +44,9 @@ API_NAME = "openai.responses"
 #: How long a stored response's write may take to land (a batch on a busy store): a response
 #: not found is looked for again after this long, in case another replica is writing it.
 WRITE_LAG_S = 0.05
+#: Stored responses waiting for their write at most (each holds its whole conversation): past
+#: it, as when the store is down or far behind, responses are answered unstored.
+MAX_WAITING = 1000
 PREFIX = "/v1/responses/"
 #: GatewayApp.infer: runs an InboundAPI's request through the pipeline.
 Infer = Callable[[InboundAPI, Scope, Receive, Send, str], Awaitable[None]]
@@ -63,17 +66,29 @@ def named_event(payload: Body) -> bytes:
 class ResponseSaves:
     """Stored responses, written in the background and together: while one write runs, the
     responses answered meanwhile wait and go in the next one (one statement for all of them).
-    A read of a response still waiting or being written here waits for its write first."""
+    A read of a response still waiting or being written here waits for its write first; at
+    most ``limit`` responses wait."""
 
-    def __init__(self, stored: StoredResponses) -> None:
+    def __init__(self, stored: StoredResponses, limit: int = MAX_WAITING) -> None:
         self.stored = stored
+        self.limit = limit
+        #: Responses answered unstored because too many were waiting (logged once per spell).
+        self.dropped = 0
         self._waiting: list[Save] = []
         #: Per response id not yet written: done once its write is over (however it went).
         self._written: dict[str, asyncio.Future[None]] = {}
         self._writer: asyncio.Task[None] | None = None
 
     def save(self, tenant: str, response: Body, items: list[Item]) -> None:
-        """Write ``response`` (after ``items``) for ``tenant`` soon."""
+        """Write ``response`` (after ``items``) for ``tenant`` soon; not when ``limit``
+        responses are waiting already."""
+        if len(self._waiting) >= self.limit:
+            if not self.dropped:
+                log.error("%d stored responses are waiting for the store: new ones are "
+                          "answered but not stored until they are written", len(self._waiting))
+            self.dropped += 1
+            return
+        self.dropped = 0
         self._waiting.append((tenant, response, items))
         self._written[str(response["id"])] = asyncio.get_running_loop().create_future()
         if self._writer is None or self._writer.done():
