@@ -157,7 +157,7 @@ class Cache(Stage):
         else:
             usage = exchange.usage
             charged = self.prices.charge(exchange, usage.prompt_tokens, usage.completion_tokens,
-                                         usage.cached_tokens)
+                                         usage.cached_tokens, usage.cache_write_tokens)
         return 0.0 if charged is None else charged.total
 
     def _finish(self, key: str, leader: Exchange, entry: Entry | None,

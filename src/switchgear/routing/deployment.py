@@ -45,7 +45,8 @@ class Deployment:
     @property
     def price_per_million(self) -> float:
         """Input plus output price per million tokens (the cost policy's yardstick)."""
-        return self.config.price.input_per_million + self.config.price.output_per_million
+        price = self.config.charged_price
+        return price.input_per_million + price.output_per_million
 
     @property
     def has_room(self) -> bool:

@@ -192,7 +192,7 @@ def config_facts(config: Config, source: str) -> ConfigFacts:
 
 
 def _priced(deployment: DeploymentConfig) -> bool:
-    price = deployment.price
+    price = deployment.charged_price
     return price.self_hosted or price.input_per_million > 0 or price.output_per_million > 0
 
 
