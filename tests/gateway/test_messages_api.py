@@ -84,7 +84,8 @@ def chat_twin(served: Served, body: dict[str, Any]) -> RequestRecord:
 
 
 def test_a_message_is_served_recorded_and_priced_as_its_chat_twin(served: Served) -> None:
-    body = {"model": "sim", "max_tokens": 12, "messages": HELLO}
+    body = {"model": "sim", "max_tokens": 12, "messages": HELLO,
+            "metadata": {"user_id": "user-42"}}
     with served.client() as client:
         raw = client.messages.with_raw_response.create(**body)
     answer = raw.parse()
@@ -92,8 +93,8 @@ def test_a_message_is_served_recorded_and_priced_as_its_chat_twin(served: Served
     assert answer.content[0].type == "text" and answer.content[0].text
     assert answer.stop_reason == "max_tokens" and answer.usage.output_tokens == 12
     row = served.record(raw.headers["x-request-id"])
-    assert (row.api, row.tenant, row.status, row.stream) == ("anthropic.messages", "acme", 200,
-                                                             False)
+    assert (row.api, row.tenant, row.user_id, row.status, row.stream) == (
+        "anthropic.messages", "acme", "user-42", 200, False)
     # The upstream's usage, exactly: Anthropic's input_tokens leaves the cache reads out.
     assert answer.usage.cache_read_input_tokens == row.cached_tokens > 0
     assert answer.usage.input_tokens + row.cached_tokens == row.prompt_tokens

@@ -127,6 +127,22 @@ def test_tools_tool_use_and_tool_results_become_tool_calls_and_tool_messages() -
         {"role": "user", "content": [{"type": "text", "text": "Thanks"}]}]
 
 
+def test_images_of_tool_results_follow_in_a_user_message() -> None:
+    chat = chat_request(request(messages=[
+        {"role": "user", "content": "Take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                           "name": "screenshot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": "taken"}, {
+                                          "type": "image", "source": {
+                                              "type": "base64", "media_type": "image/png",
+                                              "data": "iVBORw0KGgo="}}]}]}]))
+    assert chat["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "taken"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": "data:image/png;base64,iVBORw0KGgo="}}]}]
+
+
 @pytest.mark.parametrize(("choice", "expected"), [
     ({"type": "auto"}, "auto"), ({"type": "any"}, "required"), ({"type": "none"}, "none")])
 def test_tool_choice_kinds(choice: dict[str, Any], expected: str) -> None:
@@ -168,6 +184,8 @@ WRONG: list[dict[str, Any]] = [
     {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
     {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                                 "content": [{"type": "image"}]}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                "content": [{"type": "document"}]}]}]},
     {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                                 "is_error": "yes"}]}]},
     {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t",

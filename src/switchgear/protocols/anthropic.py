@@ -214,14 +214,15 @@ def _messages(messages: Any) -> list[Body]:
 
 def _user_turn(blocks: list[Any], where: str) -> list[Body]:
     """A user turn: its tool results as OpenAI tool messages (they must follow the assistant's
-    tool calls), then the rest as one user message."""
+    tool calls), then the rest as one user message (with the images of the tool results: a
+    tool message holds text only)."""
     results: list[Body] = []
     parts: list[Body] = []
     for index, block in enumerate(blocks):
         at = f"{where}.{index}"
         kind = _block_type(block, at)
         if kind == "tool_result":
-            results.append(_tool_result(block, at))
+            results.append(_tool_result(block, at, parts))
         elif kind in ("text", "image"):
             parts.append(_part(block, at))
         elif kind not in DROPPED_BLOCKS:
@@ -273,8 +274,9 @@ def _part(block: Body, where: str) -> Body:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _tool_result(block: Body, where: str) -> Body:
-    """A tool_result block as an OpenAI tool message (its text; an error result says so)."""
+def _tool_result(block: Body, where: str, images: list[Body]) -> Body:
+    """A tool_result block as an OpenAI tool message (its text; an error result says so); its
+    images go to ``images``."""
     content = block.get("content")
     if content is None:
         text = ""
@@ -284,9 +286,13 @@ def _tool_result(block: Body, where: str) -> Body:
         texts = []
         for index, part in enumerate(_array(content, f"{where}.content")):
             at = f"{where}.content.{index}"
-            if _block_type(part, at) != "text":
-                raise _fail(f"{at}.type: tool results are passed on as text blocks only")
-            texts.append(_text(part.get("text"), f"{at}.text"))
+            kind = _block_type(part, at)
+            if kind == "text":
+                texts.append(_text(part.get("text"), f"{at}.text"))
+            elif kind == "image":
+                images.append(_part(part, at))
+            else:
+                raise _fail(f"{at}.type: a tool result holds text and image blocks only")
         text = "\n\n".join(texts)
     is_error = block.get("is_error")
     if is_error is not None and not isinstance(is_error, bool):
