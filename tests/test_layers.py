@@ -34,6 +34,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # the control plane and the operator's tools, over the domain and the store
     ("control and insight", frozenset({"capacity", "governance", "scorecard"})),
     ("pipeline", frozenset({"pipeline"})),
+    # the Batch API's files, batches and runner, over the store and through the pipeline
+    ("batch", frozenset({"batch"})),
     # the ASGI app and the runtime that owns every part (gateway/state.py)
     ("gateway", frozenset({"gateway"})),
     ("cli", frozenset({"cli"})),

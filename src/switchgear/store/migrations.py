@@ -369,6 +369,56 @@ STORED_RESPONSES: tuple[Column, ...] = (
     Column("response", "text"),
 )
 
+#: The Batch API's files: the uploaded JSONL inputs and the output/error files a batch writes.
+BATCH_FILES: tuple[Column, ...] = (
+    Column("file_id", "text"),
+    Column("tenant", "text"),
+    Column("purpose", "text"),
+    Column("filename", "text"),
+    Column("bytes", "bigint"),
+    Column("created_at", "double"),
+    Column("content", "text"),
+)
+
+#: The Batch API's batches: one row each, with its state, its times and its request counts.
+BATCHES: tuple[Column, ...] = (
+    Column("batch_id", "text"),
+    Column("tenant", "text"),
+    Column("key_id", "text"),
+    Column("endpoint", "text"),
+    Column("input_file_id", "text"),
+    Column("completion_window", "text"),
+    Column("status", "text"),
+    Column("created_at", "double"),
+    *(Column(name, "double", nullable=True)
+      for name in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+                   "cancelling_at", "cancelled_at", "expires_at")),
+    Column("output_file_id", "text", nullable=True),
+    Column("error_file_id", "text", nullable=True),
+    Column("total", "bigint"),
+    Column("completed", "bigint"),
+    Column("failed", "bigint"),
+    Column("metadata", "text", nullable=True),
+    Column("errors", "text", nullable=True),
+)
+
+#: One row per line of a batch's input: its request, its state and lease, and its result.
+BATCH_LINES: tuple[Column, ...] = (
+    Column("batch_id", "text"),
+    Column("line_no", "bigint"),
+    Column("custom_id", "text"),
+    Column("body", "text"),
+    Column("state", "text"),
+    Column("lease_owner", "text", nullable=True),
+    Column("lease_until", "double", nullable=True),
+    Column("attempts", "bigint"),
+    Column("status_code", "bigint", nullable=True),
+    Column("response", "text", nullable=True),
+    Column("error", "text", nullable=True),
+    Column("request_id", "text", nullable=True),
+    Column("done_at", "double", nullable=True),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -494,6 +544,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="stored_responses: the responses /v1/responses stored (store: true)",
         sql={dialect: (create_table("stored_responses", STORED_RESPONSES, "response_id", dialect),
                        create_index("stored_responses", ("created_at",)))
+             for dialect in ("sqlite", "postgresql")},
+    ),
+    Migration(
+        version=19,
+        description="batch_files, batches and batch_lines: the Batch API's files, "
+                    "batches and each batch's lines",
+        sql={dialect: (create_table("batch_files", BATCH_FILES, "file_id", dialect),
+                       create_index("batch_files", ("tenant", "created_at")),
+                       create_table("batches", BATCHES, "batch_id", dialect),
+                       create_index("batches", ("tenant", "created_at")),
+                       create_index("batches", ("status",)),
+                       create_table("batch_lines", BATCH_LINES, "batch_id, line_no", dialect),
+                       create_index("batch_lines", ("state", "batch_id")))
              for dialect in ("sqlite", "postgresql")},
     ),
 )
