@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from fleet_support import taken
 from redis.asyncio import Redis
 from test_admission_limits import OwnRedis
 
@@ -102,6 +104,37 @@ async def test_a_replica_that_stops_renewing_loses_its_places_after_the_lease(
         assert not await kept.try_acquire(LIMIT)
     finally:
         await dead.stop()
+
+
+class LateAnswers:
+    """A Redis client whose scripts' answers arrive ``delay`` seconds after Redis ran them."""
+
+    def __init__(self, client: Redis, delay: float) -> None:
+        self.client = client
+        self.delay = delay
+
+    async def evalsha(self, *args: Any) -> Any:
+        answer = await self.client.evalsha(*args)
+        await asyncio.sleep(self.delay)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+async def test_a_take_cancelled_while_redis_answers_keeps_no_place(
+        replicas: Replicas, redis_client: Redis) -> None:
+    leases = await replicas(60)
+    leases.client = cast(Redis, LateAnswers(leases.client, 0.2))
+    semaphore = leases.semaphore("tiers")
+    taking = asyncio.ensure_future(semaphore.try_acquire(1))
+    assert await taken(redis_client, semaphore.key, 1) == 1  # Redis granted the place
+    taking.cancel()  # and the request leaves before the answer
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    # the answer arrives and the place goes back: not after the 60 s lease, now
+    assert await taken(redis_client, semaphore.key, 0) == 0
+    assert semaphore.held == []
 
 
 async def test_places_outlive_many_leases_while_renewed(

@@ -18,8 +18,8 @@ back; another replica's release is seen at the next poll.
 Every Redis failure is :class:`~switchgear.store.redis.StateUnavailable` (503) to the request
 that needed a place. Places held while Redis is away are renewed when it returns, or have lapsed
 (then the renewal says so in the log, and the places are dropped here). A request cancelled
-while its take is in flight may leave a place Redis granted and nobody here knows of: never
-renewed, it lapses within ``lease_s``.
+while its take is in flight does not keep a place: the take finishes, and a place it was
+granted is given back.
 
 Keys are ``<prefix>lease:<escaped name parts joined by ':'>``: each part is percent-escaped
 (``:`` and ``%`` included), so no name can reach another semaphore's key.
@@ -36,6 +36,8 @@ import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 from urllib.parse import quote
 
 from redis.asyncio import Redis
@@ -121,14 +123,25 @@ class FleetSemaphore:
 
     async def try_acquire(self, limit: int) -> bool:
         """Take a place if fewer than ``limit`` are taken fleet-wide; whether one was taken.
-        StateUnavailable when Redis cannot answer."""
+        StateUnavailable when Redis cannot answer. Cancelled while Redis answers, a place it
+        granted is given back."""
         leases = self._leases
         member = leases.member()
-        granted, self.seen = await TAKE(leases.client, [self.key],
-                                        [limit, leases.lease_ms, member])
+        call = asyncio.ensure_future(TAKE(leases.client, [self.key],
+                                          [limit, leases.lease_ms, member]))
+        try:
+            granted, self.seen = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(partial(self._abandoned, member))
+            raise
         if granted:
             self.held.append(member)
         return bool(granted)
+
+    def _abandoned(self, member: str, call: asyncio.Future[Any]) -> None:
+        """A take whose caller left: give back the place Redis granted it, if it did."""
+        if not call.cancelled() and call.exception() is None and call.result()[0]:
+            self._leases.give_back(self, member)
 
     @property
     def demand(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from fleet_support import taken
 from openai import APIError, AsyncOpenAI, InternalServerError
 from redis.asyncio import Redis
 
@@ -93,25 +94,10 @@ async def send_together(urls: list[str]) -> list[str]:
             await client.close()
 
 
-async def places_taken(key: str, until: int = 0) -> int:
-    """Places of the semaphore at ``key`` taken, once they number ``until`` (or after 10 s:
-    give-backs and the gateways' requests arrive in the background)."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        for _ in range(500):
-            taken = int(await client.zcard(key))
-            if taken == until:
-                break
-            await asyncio.sleep(0.02)
-        return taken
-    finally:
-        await client.aclose()
-
-
 @pytest.mark.parametrize("limit", ["max_concurrency", "tiers_capacity"])
 async def test_a_fleet_limit_holds_across_two_gateways(
         two_gateways: Callable[[Limit, Scope], tuple[RunningSimulator, list[str]]],
-        prefix: str, limit: Limit) -> None:
+        prefix: str, redis_client: Redis, limit: Limit) -> None:
     sim, urls = two_gateways(limit, "fleet")
     texts = await send_together(urls)
     assert len(texts) == 2 * PER_GATEWAY and all(texts)  # every request waited its turn
@@ -119,7 +105,7 @@ async def test_a_fleet_limit_holds_across_two_gateways(
     assert sim.state.model.requests_served == 2 * PER_GATEWAY
 
     name = ("sim", "sim") if limit == "max_concurrency" else ()
-    assert await places_taken(lease_key(prefix, limit, *name)) == 0  # every place went back
+    assert await taken(redis_client, lease_key(prefix, limit, *name), 0) == 0  # every place went back
     model, deployment = name or ("", "")
     labels = f'{{deployment="{deployment}",limit="{limit}",model="{model}"}}'
     samples = scrape(urls[0])
@@ -140,7 +126,7 @@ async def test_a_replica_limit_lets_the_fleet_go_over_it(
 @pytest.mark.parametrize("stream", [False, True])
 async def test_clients_that_leave_give_their_fleet_places_back(
         tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator],
-        stream: bool) -> None:
+        redis_client: Redis, stream: bool) -> None:
     sim = simulators(ModelOptions(slots=8, ttft_ms=60_000, seed=5))  # no answer in this test
     config = fleet_config(tmp_path, "a", sim.base_url, prefix, "max_concurrency", "fleet")
     key = lease_key(prefix, "max_concurrency", "sim", "sim")
@@ -150,11 +136,11 @@ async def test_clients_that_leave_give_their_fleet_places_back(
             leaving = [asyncio.ensure_future(client.chat.completions.create(
                 model="sim", messages=[{"role": "user", "content": "bye"}], max_tokens=4,
                 stream=stream)) for _ in range(LIMIT)]
-            assert await places_taken(key, until=LIMIT) == LIMIT  # every one holds a place
+            assert await taken(redis_client, key, LIMIT) == LIMIT  # every one holds a place
             for request in leaving:
                 request.cancel()
             await asyncio.gather(*leaving, return_exceptions=True)
-            assert await places_taken(key, until=0) == 0  # given back, long before an answer
+            assert await taken(redis_client, key, 0) == 0  # given back, long before an answer
             assert sim.state.model.requests_served == 0
         finally:
             await client.close()
@@ -164,17 +150,19 @@ async def test_clients_that_leave_give_their_fleet_places_back(
                          ids=["error", "stream cut"])
 async def test_failed_attempts_give_their_fleet_places_back(
         tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator],
-        faults: Faults) -> None:
+        redis_client: Redis, faults: Faults) -> None:
     sim = simulators(SLOW, faults)
     config = fleet_config(tmp_path, "a", sim.base_url, prefix, "max_concurrency", "fleet")
     with gateway(config) as url:
         with pytest.raises(APIError):
             await send_together([url])
-        assert await places_taken(lease_key(prefix, "max_concurrency", "sim", "sim")) == 0
+        assert await taken(redis_client, lease_key(prefix, "max_concurrency", "sim", "sim"),
+                           0) == 0
 
 
 async def test_a_hedge_and_the_attempt_it_beats_give_their_places_back(
-        tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator]) -> None:
+        tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator],
+        redis_client: Redis) -> None:
     slow = simulators(ModelOptions(slots=8, ttft_ms=60_000, seed=5))
     fast = simulators(SLOW)
     deployments = [{"name": name, "backend": "openai_http", "url": sim.base_url, "model": "sim",
@@ -191,7 +179,8 @@ async def test_a_hedge_and_the_attempt_it_beats_give_their_places_back(
     with gateway(config) as url:
         assert all(await send_together([url]))  # each from the fast one, first or hedged
         for name in ("slow", "fast"):
-            assert await places_taken(lease_key(prefix, "max_concurrency", "sim", name)) == 0
+            assert await taken(redis_client, lease_key(prefix, "max_concurrency", "sim", name),
+                               0) == 0
     assert (slow.state.model.requests_served, fast.state.model.requests_served) == (
         0, PER_GATEWAY)
 
