@@ -25,7 +25,7 @@ from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 from switchgear.store.leases import lease_key
 
-from servers import REDIS_URL, gateway, scrape
+from servers import REDIS_URL, gateway, scrape, total
 
 LIMIT = 4
 #: Requests sent to each of the two gateways at once: together four times the limit.
@@ -219,11 +219,12 @@ def test_fleet_settings_that_cannot_work_are_config_errors() -> None:
             "name": "sim", "backend": "simulated", "max_concurrency_scope": "cluster"}]}}})
 
 
-async def test_an_unreachable_state_is_a_503(
+@pytest.mark.parametrize("limit", ["max_concurrency", "capacity"])
+async def test_an_unreachable_state_is_a_503_not_a_shed(
         tmp_path: Path, prefix: str, simulators: Callable[..., RunningSimulator],
-        refused_url: Callable[..., str]) -> None:
+        refused_url: Callable[..., str], limit: Limit) -> None:
     sim = simulators(SLOW)
-    config = fleet_config(tmp_path, "down", sim.base_url, prefix, "max_concurrency", "fleet",
+    config = fleet_config(tmp_path, "down", sim.base_url, prefix, limit, "fleet",
                           state_url=refused_url("redis") + "/0")
     with gateway(config) as url:
         client = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
@@ -233,6 +234,8 @@ async def test_an_unreachable_state_is_a_503(
                     model="sim", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         finally:
             await client.close()
+        shed = total(scrape(url.removesuffix("/v1")), "switchgear_shed_requests_total")
     assert caught.value.status_code == 503
     assert caught.value.code == "state_unavailable"
     assert sim.state.model.requests_served == 0
+    assert shed == 0  # the shared state was away: nothing was shed for want of capacity

@@ -10,6 +10,7 @@ from switchgear.admission.tiers import TierGate, TierSlot
 from switchgear.errors import Overloaded
 from switchgear.exchange import Exchange
 from switchgear.pipeline import Body, Reply, Stage, close_stream
+from switchgear.store.redis import StateUnavailable
 
 
 class Prioritize(Stage):
@@ -27,8 +28,8 @@ class Prioritize(Stage):
             return await self.next_stage(exchange)
         try:
             slot = await gate.acquire(_tier(exchange))
-        except Overloaded:
-            exchange.shed = True
+        except Overloaded as refused:  # shed, unless the fleet's shared state is away
+            exchange.shed = not isinstance(refused, StateUnavailable)
             raise
         finally:
             exchange.waited(time.time() - started)
