@@ -98,6 +98,10 @@ class Price(_Strict):
     instance_per_hour: float = Field(0.0, ge=0)
     instances: int = Field(1, ge=1)
     concurrency: int = Field(1, ge=1)
+    #: The fraction taken off the token prices of a request a batch line made (the Batch API
+    #: runs them at the batch tier, as hosted providers discount batch work); instance time is
+    #: charged in full.
+    batch_discount: float = Field(0.0, ge=0, le=1)
 
     @property
     def cached_price(self) -> float:
@@ -650,6 +654,25 @@ class LedgerConfig(_Strict):
     billing_account: str = Field("switchgear", min_length=1)
     provider: str = Field("Switchgear", min_length=1)
 
+
+class BatchConfig(_Strict):
+    """The batch runner (batch/runner.py): it sends the lines of the Batch API's batches through
+    the pipeline at the batch tier, only into spare capacity. Lines are claimed ``claim_size``
+    at a time with a lease of ``lease_s`` seconds (renewed while a line runs; a replica that
+    dies leaves them to others once it ends); at most ``max_share`` of each deployment's
+    ``max_concurrency`` and ``max_in_flight`` lines per replica run at once, and none while an
+    interactive or standard request waits, after which the runner backs off (from
+    ``poll_interval_s``, doubling, up to ``max_backoff_s``)."""
+
+    enabled: bool = True
+    lease_s: float = Field(60.0, gt=0)
+    max_share: float = Field(0.5, gt=0, le=1)
+    poll_interval_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(5.0, gt=0)
+    max_in_flight: int = Field(32, ge=1)
+    claim_size: int = Field(16, ge=1)
+
+
 class QualityMargins(_Strict):
     """How far a quality signal must move before it counts as a shift: absolute for rates
     (0.05 = five percentage points), relative for the mean output length (0.25 = 25%)."""
@@ -789,6 +812,8 @@ class Config(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     quality: QualityConfig = QualityConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    #: The Batch API's runner: lease, share of capacity, pace (batch/runner.py).
+    batch: BatchConfig = BatchConfig()
     #: Managed prompt templates by name (sections/prompts.py); a chat request may name one.
     prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
     #: Facts for `switchgear scorecard` that no record holds: facilities, workload mix, owners.

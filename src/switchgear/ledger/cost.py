@@ -4,7 +4,11 @@ self-hosted instance's time.
 Prompt tokens come in three kinds: read from the upstream's prompt cache (charged at the cached
 price, the ``cached`` part), written to it (Anthropic's cache writes, charged at the cache-write
 price as part of ``input``: they are input the upstream processed, at a premium) and the rest
-(``input`` at the input price)."""
+(``input`` at the input price).
+
+A request a batch line made (``api`` ``openai.batch``, at the batch tier) has its token charges
+cut by the deployment's ``batch_discount``, as hosted providers discount batch work; its share
+of a self-hosted instance's time is charged in full."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from switchgear.exchange import Charges, Exchange
 
 MILLION = 1_000_000
 HOUR = 3600.0
+#: ``Exchange.api`` of a request the batch runner made from a batch line (batch/runner.py).
+BATCH_API = "openai.batch"
 
 
 class Rates:
@@ -21,11 +27,11 @@ class Rates:
 
     __slots__ = ("cache_write", "cached", "input", "instance", "output", "self_hosted")
 
-    def __init__(self, price: Price) -> None:
-        self.input = price.input_per_million / MILLION
-        self.cached = price.cached_price / MILLION
-        self.cache_write = price.cache_write_price / MILLION
-        self.output = price.output_per_million / MILLION
+    def __init__(self, price: Price, token_share: float = 1.0) -> None:
+        self.input = price.input_per_million / MILLION * token_share
+        self.cached = price.cached_price / MILLION * token_share
+        self.cache_write = price.cache_write_price / MILLION * token_share
+        self.output = price.output_per_million / MILLION * token_share
         self.instance = price.instance_per_hour / HOUR / price.concurrency
         self.self_hosted = price.self_hosted
 
@@ -62,6 +68,13 @@ def basis(price: Price) -> str:
     return ", ".join(parts)
 
 
+def batch_basis(price: Price) -> str:
+    """``basis`` of a batch line's request: with the batch discount, when there is one."""
+    if not price.batch_discount:
+        return basis(price)
+    return f"{basis(price)}, tokens {price.batch_discount:.0%} off (batch)"
+
+
 class PriceBook:
     """Prices per (alias, deployment), from the config (each deployment's ``charged_price``:
     its own, or the built-in table's for a known hosted model)."""
@@ -69,6 +82,8 @@ class PriceBook:
     def __init__(self, prices: dict[tuple[str, str], Price]) -> None:
         self.prices = prices
         self._rates = {where: (Rates(price), basis(price)) for where, price in prices.items()}
+        self._batch_rates = {where: (Rates(price, 1 - price.batch_discount), batch_basis(price))
+                             for where, price in prices.items()}
 
     @classmethod
     def of(cls, config: Config) -> PriceBook:
@@ -109,4 +124,5 @@ class PriceBook:
     def _find(self, exchange: Exchange) -> tuple[Rates, str] | None:
         if exchange.deployment is None:
             return None
-        return self._rates.get((exchange.served_alias or exchange.model, exchange.deployment))
+        rates = self._batch_rates if exchange.api == BATCH_API else self._rates
+        return rates.get((exchange.served_alias or exchange.model, exchange.deployment))

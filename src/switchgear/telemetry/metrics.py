@@ -320,6 +320,38 @@ class _Series:
     saved: Counter
 
 
+class BatchSeries:
+    """The batch runner's figures (batch/runner.py): lines by how they ended here, lines in
+    flight here, the share of the deployments' places they hold, the times the runner stood
+    back for waiting interactive or standard requests, and the batches by status (read from
+    the store, so the fleet's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lines = Counter(
+            "switchgear_batch_lines", "Batch lines ended on this replica: done, failed, retry "
+            "(refused for now, pending again), cancelled, lost_lease (another replica had "
+            "taken the line over; its result was not written).", ["state"], registry=registry)
+        self.in_flight = Gauge(
+            "switchgear_batch_lines_in_flight", "Batch lines running on this replica now.",
+            registry=registry)
+        self.share = Gauge(
+            "switchgear_batch_capacity_share", "Batch lines running here over the deployments' "
+            "max_concurrency: the share of capacity the batch runner holds.", registry=registry)
+        self.yields = Counter(
+            "switchgear_batch_yields", "Times the batch runner claimed nothing because "
+            "interactive or standard requests waited.", registry=registry)
+        self.batches = Gauge(
+            "switchgear_batches", "Batches in the store by status.", ["status"],
+            registry=registry)
+        self._statuses: set[str] = set()
+
+    def observe_batches(self, counts: Mapping[str, int]) -> None:
+        """Set the batches-by-status gauge (a status seen before and gone now reads 0)."""
+        self._statuses.update(counts)
+        for status in self._statuses:
+            self.batches.labels(status).set(counts.get(status, 0))
+
+
 class GatewayMetrics:
     """Requests, latencies (e2e, TTFT, ITL, TPOT), throughput, tokens, cost, queue wait, cache
     outcomes, retries, sheds, requests in flight, upstream errors, the deployments' routing
@@ -414,6 +446,7 @@ class GatewayMetrics:
         self.quality_alerts = Counter(
             "switchgear_quality_alerts", "Quality shifts detected (each counted when it starts).",
             ["dimension", "name", "signal"], registry=registry)
+        self.batch = BatchSeries(registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         #: Children of the labelled metrics by (name, label values): see ``_child``.
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
