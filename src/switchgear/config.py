@@ -441,6 +441,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: The largest file POST /v1/files accepts (a Batch API input: OpenAI's limit is 200 MB).
+    max_file_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     #: All request headers together (JSON nesting is capped at 1024 levels by the parser).
     max_header_bytes: int = Field(32 * 1024, ge=1024)
     #: Connections open at once (clamped at start to half the open-file limit); when full, a

@@ -28,6 +28,7 @@ from switchgear.errors import (
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
 from switchgear.gateway.audit_admin import AuditAdmin
+from switchgear.gateway.batch_api import BatchAPI
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
@@ -88,6 +89,7 @@ class GatewayApp:
         insight = InsightAdmin(self.admin)
         console = ConsoleFiles(load_assets())
         self.responses = responses = ResponsesAPI(state, self.infer)
+        self.batch_api = batch_api = BatchAPI(state)
         self.max_header_bytes = state.config.server.max_header_bytes
         self.routes: dict[str, dict[str, Endpoint]] = {
             "/v1/chat/completions": {"POST": partial(self.infer, openai_api(Operation.CHAT))},
@@ -96,6 +98,7 @@ class GatewayApp:
             "/v1/messages": {"POST": partial(self.infer, MESSAGES)},
             "/v1/messages/count_tokens": {"POST": TokenCounting(state).count_tokens},
             "/v1/responses": {"POST": responses.create},
+            **batch_api.routes(),
             "/v1/models": {"GET": self.models},
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
@@ -138,6 +141,7 @@ class GatewayApp:
             ("/admin/records/", {"GET": records.record}),
             ("/ui/", {"GET": console.asset}),
             ("/v1/responses/", {"GET": responses.retrieve, "DELETE": responses.delete}),
+            *batch_api.prefixed(),
         ]
 
     def drain(self) -> None:

@@ -151,6 +151,53 @@ def _anthropic_operation(summary: str, body: dict[str, Any]) -> dict[str, Any]:
     return operation
 
 
+def _batch_paths(limit: dict[str, Any]) -> dict[str, Any]:
+    """The Batch API's paths (gateway/batch_api.py): /v1/files and /v1/batches."""
+    after = {**limit, "name": "after"}
+    file_id = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    batch_id = {**file_id, "name": "batch_id"}
+    upload = _object(["file", "purpose"], {"file": {"type": "string", "format": "binary"},
+                                           "purpose": {"type": "string", "enum": ["batch"]}})
+    batch = _object(["input_file_id", "endpoint", "completion_window"], {
+        "input_file_id": {"type": "string"},
+        "endpoint": {"type": "string", "enum": ["/v1/chat/completions", "/v1/completions",
+                                                "/v1/embeddings"]},
+        "completion_window": {"type": "string", "enum": ["24h"]},
+        "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}})
+    reading = (401, 403, 404, 503)
+    return {
+        "/v1/files": {
+            "post": {**_operation("Upload a batch input file (JSONL)", None,
+                                  errors=(400, 401, 403, 413, 415, 503)),
+                     "requestBody": {"required": True, "content": {
+                         "multipart/form-data": {"schema": upload}}}},
+            "get": {**_operation("The caller's files, newest first", None,
+                                 errors=(400, 401, 403, 503)),
+                    "parameters": [after, limit, _choice("order", ("asc", "desc")),
+                                   _choice("purpose", ("batch", "batch_output"))]},
+        },
+        "/v1/files/{file_id}": {
+            "get": {**_operation("A file", None, errors=reading), "parameters": [file_id]},
+            "delete": {**_operation("Delete a file", None, errors=reading),
+                       "parameters": [file_id]},
+        },
+        "/v1/files/{file_id}/content": {"get": {
+            **_operation("A file's content", None, errors=reading), "parameters": [file_id]}},
+        "/v1/batches": {
+            "post": _operation("Create a batch of an uploaded file's requests", batch,
+                               errors=(400, 401, 403, 404, 413, 415, 503)),
+            "get": {**_operation("The caller's batches, newest first", None,
+                                 errors=(400, 401, 403, 503)),
+                    "parameters": [after, limit]},
+        },
+        "/v1/batches/{batch_id}": {"get": {
+            **_operation("A batch", None, errors=reading), "parameters": [batch_id]}},
+        "/v1/batches/{batch_id}/cancel": {"post": {
+            **_operation("Cancel a batch", None, errors=(401, 403, 404, 409, 503)),
+            "parameters": [batch_id]}},
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the OpenAI surface and the admin API."""
     message = _object(["role", "content"], {"role": {"type": "string", "enum": sorted(CHAT_ROLES)},
@@ -220,6 +267,7 @@ def openapi_spec() -> dict[str, Any]:
                                         errors=(401, 403, 404, 503)),
                            "parameters": [response_id]},
             },
+            **_batch_paths(limit),
             "/admin/keys": {
                 "get": {**_operation("List keys", None, errors=(400, 401, 403)),
                         "parameters": [tenant]},
