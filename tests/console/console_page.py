@@ -11,7 +11,7 @@ from console_site import Site
 from webdriver import Browser, Element
 
 #: The pages, in the nav's order.
-PAGES = ("overview", "slo", "cost", "routing", "requests", "governance", "scorecard")
+PAGES = ("overview", "slo", "cost", "routing", "requests", "batches", "governance", "scorecard")
 #: What main#page's data-state is once a render has finished (or been refused).
 SETTLED = ("ready", "forbidden", "error")
 

@@ -10,6 +10,7 @@ from console_site import OTHER_TENANT, TENANT, Site
 #: The admin path each page reads first: where the API's answer to a role decides the page's.
 PAGE_SOURCES = {"overview": "/admin/overview", "slo": "/admin/slo", "cost": "/admin/cost",
                 "routing": "/admin/routing", "requests": "/admin/records",
+                "batches": "/admin/batches",
                 "governance": "/admin/config/history", "scorecard": "/admin/scorecard"}
 
 

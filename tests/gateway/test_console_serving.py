@@ -199,7 +199,7 @@ def test_every_page_in_the_nav_is_a_module_of_the_page_api() -> None:
     listed = re.search(r"export const PAGES = \[([^\]]*)\]", shell)
     assert listed is not None
     names = re.findall(r'"([a-z]+)"', listed.group(1))
-    assert names[0] == "overview" and len(names) == len(set(names)) == 7
+    assert names[0] == "overview" and len(names) == len(set(names)) == 8
     for name in names:
         module = (CONSOLE / "pages" / f"{name}.js").read_text()
         assert re.search(r"^export const title = ", module, re.M), name

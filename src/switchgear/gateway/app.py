@@ -28,6 +28,7 @@ from switchgear.errors import (
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
 from switchgear.gateway.audit_admin import AuditAdmin
+from switchgear.gateway.batches_admin import BatchesAdmin
 from switchgear.gateway.batch_api import BatchAPI
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
@@ -125,6 +126,7 @@ class GatewayApp:
             "/admin/overview": {"GET": insight.overview},
             "/admin/budgets": {"GET": insight.budgets},
             "/admin/scorecard": {"GET": insight.scorecard},
+            "/admin/batches": {"GET": BatchesAdmin(self.admin).batches},
             "/openapi.json": {"GET": self.openapi},
             "/ui": {"GET": console.index},
         }

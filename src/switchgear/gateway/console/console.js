@@ -34,9 +34,9 @@
  * loading|ready|error|forbidden], .forbidden, [data-stat][data-value], td[data-col][data-value].
  */
 
-export const PAGES = ["overview", "slo", "cost", "routing", "requests", "governance", "scorecard"];
+export const PAGES = ["overview", "slo", "cost", "routing", "requests", "batches", "governance", "scorecard"];
 const NAV_LABELS = { overview: "Overview", slo: "SLOs", cost: "Cost", routing: "Routing", requests: "Requests",
-  governance: "Governance", scorecard: "Scorecard" };
+  batches: "Batches", governance: "Governance", scorecard: "Scorecard" };
 /** The window selector's choices: seconds and the chart bucket that suits them. */
 export const WINDOWS = {
   "15m": { seconds: 900, bucket_s: 30 },
