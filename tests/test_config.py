@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from switchgear.cli.main import main
-from switchgear.config import ConfigError, load_config, parse_config
+from switchgear.config import ConfigError, load_config, missing_environment, parse_config
 from switchgear.governance.versions import config_text, serving_config
 
 SIM = {"deployments": [{"name": "local", "backend": "simulated"}]}
@@ -113,3 +113,33 @@ def test_patterns_that_cannot_run_together_are_a_config_error_not_a_crash(
     assert result.exit_code == 2, result.output
     assert "guards.input.0: the patterns cannot be used together: redefinition of group " \
            "name 'id'" in result.output
+
+
+def test_urls_with_passwords_can_come_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """store.url_env, limits.state_url_env and cache.url_env name the variable holding the URL:
+    it wins over the file's URL, an unset one is reported with the others, a wrong one is refused
+    without showing its value, and a config version keeps the name and a masked URL."""
+    sections = {"store": {"url": "sqlite:///file.db", "url_env": "TEST_STORE_URL"},
+                "limits": {"state_url_env": "TEST_REDIS_URL"},
+                "cache": {"url_env": "TEST_REDIS_URL"}}
+    monkeypatch.delenv("TEST_STORE_URL", raising=False)
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
+    unset = parse_config(sections)
+    assert unset.store.url == "sqlite:///file.db" and unset.limits.state_url is None
+    assert missing_environment(unset) == ["TEST_STORE_URL (store.url_env)",
+                                          "TEST_REDIS_URL (limits.state_url_env)",
+                                          "TEST_REDIS_URL (cache.url_env)"]
+    monkeypatch.setenv("TEST_STORE_URL", "postgresql://gw:pg-s3cret@db:5432/gateway")
+    monkeypatch.setenv("TEST_REDIS_URL", "rediss://:redis-s3cret@cache:6380/0")
+    config = parse_config(sections)
+    assert config.store.url == "postgresql://gw:pg-s3cret@db:5432/gateway"
+    assert config.limits.state_url == config.cache.url == "rediss://:redis-s3cret@cache:6380/0"
+    assert missing_environment(config) == []
+    stored = config_text(config)
+    assert "s3cret" not in stored and "state_url_env: TEST_REDIS_URL" in stored
+    assert serving_config(stored, config).limits.state_url == config.limits.state_url
+    monkeypatch.setenv("TEST_REDIS_URL", "http://user:hunter2@cache/0")
+    with pytest.raises(ConfigError, match=r"limits\.state_url: must start with redis") as caught:
+        parse_config(sections)
+    assert "hunter2" not in str(caught.value)

@@ -466,10 +466,28 @@ class ServerConfig(_Strict):
     shutdown_timeout_s: float = Field(30.0, gt=0)
 
 
+def url_from_env(data: Any, url: str, env: str) -> Any:
+    """``data`` (a section as given) with ``url`` set from the environment variable its ``env``
+    setting names, when it names one that is set: a URL holding a password is then referenced by
+    name, never written in the file (an unset one is reported at start, with every other)."""
+    if isinstance(data, dict) and isinstance(data.get(env), str):
+        value = os.environ.get(data[env])
+        if value is not None:
+            return {**data, url: value}
+    return data
+
+
 class StoreConfig(_Strict):
-    """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``."""
+    """Where request records go: ``sqlite:///path`` (default) or ``postgresql://...``;
+    ``url_env``: the environment variable holding the URL instead (it wins over ``url``)."""
 
     url: str = "sqlite:///switchgear.db"
+    url_env: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_env(cls, data: Any) -> Any:
+        return url_from_env(data, "url", "url_env")
     #: Store prompts and completions with the records (redacted: emails, phone numbers, card
     #: numbers, API keys and tokens). Off by default: only counts and times are kept.
     log_content: bool = False
@@ -534,6 +552,8 @@ class LimitsConfig(_Strict):
 
     #: ``redis://host:port/db`` to share limits and budgets across replicas; None: this process.
     state_url: str | None = None
+    #: The environment variable holding ``state_url`` instead (a Redis with a password).
+    state_url_env: str | None = None
     #: Prefix of every Redis key (separates gateways, or test runs, sharing one Redis).
     state_prefix: str = "switchgear:"
     #: Seconds a fleet-wide place (``max_concurrency_scope``/``capacity_scope: fleet``) outlives
@@ -543,6 +563,11 @@ class LimitsConfig(_Strict):
     tenants: dict[str, LimitValues] = Field(default_factory=dict)
     models: dict[str, LimitValues] = Field(default_factory=dict)
     budgets: BudgetsConfig = BudgetsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_env(cls, data: Any) -> Any:
+        return url_from_env(data, "state_url", "state_url_env")
 
     @field_validator("state_url")
     @classmethod
@@ -562,6 +587,8 @@ class CacheConfig(_Strict):
 
     enabled: bool = True
     url: str | None = None
+    #: The environment variable holding ``url`` instead (a Redis with a password).
+    url_env: str | None = None
     prefix: str = "switchgear:"
     ttl_s: float = Field(300.0, gt=0)
     max_entries: int = Field(10_000, ge=1)
@@ -569,6 +596,11 @@ class CacheConfig(_Strict):
     cacheable: Cacheable = "deterministic"
     routes: dict[str, Cacheable] = Field(default_factory=dict)
     keys: dict[str, Cacheable] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_env(cls, data: Any) -> Any:
+        return url_from_env(data, "url", "url_env")
 
     @field_validator("url")
     @classmethod

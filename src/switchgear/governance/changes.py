@@ -48,7 +48,7 @@ from switchgear.prompts.versions import template_versions, templates_of
 log = logging.getLogger("switchgear.governance")
 
 #: Fields that a running gateway cannot change inside sections it otherwise can.
-RESTART_FIELDS = (("limits", "state_url"), ("limits", "state_prefix"))
+RESTART_FIELDS = (("limits", "state_url"), ("limits", "state_url_env"), ("limits", "state_prefix"))
 
 
 class ChangeConflict(SwitchgearError):
