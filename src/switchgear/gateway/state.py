@@ -13,6 +13,9 @@ from switchgear.admission.limits import InProcessLimiter, RedisLimiter
 from switchgear.admission.tiers import FleetTierGate, TierGate
 from switchgear.backends import build_backend
 from switchgear.background import Calls, Parts, Together
+from switchgear.batch.batches import Batches
+from switchgear.batch.files import BatchFiles
+from switchgear.batch.runner import BatchRunner
 from switchgear.config import (
     RESTART_SECTIONS,
     Config,
@@ -24,6 +27,7 @@ from switchgear.config import (
     unset_environment,
 )
 from switchgear.engine.metrics import EngineCollector, engine_stats
+from switchgear.gateway.requests import RequestIds, make_exchange
 from switchgear.governance.audit import AuditTrail
 from switchgear.governance.canary import CanaryRollbacks
 from switchgear.governance.changes import ConfigChanges
@@ -171,6 +175,8 @@ class AppState:
     follower: ConfigFollower = field(init=False)
     #: This replica's places in the fleet-wide limits (None: no ``limits.state_url``).
     leases: FleetLeases | None = field(init=False, default=None)
+    #: Runs the Batch API's lines in spare capacity (batch/runner.py).
+    batch_runner: BatchRunner = field(init=False)
     #: The newest applied version at start-up (it serves unless it cannot here).
     _newest: int = 0
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
@@ -208,6 +214,9 @@ class AppState:
             EngineCollector(lambda: engine_stats(state.router.deployments())))
         state.follower = ConfigFollower(state.versions, state.adopt,
                                         lambda: state.config.governance.poll_interval_s)
+        state.batch_runner = BatchRunner(
+            store, lambda: state.serving, Batches(store, BatchFiles(store)), keys, state.tracer,
+            make_exchange, RequestIds().new, state.metrics.batch)
         return state
 
     def build_serving(self, config: Config, version: int, previous: Serving | None,
@@ -383,6 +392,8 @@ class AppState:
             Calls("serving version", lambda: self.serving.parts().start(),
                   lambda: self.serving.parts().stop()),
             Calls("retiring versions", on_stop=self._end_retirements),  # adopt starts them
+            # batch lines through the serving version; at stop, those running go back pending
+            Calls("batch runner", self.batch_runner.start, self.batch_runner.stop),
             Calls("config follower", lambda: self.follower.start(self._newest,
                                                                  self.serving.version),
                   self.follower.stop),
