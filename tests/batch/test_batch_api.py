@@ -427,20 +427,23 @@ async def test_cancel_waits_for_running_lines_and_expiry_ends_a_batch(
     with pytest.raises(BatchConflict, match="Cannot cancel a batch with status 'failed'"):
         await batches.cancel("acme", failed.batch_id)
 
-    expiring, expiring_id = await made_batch(store, clock, count=2)
-    await set_line(store, expiring_id, 1, state="running", lease_owner="dead-replica",
-                   lease_until=clock.now + 86_400 + 30)
+    expiring, expiring_id = await made_batch(store, clock, count=3)
+    for line_no in (1, 2):
+        await set_line(store, expiring_id, line_no, state="running", lease_owner="replica-a",
+                       lease_until=clock.now + 86_400 + 30)
     clock.now += 86_400 + 1
     assert await expiring.expire() == [expiring_id]
     expired = await expiring.get("acme", expiring_id)
-    # the running line's lease is still good: the batch waits for it
+    # the running lines' leases are still good: the batch waits for them
     assert expired is not None and expired.status == "in_progress" and expired.expired_at
-    clock.now += 60  # its lease runs out: its replica died
+    # its runner puts line 1 back for a retry; line 2's replica dies and its lease runs out
+    await set_line(store, expiring_id, 1, state="pending", lease_owner=None, lease_until=None)
+    clock.now += 60
     expired = await expiring.finalize(expiring_id)
     assert expired is not None and expired.status == "expired" and expired.error_file_id
     assert expired.output_file_id is None
     lines = (await expiring.files.content("acme", expired.error_file_id) or "").splitlines()
-    assert [orjson.loads(e)["error"]["code"] for e in lines] == ["batch_expired"] * 2
+    assert [orjson.loads(e)["error"]["code"] for e in lines] == ["batch_expired"] * 3
     assert await expiring.expire() == []
 
 

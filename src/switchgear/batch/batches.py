@@ -404,10 +404,12 @@ class Batches:
         if batch is None or not _finalizable(batch, now):
             return batch
         if batch.status == "cancelling" or batch.expired_at is not None:
-            # a line leased by a replica that died would never finish: it never ran
+            # no line starts any more (one a runner put back for a retry, too), and one leased
+            # by a replica that died would never finish: neither ran
             await self.store.execute(self._sql(
                 f"UPDATE {LINES_TABLE} SET state = 'cancelled', done_at = ? "
-                "WHERE batch_id = ? AND state = 'running' AND lease_until < ?"),
+                "WHERE batch_id = ? AND (state = 'pending' "
+                "OR (state = 'running' AND lease_until < ?))"),
                 (now, batch_id, now))
         (remaining,), = await self.store.rows(self._sql(
             f"SELECT count(*) FROM {LINES_TABLE} "
