@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,29 @@ def test_tenants_and_features_beyond_the_cap_read_other(
     assert total(samples, count, feature="chat") == 3
     assert total(samples, count, feature="other") == 3
     assert total(samples, "switchgear_requests_total", tenant="other", feature="other") == 1
+
+
+def test_the_gates_queue_depth_per_tier_is_on_metrics(
+    simulators: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    """What an autoscaler reads as queue depth: with one running place, three requests leave
+    one running and two waiting in the standard queue, then none."""
+    sim = simulators(ModelOptions(ttft_ms=1500, tpot_ms=1, mean_output_tokens=2, seed=1))
+    config = configure(tmp_path, {"sim": {"deployments": [sim_deployment("a", sim)]}},
+                       tiers={"capacity": 1, "standard": {"max_queue": 10,
+                                                          "wait_target_ms": 30_000}})
+    with gateway(config) as base_url, client(base_url) as sdk, \
+            ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(sdk.chat.completions.create, model="sim", messages=HELLO,
+                               max_tokens=2) for _ in range(3)]
+        deadline = time.monotonic() + 30
+        while total(scrape(base_url), "switchgear_tier_waiting", tier="standard") < 2:
+            assert time.monotonic() < deadline, "two requests never waited"
+            time.sleep(0.02)
+        during = scrape(base_url)
+        for answer in answers:
+            answer.result(60)
+        after = scrape(base_url)
+    assert total(during, "switchgear_tier_running", tier="standard") == 1
+    assert total(during, "switchgear_tier_waiting", tier="interactive") == 0
+    assert total(after, "switchgear_tier_waiting") == total(after, "switchgear_tier_running") == 0

@@ -209,6 +209,7 @@ class AppState:
         state.canaries = CanaryRollbacks(versions, state.audit, config)
         state.metrics.watch_writer(writer)
         state.metrics.watch_routing(lambda: state.router.snapshot())
+        state.metrics.watch_tiers(lambda: None if state.gate is None else state.gate.snapshot())
         state.serving = state.build_serving(config, 0, None, {}, "the config file")
         state.metrics.registry.register(
             EngineCollector(lambda: engine_stats(state.router.deployments())))

@@ -305,6 +305,32 @@ class FleetCollector(Collector):
         return [held, seen]
 
 
+class TierCollector(Collector):
+    """The priority gate's queues (admission/tiers.py), read when /metrics is scraped: requests
+    waiting and running per tier on this replica, what an autoscaler reads as queue depth.
+    Nothing while there is no gate."""
+
+    def __init__(self) -> None:
+        #: Returns the gate's snapshot (``tiers``: name → ``waiting``, ``in_use``), or None.
+        self.source: Callable[[], Any] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing without a gate
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = None if self.source is None else self.source()
+        if snapshot is None:
+            return []
+        waiting = GaugeMetricFamily("switchgear_tier_waiting", "Requests waiting in the priority "
+                                    "gate's queue of their tier now.", labels=["tier"])
+        running = GaugeMetricFamily("switchgear_tier_running", "Requests of the tier holding a "
+                                    "running place of the priority gate now.", labels=["tier"])
+        for tier, figures in snapshot.tiers.items():
+            waiting.add_metric([tier], figures.waiting)
+            running.add_metric([tier], figures.in_use)
+        return [waiting, running]
+
+
 @dataclass(slots=True, frozen=True)
 class _Series:
     """The children of one (model, deployment, tenant, feature), looked up once."""
@@ -409,6 +435,8 @@ class GatewayMetrics:
         registry.register(self.routing)
         self.fleet = FleetCollector()
         registry.register(self.fleet)
+        self.tiers = TierCollector()
+        registry.register(self.tiers)
         self.in_flight = Gauge(
             "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
         self.draining = Gauge(
@@ -483,6 +511,11 @@ class GatewayMetrics:
     def watch_fleet(self, places: Callable[[], Iterable[FleetPlaces]]) -> None:
         """Export the fleet-wide limits' places that ``places`` lists at each scrape."""
         self.fleet.source = places
+
+    def watch_tiers(self, snapshot: Callable[[], Any]) -> None:
+        """Export the priority gate's queues that ``snapshot`` (the serving gate's ``snapshot``,
+        or None without a gate) returns at each scrape."""
+        self.tiers.source = snapshot
 
     def watch_writer(self, writer: RecordWriter) -> None:
         """Export ``writer``'s counts (written, set aside, dropped, pending) with the other
