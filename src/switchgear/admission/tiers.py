@@ -194,11 +194,16 @@ class TierGate:
         if self._in_use < self.config.capacity - state.limits.headroom:
             self._in_use += 1
             return self._admit(state)
+        return await self._queue(state)
+
+    async def _queue(self, state: _TierState) -> TierSlot:
+        """Wait in ``state``'s queue for a place handed on, or be shed (Overloaded)."""
         self._make_room(state)
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         state.waiting.append(waiter)
         self._waiting += 1
         state.max_depth = max(state.max_depth, len(state.waiting))
+        self._queued()
         try:
             async with asyncio.timeout(state.limits.wait_target_ms / 1000):
                 await waiter.future
@@ -211,12 +216,19 @@ class TierGate:
                 raise self._shed(state, "wait_target") from None
         except BaseException:
             if _granted(waiter.future):
-                self._hand_on()  # handed a place just as we left: pass it on
+                self._handed_too_late()  # handed a place just as we left
             else:
-                _displaced(waiter.future)  # marks a displacement's error as seen
+                _displaced(waiter.future)  # marks a displacement's (or an outage's) error seen
                 self._leave(state, waiter)
             raise
         return self._admit(state)
+
+    def _queued(self) -> None:
+        """A request just joined a queue (places come from releases here: nothing to do)."""
+
+    def _handed_too_late(self) -> None:
+        """A waiter that left was handed a place just then: pass it on."""
+        self._hand_on()
 
     def snapshot(self) -> GateSnapshot:
         """Places in use, requests waiting and, per tier, its queue and counters."""
@@ -316,32 +328,17 @@ class FleetTierGate(TierGate):
         if not self._waiting and await self.places.try_acquire(self._limit(state)):
             self._in_use += 1
             return self._admit(state)
-        self._make_room(state)
-        waiter = _Waiter(asyncio.get_running_loop().create_future())
-        state.waiting.append(waiter)
-        self._waiting += 1
-        state.max_depth = max(state.max_depth, len(state.waiting))
+        return await self._queue(state)
+
+    def _queued(self) -> None:
+        """Someone waits here: make sure the dispatcher is asking the fleet for places."""
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name="fleet-tier-dispatch")
-        try:
-            async with asyncio.timeout(state.limits.wait_target_ms / 1000):
-                await waiter.future
-        except TimeoutError:
-            if not _granted(waiter.future):
-                displaced = _displaced(waiter.future)
-                if displaced is not None:
-                    raise displaced from None
-                self._leave(state, waiter)
-                raise self._shed(state, "wait_target") from None
-        except BaseException:
-            if _granted(waiter.future):
-                self._give_back()  # handed a place just as we left
-            else:
-                _displaced(waiter.future)  # a displacement or an outage: seen
-                self._leave(state, waiter)
-            raise
-        return self._admit(state)
+
+    def _handed_too_late(self) -> None:
+        """A waiter that left was handed a place just then: back to the fleet."""
+        self._give_back()
 
     def _limit(self, state: _TierState) -> int:
         return self.config.capacity - state.limits.headroom
