@@ -14,23 +14,34 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 from openai.types import Batch
+from prometheus_client import CollectorRegistry
 
+from switchgear.admission.keys import KeyRing
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
-from switchgear.batch.runner import SpareCapacity, spare_capacity
-from switchgear.config import BatchConfig, Config, DeploymentConfig, parse_config
+from switchgear.batch.batches import Batches
+from switchgear.batch.files import BatchFiles, numbered
+from switchgear.batch.runner import BatchRunner, LineResult, SpareCapacity, spare_capacity
+from switchgear.config import BatchConfig, Config, DeploymentConfig, TelemetryConfig, parse_config
+from switchgear.errors import RateLimited
+from switchgear.gateway.requests import RequestIds, make_exchange
 from switchgear.routing.deployment import Deployment
 from switchgear.sections.tiers import TierConfig, TierLimits
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 from switchgear.store import open_store
+from switchgear.store.base import RecordStore
 from switchgear.store.records import RequestRecord
+from switchgear.telemetry.metrics import BatchSeries
+from switchgear.telemetry.tracing import Tracer
 
 import servers
 from servers import create_key, fetch_records, gateway, gateway_process, scrape, total
@@ -306,3 +317,50 @@ async def test_spare_capacity_is_none_while_higher_tiers_wait_else_a_share_of_fr
     assert spare_capacity(gate.snapshot(), [deployment], wide, 2) == SpareCapacity(0, False)
     for slot in held:
         slot.release()
+
+
+def store_runner(store: RecordStore, batches: Batches) -> BatchRunner:
+    """A runner over ``store`` whose claims and writes are called by the test (not started)."""
+    serving = SimpleNamespace(config=parse_config({"batch": {"poll_interval_s": 0.05}}))
+    return BatchRunner(store, lambda: serving, batches, KeyRing(store),
+                       Tracer(TelemetryConfig()), make_exchange, RequestIds().new,
+                       BatchSeries(CollectorRegistry()))
+
+
+async def test_a_line_has_one_result_whoever_held_it_and_refused_lines_wait(
+        store: RecordStore) -> None:
+    files = BatchFiles(store)
+    batches = Batches(store, files)
+    uploaded = await files.create("default", "batch", "input.jsonl", input_file(3).decode())
+    batch = await batches.create("default", None, {
+        "input_file_id": uploaded.file_id, "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    first, second = store_runner(store, batches), store_runner(store, batches)
+
+    claimed = sorted(await first.claim(10, lease_s=0.05), key=lambda line: line.line_no)
+    assert [line.custom_id for line in claimed] == ["line-0", "line-1", "line-2"]
+    assert await second.claim(10, lease_s=60) == []  # leased to the first
+    await asyncio.sleep(0.1)  # the first's leases pass (as when it dies)
+    taken = sorted(await second.claim(10, lease_s=60), key=lambda line: line.line_no)
+    assert [(line.line_no, line.attempts) for line in taken] == [
+        (line.line_no, 2) for line in claimed]
+
+    answer = LineResult("done", 200, {"object": "chat.completion"}, "req_first")
+    assert not await first.write(claimed[0], answer)  # too late: the line is the second's
+    assert await second.write(taken[0], replace(answer, request_id="req_second"))
+    refused = LineResult.of_error(RateLimited("Rate limit reached.", retry_after=30), "req_x")
+    assert refused.state == "retry"
+    assert await second.write(taken[1], refused)
+    # the refused line waits out its Retry-After; the third is still the second's
+    assert await first.claim(10, lease_s=60) == []
+    await second.stop()  # gives the line it still runs back
+    assert [line.line_no for line in await first.claim(10, lease_s=60)] == [taken[2].line_no]
+
+    rows = await store.rows(numbered(store.dialect, "SELECT custom_id, state, request_id FROM "
+                                     "batch_lines WHERE batch_id = ? ORDER BY line_no"),
+                            (batch.batch_id,))
+    assert [tuple(row) for row in rows] == [("line-0", "done", "req_second"),
+                                            ("line-1", "pending", None),
+                                            ("line-2", "running", None)]
+    counted = await batches.get("default", batch.batch_id)
+    assert counted is not None and (counted.completed, counted.failed) == (1, 0)

@@ -369,7 +369,7 @@ class BatchRunner(Background):
         if spare.places <= 0:
             await self._wait(pause)
             return
-        lines = await self._claim(min(spare.places, settings.claim_size), settings.lease_s)
+        lines = await self.claim(min(spare.places, settings.claim_size), settings.lease_s)
         for line in lines:
             key = (line.batch_id, line.line_no)
             self._lines[key] = asyncio.get_running_loop().create_task(
@@ -385,7 +385,7 @@ class BatchRunner(Background):
             async with asyncio.timeout(seconds):
                 await self._line_ended.wait()
 
-    async def _claim(self, count: int, lease_s: float) -> list[ClaimedLine]:
+    async def claim(self, count: int, lease_s: float) -> list[ClaimedLine]:
         """Take the leases of up to ``count`` lines of running batches: pending ones due now,
         and running ones whose lease has passed (their replica is gone)."""
         now = time.time()
@@ -399,7 +399,7 @@ class BatchRunner(Background):
         try:
             owner = await self._owner(line.batch_id)
             result = await self.execute(line, owner)
-            await self._write(line, result)
+            await self.write(line, result)
         except StoreUnavailable as error:
             log.warning("batch %s line %d: not written (its lease will pass): %s",
                         line.batch_id, line.line_no, error)
@@ -446,7 +446,7 @@ class BatchRunner(Background):
         exchange.requested_priority = BATCH_TIER
         exchange.config_version = serving.version
         try:
-            identify(exchange, self._key(owner))
+            identify(exchange, await self._key(owner))
         except SwitchgearError as error:
             return self._refused(serving, exchange, error)
         self.tracer.begin(exchange, None)
@@ -469,20 +469,26 @@ class BatchRunner(Background):
         serving.recorder.fail(exchange, error)
         return LineResult.of_error(error, exchange.request_id)
 
-    def _key(self, owner: BatchOwner) -> ApiKey | None:
+    async def _key(self, owner: BatchOwner) -> ApiKey | None:
         """The batch's key as it stands now; AuthenticationFailed once revoked or expired."""
         if owner.key_id is None:
             return None
-        bootstrap = self.keys.bootstrap
-        key = (bootstrap if bootstrap is not None and bootstrap.key_id == owner.key_id
-               else self.keys.find(owner.key_id))
+        key = self._known_key(owner.key_id)
+        if key is None and await self.keys.refresh():  # made on another replica just now
+            key = self._known_key(owner.key_id)
         if key is None or not key.active(time.time()):
             raise AuthenticationFailed("The batch's API key was revoked or has expired.")
         return key
 
-    async def _write(self, line: ClaimedLine, result: LineResult) -> None:
+    def _known_key(self, key_id: str) -> ApiKey | None:
+        bootstrap = self.keys.bootstrap
+        if bootstrap is not None and bootstrap.key_id == key_id:
+            return bootstrap
+        return self.keys.find(key_id)
+
+    async def write(self, line: ClaimedLine, result: LineResult) -> bool:
         """Store ``result`` if this replica still holds the line (a line another replica took
-        over after our lease passed keeps that replica's result)."""
+        over after our lease passed keeps that replica's result); whether it did."""
         now = time.time()
         if result.state == "retry":
             delay = max(result.retry_after, self._backoff_for(line.attempts))
@@ -494,6 +500,7 @@ class BatchRunner(Background):
                 result.request_id, now, line.batch_id, line.line_no, self.owner))
             self._dirty.add(line.batch_id)
         self.metrics.lines.labels(result.state if written else "lost_lease").inc()
+        return bool(written)
 
     def _backoff_for(self, attempts: int) -> float:
         """Seconds before a refused line is tried again: doubling per attempt, capped."""
