@@ -25,6 +25,7 @@ from switchgear.batch.batches import (
 )
 from switchgear.batch.files import BatchFiles
 from switchgear.config import BatchConfig, Config
+from switchgear.errors import InvalidRequest
 from switchgear.gateway.batch_api import form_parts
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore
@@ -327,6 +328,15 @@ def test_form_parts_reads_what_httpx_writes() -> None:
     extended = (b"--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"; "
                 b"filename*=utf-8''%E5%90%8D.jsonl\r\n\r\n\r\n--q--")
     assert form_parts(extended, b"multipart/form-data; boundary=q")["file"].filename == "名.jsonl"
+    inside = (b"preamble\r\n--q\r\nContent-Disposition: form-data; name=file; filename=f"
+              b"\r\n\r\nthis --q is not a delimiter\r\n--q--")
+    parts = form_parts(inside, b"multipart/form-data; boundary=q")
+    assert bytes(parts["file"].content) == b"this --q is not a delimiter"
+    for broken in (b"no delimiter at all", b"--q\r\nContent-Disposition: form-data; name=a",
+                   b"--q\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--q",
+                   b"--q\r\n\r\nno headers\r\n--q--"):
+        with pytest.raises(InvalidRequest):
+            form_parts(broken, b"multipart/form-data; boundary=q")
 
 
 def test_validate_lines_reports_each_bad_line_and_keeps_the_bodies() -> None:

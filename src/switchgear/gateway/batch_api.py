@@ -46,10 +46,10 @@ FORM_ESCAPE = re.compile(r"%(22|[01][0-9A-Fa-f])")
 @dataclass(frozen=True, slots=True)
 class FormPart:
     """One part of a multipart/form-data body: its filename (None for a plain field) and
-    content."""
+    content (a view of the body: no copy of a large file)."""
 
     filename: str | None
-    content: bytes
+    content: memoryview
 
 
 def _tenant(key: ApiKey | None) -> str:
@@ -98,51 +98,58 @@ def _disposition(headers: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def form_parts(body: bytes, content_type: bytes) -> dict[str, FormPart]:
-    """The fields of a multipart/form-data ``body``, by name (CPU work for a big body: run
-    it off the event loop); a 400 for a body that is not one."""
+def form_parts(body: bytes | bytearray, content_type: bytes) -> dict[str, FormPart]:
+    """The fields of a multipart/form-data ``body`` (RFC 7578), by name, each a view of
+    ``body`` (CPU work for a big body: run it off the event loop); a 400 for a body that is
+    not one."""
     boundary = next((param.split("=", 1)[1].strip().strip('"')
                      for param in content_type.decode("latin-1").split(";")[1:]
                      if param.strip().lower().startswith("boundary=")), "")
     if not boundary:
         raise InvalidRequest("A multipart/form-data body needs a boundary.")
-    pieces = body.split(b"--" + boundary.encode("latin-1"))
-    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
-        raise InvalidRequest("The multipart/form-data body is incomplete.")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    view = memoryview(body)
+    # the first delimiter may open the body without the line break before it
+    first = -2 if body.startswith(delimiter[2:]) else body.find(delimiter)
+    at = first + len(delimiter)
     fields: dict[str, FormPart] = {}
-    for piece in pieces[1:-1]:
-        head, separator, content = piece.partition(b"\r\n\r\n")
-        if not separator or not head.startswith(b"\r\n") or not content.endswith(b"\r\n"):
+    while first != -1:
+        if body[at:at + 2] == b"--":  # the closing delimiter
+            return fields
+        opened = body.find(b"\r\n", at)
+        following = body.find(delimiter, opened)
+        if opened < 0 or following < 0:
+            break
+        headers_end = body.find(b"\r\n\r\n", opened, following + 2)
+        if headers_end < 0:
             raise InvalidRequest("A part of the multipart/form-data body is malformed.")
         try:
-            name, filename = _disposition(head[2:].decode())
+            name, filename = _disposition(bytes(view[opened + 2:headers_end]).decode())
         except UnicodeDecodeError:
             raise InvalidRequest("A part's headers are not UTF-8.") from None
         if name is None:
             raise InvalidRequest("A part of the multipart/form-data body has no name.")
-        fields[name] = FormPart(filename, content[:-2])
-    return fields
+        fields[name] = FormPart(filename, view[headers_end + 4:following])
+        at = following + len(delimiter)
+    raise InvalidRequest("The multipart/form-data body is incomplete.")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytearray:
     """The request body, refused (413) once past ``limit`` bytes."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
+    body = bytearray()
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise InvalidRequest("The client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        body += message.get("body", b"")
+        if len(body) > limit:
             raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
         more = message.get("more_body", False)
-    return b"".join(chunks)
+    return body
 
 
 def _upload(fields: dict[str, FormPart], limit: int) -> tuple[str, str, str]:
@@ -150,7 +157,7 @@ def _upload(fields: dict[str, FormPart], limit: int) -> tuple[str, str, str]:
     purpose_part, file_part = fields.get("purpose"), fields.get("file")
     if purpose_part is None:
         raise InvalidRequest("purpose is required.", param="purpose")
-    purpose = purpose_part.content.decode("utf-8", "replace")
+    purpose = str(purpose_part.content, "utf-8", "replace")
     if purpose != INPUT_PURPOSE:
         raise InvalidRequest(f"purpose must be '{INPUT_PURPOSE}' here (the Batch API's "
                              "input).", param="purpose")
@@ -163,7 +170,7 @@ def _upload(fields: dict[str, FormPart], limit: int) -> tuple[str, str, str]:
         raise InvalidRequest("Invalid file format for Batch API. Must be .jsonl",
                              param="file")
     try:
-        text = file_part.content.decode()
+        text = str(file_part.content, "utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The file must be UTF-8 text (JSONL).", param="file") from None
     return purpose, file_part.filename, text
