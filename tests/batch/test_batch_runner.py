@@ -364,3 +364,21 @@ async def test_a_line_has_one_result_whoever_held_it_and_refused_lines_wait(
                                             ("line-2", "running", None)]
     counted = await batches.get("default", batch.batch_id)
     assert counted is not None and (counted.completed, counted.failed) == (1, 0)
+
+
+async def test_runners_claiming_at_once_never_share_a_line(store: RecordStore) -> None:
+    files = BatchFiles(store)
+    batches = Batches(store, files)
+    uploaded = await files.create("default", "batch", "input.jsonl", input_file(300).decode())
+    await batches.create("default", None, {
+        "input_file_id": uploaded.file_id, "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+
+    async def claim_all(runner: BatchRunner) -> list[int]:
+        taken = []
+        while lines := await runner.claim(7, lease_s=60):
+            taken += [line.line_no for line in lines]
+        return taken
+
+    claimed = await asyncio.gather(*(claim_all(store_runner(store, batches)) for _ in range(4)))
+    assert sorted(number for numbers in claimed for number in numbers) == list(range(1, 301))

@@ -70,6 +70,8 @@ RETRY_LATER = frozenset({429, 503})
 OPERATIONS = {"/v1/chat/completions": Operation.CHAT,
               "/v1/completions": Operation.COMPLETIONS,
               "/v1/embeddings": Operation.EMBEDDINGS}
+#: Batches whose owner a runner remembers at most (forgotten all at once past it).
+MAX_OWNERS_KEPT = 1024
 #: Batch statuses whose lines the runner works on, and those it may finalize.
 RUNNING_STATUS = "in_progress"
 FINISHING_STATUSES = ("in_progress", "cancelling", "finalizing")
@@ -413,6 +415,8 @@ class BatchRunner(Background):
     async def _owner(self, batch_id: str) -> BatchOwner:
         found = self._owners.get(batch_id)
         if found is None:
+            if len(self._owners) >= MAX_OWNERS_KEPT:  # finalized elsewhere, never dropped here
+                self._owners.clear()
             rows = await self.store.rows(self.sql.owners, (batch_id,))
             (_, tenant, key_id, endpoint), = rows
             found = self._owners[batch_id] = BatchOwner(
