@@ -24,6 +24,7 @@ from switchgear.gateway.http import (
     Send,
     bearer_token,
     header,
+    read_body,
     read_json,
     send_body,
     send_json,
@@ -132,24 +133,6 @@ def form_parts(body: bytes | bytearray, content_type: bytes) -> dict[str, FormPa
         fields[name] = FormPart(filename, view[headers_end + 4:following])
         at = following + len(delimiter)
     raise InvalidRequest("The multipart/form-data body is incomplete.")
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytearray:
-    """The request body, refused (413) once past ``limit`` bytes."""
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-    body = bytearray()
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequest("The client disconnected before sending the whole body.")
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        more = message.get("more_body", False)
-    return body
 
 
 def _upload(fields: dict[str, FormPart], limit: int) -> tuple[str, str, str]:

@@ -63,23 +63,7 @@ async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
     content_type = header(scope, b"content-type")
     if content_type is None or JSON not in content_type.lower():
         raise UnsupportedMediaType("Content-Type must be application/json.")
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequest("The client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    raw = await read_body(scope, receive, limit)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -88,6 +72,30 @@ async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and too_deep(body, MAX_JSON_DEPTH):
         raise InvalidRequest(f"The JSON body of your request is nested more than "
                              f"{MAX_JSON_DEPTH} levels deep.")
+    return body
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | bytearray:
+    """The request body, refused (413) once past ``limit`` bytes (or declared so); a body in
+    one message is returned as it came, a longer one gathered in one buffer."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    body: bytes | bytearray = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not body and not more:
+            body = chunk  # the usual case: the whole body in one message, no copy
+        else:
+            body = body if isinstance(body, bytearray) else bytearray(body)
+            body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     return body
 
 
