@@ -90,8 +90,8 @@ class Exchange:
     model: str
     stream: bool = False
     #: The API the request came in through (its body is translated to ``operation``'s OpenAI
-    #: shape for the pipeline, and the answer back): ``openai``, ``anthropic.messages`` or
-    #: ``openai.responses``.
+    #: shape for the pipeline, and the answer back): ``openai``, ``anthropic.messages``,
+    #: ``openai.responses``, or ``openai.batch`` for a line of a batch (batch/runner.py).
     api: str = "openai"
     include_usage: bool = False
     #: W3C trace context: the trace (the client's, or a new one), the gateway's own span, the
