@@ -28,8 +28,8 @@ from switchgear.errors import (
 from switchgear.exchange import Exchange, Operation
 from switchgear.gateway.admin import AdminAPI
 from switchgear.gateway.audit_admin import AuditAdmin
-from switchgear.gateway.batches_admin import BatchesAdmin
 from switchgear.gateway.batch_api import BatchAPI
+from switchgear.gateway.batches_admin import BatchesAdmin
 from switchgear.gateway.changes_admin import ChangesAdmin
 from switchgear.gateway.config_admin import ConfigAdmin
 from switchgear.gateway.http import (
