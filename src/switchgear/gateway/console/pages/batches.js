@@ -37,9 +37,8 @@ export async function render(root, ctx) {
     stat("cost", "Cost of these batches", cost, money(cost))));
 
   root.append(section("Batches", table([
-    { key: "id", label: "batch" },
+    { key: "id", label: "batch", format: (v, row) => el("span", { title: row.endpoint }, v) },
     { key: "tenant", label: "tenant" },
-    { key: "endpoint", label: "endpoint" },
     { key: "status", label: "status", format: (v) => badge(v, statusKind(v)) },
     { key: "progress", label: "progress", numeric: true,
       format: (v, row) => el("span", {}, meter(v, row.failed ? "warn" : "good"), " ", fmt.percent(v, 0)) },
