@@ -52,6 +52,7 @@ import aiohttp
 import orjson
 import yaml
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchgear.capacity.bench.client import (
     ConnectionPool,
@@ -75,6 +76,7 @@ from servers import POSTGRES_URL, drop_schema  # noqa: E402
 
 SWITCHGEAR = Path(sys.executable).parent / "switchgear"
 ALIAS = "chat"
+QUEUE_WAIT = "switchgear_queue_wait_seconds"
 BUSY_SLOTS = re.compile(rb"^switchgear_sim_busy_slots (\S+)$", re.MULTILINE)
 STARTUP_TIMEOUT_S = 60.0
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -130,6 +132,9 @@ class Phase:
     outcomes: list[Outcome] = field(default_factory=list)
     samples: list[float] = field(default_factory=list)
     window: tuple[float, float] = (0.0, 0.0)
+    #: The gateway's interactive queue waits over the window: (seconds, requests, requests that
+    #: waited over 1 ms), from switchgear_queue_wait_seconds.
+    waits: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def measured(self) -> list[Outcome]:
         """Outcomes of requests scheduled in the window."""
@@ -183,6 +188,28 @@ class BatchRun:
         return sum(fleet.service_s(line["response"]["body"]["usage"]["completion_tokens"])
                    for line in self.output_lines
                    if (line.get("response") or {}).get("status_code") == 200)
+
+
+async def interactive_waits(session: aiohttp.ClientSession, url: str
+                            ) -> tuple[float, float, float]:
+    """The gateway's interactive queue waits so far: seconds in all, requests, and requests
+    that waited over 1 ms (its ``switchgear_queue_wait_seconds`` histogram)."""
+    async with session.get(url) as response:
+        text = await response.text()
+    total = count = quick = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != QUEUE_WAIT:
+            continue
+        for sample in family.samples:
+            if sample.labels.get("priority") != "interactive":
+                continue
+            if sample.name == f"{QUEUE_WAIT}_sum":
+                total += sample.value
+            elif sample.name == f"{QUEUE_WAIT}_count":
+                count += sample.value
+            elif sample.name == f"{QUEUE_WAIT}_bucket" and float(sample.labels["le"]) == 0.001:
+                quick += sample.value
+    return total, count, count - quick
 
 
 def gateway_config(fleet: Fleet, urls: Sequence[str], store_url: str,
@@ -359,20 +386,29 @@ class Bench:
         run = None
         try:
             if batch is None:
-                start = time.perf_counter()
+                start, waits = time.perf_counter(), await self.waits(session)
                 await asyncio.sleep(arguments.seconds)
                 phase.window = (start, time.perf_counter())
             else:
-                run = await self.run_batch(batch, batch_key, phase)
+                run, waits = await self.run_batch(session, batch, batch_key, phase)
+            now = await self.waits(session)
+            phase.waits = (now[0] - waits[0], now[1] - waits[1], now[2] - waits[2])
         finally:
             sampling.set()
             stop.set()
             await asyncio.gather(sampler, load)
         return phase, run
 
-    async def run_batch(self, batch: bytes, batch_key: str, phase: Phase) -> BatchRun:
+    async def waits(self, session: aiohttp.ClientSession) -> tuple[float, float, float]:
+        """The gateway's interactive queue waits so far (``interactive_waits``)."""
+        return await interactive_waits(session, f"http://127.0.0.1:{self.port}/metrics")
+
+    async def run_batch(self, session: aiohttp.ClientSession, batch: bytes, batch_key: str,
+                        phase: Phase) -> tuple[BatchRun, tuple[float, float, float]]:
         """Upload ``batch``, run it and poll it to its end (or ``--batch-timeout``); set the
-        phase's window to the time it ran; download its output and error files."""
+        phase's window to the time it ran (from ``BATCH_SETTLE_S`` after its creation);
+        download its output and error files. The gateway's interactive queue waits at the
+        window's start come back with the run."""
         client = AsyncOpenAI(base_url=self.base_url, api_key=batch_key, max_retries=0)
         try:
             uploaded = await client.files.create(file=("batch.jsonl", io.BytesIO(batch)),
@@ -382,6 +418,8 @@ class Bench:
                                                   completion_window="24h")
             created_at = time.perf_counter()
             deadline = created_at + self.arguments.batch_timeout
+            await asyncio.sleep(BATCH_SETTLE_S)
+            window_start, waits = time.perf_counter(), await self.waits(session)
             current = created
             while current.status not in TERMINAL and time.perf_counter() < deadline:
                 await asyncio.sleep(self.arguments.poll_interval)
@@ -391,7 +429,7 @@ class Bench:
                       f"{counts.failed if counts else 0} failed",
                       file=sys.stderr, flush=True)
             ended_at = time.perf_counter()
-            phase.window = (created_at + BATCH_SETTLE_S, ended_at)
+            phase.window = (window_start, ended_at)
             if current.status not in TERMINAL:
                 await client.batches.cancel(created.id)
             output = await self._lines(client, current.output_file_id)
@@ -402,7 +440,7 @@ class Bench:
                                 "total": counts.total if counts else 0,
                                 "completed": counts.completed if counts else 0,
                                 "failed": counts.failed if counts else 0},
-                            output, errors)
+                            output, errors), waits
         finally:
             await client.close()
 
@@ -453,6 +491,11 @@ def report(fleet: Fleet, alone: Phase, together: Phase | None, run: BatchRun | N
               f"{p('ttft', 50) * 1000:>9.1f} {p('ttft', 95) * 1000:>8.1f} "
               f"{p('ttft', 99) * 1000:>8.1f} {p('e2e', 50) * 1000:>9.1f} "
               f"{p('e2e', 95) * 1000:>8.1f} {p('e2e', 99) * 1000:>8.1f}")
+    for phase in phases:
+        seconds, waited, slow = phase.waits
+        print(f"{phase.name}: interactive wait for a place in the gateway: mean "
+              f"{seconds / waited * 1000 if waited else 0:.2f} ms, "
+              f"{slow / waited if waited else 0:.1%} waited over 1 ms")
     for phase in phases:
         if phase.failed():
             print(f"{phase.name}: failed requests: {phase.errors()}")
@@ -510,9 +553,10 @@ def report(fleet: Fleet, alone: Phase, together: Phase | None, run: BatchRun | N
           f"{arguments.poll_interval:g} s; interactive requests scheduled from "
           f"{BATCH_SETTLE_S:g} s after its creation to its end are measured. Utilization: the "
           f"simulators' switchgear_sim_busy_slots summed every {arguments.sample_interval:g} s "
-          f"over each window / {fleet.total_slots} slots. 'At best': the slot-seconds the "
-          f"batch's lines held on an idle slot (first token + tokens x per-token time) / the "
-          f"slots left idle in the alone phase.")
+          f"over each window / {fleet.total_slots} slots; the wait for a place is the gateway's "
+          f"switchgear_queue_wait_seconds (priority interactive) over the window. 'At best': "
+          f"the slot-seconds the batch's lines held on an idle slot (first token + tokens x "
+          f"per-token time) / the slots left idle in the alone phase.")
     return ok
 
 
