@@ -23,7 +23,7 @@ from switchgear.config import Config, parse_config
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 
-from servers import BackgroundLoop, fetch_records, gateway
+from servers import BackgroundLoop, fetch_records, gateway, wait_for_version
 
 REFUSAL = "I'm sorry, but I can't help with that."
 #: Short windows so that a test sees both fill: answers land in quarter-second buckets. A window
@@ -221,6 +221,8 @@ def test_a_canary_that_refuses_more_than_its_baseline_is_rolled_back(
     with caplog.at_level(logging.WARNING, "switchgear"), gateway(config) as base_url:
         asyncio.run(Clients(base_url, ("a",)).run(30.0, until=lambda: admin(
             base_url, "/admin/routing")["models"]["a"]["canary"]["rolled_back"] is not None))
+        # The rollback is a config version every replica adopts; the detector carries on in it.
+        wait_for_version(base_url, 2)
         routing = admin(base_url, "/admin/routing")["models"]["a"]
         report = admin(base_url, "/admin/quality")
         with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as sdk:

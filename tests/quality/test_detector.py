@@ -64,8 +64,8 @@ def detector(config: QualityConfig = SETTINGS, models: dict[str, Any] | None = N
     models = models or {alias: {"deployments": [{"name": "d", "backend": "simulated"}]}
                         for alias in ("a", "b")}
     parsed = parse_config({"models": models})
-    return ChangeDetector(QualitySignals(config), config, Router(parsed.models, {}),
-                          GatewayMetrics())
+    router = Router(parsed.models, {})
+    return ChangeDetector(QualitySignals(config), config, lambda: router, GatewayMetrics())
 
 
 def run(watch: ChangeDetector, traffic: Traffic, start: float, seconds: int, per_second: int,
@@ -180,7 +180,7 @@ def canary_traffic(watch: ChangeDetector, new_refusal_rate: float) -> None:
 def test_a_canary_arm_that_refuses_more_than_its_baseline_is_rolled_back() -> None:
     watch = detector(models=EXPERIMENT)
     canary_traffic(watch, new_refusal_rate=0.4)
-    experiment = watch.router.routes["chat"].experiment
+    experiment = watch.serving_router().routes["chat"].experiment
     assert experiment is not None and experiment.guard is not None
     assert ("canary", "chat:new", "refusal_rate") in watch.alerts
     assert experiment.guard.rolled_back is not None
@@ -191,7 +191,7 @@ def test_a_canary_arm_that_refuses_more_than_its_baseline_is_rolled_back() -> No
 def test_a_canary_like_its_baseline_keeps_its_traffic() -> None:
     watch = detector(models=EXPERIMENT)
     canary_traffic(watch, new_refusal_rate=0.05)
-    experiment = watch.router.routes["chat"].experiment
+    experiment = watch.serving_router().routes["chat"].experiment
     assert experiment is not None and experiment.guard is not None
     assert watch.alerts == {}
     assert experiment.guard.rolled_back is None
@@ -201,7 +201,7 @@ def test_canary_rollback_can_be_left_to_people() -> None:
     config = SETTINGS.model_copy(update={"canary_rollback": False})
     watch = detector(config, models=EXPERIMENT)
     canary_traffic(watch, new_refusal_rate=0.4)
-    experiment = watch.router.routes["chat"].experiment
+    experiment = watch.serving_router().routes["chat"].experiment
     assert experiment is not None and experiment.guard is not None
     assert ("canary", "chat:new", "refusal_rate") in watch.alerts
     assert experiment.guard.rolled_back is None

@@ -147,7 +147,8 @@ class Serving:
             None if checker is None else Calls("health checks", checker.start, checker.stop),
             None if shared and self.slo is shared.slo
             else Calls("SLO monitor", self.slo.start, self.slo.stop),
-            None if quality is None else Calls("quality detector", quality.start, quality.stop),
+            None if quality is None or (shared and quality is shared.quality)
+            else Calls("quality detector", quality.start, quality.stop),
         )
 
 
@@ -260,9 +261,13 @@ class AppState:
         quotas = Quotas(self.counters.limiter, self.counters.budgets, config.limits,
                         keys=self.keys)
         log_content = config.store.log_content
-        signals = QualitySignals(config.quality)
-        quality = (ChangeDetector(signals, config.quality, router, self.metrics)
-                   if config.quality.enabled else None)
+        before = previous.config if previous else None
+        # The quality signals and detector carry on while the quality section stays as it was.
+        quality = (None if not config.quality.enabled
+                   else previous.quality if previous and before and previous.quality
+                   and before.quality == config.quality
+                   else ChangeDetector(QualitySignals(config.quality), config.quality,
+                                       lambda: self.router, self.metrics))
         # What happens when a request ends, however it ends, in order (pipeline/record.py).
         recorder = Recorder([
             prices.price,                                      # its cost, read by the rest
@@ -270,12 +275,11 @@ class AppState:
             router.observe,                                    # the canary guard
             quotas.settle,                                     # real tokens and cost to quotas
             judge_refusal,                                     # was the answer a refusal
-            signals.observe if quality else None,              # quality signals
+            quality.signals.observe if quality else None,      # quality signals
             store_content if log_content else None,            # redacted prompt and answer
             self.tracer.export if self.tracer.exporting else None,  # its spans
             log_row(self.writer),                              # its request-log row, last
         ])
-        before = previous.config if previous else None
         gate = (previous.gate if previous and before and before.tiers == config.tiers
                 else self._gate(config.tiers) if config.tiers is not None else None)
         answers = (previous.cache.store if previous and before and before.cache == config.cache

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from types import MappingProxyType
@@ -145,15 +145,19 @@ class Alert:
 class ChangeDetector(Background):
     """Evaluates every key on an interval in a background task; a new shift raises an alert
     (WARNING log, ``switchgear_quality_alerts_total``, ``switchgear_quality_shift`` = 1) and,
-    on a canary arm, rolls the canary back. ``report`` is the same comparison on demand."""
+    on a canary arm, rolls the canary back. ``report`` is the same comparison on demand.
+
+    ``serving_router`` gives the router that serves now: the detector and its signals outlive a
+    config version that leaves the quality section as it was (a canary rollback is one), so
+    its windows and alerts carry on."""
 
     task_name = "quality-detector"
 
-    def __init__(self, signals: QualitySignals, config: QualityConfig, router: Router,
-                 metrics: GatewayMetrics) -> None:
+    def __init__(self, signals: QualitySignals, config: QualityConfig,
+                 serving_router: Callable[[], Router], metrics: GatewayMetrics) -> None:
         self.signals = signals
         self.config = config
-        self.router = router
+        self.serving_router = serving_router
         self.metrics = metrics
         self.alerts: dict[tuple[str, str, str], Alert] = {}
         self.fired = 0
@@ -225,14 +229,14 @@ class ChangeDetector(Background):
         for alias, canary, _ in self._canaries():
             if (alert.dimension == "canary" and alert.name == f"{alias}:{canary}") or (
                     alert.dimension == "served" and alert.name == canary):
-                experiment = self.router.routes[alias].experiment
+                experiment = self.serving_router().routes[alias].experiment
                 if experiment is not None and experiment.guard is not None:
                     experiment.guard.trip(f"quality: {alert.detail}")
 
     def _canaries(self) -> list[tuple[str, str, list[str]]]:
         """(alias, canary variant, other variants) of each experiment whose canary still runs."""
         found = []
-        for alias, routes in self.router.routes.items():
+        for alias, routes in self.serving_router().routes.items():
             experiment = routes.experiment
             if experiment is None or experiment.guard is None or experiment.guard.rolled_back:
                 continue
