@@ -406,7 +406,7 @@ async def test_responses_are_written_together_and_read_after_their_write(
     store: RecordStore,
 ) -> None:
     held = HeldWrites(store)
-    saves = ResponseSaves(held)
+    saves = ResponseSaves(held, gather_s=0)
     saves.save("t", stored("resp_a"), [])
     await asyncio.sleep(0)  # the first write starts, and is held
     saves.save("t", stored("resp_b"), [])
@@ -421,6 +421,22 @@ async def test_responses_are_written_together_and_read_after_their_write(
     assert held.batches == [["resp_a"], ["resp_b", "resp_c"]]
     await saves.drain()
     assert await saves.delete("t", "resp_a") and await saves.get("t", "resp_b") is not None
+
+
+async def test_responses_answered_one_after_another_go_in_one_write(
+    store: RecordStore,
+) -> None:
+    """At low concurrency each response would be a write (a trip to the store) of its own: those
+    answered within the gathering time go together, and a read still waits for its write."""
+    held = HeldWrites(store)
+    held.release.set()
+    saves = ResponseSaves(held, gather_s=0.05)
+    for name in ("resp_x", "resp_y", "resp_z"):
+        saves.save("t", stored(name), [])
+        await asyncio.sleep(0.005)
+    assert await saves.get("t", "resp_z") is not None
+    assert held.batches == [["resp_x", "resp_y", "resp_z"]]
+    await saves.drain()
 
 
 async def test_a_store_outage_loses_the_stored_response_not_the_reads(
@@ -468,7 +484,7 @@ async def test_another_replica_looks_again_before_a_404(store: RecordStore) -> N
 
 async def test_past_the_limit_of_waiting_writes_responses_go_unstored(store: RecordStore) -> None:
     held = HeldWrites(store)
-    saves = ResponseSaves(held, limit=2)
+    saves = ResponseSaves(held, limit=2, gather_s=0)
     saves.save("t", stored("resp_1"), [])
     await asyncio.sleep(0)  # resp_1's write starts, and is held
     for number in (2, 3, 4):

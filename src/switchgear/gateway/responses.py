@@ -47,6 +47,10 @@ WRITE_LAG_S = 0.05
 #: Stored responses waiting for their write at most (each holds its whole conversation): past
 #: it, as when the store is down or far behind, responses are answered unstored.
 MAX_WAITING = 1000
+#: How long a write waits for more responses to join it: one statement (and one trip to the
+#: store's thread) for every response answered meanwhile, not one each at low concurrency.
+#: A read here waits for the write it is in; another replica's is read again after WRITE_LAG_S.
+GATHER_S = 0.01
 PREFIX = "/v1/responses/"
 #: GatewayApp.infer: runs an InboundAPI's request through the pipeline.
 Infer = Callable[[InboundAPI, Scope, Receive, Send, str], Awaitable[None]]
@@ -64,14 +68,16 @@ def named_event(payload: Body) -> bytes:
 
 
 class ResponseSaves:
-    """Stored responses, written in the background and together: while one write runs, the
-    responses answered meanwhile wait and go in the next one (one statement for all of them).
+    """Stored responses, written in the background and together: those answered within
+    ``gather_s`` of each other, or while a write runs, go in one statement.
     A read of a response still waiting or being written here waits for its write first; at
     most ``limit`` responses wait."""
 
-    def __init__(self, stored: StoredResponses, limit: int = MAX_WAITING) -> None:
+    def __init__(self, stored: StoredResponses, limit: int = MAX_WAITING,
+                 gather_s: float = GATHER_S) -> None:
         self.stored = stored
         self.limit = limit
+        self.gather_s = gather_s
         #: Responses answered unstored because too many were waiting (logged once per spell).
         self.dropped = 0
         self._waiting: list[Save] = []
@@ -95,6 +101,8 @@ class ResponseSaves:
             self._writer = asyncio.ensure_future(self._write())
 
     async def _write(self) -> None:
+        if self.gather_s:
+            await asyncio.sleep(self.gather_s)
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
