@@ -2,7 +2,7 @@
 capacity without hurting the interactive traffic beside it?
 
 Run ``.venv/bin/python benchmarks/batch/run.py`` with PostgreSQL up (``scripts/services``):
-about five minutes with the defaults. ``--simulators`` (3) ``switchgear simulate`` servers of
+about seven minutes with the defaults. ``--simulators`` (3) ``switchgear simulate`` servers of
 ``--slots`` (4) slots each, no slow-down under load (``--load-factor 0``: a slot's speed does not
 depend on the others, so what is measured is the gateway's scheduling), stand behind one
 ``switchgear serve`` (keys required, records and batches in a PostgreSQL schema, a priority gate
