@@ -96,15 +96,34 @@ def gateway_process(config: Config, directory: Path) -> Iterator[str]:
     data = config.model_dump(mode="json")
     data["server"]["drain_grace_s"] = 0  # no load balancer to move away: stop at once
     path.write_text(yaml.safe_dump(data))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "switchgear", "serve", "--config", str(path), "--port", str(port),
-         "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with _serving(["serve", "--config", str(path), "--port", str(port), "--log-level",
+                   "warning"], port, "/readyz") as base_url:
+        yield base_url
+
+
+@contextmanager
+def simulator_process(*arguments: str) -> Iterator[str]:
+    """Run ``switchgear simulate`` (with ``arguments``) in a process of its own on a free port;
+    yield its /v1 base URL; SIGTERM it at the end. A test that measures its client's own event
+    loop needs this: a simulator in the test's process holds the GIL for up to the interpreter's
+    switch interval (5 ms) at a time, which the client would count as its own work."""
+    port = free_port()
+    with _serving(["simulate", "--port", str(port), *arguments], port, "/healthz") as base_url:
+        yield base_url
+
+
+@contextmanager
+def _serving(arguments: Sequence[str], port: int, ready_path: str) -> Iterator[str]:
+    """Run ``switchgear`` with ``arguments`` until the block ends; yield its /v1 base URL once
+    ``ready_path`` answers 200."""
+    process = subprocess.Popen([sys.executable, "-m", "switchgear", *arguments],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while not _ready(base_url):
+        while not _ready(base_url, ready_path):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the gateway process did not start: "
+                raise RuntimeError(f"switchgear {arguments[0]} did not start: "
                                    + (process.stderr.read().decode() if process.stderr else ""))
             time.sleep(0.05)
         yield base_url + "/v1"
@@ -245,9 +264,9 @@ def break_glass(base_url: str, token: str | None, sections: dict[str, Any]) -> i
     return version
 
 
-def _ready(base_url: str) -> bool:
+def _ready(base_url: str, path: str = "/readyz") -> bool:
     try:
-        with urllib.request.urlopen(base_url + "/readyz", timeout=1) as response:
+        with urllib.request.urlopen(base_url + path, timeout=1) as response:
             return bool(response.status == 200)
     except OSError:
         return False

@@ -2,7 +2,8 @@
 the profile, the table, the CSV, the HTML and the progress line; a latency-bound level is not.
 
 The client is made busy for real: a callback on its own event loop that keeps the loop's thread
-spinning, as a client too slow for its target would; the targets are real servers."""
+spinning, as a client too slow for its target would; the targets are real simulators, each in a
+process of its own as bench's targets are."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import asyncio
 import csv
 import io
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,16 +29,18 @@ from switchgear.capacity.bench.outputs import csv_text, html_report, text_table
 from switchgear.capacity.bench.progress import ProgressBar
 from switchgear.capacity.bench.runner import Bench, Target
 from switchgear.capacity.bench.workload import Lengths, synthetic
-from switchgear.simulator.options import ModelOptions
-from switchgear.simulator.server import RunningSimulator
 
-Simulators = Callable[..., RunningSimulator]
-#: Answers at once (2 ms for the first token, the rest 0.5 ms each): the client sets the pace.
-FAST = ModelOptions(ttft_ms=2, tpot_ms=0.5, mean_output_tokens=1000, slots=64, seed=3,
-                    load_factor=0)
+from servers import simulator_process
+
+#: The simulators are ``switchgear simulate`` processes, as bench's targets are: one in the
+#: test's process would hold the GIL for up to 5 ms at a time, which the client's loop would
+#: count as its own work. Answers at once (2 ms for the first token, the rest 0.5 ms each): the
+#: client sets the pace.
+FAST = ["--ttft-ms", "2", "--tpot-ms", "0.5", "--mean-output-tokens", "1000", "--slots", "64",
+        "--seed", "3", "--load-factor", "0"]
 #: Every answer takes 50 ms: the client waits far more than it works.
-SLOW = ModelOptions(ttft_ms=50, tpot_ms=0, mean_output_tokens=1, slots=64, seed=3,
-                    load_factor=0)
+SLOW = ["--ttft-ms", "50", "--tpot-ms", "0", "--mean-output-tokens", "1", "--slots", "64",
+        "--seed", "3", "--load-factor", "0"]
 #: How long each turn of the busy callback holds the client's loop.
 SPIN_S = 0.02
 
@@ -68,12 +70,11 @@ def _run(bench: Bench, levels: list[Level], busy: bool) -> dict[str, Any]:
     return asyncio.run(run())
 
 
-def test_a_client_kept_busy_marks_its_levels_saturated_and_says_why(
-        simulators: Simulators) -> None:
-    sim = simulators(FAST)
+def test_a_client_kept_busy_marks_its_levels_saturated_and_says_why() -> None:
     progress = io.StringIO()
-    profile = _run(_bench(sim.base_url, progress), [Level(CONCURRENCY, 1.0, concurrency=8),
-                           Level(CONSTANT, 1.0, rate=200)], busy=True)
+    with simulator_process(*FAST) as base_url:
+        profile = _run(_bench(base_url, progress), [Level(CONCURRENCY, 1.0, concurrency=8),
+                                                    Level(CONSTANT, 1.0, rate=200)], busy=True)
     closed, opened = profile["levels"]
     for level in (closed, opened):
         client = level["client"]
@@ -90,9 +91,9 @@ def test_a_client_kept_busy_marks_its_levels_saturated_and_says_why(
     assert len(lines) == 2 and all("CLIENT SATURATED: " in line for line in lines)
 
 
-def test_a_latency_bound_level_is_not_marked(simulators: Simulators) -> None:
-    sim = simulators(SLOW)
-    profile = _run(_bench(sim.base_url), [Level(CONCURRENCY, 1.0, concurrency=2),
+def test_a_latency_bound_level_is_not_marked() -> None:
+    with simulator_process(*SLOW) as base_url:
+        profile = _run(_bench(base_url), [Level(CONCURRENCY, 1.0, concurrency=2),
                                           Level(CONSTANT, 1.0, rate=20)], busy=False)
     for level in profile["levels"]:
         client = level["client"]
@@ -214,10 +215,10 @@ def test_the_table_csv_and_html_carry_the_mark_and_its_reasons() -> None:
 
 
 @pytest.mark.parametrize("busy", [True, False])
-def test_the_mark_survives_into_the_json_profile(simulators: Simulators, busy: bool) -> None:
+def test_the_mark_survives_into_the_json_profile(busy: bool) -> None:
     import json
 
-    sim = simulators(FAST if busy else SLOW)
-    profile = _run(_bench(sim.base_url), [Level(CONCURRENCY, 0.6, concurrency=2)], busy=busy)
+    with simulator_process(*(FAST if busy else SLOW)) as base_url:
+        profile = _run(_bench(base_url), [Level(CONCURRENCY, 0.6, concurrency=2)], busy=busy)
     client = json.loads(json.dumps(profile))["levels"][0]["client"]
     assert client["saturated"] is busy and bool(client["reasons"]) is busy
