@@ -1,4 +1,5 @@
-"""The targets measured against the same upstream: the upstream itself and three gateways."""
+"""The targets measured against the same upstream: the upstream itself, a featureless Python
+proxy (the Python limit), Switchgear and two other gateways."""
 
 from __future__ import annotations
 
@@ -6,13 +7,24 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from processes import Endpoint, ServiceProcess, pinned
-from upstream import UPSTREAM_MODEL, NginxUpstream
+from processes import (
+    Endpoint,
+    ProbeAnswer,
+    ServiceProcess,
+    free_port,
+    pinned,
+    wait_until_answers,
+)
+from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream
+
+HERE = Path(__file__).resolve().parent
 
 GATEWAY_MODEL = "bench"
 JSON_HEADERS: Mapping[str, str] = {
@@ -55,6 +67,36 @@ class Target(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Running:
+    """A target that answers: how it was launched, its first 200 answer and how long that took."""
+
+    launch: Launch
+    answer: ProbeAnswer
+    seconds_to_answer: float
+
+
+@contextmanager
+def running(target: Target, upstream: NginxUpstream, core: int, work_dir: Path,
+            request_body: Mapping[str, object], announce: Callable[[str], None]
+            ) -> Iterator[Running]:
+    """``target`` launched on a free port pinned to ``core``, once it answers ``request_body``
+    with 200 (BenchmarkError when it does not); its process is stopped on the way out."""
+    launch = target.launch(upstream, free_port(), core, work_dir)
+    try:
+        if launch.process is not None:
+            launch.process.start()
+        body = json.dumps(launch.endpoint.body(request_body)).encode()
+        started = time.monotonic()
+        answer = wait_until_answers(launch.endpoint, body, launch.process,
+                                    target.startup_timeout_s)
+        yield Running(launch, answer, time.monotonic() - started)
+    finally:
+        if launch.process is not None:
+            announce(f"[{target.name}] stopping")
+            launch.process.stop()
+
+
 def _environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
@@ -68,11 +110,14 @@ def _first_line(argv: list[str]) -> str:
     return lines[0].strip() if lines else "unknown"
 
 
+@dataclass(frozen=True)
 class DirectUpstream:
-    """The upstream measured directly: the baseline each gateway's added latency is taken from."""
+    """The upstream measured directly: the baseline each gateway's added latency is taken from
+    (``streamed``: its streamed answer, the baseline of the streamed rows)."""
 
-    name = "upstream"
-    startup_timeout_s = 10.0
+    name: str = "upstream"
+    streamed: bool = False
+    startup_timeout_s: float = 10.0
 
     def missing(self) -> str | None:
         """Never missing: the upstream is started for every run anyway."""
@@ -84,14 +129,70 @@ class DirectUpstream:
 
     def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
         """No process of its own: the running nginx is the target."""
-        return Launch(process=None, endpoint=upstream.endpoint())
+        return Launch(process=None, endpoint=upstream.endpoint(self.streamed))
 
 
-def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "") -> str:
-    """Switchgear's YAML config: one alias, one openai_http deployment on the upstream, and the
-    admission path on: an API key is required, per-key rate limits and a budget are taken and
-    the priority gate is passed for every request (set high enough never to refuse); the cache
-    is on (in process); ``extra`` adds YAML sections (a Redis cache, guards)."""
+@dataclass(frozen=True)
+class PythonProxy:
+    """The featureless Python proxy (proxy.py: uvicorn + httptools + uvloop, an aiohttp
+    keep-alive session, orjson), in front of the upstream: what a Python gateway cannot beat.
+    ``streamed``: the requests ask for streams, relayed chunk by chunk."""
+
+    python: Path
+    name: str = "proxy"
+    streamed: bool = False
+    startup_timeout_s: float = 30.0
+
+    def missing(self) -> str | None:
+        """Set when the venv's Python lacks what the proxy imports."""
+        if not self.python.exists():
+            return f"{self.python} does not exist"
+        try:
+            done = subprocess.run([str(self.python), "-c", "import aiohttp, uvicorn, uvloop"],
+                                  capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"{self.python} did not run: {error}"
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        return None if done.returncode == 0 else f"{self.python}: {last}"
+
+    def version(self) -> str:
+        """The versions of what the proxy is made of."""
+        return _first_line([str(self.python), "-c", PROXY_VERSIONS])
+
+    def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
+        """``proxy.py`` pointed at the upstream (its streamed answers when ``streamed``)."""
+        directory = work_dir / self.name
+        directory.mkdir(parents=True, exist_ok=True)
+        argv = [str(self.python), str(HERE / "proxy.py"), "--host", "127.0.0.1",
+                "--port", str(port), "--upstream", upstream.base_url_for(self.streamed),
+                "--model", UPSTREAM_MODEL]
+        process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
+                                 env=_environment({"PYTHONUNBUFFERED": "1"}), cwd=directory)
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
+                            JSON_HEADERS, STREAM_FIELDS if self.streamed else {})
+        return Launch(process, endpoint)
+
+
+#: Prints the proxy's parts and their versions on one line.
+PROXY_VERSIONS = (
+    "import importlib.metadata as m\n"
+    "names = ('uvicorn', 'httptools', 'uvloop', 'aiohttp', 'orjson')\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return m.version(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        return 'absent'\n"
+    "print('proxy.py: ' + ', '.join(f'{n} {version(n)}' for n in names))\n"
+)
+
+
+def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "",
+                      streamed: bool = False) -> str:
+    """Switchgear's YAML config: one alias, one openai_http deployment on the upstream (its
+    streamed answers when ``streamed``), and the admission path on: an API key is required,
+    per-key rate limits and a budget are taken and the priority gate is passed for every request
+    (set high enough never to refuse); the cache is on (in process); ``extra`` adds YAML sections
+    (a Redis cache, guards)."""
     return (
         "server: {host: 127.0.0.1, port: 8080}\n"
         f"{extra}"
@@ -106,7 +207,7 @@ def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "") 
         "    deployments:\n"
         "      - name: nginx\n"
         "        backend: openai_http\n"
-        f"        url: {upstream.base_url}\n"
+        f"        url: {upstream.base_url_for(streamed)}\n"
         f"        model: {UPSTREAM_MODEL}\n"
         "        max_concurrency: 1024\n"
     )
@@ -144,6 +245,12 @@ class SwitchgearGateway:
     fields: Mapping[str, object] = field(default_factory=dict)
     #: The API the load comes in through; None: chat completions.
     api: InboundAPI | None = None
+    #: The requests ask for streams (``stream_options.include_usage``), which the deployment
+    #: answers with the upstream's streamed events.
+    streamed: bool = False
+    #: A command the server is started under (the profiler's launcher), the server's own
+    #: command line after it.
+    wrapper: tuple[str, ...] = ()
 
     def missing(self) -> str | None:
         """Set when the `switchgear` command is not installed in the venv."""
@@ -161,8 +268,8 @@ class SwitchgearGateway:
         for stale in directory.glob("bench.db*"):
             stale.unlink()
         config = directory / "switchgear.yaml"
-        config.write_text(switchgear_config(upstream, database, self.extra))
-        argv = [str(self.executable), "serve", "--config", str(config),
+        config.write_text(switchgear_config(upstream, database, self.extra, self.streamed))
+        argv = [*self.wrapper, str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
         admin_key = "sg-bench-" + secrets.token_urlsafe(24)
         process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
@@ -172,7 +279,7 @@ class SwitchgearGateway:
         if self.api is None:
             endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
                                 {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"},
-                                self.fields)
+                                {**self.fields, **(STREAM_FIELDS if self.streamed else {})})
         else:
             endpoint = Endpoint(f"http://127.0.0.1:{port}{self.api.path}", GATEWAY_MODEL,
                                 self.api.auth(admin_key), self.fields, self.api.request)

@@ -45,20 +45,57 @@ def tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
     return data[-size:].decode("utf-8", errors="replace")
 
 
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a /proc stat file after the parenthesised command name (which may itself
+    hold spaces): state is [0], pgrp [2], utime [11], stime [12]; None when it has gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None  # the process or thread ended while we looked
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _group_members(group: int) -> list[Path]:
+    """The /proc directories of the live processes in process group ``group``."""
+    return [stat.parent for stat in Path("/proc").glob("[0-9]*/stat")
+            if (fields := _stat_fields(stat)) is not None and int(fields[2]) == group]
+
+
 def group_cpu_seconds(group: int) -> float:
     """User + system CPU seconds of the live processes in process group ``group`` (Linux /proc)."""
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     total_ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # the process ended while we looked
-        # Fields after the parenthesised command name, which may itself hold spaces.
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == group:  # pgrp
+    for member in _group_members(group):
+        fields = _stat_fields(member / "stat")
+        if fields is not None:
             total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / ticks_per_s
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each live thread of process ``pid``, by thread id (the main
+    thread's id is ``pid``)."""
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for stat in Path(f"/proc/{pid}/task").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields is not None:
+            threads[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+    return threads
+
+
+def group_rss_bytes(group: int) -> int:
+    """Resident memory (VmRSS) of the live processes in process group ``group``, summed."""
+    total_kib = 0
+    for member in _group_members(group):
+        try:
+            status = (member / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kib += int(line.split()[1])  # "VmRSS:   123456 kB"
+    return total_kib * 1024
 
 
 @dataclass
@@ -85,6 +122,17 @@ class ServiceProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group's id); the process must have been started."""
+        if self._process is None:
+            raise BenchmarkError(f"{self.name} was not started")
+        return self._process.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every live process in the process group (0 before the start)."""
+        return 0 if self._process is None else group_rss_bytes(self._process.pid)
 
     def exit_code(self) -> int | None:
         """The exit status once the process has ended, else None."""

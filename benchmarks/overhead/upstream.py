@@ -1,5 +1,7 @@
 """The zero-latency upstream: nginx answering every chat completion with one fixed JSON body, and
-``GET /v1/models`` as an OpenAI-compatible server does (a gateway's health check asks it)."""
+``GET /v1/models`` as an OpenAI-compatible server does (a gateway's health check asks it); under
+``/stream/v1`` the same answer streamed, as fixed server-sent events (nginx cannot branch on the
+JSON body's ``stream`` field, so streamed targets are pointed at that base URL)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,37 @@ FIXED_COMPLETION: dict[str, object] = {
     ],
     "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
 }
+
+#: The streamed answer's text, one content delta each: 8 content events between the role event
+#: and the finish event, then the usage event: 11 chat.completion.chunk events, then [DONE].
+STREAM_DELTAS = ("Hello", " from", " the", " benchmark", " upstream", ",", " streamed", ".")
+STREAM_PREFIX = "/stream"
+#: What a streamed target's requests add: stream, with the usage event asked for.
+STREAM_FIELDS: dict[str, object] = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def stream_chunks() -> list[dict[str, object]]:
+    """The streamed answer's chat.completion.chunk events: role, content deltas, finish, usage."""
+    def chunk(choices: list[dict[str, object]], **extra: object) -> dict[str, object]:
+        return {"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                "created": 1_700_000_000, "model": UPSTREAM_MODEL, "choices": choices, **extra}
+
+    def delta(content: dict[str, object], finish: str | None = None) -> dict[str, object]:
+        return {"index": 0, "delta": content, "finish_reason": finish}
+
+    return [
+        chunk([delta({"role": "assistant", "content": ""})]),
+        *(chunk([delta({"content": text})]) for text in STREAM_DELTAS),
+        chunk([delta({}, "stop")]),
+        chunk([], usage=FIXED_COMPLETION["usage"]),
+    ]
+
+
+def stream_body() -> str:
+    """The streamed answer as a text/event-stream body, ending in ``data: [DONE]``."""
+    events = [json.dumps(chunk, separators=(",", ":")) for chunk in stream_chunks()]
+    return "".join(f"data: {event}\n\n" for event in [*events, "[DONE]"])
+
 
 NGINX_CONF_TEMPLATE = """\
 worker_processes 1;
@@ -53,6 +86,14 @@ http {{
             default_type application/json;
             return 200 '{models}';
         }}
+        location = {stream}/v1/chat/completions {{
+            default_type text/event-stream;
+            return 200 '{events}';
+        }}
+        location = {stream}/v1/models {{
+            default_type application/json;
+            return 200 '{models}';
+        }}
         location / {{
             return 404;
         }}
@@ -67,14 +108,17 @@ def completion_json() -> str:
 
 
 def nginx_config(prefix: Path, port: int) -> str:
-    """An nginx.conf serving the fixed completion for POST /v1/chat/completions on ``port``."""
-    body = completion_json()
-    if any(char in body for char in "'\\$"):
-        raise BenchmarkError("the fixed completion must not contain ', \\ or $ (nginx string)")
+    """An nginx.conf serving the fixed completion for POST /v1/chat/completions on ``port``, and
+    the streamed one for POST /stream/v1/chat/completions."""
+    body, events = completion_json(), stream_body()
+    if any(char in text for text in (body, events) for char in "'\\$"):
+        raise BenchmarkError("the fixed answers must not contain ', \\ or $ (nginx string)")
     models = json.dumps({"object": "list", "data": [{"id": UPSTREAM_MODEL, "object": "model",
                                                       "owned_by": "benchmark"}]},
                         separators=(",", ":"))
-    return NGINX_CONF_TEMPLATE.format(prefix=prefix, port=port, body=body, models=models)
+    # nginx turns \n in a quoted string into a newline.
+    return NGINX_CONF_TEMPLATE.format(prefix=prefix, port=port, body=body, models=models,
+                                      stream=STREAM_PREFIX, events=events.replace("\n", "\\n"))
 
 
 def nginx_binary() -> str | None:
@@ -97,12 +141,23 @@ class NginxUpstream:
         """The OpenAI-style base URL (ending in /v1) that gateways are pointed at."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def endpoint(self) -> Endpoint:
-        """The upstream's chat completions endpoint, for measuring it directly."""
+    @property
+    def stream_base_url(self) -> str:
+        """The base URL whose chat completions are answered with the streamed events."""
+        return f"http://127.0.0.1:{self.port}{STREAM_PREFIX}/v1"
+
+    def base_url_for(self, streamed: bool) -> str:
+        """The base URL a target asking for streamed (or whole) answers is pointed at."""
+        return self.stream_base_url if streamed else self.base_url
+
+    def endpoint(self, streamed: bool = False) -> Endpoint:
+        """The upstream's chat completions endpoint (asked for streamed answers when
+        ``streamed``), for measuring it directly."""
         return Endpoint(
-            url=f"{self.base_url}/chat/completions",
+            url=f"{self.base_url_for(streamed)}/chat/completions",
             model=UPSTREAM_MODEL,
             headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
+            fields=STREAM_FIELDS if streamed else {},
         )
 
     def process(self) -> ServiceProcess:
