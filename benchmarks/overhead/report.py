@@ -6,11 +6,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from load import LoadResult
 
 BASELINE = "upstream"
+#: The upstream's streamed answer measured directly: the baseline of the ``-stream`` rows.
+STREAM_BASELINE = "upstream-stream"
+STREAMED_SUFFIX = "-stream"
 SWITCHGEAR = "switchgear"
+#: The featureless Python proxy (proxy.py), plain and streamed: the Python limit.
+PROXY = "proxy"
+PROXY_STREAM = "proxy-stream"
+#: Switchgear's rows of issue 28: the switchgear row's config streamed, and the full path
+#: (guards in and out on top of it) plain and streamed.
+SWITCHGEAR_STREAM = "switchgear-stream"
+FULL = "switchgear-full"
+FULL_STREAM = "switchgear-full-stream"
 #: Switchgear answering every request from its cache (in process, and in Redis).
 CACHE_HIT = "switchgear-hit"
 REDIS_CACHE_HIT = "switchgear-redis-hit"
@@ -67,6 +79,8 @@ class Method:
     tools: Sequence[str]
     load_average_before: str
     load_average_after: str
+    #: The streamed answer the upstream gives under /stream/v1 (the -stream rows').
+    stream_body: str = ""
 
     def paragraph(self) -> str:
         """The method as prose."""
@@ -80,13 +94,25 @@ class Method:
             f" {self.gateway_core}, started fresh and pointed at the same nginx, one after another."
             f" Per target and concurrency ({levels} keep-alive connections, wrk threads ="
             f" min(concurrency, 2)): a {self.warmup_seconds} s warm-up run, then a"
-            f" {self.seconds} s measured run; non-streaming; request body"
+            f" {self.seconds} s measured run; request body"
             f" ({len(self.request_body)} bytes, model name per target; the -hit targets add"
             f' "temperature": 0, so every request after the first is a cache hit; the -messages'
             f" and -responses targets send the same conversation through /v1/messages (key in"
             f" x-api-key) and /v1/responses (input text, max_output_tokens 16, stored as the API"
             f" does by default), which Switchgear asks nginx as the same chat request):"
-            f" {self.request_body}."
+            f" {self.request_body}. The -stream rows add \"stream\": true and stream_options"
+            f" include_usage, and their upstream (POST /stream/v1/chat/completions on the same"
+            f" nginx) answers a fixed {len(self.stream_body)}-byte text/event-stream: 11"
+            f" chat.completion.chunk events (role, 8 content deltas, finish, usage) then"
+            f" data: [DONE]; their 'added' is over upstream-stream when it was measured. The -full"
+            f" rows add input and output guards (PII redacted both ways, injection flagged, size"
+            f" limits, empty answers flagged); like the switchgear row's, their requests are not"
+            f" deterministic (no temperature 0, no seed), so the in-process cache lets them"
+            f" bypass it. The proxy"
+            f" rows are benchmarks/overhead/proxy.py, a featureless Python proxy (uvicorn +"
+            f" httptools + uvloop, an aiohttp keep-alive session, orjson: parse the body, set the"
+            f" model, forward, relay the answer, streams chunk by chunk), pinned like the"
+            f" gateways: the Python limit issue 28's goals are measured against."
             f" Latency percentiles are wrk's (--latency); 'added' is the target's p50 minus the"
             f" upstream's p50 at the same concurrency; 'cpu ms/req' is the CPU time (user +"
             f" system, from /proc) the gateway's processes used in the measured run divided by the"
@@ -97,18 +123,18 @@ class Method:
         )
 
 
-def _baseline_p50(outcomes: Sequence[TargetOutcome]) -> dict[int, float]:
-    return {
-        m.concurrency: m.measured.p50_ms
-        for outcome in outcomes
-        if outcome.name == BASELINE
-        for m in outcome.measurements
-    }
+def _baseline_p50(outcomes: Sequence[TargetOutcome], name: str = BASELINE) -> dict[int, float]:
+    """The p50 by concurrency that ``name``'s added p50 is taken from: the streamed upstream's
+    for a streamed row when it was measured, else the upstream's."""
+    measured = {o.name: {m.concurrency: m.measured.p50_ms for m in o.measurements}
+                for o in outcomes if o.measurements}
+    if name.endswith(STREAMED_SUFFIX) and STREAM_BASELINE in measured:
+        return measured[STREAM_BASELINE]
+    return measured.get(BASELINE, {})
 
 
 def table(outcomes: Sequence[TargetOutcome]) -> str:
     """The results as a fixed-width text table, one row per target and concurrency."""
-    baseline = _baseline_p50(outcomes)
     header = ("target", "conc", "req/s", "p50 ms", "p99 ms", "p50 added ms", "cpu ms/req",
               "errors")
     rows: list[tuple[str, ...]] = []
@@ -116,11 +142,12 @@ def table(outcomes: Sequence[TargetOutcome]) -> str:
         if outcome.status != "measured" and not outcome.measurements:
             rows.append((outcome.name, "-", outcome.status, "", "", "", "", ""))
             continue
+        baseline = _baseline_p50(outcomes, outcome.name)
         for m in outcome.measurements:
             result = m.measured
             added = (
                 f"{result.p50_ms - baseline[m.concurrency]:+.3f}"
-                if m.concurrency in baseline and outcome.name != BASELINE
+                if m.concurrency in baseline and outcome.name not in (BASELINE, STREAM_BASELINE)
                 else "-"
             )
             cpu = "-" if m.cpu_ms_per_request is None else f"{m.cpu_ms_per_request:.3f}"
@@ -215,6 +242,74 @@ def api_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
     return lines
 
 
+Figure = Literal["req/s", "p50", "p99"]
+#: A figure exactly on its goal meets it, whatever the floating point sum or product rounds to.
+ROUNDING = 1e-9
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 28's "done when" figures: ``row``'s ``figure`` at ``concurrency`` against
+    ``limit``; with ``relative_to``, a share of that row's req/s (0.55: at least 55%) or a margin
+    in ms over its latency (0.15: at most 0.15 ms above), both measured in the same run so that
+    the machine's speed cancels; without, an absolute floor (req/s) or ceiling (ms)."""
+
+    row: str
+    concurrency: int
+    figure: Figure
+    limit: float
+    relative_to: str | None = None
+
+    def check(self, by_name: dict[str, dict[int, LoadResult]]) -> str:
+        """The goal as one line: the figures and met or MISSED (or why it was not checked)."""
+        label = f"{self.row} {self.figure} at concurrency {self.concurrency}"
+        value = _figure(by_name.get(self.row, {}).get(self.concurrency), self.figure)
+        base = (None if self.relative_to is None else
+                _figure(by_name.get(self.relative_to, {}).get(self.concurrency), self.figure))
+        if value is None or (self.relative_to is not None and base is None):
+            needed = " and ".join(n for n in (self.row, self.relative_to) if n)
+            return f"{label}: not checked (needs {needed} at concurrency {self.concurrency})."
+        if self.figure == "req/s":
+            floor = self.limit if base is None else self.limit * base
+            against = ("" if base is None else
+                       f", {value / base:.0%} of {self.relative_to}'s {base:,.0f}")
+            return (f"{label}: {value:,.0f}{against} (target >= "
+                    f"{f'{self.limit:,.0f}' if base is None else f'{self.limit:.0%}'}):"
+                    f" {'met' if value >= floor - ROUNDING else 'MISSED'}")
+        ceiling = self.limit if base is None else base + self.limit
+        against = ("" if base is None else
+                   f", {value - base:+.3f} ms over {self.relative_to}'s {base:.3f} ms")
+        target = f"<= {self.limit} ms" if base is None else f"<= +{self.limit} ms"
+        return (f"{label}: {value:.3f} ms{against} (target {target}):"
+                f" {'met' if value <= ceiling + ROUNDING else 'MISSED'}")
+
+
+def _figure(result: LoadResult | None, figure: Figure) -> float | None:
+    if result is None:
+        return None
+    return {"req/s": result.requests_per_s, "p50": result.p50_ms, "p99": result.p99_ms}[figure]
+
+
+#: Issue 28's "done when", against the featureless proxy in the same run.
+GOALS = (
+    Goal(FULL, 16, "req/s", 0.55, PROXY),
+    Goal(FULL, 1, "p50", 0.15, PROXY),
+    Goal(FULL, 16, "p99", 10.0),
+    Goal(SWITCHGEAR, 16, "req/s", 0.70, PROXY),
+    Goal(FULL_STREAM, 16, "req/s", 2_000.0),
+    Goal(FULL_STREAM, 1, "p50", 0.7),
+)
+
+
+def goal_checks(outcomes: Sequence[TargetOutcome], goals: Sequence[Goal] = GOALS) -> list[str]:
+    """Each goal whose row was selected, as a line: met, MISSED or not checked. A miss is
+    reported, not a problem: the exit status says whether the figures are sound (every target
+    measured without errors), not whether the gateway is fast enough yet."""
+    by_name = {o.name: {m.concurrency: m.measured for m in o.measurements} for o in outcomes}
+    selected = {o.name for o in outcomes}
+    return [goal.check(by_name) for goal in goals if goal.row in selected]
+
+
 def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:
     """Failures, skips and runs with errors: each makes the figures of that target worthless."""
     found = [
@@ -233,24 +328,26 @@ def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:
     return found
 
 
-def write_json(path: Path, outcomes: Sequence[TargetOutcome], method: Method) -> None:
-    """Everything measured, with the method, as JSON at ``path``."""
+def _added_p50(outcomes: Sequence[TargetOutcome], outcome: TargetOutcome) -> dict[str, float]:
+    baseline = _baseline_p50(outcomes, outcome.name)
+    return {str(m.concurrency): m.measured.p50_ms - baseline[m.concurrency]
+            for m in outcome.measurements if m.concurrency in baseline}
+
+
+def write_json(path: Path, outcomes: Sequence[TargetOutcome], method: Method,
+               notes: Sequence[str] = ()) -> None:
+    """Everything measured, with the method and ``notes`` (the profile, the RSS run), as JSON
+    at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    baseline = _baseline_p50(outcomes)
     document = {
         "method": {**asdict(method), "paragraph": method.paragraph()},
         "targets": [
-            {
-                **asdict(outcome),
-                "added_p50_ms": {
-                    str(m.concurrency): m.measured.p50_ms - baseline[m.concurrency]
-                    for m in outcome.measurements
-                    if m.concurrency in baseline
-                },
-            }
+            {**asdict(outcome), "added_p50_ms": _added_p50(outcomes, outcome)}
             for outcome in outcomes
         ],
-        "checks": [*target_checks(outcomes), *api_checks(outcomes)],
+        "checks": [*target_checks(outcomes), *cache_checks(outcomes), *api_checks(outcomes),
+                   *goal_checks(outcomes)],
+        "notes": list(notes),
         "problems": problems(outcomes),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -2,7 +2,10 @@
 
 Run ``bash benchmarks/overhead/setup.sh`` once, then ``.venv/bin/python benchmarks/overhead/run.py``.
 Every target is put in front of the same zero-latency nginx upstream and loaded by wrk; the table
-shows requests/s, p50/p99 latency and the p50 each gateway adds over the upstream. Stdlib only.
+shows requests/s, p50/p99 latency and the p50 each gateway adds over the upstream, then the
+targets' checks, issue 28's goals against the featureless Python proxy (proxy.py) of the same
+run, and, when asked, a CPU profile per pipeline stage (--profile) and RSS over a long run
+(--rss-requests). Stdlib only, but for the proxy (the venv's uvicorn and aiohttp).
 """
 
 from __future__ import annotations
@@ -12,38 +15,49 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpu_profile import profile_row
 from gateways import (
     DirectUpstream,
     InboundAPI,
     Launch,
     LiteLLMProxy,
     PortkeyGateway,
+    PythonProxy,
     SwitchgearGateway,
     Target,
+    running,
 )
 from load import LoadResult, WrkLoad, wrk_binary, wrk_version
 from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answers
 from report import (
     CACHE_HIT,
+    FULL,
+    FULL_STREAM,
     GUARDED,
     MESSAGES,
+    PROXY,
+    PROXY_STREAM,
     REDIS_CACHE_HIT,
     RESPONSES,
+    STREAM_BASELINE,
+    SWITCHGEAR_STREAM,
     Measurement,
     Method,
     TargetOutcome,
     api_checks,
     cache_checks,
+    goal_checks,
     problems,
     table,
     target_checks,
     write_json,
 )
-from upstream import NginxUpstream, completion_json
+from rss import rss_run
+from upstream import NginxUpstream, completion_json, stream_body
 
 from switchgear.capacity.machine import cpu_model
 
@@ -79,20 +93,40 @@ RESPONSES_API = InboundAPI("/v1/responses", {
     "stream": False})
 
 
+SWITCHGEAR_COMMAND = REPO / ".venv" / "bin" / "switchgear"
+RSS_CONCURRENCY = 16
+
+
+def full_path(name: str, streamed: bool) -> SwitchgearGateway:
+    """Switchgear with every feature a deployment turns on (issue 28's full path): the
+    switchgear row's key auth, per-key rate limits and daily budget, tiers gate and request
+    records and metrics, plus GUARDS (PII redacted in and out, the injection heuristic, size
+    limits, empty answers flagged); the in-process cache is on, but the requests carry no
+    temperature 0 and no seed, which the default ``cacheable: deterministic`` asks for, so for
+    each one the Cache stage reads its rule, marks it "bypass" (x-switchgear-cache) and passes it
+    on to the upstream: no key is hashed, nothing is looked up or stored."""
+    return SwitchgearGateway(SWITCHGEAR_COMMAND, name=name, extra=GUARDS, streamed=streamed)
+
+
 def all_targets() -> list[Target]:
-    """Every target, in the order they are measured; the upstream first (it is the baseline)."""
+    """Every target, in the order they are measured; the upstreams first (the baselines), then
+    the featureless proxy (the Python limit)."""
     return [
         DirectUpstream(),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear"),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=CACHE_HIT,
-                          fields={"temperature": 0}),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=REDIS_CACHE_HIT,
+        DirectUpstream(STREAM_BASELINE, streamed=True),
+        PythonProxy(REPO / ".venv" / "bin" / "python", PROXY),
+        PythonProxy(REPO / ".venv" / "bin" / "python", PROXY_STREAM, streamed=True),
+        SwitchgearGateway(SWITCHGEAR_COMMAND),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=SWITCHGEAR_STREAM, streamed=True),
+        full_path(FULL, streamed=False),
+        full_path(FULL_STREAM, streamed=True),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=CACHE_HIT, fields={"temperature": 0}),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=REDIS_CACHE_HIT,
                           extra='cache: {url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}\n',
                           fields={"temperature": 0}),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=GUARDED, extra=GUARDS),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=MESSAGES, api=MESSAGES_API),
-        SwitchgearGateway(REPO / ".venv" / "bin" / "switchgear", name=RESPONSES,
-                          api=RESPONSES_API),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=GUARDED, extra=GUARDS),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=MESSAGES, api=MESSAGES_API),
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=RESPONSES, api=RESPONSES_API),
         LiteLLMProxy(WORK / "litellm-venv"),
         PortkeyGateway(WORK / "portkey" / "node_modules" / "@portkey-ai" / "gateway"),
     ]
@@ -105,13 +139,19 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def switchgear_rows() -> dict[str, SwitchgearGateway]:
+    """The Switchgear targets by name: what --profile and --rss-row may name."""
+    return {t.name: t for t in all_targets() if isinstance(t, SwitchgearGateway)}
+
+
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     names = [target.name for target in all_targets()]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
-                        default=names, help=f"comma-separated subset of {','.join(names)}")
+                        default=names, help=f"comma-separated subset of {','.join(names)}"
+                        " ('' for none: only --profile or --rss-requests)")
     parser.add_argument("--seconds", type=int, default=10, help="measured run length (default 10)")
     parser.add_argument("--warmup-seconds", type=int, default=3,
                         help="warm-up run length before each measured run (default 3)")
@@ -122,12 +162,30 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway-core", type=int, default=1,
                         help="core for the gateway under test (default 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file ({RESULTS})")
+    parser.add_argument("--profile", nargs="?", const=FULL, default=None, metavar="ROW",
+                        choices=sorted(switchgear_rows()),
+                        help=f"after the table, CPU per request per pipeline stage of a"
+                        f" Switchgear row under cProfile (default row {FULL})")
+    parser.add_argument("--profile-seconds", type=int, default=5,
+                        help="length of the profiled run and of the unprofiled one before it"
+                        " (default 5)")
+    parser.add_argument("--profile-concurrency", type=int, default=16,
+                        help="connections in the profiled runs (default 16)")
+    parser.add_argument("--rss-requests", type=int, default=0, metavar="N",
+                        help="after the table, RSS of --rss-row over N requests at concurrency"
+                        f" {RSS_CONCURRENCY} (issue 28: 1000000; default 0: off)")
+    parser.add_argument("--rss-row", default=FULL, choices=sorted(switchgear_rows()),
+                        help=f"the row --rss-requests loads (default {FULL})")
     arguments = parser.parse_args(argv)
     unknown = sorted(set(arguments.only) - set(names))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {names}")
-    if arguments.seconds < 1 or arguments.warmup_seconds < 1:
-        parser.error("--seconds and --warmup-seconds must be at least 1")
+    if min(arguments.seconds, arguments.warmup_seconds, arguments.profile_seconds,
+           arguments.profile_concurrency) < 1:
+        parser.error("--seconds, --warmup-seconds, --profile-seconds and --profile-concurrency"
+                     " must be at least 1")
+    if arguments.rss_requests < 0:
+        parser.error("--rss-requests must not be negative")
     usable = os.sched_getaffinity(0)
     if arguments.load_core not in usable or arguments.gateway_core not in usable:
         parser.error(f"cores {arguments.load_core} and {arguments.gateway_core} must be among the"
@@ -177,26 +235,18 @@ class TargetRun:
             say(f"[{target.name}] skipped: {reason}")
             return outcome
         outcome.version = target.version()
-        launch = target.launch(self.upstream, free_port(), self.arguments.gateway_core, WORK)
         say(f"[{target.name}] {outcome.version}: starting")
         try:
-            if launch.process is not None:
-                launch.process.start()
-            body = json.dumps(launch.endpoint.body(REQUEST_BODY)).encode()
-            started = time.monotonic()
-            answer = wait_until_answers(launch.endpoint, body, launch.process,
-                                        target.startup_timeout_s)
-            say(f"[{target.name}] answers 200 after {time.monotonic() - started:.1f} s:"
-                f" {answer.body[:120].decode('utf-8', errors='replace')}")
-            for concurrency in self.arguments.concurrency:
-                outcome.measurements.append(self._measure_level(target.name, launch, concurrency))
+            with running(target, self.upstream, self.arguments.gateway_core, WORK, REQUEST_BODY,
+                         say) as answering:
+                say(f"[{target.name}] answers 200 after {answering.seconds_to_answer:.1f} s:"
+                    f" {answering.answer.body[:120].decode('utf-8', errors='replace')}")
+                for concurrency in self.arguments.concurrency:
+                    outcome.measurements.append(
+                        self._measure_level(target.name, answering.launch, concurrency))
         except BenchmarkError as error:
             outcome.status, outcome.reason = "failed", str(error)
             say(f"[{target.name}] FAILED: {error}")
-        finally:
-            if launch.process is not None:
-                say(f"[{target.name}] stopping")
-                launch.process.stop()
         return outcome
 
     def _measure_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
@@ -218,8 +268,19 @@ class TargetRun:
         return Measurement(name, concurrency, warmup, measured, cpu_ms_per_request)
 
 
-def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> list[TargetOutcome]:
-    """Start the upstream, measure each target in turn, stop everything."""
+@dataclass
+class Findings:
+    """What a run found: each target's outcome, and the lines and problems of the profile and
+    the RSS run (when asked for)."""
+
+    outcomes: list[TargetOutcome]
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> Findings:
+    """Start the upstream, measure each target in turn, then profile and the RSS run when
+    asked; stop everything."""
     if wrk_binary() is None:
         raise BenchmarkError("wrk is not installed: run benchmarks/overhead/setup.sh")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -231,7 +292,41 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> l
         say(f"[nginx] upstream answering on {upstream.base_url} (core {arguments.load_core})")
         load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY)
         runner = TargetRun(load, upstream, arguments)
-        return [runner.measure(target) for target in targets]
+        findings = Findings([runner.measure(target) for target in targets])
+        for name, job in (("profile", _profile), ("RSS run", _rss)):
+            try:
+                findings.notes += job(arguments, upstream, load)
+            except BenchmarkError as error:
+                findings.problems.append(f"{name}: {error}")
+                say(f"[{name}] FAILED: {error}")
+        return findings
+
+
+def _profile(arguments: argparse.Namespace, upstream: NginxUpstream, load: WrkLoad) -> list[str]:
+    """The --profile table (none when not asked)."""
+    if arguments.profile is None:
+        return []
+    profile = profile_row(switchgear_rows()[arguments.profile], upstream, load,
+                          arguments.gateway_core, WORK, REQUEST_BODY,
+                          arguments.profile_concurrency, arguments.profile_seconds, say)
+    return profile.lines()
+
+
+def _rss(arguments: argparse.Namespace, upstream: NginxUpstream, load: WrkLoad) -> list[str]:
+    """The --rss-requests result (none when not asked)."""
+    if not arguments.rss_requests:
+        return []
+    target = switchgear_rows()[arguments.rss_row]
+    say(f"[rss] {target.name}: {arguments.rss_requests:,} requests at concurrency"
+        f" {RSS_CONCURRENCY}")
+    with running(target, upstream, arguments.gateway_core, WORK, REQUEST_BODY, say) as answering:
+        process = answering.launch.process
+        assert process is not None
+        found = rss_run(target.name, answering.launch.endpoint, process, load,
+                        arguments.rss_requests, RSS_CONCURRENCY, say)
+    if found.errors:
+        raise BenchmarkError(f"{found.errors} errors in the RSS run")
+    return found.lines()
 
 
 def method_of(
@@ -250,7 +345,9 @@ def method_of(
         concurrencies=list(arguments.concurrency),
         request_body=json.dumps(request),
         response_body=completion_json(),
-        tools=[wrk_version(), *(t.version() for t in targets if t.missing() is None)],
+        stream_body=stream_body(),
+        tools=list(dict.fromkeys(
+            [wrk_version(), *(t.version() for t in targets if t.missing() is None)])),
         load_average_before=load_before,
         load_average_after=load_average(),
     )
@@ -267,22 +364,29 @@ def main(argv: Sequence[str] | None = None, announce: Callable[[str], None] = sa
         announce(f"WARNING: load average {load_before} (other work on this machine): the"
                  " figures will be noisy; a quiet machine gives reproducible ones")
     try:
-        outcomes = run_benchmark(arguments, targets)
+        findings = run_benchmark(arguments, targets)
     except BenchmarkError as error:
         announce(f"benchmark failed: {error}")
         return 1
+    outcomes = findings.outcomes
     method = method_of(arguments, targets, load_before)
     announce("")
-    announce(table(outcomes))
-    announce("")
-    for line in [*target_checks(outcomes), *cache_checks(outcomes), *api_checks(outcomes)]:
+    if outcomes:
+        announce(table(outcomes))
+        announce("")
+    for line in [*target_checks(outcomes), *cache_checks(outcomes), *api_checks(outcomes),
+                 *goal_checks(outcomes)]:
         announce(line)
-    found = problems(outcomes)
+    if findings.notes:
+        announce("")
+    for line in findings.notes:
+        announce(line)
+    found = [*problems(outcomes), *findings.problems]
     for line in found:
         announce(f"PROBLEM: {line}")
     announce("")
     announce(method.paragraph())
-    write_json(arguments.json, outcomes, method)
+    write_json(arguments.json, outcomes, method, findings.notes)
     announce(f"\nResults written to {arguments.json}")
     return 1 if found else 0
 

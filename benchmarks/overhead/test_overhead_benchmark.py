@@ -1,5 +1,6 @@
 """Tests of the overhead benchmark's parts: wrk output, Lua script, nginx upstream, processes,
-report. The load and upstream tests use the real nginx and wrk (installed by setup.sh)."""
+report, the featureless proxy, issue 28's goals, the stage profile and the RSS run. The load,
+upstream and proxy tests use the real nginx and wrk (installed by setup.sh)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
+from cpu_profile import JSON, OTHER, RESIDUAL, Entry, Function, StageProfile, attribute
+from gateways import PythonProxy
 from load import LoadResult, WrkLoad, parse_wrk_output, wrk_binary, wrk_script
 from processes import (
     BenchmarkError,
@@ -17,21 +22,40 @@ from processes import (
     ServiceProcess,
     free_port,
     post,
+    thread_cpu_seconds,
     wait_until_answers,
 )
 from report import (
     CACHE_HIT,
+    FULL,
+    FULL_STREAM,
     MESSAGES,
+    PROXY,
     RESPONSES,
+    STREAM_BASELINE,
+    SWITCHGEAR,
+    Goal,
     Measurement,
     TargetOutcome,
     api_checks,
     cache_checks,
+    goal_checks,
     problems,
     table,
     target_checks,
 )
-from upstream import FIXED_COMPLETION, NginxUpstream, nginx_binary
+from rss import CHUNK_S, MIB, chunk_seconds, rss_run
+from run import GUARDS, full_path, parse_arguments
+from run import REQUEST_BODY as REQUEST_BODY_OF_RUN
+from upstream import (
+    FIXED_COMPLETION,
+    STREAM_DELTAS,
+    STREAM_PREFIX,
+    NginxUpstream,
+    nginx_binary,
+    nginx_config,
+    stream_body,
+)
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/v1/chat/completions
@@ -199,3 +223,218 @@ def test_api_checks_hold_messages_and_responses_within_a_fifth_of_the_chat_path(
                                "chat path's 0.300 ms")
     assert lines[0].endswith("met") and lines[1].endswith("MISSED")  # 0.400 is 133%
     assert "not checked" in api_checks([chat, close])[0]
+
+
+# Issue 28: the streamed upstream, the featureless proxy, the goals, the profile, the RSS run.
+
+
+def test_stream_body_is_eleven_chunk_events_ending_in_usage_and_done() -> None:
+    events = [line.removeprefix("data: ") for line in stream_body().split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert len(chunks) == 11
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == FIXED_COMPLETION["usage"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    text = "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks[:-1])
+    assert text == "".join(STREAM_DELTAS)
+
+
+def test_nginx_config_serves_the_stream_under_its_prefix_with_escaped_newlines() -> None:
+    config = nginx_config(Path("/tmp/x"), 8080)
+    assert "location = /stream/v1/chat/completions" in config
+    assert "location = /stream/v1/models" in config
+    stream_line = next(line for line in config.splitlines() if "data: [DONE]" in line)
+    assert stream_line.strip().startswith("return 200 'data: {")
+    assert stream_line.count("\\n") == 2 * 12  # every event's blank line, escaped for nginx
+
+
+def _by_name(*rows: tuple[str, int, float, float, float]) -> list[TargetOutcome]:
+    """Outcomes from (name, concurrency, req/s, p50, p99) rows."""
+    outcomes: dict[str, TargetOutcome] = {}
+    for name, concurrency, rate, p50, p99 in rows:
+        result = LoadResult(requests=int(rate), requests_per_s=rate, p50_ms=p50, p99_ms=p99,
+                            non_2xx=0, socket_errors=0)
+        outcomes.setdefault(name, TargetOutcome(name)).measurements.append(
+            Measurement(name, concurrency, result, result))
+    return list(outcomes.values())
+
+
+def _verdicts(lines: list[str]) -> list[str]:
+    return [line.rsplit(" ", 1)[1] for line in lines]
+
+
+def test_goal_checks_hold_the_full_path_to_the_proxy_of_the_same_run() -> None:
+    proxy = [(PROXY, 1, 2_500.0, 0.40, 1.0), (PROXY, 16, 7_000.0, 2.0, 3.8)]
+    good = _by_name(*proxy, (FULL, 1, 2_000.0, 0.55, 1.0), (FULL, 16, 3_850.0, 4.0, 9.9),
+                    (SWITCHGEAR, 16, 4_900.0, 3.0, 8.0), (FULL_STREAM, 1, 1_800.0, 0.7, 2.0),
+                    (FULL_STREAM, 16, 2_000.0, 7.0, 12.0))
+    lines = goal_checks(good)
+    assert _verdicts(lines) == ["met"] * 6
+    assert lines[0] == (f"{FULL} req/s at concurrency 16: 3,850, 55% of proxy's 7,000"
+                        " (target >= 55%): met")
+    assert lines[1] == (f"{FULL} p50 at concurrency 1: 0.550 ms, +0.150 ms over proxy's"
+                        " 0.400 ms (target <= +0.15 ms): met")
+    assert lines[4] == f"{FULL_STREAM} req/s at concurrency 16: 2,000 (target >= 2,000): met"
+    bad = _by_name(*proxy, (FULL, 1, 2_000.0, 0.60, 1.0), (FULL, 16, 2_362.0, 8.0, 17.9),
+                   (SWITCHGEAR, 16, 3_850.0, 3.0, 10.7), (FULL_STREAM, 1, 1_200.0, 0.8, 2.0),
+                   (FULL_STREAM, 16, 1_216.0, 9.0, 20.0))
+    assert _verdicts(goal_checks(bad)) == ["MISSED"] * 6
+    assert problems(bad) == []  # a missed goal is reported, not a problem: the exit status is 0
+
+
+def test_goal_checks_say_what_they_need_and_skip_rows_not_selected() -> None:
+    lines = goal_checks(_by_name((FULL, 16, 2_000.0, 4.0, 9.0)))
+    assert lines == [
+        f"{FULL} req/s at concurrency 16: not checked (needs {FULL} and proxy at concurrency 16).",
+        f"{FULL} p50 at concurrency 1: not checked (needs {FULL} and proxy at concurrency 1).",
+        f"{FULL} p99 at concurrency 16: 9.000 ms (target <= 10.0 ms): met",
+    ]
+    assert goal_checks(_by_name((PROXY, 16, 7_000.0, 2.0, 3.8))) == []
+    assert Goal(FULL, 64, "p99", 10.0).check({}).endswith("not checked (needs "
+                                                          f"{FULL} at concurrency 64).")
+
+
+def test_streamed_rows_add_over_the_streamed_upstream_when_it_was_measured() -> None:
+    rows = [("upstream", 1, 20_000.0, 0.05, 0.1), ("switchgear-stream", 1, 1_000.0, 0.8, 2.0)]
+    text = table(_by_name(*rows))
+    assert "+0.750" in next(line for line in text.splitlines() if line.startswith("switchgear-"))
+    text = table(_by_name(*rows, (STREAM_BASELINE, 1, 30_000.0, 0.03, 0.1)))
+    assert "+0.770" in next(line for line in text.splitlines() if line.startswith("switchgear-"))
+    assert " - " in next(line for line in text.splitlines() if line.startswith(STREAM_BASELINE))
+
+
+def test_full_path_rows_add_the_guards_and_stream_from_the_stream_location(
+        tmp_path: Path) -> None:
+    upstream = NginxUpstream(tmp_path, 8080, core=0)
+    plain, streamed = full_path(FULL, streamed=False), full_path(FULL_STREAM, streamed=True)
+    assert (plain.extra, streamed.extra) == (GUARDS, GUARDS)
+    launch = streamed.launch(upstream, 9000, 1, tmp_path)
+    config = (tmp_path / "switchgear" / "switchgear.yaml").read_text()
+    assert f"url: http://127.0.0.1:8080{STREAM_PREFIX}/v1\n" in config
+    assert "check: pii, action: redact" in config and "auth: {mode: required}" in config
+    assert launch.endpoint.body(REQUEST_BODY_OF_RUN)["stream"] is True
+    assert launch.endpoint.body(REQUEST_BODY_OF_RUN)["stream_options"] == {"include_usage": True}
+    assert "temperature" not in launch.endpoint.body(REQUEST_BODY_OF_RUN)  # the cache bypasses
+    plain.launch(upstream, 9000, 1, tmp_path)
+    assert "url: http://127.0.0.1:8080/v1\n" in (tmp_path / "switchgear" / "switchgear.yaml"
+                                                 ).read_text()
+
+
+def test_arguments_for_the_profile_and_the_rss_run() -> None:
+    cores = ["--load-core", "0", "--gateway-core", "0"]  # usable on any machine
+    arguments = parse_arguments([*cores, "--only", "", "--profile", "--rss-requests", "50000"])
+    assert (arguments.only, arguments.profile, arguments.rss_requests) == ([], FULL, 50_000)
+    default = parse_arguments(cores)
+    assert (default.profile, default.rss_requests, default.rss_row) == (None, 0, FULL)
+    assert parse_arguments([*cores, "--profile", FULL_STREAM]).profile == FULL_STREAM
+    with pytest.raises(SystemExit):
+        parse_arguments([*cores, "--rss-requests", "-1"])
+    with pytest.raises(SystemExit):
+        parse_arguments([*cores, "--profile", "proxy"])  # only Switchgear rows are profiled
+
+
+def _stats(*entries: tuple[Function, float, dict[Function, float]]) -> dict[Function, Entry]:
+    """pstats-like raw stats from (function, own seconds, {caller: own seconds of the calls})."""
+    return {function: (1, 1, own, own, {c: (1, 1, t, t) for c, t in callers.items()})
+            for function, own, callers in entries}
+
+
+GUARD_CHECK = ("/x/src/switchgear/guards/pii.py", 10, "scan")
+ADMIT = ("/x/src/switchgear/pipeline/admit.py", 5, "admit")
+SEARCH = ("~", 0, "<method 'search' of 're.Pattern' objects>")
+HELPER = ("/usr/lib/python3.11/copy.py", 1, "deepcopy")
+
+
+def test_attribute_gives_a_functions_time_to_its_file_or_its_callers() -> None:
+    stats = _stats(
+        (GUARD_CHECK, 0.002, {}),
+        (ADMIT, 0.001, {}),
+        (SEARCH, 0.004, {GUARD_CHECK: 0.003, ADMIT: 0.001}),  # split by the calls' own time
+        (HELPER, 0.002, {SEARCH: 0.002}),  # no part: its caller's callers', up the graph
+        (("/usr/lib/python3.11/abc.py", 1, "orphan"), 0.0005, {}),
+        (("~", 0, "<built-in method orjson.dumps>"), 0.001, {ADMIT: 0.001}),
+    )
+    seconds = attribute(stats)
+    assert seconds["stage Guard (input and output)"] == pytest.approx(0.002 + 0.003 + 0.0015)
+    assert seconds["stage Admit (key, limits, budget)"] == pytest.approx(0.001 + 0.001 + 0.0005)
+    assert seconds[JSON] == pytest.approx(0.001)
+    assert seconds[OTHER] == pytest.approx(0.0005)
+    assert sum(seconds.values()) == pytest.approx(0.0105)
+
+
+def test_stage_profile_shows_shares_the_unseen_rest_and_estimates() -> None:
+    profile = StageProfile("switchgear-full", 16, {JSON: 0.3, "stage Route": 0.6},
+                           requests=1_000, main_cpu_s=1.0, unprofiled_requests=2_000,
+                           unprofiled_main_cpu_s=1.0, unprofiled_other_cpu_s=0.1)
+    lines = profile.lines()
+    rows = {line.split("  ")[0]: line.split() for line in lines[3:-1]}
+    assert rows["stage Route"][-3:] == ["600.0", "60.0%", "300.0"]
+    assert rows[JSON][-3:] == ["300.0", "30.0%", "150.0"]
+    assert next(line for line in lines if line.startswith(RESIDUAL)).split()[-3:] == [
+        "100.0", "10.0%", "50.0"]
+    assert rows["main thread, all parts"][-3:] == ["1,000.0", "100.0%", "500.0"]
+    assert rows["other threads (from /proc, not profiled)"][-1] == "50.0"
+    assert "inflates these 2.0x" in lines[-1]
+
+
+def test_chunk_seconds_aims_at_the_next_mark_in_runs_of_at_most_five_seconds() -> None:
+    assert chunk_seconds(5_000, None) == 1
+    assert chunk_seconds(5_000, 2_000.0) == 3
+    assert chunk_seconds(100, 2_000.0) == 1
+    assert chunk_seconds(1_000_000, 2_000.0) == CHUNK_S
+
+
+class _CountingLoad:
+    """A WrkLoad stand-in answering ``rate`` requests a second, and a server whose RSS grows by
+    one MiB a run."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.runs: list[int] = []
+
+    def run(self, endpoint: Endpoint, concurrency: int, seconds: int) -> LoadResult:
+        self.runs.append(seconds)
+        return LoadResult(self.rate * seconds, float(self.rate), 1.0, 2.0, 0, 0)
+
+    def rss_bytes(self) -> int:
+        return (100 + len(self.runs)) * MIB
+
+
+def test_rss_run_reads_rss_after_the_first_tenth_and_at_the_end() -> None:
+    fake = _CountingLoad(rate=1_000)
+    said: list[str] = []
+    found = rss_run("switchgear-full", Endpoint("http://h", "m", {}),
+                    cast(ServiceProcess, fake), cast(WrkLoad, fake), 20_000, 16, said.append)
+    assert fake.runs == [1, 1, 5, 5, 5, 3]  # 1 s to learn the rate, then to the tenth, ...
+    assert (found.tenth_requests, found.tenth_rss) == (2_000, 102 * MIB)
+    assert (found.end_requests, found.end_rss) == (20_000, 106 * MIB)
+    assert len(said) == 6 and said[0].startswith("[rss] 1,000 of 20,000 requests, 1,000 req/s")
+    assert "(+3.9%; target <= 1.05x the first tenth's): met;" in found.lines()[0]
+    grown = replace(found, end_rss=108 * MIB).lines()[0]
+    assert "(+5.9%; target <= 1.05x the first tenth's): MISSED;" in grown
+
+
+def test_service_process_reads_its_rss_and_threads(tmp_path: Path) -> None:
+    process = ServiceProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+                             tmp_path / "s.log")
+    with process:
+        assert process.rss_bytes() > 1024 * 1024
+        assert process.pid in thread_cpu_seconds(process.pid)
+    assert thread_cpu_seconds(process.pid) == {}
+
+
+@needs_nginx_and_wrk
+@pytest.mark.parametrize("streamed", [False, True])
+def test_proxy_relays_the_upstreams_answer(upstream: NginxUpstream, tmp_path: Path,
+                                           streamed: bool) -> None:
+    proxy = PythonProxy(Path(sys.executable), streamed=streamed)
+    if proxy.missing() is not None:
+        pytest.skip(f"the proxy cannot run here: {proxy.missing()}")
+    launch = proxy.launch(upstream, free_port(), 0, tmp_path)
+    assert launch.process is not None
+    with launch.process:
+        body = json.dumps(launch.endpoint.body(REQUEST)).encode()
+        answer = wait_until_answers(launch.endpoint, body, launch.process, timeout_s=30)
+    expected = stream_body() if streamed else json.dumps(FIXED_COMPLETION, separators=(",", ":"))
+    assert answer.body.decode() == expected
