@@ -29,6 +29,8 @@ from upstream import NginxUpstream
 HERE = Path(__file__).resolve().parent
 LAUNCHER = HERE / "profiled_serve.py"
 SIGNAL_WAIT_S = 15.0
+#: How many functions the profile lists by their own time.
+TOP_FUNCTIONS = 12
 
 Function = tuple[str, int, str]
 #: pstats' raw entry for a function: calls, primitive calls, own time, cumulative time and, by
@@ -134,6 +136,38 @@ def attribute(stats: Mapping[Function, Entry]) -> dict[str, float]:
     return dict(seconds)
 
 
+def _label(function: Function) -> str:
+    """``function`` as path:line:name, the path from the package (or '~' for a builtin)."""
+    filename, line, name = function
+    if not line:
+        return name
+    for marker in ("site-packages/", "/src/", "/lib/python"):
+        if marker in filename:
+            filename = filename.split(marker, 1)[1]
+            if marker == "/lib/python":  # the standard library: past "3.11/"
+                filename = filename.split("/", 1)[-1]
+            break
+    return f"{filename}:{line}:{name}"
+
+
+@dataclass(frozen=True)
+class Hotspot:
+    """A function among the most expensive by own time: where it is, its part, its own
+    seconds and its calls in the profiled run."""
+
+    function: str
+    part: str
+    own_s: float
+    calls: int
+
+
+def hotspots(stats: Mapping[Function, Entry], count: int = TOP_FUNCTIONS) -> list[Hotspot]:
+    """The ``count`` functions with the most own time, most first."""
+    ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:count]
+    return [Hotspot(_label(function), part_of(function) or "(its callers')", entry[2], entry[1])
+            for function, entry in ranked]
+
+
 def _order(part: str) -> int:
     """Table order: the parts in PARTS' order (stages in request order), then the rest."""
     names = [HTTP_SERVER, GATEWAY_APP, *(p for _, p in PARTS if p.startswith("stage ")),
@@ -156,6 +190,7 @@ class StageProfile:
     unprofiled_requests: int
     unprofiled_main_cpu_s: float
     unprofiled_other_cpu_s: float
+    top: tuple[Hotspot, ...] = ()
 
     def lines(self) -> list[str]:
         """The table "where each microsecond goes", with its notes."""
@@ -182,6 +217,8 @@ class StageProfile:
                  for row in [header, *rows]]
         table.insert(1, "  ".join("-" * w for w in widths))
         inflation = (total * per_request) / real_main_us if real_main_us else 0.0
+        top = [f"  {spot.own_s * per_request:8,.1f} us/req own, {spot.calls / max(self.requests, 1):5.1f}"
+               f" calls/req  {spot.function}  [{spot.part}]" for spot in self.top]
         return [
             f"Where each microsecond goes: {self.row} at concurrency {self.concurrency},"
             f" {self.requests:,} requests under cProfile after {self.unprofiled_requests:,}"
@@ -193,7 +230,12 @@ class StageProfile:
             f" inflates these {inflation:.1f}x over the unprofiled run's main-thread CPU, more"
             f" for many small Python calls than for C, so 'us/req est.' (each share times the"
             f" unprofiled CPU per request) is an estimate, fairer to C-heavy parts than to"
-            f" Python-heavy ones. The other threads (the store's writer) are not profiled.",
+            f" Python-heavy ones. uvloop's transport methods are Cython, which cProfile does not"
+            f" see as calls: their socket writes count in their Python caller's own time (uvicorn's"
+            f" send, the upstream client's send). The other threads (the store's writer) are not"
+            f" profiled.",
+            *([f"The {len(top)} functions with the most own time (profiled; a coroutine's calls"
+               " count each time it was resumed):", *top] if top else []),
         ]
 
 
@@ -245,5 +287,5 @@ def profile_row(target: SwitchgearGateway, upstream: NginxUpstream, load: WrkLoa
     stats: Mapping[Function, Entry] = pstats.Stats(str(output)).stats  # type: ignore[attr-defined]
     return StageProfile(target.name, concurrency, attribute(stats), under.requests,
                         main_after - main_before, plain.requests,
-                        after.get(pid, 0.0) - before.get(pid, 0.0), other)
+                        after.get(pid, 0.0) - before.get(pid, 0.0), other, tuple(hotspots(stats)))
 

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from cpu_profile import JSON, OTHER, RESIDUAL, Entry, Function, StageProfile, attribute
+from cpu_profile import (
+    JSON,
+    OTHER,
+    RESIDUAL,
+    Entry,
+    Function,
+    Hotspot,
+    StageProfile,
+    attribute,
+    hotspots,
+)
 from gateways import PythonProxy
 from load import LoadResult, WrkLoad, parse_wrk_output, wrk_binary, wrk_script
 from processes import (
@@ -361,6 +371,10 @@ def test_attribute_gives_a_functions_time_to_its_file_or_its_callers() -> None:
     assert seconds[JSON] == pytest.approx(0.001)
     assert seconds[OTHER] == pytest.approx(0.0005)
     assert sum(seconds.values()) == pytest.approx(0.0105)
+    assert hotspots(stats, count=2) == [
+        Hotspot("<method 'search' of 're.Pattern' objects>", "(its callers')", 0.004, 1),
+        Hotspot("switchgear/guards/pii.py:10:scan", "stage Guard (input and output)", 0.002, 1)]
+    assert hotspots(stats)[2].function == "copy.py:1:deepcopy"
 
 
 def test_stage_profile_shows_shares_the_unseen_rest_and_estimates() -> None:
@@ -376,6 +390,10 @@ def test_stage_profile_shows_shares_the_unseen_rest_and_estimates() -> None:
     assert rows["main thread, all parts"][-3:] == ["1,000.0", "100.0%", "500.0"]
     assert rows["other threads (from /proc, not profiled)"][-1] == "50.0"
     assert "inflates these 2.0x" in lines[-1]
+    listed = replace(profile, top=(Hotspot("send", "HTTP server", 0.5, 14_000),)).lines()
+    assert listed[-2:] == ["The 1 functions with the most own time (profiled; a coroutine's"
+                           " calls count each time it was resumed):",
+                           "     500.0 us/req own,  14.0 calls/req  send  [HTTP server]"]
 
 
 def test_chunk_seconds_aims_at_the_next_mark_in_runs_of_at_most_five_seconds() -> None:
