@@ -5,7 +5,7 @@ Every target is put in front of the same zero-latency nginx upstream and loaded 
 shows requests/s, p50/p99 latency and the p50 each gateway adds over the upstream, then the
 targets' checks, issue 28's goals against the featureless Python proxy (proxy.py) of the same
 run, and, when asked, a CPU profile per pipeline stage (--profile) and RSS over a long run
-(--rss-requests). Stdlib only, but for the proxy (the venv's uvicorn and aiohttp).
+(--rss-requests). The harness is stdlib only; the proxy runs on the venv's uvicorn and aiohttp.
 """
 
 from __future__ import annotations
