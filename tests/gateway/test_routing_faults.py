@@ -452,6 +452,29 @@ def test_a_request_too_long_for_the_primary_goes_to_the_long_context_fallback(
     assert records["long-1"].attempts == (1 if declared else 2)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_alias_whose_only_deployment_is_down_is_served_by_its_fallback(
+    simulators: Callable[..., RunningSimulator], refused_url: Callable[..., str],
+    tmp_path: Path, stream: bool
+) -> None:
+    # Its lone deployment is retried, but never with the attempts its fallback needs.
+    config = configure(tmp_path, {
+        "primary": {"fallbacks": ["backup"],
+                    "deployments": [deployment("down", refused_url() + "/v1")]},
+        "backup": {"deployments": [deployment("up", simulators())]},
+    }, routing={"health_check_interval_s": None})
+    with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
+                                                    max_retries=0) as sdk:
+        if stream:
+            assert list(sdk.chat.completions.create(model="primary", messages=HELLO,
+                                                    max_tokens=3, stream=True))
+        else:
+            assert sdk.chat.completions.create(model="primary", messages=HELLO, max_tokens=3)
+    [record] = fetch_records(f"sqlite:///{tmp_path}/records.db")
+    assert record.status == 200 and record.deployment == "up" and record.model == "primary"
+    assert record.attempts == 3  # "down" twice (max_attempts 3 less one for "backup"), "up"
+
+
 def test_a_hanging_deployment_times_out_before_the_first_token_and_fails_over(
     simulators: Callable[..., RunningSimulator], tmp_path: Path
 ) -> None:

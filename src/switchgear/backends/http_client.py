@@ -45,6 +45,14 @@ class MalformedResponse(ClientError):
     """The server's bytes are not valid HTTP/1.1."""
 
 
+def _fresh(error: ClientError) -> ClientError:
+    """A new error like ``error`` (its class, message and attributes), never raised yet."""
+    fresh = type(error).__new__(type(error))
+    fresh.args = error.args
+    fresh.__dict__.update(error.__dict__)
+    return fresh
+
+
 class Response:
     """A response whose status and headers have arrived; its body is read or streamed after."""
 
@@ -76,7 +84,10 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._parser = httptools.HttpResponseParser(self)
+        #: Made once connected, dropped once closed: the parser holds this protocol for its
+        #: callbacks, and that reference cycle would leave every closed connection (and every
+        #: failed connect) to the garbage collector.
+        self._parser: httptools.HttpResponseParser | None = None
         self._transport: asyncio.Transport | None = None
         self._headers_done: asyncio.Future[None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -93,9 +104,11 @@ class Connection(asyncio.Protocol):
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._response is None:  # bytes nobody asked for: the connection cannot be trusted
+        # Bytes nobody asked for (or after the close): the connection cannot be trusted.
+        if self._response is None or self._parser is None:
             self.abort()
             return
         try:
@@ -105,6 +118,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = None
         if not self._complete:
             started = self._response is not None and self._response.status != 0
             self._fail(ConnectionClosed("connection closed by the server",
@@ -119,9 +133,9 @@ class Connection(asyncio.Protocol):
         self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        assert self._response is not None and self._headers_done is not None
+        assert self._response is not None and self._parser is not None  # the parser calls
         self._response.status = self._parser.get_status_code()
-        if not self._headers_done.done():
+        if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -132,6 +146,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        assert self._parser is not None  # it is the parser calling
         self._keep_alive = self._parser.should_keep_alive()  # the parser forgets once reset
         self._complete = True
         self._wake()
@@ -147,7 +162,12 @@ class Connection(asyncio.Protocol):
         self._error = None
         self._chunks.clear()
         self._transport.write(request)
-        await self._headers_done
+        try:
+            await self._headers_done
+        finally:
+            # Its exception, once raised, holds this frame (and so this connection) through
+            # its traceback: a reference cycle unless the future goes.
+            self._headers_done = None
         return self._response
 
     async def next_chunk(self) -> bytes | None:
@@ -160,7 +180,9 @@ class Connection(asyncio.Protocol):
                     self._transport.resume_reading()
                 return chunk
             if self._error is not None:
-                raise self._error
+                # A copy: the raised error's traceback holds this frame (and so this
+                # connection), which would make a reference cycle with the one kept here.
+                raise _fresh(self._error)
             if self._complete:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()

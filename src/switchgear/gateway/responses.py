@@ -147,7 +147,9 @@ class ResponseSaves:
 
 class ResponseCall:
     """The adapter of one ``POST /v1/responses``: parses it (reading the response it
-    continues), translates its answer or stream, and stores the response."""
+    continues), translates its answer or stream, and stores the response. ``api()`` is its
+    InboundAPI, made on demand: held here, it would make a reference cycle (its callables are
+    this call's methods) that only the garbage collector frees, one per request."""
 
     def __init__(self, stored: ResponseSaves, request_id: str) -> None:
         self.stored = stored
@@ -156,9 +158,12 @@ class ResponseCall:
         #: The conversation before the response: the one it continues, then its input.
         self.items: list[Item] = []
         self.frame: ResponseFrame | None = None
-        self.api = InboundAPI(name=API_NAME, operation=Operation.CHAT, credential=bearer_token,
-                              parse=self.parse, reply=self.reply, stream=self.events,
-                              error=openai_error)
+
+    def api(self) -> InboundAPI:
+        """The InboundAPI that runs this call through the pipeline."""
+        return InboundAPI(name=API_NAME, operation=Operation.CHAT, credential=bearer_token,
+                          parse=self.parse, reply=self.reply, stream=self.events,
+                          error=openai_error)
 
     async def parse(self, body: Any, key: ApiKey | None) -> Body:
         """The chat body for the Responses request ``body``, after the conversation its
@@ -256,7 +261,7 @@ class ResponsesAPI:
 
     async def create(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """POST /v1/responses."""
-        await self.infer(ResponseCall(self.stored, request_id).api, scope, receive, send,
+        await self.infer(ResponseCall(self.stored, request_id).api(), scope, receive, send,
                          request_id)
 
     async def _target(self, scope: Scope) -> tuple[str, str]:

@@ -191,4 +191,5 @@ class Cache(Stage):
             error = failure
         finally:
             self._finish(key, exchange, entry, error)
+            error = None  # kept, its traceback would hold this frame in a cycle
             await close_stream(chunks)

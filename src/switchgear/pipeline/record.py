@@ -150,6 +150,7 @@ class Record(Stage):
             if error is not None:
                 exchange.truncated = True
                 self.recorder.fail(exchange, error)
+                error = None  # kept, its traceback would hold this frame in a cycle
             else:
                 self.recorder.finish(exchange)
 

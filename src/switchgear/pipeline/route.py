@@ -82,40 +82,46 @@ class Route:
 
     async def _route(self, exchange: Exchange) -> Reply:
         error: SwitchgearError | None = None
-        if exchange.resolved_alias is None:
-            raise RuntimeError("the request reached the Route stage unresolved")
-        for alias in self.router.chain(exchange.resolved_alias):
-            for deployment in self._tries(alias):
-                if len(exchange.attempts) >= self.retry.max_attempts:
-                    raise error or _unavailable(alias)
-                window = deployment.config.context_window
-                if window is not None and estimated_tokens(exchange) > window:
-                    error = ContextWindowExceeded(
-                        f"The request is too long for '{alias}' ({window} tokens).",
-                        param="messages")
-                    break
-                if not await self._room(exchange, deployment):
-                    error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
-                    continue
-                if not deployment.health.available(time.monotonic()):
-                    continue  # ejected meanwhile: spend no retry on it
-                if exchange.attempts:
-                    if not self.budget.try_retry():
+        try:
+            if exchange.resolved_alias is None:
+                raise RuntimeError("the request reached the Route stage unresolved")
+            chain = self.router.chain(exchange.resolved_alias)
+            for position, alias in enumerate(chain):
+                for deployment in self._tries(alias, fallbacks_after=len(chain) - position - 1):
+                    if len(exchange.attempts) >= self.retry.max_attempts:
                         raise error or _unavailable(alias)
-                    await asyncio.sleep(self._backoff(len(exchange.attempts)))
-                if not deployment.health.admit(time.monotonic()):
-                    continue
-                try:
-                    return await self._try(exchange, deployment, alias)
-                except SwitchgearError as failure:
-                    error = failure
-                    if failure.code == CONTEXT_CODE:
-                        break  # too long for this alias: its fallbacks may take it
-                    if not failure.retryable:
-                        raise
-                    if isinstance(failure, UpstreamTimeout) and self.router.lone(alias):
-                        break  # waiting on the same silent deployment again helps nobody
-        raise error or _unavailable(exchange.model)
+                    window = deployment.config.context_window
+                    if window is not None and estimated_tokens(exchange) > window:
+                        error = ContextWindowExceeded(
+                            f"The request is too long for '{alias}' ({window} tokens).",
+                            param="messages")
+                        break
+                    if not await self._room(exchange, deployment):
+                        error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
+                        continue
+                    if not deployment.health.available(time.monotonic()):
+                        continue  # ejected meanwhile: spend no retry on it
+                    if exchange.attempts:
+                        if not self.budget.try_retry():
+                            raise error or _unavailable(alias)
+                        await asyncio.sleep(self._backoff(len(exchange.attempts)))
+                    if not deployment.health.admit(time.monotonic()):
+                        continue
+                    try:
+                        return await self._try(exchange, deployment, alias)
+                    except SwitchgearError as failure:
+                        error = failure
+                        if failure.code == CONTEXT_CODE:
+                            break  # too long for this alias: its fallbacks may take it
+                        if not failure.retryable:
+                            raise
+                        if isinstance(failure, UpstreamTimeout) and self.router.lone(alias):
+                            break  # waiting on the same silent deployment again helps nobody
+            raise error or _unavailable(exchange.model)
+        finally:
+            # A failure kept in this frame would hold it, and the Exchange, in a reference cycle
+            # through its traceback: freed by the garbage collector alone, one per failed try.
+            error = None
 
     async def _try(self, exchange: Exchange, deployment: Deployment, alias: str) -> Reply:
         """An attempt on ``deployment``, hedged when the alias asks for it; the answer, with the
@@ -170,12 +176,16 @@ class Route:
                 return None
         return None
 
-    def _tries(self, alias: str) -> list[Deployment]:
+    def _tries(self, alias: str, fallbacks_after: int) -> list[Deployment]:
         """The deployments to try for ``alias``, in order: its plan; or, when the alias has a
-        single deployment, that one up to ``max_attempts`` times (each retry within the budget,
-        after a jittered backoff)."""
+        single deployment, that one up to ``max_attempts`` times less an attempt for each of
+        the ``fallbacks_after`` it in the chain, so a dead deployment's retries never use up
+        the attempts its fallbacks need (each retry within the budget, after a jittered
+        backoff)."""
         plan = self._by_room(self.router.plan(alias))
-        return plan * self.retry.max_attempts if self.router.lone(alias) else plan
+        if self.router.lone(alias):
+            return plan * max(1, self.retry.max_attempts - fallbacks_after)
+        return plan
 
     def _by_room(self, plan: list[Deployment]) -> list[Deployment]:
         """Deployments with a free slot first: a full one is waited for only as a last resort."""
