@@ -70,7 +70,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "overhead"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from processes import ServiceProcess, free_port, tail  # noqa: E402
+from processes import ServiceProcess, free_port, stop_everything_on_sigterm, tail  # noqa: E402
 
 from servers import POSTGRES_URL, drop_schema  # noqa: E402
 
@@ -595,6 +595,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    stop_everything_on_sigterm()
     fleet = Fleet(arguments.simulators, arguments.slots, arguments.ttft_ms, arguments.tpot_ms,
                   arguments.load_factor, arguments.interactive_tokens, arguments.batch_tokens)
     work = arguments.work or Path(tempfile.mkdtemp(prefix="switchgear-batch-bench-"))

@@ -53,6 +53,7 @@ from processes import (  # noqa: E402
     ServiceProcess,
     free_port,
     pinned,
+    stop_everything_on_sigterm,
     wait_until_answers,
 )
 from upstream import UPSTREAM_MODEL, NginxUpstream, nginx_binary  # noqa: E402
@@ -392,6 +393,7 @@ def method(arguments: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every target; 0 when every check passed, 1 otherwise."""
+    stop_everything_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=f"{ZERO},{FIFTY},{GATEWAY}",
                         help=f"targets, comma-separated: {ZERO}, {FIFTY}, {GATEWAY}")

@@ -40,7 +40,13 @@ REPO = HERE.parent.parent
 WORK = HERE / ".work"
 sys.path.append(str(HERE.parent / "overhead"))
 
-from processes import Endpoint, ServiceProcess, free_port, wait_until_answers  # noqa: E402
+from processes import (  # noqa: E402
+    Endpoint,
+    ServiceProcess,
+    free_port,
+    stop_everything_on_sigterm,
+    wait_until_answers,
+)
 
 from switchgear.capacity.bench.figures import percentile  # noqa: E402
 from switchgear.capacity.machine import commit, cpu_model, load_average  # noqa: E402
@@ -372,6 +378,7 @@ def target_specs(arguments: argparse.Namespace) -> list[TargetSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    stop_everything_on_sigterm()
     print(f"Method: {cpu_model()}, {os.cpu_count()} cores, load average {load_average()} at start; "
           f"commit {commit(REPO)}. Per target: switchgear bench closed-loop levels (saturation X), "
           "then rounds of Poisson levels at shares of X for calibration and for checks, one "

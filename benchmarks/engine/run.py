@@ -44,6 +44,7 @@ from processes import (  # noqa: E402 - benchmarks/overhead's helpers, by path
     Endpoint,
     ServiceProcess,
     free_port,
+    stop_everything_on_sigterm,
     wait_until_answers,
 )
 
@@ -244,6 +245,7 @@ def checks(rows: list[Row], ttft: tuple[float, float] | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    stop_everything_on_sigterm()
     names = [name.strip() for name in arguments.only.split(",") if name.strip()]
     levels = [int(level) for level in arguments.concurrency.split(",")]
     before = load_average()

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from processes import (  # noqa: E402
     ServiceProcess,
     free_port,
     pinned,
+    stop_everything_on_sigterm,
     wait_until_answers,
 )
 from upstream import UPSTREAM_MODEL, NginxUpstream, nginx_binary  # noqa: E402
@@ -346,8 +346,7 @@ def upstream_running(name: str, work: Path, core: int) -> Iterator[Upstream]:
 def main(argv: Sequence[str] | None = None, say: Callable[[str], None] = print) -> int:
     """Run every upstream x replica count x scope; 0 when no run had errors."""
     arguments = parse_arguments(argv)
-    # SIGTERM unwinds like Ctrl-C, so every process started so far is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stop_everything_on_sigterm()
     if wrk_binary() is None or nginx_binary() is None:
         say("benchmark failed: nginx and wrk are needed: bash benchmarks/overhead/setup.sh"
             " --debian-only")

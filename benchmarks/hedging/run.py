@@ -34,7 +34,13 @@ from switchgear.simulator.server import RunningSimulator, start_simulator
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent / "overhead"))
 
-from processes import Endpoint, ServiceProcess, free_port, wait_until_answers  # noqa: E402
+from processes import (  # noqa: E402
+    Endpoint,
+    ServiceProcess,
+    free_port,
+    stop_everything_on_sigterm,
+    wait_until_answers,
+)
 
 REPO = HERE.parent.parent
 SWITCHGEAR = Path(sys.executable).parent / "switchgear"
@@ -167,6 +173,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    stop_everything_on_sigterm()
     runs = asyncio.run(main_async(arguments))
     print(f"{'run':<22} {'requests':>8} {'failed':>6} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'p99 ms':>8} {'max ms':>8} {'upstream':>9}")

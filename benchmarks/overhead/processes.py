@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,12 @@ LOG_TAIL_BYTES = 2_000
 
 class BenchmarkError(Exception):
     """A target could not be started, did not answer, or the load tool failed."""
+
+
+def stop_everything_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so every process a benchmark started is stopped on the
+    way out (its context managers and ``finally`` blocks run), none left orphaned."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,13 @@ from gateways import (
     running,
 )
 from load import LoadResult, WrkLoad, wrk_binary, wrk_version
-from processes import BenchmarkError, ServiceProcess, free_port, wait_until_answers
+from processes import (
+    BenchmarkError,
+    ServiceProcess,
+    free_port,
+    stop_everything_on_sigterm,
+    wait_until_answers,
+)
 from report import (
     CACHE_HIT,
     FULL,
@@ -356,8 +361,7 @@ def method_of(
 def main(argv: Sequence[str] | None = None, announce: Callable[[str], None] = say) -> int:
     """Run the benchmark; 0 when every selected target was measured without errors."""
     arguments = parse_arguments(argv)
-    # SIGTERM unwinds like Ctrl-C, so every server started so far is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stop_everything_on_sigterm()
     targets = [t for t in all_targets() if t.name in arguments.only]
     load_before = load_average()
     if _busy(load_before):
