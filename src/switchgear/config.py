@@ -696,11 +696,15 @@ class BatchConfig(_Strict):
     dies leaves them to others once it ends); at most ``max_share`` of each deployment's
     ``max_concurrency`` and ``max_in_flight`` lines per replica run at once, and none while an
     interactive or standard request waits, after which the runner backs off (from
-    ``poll_interval_s``, doubling, up to ``max_backoff_s``)."""
+    ``poll_interval_s``, doubling, up to ``max_backoff_s``). ``reserve`` of the places (the
+    deployments' ``max_concurrency`` together, and the priority gate's capacity) stays free for
+    interactive and standard peaks: a running batch line holds its place until it ends, so an
+    interactive request that finds every place taken would wait for one."""
 
     enabled: bool = True
     lease_s: float = Field(60.0, gt=0)
     max_share: float = Field(0.5, gt=0, le=1)
+    reserve: float = Field(0.3, ge=0, lt=1)
     poll_interval_s: float = Field(0.5, gt=0)
     max_backoff_s: float = Field(5.0, gt=0)
     max_in_flight: int = Field(32, ge=1)

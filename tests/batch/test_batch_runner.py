@@ -294,9 +294,9 @@ async def test_spare_capacity_is_none_while_higher_tiers_wait_else_a_share_of_fr
 ) -> None:
     config = DeploymentConfig(name="sim", backend="simulated", max_concurrency=10)
     deployment = Deployment("m", config, build_backend(config))
-    settings = BatchConfig(max_share=0.5, max_in_flight=3)
+    settings = BatchConfig(max_share=0.5, max_in_flight=3, reserve=0)
     assert spare_capacity(None, [deployment], settings, 0) == SpareCapacity(3, False)
-    wide = BatchConfig(max_share=0.5, max_in_flight=32)
+    wide = BatchConfig(max_share=0.5, max_in_flight=32, reserve=0)
     assert spare_capacity(None, [deployment], wide, 0) == SpareCapacity(5, False)
     deployment.in_flight = 8  # four of them the runner's: one more within its half
     assert spare_capacity(None, [deployment], wide, 4) == SpareCapacity(1, False)
@@ -315,6 +315,34 @@ async def test_spare_capacity_is_none_while_higher_tiers_wait_else_a_share_of_fr
     held.pop().release()
     (await waiting).release()
     assert spare_capacity(gate.snapshot(), [deployment], wide, 2) == SpareCapacity(0, False)
+    for slot in held:
+        slot.release()
+
+
+async def test_the_reserve_keeps_places_free_for_higher_tiers_peaks() -> None:
+    configs = [DeploymentConfig(name=f"sim-{n}", backend="simulated", max_concurrency=4)
+               for n in range(3)]
+    deployments = [Deployment("m", config, build_backend(config)) for config in configs]
+    settings = BatchConfig(max_share=1, reserve=0.3)  # 0.3 of 12 places: 4 kept free
+    assert spare_capacity(None, deployments, settings, 0) == SpareCapacity(8, False)
+    deployments[0].in_flight, deployments[1].in_flight = 4, 2  # six busy: two more may start
+    assert spare_capacity(None, deployments, settings, 0) == SpareCapacity(2, False)
+    deployments[1].in_flight = 4  # eight busy: the reserve is all that is free
+    assert spare_capacity(None, deployments, settings, 0) == SpareCapacity(0, False)
+    for deployment in deployments:
+        deployment.in_flight = 0
+    # the gate keeps the reserve too, or the batch tier's headroom where that is more
+    gate = TierGate(TierConfig(capacity=10))
+    held = [await gate.acquire("interactive") for _ in range(5)]
+    assert spare_capacity(gate.snapshot(), deployments, settings, 0) == SpareCapacity(2, False)
+    roomy = TierGate(TierConfig(capacity=10, batch=TierLimits(
+        max_queue=1000, wait_target_ms=5000, headroom=6)))
+    held += [await roomy.acquire("interactive") for _ in range(3)]
+    assert spare_capacity(roomy.snapshot(), deployments, settings, 0) == SpareCapacity(1, False)
+    # a single place is never reserved: an idle one-place deployment still takes batch work
+    lone = DeploymentConfig(name="lone", backend="simulated", max_concurrency=1)
+    assert spare_capacity(None, [Deployment("m", lone, build_backend(lone))], settings,
+                          0) == SpareCapacity(1, False)
     for slot in held:
         slot.release()
 

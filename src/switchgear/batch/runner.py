@@ -18,7 +18,9 @@ Spare capacity: before each claim the runner reads the live load. While any inte
 standard request waits at the priority gate it claims nothing and backs off (exponentially, with
 jitter, up to ``batch.max_backoff_s``); otherwise it runs at most ``batch.max_share`` of each
 deployment's ``max_concurrency`` (less what is in flight there already), of the gate's free
-places and ``batch.max_in_flight`` lines. On the embedded engine a batch-tier sequence is also
+places and ``batch.max_in_flight`` lines, and it leaves ``batch.reserve`` of the places (0.3:
+the deployments' together, and the gate's) free for interactive and standard peaks, since a
+batch line holds its place until it ends. On the embedded engine a batch-tier sequence is also
 paused, or preempted, whenever a higher tier needs its slot (engine/scheduler.py): the runner
 leaves that as it is. Once no line of a batch is pending or running, any replica finalizes it
 (batches.py writes the output and error files; one replica wins).
@@ -170,24 +172,32 @@ class SpareCapacity:
 def spare_capacity(gate: GateSnapshot | None, deployments: Iterable[Deployment],
                    settings: BatchConfig, running: int) -> SpareCapacity:
     """The places batch lines may take now, ``running`` of this runner's being in flight: none
-    while a higher tier waits at the gate; else the least of the deployments' free places, their
-    ``max_share`` less what runs, the gate's free places for the batch tier and
+    while a higher tier waits at the gate; else the least of the deployments' free places less
+    the ``reserve`` kept for higher tiers' peaks, their ``max_share`` less what runs, the gate's
+    free places for the batch tier (less its headroom or the reserve, whichever is more) and
     ``max_in_flight`` less what runs. A fleet-wide ``max_concurrency`` counts the fleet's
     requests as last seen; ``max_share`` and ``max_in_flight`` hold per replica."""
     if gate is not None and any(gate.tiers[tier].waiting for tier in HIGHER_TIERS):
         return SpareCapacity(0, contended=True)
-    free = share = 0
+    places = busy = share = 0
     for deployment in deployments:
         limit = deployment.config.max_concurrency
-        busy = (deployment.places.demand if isinstance(deployment, FleetDeployment)
-                else deployment.in_flight)
-        free += max(0, limit - busy)
+        places += limit
+        busy += min(limit, deployment.places.demand if isinstance(deployment, FleetDeployment)
+                    else deployment.in_flight)
         share += max(1, int(limit * settings.max_share))
-    limits = [free, share - running, settings.max_in_flight - running]
+    limits = [places - reserved(places, settings.reserve) - busy, share - running,
+              settings.max_in_flight - running]
     if gate is not None:
-        headroom = gate.tiers[BATCH_TIER].headroom
-        limits.append(gate.capacity - headroom - gate.in_use)
+        kept = max(gate.tiers[BATCH_TIER].headroom, reserved(gate.capacity, settings.reserve))
+        limits.append(gate.capacity - kept - gate.in_use)
     return SpareCapacity(max(0, min(limits)), contended=False)
+
+
+def reserved(places: int, reserve: float) -> int:
+    """The places of ``places`` that ``reserve`` (a share) keeps free, to the nearest whole:
+    a deployment with a single place still runs batch lines while it is idle."""
+    return int(places * reserve + 0.5)
 
 
 class Backoff:
