@@ -23,6 +23,7 @@ and the fleet-wide limits' places (``switchgear_fleet_places_*``).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +31,11 @@ from functools import partial
 from itertools import accumulate, pairwise
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from switchgear.exchange import Exchange
 from switchgear.sections.slo import LATENCY_BUCKETS
@@ -130,41 +127,161 @@ CONNECTION_FAMILIES = (
 )
 
 
-class BulkHistogram(Collector):
-    """A labelled histogram that takes many observations at once (a stream's token gaps) for
-    the price of a bisect each; exposed in Prometheus's histogram format. Observed and collected
-    on the event loop's thread only."""
+def _use_created() -> bool:
+    """Whether counters and histograms expose their ``_created`` series, as prometheus_client's
+    own do (``PROMETHEUS_DISABLE_CREATED_SERIES`` turns them off)."""
+    return bool(prometheus_metrics._use_created)
+
+
+class CounterCell:
+    """One labelled counter's value (a plain float: only the event loop's thread adds to it)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (not negative)."""
+        self.value += amount
+
+
+class LabelledCounter(Collector):
+    """A labelled counter exposed exactly as prometheus_client's Counter is, for a fraction of
+    its cost per increment: no lock, no child objects, no label checks (the event loop's thread
+    alone counts and collects; label values are strings from a bounded set)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames = tuple(labelnames)
-        self.bounds = tuple(buckets)
-        #: Per label values: the count of each bucket (the last one is +Inf), and the sum.
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.cells: dict[tuple[str, ...], CounterCell] = {}
         registry.register(self)
 
-    def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
-        """Observe every value in ``values`` under ``labels``."""
-        counts, total = self.series.get(labels) or self.series.setdefault(
-            labels, ([0] * (len(self.bounds) + 1), [0.0]))
-        bounds = self.bounds
+    def labels(self, *labels: str) -> CounterCell:
+        """The counter of these label values (created at 0 when new)."""
+        cell = self.cells.get(labels)
+        if cell is None:
+            cell = self.cells[labels] = CounterCell()
+        return cell
+
+    def describe(self) -> Iterable[Metric]:
+        return [Metric(self.name, self.documentation, "counter")]
+
+    def collect(self) -> Iterable[Metric]:
+        family = Metric(self.name, self.documentation, "counter")
+        created = _use_created()
+        for labels, cell in self.cells.items():
+            named = dict(zip(self.labelnames, labels, strict=True))
+            family.add_sample(f"{self.name}_total", named, cell.value)
+            if created:
+                family.add_sample(f"{self.name}_created", named, cell.created)
+        return [family]
+
+
+class HistogramCell:
+    """One labelled histogram's buckets (the last one is +Inf, not cumulative) and sum."""
+
+    __slots__ = ("bounds", "counts", "created", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in its bucket."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count every value in ``values``, for the price of a bisect each."""
+        counts, bounds = self.counts, self.bounds
         added = 0.0
         for value in values:
             counts[bisect_left(bounds, value)] += 1
             added += value
-        total[0] += added
+        self.total += added
+
+
+class LabelledHistogram(Collector):
+    """A labelled histogram exposed exactly as prometheus_client's Histogram is (with its
+    ``_created`` series when ``created``), for a bisect per observation; observed and collected
+    on the event loop's thread only, like ``LabelledCounter``."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float], registry: CollectorRegistry,
+                 created: bool = True) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(bound) for bound in buckets)
+        #: Each bucket's ``le`` label, as prometheus_client writes it.
+        self.edges: tuple[str, ...] = (*map(floatToGoString, self.bounds), "+Inf")
+        self.created = created
+        self.cells: dict[tuple[str, ...], HistogramCell] = {}
+        registry.register(self)
+
+    def labels(self, *labels: str) -> HistogramCell:
+        """The histogram of these label values (empty when new)."""
+        cell = self.cells.get(labels)
+        if cell is None:
+            cell = self.cells[labels] = HistogramCell(self.bounds)
+        return cell
+
+    def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        """Observe every value in ``values`` under ``labels``."""
+        self.labels(*labels).observe_many(values)
 
     def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [Metric(self.name, self.documentation, "histogram")]
 
     def collect(self) -> Iterable[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        edges = [*(repr(float(bound)) for bound in self.bounds), "+Inf"]
-        for labels, (counts, total) in self.series.items():
-            family.add_metric(list(labels), list(zip(edges, accumulate(counts), strict=True)),
-                              total[0])
+        family = Metric(self.name, self.documentation, "histogram")
+        created = self.created and _use_created()
+        for labels, cell in self.cells.items():
+            named = dict(zip(self.labelnames, labels, strict=True))
+            for edge, count in zip(self.edges, accumulate(cell.counts), strict=True):
+                family.add_sample(f"{self.name}_bucket", {**named, "le": edge}, float(count))
+            family.add_sample(f"{self.name}_count", named, float(sum(cell.counts)))
+            family.add_sample(f"{self.name}_sum", named, cell.total)
+            if created:
+                family.add_sample(f"{self.name}_created", named, cell.created)
         return [family]
+
+
+class BulkHistogram(LabelledHistogram):
+    """A labelled histogram that takes many observations at once (a stream's token gaps), with
+    no ``_created`` series."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        super().__init__(name, documentation, labelnames, buckets, registry, created=False)
+
+
+class GaugeValue(Collector):
+    """An unlabelled gauge kept as a plain number (raised and lowered on the event loop's
+    thread), exposed as prometheus_client's Gauge is."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.value = 0.0
+        registry.register(self)
+
+    def inc(self) -> None:
+        """Add one."""
+        self.value += 1
+
+    def dec(self) -> None:
+        """Take one away."""
+        self.value -= 1
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation, value=self.value)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,17 +450,17 @@ class TierCollector(Collector):
 
 @dataclass(slots=True, frozen=True)
 class _Series:
-    """The children of one (model, deployment, tenant, feature), looked up once."""
+    """The cells of one (model, deployment, tenant, feature), looked up once."""
 
     labels: tuple[str, str, str, str]
-    e2e: Histogram
-    ttft: Histogram
-    tpot: Histogram
-    throughput: Histogram
-    input_tokens: Counter
-    output_tokens: Counter
-    cost: Counter
-    saved: Counter
+    e2e: HistogramCell
+    ttft: HistogramCell
+    tpot: HistogramCell
+    throughput: HistogramCell
+    input_tokens: CounterCell
+    output_tokens: CounterCell
+    cost: CounterCell
+    saved: CounterCell
 
 
 class BatchSeries:
@@ -392,43 +509,43 @@ class GatewayMetrics:
         self.connections = CountsCollector(CONNECTION_FAMILIES)
         registry.register(self.connections)
         series = list(SERIES_LABELS)
-        self.requests = Counter(
+        self.requests = LabelledCounter(
             "switchgear_requests", "Finished requests.",
-            ["model", "deployment", "status", "tenant", "feature"], registry=registry)
-        self.latency = Histogram(
+            ["model", "deployment", "status", "tenant", "feature"], registry)
+        self.latency = LabelledHistogram(
             "switchgear_request_duration_seconds", "End-to-end request latency.",
-            series, buckets=LATENCY_BUCKETS, registry=registry)
-        self.ttft = Histogram(
+            series, LATENCY_BUCKETS, registry)
+        self.ttft = LabelledHistogram(
             "switchgear_time_to_first_token_seconds",
             "Time from arrival to the first token (the whole answer when not streamed).",
-            series, buckets=LATENCY_BUCKETS, registry=registry)
+            series, LATENCY_BUCKETS, registry)
         self.itl = BulkHistogram(
             "switchgear_inter_token_latency_seconds",
             "Gaps between consecutive streamed chunks that carry choices.",
             series, TOKEN_BUCKETS, registry)
-        self.tpot = Histogram(
+        self.tpot = LabelledHistogram(
             "switchgear_time_per_output_token_seconds",
             "(e2e - TTFT) / (output tokens - 1), for streams of more than one token.",
-            series, buckets=TOKEN_BUCKETS, registry=registry)
-        self.throughput = Histogram(
+            series, TOKEN_BUCKETS, registry)
+        self.throughput = LabelledHistogram(
             "switchgear_output_tokens_per_second",
             "Output tokens of a request divided by its end-to-end latency.",
-            series, buckets=THROUGHPUT_BUCKETS, registry=registry)
-        self.queue_wait = Histogram(
+            series, THROUGHPUT_BUCKETS, registry)
+        self.queue_wait = LabelledHistogram(
             "switchgear_queue_wait_seconds",
             "Time waiting for a running place (priority gate) and a deployment slot.",
-            ["model", "tenant", "priority"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.tokens = Counter(
+            ["model", "tenant", "priority"], LATENCY_BUCKETS, registry)
+        self.tokens = LabelledCounter(
             "switchgear_tokens", "Tokens processed.",
-            ["model", "deployment", "direction"], registry=registry)
-        self.cost = Counter(
+            ["model", "deployment", "direction"], registry)
+        self.cost = LabelledCounter(
             "switchgear_cost", "What requests cost, in the ledger's currency (ledger.currency), "
             "as the ledger prices them: tokens at the deployment's prices plus self-hosted "
-            "instance time.", series, registry=registry)
-        self.saved = Counter(
+            "instance time.", series, registry)
+        self.saved = LabelledCounter(
             "switchgear_cost_saved", "What cache hits and joined requests saved, in the "
             "ledger's currency: the cost of producing the answers they reused.", series,
-            registry=registry)
+            registry)
         self.slo = SLOSeries()
         registry.register(self.slo)
         self.routing = RoutingCollector()
@@ -437,33 +554,33 @@ class GatewayMetrics:
         registry.register(self.fleet)
         self.tiers = TierCollector()
         registry.register(self.tiers)
-        self.in_flight = Gauge(
-            "switchgear_in_flight_requests", "Requests being served now.", registry=registry)
+        self.in_flight = GaugeValue(
+            "switchgear_in_flight_requests", "Requests being served now.", registry)
         self.draining = Gauge(
             "switchgear_draining", "1 while this replica drains: it was told to stop, /readyz "
             "answers 503 and it finishes what it has before it exits.", registry=registry)
-        self.cache = Counter(
+        self.cache = LabelledCounter(
             "switchgear_cache_requests", "Requests by cache outcome (hit, miss, coalesced, bypass).",
-            ["model", "outcome"], registry=registry)
-        self.retries = Counter(
+            ["model", "outcome"], registry)
+        self.retries = LabelledCounter(
             "switchgear_retries", "Attempts after a request's first, by the deployment retried on.",
-            ["model", "deployment"], registry=registry)
-        self.shed = Counter(
+            ["model", "deployment"], registry)
+        self.shed = LabelledCounter(
             "switchgear_shed_requests", "Requests shed by the priority gate (503, Retry-After).",
-            ["model", "tenant", "priority"], registry=registry)
+            ["model", "tenant", "priority"], registry)
         self.cache_evictions = Counter(
             "switchgear_cache_evictions", "Cached answers pushed out by the size bound.",
             registry=registry)
-        self.output_checked = Counter(
+        self.output_checked = LabelledCounter(
             "switchgear_output_checked_requests", "Answers judged by output checks, by verdict "
-            "(pass: every check passed).", [*series, "verdict"], registry=registry)
-        self.guard_checks = Counter(
+            "(pass: every check passed).", [*series, "verdict"], registry)
+        self.guard_checks = LabelledCounter(
             "switchgear_guard_checks", "Guard checks run, by route, model, check, stage, verdict "
             "and action.", ["route", "model", "check", "stage", "verdict", "action"],
-            registry=registry)
-        self.upstream_errors = Counter(
+            registry)
+        self.upstream_errors = LabelledCounter(
             "switchgear_upstream_errors", "Failed attempts against a deployment.",
-            ["model", "deployment", "error"], registry=registry)
+            ["model", "deployment", "error"], registry)
         self.quality_signal = Gauge(
             "switchgear_quality_signal", "A quality signal's value in the detector's recent or "
             "baseline window, at its last evaluation.",
@@ -476,8 +593,6 @@ class GatewayMetrics:
             ["dimension", "name", "signal"], registry=registry)
         self.batch = BatchSeries(registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
-        #: Children of the labelled metrics by (name, label values): see ``_child``.
-        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
         found = self._series.get(labels)
@@ -490,14 +605,6 @@ class GatewayMetrics:
                 self.tokens.labels(model, deployment, "output"),
                 self.cost.labels(*labels), self.saved.labels(*labels))
         return found
-
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once (``labels`` costs microseconds a call)."""
-        key = (metric._name, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def watch_connections(self, guard: object) -> None:
         """Export the connection guard's counts (open, refused, evicted, timed out)."""
@@ -538,8 +645,7 @@ class GatewayMetrics:
         deployment = self.deployment(exchange.deployment or "")
         tenant = self.tenant(principal.tenant)
         feature = self.feature(principal.feature or "")
-        child = self._child
-        child(self.requests, model, deployment, str(exchange.status), tenant, feature).inc()
+        self.requests.labels(model, deployment, str(exchange.status), tenant, feature).inc()
         series = self._series_of((model, deployment, tenant, feature))
         latency = exchange.latency
         if latency is not None:
@@ -562,25 +668,25 @@ class GatewayMetrics:
         elif exchange.saved_cost:
             series.saved.inc(exchange.saved_cost)
         if exchange.cache_status is not None:
-            child(self.cache, model, exchange.cache_status).inc()
+            self.cache.labels(model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
             priority = self.priority(exchange.priority or UNKNOWN)
-            child(self.queue_wait, model, tenant, priority).observe(exchange.queue_wait)
+            self.queue_wait.labels(model, tenant, priority).observe(exchange.queue_wait)
             if exchange.shed:
-                child(self.shed, model, tenant, priority).inc()
+                self.shed.labels(model, tenant, priority).inc()
         if exchange.output_passed is not None:
-            child(self.output_checked, model, deployment, tenant, feature,
-                  "pass" if exchange.output_passed else "fail").inc()
+            self.output_checked.labels(model, deployment, tenant, feature,
+                                       "pass" if exchange.output_passed else "fail").inc()
         served = self.model(exchange.served_alias) if exchange.served_alias else model
         for check in exchange.checks:
-            child(self.guard_checks, model, served, check["check"], check["stage"],
-                  check["verdict"], check["action"]).inc()
+            self.guard_checks.labels(model, served, check["check"], check["stage"],
+                                     check["verdict"], check["action"]).inc()
         for number, attempt in enumerate(exchange.attempts):
             name = self.deployment(attempt.deployment)
             if number:
-                child(self.retries, model, name).inc()
+                self.retries.labels(model, name).inc()
             if attempt.error is not None:
-                child(self.upstream_errors, model, name, attempt.error).inc()
+                self.upstream_errors.labels(model, name, attempt.error).inc()
 
     def _observe_stream(self, exchange: Exchange, series: _Series, output: int) -> None:
         times = exchange.chunk_times
