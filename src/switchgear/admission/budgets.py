@@ -60,6 +60,26 @@ def period_bounds(period: Period, now: float) -> tuple[str, float]:
     return f"{year:04d}-{month:02d}", following * 86400.0
 
 
+#: Every period, in order (iterating the enum itself costs more, per request).
+PERIODS = tuple(Period)
+
+
+class PeriodBounds:
+    """``period_bounds``, worked out once per UTC day (both periods follow from the day)."""
+
+    __slots__ = ("_bounds", "_day")
+
+    def __init__(self) -> None:
+        self._day: int | None = None
+        self._bounds: dict[Period, tuple[str, float]] = {}
+
+    def __call__(self, period: Period, now: float) -> tuple[str, float]:
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._bounds = day, {kind: period_bounds(kind, now) for kind in PERIODS}
+        return self._bounds[period]
+
+
 def civil_from_days(days: int) -> tuple[int, int, int]:
     """The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
     (Howard Hinnant's algorithm)."""
@@ -203,6 +223,7 @@ class InProcessBudgets:
     ) -> None:
         self._alerts = _Alerts(on_alert)
         self._clock = clock
+        self._period_bounds = PeriodBounds()
         self._counters: dict[tuple[str, Period], _Counter] = {}
 
     def _counter(self, scope: str, period: Period, period_id: str) -> _Counter:
@@ -216,11 +237,11 @@ class InProcessBudgets:
         now = self._clock()
         refusals = []
         for budget in budgets:
-            for period in Period:
+            for period in PERIODS:
                 limit = budget.limit(period)
                 if limit is None:
                     continue
-                period_id, end = period_bounds(period, now)
+                period_id, end = self._period_bounds(period, now)
                 counter = self._counters.get((budget.scope, period))
                 spent = counter.spent if counter is not None and counter.period_id == period_id else 0.0
                 if spent >= limit:
@@ -235,8 +256,8 @@ class InProcessBudgets:
         now = self._clock()
         alerts = []
         for budget in {b.scope: b for b in budgets}.values():
-            for period in Period:
-                period_id, _ = period_bounds(period, now)
+            for period in PERIODS:
+                period_id, _ = self._period_bounds(period, now)
                 counter = self._counter(budget.scope, period, period_id)
                 counter.spent += cost
                 limit = budget.limit(period)
@@ -255,9 +276,9 @@ class InProcessBudgets:
         """What the scope has spent in the current day and month."""
         now = self._clock()
         out = {}
-        for period in Period:
+        for period in PERIODS:
             counter = self._counters.get((budget.scope, period))
-            period_id, _ = period_bounds(period, now)
+            period_id, _ = self._period_bounds(period, now)
             out[period] = counter.spent if counter is not None and counter.period_id == period_id else 0.0
         return out
 
@@ -305,6 +326,7 @@ class RedisBudgets:
         self._prefix = prefix
         self._alerts = _Alerts(on_alert)
         self._clock = clock
+        self._period_bounds = PeriodBounds()
 
     def _key(self, scope: str, period: Period, period_id: str) -> str:
         return f"{self._prefix}{scope}:{period.value}:{period_id}"
@@ -326,10 +348,10 @@ class RedisBudgets:
         now = self._clock()
         wanted: list[tuple[Budget, Period, str, float, float]] = []
         for budget in budgets:
-            for period in Period:
+            for period in PERIODS:
                 limit = budget.limit(period)
                 if limit is not None:
-                    period_id, end = period_bounds(period, now)
+                    period_id, end = self._period_bounds(period, now)
                     wanted.append((budget, period, period_id, end, limit))
         spent = await self._read([self._key(b.scope, p, pid) for b, p, pid, _, _ in wanted])
         refusals = [(b, p, pid, end) for (b, p, pid, end, limit), s in zip(wanted, spent, strict=True)
@@ -349,8 +371,8 @@ class RedisBudgets:
         keys: list[str] = []
         args: list[str | float | int] = [repr(float(cost))]
         for budget in {b.scope: b for b in budgets}.values():
-            for period in Period:
-                period_id, end = period_bounds(period, now)
+            for period in PERIODS:
+                period_id, end = self._period_bounds(period, now)
                 key = self._key(budget.scope, period, period_id)
                 limit = budget.limit(period)
                 counters.append((budget, period, period_id))
@@ -374,5 +396,5 @@ class RedisBudgets:
         """What the scope has spent in the current day and month."""
         now = self._clock()
         periods = list(Period)
-        keys = [self._key(budget.scope, p, period_bounds(p, now)[0]) for p in periods]
+        keys = [self._key(budget.scope, p, self._period_bounds(p, now)[0]) for p in periods]
         return dict(zip(periods, await self._read(keys), strict=True))

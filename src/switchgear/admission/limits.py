@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
@@ -42,6 +42,11 @@ EPSILON = 1e-6
 
 Dimension = Literal["requests", "tokens"]
 DIMENSIONS: tuple[Dimension, ...] = ("requests", "tokens")
+#: Per dimension, in ``DIMENSIONS`` order: its ``x-ratelimit-{limit,remaining,reset}-*`` names.
+HEADER_NAMES: tuple[tuple[Dimension, bytes, bytes, bytes], ...] = tuple(
+    (dimension, f"x-ratelimit-limit-{dimension}".encode(),
+     f"x-ratelimit-remaining-{dimension}".encode(), f"x-ratelimit-reset-{dimension}".encode())
+    for dimension in DIMENSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,21 +106,24 @@ class Decision:
 
     def strictest(self, dimension: Dimension) -> LimitStatus | None:
         """The bucket of ``dimension`` that will refuse first: least remaining, then longest reset."""
-        candidates = [s for s in self.statuses if s.dimension == dimension]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda s: (s.remaining, -s.reset_after))
+        found = None
+        for status in self.statuses:
+            if status.dimension == dimension and (
+                found is None
+                or (status.remaining, -status.reset_after) < (found.remaining, -found.reset_after)
+            ):
+                found = status
+        return found
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the strictest limits."""
         out: list[tuple[bytes, bytes]] = []
-        for dimension in DIMENSIONS:
+        for dimension, limit, remaining, reset in HEADER_NAMES:
             status = self.strictest(dimension)
             if status is None:
                 continue
-            out.append((f"x-ratelimit-limit-{dimension}".encode(), str(status.limit).encode()))
-            out.append((f"x-ratelimit-remaining-{dimension}".encode(), str(status.remaining).encode()))
-            out.append((f"x-ratelimit-reset-{dimension}".encode(), duration(status.reset_after).encode()))
+            out += ((limit, b"%d" % status.limit), (remaining, b"%d" % status.remaining),
+                    (reset, duration(status.reset_after).encode()))
         return out
 
     def error(self) -> RateLimitExceeded:
@@ -153,8 +161,7 @@ class Limiter(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Bucket:
+class _Bucket(NamedTuple):
     name: str
     key: str
     dimension: Dimension
@@ -182,29 +189,27 @@ def _buckets(limits: Sequence[Limit], tokens: int) -> list[_Bucket]:
 
 def _decide(buckets: Sequence[_Bucket], ahead: Sequence[float], allowed: bool, tokens: int) -> Decision:
     """Build the decision from each bucket's ``tat - now`` after the step (before it if refused)."""
-    statuses = []
+    leads = [max(0.0, lead) for lead in ahead]
+    statuses = tuple(
+        LimitStatus(bucket.key, bucket.dimension, bucket.limit,
+                    min(bucket.limit, max(0, math.floor((PERIOD - lead) / bucket.interval + EPSILON))),
+                    lead)
+        for bucket, lead in zip(buckets, leads, strict=True))
+    if allowed:
+        token_buckets = tuple((b.name, b.interval) for b in buckets if b.dimension == "tokens")
+        return Decision(True, 0.0, statuses, Reservation(tokens, token_buckets))
     refused: list[str] = []
     retry_after = 0.0
     too_large = False
-    for bucket, lead in zip(buckets, ahead, strict=True):
-        lead = max(0.0, lead)
-        remaining = math.floor((PERIOD - lead) / bucket.interval + EPSILON)
-        statuses.append(LimitStatus(bucket.key, bucket.dimension, bucket.limit,
-                                    min(bucket.limit, max(0, remaining)), lead))
-        if not allowed:
-            wait = lead + bucket.cost * bucket.interval - PERIOD
-            if wait > EPSILON:
-                refused.append(bucket.key)
-                retry_after = max(retry_after, wait)
-            if bucket.cost > bucket.limit:
-                too_large = True
-    reservation = Reservation(0)
-    if allowed:
-        token_buckets = tuple((b.name, b.interval) for b in buckets if b.dimension == "tokens")
-        reservation = Reservation(tokens, token_buckets)
-    if not allowed:
-        retry_after = PERIOD if too_large else max(retry_after, 0.001)
-    return Decision(allowed, retry_after, tuple(statuses), reservation, tuple(dict.fromkeys(refused)),
+    for bucket, lead in zip(buckets, leads, strict=True):
+        wait = lead + bucket.cost * bucket.interval - PERIOD
+        if wait > EPSILON:
+            refused.append(bucket.key)
+            retry_after = max(retry_after, wait)
+        if bucket.cost > bucket.limit:
+            too_large = True
+    retry_after = PERIOD if too_large else max(retry_after, 0.001)
+    return Decision(False, retry_after, statuses, Reservation(0), tuple(dict.fromkeys(refused)),
                     too_large)
 
 

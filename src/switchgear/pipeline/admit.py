@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from switchgear.admission.budgets import Budget, Budgets
 from switchgear.admission.keys import NO_LIMITS, ApiKey, KeyLimits, KeyRing, Role
@@ -28,6 +29,9 @@ log = logging.getLogger("switchgear.admission")
 
 #: Roles whose keys may call models.
 CALLERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.CLIENT})
+#: How many (key, tenant, model)s ``Quotas`` remembers the limits and budgets of (then it
+#: starts over): a bound on memory however many keys call.
+REMEMBERED_QUOTAS = 4096
 
 
 class Authenticator:
@@ -82,6 +86,16 @@ def identify(exchange: Exchange, key: ApiKey | None) -> None:
     exchange.priority = effective_tier(default_tier, exchange.requested_priority)
 
 
+@dataclass(frozen=True, slots=True)
+class _Applying:
+    """The limits and budgets of one (key, tenant, model), worked out with the key's own
+    limits ``own``."""
+
+    own: KeyLimits
+    limits: tuple[Limit, ...]
+    budgets: tuple[Budget, ...]
+
+
 class Quotas:
     """Which rate limits and budgets apply to a request; takes it from them at admission and
     settles its real tokens and cost when it ends. A key's own limits (``keys``) replace the
@@ -96,6 +110,7 @@ class Quotas:
         self.on_close = on_close
         self.keys = keys
         self._settling: set[asyncio.Task[None]] = set()
+        self._applying: dict[tuple[str | None, str, str], _Applying] = {}
 
     def _own(self, key_id: str) -> KeyLimits:
         return NO_LIMITS if self.keys is None else self.keys.limits(key_id)
@@ -135,13 +150,29 @@ class Quotas:
                 limits.append(Limit(f"{kind}:{name}", values.rpm, values.tpm))
         return limits
 
+    def _quotas_of(self, exchange: Exchange) -> _Applying:
+        """``applicable`` and ``applicable_budgets`` of ``exchange``, worked out once per
+        key, tenant and model while the key's own limits stay the same (the config's cannot
+        change: each config version has its own Quotas)."""
+        principal = exchange.principal
+        key_id = principal.key_id
+        own = NO_LIMITS if key_id is None else self._own(key_id)
+        remembered = (key_id, principal.tenant, exchange.model)
+        found = self._applying.get(remembered)
+        if found is None or found.own is not own:
+            if len(self._applying) >= REMEMBERED_QUOTAS:
+                self._applying.clear()
+            found = self._applying[remembered] = _Applying(
+                own, tuple(self.applicable(exchange)), tuple(self.applicable_budgets(exchange)))
+        return found
+
     async def admit(self, exchange: Exchange) -> None:
         """Refuse a request over budget; take it from its limits, or raise a 429 with
         Retry-After and the ``x-ratelimit-*`` headers."""
-        budgets = self.applicable_budgets(exchange)
+        applying = self._quotas_of(exchange)
+        budgets, limits = applying.budgets, applying.limits
         if budgets:
             await self.budgets.check(budgets)
-        limits = self.applicable(exchange)
         if not limits:
             return
         decision = await self.limiter.acquire(limits, estimated_tokens(exchange))
@@ -155,7 +186,7 @@ class Quotas:
         to the budgets (in the background: the answer is already on its way)."""
         reservation = exchange.reservation
         exchange.reservation = None
-        budgets = self.applicable_budgets(exchange) if exchange.cost else []
+        budgets = self._quotas_of(exchange).budgets if exchange.cost else ()
         if not isinstance(reservation, Reservation) and not budgets:
             return
         task = asyncio.get_running_loop().create_task(self._settle(
@@ -164,8 +195,8 @@ class Quotas:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def _settle(self, reservation: Reservation | None, used: int, budgets: list[Budget],
-                      cost: float) -> None:
+    async def _settle(self, reservation: Reservation | None, used: int,
+                      budgets: tuple[Budget, ...], cost: float) -> None:
         try:
             if reservation is not None:
                 await self.limiter.settle(reservation, used)
