@@ -15,9 +15,11 @@ from switchgear.store.text import UNSAFE_IN_LINE, safe_line, safe_text
 NO_CHARGES = Charges()
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class RequestRecord:
-    """One row of ``request_log``; times are seconds since the epoch."""
+    """One row of ``request_log``; times are seconds since the epoch. Never changed once made
+    (``replace`` makes another); not frozen, as a frozen one costs a call per field to build,
+    which is once per request."""
 
     request_id: str
     tenant: str
@@ -151,13 +153,13 @@ _TEXT_VALUES = attrgetter(*TEXT_COLUMNS)
 
 def storable(record: RequestRecord) -> RequestRecord:
     """``record`` with every string safe to store (see ``store.text``): the record itself when
-    it already is, which one join and one search over its short strings tell in about a
-    microsecond."""
+    it already is, which one join and one search over its short strings, and a search of each
+    text, tell in about a microsecond."""
     lines: tuple[str | None, ...] = _LINE_VALUES(record)
     joined = "".join(filter(None, lines))
     texts: tuple[str | None, ...] = _TEXT_VALUES(record)
     if (len(joined) <= FIELD_LIMIT and UNSAFE_IN_LINE.search(joined) is None
-            and not any(texts)):
+            and all(text is None or safe_text(text, TEXT_LIMIT) is text for text in texts)):
         return record
     changes: dict[str, Any] = {}
     for name, value in zip(LINE_COLUMNS, lines, strict=True):
