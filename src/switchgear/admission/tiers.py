@@ -277,6 +277,9 @@ class TierGate:
     def _hand_on(self) -> None:
         """Pass a freed place to the oldest waiter of the highest tier that may take it (its
         headroom allowing), or free it if none may."""
+        if not self._waiting:  # no queue holds anyone
+            self._in_use -= 1
+            return
         for name in TIERS:
             state = self._tiers[name]
             if self._in_use - 1 >= self.config.capacity - state.limits.headroom:
