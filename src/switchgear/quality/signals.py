@@ -161,7 +161,9 @@ class QualitySignals:
             name = name_of(exchange)
             if name is None:
                 continue
-            series = self._series.setdefault((dimension, name), deque())
+            series = self._series.get((dimension, name))
+            if series is None:
+                series = self._series[(dimension, name)] = deque()
             if not series or series[-1][0] < index:
                 series.append((index, Tally()))
                 while series[0][0] <= index - keep:
