@@ -286,17 +286,25 @@ class Route:
         on the last chunk (``include_usage`` was asked for): it is read once the stream ends,
         from the last chunk sent on, so no chunk is looked at for it."""
         timeouts = deployment.config.timeouts
-        deadline = started + timeouts.total
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + started + timeouts.total - time.monotonic()
+        watch = _Watch(deployment.name)
         settled = False
         chunk = first
         try:
             yield chunk
             while True:
-                limit = min(timeouts.idle, deadline - time.monotonic())
+                watch.begin(min(timeouts.idle, deadline - loop.time()))
                 try:
-                    chunk = await _within(anext(rest), limit, deployment.name)
+                    chunk = await anext(rest)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    if watch.cut():
+                        raise watch.timeout() from None
+                    raise
+                finally:
+                    watch.end()
                 yield chunk
             _succeeded(deployment, attempt, ttft, time.monotonic() - started)
             settled = True
@@ -305,6 +313,7 @@ class Route:
             settled = True
             raise
         finally:
+            watch.close()
             if not settled:  # the client left, or a hedge answered first
                 attempt.outcome = "cancelled"
                 deployment.health.released()
@@ -313,13 +322,88 @@ class Route:
             take_usage(exchange, chunk)
 
 
+class _Watch:
+    """The time limit of each wait for a stream's next chunk, kept by one timer per stream
+    rather than a timeout per chunk: the timer, once due, cuts the wait in progress (cancels
+    its task, as ``asyncio.timeout`` does) only if it was set for that wait; set for an earlier
+    one, it is set again for this one, and with no wait in progress it waits for the next."""
+
+    __slots__ = ("_cancelling", "_cut", "_due", "_limit", "_loop", "_name", "_task", "_timer",
+                 "_timer_due")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._due = 0.0
+        self._limit = 0.0
+        self._cut = False
+
+    def begin(self, limit: float) -> None:
+        """A wait begins, in the current task, that may last ``limit`` seconds."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._task, self._cancelling = task, task.cancelling()
+        self._limit = limit
+        self._due = self._loop.time() + max(limit, 0.0)
+        if self._timer is None or self._due < self._timer_due:  # the total deadline is nearer
+            self.close()
+            self._set_timer()
+
+    def end(self) -> None:
+        """The wait is over (a cut it ignored is taken back)."""
+        if self._cut and self._task is not None:
+            self._cut = False
+            self._task.uncancel()
+        self._task = None
+
+    def cut(self) -> bool:
+        """After a CancelledError in the wait: whether the time limit caused it (then taken
+        back) and nothing else cancelled the task."""
+        if not self._cut or self._task is None:
+            return False
+        self._cut = False
+        return self._task.uncancel() <= self._cancelling
+
+    def timeout(self) -> UpstreamTimeout:
+        """The error of a wait cut by its limit."""
+        return _timed_out(self._name, self._limit)
+
+    def close(self) -> None:
+        """Unset the timer (the stream is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _set_timer(self) -> None:
+        self._timer_due = self._due
+        self._timer = self._loop.call_at(self._due, self._due_now)
+
+    def _due_now(self) -> None:
+        self._timer = None
+        if self._task is None:
+            return  # between waits: the next one sets the timer
+        if self._timer_due < self._due:
+            self._set_timer()  # set for an earlier wait
+            return
+        self._cut = True
+        self._task.cancel()
+
+
 async def _within(step: Awaitable[T], seconds: float, name: str) -> T:
     """Await ``step`` for at most ``seconds``; an UpstreamTimeout after that."""
     try:
         async with asyncio.timeout(max(seconds, 0.0)):
             return await step
     except TimeoutError:
-        raise UpstreamTimeout(f"Deployment '{name}' did not answer within {seconds:g}s.") from None
+        raise _timed_out(name, seconds) from None
+
+
+def _timed_out(name: str, seconds: float) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Deployment '{name}' did not answer within {seconds:g}s.")
 
 
 def _succeeded(deployment: Deployment, attempt: Attempt, ttft: float, total: float) -> None:
