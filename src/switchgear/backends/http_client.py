@@ -65,14 +65,16 @@ class Response:
         """The whole body."""
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive (de-chunked)."""
+    async def iter_chunks(self, last: bytes = b"") -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive (de-chunked), and ``last`` after them if given."""
         connection = self._connection
         while True:
             item = await connection.next_chunk()
             if item is None:
-                return
+                break
             yield item
+        if last:
+            yield last
 
     def close(self) -> None:
         """Give the connection back (reusable if the body was read whole) or drop it."""

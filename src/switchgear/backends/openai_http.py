@@ -66,17 +66,28 @@ def map_client_error(error: ClientError, name: str) -> SwitchgearError:
     return UpstreamProtocolError(f"Deployment '{name}' broke the connection: {error}.")
 
 
+class SSEData:
+    """Reads the ``data:`` payloads of a server-sent-event stream from its raw chunks."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The payloads of the lines ``chunk`` completes (``b"\\n"`` ends a last open line)."""
+        *complete, self._pending = (self._pending + chunk).split(b"\n")
+        return [line[5:].strip() for line in complete if line.startswith(b"data:")]
+
+
 async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The ``data:`` payloads of a server-sent-event stream, given its raw chunks."""
-    pending = b""
+    reader = SSEData()
     async for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):
-        yield pending[5:].strip()
+        for data in reader.feed(chunk):
+            yield data
+    for data in reader.feed(b"\n"):
+        yield data
 
 
 class HTTPBackend:
@@ -200,14 +211,16 @@ class OpenAIHTTPBackend(HTTPBackend):
         response = await self._send("POST", PATHS[operation], orjson.dumps(body), self._total_timeout)
         if response.status >= 400:
             raise self._status_error(response.status, await self._read(response), response.headers)
+        reader = SSEData()
         try:
-            async for data in sse_data(response.iter_chunks()):
-                if data == DONE:
-                    return
-                chunk = self._json_object(data, "event")
-                if "error" in chunk:
-                    raise self._event_error(chunk)
-                yield chunk
+            async for raw in response.iter_chunks(b"\n"):  # the newline ends a last open line
+                for data in reader.feed(raw):
+                    if data == DONE:
+                        return
+                    chunk = self._json_object(data, "event")
+                    if "error" in chunk:
+                        raise self._event_error(chunk)
+                    yield chunk
         except ClientError as error:
             raise map_client_error(error, self.name) from None
         finally:
