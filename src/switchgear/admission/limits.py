@@ -64,9 +64,11 @@ class Limit:
                 raise ValueError(f"limit {self.key!r}: {name} must be at least 1, got {value}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LimitStatus:
-    """One bucket after a decision: its limit, what is left of it now, seconds until it is full."""
+    """One bucket after a decision: its limit, what is left of it now, seconds until it is full.
+    Never changed once made (not frozen: one is built per bucket per request, and a frozen
+    dataclass costs a call per field to build)."""
 
     key: str
     dimension: Dimension
@@ -75,9 +77,10 @@ class LimitStatus:
     reset_after: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reservation:
-    """The tokens an admitted request holds in its token buckets until it is settled."""
+    """The tokens an admitted request holds in its token buckets until it is settled (never
+    changed once made; not frozen, like ``LimitStatus``)."""
 
     tokens: int
     buckets: tuple[tuple[str, float], ...] = ()  # (bucket name, emission interval) per tpm limit
@@ -93,9 +96,10 @@ class RateLimitExceeded(RateLimited):
         self.headers = headers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The answer to one ``acquire``: admitted or not, and the limits' state for the headers."""
+    """The answer to one ``acquire``: admitted or not, and the limits' state for the headers
+    (never changed once made; not frozen, like ``LimitStatus``)."""
 
     allowed: bool
     retry_after: float
