@@ -28,7 +28,7 @@ from switchgear.admission.keys import KeyRing
 from switchgear.admission.tiers import TierGate
 from switchgear.backends import build_backend
 from switchgear.batch.batches import Batches
-from switchgear.batch.files import BatchFiles, numbered
+from switchgear.batch.files import BatchFiles
 from switchgear.batch.runner import BatchRunner, LineResult, SpareCapacity, spare_capacity
 from switchgear.config import BatchConfig, Config, DeploymentConfig, TelemetryConfig, parse_config
 from switchgear.errors import RateLimited
@@ -39,6 +39,7 @@ from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 from switchgear.store import open_store
 from switchgear.store.base import RecordStore
+from switchgear.store.migrations import numbered
 from switchgear.store.records import RequestRecord
 from switchgear.telemetry.metrics import BatchSeries
 from switchgear.telemetry.tracing import Tracer

@@ -29,13 +29,11 @@ from switchgear.batch.files import (
     BatchFiles,
     Page,
     new_id,
-    numbered,
     page_rows,
-    values_rows,
 )
 from switchgear.errors import InvalidRequest, NotFound
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import BATCHES
+from switchgear.store.migrations import BATCHES, numbered, statement_slices, values_rows
 
 BATCHES_TABLE = "batches"
 LINES_TABLE = "batch_lines"
@@ -53,7 +51,7 @@ DEFAULT_BATCHES_PAGE = 20
 #: Validation errors reported at most (a file of 50,000 bad lines reports the first ones).
 MAX_REPORTED_ERRORS = 100
 #: Lines written by one INSERT (six bind parameters each, far below both databases' limits).
-LINES_PER_INSERT = 500
+LINES_PER_INSERT = 512
 #: Metadata: pairs at most, and the longest key and value (OpenAI's limits).
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 #: Seconds after which a batch left ``finalizing`` (its replica died writing the files) may
@@ -303,8 +301,7 @@ class Batches:
                 "WHERE batch_id = ? AND status = 'validating'"),
                 (self.clock(), orjson.dumps(errors).decode(), batch_id))
             return
-        for start in range(0, len(validated.lines), LINES_PER_INSERT):
-            chunk = validated.lines[start:start + LINES_PER_INSERT]
+        for chunk in statement_slices(validated.lines, LINES_PER_INSERT):
             await self.store.execute(
                 f"INSERT INTO {LINES_TABLE} (batch_id, line_no, custom_id, body, state, "
                 f"attempts) VALUES {values_rows(self.store.dialect, 6, len(chunk))} "

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from switchgear.errors import InvalidRequest
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import BATCH_FILES, Dialect, placeholders
+from switchgear.store.migrations import BATCH_FILES, numbered, placeholders
 
 FILES_TABLE = "batch_files"
 #: Purposes a file here may have: a batch's input, or what a batch wrote.
@@ -31,20 +31,6 @@ Order = Literal["asc", "desc"]
 def new_id(prefix: str) -> str:
     """A fresh object id: ``prefix`` and 24 random hexadecimal digits."""
     return prefix + secrets.token_hex(12)
-
-
-def numbered(dialect: Dialect, sql: str) -> str:
-    """``sql`` with its ``?`` marks as ``dialect`` writes bind parameters."""
-    if dialect == "sqlite":
-        return sql
-    parts = sql.split("?")
-    return parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], 1))
-
-
-def values_rows(dialect: Dialect, width: int, count: int) -> str:
-    """``(?, ?), (?, ?)``: ``count`` rows of ``width`` bind parameters for one INSERT."""
-    marks = placeholders(dialect, width * count).split(", ")
-    return ", ".join(f"({', '.join(marks[at:at + width])})" for at in range(0, len(marks), width))
 
 
 @dataclass(frozen=True, slots=True)

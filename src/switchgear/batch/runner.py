@@ -45,7 +45,6 @@ from switchgear.admission.keys import ApiKey, KeyRing
 from switchgear.admission.tiers import GateSnapshot, TierGate
 from switchgear.background import Background
 from switchgear.batch.batches import OPEN_MODE_KEY, Batches
-from switchgear.batch.files import numbered
 from switchgear.config import BatchConfig, Config
 from switchgear.errors import AuthenticationFailed, SwitchgearError, internal_error
 from switchgear.exchange import Exchange, Operation
@@ -56,7 +55,7 @@ from switchgear.pipeline.record import Recorder
 from switchgear.routing.deployment import Deployment, FleetDeployment
 from switchgear.routing.router import Router
 from switchgear.store.base import RecordStore, StoreUnavailable
-from switchgear.store.migrations import Dialect
+from switchgear.store.migrations import Dialect, numbered
 from switchgear.telemetry.metrics import BatchSeries
 from switchgear.telemetry.tracing import Tracer
 

@@ -7,11 +7,13 @@ A migration, once released, never changes: a new column or index is a new migrat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 Dialect = Literal["sqlite", "postgresql"]
+#: A row to insert, whatever its shape.
+Row = TypeVar("Row")
 
 #: Logical column types and how each dialect spells them (SQLite keeps booleans as integer 0/1).
 TYPE_NAMES: Mapping[Dialect, Mapping[str, str]] = {
@@ -72,6 +74,33 @@ def placeholders(dialect: Dialect, count: int) -> str:
     if dialect == "sqlite":
         return ", ".join("?" * count)
     return ", ".join(f"${number}" for number in range(1, count + 1))
+
+
+def numbered(dialect: Dialect, sql: str) -> str:
+    """``sql`` with its ``?`` marks as ``dialect`` writes bind parameters."""
+    if dialect == "sqlite":
+        return sql
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], 1))
+
+
+def values_rows(dialect: Dialect, width: int, count: int) -> str:
+    """``(?, ?), (?, ?)``: ``count`` rows of ``width`` bind parameters for one INSERT."""
+    marks = placeholders(dialect, width * count).split(", ")
+    return ", ".join(f"({', '.join(marks[at:at + width])})" for at in range(0, len(marks), width))
+
+
+def statement_slices(rows: Sequence[Row], largest: int) -> Iterator[Sequence[Row]]:
+    """``rows`` in slices for multi-row INSERTs: ``largest`` at a time, the rest in power-of-two
+    slices. A table is then written by a handful of distinct statements whatever the batch
+    sizes: each distinct text is a statement the driver prepares and keeps (SQLite's compiled
+    program of a 500-row INSERT is hundreds of kB), so one per batch size grew the gateway's
+    memory for as long as new sizes turned up."""
+    start = 0
+    while start < len(rows):
+        size = min(largest, 1 << ((len(rows) - start).bit_length() - 1))
+        yield rows[start:start + size]
+        start += size
 
 
 def create_index(table: str, columns: tuple[str, ...]) -> str:

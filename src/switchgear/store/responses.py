@@ -16,13 +16,19 @@ from typing import Any
 import orjson
 
 from switchgear.store.base import RecordStore
-from switchgear.store.migrations import STORED_RESPONSES, Dialect, placeholders
+from switchgear.store.migrations import (
+    STORED_RESPONSES,
+    numbered,
+    placeholders,
+    statement_slices,
+    values_rows,
+)
 
 RESPONSES_TABLE = "stored_responses"
 SECONDS_PER_DAY = 86_400.0
 #: Responses written by one statement at most (its bind parameters stay far below the limits
 #: of both databases).
-BATCH_ROWS = 100
+BATCH_ROWS = 64
 
 
 #: A response to store: its tenant, the Response object, the conversation items before it.
@@ -43,14 +49,6 @@ class StoredResponse:
         return [*self.items, *(self.response.get("output") or [])]
 
 
-def _numbered(dialect: Dialect, sql: str) -> str:
-    """``sql`` with its ``?`` marks as ``dialect`` writes bind parameters."""
-    if dialect == "sqlite":
-        return sql
-    parts = sql.split("?")
-    return parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], 1))
-
-
 class StoredResponses:
     """Saves, reads and deletes stored responses of one tenant at a time; a response of another
     tenant, or one older than ``retention_days`` (None: kept for ever), is not there."""
@@ -62,10 +60,10 @@ class StoredResponses:
         self.clock = clock
         dialect = store.dialect
         self._columns = ", ".join(column.name for column in STORED_RESPONSES)
-        self._select = _numbered(dialect, f"SELECT items, response FROM {RESPONSES_TABLE} "
+        self._select = numbered(dialect, f"SELECT items, response FROM {RESPONSES_TABLE} "
                                           "WHERE response_id = ? AND tenant = ? "
                                           "AND created_at >= ?")
-        self._delete = _numbered(dialect, f"DELETE FROM {RESPONSES_TABLE} "
+        self._delete = numbered(dialect, f"DELETE FROM {RESPONSES_TABLE} "
                                           "WHERE response_id = ? AND tenant = ? "
                                           "AND created_at >= ?")
 
@@ -83,13 +81,10 @@ class StoredResponses:
     async def save_many(self, saves: Sequence[Save]) -> None:
         """Store each (tenant, response, items) of ``saves``: a statement per ``BATCH_ROWS``."""
         width = len(STORED_RESPONSES)
-        for start in range(0, len(saves), BATCH_ROWS):
-            batch = saves[start:start + BATCH_ROWS]
-            marks = placeholders(self.store.dialect, width * len(batch)).split(", ")
-            rows = ", ".join(f"({', '.join(marks[at:at + width])})"
-                             for at in range(0, len(marks), width))
+        for batch in statement_slices(saves, BATCH_ROWS):
             await self.store.execute(
-                f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES {rows}",
+                f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES "
+                f"{values_rows(self.store.dialect, width, len(batch))}",
                 [value for tenant, response, items in batch for value in (
                     response["id"], tenant, float(response["created_at"]), response["model"],
                     orjson.dumps(items).decode(), orjson.dumps(response).decode())])

@@ -25,6 +25,7 @@ from switchgear.store.migrations import (
     Dialect,
     pending,
     record_applied,
+    statement_slices,
 )
 from switchgear.store.records import COLUMNS, RequestRecord
 from switchgear.store.retention import fold
@@ -39,8 +40,8 @@ SQL = RequestLogSQL.of("sqlite")
 #: taken apart by json_extract: SQLite before 3.45 parses the row's JSON again for each column,
 #: 38 us a row at 60 columns against 14 with parameters.
 ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-#: Rows per statement: SQLite allows 32,766 bound parameters in one.
-ROWS_PER_STATEMENT = 32_766 // len(COLUMNS)
+#: Rows per statement: a power of two within SQLite's 32,766 bound parameters in one.
+ROWS_PER_STATEMENT = 1 << ((32_766 // len(COLUMNS)).bit_length() - 1)
 
 
 def insert_rows(count: int) -> str:
@@ -142,8 +143,7 @@ class SQLiteConnection:
         """Insert ``records`` in one transaction, skipping request ids already stored."""
         self.priority.adjust(min(record.done_at or record.received_at for record in records))
         with self.transaction() as cursor:
-            for start in range(0, len(records), ROWS_PER_STATEMENT):
-                rows = records[start:start + ROWS_PER_STATEMENT]
+            for rows in statement_slices(records, ROWS_PER_STATEMENT):
                 cursor.execute(insert_rows(len(rows)),
                                [value for record in rows for value in record.values()])
 
