@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
-from typing import Any
+import types
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, MutableMapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -14,6 +15,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
 
 JSON = b"application/json"
 EVENT_STREAM_HEADERS = [
@@ -157,6 +159,8 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
 
     The first event is taken before the headers go out, so the chain producing ``events`` has
     started and its clean-up runs however the stream ends: ``events`` is closed in every case.
+    Events that are ready together (what one upstream read produced) go out in one write, sent
+    as soon as the next event has to be waited for; the last write ends the response.
     """
     disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
@@ -164,17 +168,52 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
         await send({"type": "http.response.start", "status": 200,
                     "headers": _headers(request_id, EVENT_STREAM_HEADERS[0][1],
                                         [*EVENT_STREAM_HEADERS[1:], *(extra or [])])})
-        if first is not None:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        async for data in events:
+        ready = [] if first is None else [first]
+        while first is not None:
             if disconnected.done():
+                return
+            step = events.__anext__().__await__()
+            try:
+                waits_on = step.send(None)
+            except StopIteration as got:  # ready at once: it goes out with the others
+                ready.append(got.value)
+                continue
+            except StopAsyncIteration:
                 break
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        else:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            try:
+                await send({"type": "http.response.body", "body": b"".join(ready),
+                            "more_body": True})
+            except BaseException as error:  # cancelled: the producers learn it where they wait
+                await _finish(step, None, error)
+                raise
+            ready = [await _finish(step, waits_on)]
+        await send({"type": "http.response.body", "body": b"".join(ready), "more_body": False})
     finally:
         disconnected.cancel()
         await events.aclose()
+
+
+@types.coroutine
+def _finish(step: Generator[Any, None, T], waits_on: Any, error: BaseException | None = None
+            ) -> Generator[Any, None, T]:
+    """Go on awaiting ``step``, which has run until it had to wait on ``waits_on`` (a future,
+    or None to be resumed soon). ``error``, and any error thrown into the awaiting task (its
+    cancellation), is thrown into ``step`` where it waits."""
+    while True:
+        if error is None:
+            try:
+                yield waits_on
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as thrown:
+                error = thrown
+        try:
+            waits_on = step.send(None) if error is None else step.throw(error)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+        error = None
 
 
 class Departure:
