@@ -142,6 +142,10 @@ class PythonProxy:
     name: str = "proxy"
     streamed: bool = False
     startup_timeout_s: float = 30.0
+    #: The HTTP server it runs on (uvicorn or aiohttp) and the client it forwards with
+    #: (aiohttp or Switchgear's own), to choose the gateway's by measurement.
+    server: str = "uvicorn"
+    client: str = "aiohttp"
 
     def missing(self) -> str | None:
         """Set when the venv's Python lacks what the proxy imports."""
@@ -165,7 +169,7 @@ class PythonProxy:
         directory.mkdir(parents=True, exist_ok=True)
         argv = [str(self.python), str(HERE / "proxy.py"), "--host", "127.0.0.1",
                 "--port", str(port), "--upstream", upstream.base_url_for(self.streamed),
-                "--model", UPSTREAM_MODEL]
+                "--model", UPSTREAM_MODEL, "--server", self.server, "--client", self.client]
         process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
                                  env=_environment({"PYTHONUNBUFFERED": "1"}), cwd=directory)
         endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,

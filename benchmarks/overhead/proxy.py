@@ -7,17 +7,27 @@ whole (not parsed), or chunk by chunk when the request asked for a stream. No au
 records, metrics or checks: what any Python gateway must at least do for a request.
 
     python proxy.py --port 8081 --upstream http://127.0.0.1:8080/v1 --model bench-upstream
+
+``--server aiohttp`` serves it with aiohttp's web server instead of uvicorn, and ``--client
+switchgear`` forwards with Switchgear's own HTTP/1.1 client (backends/http_client.py) instead of
+aiohttp's: the rows ``proxy-aiohttp-server`` and ``proxy-switchgear-client`` measure the HTTP
+server and client the gateway is built on against the alternatives at hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import aiohttp
 import uvicorn
+import uvloop
+from aiohttp import web
+
+from switchgear.backends.http_client import ConnectionPool
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +40,8 @@ Dumps = Callable[[Any], bytes]
 CHAT_PATH = "/v1/chat/completions"
 #: Connections kept to the upstream at most (the gateway's deployment allows as many).
 UPSTREAM_CONNECTIONS = 1024
+#: How long an upstream answer may take with Switchgear's client (it needs a deadline).
+UPSTREAM_DEADLINE_S = 60.0
 
 
 def json_codec() -> tuple[Loads, Dumps]:
@@ -45,11 +57,14 @@ class ChatProxy:
     """The ASGI app: forwards chat completions to ``upstream`` (a base URL ending in /v1) as
     ``model``; its client session lives from the lifespan's start to its end."""
 
-    def __init__(self, upstream: str, model: str) -> None:
-        self.url = upstream.rstrip("/") + "/chat/completions"
+    def __init__(self, upstream: str, model: str, client: str = "aiohttp") -> None:
+        self.upstream = upstream.rstrip("/")
+        self.url = self.upstream + "/chat/completions"
         self.model = model
+        self.client = client
         self.loads, self.dumps = json_codec()
         self.session: aiohttp.ClientSession | None = None
+        self.pool: ConnectionPool | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -58,23 +73,37 @@ class ChatProxy:
             if scope["method"] != "POST" or scope["path"] != CHAT_PATH:
                 await _answer(send, 404, b'{"error":{"message":"not found"}}')
                 return
-            await self._forward(await _body(receive), send)
+            await self.forward(await _body(receive), send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS,
-                                                 keepalive_timeout=300)
-                self.session = aiohttp.ClientSession(connector=connector)
+                await self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.session is not None:
-                    await self.session.close()
+                await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _forward(self, body: bytes, send: Send) -> None:
+    async def start(self) -> None:
+        """Open the upstream client."""
+        if self.client == "switchgear":
+            self.pool = ConnectionPool(self.upstream, connect_timeout=5,
+                                       headers={"Content-Type": "application/json"})
+        else:
+            connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, keepalive_timeout=300)
+            self.session = aiohttp.ClientSession(connector=connector)
+
+    async def stop(self) -> None:
+        """Close the upstream client."""
+        if self.session is not None:
+            await self.session.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    async def forward(self, body: bytes, send: Send) -> None:
+        """Forward one chat request's ``body``; the answer goes out through ``send``."""
         try:
             request = self.loads(body)
         except ValueError:
@@ -83,6 +112,9 @@ class ChatProxy:
             await _answer(send, 400, b'{"error":{"message":"the body must be a JSON object"}}')
             return
         request["model"] = self.model
+        if self.pool is not None:
+            await self._forward_own(request, send)
+            return
         assert self.session is not None, "lifespan not started"
         async with self.session.post(self.url, data=self.dumps(request),
                                      headers={"Content-Type": "application/json"}) as answer:
@@ -95,6 +127,26 @@ class ChatProxy:
             async for chunk in answer.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+
+
+    async def _forward_own(self, request: dict[str, Any], send: Send) -> None:
+        """Forward with Switchgear's own client (``--client switchgear``)."""
+        assert self.pool is not None
+        deadline = asyncio.get_running_loop().time() + UPSTREAM_DEADLINE_S
+        answer = await self.pool.request("POST", "/chat/completions", self.dumps(request),
+                                         deadline)
+        try:
+            content_type = answer.headers.get("content-type", "application/json").encode()
+            if not request.get("stream"):
+                await _answer(send, answer.status, await answer.read(), content_type)
+                return
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": [(b"content-type", content_type)]})
+            async for chunk in answer.iter_chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            answer.close()
 
 
 async def _body(receive: Receive) -> bytes:
@@ -123,10 +175,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="base URL ending in /v1")
     parser.add_argument("--model", required=True, help="the model name the upstream is asked")
+    parser.add_argument("--server", choices=("uvicorn", "aiohttp"), default="uvicorn")
+    parser.add_argument("--client", choices=("aiohttp", "switchgear"), default="aiohttp")
     arguments = parser.parse_args(argv)
-    uvicorn.run(ChatProxy(arguments.upstream, arguments.model), host=arguments.host,
-                port=arguments.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="warning")
+    proxy = ChatProxy(arguments.upstream, arguments.model, arguments.client)
+    if arguments.server == "aiohttp":
+        uvloop.install()
+        web.run_app(aiohttp_app(proxy), host=arguments.host, port=arguments.port,
+                    access_log=None, print=None)
+        return
+    uvicorn.run(proxy, host=arguments.host, port=arguments.port, loop="uvloop",
+                http="httptools", lifespan="on", access_log=False, log_level="warning")
+
+
+def aiohttp_app(proxy: ChatProxy) -> web.Application:
+    """``proxy`` served by aiohttp's web server (``--server aiohttp``): the same forwarding,
+    each request handed over as ASGI messages."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response.set_status(message["status"])
+                for name, value in message["headers"]:
+                    response.headers[name.decode()] = value.decode()
+                await response.prepare(request)
+            else:
+                await response.write(message.get("body", b""))
+
+        await proxy.forward(await request.read(), send)
+        await response.write_eof()
+        return response
+
+    async def opened(app: web.Application) -> None:
+        await proxy.start()
+
+    async def closed(app: web.Application) -> None:
+        await proxy.stop()
+
+    app = web.Application()
+    app.router.add_post(CHAT_PATH, chat)
+    app.on_startup.append(opened)
+    app.on_cleanup.append(closed)
+    return app
 
 
 if __name__ == "__main__":
