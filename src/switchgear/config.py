@@ -696,10 +696,12 @@ class BatchConfig(_Strict):
     dies leaves them to others once it ends); at most ``max_share`` of each deployment's
     ``max_concurrency`` and ``max_in_flight`` lines per replica run at once, and none while an
     interactive or standard request waits, after which the runner backs off (from
-    ``poll_interval_s``, doubling, up to ``max_backoff_s``). ``reserve`` of the places (the
-    deployments' ``max_concurrency`` together, and the priority gate's capacity) stays free for
-    interactive and standard peaks: a running batch line holds its place until it ends, so an
-    interactive request that finds every place taken would wait for one."""
+    ``poll_interval_s``, doubling, up to ``max_backoff_s``). ``reserve`` of the places stays
+    free for interactive and standard peaks: the runner keeps it of the deployments'
+    ``max_concurrency`` together, and the priority gate keeps it from every batch-tier request
+    (the batch tier's ``headroom`` is at least that share of ``tiers.capacity``), since a running
+    batch request holds its place until it ends and an interactive one that finds every place
+    taken would wait for one."""
 
     enabled: bool = True
     lease_s: float = Field(60.0, gt=0)

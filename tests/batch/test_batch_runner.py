@@ -320,6 +320,29 @@ async def test_spare_capacity_is_none_while_higher_tiers_wait_else_a_share_of_fr
         slot.release()
 
 
+async def test_the_gate_keeps_the_reserve_from_every_batch_tier_request() -> None:
+    # Enforced where a place is taken, not only in the runner's estimate: a line the runner
+    # started on a snapshot that is already stale still waits.
+    assert TierConfig(capacity=12).reserving(0.3).batch.headroom == 4
+    assert TierConfig(capacity=12, batch=TierLimits(
+        max_queue=1000, wait_target_ms=10, headroom=6)).reserving(0.3).batch.headroom == 6
+    assert TierConfig(capacity=1).reserving(0.3).batch.headroom == 0
+    assert TierConfig(capacity=2).reserving(0.9).batch.headroom == 1  # never every place
+    gate = TierGate(TierConfig(capacity=4).reserving(0.3))  # one place kept
+    held = [await gate.acquire("batch") for _ in range(3)]
+    waiting = asyncio.ensure_future(gate.acquire("batch"))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    held.append(await asyncio.wait_for(gate.acquire("interactive"), 1))  # every place taken
+    held.pop(0).release()  # three taken: the batch tier still waits for its share
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    held.pop(0).release()
+    held.append(await asyncio.wait_for(waiting, 1))
+    for slot in held:
+        slot.release()
+
+
 async def test_the_reserve_keeps_places_free_for_higher_tiers_peaks() -> None:
     configs = [DeploymentConfig(name=f"sim-{n}", backend="simulated", max_concurrency=4)
                for n in range(3)]

@@ -54,6 +54,7 @@ from switchgear.pipeline.admit import identify
 from switchgear.pipeline.record import Recorder
 from switchgear.routing.deployment import Deployment, FleetDeployment
 from switchgear.routing.router import Router
+from switchgear.sections.tiers import reserved
 from switchgear.store.base import RecordStore, StoreUnavailable
 from switchgear.store.migrations import Dialect, numbered
 from switchgear.telemetry.metrics import BatchSeries
@@ -191,12 +192,6 @@ def spare_capacity(gate: GateSnapshot | None, deployments: Iterable[Deployment],
         kept = max(gate.tiers[BATCH_TIER].headroom, reserved(gate.capacity, settings.reserve))
         limits.append(gate.capacity - kept - gate.in_use)
     return SpareCapacity(max(0, min(limits)), contended=False)
-
-
-def reserved(places: int, reserve: float) -> int:
-    """The places of ``places`` that ``reserve`` (a share) keeps free, to the nearest whole:
-    a deployment with a single place still runs batch lines while it is idle."""
-    return int(places * reserve + 0.5)
 
 
 class Backoff:

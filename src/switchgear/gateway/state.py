@@ -280,8 +280,10 @@ class AppState:
             self.tracer.export if self.tracer.exporting else None,  # its spans
             log_row(self.writer),                              # its request-log row, last
         ])
-        gate = (previous.gate if previous and before and before.tiers == config.tiers
-                else self._gate(config.tiers) if config.tiers is not None else None)
+        tiers = None if config.tiers is None else config.tiers.reserving(config.batch.reserve)
+        gate = (previous.gate if previous and before and previous.gate
+                and previous.gate.config == tiers
+                else self._gate(tiers) if tiers is not None else None)
         answers = (previous.cache.store if previous and before and before.cache == config.cache
                    else None)
         cache = Cache(config.cache, prices, self.metrics.cache_evictions.inc, answers)

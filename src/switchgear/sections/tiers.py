@@ -73,3 +73,19 @@ class TierConfig(BaseModel):
         """The queue settings of ``tier``."""
         limits: TierLimits = getattr(self, tier)
         return limits
+
+    def reserving(self, reserve: float) -> TierConfig:
+        """These settings with the batch tier leaving at least ``reserve`` (a share) of the
+        places to the tiers above it (``batch.reserve``), never all of them."""
+        headroom = max(self.batch.headroom, min(self.capacity - 1, reserved(self.capacity,
+                                                                            reserve)))
+        if headroom == self.batch.headroom:
+            return self
+        return self.model_copy(update={"batch": self.batch.model_copy(
+            update={"headroom": headroom})})
+
+
+def reserved(places: int, reserve: float) -> int:
+    """The places of ``places`` that ``reserve`` (a share) keeps free, to the nearest whole:
+    a single place is never reserved, so a lone one still takes batch work while it is idle."""
+    return int(places * reserve + 0.5)
