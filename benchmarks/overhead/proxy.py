@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -118,15 +118,8 @@ class ChatProxy:
         assert self.session is not None, "lifespan not started"
         async with self.session.post(self.url, data=self.dumps(request),
                                      headers={"Content-Type": "application/json"}) as answer:
-            content_type = answer.headers.get("Content-Type", "application/json").encode()
-            if not request.get("stream"):
-                await _answer(send, answer.status, await answer.read(), content_type)
-                return
-            await send({"type": "http.response.start", "status": answer.status,
-                        "headers": [(b"content-type", content_type)]})
-            async for chunk in answer.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            await _relay(send, answer.status, answer.headers.get("Content-Type"),
+                         bool(request.get("stream")), answer.read, answer.content.iter_any)
 
 
     async def _forward_own(self, request: dict[str, Any], send: Send) -> None:
@@ -136,17 +129,25 @@ class ChatProxy:
         answer = await self.pool.request("POST", "/chat/completions", self.dumps(request),
                                          deadline)
         try:
-            content_type = answer.headers.get("content-type", "application/json").encode()
-            if not request.get("stream"):
-                await _answer(send, answer.status, await answer.read(), content_type)
-                return
-            await send({"type": "http.response.start", "status": answer.status,
-                        "headers": [(b"content-type", content_type)]})
-            async for chunk in answer.iter_chunks():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            await _relay(send, answer.status, answer.headers.get("content-type"),
+                         bool(request.get("stream")), answer.read, answer.iter_chunks)
         finally:
             answer.close()
+
+
+async def _relay(send: Send, status: int, content_type: str | None, streamed: bool,
+                 read: Callable[[], Awaitable[bytes]],
+                 chunks: Callable[[], AsyncIterator[bytes]]) -> None:
+    """Send the upstream's answer on: whole (``read``), or chunk by chunk when ``streamed``."""
+    kind = (content_type or "application/json").encode()
+    if not streamed:
+        await _answer(send, status, await read(), kind)
+        return
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", kind)]})
+    async for chunk in chunks():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _body(receive: Receive) -> bytes:
