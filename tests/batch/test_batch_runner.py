@@ -356,11 +356,11 @@ async def test_the_reserve_keeps_places_free_for_higher_tiers_peaks() -> None:
     for deployment in deployments:
         deployment.in_flight = 0
     # the gate keeps the reserve too, or the batch tier's headroom where that is more
-    gate = TierGate(TierConfig(capacity=10))
+    gate = TierGate(TierConfig(capacity=10).reserving(settings.reserve))
     held = [await gate.acquire("interactive") for _ in range(5)]
     assert spare_capacity(gate.snapshot(), deployments, settings, 0) == SpareCapacity(2, False)
     roomy = TierGate(TierConfig(capacity=10, batch=TierLimits(
-        max_queue=1000, wait_target_ms=5000, headroom=6)))
+        max_queue=1000, wait_target_ms=5000, headroom=6)).reserving(settings.reserve))
     held += [await roomy.acquire("interactive") for _ in range(3)]
     assert spare_capacity(roomy.snapshot(), deployments, settings, 0) == SpareCapacity(1, False)
     # a single place is never reserved: an idle one-place deployment still takes batch work

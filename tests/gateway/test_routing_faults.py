@@ -37,6 +37,14 @@ def deployment(name: str, sim: RunningSimulator | str, **extra: Any) -> dict[str
             "timeouts": {"connect": 1, "ttft": 5, "idle": 5, "total": 10}, **extra}
 
 
+def answered(sdk: openai.OpenAI, model: str, messages: Any, stream: bool) -> bool:
+    """Whether ``model`` answered ``messages`` (a streamed answer: with at least one chunk)."""
+    if stream:
+        return bool(list(sdk.chat.completions.create(model=model, messages=messages,
+                                                     max_tokens=4, stream=True)))
+    return bool(sdk.chat.completions.create(model=model, messages=messages, max_tokens=4))
+
+
 def configure(tmp_path: Path, models: dict[str, Any], routing: dict[str, Any] | None = None
               ) -> Config:
     from switchgear.config import parse_config
@@ -439,11 +447,7 @@ def test_a_request_too_long_for_the_primary_goes_to_the_long_context_fallback(
     prompt = [{"role": "user", "content": "tell me about this: " + "lorem ipsum " * 400}]
     with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
                                                     max_retries=0) as sdk:
-        if stream:
-            assert list(sdk.chat.completions.create(model="short", messages=prompt,
-                                                    max_tokens=4, stream=True))
-        else:
-            assert sdk.chat.completions.create(model="short", messages=prompt, max_tokens=4)
+        assert answered(sdk, "short", prompt, stream)
         small = sdk.chat.completions.create(model="short", messages=HELLO, max_tokens=4)
         assert small.choices[0].message.content
     records = {r.deployment: r for r in fetch_records(f"sqlite:///{tmp_path}/records.db")}
@@ -465,11 +469,7 @@ def test_an_alias_whose_only_deployment_is_down_is_served_by_its_fallback(
     }, routing={"health_check_interval_s": None})
     with gateway(config) as base_url, openai.OpenAI(base_url=base_url, api_key="x",
                                                     max_retries=0) as sdk:
-        if stream:
-            assert list(sdk.chat.completions.create(model="primary", messages=HELLO,
-                                                    max_tokens=3, stream=True))
-        else:
-            assert sdk.chat.completions.create(model="primary", messages=HELLO, max_tokens=3)
+        assert answered(sdk, "primary", HELLO, stream)
     [record] = fetch_records(f"sqlite:///{tmp_path}/records.db")
     assert record.status == 200 and record.deployment == "up" and record.model == "primary"
     assert record.attempts == 3  # "down" twice (max_attempts 3 less one for "backup"), "up"

@@ -174,9 +174,10 @@ def spare_capacity(gate: GateSnapshot | None, deployments: Iterable[Deployment],
     """The places batch lines may take now, ``running`` of this runner's being in flight: none
     while a higher tier waits at the gate; else the least of the deployments' free places less
     the ``reserve`` kept for higher tiers' peaks, their ``max_share`` less what runs, the gate's
-    free places for the batch tier (less its headroom or the reserve, whichever is more) and
-    ``max_in_flight`` less what runs. A fleet-wide ``max_concurrency`` counts the fleet's
-    requests as last seen; ``max_share`` and ``max_in_flight`` hold per replica."""
+    free places for the batch tier (less its headroom, which holds the reserve: the gate is
+    built from ``TierConfig.reserving``) and ``max_in_flight`` less what runs. A fleet-wide
+    ``max_concurrency`` counts the fleet's requests as last seen; ``max_share`` and
+    ``max_in_flight`` hold per replica."""
     if gate is not None and any(gate.tiers[tier].waiting for tier in HIGHER_TIERS):
         return SpareCapacity(0, contended=True)
     places = busy = share = 0
@@ -189,8 +190,7 @@ def spare_capacity(gate: GateSnapshot | None, deployments: Iterable[Deployment],
     limits = [places - reserved(places, settings.reserve) - busy, share - running,
               settings.max_in_flight - running]
     if gate is not None:
-        kept = max(gate.tiers[BATCH_TIER].headroom, reserved(gate.capacity, settings.reserve))
-        limits.append(gate.capacity - kept - gate.in_use)
+        limits.append(gate.capacity - gate.tiers[BATCH_TIER].headroom - gate.in_use)
     return SpareCapacity(max(0, min(limits)), contended=False)
 
 
