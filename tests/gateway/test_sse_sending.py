@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from switchgear.gateway.http import Message, send_events
+from switchgear.gateway.http import Departure, Message, send_events
 
 
 class Client:
@@ -33,6 +33,12 @@ class Client:
     async def receive(self) -> Message:
         await self.gone.wait()
         return {"type": "http.disconnect"}
+
+    def watch(self) -> Departure:
+        """What watches this client while an answer is sent (ASGI's receive: no ClientWatch)."""
+        departure = Departure({}, self.receive)
+        departure.settled()
+        return departure
 
 
 class Source:
@@ -67,7 +73,7 @@ class Source:
 async def test_events_ready_together_leave_in_one_write() -> None:
     client, source = Client(), Source([b"a", b"b"], [b"c", b"d", b"e"])
     source.release(0)
-    sending = asyncio.ensure_future(send_events(client.send, client.receive, source.events(),
+    sending = asyncio.ensure_future(send_events(client.send, client.watch(), source.events(),
                                                 "req"))
     await client.wrote.wait()
     assert client.writes == [b"ab"]  # the first group went out while the next is awaited
@@ -79,14 +85,14 @@ async def test_events_ready_together_leave_in_one_write() -> None:
 async def test_a_stream_ready_at_once_is_one_write_that_ends_it() -> None:
     client, source = Client(), Source([b"a", b"b", b"c"])
     source.release(0)
-    await send_events(client.send, client.receive, source.events(), "req")
+    await send_events(client.send, client.watch(), source.events(), "req")
     assert client.writes == [b"abc"] and client.ended and source.closed
 
 
 async def test_a_client_that_left_stops_the_stream() -> None:
     client, source = Client(), Source([b"a"], [b"b"], [b"c"])
     source.release(0)
-    sending = asyncio.ensure_future(send_events(client.send, client.receive, source.events(),
+    sending = asyncio.ensure_future(send_events(client.send, client.watch(), source.events(),
                                                 "req"))
     await client.wrote.wait()
     client.gone.set()
@@ -101,7 +107,7 @@ async def test_a_client_that_left_stops_the_stream() -> None:
 async def test_cancelling_the_sender_cancels_what_it_waits_on(spin: bool) -> None:
     client, source = Client(), Source([b"a"], [b"b"], spin=spin)
     source.release(0)
-    sending = asyncio.ensure_future(send_events(client.send, client.receive, source.events(),
+    sending = asyncio.ensure_future(send_events(client.send, client.watch(), source.events(),
                                                 "req"))
     await client.wrote.wait()
     sending.cancel()
@@ -119,14 +125,14 @@ async def test_a_failure_while_waiting_reaches_the_sender() -> None:
         raise RuntimeError("broken")
 
     with pytest.raises(RuntimeError, match="broken"):
-        await send_events(client.send, client.receive, failing(), "req")
+        await send_events(client.send, client.watch(), failing(), "req")
     assert client.writes == [b"a"]
 
 
 async def test_cancelled_while_writing_what_is_ready_the_producers_are_cancelled_too() -> None:
     client, source = Client(stall_at=0), Source([b"a"], [b"b"])
     source.release(0)
-    sending = asyncio.ensure_future(send_events(client.send, client.receive, source.events(),
+    sending = asyncio.ensure_future(send_events(client.send, client.watch(), source.events(),
                                                 "req"))
     for _ in range(5):
         await asyncio.sleep(0)

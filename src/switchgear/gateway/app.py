@@ -241,41 +241,47 @@ class GatewayApp:
         exchange.config_version = serving.version
         serving.enter()
         try:
-            await self._serve(api, serving.pipeline, exchange, receive, send, request_id)
+            await self._serve(api, serving.pipeline, exchange, Departure(scope, receive), send,
+                              request_id)
         finally:
             serving.leave()
 
     async def _serve(self, api: InboundAPI, pipeline: Handler, exchange: Exchange,
-                     receive: Receive, send: Send, request_id: str) -> None:
-        """Run ``exchange`` through ``pipeline`` and send the answer, as JSON or events."""
+                     departure: Departure, send: Send, request_id: str) -> None:
+        """Run ``exchange`` through ``pipeline`` and send the answer, as JSON or events, while
+        ``departure`` watches for the client leaving."""
         state = self.state
         state.metrics.in_flight.inc()
         try:
-            reply = await _answer(pipeline, exchange, receive)
+            try:
+                reply = await _answer(pipeline, exchange, departure)
+                if isinstance(reply, dict):
+                    reply = await api.reply(exchange, reply)
+            except SwitchgearError as error:
+                state.metrics.in_flight.dec()
+                await send_error(send, error, request_id, _trace_header(exchange), api.error)
+                return
+            except Exception:
+                state.metrics.in_flight.dec()
+                log.exception("request %s failed", request_id)
+                await send_error(send, internal_error(), request_id, _trace_header(exchange),
+                                 api.error)
+                return
+            if reply is None:  # the client left; the Record stage logged a 499
+                state.metrics.in_flight.dec()
+                return
             if isinstance(reply, dict):
-                reply = await api.reply(exchange, reply)
-        except SwitchgearError as error:
-            state.metrics.in_flight.dec()
-            await send_error(send, error, request_id, _trace_header(exchange), api.error)
-            return
-        except Exception:
-            state.metrics.in_flight.dec()
-            log.exception("request %s failed", request_id)
-            await send_error(send, internal_error(), request_id, _trace_header(exchange),
-                             api.error)
-            return
-        if reply is None:  # the client left; the Record stage logged a 499
-            state.metrics.in_flight.dec()
-            return
-        if isinstance(reply, dict):
-            state.metrics.in_flight.dec()
-            await send_json(send, 200, reply, request_id, exchange.response_headers)
-            return
-        try:
-            await send_events(send, receive, _events(exchange, reply, api.stream(exchange)),
-                              request_id, exchange.response_headers)
+                state.metrics.in_flight.dec()
+                await send_json(send, 200, reply, request_id, exchange.response_headers)
+                return
+            try:
+                await send_events(send, departure,
+                                  _events(exchange, reply, api.stream(exchange)),
+                                  request_id, exchange.response_headers)
+            finally:
+                state.metrics.in_flight.dec()
         finally:
-            state.metrics.in_flight.dec()
+            departure.close()
 
     def _record_refusal(self, api: InboundAPI, request_id: str, received: float,
                         traceparent: bytes | None, error: SwitchgearError) -> Exchange:
@@ -362,10 +368,9 @@ async def _events(exchange: Exchange, chunks: AsyncIterator[Body], encoder: Stre
         yield data
 
 
-async def _answer(pipeline: Handler, exchange: Exchange, receive: Receive) -> Reply | None:
+async def _answer(pipeline: Handler, exchange: Exchange, departure: Departure) -> Reply | None:
     """The pipeline's reply, or None when the client disconnected before it was ready (the
     pipeline is then cancelled, which withdraws the request from the model)."""
-    departure = Departure(receive)
     try:
         return await pipeline(exchange)
     except asyncio.CancelledError:

@@ -19,6 +19,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from switchgear.config import ServerConfig
+from switchgear.gateway.http import CLIENT_WATCH, ClientWatch
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -71,7 +72,8 @@ class ConnectionGuard:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under a ConnectionGuard (set by ``guarded_protocol``)."""
+    """uvicorn's httptools protocol under a ConnectionGuard (set by ``guarded_protocol``), which
+    also tells its requests when the client leaves (a ClientWatch in each request's scope)."""
 
     guard: ConnectionGuard
 
@@ -81,6 +83,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.admitted = False
         self.deadline: asyncio.TimerHandle | None = None
         self.reading_body = False
+        #: Tells the requests on this connection when it is lost (gateway/http.py Departure).
+        self.client_watch = ClientWatch()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -97,6 +101,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.admitted = False
             self.guard.release(self.peer)
         super().connection_lost(exc)
+        self.client_watch.lose()
 
     def data_received(self, data: bytes) -> None:
         if self.admitted:
@@ -108,6 +113,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[CLIENT_WATCH] = self.client_watch  # type: ignore[literal-required]
         if self.deadline is None:  # a later request on a kept-alive connection
             self._await_headers()
 

@@ -24,6 +24,9 @@ EVENT_STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 DONE_EVENT = b"data: [DONE]\n\n"
+#: The scope key under which the server's connection offers to tell a request that its client
+#: left (a ClientWatch; gateway/connections.py sets it).
+CLIENT_WATCH = "switchgear.client_watch"
 #: How deep arrays and objects may nest in a request body. JSON deeper than this is refused
 #: (400): it is no real request, and past 254 levels it can no longer be encoded again (for a
 #: model server, the cache key, the content log) nor be walked by recursive code.
@@ -153,16 +156,15 @@ def event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes, None],
+async def send_events(send: Send, departure: Departure, events: AsyncGenerator[bytes, None],
                       request_id: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Stream already-encoded events, stopping early when the client goes away.
+    """Stream already-encoded events, stopping early when the client goes away (``departure``).
 
     The first event is taken before the headers go out, so the chain producing ``events`` has
     started and its clean-up runs however the stream ends: ``events`` is closed in every case.
     Events that are ready together (what one upstream read produced) go out in one write, sent
     as soon as the next event has to be waited for; the last write ends the response.
     """
-    disconnected = asyncio.ensure_future(_disconnect(receive))
     try:
         first = await anext(events, None)
         await send({"type": "http.response.start", "status": 200,
@@ -170,7 +172,7 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
                                         [*EVENT_STREAM_HEADERS[1:], *(extra or [])])})
         ready = [] if first is None else [first]
         while first is not None:
-            if disconnected.done():
+            if departure.left:
                 return
             step = events.__anext__().__await__()
             try:
@@ -189,7 +191,6 @@ async def send_events(send: Send, receive: Receive, events: AsyncGenerator[bytes
             ready = [await _finish(step, waits_on)]
         await send({"type": "http.response.body", "body": b"".join(ready), "more_body": False})
     finally:
-        disconnected.cancel()
         await events.aclose()
 
 
@@ -217,36 +218,77 @@ def _finish(step: Generator[Any, None, T], waits_on: Any, error: BaseException |
 
 
 class Departure:
-    """Cancels the task answering a request when its client disconnects before the answer is
-    ready, so a model stops working for nobody (the embedded engine frees the slot at once).
+    """Tells the task answering a request that its client disconnected: while the answer is
+    being made, by cancelling the task, so a model stops working for nobody (the embedded engine
+    frees the slot at once); once it is ``settled``, only by ``left``, which the sending of a
+    stream checks between writes.
 
-    Made by the answering task; ``settled`` once the pipeline has returned or raised. ``left``
-    says the cancellation came from the client, not from the server stopping.
+    Made by the answering task, ``closed`` once the answer is sent. The connection the request
+    came on tells it (``scope[CLIENT_WATCH]``, set by gateway/connections.py: no task per
+    request); under another ASGI server a watcher task listens with ``receive`` instead.
     """
 
-    __slots__ = ("_task", "_waiting", "_watcher", "left")
+    __slots__ = ("_connection", "_task", "_waiting", "_watcher", "left")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive) -> None:
         self._task = asyncio.current_task()
         self._waiting = True
         self.left = False
-        self._watcher = asyncio.ensure_future(_disconnect(receive))
-        self._watcher.add_done_callback(self._gone)
+        self._watcher: asyncio.Future[None] | None = None
+        self._connection: ClientWatch | None = scope.get(CLIENT_WATCH)
+        if self._connection is None:
+            self._watcher = asyncio.ensure_future(_disconnect(receive))
+            self._watcher.add_done_callback(self._watched)
+        elif self._connection.lost:
+            self.client_left()
+        else:
+            self._connection.departures[self] = None
 
-    def _gone(self, watcher: asyncio.Future[None]) -> None:
-        if self._waiting and not watcher.cancelled() and self._task is not None:
-            self.left = True
+    def _watched(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled():
+            self.client_left()
+
+    def client_left(self) -> None:
+        """The client has gone: cancel the answering task if its answer is still being made."""
+        self.left = True
+        if self._waiting and self._task is not None:
+            self._waiting = False
             self._task.cancel()
 
     def settled(self) -> None:
-        """The pipeline has answered: stop watching (the answer's own sending watches on)."""
+        """The pipeline has answered: a departure from now on no longer cancels the task."""
         self._waiting = False
-        self._watcher.cancel()
 
     def forgive(self) -> None:
         """Take back the cancellation the client's departure caused."""
         if self._task is not None:
             self._task.uncancel()
+
+    def close(self) -> None:
+        """The answer is sent (or given up): stop watching."""
+        self._waiting = False
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._connection is not None:
+            self._connection.departures.pop(self, None)
+
+
+class ClientWatch:
+    """What a connection tells the requests that came on it: whether it is lost, and the
+    departures to tell when it is lost."""
+
+    __slots__ = ("departures", "lost")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.departures: dict[Departure, None] = {}
+
+    def lose(self) -> None:
+        """The connection is gone: tell every departure watching it."""
+        self.lost = True
+        for departure in list(self.departures):
+            departure.client_left()
+        self.departures.clear()
 
 
 async def _disconnect(receive: Receive) -> None:
