@@ -191,21 +191,25 @@ PROXY_VERSIONS = (
 
 
 def switchgear_config(upstream: NginxUpstream, database: Path, extra: str = "",
-                      streamed: bool = False) -> str:
+                      streamed: bool = False, admission: bool = True) -> str:
     """Switchgear's YAML config: one alias, one openai_http deployment on the upstream (its
-    streamed answers when ``streamed``), and the admission path on: an API key is required,
-    per-key rate limits and a budget are taken and the priority gate is passed for every request
-    (set high enough never to refuse); the cache is on (in process); ``extra`` adds YAML sections
-    (a Redis cache, guards)."""
-    return (
-        "server: {host: 127.0.0.1, port: 8080}\n"
-        f"{extra}"
-        f'store: {{url: "sqlite:///{database}"}}\n'
+    streamed answers when ``streamed``), request records to SQLite and metrics; with
+    ``admission`` the admission path is on: an API key is required, per-key rate limits and a
+    budget are taken and the priority gate is passed for every request (set high enough never
+    to refuse), and the cache is on (in process); without it no key is asked for and the cache
+    is off. ``extra`` adds YAML sections (a Redis cache, guards)."""
+    admitting = (
         "auth: {mode: required}\n"
         "limits:\n"
         "  per_key: {rpm: 100000000, tpm: 1000000000000}\n"
         "  budgets: {per_key: {daily: 1000000000}}\n"
         "tiers: {capacity: 4096}\n"
+    ) if admission else "auth: {mode: open}\ncache: {enabled: false}\n"
+    return (
+        "server: {host: 127.0.0.1, port: 8080}\n"
+        f"{extra}"
+        f'store: {{url: "sqlite:///{database}"}}\n'
+        f"{admitting}"
         "models:\n"
         f"  {GATEWAY_MODEL}:\n"
         "    deployments:\n"
@@ -255,6 +259,9 @@ class SwitchgearGateway:
     #: A command the server is started under (the profiler's launcher), the server's own
     #: command line after it.
     wrapper: tuple[str, ...] = ()
+    #: Keys, limits, budget, tiers gate and cache on (``switchgear_config``); off, the requests
+    #: carry no key.
+    admission: bool = True
 
     def missing(self) -> str | None:
         """Set when the `switchgear` command is not installed in the venv."""
@@ -272,7 +279,8 @@ class SwitchgearGateway:
         for stale in directory.glob("bench.db*"):
             stale.unlink()
         config = directory / "switchgear.yaml"
-        config.write_text(switchgear_config(upstream, database, self.extra, self.streamed))
+        config.write_text(switchgear_config(upstream, database, self.extra, self.streamed,
+                                            self.admission))
         argv = [*self.wrapper, str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
         admin_key = "sg-bench-" + secrets.token_urlsafe(24)
@@ -281,8 +289,9 @@ class SwitchgearGateway:
                                                    "SWITCHGEAR_ADMIN_KEY": admin_key}),
                                  cwd=directory)
         if self.api is None:
+            key = {"Authorization": f"Bearer {admin_key}"} if self.admission else {}
             endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
-                                {**JSON_HEADERS, "Authorization": f"Bearer {admin_key}"},
+                                {**JSON_HEADERS, **key},
                                 {**self.fields, **(STREAM_FIELDS if self.streamed else {})})
         else:
             endpoint = Endpoint(f"http://127.0.0.1:{port}{self.api.path}", GATEWAY_MODEL,

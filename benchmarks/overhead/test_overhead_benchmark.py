@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+import yaml
 from cpu_profile import (
     JSON,
     OTHER,
@@ -24,7 +25,7 @@ from cpu_profile import (
     attribute,
     hotspots,
 )
-from gateways import PythonProxy
+from gateways import PythonProxy, switchgear_config
 from load import LoadResult, WrkLoad, parse_wrk_output, wrk_binary, wrk_script
 from processes import (
     BenchmarkError,
@@ -41,9 +42,9 @@ from report import (
     FULL_STREAM,
     MESSAGES,
     PROXY,
+    RECORDS,
     RESPONSES,
     STREAM_BASELINE,
-    SWITCHGEAR,
     Goal,
     Measurement,
     TargetOutcome,
@@ -66,6 +67,8 @@ from upstream import (
     nginx_config,
     stream_body,
 )
+
+from switchgear.config import parse_config
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/v1/chat/completions
@@ -277,7 +280,7 @@ def _verdicts(lines: list[str]) -> list[str]:
 def test_goal_checks_hold_the_full_path_to_the_proxy_of_the_same_run() -> None:
     proxy = [(PROXY, 1, 2_500.0, 0.40, 1.0), (PROXY, 16, 7_000.0, 2.0, 3.8)]
     good = _by_name(*proxy, (FULL, 1, 2_000.0, 0.55, 1.0), (FULL, 16, 3_850.0, 4.0, 9.9),
-                    (SWITCHGEAR, 16, 4_900.0, 3.0, 8.0), (FULL_STREAM, 1, 1_800.0, 0.7, 2.0),
+                    (RECORDS, 16, 4_900.0, 3.0, 8.0), (FULL_STREAM, 1, 1_800.0, 0.7, 2.0),
                     (FULL_STREAM, 16, 2_000.0, 7.0, 12.0))
     lines = goal_checks(good)
     assert _verdicts(lines) == ["met"] * 6
@@ -287,7 +290,7 @@ def test_goal_checks_hold_the_full_path_to_the_proxy_of_the_same_run() -> None:
                         " 0.400 ms (target <= +0.15 ms): met")
     assert lines[4] == f"{FULL_STREAM} req/s at concurrency 16: 2,000 (target >= 2,000): met"
     bad = _by_name(*proxy, (FULL, 1, 2_000.0, 0.60, 1.0), (FULL, 16, 2_362.0, 8.0, 17.9),
-                   (SWITCHGEAR, 16, 3_850.0, 3.0, 10.7), (FULL_STREAM, 1, 1_200.0, 0.8, 2.0),
+                   (RECORDS, 16, 3_850.0, 3.0, 10.7), (FULL_STREAM, 1, 1_200.0, 0.8, 2.0),
                    (FULL_STREAM, 16, 1_216.0, 9.0, 20.0))
     assert _verdicts(goal_checks(bad)) == ["MISSED"] * 6
     assert problems(bad) == []  # a missed goal is reported, not a problem: the exit status is 0
@@ -456,3 +459,16 @@ def test_proxy_relays_the_upstreams_answer(upstream: NginxUpstream, tmp_path: Pa
         answer = wait_until_answers(launch.endpoint, body, launch.process, timeout_s=30)
     expected = stream_body() if streamed else json.dumps(FIXED_COMPLETION, separators=(",", ":"))
     assert answer.body.decode() == expected
+
+
+@pytest.mark.parametrize("admission", [True, False])
+def test_switchgear_configs_load_with_admission_on_or_off(tmp_path: Path, admission: bool) -> None:
+    text = switchgear_config(NginxUpstream(tmp_path, 8080, core=0), tmp_path / "bench.db",
+                             GUARDS, admission=admission)
+    config = parse_config(yaml.safe_load(text))
+    assert config.guards.input and config.guards.output
+    assert config.auth.mode == ("required" if admission else "open")
+    assert config.cache.enabled is admission
+    assert (config.tiers is not None) is admission
+    assert (config.limits.per_key.rpm is not None) is admission
+    assert (config.limits.budgets.per_key is not None) is admission
