@@ -56,14 +56,28 @@ def _fresh(error: ClientError) -> ClientError:
 class Response:
     """A response whose status and headers have arrived; its body is read or streamed after."""
 
+    __slots__ = ("_connection", "raw_headers", "status")
+
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.status = 0
-        self.headers: dict[str, str] = {}
+        #: The header lines as they came (names and values undecoded).
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers by lower-case name (the last of a repeated one wins), decoded on demand:
+        only an error answer's are ever read."""
+        return {name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in self.raw_headers}
 
     async def read(self) -> bytes:
         """The whole body."""
-        return b"".join([chunk async for chunk in self.iter_chunks()])
+        connection = self._connection
+        parts = []
+        while (part := await connection.next_chunk()) is not None:
+            parts.append(part)
+        return b"".join(parts)
 
     async def iter_chunks(self, last: bytes = b"") -> AsyncIterator[bytes]:
         """The body's chunks as they arrive (de-chunked), and ``last`` after them if given."""
@@ -132,7 +146,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks -----------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._response is not None
-        self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self._response is not None and self._parser is not None  # the parser calls
@@ -247,6 +261,8 @@ class ConnectionPool:
         host_header = parts.netloc
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._head = f"Host: {host_header}\r\n{extra}".encode("latin-1")
+        #: Each request line seen, with the headers every request sends after it.
+        self._starts: dict[tuple[str, str], bytes] = {}
         self._idle: collections.deque[Connection] = collections.deque()
         self._ssl = ssl.create_default_context() if self.https else None
         self._closed = False
@@ -255,9 +271,8 @@ class ConnectionPool:
                       headers: bytes = b"") -> Response:
         """Send ``method path`` with ``body``; ``deadline`` is in the event loop's clock;
         ``headers`` are extra header lines of this request (each ending in CRLF)."""
-        start = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
-        message = b"%s%s%sContent-Length: %d\r\n\r\n%s" % (start, self._head, headers, len(body),
-                                                            body)
+        message = b"%s%sContent-Length: %d\r\n\r\n%s" % (self._start(method, path), headers,
+                                                          len(body), body)
         loop = asyncio.get_running_loop()
         while True:
             connection = await self._acquire(deadline)
@@ -272,6 +287,15 @@ class ConnectionPool:
             except BaseException:
                 connection.abort()
                 raise
+
+    def _start(self, method: str, path: str) -> bytes:
+        """The request line of ``method path`` and the pool's headers, encoded once per pair
+        (a backend asks a handful of paths)."""
+        start = self._starts.get((method, path))
+        if start is None:
+            line = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+            start = self._starts[method, path] = line + self._head
+        return start
 
     async def _acquire(self, deadline: float) -> Connection:
         while self._idle:

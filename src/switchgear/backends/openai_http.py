@@ -142,9 +142,12 @@ class HTTPBackend:
         except orjson.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
-            raise UpstreamProtocolError(f"Deployment '{self.name}' sent a {what} that is not "
-                                        "a JSON object.")
+            raise self._not_object(what)
         return parsed
+
+    def _not_object(self, what: str) -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"Deployment '{self.name}' sent a {what} that is not a "
+                                     "JSON object.")
 
     def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]
                       ) -> UpstreamStatusError:
@@ -212,12 +215,18 @@ class OpenAIHTTPBackend(HTTPBackend):
         if response.status >= 400:
             raise self._status_error(response.status, await self._read(response), response.headers)
         reader = SSEData()
+        loads, malformed = orjson.loads, orjson.JSONDecodeError
         try:
             async for raw in response.iter_chunks(b"\n"):  # the newline ends a last open line
                 for data in reader.feed(raw):
                     if data == DONE:
                         return
-                    chunk = self._json_object(data, "event")
+                    try:  # _json_object's work, inline: this runs for every event
+                        chunk = loads(data)
+                    except malformed:
+                        chunk = None
+                    if type(chunk) is not dict:  # orjson makes plain dicts
+                        raise self._not_object("event")
                     if "error" in chunk:
                         raise self._event_error(chunk)
                     yield chunk

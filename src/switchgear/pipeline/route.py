@@ -189,6 +189,8 @@ class Route:
 
     def _by_room(self, plan: list[Deployment]) -> list[Deployment]:
         """Deployments with a free slot first: a full one is waited for only as a last resort."""
+        if len(plan) < 2:
+            return plan
         return [d for d in plan if d.has_room] + [d for d in plan if not d.has_room]
 
     async def _room(self, exchange: Exchange, deployment: Deployment) -> bool:
@@ -252,8 +254,9 @@ class Route:
             else:
                 reply = await _within(deployment.backend.complete(exchange.operation, body, tier),
                                       timeouts.total, deployment.name)
-                ttft = time.monotonic() - started
-                _succeeded(deployment, attempt, ttft, ttft)
+                now = time.monotonic()
+                ttft = now - started
+                _succeeded(deployment, attempt, ttft, ttft, now)
                 deployment.release()
         except StopAsyncIteration:
             failure = UpstreamProtocolError(f"Deployment '{deployment.name}' ended the stream "
@@ -288,13 +291,13 @@ class Route:
         timeouts = deployment.config.timeouts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + started + timeouts.total - time.monotonic()
-        watch = _Watch(deployment.name)
+        watch = _Watch(deployment.name, timeouts.idle, deadline)
         settled = False
         chunk = first
         try:
             yield chunk
             while True:
-                watch.begin(min(timeouts.idle, deadline - loop.time()))
+                watch.begin()
                 try:
                     chunk = await anext(rest)
                 except StopAsyncIteration:
@@ -306,7 +309,8 @@ class Route:
                 finally:
                     watch.end()
                 yield chunk
-            _succeeded(deployment, attempt, ttft, time.monotonic() - started)
+            now = time.monotonic()
+            _succeeded(deployment, attempt, ttft, now - started, now)
             settled = True
         except SwitchgearError as failure:
             _failed(deployment, attempt, failure)
@@ -323,33 +327,36 @@ class Route:
 
 
 class _Watch:
-    """The time limit of each wait for a stream's next chunk, kept by one timer per stream
-    rather than a timeout per chunk: the timer, once due, cuts the wait in progress (cancels
-    its task, as ``asyncio.timeout`` does) only if it was set for that wait; set for an earlier
-    one, it is set again for this one, and with no wait in progress it waits for the next."""
+    """The time limit of each wait for a stream's next chunk (``idle`` seconds, and never past
+    ``deadline`` in the event loop's clock), kept by one timer per stream rather than a timeout
+    per chunk: the timer, once due, cuts the wait in progress (cancels its task, as
+    ``asyncio.timeout`` does) only if it was set for that wait; set for an earlier one, it is
+    set again for this one, and with no wait in progress it waits for the next."""
 
-    __slots__ = ("_cancelling", "_cut", "_due", "_limit", "_loop", "_name", "_task", "_timer",
-                 "_timer_due")
+    __slots__ = ("_began", "_cancelling", "_cut", "_deadline", "_due", "_idle", "_loop", "_name",
+                 "_task", "_timer", "_timer_due")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, idle: float, deadline: float) -> None:
         self._name = name
+        self._idle = idle
+        self._deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
+        self._began = 0.0
         self._due = 0.0
-        self._limit = 0.0
         self._cut = False
 
-    def begin(self, limit: float) -> None:
-        """A wait begins, in the current task, that may last ``limit`` seconds."""
+    def begin(self) -> None:
+        """A wait begins, in the current task (one clock read)."""
         task = asyncio.current_task()
         assert task is not None
         self._task, self._cancelling = task, task.cancelling()
-        self._limit = limit
-        self._due = self._loop.time() + max(limit, 0.0)
-        if self._timer is None or self._due < self._timer_due:  # the total deadline is nearer
+        self._began = now = self._loop.time()
+        self._due = due = max(now, min(now + self._idle, self._deadline))
+        if self._timer is None or due < self._timer_due:  # the total deadline is nearer
             self.close()
             self._set_timer()
 
@@ -370,7 +377,7 @@ class _Watch:
 
     def timeout(self) -> UpstreamTimeout:
         """The error of a wait cut by its limit."""
-        return _timed_out(self._name, self._limit)
+        return _timed_out(self._name, min(self._idle, self._deadline - self._began))
 
     def close(self) -> None:
         """Unset the timer (the stream is over)."""
@@ -394,22 +401,45 @@ class _Watch:
 
 
 async def _within(step: Awaitable[T], seconds: float, name: str) -> T:
-    """Await ``step`` for at most ``seconds``; an UpstreamTimeout after that."""
+    """Await ``step`` for at most ``seconds``; an UpstreamTimeout after that. What
+    ``asyncio.timeout`` does (the task cancelled when due, the cancellation taken back), for
+    one timer and no context manager."""
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(seconds, expire) if seconds > 0 else loop.call_soon(expire)
     try:
-        async with asyncio.timeout(max(seconds, 0.0)):
-            return await step
-    except TimeoutError:
-        raise _timed_out(name, seconds) from None
+        return await step
+    except asyncio.CancelledError:
+        if expired:
+            expired = False
+            if task.uncancel() <= cancelling:
+                raise _timed_out(name, seconds) from None
+        raise
+    finally:
+        timer.cancel()
+        if expired:  # due as the step ended otherwise: the cancellation is taken back all the same
+            task.uncancel()
 
 
 def _timed_out(name: str, seconds: float) -> UpstreamTimeout:
     return UpstreamTimeout(f"Deployment '{name}' did not answer within {seconds:g}s.")
 
 
-def _succeeded(deployment: Deployment, attempt: Attempt, ttft: float, total: float) -> None:
+def _succeeded(deployment: Deployment, attempt: Attempt, ttft: float, total: float, now: float
+               ) -> None:
+    """Settle a successful attempt that ended at ``now`` (``time.monotonic()``)."""
     attempt.outcome = "ok"
     attempt.latency = total
-    deployment.health.succeeded(ttft, total, time.monotonic())
+    deployment.health.succeeded(ttft, total, now)
 
 
 def _failed(deployment: Deployment, attempt: Attempt, failure: SwitchgearError) -> None:
