@@ -172,3 +172,17 @@ def test_open_mode_records_key_creation_as_anonymous(make_config: Callable[..., 
     assert [(e["action"], e["actor"], e["target"]) for e in answer["data"]] == [
         ("key.create", "anonymous", made["key"]["id"])]
     assert (tmp_path / "records.db.audit-key").exists()  # the loopback dev key
+
+
+def test_a_forwarded_for_header_cannot_forge_the_source_or_dodge_the_interval(
+        audited: tuple[str, str]) -> None:
+    """The source is the connection's peer: X-Forwarded-For from a loopback client (which
+    uvicorn trusts by default) neither forges it nor makes each forged address a new entry."""
+    root, _ = audited
+    wrong = "sg-WRONGKEY-not-a-real-secret-000000000"
+    for forged in ("203.0.113.9", "203.0.113.10", "198.51.100.1"):
+        answer = urllib3.request("GET", root + "/admin/keys", timeout=10, headers={
+            "Authorization": f"Bearer {wrong}", "X-Forwarded-For": forged})
+        assert answer.status == 401
+    failed = trail(root, action="admin.auth_failed")
+    assert [e["source"] for e in failed] == ["127.0.0.1"]

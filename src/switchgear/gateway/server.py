@@ -154,6 +154,10 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         timeout_keep_alive=math.ceil(server.keepalive_timeout_s),
         lifespan="on",
         access_log=False,
+        # scope["client"] is the connection's peer (the audit trail's source, its throttle):
+        # uvicorn's default trusts X-Forwarded-For from loopback, which would let any local
+        # client forge it; off, no middleware runs per request either
+        proxy_headers=False,
         log_level=log_level,
         # GatewayServer cuts requests off at shutdown_timeout_s; this is uvicorn's backstop
         timeout_graceful_shutdown=math.ceil(server.shutdown_timeout_s) + UNWIND_SECONDS,
