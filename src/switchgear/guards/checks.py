@@ -115,7 +115,10 @@ class Size:
 
 #: Phrasings seen in jailbreaks and prompt injection. A heuristic: it catches the common
 #: and the lazy, not a determined attacker; flag rather than block unless false alarms are cheap.
+#: Every phrasing starts with one of i d f y p r s < [ #: the lookahead lets the search pass other
+#: places without trying each phrasing there (twice as fast on ordinary text).
 INJECTION = re.compile(
+    r"(?=[idfyprs<\[#])(?:"
     r"ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier) (?:instructions|prompts?|rules)"
     r"|disregard (?:the |your |all )?(?:system prompt|instructions|rules|guidelines)"
     r"|forget (?:everything|all) (?:you were told|above|previous)"
@@ -123,13 +126,15 @@ INJECTION = re.compile(
     r"|developer mode (?:enabled|on)|do anything now"
     r"|pretend (?:that )?you (?:have no|are free of|aren't bound by) (?:restrictions|rules|limits)"
     r"|(?:reveal|print|show|repeat) (?:me )?(?:your|the) (?:system prompt|hidden instructions)"
-    r"|<\|im_start\|>|<\|system\|>|\[INST\]|###\s*system\s*:",
+    r"|<\|im_start\|>|<\|system\|>|\[INST\]|###\s*system\s*:)",
     re.IGNORECASE)
 
-#: In tool results and system content even plain orders to the model are suspicious.
+#: In tool results and system content even plain orders to the model are suspicious (each
+#: starts with a, m, y or n: the same lookahead as ``INJECTION``'s).
 HIDDEN_ORDERS = re.compile(
-    r"\b(?:assistant|AI|model|you) (?:must|should) (?:now |instead )?(?:ignore|send|email|reveal"
-    r"|call|execute|transfer|delete)\b|\bnew instructions\s*:", re.IGNORECASE)
+    r"(?=[amyn])(?:\b(?:assistant|AI|model|you) (?:must|should) (?:now |instead )?"
+    r"(?:ignore|send|email|reveal|call|execute|transfer|delete)\b|\bnew instructions\s*:)",
+    re.IGNORECASE)
 
 
 class Injection:

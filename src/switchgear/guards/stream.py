@@ -23,6 +23,11 @@ class StreamRedactor:
         self.exchange = exchange
         self.noticed = noticed
         self.pending = ""
+        #: The checks' ``spans``, looked up once; a check without (a custom one) relies on the
+        #: hold-back alone.
+        self.finders: list[Callable[[str], list[Span]]] = [
+            finder for finder in (getattr(check, "spans", None) for check in checks)
+            if finder is not None]
 
     def feed(self, text: str) -> str:
         """Take ``text``; give back what is now safe to send, redacted."""
@@ -30,7 +35,8 @@ class StreamRedactor:
         cut = len(self.pending) - LONGEST_MATCH
         if cut <= 0:
             return ""
-        spans = sorted(span for check in self.checks for span in _spans(check, self.pending))
+        spans = [span for find in self.finders for span in find(self.pending)]
+        spans.sort()
         for start, end, _ in reversed(spans):
             if start < cut < end:
                 cut = start
@@ -49,10 +55,3 @@ class StreamRedactor:
                 self.noticed(check, finding.reason)
                 text = finding.redacted
         return text
-
-
-def _spans(check: Check, text: str) -> list[Span]:
-    """A redacting check's matches; a check without ``spans`` (a custom one) has none, and
-    relies on the hold-back alone."""
-    spans: Callable[[str], list[Span]] | None = getattr(check, "spans", None)
-    return spans(text) if spans is not None else []
