@@ -117,6 +117,20 @@ def test_a_header_timeout_answers_408(limited: tuple[str, int]) -> None:
         assert closed_by_server(sock, 2)
 
 
+def test_a_kept_alive_connection_slow_with_its_next_headers_gets_408(
+        limited: tuple[str, int]) -> None:
+    _, port = limited
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - start < 2.5  # the header timeout (0.5 s), not keep-alive's
+        assert closed_by_server(sock, 2)
+
+
 def test_a_slow_body_is_cut_off(limited: tuple[str, int]) -> None:
     root, port = limited
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

@@ -7,7 +7,7 @@ beyond either is closed at once, with a reset); a request's headers must arrive 
 closed). When the server is full, a new connection evicts the oldest one still sending its
 headers, so idle half-requests cannot keep /healthz and honest callers out.
 
-The hot path costs a dict update per connection and a timer per request. Each response's head
+The hot path costs a dict update per connection and a timer per connection. Each response's head
 is held until its body's first write and leaves with it (OneWriteCycle): one system call and
 one TCP segment for a whole answer instead of two.
 """
@@ -88,6 +88,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.peer = ""
         self.admitted = False
         self.deadline: asyncio.TimerHandle | None = None
+        #: A request has begun and its headers are not all here yet.
+        self.reading_headers = False
         self.reading_body = False
         #: Tells the requests on this connection when it is lost (gateway/http.py Departure).
         self.client_watch = ClientWatch()
@@ -112,19 +114,24 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.admitted:
             super().data_received(data)
-            # The body's clock starts only when a body is still missing after this read: most
-            # requests arrive whole, and then run on the headers' one timer alone.
-            if self.reading_body and self.deadline is None and self.admitted:
-                self.deadline = self.loop.call_later(self.guard.body_timeout, self._body_too_slow)
+            # A clock starts only for what is still missing after this read: most requests
+            # arrive whole, and then run on no timer (a new connection's first on the one
+            # started when it was made).
+            if self.deadline is None and self.admitted:
+                if self.reading_headers:  # a later request on a kept-alive connection
+                    self._await_headers()
+                elif self.reading_body:
+                    self.deadline = self.loop.call_later(self.guard.body_timeout,
+                                                         self._body_too_slow)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[CLIENT_WATCH] = self.client_watch  # type: ignore[literal-required]
-        if self.deadline is None:  # a later request on a kept-alive connection
-            self._await_headers()
+        self.reading_headers = True
 
     def on_headers_complete(self) -> None:
         self._stop_clock()
+        self.reading_headers = False
         self.reading_body = True
         super().on_headers_complete()
 
