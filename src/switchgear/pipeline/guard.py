@@ -71,19 +71,29 @@ class Guarded:
     name: str
 
 
+def redacts_as_it_streams(guarded: Guarded) -> bool:
+    """Whether a check redacts a streamed answer chunk by chunk (the others judge it whole, at
+    its end)."""
+    return guarded.action == "redact" and not guarded.check.whole
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The checks one request gets."""
+    """The checks one request gets; ``redacting``: the output checks that redact a stream as
+    it goes, picked out once, when the stage is built."""
 
     input: tuple[Guarded, ...]
     output: tuple[Guarded, ...]
+    redacting: tuple[Check, ...] = ()
 
     @classmethod
     def of(cls, config: GuardList) -> Plan:
         def build(entries: list[GuardCheckConfig]) -> tuple[Guarded, ...]:
             return tuple(Guarded(build_check(e), e.action, e.label) for e in entries)
 
-        return cls(build(config.input), build(config.output))
+        output = build(config.output)
+        return cls(build(config.input), output,
+                   tuple(g.check for g in output if redacts_as_it_streams(g)))
 
 
 class Guard(Stage):
@@ -93,6 +103,8 @@ class Guard(Stage):
         self.default = Plan.of(config)
         self.routes = {alias: Plan.of(checks) for alias, checks in config.routes.items()}
         self.keys = {key: Plan.of(checks) for key, checks in config.keys.items()}
+        #: Whether any key or route has checks of its own (else everyone gets ``default``).
+        self.varied = bool(self.keys or self.routes)
 
     def plan(self, exchange: Exchange) -> Plan:
         """The key's checks, else the route's, else everyone's."""
@@ -100,7 +112,7 @@ class Guard(Stage):
                 or self.routes.get(exchange.model) or self.default)
 
     async def __call__(self, exchange: Exchange) -> Reply:
-        plan = self.plan(exchange)
+        plan = self.plan(exchange) if self.varied else self.default
         if plan.input:
             check_input(exchange, plan.input)
         reply = await self.next_stage(exchange)
@@ -108,7 +120,7 @@ class Guard(Stage):
             return reply
         if isinstance(reply, dict):
             return check_answer(exchange, reply, plan.output)
-        return check_stream(exchange, reply, plan.output)
+        return check_stream(exchange, reply, plan)
 
 
 def note(exchange: Exchange, guarded: Guarded, stage: str, finding: Finding | None) -> None:
@@ -128,41 +140,48 @@ def blocked(guarded: Guarded, stage: str, finding: Finding) -> GuardBlocked:
     return GuardBlocked(f"Blocked by the {guarded.name} check on the {stage}: {finding.reason}.")
 
 
+#: A text of the request: (role, text, the list or dict holding it, its index or key there).
+Piece = tuple[str, str, Any, Any]
+
+
 def check_input(exchange: Exchange, checks: Sequence[Guarded]) -> None:
     """Run the input checks; redact message contents in place of the body, or raise
     ``GuardBlocked``."""
     pieces = prompt_pieces(exchange.body)
+    whole: str | None = None  # the whole prompt, joined once until a redaction changes it
     for guarded in checks:
         check = guarded.check
         if check.whole:
-            finding = check("\n".join(text for _, text, _ in pieces), "request", exchange)
-        else:
-            finding = None
-            for index, (role, text, put) in enumerate(pieces):
-                found = check(text, role, exchange)
-                if found is None:
-                    continue
-                finding = finding or found
-                if guarded.action == "redact" and found.redacted is not None:
-                    put(found.redacted)
-                    pieces[index] = (role, found.redacted, put)
+            if whole is None:
+                whole = "\n".join([piece[1] for piece in pieces])
+            finding = check(whole, "request", exchange)
+        elif (finding := check_pieces(exchange, guarded, pieces)) is not None:
+            whole = None
         note(exchange, guarded, "input", finding)
         if finding is not None and guarded.action == "block":
             raise blocked(guarded, "input", finding)
 
 
-Piece = tuple[str, str, Any]
+def check_pieces(exchange: Exchange, guarded: Guarded, pieces: list[Piece]) -> Finding | None:
+    """Run a check on each piece of the prompt, redacting it (in ``pieces`` and in the body)
+    when that is the check's action; the first finding."""
+    finding = None
+    for index, (role, text, container, key) in enumerate(pieces):
+        found = guarded.check(text, role, exchange)
+        if found is None:
+            continue
+        finding = finding or found
+        if guarded.action == "redact" and found.redacted is not None:
+            container[key] = found.redacted
+            pieces[index] = (role, found.redacted, container, key)
+    return finding
 
 
 def prompt_pieces(body: dict[str, Any]) -> list[Piece]:
-    """The texts of a request — (role, text, how to replace it) — for chat messages (string
-    contents and text parts), a completion prompt or embedding inputs. Replacing rewrites the
-    body's own lists and dicts, which were parsed for this request alone."""
+    """The texts of a request for chat messages (string contents and text parts), a completion
+    prompt or embedding inputs. Replacing one rewrites the body's own lists and dicts, which
+    were parsed for this request alone."""
     pieces: list[Piece] = []
-
-    def at(container: Any, key: Any) -> Any:
-        return lambda text: container.__setitem__(key, text)
-
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:
@@ -170,16 +189,16 @@ def prompt_pieces(body: dict[str, Any]) -> list[Piece]:
                 continue
             role, content = str(message.get("role")), message.get("content")
             if isinstance(content, str):
-                pieces.append((role, content, at(message, "content")))
+                pieces.append((role, content, message, "content"))
             elif isinstance(content, list):
-                pieces += [(role, part["text"], at(part, "text")) for part in content
+                pieces += [(role, part["text"], part, "text") for part in content
                            if isinstance(part, dict) and isinstance(part.get("text"), str)]
     for field, role in (("prompt", "prompt"), ("input", "input")):
         value = body.get(field)
         if isinstance(value, str):
-            pieces.append((role, value, at(body, field)))
+            pieces.append((role, value, body, field))
         elif isinstance(value, list):
-            pieces += [(role, text, at(value, index)) for index, text in enumerate(value)
+            pieces += [(role, text, value, index) for index, text in enumerate(value)
                        if isinstance(text, str)]
     return pieces
 
@@ -220,21 +239,42 @@ def check_answer(exchange: Exchange, body: Body, checks: Sequence[Guarded]) -> B
     return body if rewritten == choices else {**body, "choices": rewritten}
 
 
+class StreamedAnswer:
+    """One choice of a streamed answer: its text so far, and its redactor (None when no check
+    redacts as the stream goes)."""
+
+    __slots__ = ("parts", "redactor")
+
+    def __init__(self, redactor: StreamRedactor | None) -> None:
+        self.parts: list[str] = []
+        self.redactor = redactor
+
+    def take(self, choice: dict[str, Any], finish: object) -> dict[str, Any]:
+        """Note ``choice``'s text; the choice carrying what is safe to send of it, redacted
+        (everything still held when it is the last, ``finish``)."""
+        text = _text_of(choice)
+        self.parts.append(text)
+        if self.redactor is None:
+            return choice
+        released = self.redactor.feed(text)
+        if finish:
+            released += self.redactor.flush()
+        return choice if released == text else _with_text(choice, released)
+
+
 async def check_stream(exchange: Exchange, chunks: AsyncIterator[Body],
-                       checks: Sequence[Guarded]) -> AsyncIterator[Body]:
+                       plan: Plan) -> AsyncIterator[Body]:
     """Redact a stream chunk by chunk (never splitting a match); run the checks that need the
     whole answer at its end: a blocking one ends the stream with an error event."""
-    redacting = [g for g in checks if g.action == "redact" and not g.check.whole]
     findings: dict[str, Finding] = {}
-    redactors: dict[int, StreamRedactor] = {}
-    texts: dict[int, list[str]] = {}
+    answers: dict[int, StreamedAnswer] = {}
 
-    def redactor(index: int) -> StreamRedactor:
-        if index not in redactors:
-            redactors[index] = StreamRedactor(
-                [g.check for g in redacting], exchange,
-                lambda check, reason: _keep_first(findings, check.name, Finding(reason)))
-        return redactors[index]
+    def answer(index: int) -> StreamedAnswer:
+        if plan.redacting:
+            return answers.setdefault(index, StreamedAnswer(StreamRedactor(
+                plan.redacting, exchange,
+                lambda check, reason: _keep_first(findings, check.name, Finding(reason)))))
+        return answers.setdefault(index, StreamedAnswer(None))
 
     last: Body = {}
     async for chunk in chunks:
@@ -246,39 +286,33 @@ async def check_stream(exchange: Exchange, chunks: AsyncIterator[Body],
         rewritten = []
         for choice in choices:
             index = choice.get("index", 0)
-            text = _text_of(choice)
-            texts.setdefault(index, []).append(text)
-            if choice.get("finish_reason"):
-                exchange.finish_reason = choice["finish_reason"]
-            if redacting:
-                released = redactor(index).feed(text)
-                if choice.get("finish_reason"):
-                    released += redactor(index).flush()
-                choice = _with_text(choice, released) if released != text else choice
-            rewritten.append(choice)
+            if (finish := choice.get("finish_reason")):
+                exchange.finish_reason = finish
+            rewritten.append((answers.get(index) or answer(index)).take(choice, finish))
         yield {**chunk, "choices": rewritten}
-    for index, held in redactors.items():  # a stream that ended without a finish_reason
-        rest = held.flush()
+    for index, streamed in answers.items():  # a stream that ended without a finish_reason
+        rest = streamed.redactor.flush() if streamed.redactor is not None else ""
         if rest:
             template: dict[str, Any] = {"index": index, "finish_reason": None,
                         **({"delta": {}} if "delta" in last["choices"][0] else {})}
             yield {**last, "choices": [_with_text(template, rest)]}
-    _judge_stream(exchange, checks, texts, findings)
+    _judge_stream(exchange, plan.output, answers, findings)
 
 
 def _keep_first(findings: dict[str, Finding], name: str, finding: Finding) -> None:
     findings.setdefault(name, finding)
 
 
-def _judge_stream(exchange: Exchange, checks: Sequence[Guarded], texts: dict[int, list[str]],
-                  redacted: dict[str, Finding]) -> None:
+def _judge_stream(exchange: Exchange, checks: Sequence[Guarded],
+                  answers: dict[int, StreamedAnswer], redacted: dict[str, Finding]) -> None:
     """The checks on the whole streamed answer, once it is complete."""
     for guarded in checks:
-        if guarded.action == "redact" and not guarded.check.whole:
+        if redacts_as_it_streams(guarded):
             note(exchange, guarded, "output", redacted.get(guarded.check.name))
             continue
-        finding = next((found for found in (guarded.check("".join(parts), "output", exchange)
-                                            for parts in texts.values()) if found), None)
+        finding = next((found for found in (guarded.check("".join(streamed.parts), "output",
+                                                          exchange)
+                                            for streamed in answers.values()) if found), None)
         note(exchange, guarded, "output", finding)
         if finding is not None and guarded.action == "block":
             raise blocked(guarded, "answer", finding)
