@@ -12,6 +12,7 @@ import pytest
 
 from guard_reference import (
     REFERENCE_HIDDEN_ORDERS,
+    REFERENCE_HINTS,
     REFERENCE_INJECTION,
     generated,
     pieces_of,
@@ -20,7 +21,7 @@ from guard_reference import (
 )
 from switchgear.exchange import Exchange, Operation
 from switchgear.guards.checks import HIDDEN_ORDERS, INJECTION, Pii
-from switchgear.guards.redact import BEARER, pii_spans
+from switchgear.guards.redact import BEARER, hinted, pii_spans
 from switchgear.guards.stream import StreamRedactor
 
 
@@ -30,6 +31,7 @@ def exchange() -> Exchange:
 
 def test_pii_is_found_where_it_was_found_before() -> None:
     for text in generated(3000, seed=1):
+        assert hinted(text) == (REFERENCE_HINTS.search(text) is not None), text
         assert pii_spans(text) == reference_spans(text), text
 
 
