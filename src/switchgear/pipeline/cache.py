@@ -47,6 +47,8 @@ class Cache(Stage):
         #: The streamed followers of each streamed call in flight, by key (see ``_finish``).
         self._streaming: dict[str, list[Exchange]] = {}
         self.counts = dict.fromkeys(OUTCOMES, 0)
+        #: The response header of each outcome, made once.
+        self._headers = {outcome: (HEADER, outcome.encode()) for outcome in OUTCOMES}
         self._pumps: set[asyncio.Task[None]] = set()
 
     def _cacheable(self, exchange: Exchange) -> bool:
@@ -126,7 +128,7 @@ class Cache(Stage):
     def _mark(self, exchange: Exchange, status: str) -> None:
         exchange.cache_status = status
         self.counts[status] += 1
-        exchange.response_headers.append((HEADER, status.encode()))
+        exchange.response_headers.append(self._headers[status])
 
     def _answer(self, exchange: Exchange, entry: Entry, status: str) -> Reply:
         """A kept answer, with its tokens and what it saved (the answer arrives here, not from

@@ -351,7 +351,7 @@ class _Watch:
 
     def begin(self) -> None:
         """A wait begins, in the current task (one clock read)."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None
         self._task, self._cancelling = task, task.cancelling()
         self._began = now = self._loop.time()

@@ -28,7 +28,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import accumulate, pairwise
+from itertools import accumulate, islice
+from operator import sub
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -59,6 +60,9 @@ UNKNOWN = "unknown"
 LABEL_LIMIT = 128
 #: The labels of the per-request series.
 SERIES_LABELS = ("model", "deployment", "tenant", "feature")
+#: Series remembered by the raw values they are labelled from (model label, deployment, tenant,
+#: feature), at most this many: past it, the labels are worked out each time.
+RAW_SERIES_LIMIT = 10_000
 
 
 class BoundedLabel:
@@ -461,6 +465,8 @@ class _Series:
     output_tokens: CounterCell
     cost: CounterCell
     saved: CounterCell
+    #: Its finished-requests counters by status (the status's label made once per status).
+    statuses: dict[int, CounterCell]
 
 
 class BatchSeries:
@@ -593,6 +599,7 @@ class GatewayMetrics:
             ["dimension", "name", "signal"], registry=registry)
         self.batch = BatchSeries(registry)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._raw_series: dict[tuple[str, str | None, str, str | None], _Series] = {}
 
     def _series_of(self, labels: tuple[str, str, str, str]) -> _Series:
         found = self._series.get(labels)
@@ -603,8 +610,31 @@ class GatewayMetrics:
                 self.tpot.labels(*labels), self.throughput.labels(*labels),
                 self.tokens.labels(model, deployment, "input"),
                 self.tokens.labels(model, deployment, "output"),
-                self.cost.labels(*labels), self.saved.labels(*labels))
+                self.cost.labels(*labels), self.saved.labels(*labels), {})
         return found
+
+    def _series_for(self, model: str, exchange: Exchange) -> _Series:
+        """The series of ``exchange`` under the model label ``model``: its other labels worked
+        out once per raw value (a label, once given, never changes: the values a capped label
+        keeps are never forgotten, and one past the cap always reads 'other')."""
+        principal = exchange.principal
+        raw = (model, exchange.deployment, principal.tenant, principal.feature)
+        found = self._raw_series.get(raw)
+        if found is None:
+            found = self._series_of((model, self.deployment(raw[1] or ""), self.tenant(raw[2]),
+                                     self.feature(raw[3] or "")))
+            if len(self._raw_series) < RAW_SERIES_LIMIT:
+                self._raw_series[raw] = found
+        return found
+
+    def _requests_of(self, series: _Series, status: int) -> CounterCell:
+        """The finished-requests counter of ``series`` with ``status``."""
+        cell = series.statuses.get(status)
+        if cell is None:
+            model, deployment, tenant, feature = series.labels
+            cell = series.statuses[status] = self.requests.labels(
+                model, deployment, str(status), tenant, feature)
+        return cell
 
     def watch_connections(self, guard: object) -> None:
         """Export the connection guard's counts (open, refused, evicted, timed out)."""
@@ -637,22 +667,20 @@ class GatewayMetrics:
     def observe(self, exchange: Exchange, models: Collection[str] | None = None) -> None:
         """Count a finished exchange (a Recorder step); a model not in ``models`` (when given)
         is labelled ``unknown``."""
-        principal = exchange.principal
         requested = exchange.model
         model = (UNKNOWN if models is not None and (len(requested) > LABEL_LIMIT
                                                      or requested not in models)
                  else self.model(requested))
-        deployment = self.deployment(exchange.deployment or "")
-        tenant = self.tenant(principal.tenant)
-        feature = self.feature(principal.feature or "")
-        self.requests.labels(model, deployment, str(exchange.status), tenant, feature).inc()
-        series = self._series_of((model, deployment, tenant, feature))
-        latency = exchange.latency
+        series = self._series_for(model, exchange)
+        _, deployment, tenant, feature = series.labels
+        self._requests_of(series, exchange.status).value += 1
+        received, done = exchange.received, exchange.done
+        latency = None if done is None else done - received
         if latency is not None:
             series.e2e.observe(latency)
-        ttft = exchange.time_to_first_token
-        if ttft is not None:
-            series.ttft.observe(ttft)
+        first = exchange.first_token
+        if first is not None:
+            series.ttft.observe(first - received)
         usage = exchange.usage
         output = usage.completion_tokens
         if exchange.stream:
@@ -660,13 +688,13 @@ class GatewayMetrics:
         if output and latency:
             series.throughput.observe(output / latency)
         if usage.prompt_tokens:
-            series.input_tokens.inc(usage.prompt_tokens)
+            series.input_tokens.value += usage.prompt_tokens
         if output:
-            series.output_tokens.inc(output)
+            series.output_tokens.value += output
         if exchange.cost:
-            series.cost.inc(exchange.cost)
+            series.cost.value += exchange.cost
         elif exchange.saved_cost:
-            series.saved.inc(exchange.saved_cost)
+            series.saved.value += exchange.saved_cost
         if exchange.cache_status is not None:
             self.cache.labels(model, exchange.cache_status).inc()
         if exchange.queue_wait is not None:
@@ -678,15 +706,31 @@ class GatewayMetrics:
             self.output_checked.labels(model, deployment, tenant, feature,
                                        "pass" if exchange.output_passed else "fail").inc()
         served = self.model(exchange.served_alias) if exchange.served_alias else model
-        for check in exchange.checks:
-            self.guard_checks.labels(model, served, check["check"], check["stage"],
-                                     check["verdict"], check["action"]).inc()
+        if exchange.checks:
+            self._observe_checks(exchange, model, served)
+        served_by = exchange.deployment
         for number, attempt in enumerate(exchange.attempts):
-            name = self.deployment(attempt.deployment)
+            # The served deployment's label is in hand (and labelling it again would change
+            # nothing); any other is labelled, needed or not, as it always was.
+            name = (deployment if attempt.deployment == served_by
+                    else self.deployment(attempt.deployment))
             if number:
                 self.retries.labels(model, name).inc()
             if attempt.error is not None:
                 self.upstream_errors.labels(model, name, attempt.error).inc()
+
+    def _observe_checks(self, exchange: Exchange, model: str, served: str) -> None:
+        """Count the guard checks ``exchange`` ran (``served``: the label of the alias that
+        answered)."""
+        counter = self.guard_checks
+        cells = counter.cells
+        for check in exchange.checks:
+            labels = (model, served, check["check"], check["stage"], check["verdict"],
+                      check["action"])
+            cell = cells.get(labels)
+            if cell is None:
+                cell = counter.labels(*labels)
+            cell.value += 1
 
     def _observe_stream(self, exchange: Exchange, series: _Series, output: int) -> None:
         times = exchange.chunk_times
@@ -702,4 +746,5 @@ class GatewayMetrics:
 
 
 def _gaps(times: list[float]) -> Iterator[float]:
-    return (later - earlier for earlier, later in pairwise(times))
+    """The gaps between consecutive ``times`` (subtracted in C, not by a generator)."""
+    return map(sub, islice(times, 1, None), times)
