@@ -212,9 +212,10 @@ def _text_of(choice: dict[str, Any]) -> str:
 def _with_text(choice: dict[str, Any], text: str) -> dict[str, Any]:
     """A copy of ``choice`` carrying ``text`` (cached and coalesced answers are shared: never
     rewrite them in place)."""
-    for field in ("message", "delta"):
-        if isinstance(choice.get(field), dict):
-            return {**choice, field: {**choice[field], "content": text}}
+    if isinstance(message := choice.get("message"), dict):
+        return {**choice, "message": {**message, "content": text}}
+    if isinstance(delta := choice.get("delta"), dict):
+        return {**choice, "delta": {**delta, "content": text}}
     return {**choice, "text": text}
 
 
