@@ -115,10 +115,11 @@ class Size:
 
 #: Phrasings seen in jailbreaks and prompt injection. A heuristic: it catches the common
 #: and the lazy, not a determined attacker; flag rather than block unless false alarms are cheap.
-#: Every phrasing starts with one of i d f y p r s < [ #: the lookahead lets the search pass other
-#: places without trying each phrasing there (twice as fast on ordinary text).
+#: Every phrasing opens with one of i d f y p r s < [ # and then one of g i e o r h | # (ig, di,
+#: de, do, fo, yo, pr, re, sh, <|, [i, ##): the lookahead lets the search pass other places
+#: without trying each phrasing there (twice as fast on ordinary text).
 INJECTION = re.compile(
-    r"(?=[idfyprs<\[#])(?:"
+    r"(?=[idfyprs<\[#][gieorh|#])(?:"
     r"ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier) (?:instructions|prompts?|rules)"
     r"|disregard (?:the |your |all )?(?:system prompt|instructions|rules|guidelines)"
     r"|forget (?:everything|all) (?:you were told|above|previous)"
@@ -130,9 +131,9 @@ INJECTION = re.compile(
     re.IGNORECASE)
 
 #: In tool results and system content even plain orders to the model are suspicious (each
-#: starts with a, m, y or n: the same lookahead as ``INJECTION``'s).
+#: opens with as, ai, mo, yo or ne: the same kind of lookahead as ``INJECTION``'s).
 HIDDEN_ORDERS = re.compile(
-    r"(?=[amyn])(?:\b(?:assistant|AI|model|you) (?:must|should) (?:now |instead )?"
+    r"(?=[amyn][sioe])(?:\b(?:assistant|AI|model|you) (?:must|should) (?:now |instead )?"
     r"(?:ignore|send|email|reveal|call|execute|transfer|delete)\b|\bnew instructions\s*:)",
     re.IGNORECASE)
 
