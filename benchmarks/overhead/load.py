@@ -111,11 +111,13 @@ def wrk_version() -> str:
 
 @dataclass(frozen=True)
 class WrkLoad:
-    """Runs wrk pinned to ``core``, POSTing ``request_body``; its Lua script goes in ``work_dir``."""
+    """Runs wrk pinned to ``core``, POSTing ``request_body``, with at most ``threads`` threads;
+    its Lua script goes in ``work_dir``."""
 
     work_dir: Path
     core: int
     request_body: Mapping[str, object]
+    threads: int = 2
 
     def run(self, endpoint: Endpoint, concurrency: int, seconds: int) -> LoadResult:
         """Keep ``concurrency`` connections busy for ``seconds`` and return what wrk measured."""
@@ -126,7 +128,7 @@ class WrkLoad:
         script_path.write_text(wrk_script(endpoint, self.request_body))
         argv = [
             binary,
-            f"--threads={min(concurrency, 2)}",
+            f"--threads={min(concurrency, self.threads)}",
             f"--connections={concurrency}",
             f"--duration={seconds}s",
             f"--timeout={WRK_REQUEST_TIMEOUT_S}s",

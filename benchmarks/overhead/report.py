@@ -84,6 +84,8 @@ class Method:
     load_average_after: str
     #: The streamed answer the upstream gives under /stream/v1 (the -stream rows').
     stream_body: str = ""
+    #: wrk's threads at most (never more than the connections).
+    load_threads: int = 2
 
     def paragraph(self) -> str:
         """The method as prose."""
@@ -96,7 +98,7 @@ class Method:
             f" the same core {self.load_core}; each gateway runs alone, pinned to core"
             f" {self.gateway_core}, started fresh and pointed at the same nginx, one after another."
             f" Per target and concurrency ({levels} keep-alive connections, wrk threads ="
-            f" min(concurrency, 2)): a {self.warmup_seconds} s warm-up run, then a"
+            f" min(concurrency, {self.load_threads})): a {self.warmup_seconds} s warm-up run, then a"
             f" {self.seconds} s measured run; request body"
             f" ({len(self.request_body)} bytes, model name per target; the -hit targets add"
             f' "temperature": 0, so every request after the first is a cache hit; the -messages'

@@ -171,6 +171,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--load-core", type=int, default=0,
                         help="core for nginx and wrk (default 0)")
+    parser.add_argument("--load-threads", type=int, default=2,
+                        help="wrk threads at most (default 2; fewer than the connections)")
     parser.add_argument("--gateway-core", type=int, default=1,
                         help="core for the gateway under test (default 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file ({RESULTS})")
@@ -302,7 +304,7 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         probe = json.dumps(upstream.endpoint().body(REQUEST_BODY)).encode()
         wait_until_answers(upstream.endpoint(), probe, nginx, timeout_s=10.0)
         say(f"[nginx] upstream answering on {upstream.base_url} (core {arguments.load_core})")
-        load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY)
+        load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY, arguments.load_threads)
         runner = TargetRun(load, upstream, arguments)
         findings = Findings([runner.measure(target) for target in targets])
         for name, job in (("profile", _profile), ("RSS run", _rss)):
@@ -351,6 +353,7 @@ def method_of(
         cpu_count=len(os.sched_getaffinity(0)),
         cpu_model=cpu_model(),
         load_core=arguments.load_core,
+        load_threads=arguments.load_threads,
         gateway_core=arguments.gateway_core,
         seconds=arguments.seconds,
         warmup_seconds=arguments.warmup_seconds,
