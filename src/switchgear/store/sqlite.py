@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 import threading
@@ -42,6 +43,19 @@ SQL = RequestLogSQL.of("sqlite")
 ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
 #: Rows per statement: a power of two within SQLite's 32,766 bound parameters in one.
 ROWS_PER_STATEMENT = 1 << ((32_766 // len(COLUMNS)).bit_length() - 1)
+
+
+#: What a None is bound as: SQLite stores a NaN as NULL (it stores a NaN value itself as NULL
+#: too), and the sqlite3 module binds a float at once where it takes None, and a bool, through
+#: its adapter lookup: 280 and 400 ns a value against 50, 4 us of a row's 25.
+NULL = math.nan
+
+
+def parameters(records: Sequence[RequestRecord]) -> list[object]:
+    """The values of ``records``, row after row, as the sqlite3 module binds them cheapest:
+    None as NULL (NaN), a bool as the int SQLite stores for it."""
+    return [NULL if value is None else int(value) if type(value) is bool else value
+            for record in records for value in record.values()]
 
 
 def insert_rows(count: int) -> str:
@@ -144,8 +158,7 @@ class SQLiteConnection:
         self.priority.adjust(min(record.done_at or record.received_at for record in records))
         with self.transaction() as cursor:
             for rows in statement_slices(records, ROWS_PER_STATEMENT):
-                cursor.execute(insert_rows(len(rows)),
-                               [value for record in rows for value in record.values()])
+                cursor.execute(insert_rows(len(rows)), parameters(rows))
 
     def expire_chunk(self, before: float) -> int:
         """Fold the oldest chunk of rows received before ``before`` into the rollups and delete
