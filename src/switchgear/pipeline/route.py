@@ -330,10 +330,11 @@ class _Watch:
     """The time limit of each wait for a stream's next chunk (``idle`` seconds, and never past
     ``deadline`` in the event loop's clock), kept by one timer per stream rather than a timeout
     per chunk: the timer, once due, cuts the wait in progress (cancels its task, as
-    ``asyncio.timeout`` does) only if it was set for that wait; set for an earlier one, it is
-    set again for this one, and with no wait in progress it waits for the next."""
+    ``asyncio.timeout`` does) only if that wait is due too; set for an earlier one, it is set
+    again for this one, and with no wait in progress it waits for the next. A wait's own due
+    time is worked out only when the timer rings (a later wait is never due sooner)."""
 
-    __slots__ = ("_began", "_cancelling", "_cut", "_deadline", "_due", "_idle", "_loop", "_name",
+    __slots__ = ("_began", "_cancelling", "_cut", "_deadline", "_idle", "_loop", "_name",
                  "_task", "_timer", "_timer_due")
 
     def __init__(self, name: str, idle: float, deadline: float) -> None:
@@ -346,7 +347,6 @@ class _Watch:
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._began = 0.0
-        self._due = 0.0
         self._cut = False
 
     def begin(self) -> None:
@@ -354,10 +354,8 @@ class _Watch:
         task = asyncio.current_task(self._loop)
         assert task is not None
         self._task, self._cancelling = task, task.cancelling()
-        self._began = now = self._loop.time()
-        self._due = due = max(now, min(now + self._idle, self._deadline))
-        if self._timer is None or due < self._timer_due:  # the total deadline is nearer
-            self.close()
+        self._began = self._loop.time()
+        if self._timer is None:
             self._set_timer()
 
     def end(self) -> None:
@@ -385,15 +383,20 @@ class _Watch:
             self._timer.cancel()
             self._timer = None
 
+    def _wait_due(self) -> float:
+        """When the wait in progress (or the last one) is due."""
+        began = self._began
+        return max(began, min(began + self._idle, self._deadline))
+
     def _set_timer(self) -> None:
-        self._timer_due = self._due
-        self._timer = self._loop.call_at(self._due, self._due_now)
+        self._timer_due = due = self._wait_due()
+        self._timer = self._loop.call_at(due, self._due_now)
 
     def _due_now(self) -> None:
         self._timer = None
         if self._task is None:
             return  # between waits: the next one sets the timer
-        if self._timer_due < self._due:
+        if self._timer_due < self._wait_due():
             self._set_timer()  # set for an earlier wait
             return
         self._cut = True
