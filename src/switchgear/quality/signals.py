@@ -1,7 +1,8 @@
 """Quality signals: answers counted per route, deployment and served alias in time buckets.
 
-Each finished answer adds to one bucket per key in O(1) (a Recorder step); windows are sums of
-buckets, built only when the detector or the admin API asks. A key is ``(dimension, name)``; the
+Each finished answer adds to one bucket in O(1) (a Recorder step): its combination's, whose
+names are the keys it counts in; windows are sums of buckets, built only when the detector or
+the admin API asks. A key is ``(dimension, name)``; the
 dimensions are the ``DIMENSIONS`` table. Each config version has signals of its own (its
 ``Serving``), so config versions, and the template versions they carry, are compared apart.
 """
@@ -140,7 +141,9 @@ def counts(exchange: Exchange) -> bool:
 
 
 class QualitySignals:
-    """Per key, a bucket per ``bucket_s`` seconds, as many as the two windows need."""
+    """Per combination of names an answer has (one per dimension, None where it has none), a
+    bucket per ``bucket_s`` seconds, as many as the two windows need. An answer is added to one
+    tally, not one per dimension; a key's window sums the combinations that name it."""
 
     def __init__(self, config: QualityConfig,
                  dimensions: Sequence[tuple[str, Namer]] = DIMENSIONS) -> None:
@@ -148,39 +151,43 @@ class QualitySignals:
         self.recent_buckets = max(1, math.ceil(config.recent_s / config.bucket_s))
         self.baseline_buckets = max(1, math.ceil(config.baseline_s / config.bucket_s))
         self.dimensions = tuple(dimensions)
-        self._series: dict[Key, deque[tuple[int, Tally]]] = {}
+        self._namers = tuple(name_of for _, name_of in self.dimensions)
+        self._position = {dimension: at for at, (dimension, _) in enumerate(self.dimensions)}
+        self._series: dict[tuple[str | None, ...], deque[tuple[int, Tally]]] = {}
 
     def observe(self, exchange: Exchange) -> None:
-        """A Recorder step: count a finished answer in each of its keys' current bucket."""
+        """A Recorder step: count a finished answer in its combination's current bucket."""
         if not counts(exchange):
             return
         index = int((exchange.done or time.time()) // self.bucket_s)
-        empty = not any(part.strip() for part in exchange.completion_text)
-        keep = self.recent_buckets + self.baseline_buckets
-        for dimension, name_of in self.dimensions:
-            name = name_of(exchange)
-            if name is None:
-                continue
-            series = self._series.get((dimension, name))
-            if series is None:
-                series = self._series[(dimension, name)] = deque()
-            if not series or series[-1][0] < index:
-                series.append((index, Tally()))
-                while series[0][0] <= index - keep:
-                    series.popleft()
-            series[-1][1].add(exchange, empty)
+        names = tuple([name_of(exchange) for name_of in self._namers])
+        series = self._series.get(names)
+        if series is None:
+            series = self._series[names] = deque()
+        if not series or series[-1][0] < index:
+            series.append((index, Tally()))
+            keep = self.recent_buckets + self.baseline_buckets
+            while series[0][0] <= index - keep:
+                series.popleft()
+        series[-1][1].add(exchange, not any(part.strip() for part in exchange.completion_text))
 
     def groups(self) -> list[Key]:
         """Every key seen, in order of dimension then name."""
-        order = {dimension: position for position, (dimension, _) in enumerate(self.dimensions)}
-        return sorted(self._series, key=lambda key: (order.get(key[0], len(order)), key[1]))
+        keys = {(dimension, name) for names in self._series
+                for (dimension, _), name in zip(self.dimensions, names, strict=True)
+                if name is not None}
+        return sorted(keys, key=lambda key: (self._position[key[0]], key[1]))
 
     def windows(self, key: Key, now: float) -> tuple[Tally, Tally]:
         """The recent and the baseline window of ``key`` at ``now``."""
         current = int(now // self.bucket_s)
         recent_from = current - self.recent_buckets
         baseline_from = recent_from - self.baseline_buckets
-        buckets = self._series.get(key, ())
+        dimension, name = key
+        at = self._position.get(dimension)
+        buckets = [] if at is None else [
+            bucket for names, series in self._series.items() if names[at] == name
+            for bucket in series]
         recent = Tally.total(t for index, t in buckets if recent_from < index <= current)
         baseline = Tally.total(t for index, t in buckets if baseline_from < index <= recent_from)
         return recent, baseline
