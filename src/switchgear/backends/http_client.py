@@ -74,6 +74,9 @@ class Response:
     async def read(self) -> bytes:
         """The whole body."""
         connection = self._connection
+        body = connection.whole_body()
+        if body is not None:  # it has all arrived: nothing to wait for
+            return body
         parts = []
         while (part := await connection.next_chunk()) is not None:
             parts.append(part)
@@ -204,6 +207,18 @@ class Connection(asyncio.Protocol):
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
 
+    def whole_body(self) -> bytes | None:
+        """The rest of the body at once when the response is complete and sound (None
+        otherwise: ``next_chunk`` waits for it or raises)."""
+        if not self._complete or self._error is not None:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        if self._paused and self._transport:
+            self._paused = False
+            self._transport.resume_reading()
+        return body
+
     def expire(self) -> None:
         """The request's deadline passed: fail it and drop the connection."""
         if not self._complete:
@@ -275,7 +290,7 @@ class ConnectionPool:
                                                           len(body), body)
         loop = asyncio.get_running_loop()
         while True:
-            connection = await self._acquire(deadline)
+            connection = self._idle_connection() or await self._connect(deadline)
             connection.timer = loop.call_at(deadline, connection.expire)
             try:
                 return await connection.send(message)
@@ -297,11 +312,16 @@ class ConnectionPool:
             start = self._starts[method, path] = line + self._head
         return start
 
-    async def _acquire(self, deadline: float) -> Connection:
+    def _idle_connection(self) -> Connection | None:
+        """The most recently used idle connection still open, if any."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection
+        return None
+
+    async def _connect(self, deadline: float) -> Connection:
+        """A new connection, made within the connect timeout and before ``deadline``."""
         loop = asyncio.get_running_loop()
         timeout = min(self.connect_timeout, max(0.0, deadline - loop.time()))
         try:

@@ -96,7 +96,7 @@ class Route:
                             f"The request is too long for '{alias}' ({window} tokens).",
                             param="messages")
                         break
-                    if not await self._room(exchange, deployment):
+                    if not deployment.has_room and not await self._room(exchange, deployment):
                         error = Overloaded(f"'{alias}' is at its concurrency limit.", retry_after=1)
                         continue
                     if not deployment.health.available(time.monotonic()):
