@@ -53,3 +53,23 @@ def test_a_failed_attempt_elsewhere_is_labelled_and_counted_as_before() -> None:
         ("chat", "e", "timeout"): 1.0}
     assert {labels: cell.value for labels, cell in metrics.retries.cells.items()} == {
         ("chat", "d"): 1.0}
+
+
+def test_cache_outcomes_queue_waits_and_verdicts_count_per_value() -> None:
+    metrics = GatewayMetrics()
+    observe = metrics.observer(["chat"])
+    for priority, outcome, passed, shed in (("batch", "hit", True, False),
+                                            (None, "miss", False, True),
+                                            ("batch", "hit", True, False), ("", "miss", None, False)):
+        exchange = finished("a")
+        exchange.priority, exchange.cache_status, exchange.output_passed = priority, outcome, passed
+        exchange.queue_wait, exchange.shed = 0.5, shed
+        observe(exchange)
+    assert {labels: cell.value for labels, cell in metrics.cache.cells.items()} == {
+        ("chat", "hit"): 2.0, ("chat", "miss"): 2.0}
+    assert {labels: sum(cell.counts) for labels, cell in metrics.queue_wait.cells.items()} == {
+        ("chat", "a", "batch"): 2, ("chat", "a", "unknown"): 2}
+    assert {labels: cell.value for labels, cell in metrics.shed.cells.items()} == {
+        ("chat", "a", "unknown"): 1.0}
+    assert {labels: cell.value for labels, cell in metrics.output_checked.cells.items()} == {
+        ("chat", "d", "a", "", "pass"): 2.0, ("chat", "d", "a", "", "fail"): 1.0}

@@ -467,6 +467,12 @@ class _Series:
     saved: CounterCell
     #: Its finished-requests counters by status (the status's label made once per status).
     statuses: dict[int, CounterCell]
+    #: Its model's cache-outcome counters by outcome.
+    outcomes: dict[str, CounterCell]
+    #: Its model and tenant's priority label and queue-wait histogram by raw priority.
+    waits: dict[str | None, tuple[str, HistogramCell]]
+    #: Its output-check counters by verdict (passed or not).
+    verdicts: dict[bool, CounterCell]
 
 
 class BatchSeries:
@@ -610,7 +616,7 @@ class GatewayMetrics:
                 self.tpot.labels(*labels), self.throughput.labels(*labels),
                 self.tokens.labels(model, deployment, "input"),
                 self.tokens.labels(model, deployment, "output"),
-                self.cost.labels(*labels), self.saved.labels(*labels), {})
+                self.cost.labels(*labels), self.saved.labels(*labels), {}, {}, {}, {})
         return found
 
     def _series_for(self, model: str, exchange: Exchange) -> _Series:
@@ -625,6 +631,16 @@ class GatewayMetrics:
                                      self.feature(raw[3] or "")))
             if len(self._raw_series) < RAW_SERIES_LIMIT:
                 self._raw_series[raw] = found
+        return found
+
+    def _wait_of(self, series: _Series, raw: str | None) -> tuple[str, HistogramCell]:
+        """The priority label of ``raw`` (a request's priority, None: unknown) and the
+        queue-wait histogram of ``series``'s model and tenant at that priority."""
+        found = series.waits.get(raw)
+        if found is None:
+            model, _, tenant, _ = series.labels
+            priority = self.priority(raw or UNKNOWN)
+            found = series.waits[raw] = (priority, self.queue_wait.labels(model, tenant, priority))
         return found
 
     def _requests_of(self, series: _Series, status: int) -> CounterCell:
@@ -695,16 +711,24 @@ class GatewayMetrics:
             series.cost.value += exchange.cost
         elif exchange.saved_cost:
             series.saved.value += exchange.saved_cost
-        if exchange.cache_status is not None:
-            self.cache.labels(model, exchange.cache_status).inc()
+        outcome = exchange.cache_status
+        if outcome is not None:
+            cell = series.outcomes.get(outcome)
+            if cell is None:
+                cell = series.outcomes[outcome] = self.cache.labels(model, outcome)
+            cell.value += 1
         if exchange.queue_wait is not None:
-            priority = self.priority(exchange.priority or UNKNOWN)
-            self.queue_wait.labels(model, tenant, priority).observe(exchange.queue_wait)
+            priority, waited = self._wait_of(series, exchange.priority)
+            waited.observe(exchange.queue_wait)
             if exchange.shed:
                 self.shed.labels(model, tenant, priority).inc()
-        if exchange.output_passed is not None:
-            self.output_checked.labels(model, deployment, tenant, feature,
-                                       "pass" if exchange.output_passed else "fail").inc()
+        passed = exchange.output_passed
+        if passed is not None:
+            cell = series.verdicts.get(passed)
+            if cell is None:
+                cell = series.verdicts[passed] = self.output_checked.labels(
+                    model, deployment, tenant, feature, "pass" if passed else "fail")
+            cell.value += 1
         served = self.model(exchange.served_alias) if exchange.served_alias else model
         if exchange.checks:
             self._observe_checks(exchange, model, served)
