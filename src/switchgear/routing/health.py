@@ -126,11 +126,12 @@ class DeploymentHealth:
 
     def admit(self, now: float) -> bool:
         """Take a request now: always when healthy; when half-open, only the one probe."""
+        if self.state is State.HEALTHY:
+            return True
         if not self.available(now):
             return False
-        if self.state is not State.HEALTHY:
-            self.state = State.PROBING
-            self._probe_out = True
+        self.state = State.PROBING
+        self._probe_out = True
         return True
 
     def succeeded(self, ttft: float | None, total: float | None, now: float) -> None:
