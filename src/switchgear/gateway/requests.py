@@ -7,6 +7,7 @@ other field through to the model server untouched, so new OpenAI parameters keep
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -172,14 +173,18 @@ _PROMPTED_CHAT: tuple[tuple[str, ...], dict[str, Check]] = (("model",), {**_CHAT
 
 
 class RequestIds:
-    """Issues request ids: ``req_`` and 32 random hex digits (no system call per id)."""
+    """Issues request ids: ``req_`` and 32 hex digits, the microseconds since the epoch (13
+    digits) then 76 random bits (19 digits), so ids sort by time: the request log's primary key
+    grows at its end instead of at a random page of its index (which, in SQLite, cost the
+    writer four times the CPU per row once the log held 300,000 rows). No system call per id
+    but the clock's."""
 
     def __init__(self) -> None:
         self._random = random.Random()  # seeded from os.urandom
 
     def new(self) -> str:
         """A fresh request id."""
-        return f"req_{self._random.getrandbits(128):032x}"
+        return f"req_{time.time_ns() // 1000:013x}{self._random.getrandbits(76):019x}"
 
 
 #: Longest feature tag kept (a header is client input: bounded before it reaches records).
