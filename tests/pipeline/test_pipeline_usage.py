@@ -4,6 +4,7 @@ was charged, and a hit saves exactly that."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -110,6 +111,7 @@ async def test_a_miss_reads_and_prices_its_usage_once_and_a_hit_saves_that_charg
     pipeline, backend = gateway(instant(), recorded)
     miss = make_exchange(stream=stream, resolved_alias="chat")
     await drain(await pipeline(miss))
+    await asyncio.sleep(0)  # its record runs in the loop's next turn
     [usage] = backend.usages
     assert usage.reads == 1  # by the Route stage; neither the cache nor the record read it again
     assert miss.usage.prompt_tokens == usage.usage["prompt_tokens"] > 0
@@ -117,6 +119,7 @@ async def test_a_miss_reads_and_prices_its_usage_once_and_a_hit_saves_that_charg
     assert charged == [miss.cost] and miss.cost > 0  # priced once, for the record and the cache
     hit = make_exchange(stream=stream, resolved_alias="chat")
     await drain(await pipeline(hit))
+    await asyncio.sleep(0)
     assert recorded == [miss, hit] and hit.cache_status == "hit"
     assert hit.usage == miss.usage and usage.reads == 2  # once more, for the hit's own record
     assert hit.saved_cost == miss.cost and hit.cost == 0 and charged == [miss.cost]

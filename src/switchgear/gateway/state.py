@@ -131,9 +131,11 @@ class Serving:
         return Parts(self.served(shared), self.background(shared))
 
     def served(self, shared: Serving | None = None) -> Parts:
-        """What its requests use: its backends, all at once, and its cache store."""
+        """What its requests use: its records (those still waiting are written when it stops),
+        its backends, all at once, and its cache store."""
         kept = set(shared.router.deployments()) if shared else set()
         return Parts(
+            Calls("records", on_stop=self.recorder.flush),
             Together(*(Calls(f"deployment {d.name}", d.backend.start, d.backend.aclose)
                        for d in self.router.deployments() if d not in kept)),
             None if shared and self.cache.store is shared.cache.store
