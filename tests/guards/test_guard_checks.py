@@ -18,6 +18,8 @@ def exchange(**body: object) -> Exchange:
 @pytest.mark.parametrize("text, marker", [
     ("mail jane.doe@example.com now", "[REDACTED:email]"),
     ("card 4111 1111 1111 1111 ok", "[REDACTED:card]"),
+    ("card \u0664\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 "
+     "\u0661\u0661\u0661\u0661 ok", "[REDACTED:card]"),  # Arabic-Indic digits, nothing else
     ("call +1 415 555 0100 today", "[REDACTED:phone]"),
     ("ssn 123-45-6789", "[REDACTED:national_id]"),
     ("NI number AB 12 34 56 C", "[REDACTED:national_id]"),

@@ -55,10 +55,11 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-#: What the text must have before any pattern is tried: an ASCII digit or an @, "bearer" in any
-#: case, AKIA, or a key's opening. Text without any of it — most prose — is passed after a few
-#: scans the regex engine does fastest (for a set of characters, a literal).
-DIGIT_OR_AT = re.compile(r"[0-9@]")
+#: What the text must have before any pattern is tried: a digit (any script's: the patterns'
+#: ``\d`` is Unicode's) or an @, "bearer" in any case, AKIA, or a key's opening. Text without
+#: any of it — most prose — is passed after a few scans the regex engine does fastest (for a
+#: set of characters, a literal).
+DIGIT_OR_AT = re.compile(r"[\d@]")
 KEY_OPENING = re.compile(r"\b(?:sk|sg|pk|rk)-|\bgh[pousr]_|\bxox")
 
 
