@@ -19,6 +19,7 @@ from switchgear.admission.limits import (
     InProcessLimiter,
     Limit,
     Limiter,
+    LimitPlan,
     RateLimitExceeded,
     RedisLimiter,
     duration,
@@ -206,6 +207,28 @@ async def test_request_larger_than_the_limit_is_refused_without_consuming(
     probe = await limiter.acquire(limits, 0)
     assert status_of(probe, "key:k1", "requests")[0] == 9
     assert status_of(probe, "key:k1", "tokens")[0] == 100
+
+
+async def test_limits_planned_once_decide_as_the_limits_themselves(
+    limiter_and_clock: tuple[Limiter, FakeClock],
+) -> None:
+    """``take`` on a ``LimitPlan`` (made once per key, tenant and model) takes from the same
+    buckets as ``acquire``, refuses at the same point and gives the same headers."""
+    limiter, _ = limiter_and_clock
+    limits = [Limit("key:k1", rpm=3, tpm=1000), Limit("key:k1", rpm=99), Limit("model:m", tpm=500)]
+    plan = LimitPlan(limits)
+    assert [bucket.name for bucket in plan.buckets] == ["key:k1:rpm", "key:k1:tpm", "model:m:tpm"]
+    planned = [await limiter.take(plan, 100), await limiter.acquire(limits, 100),
+               await limiter.take(plan, 100), await limiter.acquire(limits, 100)]
+    assert [decision.allowed for decision in planned] == [True, True, True, False]
+    assert [dict(decision.headers())[b"x-ratelimit-remaining-requests"]
+            for decision in planned] == [b"2", b"1", b"0", b"0"]
+    assert [dict(decision.headers())[b"x-ratelimit-remaining-tokens"]
+            for decision in planned] == [b"400", b"300", b"200", b"200"]
+    assert planned[0].reservation.buckets == planned[1].reservation.buckets
+    assert planned[3].refused_by == ("key:k1",)
+    with pytest.raises(ValueError, match="non-negative"):
+        await limiter.take(plan, -1)
 
 
 async def test_no_limits_admit_everything(limiter_and_clock: tuple[Limiter, FakeClock]) -> None:

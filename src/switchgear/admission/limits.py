@@ -96,38 +96,79 @@ class RateLimitExceeded(RateLimited):
         self.headers = headers
 
 
+class LimitPlan:
+    """The buckets of a set of limits, worked out once (per key, tenant and model, by
+    ``Quotas``): everything an ``acquire`` needs but the clock and the tokens."""
+
+    __slots__ = ("buckets", "header_groups", "limit_values", "token_buckets")
+
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        self.buckets = _buckets(limits)
+        #: The reservation's (bucket name, emission interval) per tpm limit.
+        self.token_buckets = tuple((b.name, b.interval) for b in self.buckets
+                                   if b.dimension == "tokens")
+        #: Each bucket's limit as a header value.
+        self.limit_values = tuple(b"%d" % b.limit for b in self.buckets)
+        #: Per dimension with buckets, in ``DIMENSIONS`` order: its header names and buckets.
+        self.header_groups = tuple(
+            (names, indices) for names in HEADER_NAMES
+            if (indices := tuple(i for i, b in enumerate(self.buckets) if b.dimension == names[0])))
+
+    def remaining(self, index: int, lead: float) -> int:
+        """What is left now of bucket ``index``, ``lead`` seconds from full."""
+        bucket = self.buckets[index]
+        return min(bucket.limit, max(0, math.floor((PERIOD - lead) / bucket.interval + EPSILON)))
+
+    def strictest(self, indices: tuple[int, ...], leads: Sequence[float]) -> tuple[int, int]:
+        """Of buckets ``indices``, the one that will refuse first (least remaining, then
+        longest reset), and its remaining."""
+        best = indices[0]
+        left = self.remaining(best, leads[best])
+        for index in indices[1:]:
+            remaining = self.remaining(index, leads[index])
+            if (remaining, -leads[index]) < (left, -leads[best]):
+                best, left = index, remaining
+        return best, left
+
+
 @dataclass(slots=True)
 class Decision:
-    """The answer to one ``acquire``: admitted or not, and the limits' state for the headers
-    (never changed once made; not frozen, like ``LimitStatus``)."""
+    """The answer to one ``acquire``: admitted or not, and the limits' state for the headers:
+    ``leads[i]``, seconds until bucket ``i`` of ``plan`` is full again (never changed once
+    made; not frozen, like ``LimitStatus``)."""
 
     allowed: bool
     retry_after: float
-    statuses: tuple[LimitStatus, ...]
+    plan: LimitPlan
+    leads: Sequence[float]
     reservation: Reservation
     refused_by: tuple[str, ...] = ()
     too_large: bool = False
 
+    @property
+    def statuses(self) -> tuple[LimitStatus, ...]:
+        """Each bucket after the decision (before it, if refused)."""
+        plan = self.plan
+        return tuple(LimitStatus(bucket.key, bucket.dimension, bucket.limit,
+                                 plan.remaining(index, lead), lead)
+                     for index, (bucket, lead) in enumerate(zip(plan.buckets, self.leads,
+                                                                strict=True)))
+
     def strictest(self, dimension: Dimension) -> LimitStatus | None:
         """The bucket of ``dimension`` that will refuse first: least remaining, then longest reset."""
-        found = None
-        for status in self.statuses:
-            if status.dimension == dimension and (
-                found is None
-                or (status.remaining, -status.reset_after) < (found.remaining, -found.reset_after)
-            ):
-                found = status
-        return found
+        for names, indices in self.plan.header_groups:
+            if names[0] == dimension:
+                return self.statuses[self.plan.strictest(indices, self.leads)[0]]
+        return None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the strictest limits."""
         out: list[tuple[bytes, bytes]] = []
-        for dimension, limit, remaining, reset in HEADER_NAMES:
-            status = self.strictest(dimension)
-            if status is None:
-                continue
-            out += ((limit, b"%d" % status.limit), (remaining, b"%d" % status.remaining),
-                    (reset, duration(status.reset_after).encode()))
+        plan, leads = self.plan, self.leads
+        for (_, limit, remaining, reset), indices in plan.header_groups:
+            index, left = plan.strictest(indices, leads)
+            out += ((limit, plan.limit_values[index]), (remaining, b"%d" % left),
+                    (reset, duration(leads[index]).encode()))
         return out
 
     def error(self) -> RateLimitExceeded:
@@ -160,6 +201,10 @@ class Limiter(Protocol):
         """Take one request and ``tokens`` tokens from every limit, or nothing if any refuses."""
         ...
 
+    async def take(self, plan: LimitPlan, tokens: int) -> Decision:
+        """``acquire`` on limits planned once (``LimitPlan``)."""
+        ...
+
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest."""
         ...
@@ -171,12 +216,10 @@ class _Bucket(NamedTuple):
     dimension: Dimension
     limit: int
     interval: float
-    cost: int
+    per_token: bool  # costs the request's tokens (tpm), or 1 (rpm)
 
 
-def _buckets(limits: Sequence[Limit], tokens: int) -> list[_Bucket]:
-    if tokens < 0:
-        raise ValueError(f"tokens must be non-negative, got {tokens}")
+def _buckets(limits: Sequence[Limit]) -> tuple[_Bucket, ...]:
     seen: set[str] = set()
     out: list[_Bucket] = []
     for limit in limits:
@@ -184,36 +227,39 @@ def _buckets(limits: Sequence[Limit], tokens: int) -> list[_Bucket]:
             continue
         seen.add(limit.key)
         if limit.rpm is not None:
-            out.append(_Bucket(f"{limit.key}:rpm", limit.key, "requests", limit.rpm, PERIOD / limit.rpm, 1))
+            out.append(_Bucket(f"{limit.key}:rpm", limit.key, "requests", limit.rpm,
+                               PERIOD / limit.rpm, False))
         if limit.tpm is not None:
-            interval = PERIOD / limit.tpm
-            out.append(_Bucket(f"{limit.key}:tpm", limit.key, "tokens", limit.tpm, interval, tokens))
-    return out
+            out.append(_Bucket(f"{limit.key}:tpm", limit.key, "tokens", limit.tpm,
+                               PERIOD / limit.tpm, True))
+    return tuple(out)
 
 
-def _decide(buckets: Sequence[_Bucket], ahead: Sequence[float], allowed: bool, tokens: int) -> Decision:
-    """Build the decision from each bucket's ``tat - now`` after the step (before it if refused)."""
-    leads = [max(0.0, lead) for lead in ahead]
-    statuses = tuple(
-        LimitStatus(bucket.key, bucket.dimension, bucket.limit,
-                    min(bucket.limit, max(0, math.floor((PERIOD - lead) / bucket.interval + EPSILON))),
-                    lead)
-        for bucket, lead in zip(buckets, leads, strict=True))
-    if allowed:
-        token_buckets = tuple((b.name, b.interval) for b in buckets if b.dimension == "tokens")
-        return Decision(True, 0.0, statuses, Reservation(tokens, token_buckets))
+def _checked(tokens: int) -> None:
+    if tokens < 0:
+        raise ValueError(f"tokens must be non-negative, got {tokens}")
+
+
+def _allowed(plan: LimitPlan, leads: Sequence[float], tokens: int) -> Decision:
+    """The decision admitting a request, from each bucket's ``tat - now`` after the step."""
+    return Decision(True, 0.0, plan, leads, Reservation(tokens, plan.token_buckets))
+
+
+def _refused(plan: LimitPlan, leads: Sequence[float], tokens: int) -> Decision:
+    """The decision refusing a request, from each bucket's ``tat - now`` before the step."""
     refused: list[str] = []
     retry_after = 0.0
     too_large = False
-    for bucket, lead in zip(buckets, leads, strict=True):
-        wait = lead + bucket.cost * bucket.interval - PERIOD
+    for bucket, lead in zip(plan.buckets, leads, strict=True):
+        cost = tokens if bucket.per_token else 1
+        wait = lead + cost * bucket.interval - PERIOD
         if wait > EPSILON:
             refused.append(bucket.key)
             retry_after = max(retry_after, wait)
-        if bucket.cost > bucket.limit:
+        if cost > bucket.limit:
             too_large = True
     retry_after = PERIOD if too_large else max(retry_after, 0.001)
-    return Decision(False, retry_after, statuses, Reservation(0), tuple(dict.fromkeys(refused)),
+    return Decision(False, retry_after, plan, leads, Reservation(0), tuple(dict.fromkeys(refused)),
                     too_large)
 
 
@@ -228,36 +274,49 @@ class InProcessLimiter:
 
     async def acquire(self, limits: Sequence[Limit], tokens: int) -> Decision:
         """Take one request and ``tokens`` tokens from every limit, or nothing if any refuses."""
-        buckets = _buckets(limits, tokens)
+        return self.take_now(LimitPlan(limits), tokens)
+
+    async def take(self, plan: LimitPlan, tokens: int) -> Decision:
+        """``acquire`` on limits planned once (``LimitPlan``)."""
+        return self.take_now(plan, tokens)
+
+    def take_now(self, plan: LimitPlan, tokens: int) -> Decision:
+        """``take``, without awaiting anything."""
+        _checked(tokens)
         now = self._clock()
-        starts = [max(self._tats.get(b.name, now), now) for b in buckets]
-        ends = [start + b.cost * b.interval for start, b in zip(starts, buckets, strict=True)]
-        allowed = all(end - now <= PERIOD + EPSILON for end in ends)
-        if allowed:
-            for bucket, end in zip(buckets, ends, strict=True):
-                self._tats[bucket.name] = end
+        tats = self._tats
+        ends = [max(tats.get(b.name, now), now) + (tokens if b.per_token else 1) * b.interval
+                for b in plan.buckets]
+        if not all(end - now <= PERIOD + EPSILON for end in ends):
+            starts = [max(tats.get(b.name, now), now) - now for b in plan.buckets]
+            return _refused(plan, starts, tokens)
+        for bucket, end in zip(plan.buckets, ends, strict=True):
+            tats[bucket.name] = end
+        if len(tats) >= self._prune_at:
             self._prune(now)
-            return _decide(buckets, [end - now for end in ends], True, tokens)
-        return _decide(buckets, [start - now for start in starts], False, tokens)
+        return _allowed(plan, [end - now for end in ends], tokens)
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest."""
+        self.settle_now(reservation, used_tokens)
+
+    def settle_now(self, reservation: Reservation, used_tokens: int) -> None:
+        """``settle``, without awaiting anything."""
         delta = used_tokens - reservation.tokens
         if delta == 0:
             return
         now = self._clock()
+        tats = self._tats
         for name, interval in reservation.buckets:
-            tat = max(self._tats.get(name, now), now) + delta * interval
+            tat = max(tats.get(name, now), now) + delta * interval
             if tat > now:
-                self._tats[name] = tat
+                tats[name] = tat
             else:
-                self._tats.pop(name, None)
+                tats.pop(name, None)
 
     def _prune(self, now: float) -> None:
         # Full buckets hold no information; dropping them when the table doubles keeps memory
         # bounded by the active buckets at amortized O(1) per request.
-        if len(self._tats) < self._prune_at:
-            return
         for name in [name for name, tat in self._tats.items() if tat <= now]:
             del self._tats[name]
         self._prune_at = max(1024, 2 * len(self._tats))
@@ -343,15 +402,22 @@ class RedisLimiter:
 
         Raises ``StateUnavailable`` (503) if Redis cannot be reached.
         """
-        buckets = _buckets(limits, tokens)
+        return await self.take(LimitPlan(limits), tokens)
+
+    async def take(self, plan: LimitPlan, tokens: int) -> Decision:
+        """``acquire`` on limits planned once (``LimitPlan``); one script run."""
+        _checked(tokens)
+        buckets = plan.buckets
         if not buckets:
-            return _decide(buckets, [], True, tokens)
+            return _allowed(plan, (), tokens)
         args: list[str | float | int] = [self._now(), repr(PERIOD)]
         for bucket in buckets:
-            args += [repr(bucket.interval), bucket.cost]
+            args += [repr(bucket.interval), tokens if bucket.per_token else 1]
         reply = await _ACQUIRE(self._client, [self._prefix + b.name for b in buckets], args)
-        allowed = int(reply[0]) == 1
-        return _decide(buckets, [float(text(v)) for v in reply[2:]], allowed, tokens)
+        leads = [max(0.0, float(text(value))) for value in reply[2:]]
+        if int(reply[0]) == 1:
+            return _allowed(plan, leads, tokens)
+        return _refused(plan, leads, tokens)
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved tokens with ``used_tokens``: give back the excess or charge the rest.
