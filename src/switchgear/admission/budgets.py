@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -74,10 +74,14 @@ class PeriodBounds:
         self._bounds: dict[Period, tuple[str, float]] = {}
 
     def __call__(self, period: Period, now: float) -> tuple[str, float]:
+        return self.of(now)[period]
+
+    def of(self, now: float) -> dict[Period, tuple[str, float]]:
+        """Every period's bounds at ``now``."""
         day = int(now // 86400)
         if day != self._day:
             self._day, self._bounds = day, {kind: period_bounds(kind, now) for kind in PERIODS}
-        return self._bounds[period]
+        return self._bounds
 
 
 def civil_from_days(days: int) -> tuple[int, int, int]:
@@ -114,6 +118,8 @@ class Budget:
     daily: float | None = None
     monthly: float | None = None
     soft: float = 0.8
+    #: (period, hard limit) of each period that has one, worked out once.
+    hard: tuple[tuple[Period, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.soft <= 1.0:
@@ -121,6 +127,9 @@ class Budget:
         for name, value in (("daily", self.daily), ("monthly", self.monthly)):
             if value is not None and value < 0:
                 raise ValueError(f"budget {self.scope!r}: {name} must not be negative, got {value}")
+        hard = tuple((period, limit) for period in PERIODS
+                     if (limit := self.limit(period)) is not None)
+        object.__setattr__(self, "hard", hard)
 
     def limit(self, period: Period) -> float | None:
         """The hard limit for ``period``."""
@@ -188,6 +197,11 @@ def _reached(budget: Budget, limit: float, spent: float) -> list[AlertLevel]:
     return levels
 
 
+def _distinct(budgets: Sequence[Budget]) -> Iterable[Budget]:
+    """One budget per scope (the last given), in the order the scopes first appear."""
+    return budgets if len(budgets) < 2 else {b.scope: b for b in budgets}.values()
+
+
 class _Alerts:
     """Reports alerts: one WARNING line each and the callback, whose failure is logged, not raised."""
 
@@ -214,6 +228,17 @@ class _Counter:
     alerted: set[str] = field(default_factory=set)
 
 
+def _raised(budget: Budget, period: Period, counter: _Counter, limit: float) -> list[BudgetAlert]:
+    """The alerts ``counter`` newly reached (each is raised once per period)."""
+    alerts = []
+    for level in _reached(budget, limit, counter.spent):
+        if level not in counter.alerted:
+            counter.alerted.add(level)
+            alerts.append(BudgetAlert(budget.scope, period, counter.period_id, level,
+                                      counter.spent, limit))
+    return alerts
+
+
 class InProcessBudgets:
     """Budget counters in a dict, for one gateway process: one counter per scope and period kind,
     replaced when its period changes."""
@@ -234,15 +259,18 @@ class InProcessBudgets:
 
     async def check(self, budgets: Sequence[Budget]) -> None:
         """Raise ``BudgetExceeded`` if any budget's hard limit is reached in its current period."""
+        self.check_now(budgets)
+
+    def check_now(self, budgets: Sequence[Budget]) -> None:
+        """``check``, without awaiting anything."""
         now = self._clock()
+        bounds = self._period_bounds.of(now)
+        counters = self._counters
         refusals = []
         for budget in budgets:
-            for period in PERIODS:
-                limit = budget.limit(period)
-                if limit is None:
-                    continue
-                period_id, end = self._period_bounds(period, now)
-                counter = self._counters.get((budget.scope, period))
+            for period, limit in budget.hard:
+                period_id, end = bounds[period]
+                counter = counters.get((budget.scope, period))
                 spent = counter.spent if counter is not None and counter.period_id == period_id else 0.0
                 if spent >= limit:
                     refusals.append((budget, period, period_id, end))
@@ -251,25 +279,24 @@ class InProcessBudgets:
 
     async def add(self, budgets: Sequence[Budget], cost: float) -> list[BudgetAlert]:
         """Count ``cost`` against every budget; return (and report) the alerts it raised."""
+        return self.add_now(budgets, cost)
+
+    def add_now(self, budgets: Sequence[Budget], cost: float) -> list[BudgetAlert]:
+        """``add``, without awaiting anything."""
         if cost < 0:
             raise ValueError(f"cost must not be negative, got {cost}")
-        now = self._clock()
-        alerts = []
-        for budget in {b.scope: b for b in budgets}.values():
+        bounds = self._period_bounds.of(self._clock())
+        alerts: list[BudgetAlert] = []
+        for budget in _distinct(budgets):
             for period in PERIODS:
-                period_id, _ = self._period_bounds(period, now)
+                period_id = bounds[period][0]
                 counter = self._counter(budget.scope, period, period_id)
                 counter.spent += cost
                 limit = budget.limit(period)
-                if limit is None:
-                    continue
-                for level in _reached(budget, limit, counter.spent):
-                    if level not in counter.alerted:
-                        counter.alerted.add(level)
-                        alerts.append(
-                            BudgetAlert(budget.scope, period, period_id, level, counter.spent, limit)
-                        )
-        self._alerts.report(alerts)
+                if limit is not None and counter.spent >= budget.soft * limit:
+                    alerts += _raised(budget, period, counter, limit)
+        if alerts:
+            self._alerts.report(alerts)
         return alerts
 
     async def spent(self, budget: Budget) -> dict[Period, float]:
@@ -346,13 +373,9 @@ class RedisBudgets:
         One MGET of the counters; raises ``StateUnavailable`` (503) if Redis cannot be reached.
         """
         now = self._clock()
-        wanted: list[tuple[Budget, Period, str, float, float]] = []
-        for budget in budgets:
-            for period in PERIODS:
-                limit = budget.limit(period)
-                if limit is not None:
-                    period_id, end = self._period_bounds(period, now)
-                    wanted.append((budget, period, period_id, end, limit))
+        bounds = self._period_bounds.of(now)
+        wanted = [(budget, period, *bounds[period], limit)
+                  for budget in budgets for period, limit in budget.hard]
         spent = await self._read([self._key(b.scope, p, pid) for b, p, pid, _, _ in wanted])
         refusals = [(b, p, pid, end) for (b, p, pid, end, limit), s in zip(wanted, spent, strict=True)
                     if s >= limit]
@@ -370,9 +393,10 @@ class RedisBudgets:
         counters: list[tuple[Budget, Period, str]] = []
         keys: list[str] = []
         args: list[str | float | int] = [repr(float(cost))]
-        for budget in {b.scope: b for b in budgets}.values():
+        bounds = self._period_bounds.of(now)
+        for budget in _distinct(budgets):
             for period in PERIODS:
-                period_id, end = self._period_bounds(period, now)
+                period_id, end = bounds[period]
                 key = self._key(budget.scope, period, period_id)
                 limit = budget.limit(period)
                 counters.append((budget, period, period_id))
