@@ -351,3 +351,15 @@ def test_config_defaults_and_bounds() -> None:
     with pytest.raises(ValidationError):  # headroom may not shrink going down the tiers
         TierConfig.model_validate({"capacity": 4, "standard": {**batch, "headroom": 2},
                                    "batch": {**batch, "headroom": 1}})
+
+
+async def test_take_free_hands_a_free_place_without_waiting_and_none_when_full() -> None:
+    gate = make_gate(capacity=1)
+    slot = gate.take_free("batch")
+    assert isinstance(slot, TierSlot) and gate.snapshot().in_use == 1
+    assert gate.take_free("interactive") is None  # full: nothing taken, nobody queued
+    assert gate.snapshot().in_use == 1 and gate.snapshot().waiting == 0
+    with pytest.raises(ValueError, match="unknown priority tier"):
+        gate.take_free("urgent")
+    slot.release()
+    assert gate.snapshot().in_use == 0

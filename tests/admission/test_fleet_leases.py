@@ -316,3 +316,13 @@ async def test_the_fleet_gate_answers_an_outage_with_state_unavailable(
         assert gate.snapshot().in_use == 0
     finally:
         await leases.stop()
+
+
+
+async def test_a_fleet_gate_hands_no_place_without_asking_the_fleet(replicas: Replicas) -> None:
+    """``take_free`` (the priority stage's no-wait path) never takes a place the fleet did not
+    grant: it leaves every fleet place to ``acquire``."""
+    gate = fleet_gate(await replicas(), 1)
+    assert gate.take_free("interactive") is None and gate.snapshot().in_use == 0
+    assert isinstance(await gate.acquire("interactive"), TierSlot)
+    assert gate.take_free("interactive") is None and gate.snapshot().in_use == 1

@@ -50,6 +50,8 @@ from switchgear.store.redis import StateUnavailable
 PRIORITY_HEADER = "x-switchgear-priority"
 
 ShedReason = Literal["queue_full", "displaced", "wait_target"]
+#: Each tier by its exact name.
+TIER_NAMES: dict[str, Tier] = {name: name for name in TIERS}
 
 
 def effective_tier(default: str, requested: str | None) -> Tier:
@@ -60,6 +62,8 @@ def effective_tier(default: str, requested: str | None) -> Tier:
     Matching is case-insensitive and ignores surrounding spaces. A ``default`` that is not a tier is
     a configuration error (``ValueError``).
     """
+    if requested is None and default in TIER_NAMES:  # most requests: their key's tier
+        return TIER_NAMES[default]
     base = _tier_or_none(default)
     if base is None:
         raise ValueError(f"unknown priority tier {default!r}; expected one of {', '.join(TIERS)}")
@@ -169,7 +173,8 @@ class TierGate:
         self.config = config
         self._in_use = 0
         self._waiting = 0
-        self._tiers = {name: _TierState(name, config.limits(name)) for name in TIERS}
+        self._tiers: dict[str, _TierState] = {
+            name: _TierState(name, config.limits(name)) for name in TIERS}
 
     @asynccontextmanager
     async def slot(self, tier: str) -> AsyncIterator[TierSlot]:
@@ -190,11 +195,19 @@ class TierGate:
         A waiter that is cancelled leaves its queue at once; a place handed to it just as it was
         cancelled is passed on to the next waiter.
         """
+        slot = self.take_free(tier)
+        if slot is not None:
+            return slot
+        return await self._queue(self._state(tier))
+
+    def take_free(self, tier: str) -> TierSlot | None:
+        """A running place if one is free now, else None (``acquire`` waits for one), without
+        awaiting anything; ValueError for a tier that is not one."""
         state = self._state(tier)
         if self._in_use < self.config.capacity - state.limits.headroom:
             self._in_use += 1
             return self._admit(state)
-        return await self._queue(state)
+        return None
 
     async def _queue(self, state: _TierState) -> TierSlot:
         """Wait in ``state``'s queue for a place handed on, or be shed (Overloaded)."""
@@ -237,9 +250,10 @@ class TierGate:
                             tiers={name: state.snapshot() for name, state in self._tiers.items()})
 
     def _state(self, tier: str) -> _TierState:
-        if tier not in TIERS:
+        state = self._tiers.get(tier)
+        if state is None:
             raise ValueError(f"unknown priority tier {tier!r}; expected one of {', '.join(TIERS)}")
-        return self._tiers[tier]
+        return state
 
     def _admit(self, state: _TierState) -> TierSlot:
         state.in_use += 1
@@ -332,6 +346,10 @@ class FleetTierGate(TierGate):
             self._in_use += 1
             return self._admit(state)
         return await self._queue(state)
+
+    def take_free(self, tier: str) -> TierSlot | None:
+        """None: a fleet place is had only by asking the shared state (``acquire``)."""
+        return None
 
     def _queued(self) -> None:
         """Someone waits here: make sure the dispatcher is asking the fleet for places."""
