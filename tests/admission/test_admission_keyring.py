@@ -98,3 +98,20 @@ async def test_the_follower_keeps_a_ring_in_step_until_stopped(
     other, _ = await a.create("acme", Role.CLIENT, "later")
     await asyncio.sleep(0.1)
     assert b.find(other.key_id) is None  # stopped: it no longer follows
+
+
+async def test_a_verified_token_is_remembered_until_its_key_is_revoked_or_expires(
+        stores: tuple[CountingStore, CountingStore]) -> None:
+    """``remembered`` answers without hashing, never for a bad token, and a revocation or an
+    expiry takes effect at once."""
+    ring = KeyRing(stores[0])  # type: ignore[arg-type]
+    key, secret = await ring.create("acme", Role.CLIENT, "web")
+    short, brief = await ring.create("acme", Role.CLIENT, "brief", expires_in=0.05)
+    assert ring.remembered(secret) is None  # not verified yet
+    assert await ring.verify(secret) == key and ring.remembered(secret) == key
+    assert await ring.verify(secret + "x") is None and ring.remembered(secret + "x") is None
+    assert await ring.verify(brief) == short and ring.remembered(brief) == short
+    await asyncio.sleep(0.1)
+    assert ring.remembered(brief) is None and await ring.verify(brief) is None  # expired
+    await ring.revoke(key.key_id)
+    assert ring.remembered(secret) is None and await ring.verify(secret) is None

@@ -34,6 +34,9 @@ COLUMNS = (*API_KEYS, *API_KEY_LIMITS)
 MARKER = "SELECT count(*), count(revoked_at), max(created_at), max(revoked_at) FROM api_keys"
 #: ``MARKER``'s answer.
 Marker = tuple[int, int, float | None, float | None]
+#: How many verified tokens a ring remembers (then it starts over): a bound on memory however
+#: many keys call.
+REMEMBERED_TOKENS = 4096
 #: The id of the bootstrap admin key (the one given in the environment, never stored).
 BOOTSTRAP_KEY_ID = "key_bootstrap"
 
@@ -168,6 +171,8 @@ class KeyRing:
         self._by_prefix: dict[str, list[ApiKey]] = {}
         self._by_id: dict[str, ApiKey] = {}
         self._marker: Marker = marker_of(())
+        #: Tokens ``verify`` matched to an active key, forgotten whenever any key changes.
+        self._verified: dict[str, ApiKey] = {}
         self._loaded_at = float("-inf")
         #: Held by every change to the ring, so a reload never undoes a local revocation.
         self._lock = asyncio.Lock()
@@ -203,6 +208,7 @@ class KeyRing:
             by_id[key.key_id] = key
         self._by_prefix, self._by_id = by_prefix, by_id
         self._marker = marker_of(by_id.values())
+        self._verified = {}
 
     async def refresh(self) -> bool:
         """Reload if the store's keys differ from these (one aggregate query); whether it did."""
@@ -261,8 +267,27 @@ class KeyRing:
         key = self._by_id.get(key_id)
         return NO_LIMITS if key is None else key.limits
 
+    def remembered(self, token: str) -> ApiKey | None:
+        """The key ``verify`` matched ``token`` to, if no key changed since and it is still
+        active (None: ``verify`` must tell); without hashing or awaiting anything."""
+        key = self._verified.get(token)
+        return key if key is not None and key.active(time.time()) else None
+
     async def verify(self, token: str) -> ApiKey | None:
         """The active key whose secret is ``token``, or None."""
+        key = self.remembered(token)
+        if key is None:
+            key = await self._verify(token)
+            if key is not None:
+                self._remember(token, key)
+        return key
+
+    def _remember(self, token: str, key: ApiKey) -> None:
+        if len(self._verified) >= REMEMBERED_TOKENS:
+            self._verified = {}
+        self._verified[token] = key
+
+    async def _verify(self, token: str) -> ApiKey | None:
         bootstrap = self.bootstrap
         if bootstrap is not None and hmac.compare_digest(digest(token), bootstrap.digest):
             return bootstrap
