@@ -3,13 +3,20 @@ taken before the next stage runs, and a request over them goes no further."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pipeline_support import NextStage, chained, config, make_exchange
 
-from switchgear.admission.budgets import BudgetExceeded, InProcessBudgets
+from switchgear.admission.budgets import (
+    Budget,
+    BudgetAlert,
+    BudgetExceeded,
+    InProcessBudgets,
+    Period,
+)
 from switchgear.admission.keys import KeyRing
 from switchgear.admission.limits import InProcessLimiter, RateLimitExceeded, Reservation
 from switchgear.errors import AuthenticationFailed
@@ -90,4 +97,63 @@ async def test_a_request_over_its_budget_is_refused_before_the_next_stage() -> N
     with pytest.raises(BudgetExceeded) as refused:
         await stage(make_exchange(principal=Principal(tenant="acme")))
     assert refused.value.status == 429 and refused.value.code == "insufficient_quota"
+    assert after.calls == 1
+
+
+async def test_in_process_quotas_admit_and_settle_at_once() -> None:
+    """This process's own limits and budgets take and settle without awaiting anything: the
+    spend counts as soon as the request is recorded, with nothing left running."""
+    after = NextStage()
+    stage = admit(after, tenants={"acme": {"tpm": 1000}},
+                  budgets={"tenants": {"acme": {"daily": 1.0}}})
+    quotas = stage.quotas
+    assert quotas.immediate
+    spender = make_exchange(principal=Principal(tenant="acme"))
+    quotas.admit_now(spender)
+    assert isinstance(spender.reservation, Reservation)
+    spender.cost = 1.0
+    quotas.settle(spender)
+    assert spender.reservation is None and not quotas._settling
+    with pytest.raises(BudgetExceeded):
+        quotas.admit_now(make_exchange(principal=Principal(tenant="acme")))
+    free = make_exchange(principal=Principal(tenant="acme"))
+    free.cost = -1.0  # a cost below zero counts nowhere
+    quotas.settle(free)
+    assert after.calls == 0
+
+
+class SharedBudgets:
+    """Budgets kept elsewhere, as Redis's are (here in-process underneath): awaited."""
+
+    def __init__(self) -> None:
+        self.inner = InProcessBudgets()
+
+    async def check(self, budgets: Sequence[Budget]) -> None:
+        await self.inner.check(budgets)
+
+    async def add(self, budgets: Sequence[Budget], cost: float) -> list[BudgetAlert]:
+        return await self.inner.add(budgets, cost)
+
+    async def spent(self, budget: Budget) -> dict[Period, float]:
+        return await self.inner.spent(budget)
+
+
+async def test_shared_quotas_are_awaited_and_settled_in_the_background() -> None:
+    after = NextStage()
+    budgets = SharedBudgets()
+    limits = config(limits={"budgets": {"tenants": {"acme": {"daily": 1.0}}}}).limits
+    stage = chained(Admit(Authenticator(None), Quotas(InProcessLimiter(), budgets, limits)),
+                    after)
+    assert not stage.quotas.immediate
+    with pytest.raises(RuntimeError, match="in-process"):
+        stage.quotas.admit_now(make_exchange())
+    spender = make_exchange(principal=Principal(tenant="acme"))
+    await stage(spender)
+    spender.cost = 1.0
+    stage.quotas.settle(spender)
+    assert stage.quotas._settling  # in the background
+    await stage.quotas.aclose()
+    assert (await budgets.spent(Budget("tenant:acme")))[Period.DAY] == 1.0
+    with pytest.raises(BudgetExceeded):
+        await stage(make_exchange(principal=Principal(tenant="acme")))
     assert after.calls == 1

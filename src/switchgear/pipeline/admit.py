@@ -13,9 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from switchgear.admission.budgets import Budget, Budgets
+from switchgear.admission.budgets import Budget, Budgets, InProcessBudgets
 from switchgear.admission.keys import NO_LIMITS, ApiKey, KeyLimits, KeyRing, Role
-from switchgear.admission.limits import Limit, Limiter, Reservation
+from switchgear.admission.limits import (
+    Decision,
+    InProcessLimiter,
+    Limit,
+    Limiter,
+    LimitPlan,
+    Reservation,
+)
 from switchgear.admission.tiers import effective_tier
 from switchgear.config import BudgetValues, LimitsConfig
 from switchgear.errors import AuthenticationFailed, Overloaded, PermissionDenied
@@ -65,7 +72,10 @@ class Authenticator:
     async def caller(self, token: str | None) -> ApiKey | None:
         """The key for ``token`` if it may call models (None in open mode): the gateway asks
         this before it reads a body, so nobody without a good key costs a parse."""
-        key = await self.verify(token)
+        keys = self.keys
+        key = keys.remembered(token) if keys is not None and token else None
+        if key is None:
+            key = await self.verify(token)
         if key is not None and key.role not in CALLERS:
             raise PermissionDenied(f"A {key.role.value} key cannot call models.")
         return key
@@ -74,25 +84,25 @@ class Authenticator:
 def identify(exchange: Exchange, key: ApiKey | None) -> None:
     """Fill in the Exchange's principal and priority tier from the caller's verified ``key``
     (None in open mode); a model outside the key's scopes is a 403."""
+    if key is None:
+        exchange.priority = effective_tier("standard", exchange.requested_priority)
+        return
+    if not key.allows(exchange.model):
+        raise PermissionDenied(f"This key may not call the model '{exchange.model}'.",
+                               param="model")
     principal = exchange.principal
-    if key is not None:
-        if not key.allows(exchange.model):
-            raise PermissionDenied(f"This key may not call the model '{exchange.model}'.",
-                                   param="model")
-        exchange.principal = Principal(tenant=key.tenant, key_id=key.key_id, user=principal.user,
-                                       feature=principal.feature or key.feature,
-                                       role=key.role.value)
-    default_tier = key.tier if key is not None else "standard"
-    exchange.priority = effective_tier(default_tier, exchange.requested_priority)
+    exchange.principal = Principal(key.tenant, key.key_id, principal.user,
+                                   principal.feature or key.feature, key.role.value)
+    exchange.priority = effective_tier(key.tier, exchange.requested_priority)
 
 
 @dataclass(frozen=True, slots=True)
 class _Applying:
-    """The limits and budgets of one (key, tenant, model), worked out with the key's own
-    limits ``own``."""
+    """The limits (planned: None when none applies) and budgets of one (key, tenant, model),
+    worked out with the key's own limits ``own``."""
 
     own: KeyLimits
-    limits: tuple[Limit, ...]
+    plan: LimitPlan | None
     budgets: tuple[Budget, ...]
 
 
@@ -111,6 +121,15 @@ class Quotas:
         self.keys = keys
         self._settling: set[asyncio.Task[None]] = set()
         self._applying: dict[tuple[str | None, str, str], _Applying] = {}
+        #: The limiter and budgets when both are this process's own, which admit and settle
+        #: without awaiting anything (``admit_now``); None when they are shared (Redis).
+        self._local = ((limiter, budgets) if isinstance(limiter, InProcessLimiter)
+                       and isinstance(budgets, InProcessBudgets) else None)
+
+    @property
+    def immediate(self) -> bool:
+        """Whether ``admit_now`` may be used: the limits and budgets are this process's own."""
+        return self._local is not None
 
     def _own(self, key_id: str) -> KeyLimits:
         return NO_LIMITS if self.keys is None else self.keys.limits(key_id)
@@ -162,36 +181,53 @@ class Quotas:
         if found is None or found.own is not own:
             if len(self._applying) >= REMEMBERED_QUOTAS:
                 self._applying.clear()
+            limits = self.applicable(exchange)
             found = self._applying[remembered] = _Applying(
-                own, tuple(self.applicable(exchange)), tuple(self.applicable_budgets(exchange)))
+                own, LimitPlan(limits) if limits else None,
+                tuple(self.applicable_budgets(exchange)))
         return found
 
     async def admit(self, exchange: Exchange) -> None:
         """Refuse a request over budget; take it from its limits, or raise a 429 with
         Retry-After and the ``x-ratelimit-*`` headers."""
         applying = self._quotas_of(exchange)
-        budgets, limits = applying.budgets, applying.limits
-        if budgets:
-            await self.budgets.check(budgets)
-        if not limits:
-            return
-        decision = await self.limiter.acquire(limits, estimated_tokens(exchange))
-        if not decision.allowed:
-            raise decision.error()
-        exchange.reservation = decision.reservation
-        exchange.response_headers.extend(decision.headers())
+        if applying.budgets:
+            await self.budgets.check(applying.budgets)
+        if applying.plan is not None:
+            _taken(exchange, await self.limiter.take(applying.plan, estimated_tokens(exchange)))
+
+    def admit_now(self, exchange: Exchange) -> None:
+        """``admit`` where the limits and budgets are this process's own (``immediate``),
+        without awaiting anything."""
+        if self._local is None:
+            raise RuntimeError("admit_now needs in-process limits and budgets")
+        limiter, budgets = self._local
+        applying = self._quotas_of(exchange)
+        if applying.budgets:
+            budgets.check_now(applying.budgets)
+        if applying.plan is not None:
+            _taken(exchange, limiter.take_now(applying.plan, estimated_tokens(exchange)))
 
     def settle(self, exchange: Exchange) -> None:
         """A Recorder step: swap the reserved tokens for the ones really used and add the cost
-        to the budgets (in the background: the answer is already on its way)."""
+        to the budgets (here and now when they are this process's own, else in the background:
+        the answer is already on its way). A cost below zero counts nowhere."""
         reservation = exchange.reservation
         exchange.reservation = None
-        budgets = self._quotas_of(exchange).budgets if exchange.cost else ()
-        if not isinstance(reservation, Reservation) and not budgets:
+        if not isinstance(reservation, Reservation):
+            reservation = None
+        budgets = self._quotas_of(exchange).budgets if exchange.cost > 0 else ()
+        if reservation is None and not budgets:
+            return
+        if self._local is not None:  # nothing to wait for: settled here and now
+            limiter, counters = self._local
+            if reservation is not None:
+                limiter.settle_now(reservation, exchange.usage.total_tokens)
+            if budgets:
+                counters.add_now(budgets, exchange.cost)
             return
         task = asyncio.get_running_loop().create_task(self._settle(
-            reservation if isinstance(reservation, Reservation) else None,
-            exchange.usage.total_tokens, budgets, exchange.cost))
+            reservation, exchange.usage.total_tokens, budgets, exchange.cost))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -214,6 +250,14 @@ class Quotas:
             await self.on_close()
 
 
+def _taken(exchange: Exchange, decision: Decision) -> None:
+    """Hold what ``decision`` reserved for ``exchange`` and add its headers; 429 if refused."""
+    if not decision.allowed:
+        raise decision.error()
+    exchange.reservation = decision.reservation
+    exchange.response_headers.extend(decision.headers())
+
+
 class Admit(Stage):
     """Takes the request from its rate limits and budgets. The gateway has already
     authenticated the caller (``Authenticator.caller``, before the body was read) and
@@ -228,6 +272,10 @@ class Admit(Stage):
         if exchange.principal.key_id is None and not self.authenticator.open:
             raise AuthenticationFailed("You didn't provide an API key. Send it in the "
                                        "Authorization header as 'Bearer YOUR_KEY'.")
-        await self.quotas.admit(exchange)
+        quotas = self.quotas
+        if quotas.immediate:
+            quotas.admit_now(exchange)
+        else:
+            await quotas.admit(exchange)
         exchange.admitted = time.time()
         return await self.next_stage(exchange)

@@ -26,13 +26,12 @@ class Prioritize(Stage):
         if gate is None:
             exchange.waited(0.0)
             return await self.next_stage(exchange)
-        try:
-            slot = await gate.acquire(_tier(exchange))
-        except Overloaded as refused:  # shed, unless the fleet's shared state is away
-            exchange.shed = not isinstance(refused, StateUnavailable)
-            raise
-        finally:
-            exchange.waited(time.time() - started)
+        tier = _tier(exchange)
+        slot = gate.take_free(tier)
+        if slot is None:
+            slot = await self._wait(gate, tier, exchange, started)
+        else:
+            exchange.waited(0.0)  # a place was free: nothing waited
         try:
             reply = await self.next_stage(exchange)
         except BaseException:
@@ -42,6 +41,18 @@ class Prioritize(Stage):
             slot.release()
             return reply
         return self._hold(slot, reply)
+
+    @staticmethod
+    async def _wait(gate: TierGate, tier: str, exchange: Exchange, started: float) -> TierSlot:
+        """A place from ``gate``, waited for since ``started`` (the wait counted), or the
+        shed's error."""
+        try:
+            return await gate.acquire(tier)
+        except Overloaded as refused:  # shed, unless the fleet's shared state is away
+            exchange.shed = not isinstance(refused, StateUnavailable)
+            raise
+        finally:
+            exchange.waited(time.time() - started)
 
     @staticmethod
     async def _hold(slot: TierSlot, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
