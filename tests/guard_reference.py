@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 
+from switchgear.guards.checks import INJECTION
 from switchgear.guards.redact import LONGEST_MATCH, Span, replace_spans
 
 # The reference: the scans as they were before the pre-filters (digits of any script, as the
@@ -25,29 +26,21 @@ REFERENCE_PATTERNS = (
     ("[REDACTED:phone]", re.compile(
         r"(?<![\w/])\+?\d{1,3}?[ .\-]?\(?\d{2,4}\)?[ .\-]?\d{3,4}[ .\-]?\d{3,4}(?![\w/])")),
 )
-REFERENCE_INJECTION = re.compile(
-    r"ignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier) (?:instructions|prompts?|rules)"
-    r"|disregard (?:the |your |all )?(?:system prompt|instructions|rules|guidelines)"
-    r"|forget (?:everything|all) (?:you were told|above|previous)"
-    r"|you are now (?:DAN|in developer mode|unrestricted|jailbroken)"
-    r"|developer mode (?:enabled|on)|do anything now"
-    r"|pretend (?:that )?you (?:have no|are free of|aren't bound by) (?:restrictions|rules|limits)"
-    r"|(?:reveal|print|show|repeat) (?:me )?(?:your|the) (?:system prompt|hidden instructions)"
-    r"|<\|im_start\|>|<\|system\|>|\[INST\]|###\s*system\s*:",
-    re.IGNORECASE)
+#: The phrasings' alternation as it was, without the lookahead that lets the search skip places.
+LOOKAHEAD = r"(?=[idfyprs<\[#][gieorh|#])(?:"
+assert INJECTION.pattern.startswith(LOOKAHEAD) and INJECTION.pattern.endswith(")")
+REFERENCE_INJECTION = re.compile(INJECTION.pattern[len(LOOKAHEAD):-1], re.IGNORECASE)
 REFERENCE_HIDDEN_ORDERS = re.compile(
     r"\b(?:assistant|AI|model|you) (?:must|should) (?:now |instead )?(?:ignore|send|email|reveal"
     r"|call|execute|transfer|delete)\b|\bnew instructions\s*:", re.IGNORECASE)
 
 
 def luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+    """Luhn's check, written apart from redact.py's (every second digit from the right doubled,
+    its digits summed)."""
+    values = [int(char) for char in reversed(digits)]
+    doubled = [sum(divmod(2 * value, 10)) for value in values[1::2]]
+    return (sum(values[0::2]) + sum(doubled)) % 10 == 0
 
 
 def reference_spans(text: str) -> list[Span]:
