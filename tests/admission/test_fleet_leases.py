@@ -326,3 +326,15 @@ async def test_a_fleet_gate_hands_no_place_without_asking_the_fleet(replicas: Re
     assert gate.take_free("interactive") is None and gate.snapshot().in_use == 0
     assert isinstance(await gate.acquire("interactive"), TierSlot)
     assert gate.take_free("interactive") is None and gate.snapshot().in_use == 1
+
+
+async def test_a_stop_right_after_a_release_ends_and_the_place_is_back(
+        replicas: Replicas, redis_client: Redis) -> None:
+    """The returner is woken by the release and told to end at once: it used to lose the
+    stop's cancellation and wait for give-backs forever."""
+    leases = await replicas()
+    semaphore = leases.semaphore("stopping")
+    assert await semaphore.acquire(1, 5)
+    semaphore.release()
+    await asyncio.wait_for(leases.stop(), 5)
+    assert await redis_client.zcard(semaphore.key) == 0

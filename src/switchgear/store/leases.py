@@ -220,7 +220,10 @@ class FleetLeases:
         self._semaphores: dict[str, FleetSemaphore] = {}
         self._returning: list[tuple[FleetSemaphore, str]] = []
         self._returns = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._renewer: asyncio.Task[None] | None = None
+        self._returner: asyncio.Task[None] | None = None
+        #: Set by ``stop``: the returner ends after its next flush.
+        self._stopping = False
 
     @classmethod
     def connect(cls, url: str, prefix: str, lease_s: float) -> FleetLeases:
@@ -256,18 +259,25 @@ class FleetLeases:
 
     async def start(self) -> None:
         """Start renewing places and giving them back."""
-        if not self._tasks:
+        if self._renewer is None:
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._renewing(), name="fleet-lease-renewal"),
-                           loop.create_task(self._returning_places(), name="fleet-lease-returns")]
+            self._stopping = False
+            self._renewer = loop.create_task(self._renewing(), name="fleet-lease-renewal")
+            self._returner = loop.create_task(self._returning_places(),
+                                              name="fleet-lease-returns")
 
     async def stop(self) -> None:
         """Stop renewing; give back every place still held here (a graceful exit frees its
-        capacity at once, not after the lease); close the client."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        capacity at once, not after the lease); close the client. The returner is told to end
+        rather than cancelled: a cancellation that reaches it inside the Redis client's call
+        can be lost there, and it would then wait for give-backs forever."""
+        renewer, returner, self._renewer, self._returner = (self._renewer, self._returner,
+                                                            None, None)
+        self._stopping = True
+        self._returns.set()
+        if renewer is not None:
+            renewer.cancel()
+        await asyncio.gather(*(t for t in (renewer, returner) if t), return_exceptions=True)
         for semaphore in self._semaphores.values():
             while semaphore.held:
                 semaphore.release()
@@ -323,6 +333,6 @@ class FleetLeases:
                 log.warning("fleet places not renewed: %s", error)
 
     async def _returning_places(self) -> None:
-        while True:
+        while not self._stopping:
             await self._returns.wait()
             await self.flush()
