@@ -102,6 +102,7 @@ def test_one_keep_alive_connection_serves_head_plain_and_streamed_answers(
         connection.request("HEAD", "/healthz")
         head = connection.getresponse()
         assert head.status == 405 and head.read() == b""
+        assert head.getheader("date") and head.getheader("server") is None  # no software named
         for stream in (False, True):
             connection.request("POST", "/v1/chat/completions",
                                body=json.dumps({**chat, "stream": stream}),

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -191,7 +192,7 @@ class GatewayApp:
             (table for prefix, table in self.prefixed if path.startswith(prefix)), None)
         shape = self.error_shapes.get(path)
         try:
-            if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
+            if sum(map(len, chain.from_iterable(scope["headers"]))) > self.max_header_bytes:
                 raise HeadersTooLarge(f"The request headers are larger than the limit of "
                                       f"{self.max_header_bytes} bytes.")
             if methods is None:

@@ -27,6 +27,8 @@ DONE_EVENT = b"data: [DONE]\n\n"
 #: The scope key under which the server's connection offers to tell a request that its client
 #: left (a ClientWatch; gateway/connections.py sets it).
 CLIENT_WATCH = "switchgear.client_watch"
+#: The scope key under which ``header`` keeps a request's headers as a dict.
+HEADERS = "switchgear.headers"
 #: How deep arrays and objects may nest in a request body. JSON deeper than this is refused
 #: (400): it is no real request, and past 254 levels it can no longer be encoded again (for a
 #: model server, the cache key, the content log) nor be walked by recursive code.
@@ -34,11 +36,12 @@ MAX_JSON_DEPTH = 128
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
-    """The value of the request header ``name`` (lower case), if present."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+    """The value of the request header ``name`` (lower case; the first one, if repeated), if
+    present. The headers become a dict on the first lookup, kept in the scope for the rest."""
+    headers: dict[bytes, bytes] | None = scope.get(HEADERS)
+    if headers is None:
+        headers = scope[HEADERS] = dict(reversed(scope["headers"]))
+    return headers.get(name)
 
 
 def bearer_token(scope: Scope) -> str | None:

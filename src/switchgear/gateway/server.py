@@ -158,6 +158,7 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         # uvicorn's default trusts X-Forwarded-For from loopback, which would let any local
         # client forge it; off, no middleware runs per request either
         proxy_headers=False,
+        server_header=False,  # no "server: uvicorn" telling every caller what runs here
         log_level=log_level,
         # GatewayServer cuts requests off at shutdown_timeout_s; this is uvicorn's backstop
         timeout_graceful_shutdown=math.ceil(server.shutdown_timeout_s) + UNWIND_SECONDS,
