@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from switchgear import __version__
 from switchgear.config import TelemetryConfig
 from switchgear.exchange import Exchange, Operation
+from switchgear.ids import TimeOrderedIds
 from switchgear.store.text import safe_line
 
 #: The request header of a W3C trace context.
@@ -87,6 +88,7 @@ class Tracer:
         self.exporting = config.otlp_endpoint is not None
         self.processor: SpanProcessor | None = None
         self._random = random.Random()  # seeded from os.urandom
+        self._trace_ids = TimeOrderedIds()
         self._resource: Resource | None = None
         self._scope = InstrumentationScope("switchgear", __version__)
 
@@ -96,10 +98,11 @@ class Tracer:
 
     def begin(self, exchange: Exchange, traceparent: bytes | None) -> None:
         """Give ``exchange`` its trace: the client's when ``traceparent`` is valid (keeping its
-        sampled flag), else a new one sampled at ``sample_ratio`` when exporting."""
+        sampled flag), else a new time-ordered one (the request log's trace_id index then grows
+        at its end) sampled at ``sample_ratio`` when exporting."""
         parsed = parse_traceparent(traceparent)
         if parsed is None:
-            exchange.trace_id = f"{self._random.getrandbits(128) or 1:032x}"
+            exchange.trace_id = self._trace_ids.new()
             exchange.sampled = self.exporting and self._random.random() < self.config.sample_ratio
         else:
             exchange.trace_id, exchange.parent_span_id, exchange.sampled = parsed
