@@ -56,10 +56,10 @@ class PoisonStore:
         self.poisoned = poisoned
         self.error = error
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         if any(record.request_id in self.poisoned for record in records):
             raise self.error
-        await self.store.write(records)
+        await self.store.write(records, backlog=backlog)
 
     async def ping(self) -> None:
         await self.store.ping()

@@ -31,16 +31,19 @@ class SpyStore:
     def __init__(self, store: RecordStore) -> None:
         self.store = store
         self.batches: list[list[RequestRecord]] = []
+        #: The backlog the writer named with each batch.
+        self.backlogs: list[int] = []
         self.writing = asyncio.Event()
         self.wrote = asyncio.Event()
 
     async def open(self) -> None:
         await self.store.open()
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         self.writing.set()
-        await self.store.write(records)
+        await self.store.write(records, backlog=backlog)
         self.batches.append(list(records))
+        self.backlogs.append(backlog)
         self.wrote.set()
 
     async def ping(self) -> None:
@@ -64,11 +67,11 @@ class FlakyStore(SpyStore):
         super().__init__(store)
         self.failures_left = failures
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         if self.failures_left:
             self.failures_left -= 1
             raise StoreUnavailable("the database is down (simulated)")
-        await super().write(records)
+        await super().write(records, backlog=backlog)
 
 
 async def test_many_submits_become_few_full_batches(store: RecordStore, records: MakeRecords) -> None:
@@ -81,6 +84,7 @@ async def test_many_submits_become_few_full_batches(store: RecordStore, records:
     async with asyncio.timeout(WAIT):
         await writer.close()
     assert [len(batch) for batch in spy.batches] == [100] * 10
+    assert spy.backlogs == list(range(900, -1, -100))  # the store hears how many wait behind
     assert [record for batch in spy.batches for record in batch] == submitted
     assert await store.fetch() == submitted
 

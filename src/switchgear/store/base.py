@@ -38,9 +38,11 @@ class RecordStore(Protocol):
         """Connect and apply pending migrations; raise StoreUnavailable when that fails."""
         ...
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         """Write a batch in one transaction; a record already stored is skipped (the same
-        request id; on PostgreSQL, whose key holds the partition key, and received_at)."""
+        request id; on PostgreSQL, whose key holds the partition key, and received_at).
+        ``backlog``: records waiting behind this batch (a store that writes on a thread of this
+        process hurries while it grows)."""
         ...
 
     async def ping(self) -> None:

@@ -108,9 +108,10 @@ class PostgresStore:
                 raise
         self._pool = pool
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         """Write a batch in one transaction; a record whose (request_id, received_at) is
-        stored already is skipped (a retried batch: the writer sends the same records)."""
+        stored already is skipped (a retried batch: the writer sends the same records). The
+        server writes it, so ``backlog`` changes nothing here."""
         if not records:
             return
         async with self._connection("write") as connection, connection.transaction():

@@ -75,9 +75,16 @@ _OLDEST_ROWS = ("rowid IN (SELECT rowid FROM request_log WHERE received_at < ? "
 FOLD_CHUNK = fold("sqlite", f"request_log WHERE {_OLDEST_ROWS}")
 DELETE_CHUNK = f"DELETE FROM request_log WHERE {_OLDEST_ROWS}"
 
-#: Seconds a batch may lag before the writer thread leaves idle priority, and rejoins it.
+#: Seconds a batch may lag before the writer thread stops yielding, and yields again.
 BEHIND_SECONDS = 2.0
 CAUGHT_UP_SECONDS = 0.5
+#: Records that may wait behind a batch before the writer thread stops yielding, and yields
+#: again: the backlog's memory stays bounded (about 1 KiB a record) at any request rate.
+BEHIND_RECORDS = 2048
+CAUGHT_UP_RECORDS = 512
+#: The writer thread's nice value while it yields: when the event loop wants the whole core
+#: the thread still gets a tenth of it (about 5,000 rows a second), in short slices.
+YIELDING_NICE = 10
 
 #: Seconds between tries to switch a new file to WAL while another connection holds it.
 WAL_SWITCH_PAUSE = 0.01
@@ -87,27 +94,36 @@ class WriterPriority:
     """Keeps the writer thread out of the event loop's way without letting records pile up.
 
     On one core, a writer at normal priority gets whole kernel time slices while requests wait:
-    p99 4 ms against 0.4 ms without writes (benchmarks/overhead). So the thread runs at idle
-    priority, in the gaps between requests, while batches arrive fresh; when they arrive late
-    (the gateway is saturated and leaves no gaps) it competes normally until it has caught up.
+    p99 4 ms against 0.4 ms without writes (benchmarks/overhead). So the thread yields (nice
+    ``YIELDING_NICE``) while batches arrive fresh: it runs in the gaps between requests, and in
+    short slices of a tenth of the core when there are none. When batches arrive late or many
+    records wait behind them, it competes normally (where the process may raise a thread's
+    priority) until it has caught up. The count bounds the memory the waiting records hold:
+    a 2-second lag alone let it follow the request rate (10,000 records at 5,000 req/s).
+
+    Idle scheduling (SCHED_IDLE), used before, starved the thread in the middle of a batch
+    while the loop kept the core busy, so it never reached the next batch to stop yielding.
     """
 
     def __init__(self) -> None:
-        self.idle = False
+        self.yielding = False
 
-    def adjust(self, oldest: float) -> None:
-        """Set this thread's priority for a batch whose oldest record finished at ``oldest``."""
+    def adjust(self, oldest: float, backlog: int = 0) -> None:
+        """Set this thread's priority for a batch whose oldest record finished at ``oldest``,
+        with ``backlog`` records waiting behind it."""
         lag = time.time() - oldest
-        if self.idle and lag > BEHIND_SECONDS:
-            self.idle = not _set_policy(os.SCHED_OTHER)
-        elif not self.idle and lag < CAUGHT_UP_SECONDS:
-            self.idle = _set_policy(os.SCHED_IDLE)
+        if self.yielding and (lag > BEHIND_SECONDS or backlog > BEHIND_RECORDS):
+            self.yielding = not _set_nice(0)
+        elif not self.yielding and lag < CAUGHT_UP_SECONDS and backlog <= CAUGHT_UP_RECORDS:
+            self.yielding = _set_nice(YIELDING_NICE)
 
 
-def _set_policy(policy: int) -> bool:
+def _set_nice(value: int) -> bool:
+    """Set this thread's nice value (Linux keeps one per thread); False where not allowed
+    (an unprivileged process may yield but not take it back) or not supported."""
     try:
-        os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(0))
-    except (OSError, AttributeError):  # not Linux, or not allowed: leave the thread as it is
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
+    except (OSError, AttributeError):
         return False
     return True
 
@@ -153,9 +169,11 @@ class SQLiteConnection:
                     RECORD_MIGRATION, (migration.version, migration.description, time.time())
                 )
 
-    def write(self, records: Sequence[RequestRecord]) -> None:
-        """Insert ``records`` in one transaction, skipping request ids already stored."""
-        self.priority.adjust(min(record.done_at or record.received_at for record in records))
+    def write(self, records: Sequence[RequestRecord], backlog: int = 0) -> None:
+        """Insert ``records`` in one transaction, skipping request ids already stored;
+        ``backlog`` records wait behind them."""
+        self.priority.adjust(min(record.done_at or record.received_at for record in records),
+                             backlog)
         with self.transaction() as cursor:
             for rows in statement_slices(records, ROWS_PER_STATEMENT):
                 cursor.execute(insert_rows(len(rows)), parameters(rows))
@@ -242,11 +260,12 @@ class SQLiteStore:
             raise
         self._executor, self._connection = executor, connection
 
-    async def write(self, records: Sequence[RequestRecord]) -> None:
-        """Write a batch in one transaction; a request id already stored is skipped."""
+    async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
+        """Write a batch in one transaction; a request id already stored is skipped. The
+        thread leaves idle priority while the batch is late or ``backlog`` is long."""
         if records:
             connection = self._opened()
-            await self._call("write", partial(connection.write, records))
+            await self._call("write", partial(connection.write, records, backlog))
 
     async def ping(self) -> None:
         """Return if the file accepts writes now, else raise StoreUnavailable."""

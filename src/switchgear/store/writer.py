@@ -196,7 +196,7 @@ class RecordWriter:
         tries = 0
         while batch:
             try:
-                await self.store.write(batch)
+                await self.store.write(batch, backlog=len(self._queue))
                 self.written += len(batch)
                 return
             except Exception as error:  # any failure: keep the batch and try again
@@ -222,7 +222,7 @@ class RecordWriter:
             form = record
             while True:
                 try:
-                    await self.store.write([form])
+                    await self.store.write([form], backlog=len(self._queue))
                     self.written += 1
                     self.stripped += form is not record
                     self._progress.set()
