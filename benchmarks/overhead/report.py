@@ -53,6 +53,10 @@ class Measurement:
     warmup: LoadResult
     measured: LoadResult
     cpu_ms_per_request: float | None = None
+    #: For a row whose goal is relative to another (the proxy): that row measured just before,
+    #: at the same concurrency, so that the goal compares runs a minute apart rather than
+    #: several (this machine's speed drifts by up to a quarter within minutes).
+    beside: LoadResult | None = None
 
 
 @dataclass
@@ -117,7 +121,10 @@ class Method:
             f" rows are benchmarks/overhead/proxy.py, a featureless Python proxy (uvicorn +"
             f" httptools + uvloop, an aiohttp keep-alive session, orjson: parse the body, set the"
             f" model, forward, relay the answer, streams chunk by chunk), pinned like the"
-            f" gateways: the Python limit issue 28's goals are measured against."
+            f" gateways: the Python limit issue 28's goals are measured against. A second proxy"
+            f" process stays up for the whole run, and at each level a goal compares with the"
+            f" proxy, it is measured (warm-up and run) just before the row; the goal uses that"
+            f" measurement ('beside it'), as the machine's speed drifts within minutes."
             f" Latency percentiles are wrk's (--latency); 'added' is the target's p50 minus the"
             f" upstream's p50 at the same concurrency; 'cpu ms/req' is the CPU time (user +"
             f" system, from /proc) the gateway's processes used in the measured run divided by the"
@@ -265,25 +272,33 @@ class Goal:
     limit: float
     relative_to: str | None = None
 
-    def check(self, by_name: dict[str, dict[int, LoadResult]]) -> str:
-        """The goal as one line: the figures and met or MISSED (or why it was not checked)."""
+    def check(self, by_name: dict[str, dict[int, LoadResult]],
+              beside: LoadResult | None = None) -> str:
+        """The goal as one line: the figures and met or MISSED (or why it was not checked);
+        a relative goal compares with ``beside`` (its base measured just before the row) when
+        given, else with the base's own row."""
         label = f"{self.row} {self.figure} at concurrency {self.concurrency}"
         value = _figure(by_name.get(self.row, {}).get(self.concurrency), self.figure)
-        base = (None if self.relative_to is None else
-                _figure(by_name.get(self.relative_to, {}).get(self.concurrency), self.figure))
+        if self.relative_to is None:
+            base, base_name = None, ""
+        elif beside is not None:
+            base, base_name = _figure(beside, self.figure), f"{self.relative_to} (beside it)"
+        else:
+            base = _figure(by_name.get(self.relative_to, {}).get(self.concurrency), self.figure)
+            base_name = self.relative_to
         if value is None or (self.relative_to is not None and base is None):
             needed = " and ".join(n for n in (self.row, self.relative_to) if n)
             return f"{label}: not checked (needs {needed} at concurrency {self.concurrency})."
         if self.figure == "req/s":
             floor = self.limit if base is None else self.limit * base
             against = ("" if base is None else
-                       f", {value / base:.0%} of {self.relative_to}'s {base:,.0f}")
+                       f", {value / base:.0%} of {base_name}'s {base:,.0f}")
             return (f"{label}: {value:,.0f}{against} (target >= "
                     f"{f'{self.limit:,.0f}' if base is None else f'{self.limit:.0%}'}):"
                     f" {'met' if value >= floor - ROUNDING else 'MISSED'}")
         ceiling = self.limit if base is None else base + self.limit
         against = ("" if base is None else
-                   f", {value - base:+.3f} ms over {self.relative_to}'s {base:.3f} ms")
+                   f", {value - base:+.3f} ms over {base_name}'s {base:.3f} ms")
         target = f"<= {self.limit} ms" if base is None else f"<= +{self.limit} ms"
         return (f"{label}: {value:.3f} ms{against} (target {target}):"
                 f" {'met' if value <= ceiling + ROUNDING else 'MISSED'}")
@@ -311,8 +326,20 @@ def goal_checks(outcomes: Sequence[TargetOutcome], goals: Sequence[Goal] = GOALS
     reported, not a problem: the exit status says whether the figures are sound (every target
     measured without errors), not whether the gateway is fast enough yet."""
     by_name = {o.name: {m.concurrency: m.measured for m in o.measurements} for o in outcomes}
+    beside = {(o.name, m.concurrency): m.beside for o in outcomes for m in o.measurements}
     selected = {o.name for o in outcomes}
-    return [goal.check(by_name) for goal in goals if goal.row in selected]
+    return [goal.check(by_name, beside.get((goal.row, goal.concurrency)))
+            for goal in goals if goal.row in selected]
+
+
+def measured_beside(goals: Sequence[Goal] = GOALS) -> dict[str, set[tuple[str, int]]]:
+    """Each base row of a relative goal, with the (row, concurrency) levels to measure it
+    beside."""
+    found: dict[str, set[tuple[str, int]]] = {}
+    for goal in goals:
+        if goal.relative_to is not None:
+            found.setdefault(goal.relative_to, set()).add((goal.row, goal.concurrency))
+    return found
 
 
 def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cpu_profile import profile_row
@@ -57,6 +58,7 @@ from report import (
     api_checks,
     cache_checks,
     goal_checks,
+    measured_beside,
     problems,
     table,
     target_checks,
@@ -233,12 +235,18 @@ def _describe(result: LoadResult) -> str:
 
 
 class TargetRun:
-    """Measures one target: start it, check it answers 200, warm-up + measured run per level."""
+    """Measures one target: start it, check it answers 200, warm-up + measured run per level;
+    at the levels in ``beside``, a ``partner`` (the proxy, kept up for the whole run) is measured
+    just before the target."""
 
-    def __init__(self, load: WrkLoad, upstream: NginxUpstream, arguments: argparse.Namespace):
+    def __init__(self, load: WrkLoad, upstream: NginxUpstream, arguments: argparse.Namespace,
+                 partner: tuple[str, Launch] | None = None,
+                 beside: frozenset[tuple[str, int]] = frozenset()):
         self.load = load
         self.upstream = upstream
         self.arguments = arguments
+        self.partner = partner
+        self.beside = beside
 
     def measure(self, target: Target) -> TargetOutcome:
         """The outcome for ``target``; its process is stopped before this returns."""
@@ -264,6 +272,12 @@ class TargetRun:
         return outcome
 
     def _measure_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
+        if self.partner is None or (name, concurrency) not in self.beside:
+            return self._run_level(name, launch, concurrency)
+        partner = self._run_level(*self.partner, concurrency)
+        return replace(self._run_level(name, launch, concurrency), beside=partner.measured)
+
+    def _run_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
         endpoint, process = launch.endpoint, launch.process
         say(f"[{name}] concurrency {concurrency}: warm-up {self.arguments.warmup_seconds} s")
         warmup = self.load.run(endpoint, concurrency, self.arguments.warmup_seconds)
@@ -305,8 +319,10 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         wait_until_answers(upstream.endpoint(), probe, nginx, timeout_s=10.0)
         say(f"[nginx] upstream answering on {upstream.base_url} (core {arguments.load_core})")
         load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY, arguments.load_threads)
-        runner = TargetRun(load, upstream, arguments)
-        findings = Findings([runner.measure(target) for target in targets])
+        with ExitStack() as partner_running:
+            runner = TargetRun(load, upstream, arguments,
+                               *_partner(targets, upstream, arguments, partner_running))
+            findings = Findings([runner.measure(target) for target in targets])
         for name, job in (("profile", _profile), ("RSS run", _rss)):
             try:
                 findings.notes += job(arguments, upstream, load)
@@ -314,6 +330,21 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
                 findings.problems.append(f"{name}: {error}")
                 say(f"[{name}] FAILED: {error}")
         return findings
+
+
+def _partner(targets: Sequence[Target], upstream: NginxUpstream, arguments: argparse.Namespace,
+             stack: ExitStack) -> tuple[tuple[str, Launch] | None, frozenset[tuple[str, int]]]:
+    """The base row of the relative goals (the proxy), started in ``stack`` as the partner
+    measured beside their rows, and those rows' levels; none when it or they are not selected."""
+    selected = {target.name: target for target in targets}
+    for base, levels in measured_beside().items():
+        chosen = frozenset((row, level) for row, level in levels if row in selected)
+        if base in selected and chosen:
+            say(f"[{base}] a second one, kept up to be measured beside the rows of its goals")
+            started = stack.enter_context(running(selected[base], upstream, arguments.gateway_core,
+                                                  WORK / "beside", REQUEST_BODY, say))
+            return (f"{base} (beside)", started.launch), chosen
+    return None, frozenset()
 
 
 def _profile(arguments: argparse.Namespace, upstream: NginxUpstream, load: WrkLoad) -> list[str]:

@@ -51,6 +51,7 @@ from report import (
     api_checks,
     cache_checks,
     goal_checks,
+    measured_beside,
     problems,
     table,
     target_checks,
@@ -294,6 +295,19 @@ def test_goal_checks_hold_the_full_path_to_the_proxy_of_the_same_run() -> None:
                    (FULL_STREAM, 16, 1_216.0, 9.0, 20.0))
     assert _verdicts(goal_checks(bad)) == ["MISSED"] * 6
     assert problems(bad) == []  # a missed goal is reported, not a problem: the exit status is 0
+
+
+def test_relative_goals_compare_with_the_proxy_measured_beside_the_row() -> None:
+    """The proxy row ran minutes earlier at 7,000 req/s; measured just before the full row it
+    answered 6,000 (the machine slowed): the goal compares with the run beside it."""
+    outcomes = _by_name((PROXY, 16, 7_000.0, 2.0, 3.8), (FULL, 16, 3_400.0, 4.0, 9.0))
+    slower = LoadResult(requests=6_000, requests_per_s=6_000.0, p50_ms=2.2, p99_ms=4.0,
+                        non_2xx=0, socket_errors=0)
+    full = outcomes[1].measurements
+    full[0] = replace(full[0], beside=slower)
+    assert goal_checks(outcomes)[0] == (f"{FULL} req/s at concurrency 16: 3,400, 57% of proxy"
+                                        " (beside it)'s 6,000 (target >= 55%): met")
+    assert measured_beside() == {PROXY: {(FULL, 16), (FULL, 1), (RECORDS, 16)}}
 
 
 def test_goal_checks_say_what_they_need_and_skip_rows_not_selected() -> None:
