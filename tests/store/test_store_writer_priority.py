@@ -82,3 +82,27 @@ def test_a_yielding_writer_still_gets_the_core_while_something_else_keeps_it_bus
         spinner.wait()
     # Nice 10 against nice 0 is a tenth of the core (0.2 s of 2); idle scheduling gave 0.006 s.
     assert used[0] > 0.05
+
+
+def test_without_privileges_the_writer_keeps_yielding_and_keeps_writing() -> None:
+    """A process that may not raise a thread's priority (no CAP_SYS_NICE, RLIMIT_NICE 0, as an
+    unprivileged service runs) yields once and stays there: falling behind is no error."""
+    script = (
+        "import os, resource, threading, time\n"
+        "from switchgear.store.sqlite import BEHIND_SECONDS, WriterPriority\n"
+        "resource.setrlimit(resource.RLIMIT_NICE, (0, 0))\n"
+        "def run():\n"
+        "    priority, me = WriterPriority(), threading.get_native_id()\n"
+        "    for lag in (0.0, BEHIND_SECONDS * 2, 0.0):\n"
+        "        priority.adjust(time.time() - lag)\n"
+        "        print(os.getpriority(os.PRIO_PROCESS, me), priority.yielding)\n"
+        "thread = threading.Thread(target=run)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+    )
+    # setpriv (util-linux) takes CAP_SYS_NICE away from the child, root or not.
+    unprivileged = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", sys.executable, "-c",
+         script], capture_output=True, text=True, timeout=60, check=False)
+    assert unprivileged.returncode == 0, unprivileged.stderr
+    assert unprivileged.stdout.split("\n")[:3] == [f"{YIELDING_NICE} True"] * 3
