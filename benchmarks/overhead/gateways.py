@@ -25,6 +25,8 @@ from processes import (
 from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream
 
 HERE = Path(__file__).resolve().parent
+#: Where setup.sh installs granian (not in the lock: only the proxy-granian-server row needs it).
+GRANIAN_DIRECTORY = HERE / ".work" / "granian"
 
 GATEWAY_MODEL = "bench"
 JSON_HEADERS: Mapping[str, str] = {
@@ -101,9 +103,10 @@ def _environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-def _first_line(argv: list[str]) -> str:
+def _first_line(argv: list[str], env: Mapping[str, str] | None = None) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
+                              env=env)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     lines = (done.stdout + done.stderr).strip().splitlines()
@@ -142,17 +145,20 @@ class PythonProxy:
     name: str = "proxy"
     streamed: bool = False
     startup_timeout_s: float = 30.0
-    #: The HTTP server it runs on (uvicorn or aiohttp) and the client it forwards with
-    #: (aiohttp or Switchgear's own), to choose the gateway's by measurement.
+    #: The HTTP server it runs on (uvicorn, aiohttp or granian) and the client it forwards
+    #: with (aiohttp, Switchgear's own or httpx2), to choose the gateway's by measurement.
     server: str = "uvicorn"
     client: str = "aiohttp"
 
     def missing(self) -> str | None:
-        """Set when the venv's Python lacks what the proxy imports."""
+        """Set when the venv's Python lacks what the proxy imports (granian: not installed by
+        setup.sh)."""
         if not self.python.exists():
             return f"{self.python} does not exist"
+        imports = "import aiohttp, httpx2, uvicorn, uvloop" + (
+            ", granian" if self.server == "granian" else "")
         try:
-            done = subprocess.run([str(self.python), "-c", "import aiohttp, uvicorn, uvloop"],
+            done = subprocess.run([str(self.python), "-c", imports], env=self._environment(),
                                   capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"{self.python} did not run: {error}"
@@ -161,7 +167,12 @@ class PythonProxy:
 
     def version(self) -> str:
         """The versions of what the proxy is made of."""
-        return _first_line([str(self.python), "-c", PROXY_VERSIONS])
+        return _first_line([str(self.python), "-c", PROXY_VERSIONS], self._environment())
+
+    def _environment(self) -> dict[str, str]:
+        """The process's environment: granian from where setup.sh puts it, apart from the
+        lock."""
+        return _environment({"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(GRANIAN_DIRECTORY)})
 
     def launch(self, upstream: NginxUpstream, port: int, core: int, work_dir: Path) -> Launch:
         """``proxy.py`` pointed at the upstream (its streamed answers when ``streamed``)."""
@@ -171,7 +182,7 @@ class PythonProxy:
                 "--port", str(port), "--upstream", upstream.base_url_for(self.streamed),
                 "--model", UPSTREAM_MODEL, "--server", self.server, "--client", self.client]
         process = ServiceProcess(self.name, pinned(argv, core), directory / "server.log",
-                                 env=_environment({"PYTHONUNBUFFERED": "1"}), cwd=directory)
+                                 env=self._environment(), cwd=directory)
         endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL,
                             JSON_HEADERS, STREAM_FIELDS if self.streamed else {})
         return Launch(process, endpoint)
@@ -180,7 +191,7 @@ class PythonProxy:
 #: Prints the proxy's parts and their versions on one line.
 PROXY_VERSIONS = (
     "import importlib.metadata as m\n"
-    "names = ('uvicorn', 'httptools', 'uvloop', 'aiohttp', 'orjson')\n"
+    "names = ('uvicorn', 'httptools', 'uvloop', 'aiohttp', 'orjson', 'httpx2', 'granian')\n"
     "def version(name):\n"
     "    try:\n"
     "        return m.version(name)\n"

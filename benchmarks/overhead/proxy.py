@@ -8,10 +8,12 @@ records, metrics or checks: what any Python gateway must at least do for a reque
 
     python proxy.py --port 8081 --upstream http://127.0.0.1:8080/v1 --model bench-upstream
 
-``--server aiohttp`` serves it with aiohttp's web server instead of uvicorn, and ``--client
-switchgear`` forwards with Switchgear's own HTTP/1.1 client (backends/http_client.py) instead of
-aiohttp's: the rows ``proxy-aiohttp-server`` and ``proxy-switchgear-client`` measure the HTTP
-server and client the gateway is built on against the alternatives at hand.
+``--server aiohttp`` or ``--server granian`` serves it with aiohttp's web server or granian
+(Rust, ASGI; installed by setup.sh apart from the lock) instead of uvicorn, and ``--client
+switchgear`` or ``--client httpx`` forwards with Switchgear's own HTTP/1.1 client
+(backends/http_client.py) or httpx2 (httpx's successor, the openai SDK's client) instead of
+aiohttp's: the ``proxy-*-server`` and ``proxy-*-client`` rows measure the HTTP server and client
+the gateway is built on against the alternatives.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2
 import uvicorn
 import uvloop
 from aiohttp import web
@@ -40,8 +45,10 @@ Dumps = Callable[[Any], bytes]
 CHAT_PATH = "/v1/chat/completions"
 #: Connections kept to the upstream at most (the gateway's deployment allows as many).
 UPSTREAM_CONNECTIONS = 1024
-#: How long an upstream answer may take with Switchgear's client (it needs a deadline).
+#: How long an upstream answer may take with Switchgear's client or httpx2 (they need one).
 UPSTREAM_DEADLINE_S = 60.0
+#: The environment variable that hands granian's worker the proxy's arguments.
+GRANIAN_ARGUMENTS = "BENCH_PROXY_ARGUMENTS"
 
 
 def json_codec() -> tuple[Loads, Dumps]:
@@ -65,6 +72,7 @@ class ChatProxy:
         self.loads, self.dumps = json_codec()
         self.session: aiohttp.ClientSession | None = None
         self.pool: ConnectionPool | None = None
+        self.httpx: httpx2.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -91,6 +99,10 @@ class ChatProxy:
         if self.client == "switchgear":
             self.pool = ConnectionPool(self.upstream, connect_timeout=5,
                                        headers={"Content-Type": "application/json"})
+        elif self.client == "httpx":
+            limits = httpx2.Limits(max_connections=UPSTREAM_CONNECTIONS,
+                                   max_keepalive_connections=UPSTREAM_CONNECTIONS)
+            self.httpx = httpx2.AsyncClient(limits=limits, timeout=UPSTREAM_DEADLINE_S)
         else:
             connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, keepalive_timeout=300)
             self.session = aiohttp.ClientSession(connector=connector)
@@ -101,6 +113,8 @@ class ChatProxy:
             await self.session.close()
         if self.pool is not None:
             self.pool.close()
+        if self.httpx is not None:
+            await self.httpx.aclose()
 
     async def forward(self, body: bytes, send: Send) -> None:
         """Forward one chat request's ``body``; the answer goes out through ``send``."""
@@ -114,6 +128,9 @@ class ChatProxy:
         request["model"] = self.model
         if self.pool is not None:
             await self._forward_own(request, send)
+            return
+        if self.httpx is not None:
+            await self._forward_httpx(request, send)
             return
         assert self.session is not None, "lifespan not started"
         async with self.session.post(self.url, data=self.dumps(request),
@@ -133,6 +150,15 @@ class ChatProxy:
                          bool(request.get("stream")), answer.read, answer.iter_chunks)
         finally:
             answer.close()
+
+
+    async def _forward_httpx(self, request: dict[str, Any], send: Send) -> None:
+        """Forward with httpx2 (``--client httpx``)."""
+        assert self.httpx is not None
+        async with self.httpx.stream("POST", self.url, content=self.dumps(request),
+                                     headers={"Content-Type": "application/json"}) as answer:
+            await _relay(send, answer.status_code, answer.headers.get("content-type"),
+                         bool(request.get("stream")), answer.aread, answer.aiter_raw)
 
 
 async def _relay(send: Send, status: int, content_type: str | None, streamed: bool,
@@ -176,9 +202,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="base URL ending in /v1")
     parser.add_argument("--model", required=True, help="the model name the upstream is asked")
-    parser.add_argument("--server", choices=("uvicorn", "aiohttp"), default="uvicorn")
-    parser.add_argument("--client", choices=("aiohttp", "switchgear"), default="aiohttp")
+    parser.add_argument("--server", choices=("uvicorn", "aiohttp", "granian"), default="uvicorn")
+    parser.add_argument("--client", choices=("aiohttp", "switchgear", "httpx"), default="aiohttp")
     arguments = parser.parse_args(argv)
+    if arguments.server == "granian":
+        serve_with_granian(arguments)
+        return
     proxy = ChatProxy(arguments.upstream, arguments.model, arguments.client)
     if arguments.server == "aiohttp":
         uvloop.install()
@@ -187,6 +216,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     uvicorn.run(proxy, host=arguments.host, port=arguments.port, loop="uvloop",
                 http="httptools", lifespan="on", access_log=False, log_level="warning")
+
+
+def serve_with_granian(arguments: argparse.Namespace) -> None:
+    """Serve with granian (``--server granian``): one worker process, one Rust runtime thread,
+    uvloop, the ASGI interface; the worker builds the proxy with ``granian_app``."""
+    from granian.constants import Interfaces, Loops  # not in the lock: setup.sh installs it
+    from granian.server import Server
+
+    os.environ[GRANIAN_ARGUMENTS] = json.dumps(
+        [arguments.upstream, arguments.model, arguments.client])
+    Server("proxy:granian_app", address=arguments.host, port=arguments.port,
+           interface=Interfaces.ASGI, workers=1, runtime_threads=1, loop=Loops.uvloop,
+           log_enabled=False, factory=True, working_dir=Path(__file__).resolve().parent).serve()
+
+
+def granian_app() -> ChatProxy:
+    """The app granian's worker loads: the proxy its main process was asked for."""
+    upstream, model, client = json.loads(os.environ[GRANIAN_ARGUMENTS])
+    return ChatProxy(upstream, model, client)
 
 
 def aiohttp_app(proxy: ChatProxy) -> web.Application:

@@ -125,6 +125,8 @@ def all_targets() -> list[Target]:
         PythonProxy(REPO / ".venv" / "bin" / "python", PROXY),
         PythonProxy(REPO / ".venv" / "bin" / "python", PROXY_STREAM, streamed=True),
         PythonProxy(REPO / ".venv" / "bin" / "python", "proxy-aiohttp-server", server="aiohttp"),
+        PythonProxy(REPO / ".venv" / "bin" / "python", "proxy-granian-server", server="granian"),
+        PythonProxy(REPO / ".venv" / "bin" / "python", "proxy-httpx-client", client="httpx"),
         PythonProxy(REPO / ".venv" / "bin" / "python", "proxy-switchgear-client",
                     client="switchgear"),
         PythonProxy(REPO / ".venv" / "bin" / "python", "proxy-switchgear-client-stream",

@@ -2,6 +2,8 @@
 # Installs what benchmarks/overhead/run.py needs; safe to run again (skips what is already there).
 #   nginx, wrk, hey     from Debian (apt-get); `setup.sh --debian-only` stops there
 #                       (all that benchmarks/bench/run.py needs)
+#   granian             into benchmarks/overhead/.work/granian, pinned with its hash
+#                       (granian.txt; the proxy-granian-server row only, so not in the lock)
 #   LiteLLM proxy       into its own venv: benchmarks/overhead/.work/litellm-venv
 #                       (its pins conflict with Switchgear's dependencies)
 #   Portkey gateway     with npm into benchmarks/overhead/.work/portkey
@@ -37,6 +39,18 @@ install_debian_packages() {
     "${missing[@]}"
 }
 
+install_granian() {
+  local target="$WORK/granian"
+  if [ -d "$target/granian" ]; then
+    echo "setup: granian already installed"
+    return
+  fi
+  echo "setup: granian into $target"
+  # --no-deps: its one dependency, click, is in the lock (the venv has it).
+  "$HERE/../../.venv/bin/python" -m pip install -q --no-deps --require-hashes \
+    --target "$target" -r "$HERE/granian.txt"
+}
+
 install_litellm() {
   local venv="$WORK/litellm-venv"
   if [ -x "$venv/bin/litellm" ]; then
@@ -70,6 +84,7 @@ if [ "${1:-}" = "--debian-only" ]; then
   echo "setup: done (Debian packages only)"
   exit 0
 fi
+install_granian
 install_litellm
 install_portkey
 echo "setup: done"

@@ -461,9 +461,13 @@ def test_service_process_reads_its_rss_and_threads(tmp_path: Path) -> None:
 
 @needs_nginx_and_wrk
 @pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize(("server", "client"), [
+    ("uvicorn", "aiohttp"), ("aiohttp", "aiohttp"), ("granian", "aiohttp"),
+    ("uvicorn", "switchgear"), ("uvicorn", "httpx")])
 def test_proxy_relays_the_upstreams_answer(upstream: NginxUpstream, tmp_path: Path,
-                                           streamed: bool) -> None:
-    proxy = PythonProxy(Path(sys.executable), streamed=streamed)
+                                           streamed: bool, server: str, client: str) -> None:
+    """Every server and client the proxy rows compare relays the answer as it came."""
+    proxy = PythonProxy(Path(sys.executable), streamed=streamed, server=server, client=client)
     if proxy.missing() is not None:
         pytest.skip(f"the proxy cannot run here: {proxy.missing()}")
     launch = proxy.launch(upstream, free_port(), 0, tmp_path)
