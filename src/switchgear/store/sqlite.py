@@ -262,7 +262,7 @@ class SQLiteStore:
 
     async def write(self, records: Sequence[RequestRecord], *, backlog: int = 0) -> None:
         """Write a batch in one transaction; a request id already stored is skipped. The
-        thread leaves idle priority while the batch is late or ``backlog`` is long."""
+        thread stops yielding while the batch is late or ``backlog`` is long."""
         if records:
             connection = self._opened()
             await self._call("write", partial(connection.write, records, backlog))
