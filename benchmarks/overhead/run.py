@@ -54,11 +54,12 @@ from report import (
     SWITCHGEAR_STREAM,
     Measurement,
     Method,
+    Round,
     TargetOutcome,
     api_checks,
     cache_checks,
     goal_checks,
-    measured_beside,
+    goal_levels,
     problems,
     table,
     target_checks,
@@ -175,6 +176,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--load-core", type=int, default=0,
                         help="core for nginx and wrk (default 0)")
+    parser.add_argument("--goal-rounds", type=int, default=3,
+                        help="rounds at each level issue 28 sets a goal at, judged on the median"
+                        " (default 3)")
     parser.add_argument("--load-threads", type=int, default=2,
                         help="wrk threads at most (default 2; fewer than the connections)")
     parser.add_argument("--gateway-core", type=int, default=1,
@@ -199,9 +203,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {names}")
     if min(arguments.seconds, arguments.warmup_seconds, arguments.profile_seconds,
-           arguments.profile_concurrency) < 1:
-        parser.error("--seconds, --warmup-seconds, --profile-seconds and --profile-concurrency"
-                     " must be at least 1")
+           arguments.profile_concurrency, arguments.goal_rounds) < 1:
+        parser.error("--seconds, --warmup-seconds, --profile-seconds, --profile-concurrency and"
+                     " --goal-rounds must be at least 1")
     if arguments.rss_requests < 0:
         parser.error("--rss-requests must not be negative")
     usable = os.sched_getaffinity(0)
@@ -238,17 +242,18 @@ def _describe(result: LoadResult) -> str:
 
 class TargetRun:
     """Measures one target: start it, check it answers 200, warm-up + measured run per level;
-    at the levels in ``beside``, a ``partner`` (the proxy, kept up for the whole run) is measured
-    just before the target."""
+    at a goal's level (``goals``: each with the row its goal is relative to, or None) the run
+    is repeated ``rounds`` times, each after a run of the ``partner`` (the proxy, kept up for
+    the whole run) when the goal is relative to it."""
 
     def __init__(self, load: WrkLoad, upstream: NginxUpstream, arguments: argparse.Namespace,
                  partner: tuple[str, Launch] | None = None,
-                 beside: frozenset[tuple[str, int]] = frozenset()):
+                 goals: dict[tuple[str, int], str | None] | None = None):
         self.load = load
         self.upstream = upstream
         self.arguments = arguments
         self.partner = partner
-        self.beside = beside
+        self.goals = goals or {}
 
     def measure(self, target: Target) -> TargetOutcome:
         """The outcome for ``target``; its process is stopped before this returns."""
@@ -274,10 +279,17 @@ class TargetRun:
         return outcome
 
     def _measure_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
-        if self.partner is None or (name, concurrency) not in self.beside:
+        if (name, concurrency) not in self.goals:
             return self._run_level(name, launch, concurrency)
-        partner = self._run_level(*self.partner, concurrency)
-        return replace(self._run_level(name, launch, concurrency), beside=partner.measured)
+        beside = self.partner if self.goals[(name, concurrency)] is not None else None
+        runs, rounds = [], []
+        for number in range(1, self.arguments.goal_rounds + 1):
+            say(f"[{name}] concurrency {concurrency}: round {number} of"
+                f" {self.arguments.goal_rounds}")
+            base = None if beside is None else self._run_level(*beside, concurrency).measured
+            runs.append(self._run_level(name, launch, concurrency))
+            rounds.append(Round(runs[-1].measured, base))
+        return replace(runs[0], rounds=tuple(rounds))
 
     def _run_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
         endpoint, process = launch.endpoint, launch.process
@@ -323,7 +335,8 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY, arguments.load_threads)
         with ExitStack() as partner_running:
             runner = TargetRun(load, upstream, arguments,
-                               *_partner(targets, upstream, arguments, partner_running))
+                               _partner(targets, upstream, arguments, partner_running),
+                               goal_levels())
             findings = Findings([runner.measure(target) for target in targets])
         for name, job in (("profile", _profile), ("RSS run", _rss)):
             try:
@@ -335,18 +348,17 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
 
 
 def _partner(targets: Sequence[Target], upstream: NginxUpstream, arguments: argparse.Namespace,
-             stack: ExitStack) -> tuple[tuple[str, Launch] | None, frozenset[tuple[str, int]]]:
-    """The base row of the relative goals (the proxy), started in ``stack`` as the partner
-    measured beside their rows, and those rows' levels; none when it or they are not selected."""
+             stack: ExitStack) -> tuple[str, Launch] | None:
+    """The row the relative goals compare with (the proxy), started in ``stack`` to be measured
+    beside their rows; None when it or they are not selected."""
     selected = {target.name: target for target in targets}
-    for base, levels in measured_beside().items():
-        chosen = frozenset((row, level) for row, level in levels if row in selected)
-        if base in selected and chosen:
+    for (row, _), base in goal_levels().items():
+        if base in selected and row in selected:
             say(f"[{base}] a second one, kept up to be measured beside the rows of its goals")
             started = stack.enter_context(running(selected[base], upstream, arguments.gateway_core,
                                                   WORK / "beside", REQUEST_BODY, say))
-            return (f"{base} (beside)", started.launch), chosen
-    return None, frozenset()
+            return f"{base} (beside)", started.launch
+    return None
 
 
 def _profile(arguments: argparse.Namespace, upstream: NginxUpstream, load: WrkLoad) -> list[str]:
@@ -387,6 +399,7 @@ def method_of(
         cpu_model=cpu_model(),
         load_core=arguments.load_core,
         load_threads=arguments.load_threads,
+        goal_rounds=arguments.goal_rounds,
         gateway_core=arguments.gateway_core,
         seconds=arguments.seconds,
         warmup_seconds=arguments.warmup_seconds,

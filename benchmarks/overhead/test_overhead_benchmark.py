@@ -47,11 +47,12 @@ from report import (
     STREAM_BASELINE,
     Goal,
     Measurement,
+    Round,
     TargetOutcome,
     api_checks,
     cache_checks,
     goal_checks,
-    measured_beside,
+    goal_levels,
     problems,
     table,
     target_checks,
@@ -297,17 +298,41 @@ def test_goal_checks_hold_the_full_path_to_the_proxy_of_the_same_run() -> None:
     assert problems(bad) == []  # a missed goal is reported, not a problem: the exit status is 0
 
 
+def _result(rate: float, p50: float = 1.0, p99: float = 4.0) -> LoadResult:
+    return LoadResult(requests=int(rate), requests_per_s=rate, p50_ms=p50, p99_ms=p99,
+                      non_2xx=0, socket_errors=0)
+
+
 def test_relative_goals_compare_with_the_proxy_measured_beside_the_row() -> None:
     """The proxy row ran minutes earlier at 7,000 req/s; measured just before the full row it
     answered 6,000 (the machine slowed): the goal compares with the run beside it."""
     outcomes = _by_name((PROXY, 16, 7_000.0, 2.0, 3.8), (FULL, 16, 3_400.0, 4.0, 9.0))
-    slower = LoadResult(requests=6_000, requests_per_s=6_000.0, p50_ms=2.2, p99_ms=4.0,
-                        non_2xx=0, socket_errors=0)
     full = outcomes[1].measurements
-    full[0] = replace(full[0], beside=slower)
+    full[0] = replace(full[0], rounds=(Round(full[0].measured, _result(6_000.0)),))
     assert goal_checks(outcomes)[0] == (f"{FULL} req/s at concurrency 16: 3,400, 57% of proxy"
                                         " (beside it)'s 6,000 (target >= 55%): met")
-    assert measured_beside() == {PROXY: {(FULL, 16), (FULL, 1), (RECORDS, 16)}}
+    assert goal_levels() == {(FULL, 16): PROXY, (FULL, 1): PROXY, (RECORDS, 16): PROXY,
+                             (FULL_STREAM, 16): None, (FULL_STREAM, 1): None}
+
+
+def test_goals_over_rounds_take_the_median_round() -> None:
+    """Three rounds, one caught in a slow spell of the machine: the median decides, and every
+    round's figure is shown."""
+    rounds = (Round(_result(4_400.0, p50=0.30), _result(8_000.0, p50=0.20)),
+              Round(_result(3_000.0, p50=0.60), _result(7_900.0, p50=0.25)),
+              Round(_result(4_600.0, p50=0.32), _result(8_200.0, p50=0.21)))
+    share = Goal(FULL, 16, "req/s", 0.55, PROXY).check({}, rounds)
+    assert share == (f"{FULL} req/s at concurrency 16: median of 3 rounds 55% of proxy (beside"
+                     " it)'s req/s (55%, 38%, 56%) (target >= 55%): met")
+    margin = Goal(FULL, 1, "p50", 0.10, PROXY).check({}, rounds)
+    assert margin == (f"{FULL} p50 at concurrency 1: median of 3 rounds +0.110 ms over proxy"
+                      " (beside it)'s p50 (+0.100 ms, +0.350 ms, +0.110 ms) (target <= +0.1 ms):"
+                      " MISSED")
+    ceiling = Goal(FULL_STREAM, 1, "p50", 0.5).check({}, [Round(r.measured) for r in rounds])
+    assert ceiling == (f"{FULL_STREAM} p50 at concurrency 1: median of 3 rounds 0.320 ms (0.300"
+                       " ms, 0.600 ms, 0.320 ms) (target <= 0.5 ms): met")
+    assert Goal(FULL, 16, "req/s", 0.55, PROXY).check({}, [Round(_result(1.0))]).endswith(
+        "not checked (needs switchgear-full and proxy at concurrency 16).")
 
 
 def test_goal_checks_say_what_they_need_and_skip_rows_not_selected() -> None:
