@@ -21,7 +21,7 @@ import switchgear
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # what every layer uses, and which knows nothing of the others
     ("foundation", frozenset({"switchgear", "errors", "exchange", "background", "percentiles",
-                               "protocols"})),
+                               "ids", "protocols"})),
     # the config file's sections that a domain package reads (tiers, SLOs, prompt templates,
     # the scorecard's facts, what a guard check needs to run), and the value types they use
     ("sections", frozenset({"sections"})),
