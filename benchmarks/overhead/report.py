@@ -398,6 +398,14 @@ def problems(outcomes: Sequence[TargetOutcome]) -> list[str]:
                     f" warm-up, {m.measured.errors} in the measured run"
                     f" ({m.measured.non_2xx} non-2xx, {m.measured.socket_errors} socket)"
                 )
+            for number, one in enumerate(m.rounds[1:], start=2):
+                if one.measured.errors:
+                    found.append(f"{outcome.name} at concurrency {m.concurrency}:"
+                                 f" {one.measured.errors} errors in round {number}")
+            for number, one in enumerate(m.rounds, start=1):
+                if one.beside is not None and one.beside.errors:
+                    found.append(f"the proxy beside {outcome.name} at concurrency"
+                                 f" {m.concurrency}: {one.beside.errors} errors in round {number}")
     return found
 
 

@@ -243,8 +243,8 @@ def _describe(result: LoadResult) -> str:
 class TargetRun:
     """Measures one target: start it, check it answers 200, warm-up + measured run per level;
     at a goal's level (``goals``: each with the row its goal is relative to, or None) the run
-    is repeated ``rounds`` times, each after a run of the ``partner`` (the proxy, kept up for
-    the whole run) when the goal is relative to it."""
+    is repeated ``--goal-rounds`` times, each after a run of the ``partner`` (the proxy, kept up
+    for the whole run) when the goal is relative to it."""
 
     def __init__(self, load: WrkLoad, upstream: NginxUpstream, arguments: argparse.Namespace,
                  partner: tuple[str, Launch] | None = None,

@@ -317,7 +317,7 @@ def test_relative_goals_compare_with_the_proxy_measured_beside_the_row() -> None
 
 def test_goals_over_rounds_take_the_median_round() -> None:
     """Three rounds, one caught in a slow spell of the machine: the median decides, and every
-    round's figure is shown."""
+    round's figure is shown; errors in any round, the row's or the proxy's, are problems."""
     rounds = (Round(_result(4_400.0, p50=0.30), _result(8_000.0, p50=0.20)),
               Round(_result(3_000.0, p50=0.60), _result(7_900.0, p50=0.25)),
               Round(_result(4_600.0, p50=0.32), _result(8_200.0, p50=0.21)))
@@ -331,6 +331,13 @@ def test_goals_over_rounds_take_the_median_round() -> None:
     ceiling = Goal(FULL_STREAM, 1, "p50", 0.5).check({}, [Round(r.measured) for r in rounds])
     assert ceiling == (f"{FULL_STREAM} p50 at concurrency 1: median of 3 rounds 0.320 ms (0.300"
                        " ms, 0.600 ms, 0.320 ms) (target <= 0.5 ms): met")
+    outcomes = _by_name((FULL, 16, 4_400.0, 4.0, 9.0))
+    failing = LoadResult(requests=10, requests_per_s=1.0, p50_ms=1.0, p99_ms=1.0, non_2xx=3,
+                         socket_errors=0)
+    outcomes[0].measurements[0] = replace(outcomes[0].measurements[0], rounds=(
+        rounds[0], Round(failing, rounds[1].beside), Round(rounds[2].measured, failing)))
+    assert problems(outcomes) == [f"{FULL} at concurrency 16: 3 errors in round 2",
+                                  f"the proxy beside {FULL} at concurrency 16: 3 errors in round 3"]
     assert Goal(FULL, 16, "req/s", 0.55, PROXY).check({}, [Round(_result(1.0))]).endswith(
         "not checked (needs switchgear-full and proxy at concurrency 16).")
 
