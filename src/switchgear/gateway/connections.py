@@ -28,6 +28,9 @@ log = logging.getLogger("switchgear.gateway")
 
 #: A body longer than this is written after the held head rather than copied behind it.
 MOST_COPIED = 64 * 1024
+#: Seconds a connection with no request running stays open once the server stops, for a request
+#: a balancer may have sent on it just then.
+LINGER_S = 1.0
 
 REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                    b"content-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n")
@@ -93,6 +96,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading_body = False
         #: Tells the requests on this connection when it is lost (gateway/http.py Departure).
         self.client_watch = ClientWatch()
+        #: Set once the server stops: no request after the running one keeps it open.
+        self.stopping = False
+        self.linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -105,6 +111,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
+        if self.linger is not None:
+            self.linger.cancel()
         if self.admitted:
             self.admitted = False
             self.guard.release(self.peer)
@@ -134,6 +142,25 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading_headers = False
         self.reading_body = True
         super().on_headers_complete()
+        if self.stopping and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """The server stops. uvicorn closes a connection with no request running at once, but a
+        balancer may just have sent one on it, unread yet; closed with unread data the socket
+        is reset, and the request fails unanswered (a balancer does not send a POST again).
+        So such a connection stays open ``LINGER_S`` for it: a request that comes is served
+        and the connection closed after its answer, and one still idle then is closed."""
+        self.stopping = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.linger = self.loop.call_later(LINGER_S, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        self.linger = None
+        if (self.cycle is None or self.cycle.response_complete) and not self.reading_headers:
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         self._stop_clock()
