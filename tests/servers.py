@@ -140,10 +140,12 @@ def _serving(arguments: Sequence[str], port: int, ready_path: str) -> Iterator[s
 #: error timeout``, which never resends a POST once it was sent to a replica, since a completion
 #: may have run (and been billed) there. The gateway's drain makes that enough: a draining
 #: replica's answers carry ``Connection: close``, so nginx stops reusing keep-alive connections to
-#: it (a POST sent on one just as the replica closed it would fail, unretried), and once it stops
-#: accepting, new connections are refused, and retried elsewhere. nginx does not read /readyz:
-#: a connection it opens in the very instant the replica stops accepting can still be reset; a
-#: balancer that probes /readyz (Kubernetes' readiness) has taken the replica out by then.
+#: it; once it stops accepting, new connections are refused, and retried elsewhere, and a request
+#: sent on a connection it had accepted is still served for a second (closing it with the request
+#: unread would reset it: the POST would fail, unretried). nginx does not read /readyz: a
+#: connection still in the kernel's accept queue in the very instant the replica stops listening
+#: can still be reset; a balancer that probes /readyz (Kubernetes' readiness) has taken the
+#: replica out by then.
 NGINX_BALANCER = """\
 worker_processes 1;
 daemon off;
