@@ -152,21 +152,25 @@ def send_in_flight(pool: ThreadPoolExecutor, sdk: openai.OpenAI, upstream: Runni
 
 
 class HeldRequest:
-    """A chat completion sent whole but for its last byte: in flight until ``finish``."""
+    """A chat completion sent whole but for its last byte: in flight until ``finish``. With
+    ``sent_nothing``, nothing is sent before ``finish``: the connection is idle until then (a
+    balancer's, just opened or kept alive)."""
 
-    def __init__(self, running: Replica) -> None:
+    def __init__(self, running: Replica, sent_nothing: bool = False) -> None:
         body = json.dumps({"model": "sim", "messages": HELLO, "max_tokens": 2}).encode()
-        self.rest = body[-1:]
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
+                   b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                   % (len(body), body))
+        split = 0 if sent_nothing else len(request) - 1
+        self.rest = request[split:]
         self.sock = socket.create_connection(("127.0.0.1", running.port), timeout=SOON)
-        self.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
-                          b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                          % (len(body), body[:-1]))
+        self.sock.sendall(request[:split])
         # Answered after it on a connection accepted after it: the server has taken it.
         assert running.get("/healthz").status == 200
 
     def finish(self) -> tuple[int, str, str | None]:
-        """Send the last byte; the status, request id and Connection header of the answer,
-        once the server has closed the connection after it."""
+        """Send the rest; the status, request id and Connection header of the answer, once the
+        server has closed the connection after it."""
         with self.sock:
             self.sock.sendall(self.rest)
             response = http.client.HTTPResponse(self.sock)
@@ -233,31 +237,6 @@ def test_sigterm_drains_and_a_second_signal_ends_the_grace(
         assert line in log, log
 
 
-class IdleConnection:
-    """A connection the server has accepted, with nothing sent on it yet (a balancer's, just
-    opened or kept alive)."""
-
-    def __init__(self, running: Replica) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", running.port), timeout=SOON)
-        # Answered after it on a connection accepted after it: the server has taken it.
-        assert running.get("/healthz").status == 200
-
-    def ask(self) -> tuple[int, str, str | None]:
-        """A whole chat completion on it; the status, request id and Connection header of the
-        answer, once the server has closed the connection after it."""
-        body = json.dumps({"model": "sim", "messages": HELLO, "max_tokens": 2}).encode()
-        with self.sock:
-            self.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
-                              b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                              % (len(body), body))
-            response = http.client.HTTPResponse(self.sock)
-            response.begin()
-            response.read()
-            assert self.sock.recv(1) == b"", "the server kept the connection open"
-            return response.status, response.headers["x-request-id"], \
-                response.headers["connection"]
-
-
 def test_a_request_sent_as_the_server_stops_accepting_is_served(
         tmp_path: Path, simulators: Callable[..., RunningSimulator]) -> None:
     """A balancer that does not read /readyz (nginx) may send a request on a connection in the
@@ -269,11 +248,11 @@ def test_a_request_sent_as_the_server_stops_accepting_is_served(
           openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0) as sdk,
           ThreadPoolExecutor(4) as pool):
         in_flight = send_in_flight(pool, sdk, upstream)  # keep the process up a while
-        idle = IdleConnection(running)
+        idle = HeldRequest(running, sent_nothing=True)
         running.process.send_signal(signal.SIGTERM)
 
         wait_until(lambda: refuses(running.port))
-        status, request_id, connection = idle.ask()
+        status, request_id, connection = idle.finish()
         assert (status, connection) == (200, "close")
         answers = [future.result(SOON) for future in in_flight]
         assert running.process.wait(SOON) == 0
