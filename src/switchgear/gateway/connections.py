@@ -100,6 +100,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.stopping = False
         self.linger: asyncio.TimerHandle | None = None
 
+    @property
+    def between_requests(self) -> bool:
+        """No request is running on this connection (none yet, or its answer is sent)."""
+        return self.cycle is None or self.cycle.response_complete
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.peer = self.client[0] if self.client else ""
@@ -152,14 +157,14 @@ class GuardedProtocol(HttpToolsProtocol):
         So such a connection stays open ``LINGER_S`` for it: a request that comes is served
         and the connection closed after its answer, and one still idle then is closed."""
         self.stopping = True
-        if self.cycle is None or self.cycle.response_complete:
+        if self.between_requests:
             self.linger = self.loop.call_later(LINGER_S, self._close_if_idle)
         else:
             self.cycle.keep_alive = False
 
     def _close_if_idle(self) -> None:
         self.linger = None
-        if (self.cycle is None or self.cycle.response_complete) and not self.reading_headers:
+        if self.between_requests and not self.reading_headers:
             self.transport.close()
 
     def on_message_complete(self) -> None:
@@ -194,7 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def cut_off(self, answer: bool) -> None:
         """Close this connection now; with a 408 when ``answer`` and no response is under way."""
         self._stop_clock()
-        if answer and (self.cycle is None or self.cycle.response_complete):
+        if answer and self.between_requests:
             self.transport.write(REQUEST_TIMEOUT)
             self.transport.close()
         else:
