@@ -20,7 +20,7 @@ from switchgear.store import open_store
 from switchgear.store.base import RecordStore
 from switchgear.store.redis import connect_redis
 
-from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, drop_schema, refused_port
+from servers import POSTGRES_URL, REDIS_URL, BackgroundLoop, OwnRedis, drop_schema, refused_port
 
 
 @pytest.fixture
@@ -122,3 +122,12 @@ async def delete_keys(prefix: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    """A running redis-server of this test's own, stopped afterwards."""
+    server = OwnRedis(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()

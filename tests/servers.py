@@ -22,6 +22,7 @@ import uvicorn
 import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from switchgear.config import Config
 from switchgear.gateway.server import uvicorn_config
@@ -32,6 +33,8 @@ from switchgear.store.records import RequestRecord
 POSTGRES_URL = os.environ.get("SWITCHGEAR_TEST_POSTGRES_URL",
                               "postgresql://switchgear:switchgear-test@127.0.0.1:5432/test")
 REDIS_URL = "redis://127.0.0.1:6379/0"
+#: How long a redis-server of a test's own may take to start or stop.
+REDIS_WAIT = 30.0
 
 
 def free_port() -> int:
@@ -345,3 +348,58 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
     return sum(value for key, value in samples.items()
                if key.startswith(name + "{") and all(w in key for w in wanted))
+
+
+class OwnRedis:
+    """A redis-server of the test's own, on a free port, that the test stops and starts."""
+
+    def __init__(self, directory: Path, *options: str, password: str | None = None) -> None:
+        self.port = free_port()
+        self.directory = directory
+        #: More redis-server options (``--unixsocket PATH``, say).
+        self.options = [*options, *(("--requirepass", password) if password else ())]
+        self.password = password
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (to stop and continue it)."""
+        return int((self.directory / "redis.pid").read_text())
+
+    async def start(self) -> None:
+        process = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes",
+            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+            "--pidfile", str(self.directory / "redis.pid"), *self.options,
+        )
+        assert await process.wait() == 0
+        client = Redis(port=self.port, password=self.password)
+        try:
+            async with asyncio.timeout(REDIS_WAIT):
+                while True:
+                    try:
+                        if await client.ping():
+                            return
+                    except OSError:
+                        pass
+                    except Exception:  # redis' ConnectionError while it starts listening
+                        pass
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        process = await asyncio.create_subprocess_exec(
+            "redis-cli", "-p", str(self.port), *(("-a", self.password) if self.password else ()),
+            "--no-auth-warning", "shutdown", "nosave",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        await process.wait()
+        async with asyncio.timeout(REDIS_WAIT):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                except OSError:
+                    return
+                writer.close()
+                await writer.wait_closed()
+                await asyncio.sleep(0.05)

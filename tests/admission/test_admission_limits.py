@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -27,7 +26,7 @@ from switchgear.admission.limits import (
 from switchgear.errors import AuthenticationFailed, Overloaded
 from switchgear.store.redis import StateUnavailable, connect_redis
 
-from servers import free_port
+from servers import OwnRedis
 
 #: Upper bound, in seconds, on any single wait in these tests.
 WAIT = 30.0
@@ -303,61 +302,6 @@ async def test_two_processes_sharing_redis_admit_n_not_2n(prefix: str) -> None:
     counts = [int(out.decode().strip()) for out, _ in outputs]
     # Each alone would admit the whole limit (2N together if they did not share it).
     assert sum(counts) == limit
-
-
-class OwnRedis:
-    """A redis-server of the test's own, on a free port, that the test stops and starts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-
-    async def start(self) -> None:
-        process = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes",
-            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-            "--pidfile", str(self.directory / "redis.pid"),
-        )
-        assert await process.wait() == 0
-        client = Redis(port=self.port)
-        try:
-            async with asyncio.timeout(WAIT):
-                while True:
-                    try:
-                        if await client.ping():
-                            return
-                    except OSError:
-                        pass
-                    except Exception:  # redis' ConnectionError while it starts listening
-                        pass
-                    await asyncio.sleep(0.05)
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        process = await asyncio.create_subprocess_exec(
-            "redis-cli", "-p", str(self.port), "shutdown", "nosave",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        await process.wait()
-        async with asyncio.timeout(WAIT):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    return
-                writer.close()
-                await writer.wait_closed()
-                await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
-    """A running redis-server of this test's own, stopped afterwards."""
-    server = OwnRedis(tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_redis_outage_is_503_and_recovers_by_itself(own_redis: OwnRedis) -> None:

@@ -14,7 +14,6 @@ from typing import Any, cast
 import pytest
 from fleet_support import taken
 from redis.asyncio import Redis
-from test_admission_limits import OwnRedis
 
 from switchgear.admission.tiers import FleetTierGate, TierSlot
 from switchgear.errors import Overloaded
@@ -22,7 +21,7 @@ from switchgear.sections.tiers import TierConfig
 from switchgear.store.leases import FleetLeases, lease_key
 from switchgear.store.redis import StateUnavailable
 
-from servers import REDIS_URL
+from servers import REDIS_URL, OwnRedis
 
 LIMIT = 4
 
