@@ -301,13 +301,13 @@ class Batches:
                 "WHERE batch_id = ? AND status = 'validating'"),
                 (self.clock(), orjson.dumps(errors).decode(), batch_id))
             return
-        for chunk in statement_slices(validated.lines, LINES_PER_INSERT):
-            await self.store.execute(
-                f"INSERT INTO {LINES_TABLE} (batch_id, line_no, custom_id, body, state, "
-                f"attempts) VALUES {values_rows(self.store.dialect, 6, len(chunk))} "
-                "ON CONFLICT DO NOTHING",
-                [value for number, custom_id, body in chunk
-                 for value in (batch_id, number, custom_id, body, "pending", 0)])
+        await self.store.execute_all([(  # every line, or none
+            f"INSERT INTO {LINES_TABLE} (batch_id, line_no, custom_id, body, state, "
+            f"attempts) VALUES {values_rows(self.store.dialect, 6, len(chunk))} "
+            "ON CONFLICT DO NOTHING",
+            [value for number, custom_id, body in chunk
+             for value in (batch_id, number, custom_id, body, "pending", 0)])
+            for chunk in statement_slices(validated.lines, LINES_PER_INSERT)])
         started = await self.store.execute(self._sql(
             f"UPDATE {BATCHES_TABLE} SET status = 'in_progress', in_progress_at = ?, total = ? "
             "WHERE batch_id = ? AND status = 'validating'"),

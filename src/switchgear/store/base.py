@@ -12,6 +12,8 @@ from switchgear.store.migrations import Dialect, placeholders
 from switchgear.store.records import COLUMNS, RequestRecord
 
 REQUEST_LOG = "request_log"
+#: One statement of a store's dialect and its parameters.
+Statement = tuple[str, Sequence[object]]
 
 #: ``scheme://user:password@`` and ``?password=...`` / ``&password=...`` in a URL.
 USER_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#@]*):[^/?#]*@")
@@ -59,6 +61,11 @@ class RecordStore(Protocol):
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one statement of this store's dialect in its own transaction; rows affected."""
+        ...
+
+    async def execute_all(self, statements: Sequence[Statement]) -> int:
+        """Run ``statements`` (SQL and parameters each) in one transaction: all take effect or
+        none does; the rows they affected."""
         ...
 
     async def rows(self, sql: str, params: Sequence[object] = (), *,

@@ -16,6 +16,7 @@ from asyncpg.exceptions._base import DataError as ArgumentError
 from switchgear.store.base import (
     RecordRejected,
     RequestLogSQL,
+    Statement,
     StoreUnavailable,
     describe_failure,
     redact_url,
@@ -139,10 +140,17 @@ class PostgresStore:
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one statement in its own transaction; the rows it changed."""
+        return await self.execute_all([(sql, params)])
+
+    async def execute_all(self, statements: Sequence[Statement]) -> int:
+        """Run ``statements`` in one transaction; the rows they changed."""
+        changed = 0
         async with self._connection("execute") as connection, connection.transaction():
-            status: str = await connection.execute(sql, *params)
-        last = status.rsplit(" ", 1)[-1]
-        return int(last) if last.isdigit() else 0
+            for sql, params in statements:
+                status: str = await connection.execute(sql, *params)
+                last = status.rsplit(" ", 1)[-1]
+                changed += int(last) if last.isdigit() else 0
+        return changed
 
     async def rows(self, sql: str, params: Sequence[object] = (), *,
                    report: bool = False) -> list[tuple[Any, ...]]:

@@ -79,15 +79,16 @@ class StoredResponses:
         await self.save_many([(tenant, response, items)])
 
     async def save_many(self, saves: Sequence[Save]) -> None:
-        """Store each (tenant, response, items) of ``saves``: a statement per ``BATCH_ROWS``."""
+        """Store each (tenant, response, items) of ``saves`` in one transaction: a statement
+        per ``BATCH_ROWS``."""
         width = len(STORED_RESPONSES)
-        for batch in statement_slices(saves, BATCH_ROWS):
-            await self.store.execute(
-                f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES "
-                f"{values_rows(self.store.dialect, width, len(batch))}",
-                [value for tenant, response, items in batch for value in (
-                    response["id"], tenant, float(response["created_at"]), response["model"],
-                    orjson.dumps(items).decode(), orjson.dumps(response).decode())])
+        await self.store.execute_all([(
+            f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES "
+            f"{values_rows(self.store.dialect, width, len(batch))}",
+            [value for tenant, response, items in batch for value in (
+                response["id"], tenant, float(response["created_at"]), response["model"],
+                orjson.dumps(items).decode(), orjson.dumps(response).decode())])
+            for batch in statement_slices(saves, BATCH_ROWS)])
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         """``tenant``'s response ``response_id``, if stored and within retention."""

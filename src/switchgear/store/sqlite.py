@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from switchgear.store.base import (
     RecordRejected,
     RequestLogSQL,
+    Statement,
     StoreUnavailable,
     describe_failure,
 )
@@ -201,11 +202,14 @@ class SQLiteConnection:
             rows = self.connection.execute(SQL.select_limited, (limit,)).fetchall()
         return [RequestRecord.of_row(row) for row in rows]
 
-    def execute(self, sql: str, params: Sequence[object]) -> int:
-        """Run one statement in a transaction; the rows it changed."""
+    def execute_all(self, statements: Sequence[Statement]) -> int:
+        """Run ``statements`` in one transaction; the rows they changed."""
+        changed = 0
         with self.transaction() as cursor:
-            cursor.execute(sql, tuple(params))
-            return int(cursor.rowcount)
+            for sql, params in statements:
+                cursor.execute(sql, tuple(params))
+                changed += max(cursor.rowcount, 0)
+        return changed
 
     def rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """The rows of a query."""
@@ -281,7 +285,12 @@ class SQLiteStore:
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one statement in its own transaction; the rows it changed."""
-        return await self._call("execute", partial(self._opened().execute, sql, params))
+        return await self.execute_all([(sql, params)])
+
+    async def execute_all(self, statements: Sequence[Statement]) -> int:
+        """Run ``statements`` in one transaction (one trip to the store's thread); the rows
+        they changed."""
+        return await self._call("execute", partial(self._opened().execute_all, statements))
 
     async def rows(self, sql: str, params: Sequence[object] = (), *,
                    report: bool = False) -> list[tuple[Any, ...]]:
