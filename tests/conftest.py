@@ -127,7 +127,5 @@ async def delete_keys(prefix: str) -> None:
 @pytest.fixture
 async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
     """A running redis-server of this test's own, stopped afterwards."""
-    server = OwnRedis(tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
+    async with OwnRedis(tmp_path) as server:
+        yield server

@@ -387,6 +387,13 @@ class OwnRedis:
         finally:
             await client.aclose()
 
+    async def __aenter__(self) -> OwnRedis:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         process = await asyncio.create_subprocess_exec(
             "redis-cli", "-p", str(self.port), *(("-a", self.password) if self.password else ()),

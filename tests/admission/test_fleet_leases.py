@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -183,9 +182,8 @@ async def test_redis_outage_is_state_unavailable(refused_url: Callable[..., str]
         await leases.stop()
 
 
-async def test_places_through_a_redis_restart(tmp_path: Path) -> None:
-    server = OwnRedis(tmp_path)
-    await server.start()
+async def test_places_through_a_redis_restart(own_redis: OwnRedis) -> None:
+    server = own_redis
     leases = FleetLeases.connect(f"redis://127.0.0.1:{server.port}/0", "sgtest:", 1.0)
     try:
         semaphore = leases.semaphore("tiers")
@@ -204,7 +202,6 @@ async def test_places_through_a_redis_restart(tmp_path: Path) -> None:
         assert not await semaphore.try_acquire(2)
     finally:
         await leases.stop()
-        await server.stop()
 
 
 @pytest.mark.parametrize(("one", "other"), [

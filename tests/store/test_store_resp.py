@@ -108,34 +108,30 @@ def test_arguments_redis_cannot_take_are_refused() -> None:
 
 
 async def test_password_and_database_come_from_the_url(tmp_path: Path) -> None:
-    server = OwnRedis(tmp_path, password="s3cret")
-    await server.start()
-    client = connect_redis(f"redis://:s3cret@127.0.0.1:{server.port}/3")
-    wrong = connect_redis(f"redis://:wrong@127.0.0.1:{server.port}/3")
-    plain = Redis(port=server.port, password="s3cret", db=3)
-    try:
-        assert await SETS(client, ["sgtest:db"], ["in three"]) == 1
-        assert await plain.get("sgtest:db") == b"in three"
-        with pytest.raises(StateUnavailable):
-            await SETS(wrong, ["sgtest:db"], ["refused"])
-    finally:
-        await client.aclose()
-        await wrong.aclose()
-        await plain.aclose()
-        await server.stop()
+    async with OwnRedis(tmp_path, password="s3cret") as server:
+        client = connect_redis(f"redis://:s3cret@127.0.0.1:{server.port}/3")
+        wrong = connect_redis(f"redis://:wrong@127.0.0.1:{server.port}/3")
+        plain = Redis(port=server.port, password="s3cret", db=3)
+        try:
+            assert await SETS(client, ["sgtest:db"], ["in three"]) == 1
+            assert await plain.get("sgtest:db") == b"in three"
+            with pytest.raises(StateUnavailable):
+                await SETS(wrong, ["sgtest:db"], ["refused"])
+        finally:
+            await client.aclose()
+            await wrong.aclose()
+            await plain.aclose()
 
 
 async def test_a_unix_socket_url(tmp_path: Path) -> None:
     socket = tmp_path / "redis.sock"
-    server = OwnRedis(tmp_path, "--unixsocket", str(socket))
-    await server.start()
-    client = connect_redis(f"unix://{socket}?db=0")
-    try:
-        assert client.scripts is not None and client.scripts.path == str(socket)
-        assert await ECHO(client, [], ["over the socket"]) == b"over the socket"
-    finally:
-        await client.aclose()
-        await server.stop()
+    async with OwnRedis(tmp_path, "--unixsocket", str(socket)):
+        client = connect_redis(f"unix://{socket}?db=0")
+        try:
+            assert client.scripts is not None and client.scripts.path == str(socket)
+            assert await ECHO(client, [], ["over the socket"]) == b"over the socket"
+        finally:
+            await client.aclose()
 
 
 async def test_a_hung_redis_times_out_and_the_next_call_connects_again(
