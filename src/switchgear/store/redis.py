@@ -98,7 +98,7 @@ class LuaScript:
         scripts = client.scripts if isinstance(client, StateClient) else None
         try:
             if scripts is not None:
-                return await scripts.run(self.sha, self.source, list(keys), list(args))
+                return await scripts.run(self.sha, self.source, keys, args)
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -147,7 +148,8 @@ class ScriptConnection:
         self._protocol: RespProtocol | None = None
         self._connecting: asyncio.Future[RespProtocol] | None = None
 
-    async def run(self, sha: str, source: str, keys: list[str], args: list[object]) -> Any:
+    async def run(self, sha: str, source: str, keys: Sequence[str], args: Sequence[object]
+                  ) -> Any:
         """The script's result; RedisError (or OSError) when Redis fails or refuses."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         try:
