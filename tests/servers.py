@@ -145,10 +145,9 @@ def _serving(arguments: Sequence[str], port: int, ready_path: str) -> Iterator[s
 #: replica's answers carry ``Connection: close``, so nginx stops reusing keep-alive connections to
 #: it; once it stops accepting, new connections are refused, and retried elsewhere, and a request
 #: sent on a connection it had accepted is still served for a second (closing it with the request
-#: unread would reset it: the POST would fail, unretried). nginx does not read /readyz: a
-#: connection still in the kernel's accept queue in the very instant the replica stops listening
-#: can still be reset; a balancer that probes /readyz (Kubernetes' readiness) has taken the
-#: replica out by then.
+#: unread would reset it: the POST would fail, unretried). Connections the kernel had queued
+#: when the replica stops accepting are served too: new handshakes are refused first (a SYN
+#: dropped, resent a second later and refused), then the queue is emptied, then the socket closes.
 NGINX_BALANCER = """\
 worker_processes 1;
 daemon off;

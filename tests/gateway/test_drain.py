@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,11 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 TOKENS = 40
 SLOW = ModelOptions(slots=32, ttft_ms=100, tpot_ms=60, mean_output_tokens=TOKENS,
                     output_spread=0, load_factor=0, seed=1)
+#: Connections the test queues while the gateway cannot accept them.
+QUEUED = 20
+#: Seconds after which a connection on loopback that has not been accepted nor refused has had
+#: its SYN dropped.
+HANDSHAKE_HELD_S = 0.2
 #: Seconds to wait for anything that should happen soon (generous: the machine may be busy).
 SOON = 60
 
@@ -105,11 +110,15 @@ def wait_until(condition: Callable[[], bool]) -> None:
 
 
 def refuses(port: int) -> bool:
-    """Whether a new connection to ``port`` is refused (nobody listens)."""
+    """Whether a new connection to ``port`` is refused (nobody listens). Not yet while the
+    gateway, about to stop accepting, holds new handshakes back: the connection is not refused
+    until its SYN is sent again, a second later."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", port), timeout=HANDSHAKE_HELD_S).close()
     except ConnectionRefusedError:
         return True
+    except TimeoutError:
+        return False
     return False
 
 
@@ -157,10 +166,7 @@ class HeldRequest:
     balancer's, just opened or kept alive)."""
 
     def __init__(self, running: Replica, sent_nothing: bool = False) -> None:
-        body = json.dumps({"model": "sim", "messages": HELLO, "max_tokens": 2}).encode()
-        request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
-                   b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                   % (len(body), body))
+        request = chat_request()
         split = 0 if sent_nothing else len(request) - 1
         self.rest = request[split:]
         self.sock = socket.create_connection(("127.0.0.1", running.port), timeout=SOON)
@@ -173,12 +179,25 @@ class HeldRequest:
         server has closed the connection after it."""
         with self.sock:
             self.sock.sendall(self.rest)
-            response = http.client.HTTPResponse(self.sock)
-            response.begin()
-            response.read()
-            assert self.sock.recv(1) == b"", "the server kept the connection open"
-            return response.status, response.headers["x-request-id"], \
-                response.headers["connection"]
+            return read_answer(self.sock)
+
+
+def chat_request() -> bytes:
+    """A chat completion of two tokens, as a client sends it on the wire."""
+    body = json.dumps({"model": "sim", "messages": HELLO, "max_tokens": 2}).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body))
+
+
+def read_answer(sock: socket.socket) -> tuple[int, str, str | None]:
+    """The status, request id and Connection header of the answer on ``sock``, once the server
+    has closed the connection after it."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    assert sock.recv(1) == b"", "the server kept the connection open"
+    return response.status, response.headers["x-request-id"], response.headers["connection"]
 
 
 def keep_alive_ends(port: int) -> str | None:
@@ -258,6 +277,39 @@ def test_a_request_sent_as_the_server_stops_accepting_is_served(
         assert running.process.wait(SOON) == 0
 
     answers.append(Answer(request_id, connection))
+    assert stored(store_url, answers) == {answer.request_id: 200 for answer in answers}
+
+
+def test_connections_queued_as_the_server_stops_accepting_are_served(
+        tmp_path: Path, simulators: Callable[..., RunningSimulator]) -> None:
+    """The kernel completes handshakes while the gateway's loop is busy (here: stopped), and a
+    balancer sends its request on each at once. Those connections wait in the accept queue; a
+    listening socket closed over them would reset them, and the balancer would not send the
+    POSTs again. They are served; a connection begun after the gateway stopped taking them is
+    refused (a balancer tries another replica), not reset once sent."""
+    upstream = simulators(SLOW)
+    store_url = f"sqlite:///{tmp_path}/records.db"
+    with replica(tmp_path, upstream, store_url, grace=0.2) as running, ExitStack() as sockets:
+        running.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "draining: not ready" in running.log.read_text())
+        running.process.send_signal(signal.SIGSTOP)
+        try:
+            queued = [sockets.enter_context(socket.create_connection(("127.0.0.1", running.port),
+                                                                     timeout=SOON))
+                      for _ in range(QUEUED)]
+            for sock in queued:
+                sock.sendall(chat_request())
+            time.sleep(0.5)  # the grace period ends while the process is stopped
+        finally:
+            running.process.send_signal(signal.SIGCONT)
+        answers = []
+        for sock in queued:
+            status, request_id, connection = read_answer(sock)
+            assert (status, connection) == (200, "close")
+            answers.append(Answer(request_id, connection))
+        assert refuses(running.port)
+        assert running.process.wait(SOON) == 0
+
     assert stored(store_url, answers) == {answer.request_id: 200 for answer in answers}
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from switchgear.config import Config
-from switchgear.gateway.server import GatewayServer, listen, uvicorn_config
+from switchgear.gateway.listener import listen
+from switchgear.gateway.server import GatewayServer, uvicorn_config
 
 from servers import free_port
 

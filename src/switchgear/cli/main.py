@@ -55,7 +55,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None, log_leve
     signal (Ctrl+C twice) skips the rest of the grace period.
 
     Exit 2: invalid config. Exit 3: it could not start (e.g. the port is in use)."""
-    from switchgear.gateway.server import CannotListen
+    from switchgear.gateway.listener import CannotListen
     from switchgear.gateway.server import serve as run_server  # heavy imports only when serving
 
     try:

@@ -1,20 +1,19 @@
 """Run the gateway under uvicorn (uvloop + httptools, the fastest pair we measured), with
 connection-level limits (gateway/connections.py) and the open-file limit raised.
 
-The listening socket is bound first, before the app starts: a busy port is reported as such,
-never after a "switchgear ready" that was not true.
+The listening socket is bound first, before the app starts (gateway/listener.py).
 
 SIGTERM or SIGINT drains the replica: /readyz answers 503 at once while it keeps listening and
 serving for ``server.drain_grace_s`` (load balancers take it out meanwhile); then it stops
-accepting, gives what is in flight up to ``server.shutdown_timeout_s`` to finish, writes every
-record and exits 0. A second signal ends the grace period at once; one more SIGINT after that
-stops waiting for what is in flight.
+accepting (new handshakes refused first, the connections already queued served: see
+gateway/listener.py), gives what is in flight up to ``server.shutdown_timeout_s`` to finish,
+writes every record and exits 0. A second signal ends the grace period at once; one more SIGINT
+after that stops waiting for what is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import math
@@ -29,6 +28,7 @@ import uvicorn
 from switchgear.config import Config
 from switchgear.gateway.app import GatewayApp, build_app
 from switchgear.gateway.connections import ConnectionGuard, guarded_protocol
+from switchgear.gateway.listener import listen, queued, refuse_handshakes
 from switchgear.gateway.state import AppState
 from switchgear.pipeline.record import SHUTDOWN
 
@@ -37,10 +37,12 @@ log = logging.getLogger("switchgear.gateway")
 #: Seconds the requests cut off at ``server.shutdown_timeout_s`` have to unwind (each is
 #: recorded as it does) before uvicorn stops waiting for them and the app stops anyway.
 UNWIND_SECONDS = 5
-
-
-class CannotListen(Exception):
-    """The gateway cannot listen where it was told to; the message says why and what to pass."""
+#: Seconds for the handshakes under way when the gateway stops accepting to complete: a round
+#: trip between a balancer and its replicas, with room.
+HANDSHAKE_S = 0.05
+#: Seconds at most for the accept queue to empty before the listening sockets close anyway.
+QUEUE_WAIT_S = 1.0
+QUEUE_POLL_S = 0.005
 
 
 class GatewayServer(uvicorn.Server):
@@ -91,6 +93,8 @@ class GatewayServer(uvicorn.Server):
         most, then cut it off and let it unwind), then stop the app, which writes every record;
         also after a forced exit, which uvicorn lets skip the app's shutdown (the requests
         still running are cancelled first)."""
+        if not self.force_exit:
+            await self._serve_the_queue(sockets or [])
         timeout = self.gateway.state.config.server.shutdown_timeout_s
         log.info("stopped accepting; waiting for %d requests (%gs at most)",
                  len(self.server_state.tasks), timeout)
@@ -105,6 +109,20 @@ class GatewayServer(uvicorn.Server):
             for task in self.server_state.tasks:
                 task.cancel()
             await self.lifespan.shutdown()
+
+    async def _serve_the_queue(self, sockets: list[socket.socket]) -> None:
+        """Before the listening sockets close: refuse new handshakes, and go on accepting until
+        the connections the kernel has already taken on are in (gateway/listener.py says why),
+        for ``QUEUE_WAIT_S`` at most."""
+        closing = [sock for sock in sockets if refuse_handshakes(sock)]
+        if not closing:
+            return
+        await asyncio.sleep(HANDSHAKE_S)
+        # the kernel tells of no change to its queue: it is read every QUEUE_POLL_S
+        for _ in range(round(QUEUE_WAIT_S / QUEUE_POLL_S)):
+            if self.force_exit or not any(queued(sock) for sock in closing):
+                return
+            await asyncio.sleep(QUEUE_POLL_S)
 
     def _cut_off(self, timeout: float) -> None:
         """Cancel the requests still running ``timeout`` seconds after the server stopped
@@ -164,35 +182,6 @@ def uvicorn_config(config: Config, log_level: str = "info") -> uvicorn.Config:
         timeout_graceful_shutdown=math.ceil(server.shutdown_timeout_s) + UNWIND_SECONDS,
         backlog=4096,
     )
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host`` and ``port`` as uvicorn would bind it (IPv6 when the host
-    has a colon), ready for it to listen on; CannotListen (in the user's words) when the address
-    is in use, unknown, not this machine's, or not allowed."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise CannotListen(_why_not(host, port, error)) from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _why_not(host: str, port: int, error: OSError) -> str:
-    if isinstance(error, socket.gaierror):
-        return f"cannot listen on {host!r}: no such host or address; pass --host (e.g. 127.0.0.1)"
-    if error.errno == errno.EADDRINUSE:
-        return (f"port {port} on {host} is in use (another process listens there, perhaps "
-                "another gateway): stop it, or pass --port")
-    if error.errno == errno.EACCES:
-        return (f"cannot listen on port {port} of {host}: permission denied (ports below 1024 "
-                "need privileges); pass --port")
-    if error.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {host}: not an address of this machine; pass --host"
-    return f"cannot listen on {host} port {port}: {error.strerror or error}"
 
 
 def raise_open_file_limit() -> None:
