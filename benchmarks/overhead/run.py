@@ -57,6 +57,7 @@ from report import (
     Round,
     TargetOutcome,
     api_checks,
+    api_levels,
     cache_checks,
     goal_checks,
     goal_levels,
@@ -242,18 +243,18 @@ def _describe(result: LoadResult) -> str:
 
 class TargetRun:
     """Measures one target: start it, check it answers 200, warm-up + measured run per level;
-    at a goal's level (``goals``: each with the row its goal is relative to, or None) the run
-    is repeated ``--goal-rounds`` times, each after a run of the ``partner`` (the proxy, kept up
-    for the whole run) when the goal is relative to it."""
+    at a level of a goal or an API check (``levels``: each with the row it is compared with,
+    or None) the run is repeated ``--goal-rounds`` times, each after a run of that row's
+    partner (a second process of it, kept up for the whole run: ``partners`` by row)."""
 
     def __init__(self, load: WrkLoad, upstream: NginxUpstream, arguments: argparse.Namespace,
-                 partner: tuple[str, Launch] | None = None,
-                 goals: dict[tuple[str, int], str | None] | None = None):
+                 partners: dict[str, tuple[str, Launch]] | None = None,
+                 levels: dict[tuple[str, int], str | None] | None = None):
         self.load = load
         self.upstream = upstream
         self.arguments = arguments
-        self.partner = partner
-        self.goals = goals or {}
+        self.partners = partners or {}
+        self.levels = levels or {}
 
     def measure(self, target: Target) -> TargetOutcome:
         """The outcome for ``target``; its process is stopped before this returns."""
@@ -279,16 +280,18 @@ class TargetRun:
         return outcome
 
     def _measure_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
-        if (name, concurrency) not in self.goals:
+        if (name, concurrency) not in self.levels:
             return self._run_level(name, launch, concurrency)
-        beside = self.partner if self.goals[(name, concurrency)] is not None else None
+        compared_with = self.levels[(name, concurrency)]
+        beside = None if compared_with is None else self.partners.get(compared_with)
         runs, rounds = [], []
         for number in range(1, self.arguments.goal_rounds + 1):
             say(f"[{name}] concurrency {concurrency}: round {number} of"
                 f" {self.arguments.goal_rounds}")
-            base = None if beside is None else self._run_level(*beside, concurrency).measured
+            base = None if beside is None else self._run_level(*beside, concurrency)
             runs.append(self._run_level(name, launch, concurrency))
-            rounds.append(Round(runs[-1].measured, base))
+            rounds.append(Round(runs[-1].measured, base and base.measured,
+                                runs[-1].cpu_ms_per_request, base and base.cpu_ms_per_request))
         return replace(runs[0], rounds=tuple(rounds))
 
     def _run_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:
@@ -333,10 +336,12 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         wait_until_answers(upstream.endpoint(), probe, nginx, timeout_s=10.0)
         say(f"[nginx] upstream answering on {upstream.base_url} (core {arguments.load_core})")
         load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY, arguments.load_threads)
-        with ExitStack() as partner_running:
+        levels = {**api_levels([target.name for target in targets], arguments.concurrency),
+                  **goal_levels()}
+        with ExitStack() as partners_running:
             runner = TargetRun(load, upstream, arguments,
-                               _partner(targets, upstream, arguments, partner_running),
-                               goal_levels())
+                               _partners(targets, upstream, arguments, partners_running, levels),
+                               levels)
             findings = Findings([runner.measure(target) for target in targets])
         for name, job in (("profile", _profile), ("RSS run", _rss)):
             try:
@@ -347,18 +352,21 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         return findings
 
 
-def _partner(targets: Sequence[Target], upstream: NginxUpstream, arguments: argparse.Namespace,
-             stack: ExitStack) -> tuple[str, Launch] | None:
-    """The row the relative goals compare with (the proxy), started in ``stack`` to be measured
-    beside their rows; None when it or they are not selected."""
+def _partners(targets: Sequence[Target], upstream: NginxUpstream, arguments: argparse.Namespace,
+              stack: ExitStack, levels: dict[tuple[str, int], str | None]
+              ) -> dict[str, tuple[str, Launch]]:
+    """A second process of each row that ``levels`` compare others with (the proxy, the chat
+    path), started in ``stack`` to be measured beside them, by row; only rows selected, and
+    compared with a row selected."""
     selected = {target.name: target for target in targets}
-    for (row, _), base in goal_levels().items():
-        if base in selected and row in selected:
-            say(f"[{base}] a second one, kept up to be measured beside the rows of its goals")
+    partners: dict[str, tuple[str, Launch]] = {}
+    for (row, _), base in levels.items():
+        if base in selected and row in selected and base not in partners:
+            say(f"[{base}] a second one, kept up to be measured beside the rows compared with it")
             started = stack.enter_context(running(selected[base], upstream, arguments.gateway_core,
-                                                  WORK / "beside", REQUEST_BODY, say))
-            return f"{base} (beside)", started.launch
-    return None
+                                                  WORK / "beside" / base, REQUEST_BODY, say))
+            partners[base] = f"{base} (beside)", started.launch
+    return partners
 
 
 def _profile(arguments: argparse.Namespace, upstream: NginxUpstream, load: WrkLoad) -> list[str]:

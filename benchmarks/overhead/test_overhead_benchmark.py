@@ -45,11 +45,13 @@ from report import (
     RECORDS,
     RESPONSES,
     STREAM_BASELINE,
+    SWITCHGEAR,
     Goal,
     Measurement,
     Round,
     TargetOutcome,
     api_checks,
+    api_levels,
     cache_checks,
     goal_checks,
     goal_levels,
@@ -240,6 +242,29 @@ def test_api_checks_hold_messages_and_responses_within_a_fifth_of_the_chat_path(
     assert "not checked" in api_checks([chat, close])[0]
 
 
+def test_api_checks_over_rounds_take_the_median_share_of_the_chat_run_beside() -> None:
+    """The chat row ran minutes before at 0.35 ms; beside each Responses round it ran slower
+    and faster as the machine drifted: each round is held to the chat run just before it, and
+    the median round decides."""
+    upstream = TargetOutcome("upstream", measurements=[_measured("upstream", 1, 20_000, 0.05)])
+    chat = TargetOutcome("switchgear", measurements=[_measured("switchgear", 1, 1_500, 0.35)])
+    rounds = (Round(_result(1_000.0, p50=0.45), _result(1_100.0, p50=0.42), 0.40, 0.36),
+              Round(_result(1_000.0, p50=0.61), _result(1_400.0, p50=0.35), 0.55, 0.30),
+              Round(_result(1_000.0, p50=0.40), _result(1_400.0, p50=0.36), 0.35, 0.31))
+    row = _measured(RESPONSES, 1, 1_000, 0.45)
+    responses = TargetOutcome(RESPONSES, measurements=[replace(row, rounds=rounds)])
+    assert api_checks([upstream, chat, responses]) == [
+        f"{RESPONSES} at concurrency 1: added p50 a median 113% of the chat path's, run just"
+        " before each of 3 rounds (108%, 187%, 113%); cpu a median 113% of chat's (111%, 183%,"
+        " 113%) (target <= 120%): met"]
+    # Without the chat row's own run, the rounds still compare; without rounds, nothing does.
+    assert api_checks([upstream, responses])[0].endswith("met")
+    assert "not checked" in api_checks([upstream, TargetOutcome(RESPONSES, measurements=[row])])[0]
+    assert api_levels({SWITCHGEAR, RESPONSES, "upstream"}, [1, 16]) == {
+        (RESPONSES, 1): SWITCHGEAR, (RESPONSES, 16): SWITCHGEAR}
+    assert api_levels({MESSAGES, RESPONSES}, [1]) == {}
+
+
 # Issue 28: the streamed upstream, the featureless proxy, the goals, the profile, the RSS run.
 
 
@@ -337,7 +362,7 @@ def test_goals_over_rounds_take_the_median_round() -> None:
     outcomes[0].measurements[0] = replace(outcomes[0].measurements[0], rounds=(
         rounds[0], Round(failing, rounds[1].beside), Round(rounds[2].measured, failing)))
     assert problems(outcomes) == [f"{FULL} at concurrency 16: 3 errors in round 2",
-                                  f"the proxy beside {FULL} at concurrency 16: 3 errors in round 3"]
+                                  f"the row beside {FULL} at concurrency 16: 3 errors in round 3"]
     assert Goal(FULL, 16, "req/s", 0.55, PROXY).check({}, [Round(_result(1.0))]).endswith(
         "not checked (needs switchgear-full and proxy at concurrency 16).")
 

@@ -21,7 +21,7 @@ from switchgear.simulator.faults import Faults
 from switchgear.simulator.options import ModelOptions
 from switchgear.simulator.server import RunningSimulator
 from switchgear.store.base import RecordStore, StoreUnavailable
-from switchgear.store.responses import Save, StoredResponses
+from switchgear.store.responses import ResponseRow, StoredResponses
 
 from servers import BackgroundLoop, aiohttp_server, fetch_records, gateway, wait_for_record
 
@@ -389,12 +389,12 @@ class HeldWrites(StoredResponses):
         self.batches: list[list[str]] = []
         self.down = False
 
-    async def save_many(self, saves: Sequence[Save]) -> None:
-        self.batches.append([response["id"] for _, response, _ in saves])
+    async def save_many(self, rows: Sequence[ResponseRow]) -> None:
+        self.batches.append([response_id for response_id, *_ in rows])
         await self.release.wait()
         if self.down:
             raise StoreUnavailable("the store is down")
-        await super().save_many(saves)
+        await super().save_many(rows)
 
 
 def stored(response_id: str) -> dict[str, Any]:

@@ -255,7 +255,7 @@ class GatewayApp:
         state.metrics.in_flight.inc()
         try:
             try:
-                reply = await _answer(pipeline, exchange, departure)
+                reply: Reply | bytes | None = await _answer(pipeline, exchange, departure)
                 if isinstance(reply, dict):
                     reply = await api.reply(exchange, reply)
             except SwitchgearError as error:
@@ -271,7 +271,7 @@ class GatewayApp:
             if reply is None:  # the client left; the Record stage logged a 499
                 state.metrics.in_flight.dec()
                 return
-            if isinstance(reply, dict):
+            if isinstance(reply, dict | bytes):
                 state.metrics.in_flight.dec()
                 await send_json(send, 200, reply, request_id, exchange.response_headers)
                 return

@@ -137,8 +137,9 @@ async def send_body(send: Send, status: int, body: bytes, request_id: str,
 
 async def send_json(send: Send, status: int, body: Any, request_id: str,
                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Send ``body`` as a JSON response."""
-    await send_body(send, status, orjson.dumps(body), request_id, extra=extra)
+    """Send ``body`` as a JSON response (bytes: its JSON, encoded already)."""
+    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+    await send_body(send, status, encoded, request_id, extra=extra)
 
 
 async def send_error(send: Send, error: SwitchgearError, request_id: str,

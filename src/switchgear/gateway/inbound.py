@@ -43,8 +43,9 @@ class InboundAPI:
 
     ``parse`` gets the parsed JSON body and the caller's verified key (None in open mode) and
     returns the OpenAI body to run (raising ``InvalidRequest`` for a bad one); ``reply``
-    translates a whole answer; ``stream`` makes the encoder of one streamed answer; ``error``
-    gives an error's status and body.
+    translates a whole answer (a body, or its JSON when the adapter has encoded it already);
+    ``stream`` makes the encoder of one streamed answer; ``error`` gives an error's status and
+    body.
     """
 
     #: What ``Exchange.api`` records.
@@ -52,7 +53,7 @@ class InboundAPI:
     operation: Operation
     credential: Callable[[Scope], str | None]
     parse: Callable[[Any, ApiKey | None], Awaitable[Any]]
-    reply: Callable[[Exchange, Body], Awaitable[Body]]
+    reply: Callable[[Exchange, Body], Awaitable[Body | bytes]]
     stream: Callable[[Exchange], StreamEncoder]
     error: ErrorShape
 

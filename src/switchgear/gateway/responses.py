@@ -36,7 +36,12 @@ from switchgear.protocols.responses import (
     response_of,
 )
 from switchgear.store.base import StoreUnavailable
-from switchgear.store.responses import Save, StoredResponse, StoredResponses
+from switchgear.store.responses import (
+    ResponseRow,
+    StoredResponse,
+    StoredResponses,
+    response_row,
+)
 
 log = logging.getLogger("switchgear.gateway")
 
@@ -69,7 +74,8 @@ def named_event(payload: Body) -> bytes:
 
 class ResponseSaves:
     """Stored responses, written in the background and together: those answered within
-    ``gather_s`` of each other, or while a write runs, go in one statement.
+    ``gather_s`` of each other, or while a write runs, go in one statement. Each waits as its
+    row (JSON text, made when it is saved), not as the objects it was made of.
     A read of a response still waiting or being written here waits for its write first; at
     most ``limit`` responses wait."""
 
@@ -80,14 +86,17 @@ class ResponseSaves:
         self.gather_s = gather_s
         #: Responses answered unstored because too many were waiting (logged once per spell).
         self.dropped = 0
-        self._waiting: list[Save] = []
-        #: Per response id not yet written: done once its write is over (however it went).
+        self._waiting: list[ResponseRow] = []
+        #: Done once the write of the responses waiting now is over (however it went).
+        self._next_write: asyncio.Future[None] | None = None
+        #: Per response id not yet written: the future of the write it is in.
         self._written: dict[str, asyncio.Future[None]] = {}
         self._writer: asyncio.Task[None] | None = None
 
-    def save(self, tenant: str, response: Body, items: list[Item]) -> None:
-        """Write ``response`` (after ``items``) for ``tenant`` soon; not when ``limit``
-        responses are waiting already."""
+    def save(self, tenant: str, response: Body, items: list[Item],
+             encoded: bytes | None = None) -> None:
+        """Write ``response`` (after ``items``; ``encoded``: its JSON, when made already) for
+        ``tenant`` soon; not when ``limit`` responses are waiting already."""
         if len(self._waiting) >= self.limit:
             if not self.dropped:
                 log.error("%d stored responses are waiting for the store: new ones are "
@@ -95,8 +104,11 @@ class ResponseSaves:
             self.dropped += 1
             return
         self.dropped = 0
-        self._waiting.append((tenant, response, items))
-        self._written[str(response["id"])] = asyncio.get_running_loop().create_future()
+        row = response_row(tenant, response, items, encoded)
+        self._waiting.append(row)
+        if self._next_write is None:
+            self._next_write = asyncio.get_running_loop().create_future()
+        self._written[row[0]] = self._next_write
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write())
 
@@ -105,6 +117,7 @@ class ResponseSaves:
             await asyncio.sleep(self.gather_s)
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            written, self._next_write = self._next_write, None
             try:
                 await self.stored.save_many(batch)
             except StoreUnavailable as error:
@@ -112,8 +125,10 @@ class ResponseSaves:
             except Exception:
                 log.exception("%d responses were answered but not stored", len(batch))
             finally:
-                for _, response, _ in batch:
-                    self._written.pop(str(response["id"])).set_result(None)
+                for row in batch:
+                    self._written.pop(row[0], None)
+                if written is not None:
+                    written.set_result(None)
 
     async def _settled(self, response_id: str) -> None:
         written = self._written.get(response_id)
@@ -196,21 +211,23 @@ class ResponseCall:
             raise RuntimeError("a Responses answer before its request was parsed")
         return self.frame
 
-    async def reply(self, exchange: Exchange, reply: Body) -> Body:
-        """The Response object for a whole chat answer, stored when asked."""
+    async def reply(self, exchange: Exchange, reply: Body) -> bytes:
+        """The Response object for a whole chat answer, encoded (the stored copy is the same
+        JSON), stored when asked."""
         response = response_of(self._frame(), reply)
-        self.save(exchange, response)
-        return response
+        encoded = orjson.dumps(response)
+        self.save(exchange, response, encoded)
+        return encoded
 
     def events(self, exchange: Exchange) -> ResponseStream:
         """The encoder of the streamed answer."""
         return ResponseStream(self, exchange, ResponseEvents(self._frame()))
 
-    def save(self, exchange: Exchange, response: Body) -> None:
-        """Start storing ``response`` for the request's tenant, unless the request said
-        ``store: false``."""
+    def save(self, exchange: Exchange, response: Body, encoded: bytes | None = None) -> None:
+        """Start storing ``response`` (``encoded``: its JSON, when made already) for the
+        request's tenant, unless the request said ``store: false``."""
         if self.request.get("store") is not False:
-            self.stored.save(exchange.principal.tenant, response, self.items)
+            self.stored.save(exchange.principal.tenant, response, self.items, encoded)
 
 
 class ResponseStream:

@@ -31,8 +31,17 @@ SECONDS_PER_DAY = 86_400.0
 BATCH_ROWS = 64
 
 
-#: A response to store: its tenant, the Response object, the conversation items before it.
-Save = tuple[str, dict[str, Any], list[dict[str, Any]]]
+#: A stored response's row: response id, tenant, creation time, model, then the conversation
+#: items before it and the Response object, both as JSON (``response_row``).
+ResponseRow = tuple[str, str, float, str, str, str]
+
+
+def response_row(tenant: str, response: dict[str, Any], items: list[dict[str, Any]],
+                 encoded: bytes | None = None) -> ResponseRow:
+    """The row that stores ``response`` for ``tenant`` after the conversation ``items``;
+    ``encoded`` is the response's JSON when the answer has made it already."""
+    return (response["id"], tenant, float(response["created_at"]), response["model"],
+            orjson.dumps(items).decode(), (encoded or orjson.dumps(response)).decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +85,16 @@ class StoredResponses:
     async def save(self, tenant: str, response: dict[str, Any],
                    items: list[dict[str, Any]]) -> None:
         """Store ``response`` for ``tenant``, after the conversation ``items``."""
-        await self.save_many([(tenant, response, items)])
+        await self.save_many([response_row(tenant, response, items)])
 
-    async def save_many(self, saves: Sequence[Save]) -> None:
-        """Store each (tenant, response, items) of ``saves`` in one transaction: a statement
-        per ``BATCH_ROWS``."""
+    async def save_many(self, rows: Sequence[ResponseRow]) -> None:
+        """Store ``rows`` in one transaction: a statement per ``BATCH_ROWS``."""
         width = len(STORED_RESPONSES)
         await self.store.execute_all([(
             f"INSERT INTO {RESPONSES_TABLE} ({self._columns}) VALUES "
             f"{values_rows(self.store.dialect, width, len(batch))}",
-            [value for tenant, response, items in batch for value in (
-                response["id"], tenant, float(response["created_at"]), response["model"],
-                orjson.dumps(items).decode(), orjson.dumps(response).decode())])
-            for batch in statement_slices(saves, BATCH_ROWS)])
+            [value for row in batch for value in row])
+            for batch in statement_slices(rows, BATCH_ROWS)])
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         """``tenant``'s response ``response_id``, if stored and within retention."""
