@@ -96,11 +96,14 @@ def chat_body(body: Any, history: Sequence[Item] = ()) -> Body:
     instructions = body.get("instructions")
     if instructions is not None:
         messages.append({"role": "system", "content": _string(instructions, "instructions")})
-    for where, item in [*((f"previous_response_id[{i}]", item) for i, item in enumerate(history)),
-                        *((f"input[{i}]", item) for i, item in enumerate(items))]:
-        _add_item(messages, item, where)
+    for source, given in (("previous_response_id", history), ("input", items)):
+        for index, item in enumerate(given):
+            _add_item(messages, item, source, index)
     chat: Body = {"model": model, "messages": messages}
-    chat.update((name, body[name]) for name in SAMPLING if body.get(name) is not None)
+    for name in SAMPLING:
+        value = body.get(name)
+        if value is not None:
+            chat[name] = value
     limit = body.get("max_output_tokens")
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -120,16 +123,20 @@ def chat_body(body: Any, history: Sequence[Item] = ()) -> Body:
     return chat
 
 
-def _add_item(messages: list[Body], item: Item, where: str) -> None:
-    """Append the chat message(s) ``item`` stands for; function calls join the assistant
-    message before them, as a chat model wrote them."""
+def _add_item(messages: list[Body], item: Item, source: str, index: int) -> None:
+    """Append the chat message(s) ``item`` (``source``'s ``index``-th) stands for; function
+    calls join the assistant message before them, as a chat model wrote them."""
     kind = item.get("type", "message")
+    role = item.get("role")
+    content = item.get("content")
+    if kind == "message" and role in ROLES and isinstance(content, str):  # the common case
+        messages.append({"role": ROLES[role], "content": content})
+        return
+    where = f"{source}[{index}]"
     if kind == "message":
-        role = item.get("role")
         if role not in ROLES:
             raise _invalid(f"{where}.role must be one of {sorted(ROLES)}", f"{where}.role")
-        messages.append({"role": ROLES[role],
-                         "content": _content(item.get("content"), f"{where}.content")})
+        messages.append({"role": ROLES[role], "content": _content(content, f"{where}.content")})
     elif kind == "function_call":
         call = {"id": _string(item.get("call_id"), f"{where}.call_id"), "type": "function",
                 "function": {"name": _string(item.get("name"), f"{where}.name"),
