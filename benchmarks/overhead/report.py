@@ -253,8 +253,7 @@ def api_checks(outcomes: Sequence[TargetOutcome]) -> list[str]:
                 continue
             if not rounds:
                 assert chat is not None
-                rounds = [Round(row.measured, chat.measured, row.cpu_ms_per_request,
-                                chat.cpu_ms_per_request)]
+                rounds = [Round.of(row, chat)]
             lines.append(_api_check(f"{name} at concurrency {concurrency}", rounds,
                                     baseline[concurrency]))
     return lines
@@ -325,6 +324,12 @@ class Round:
     beside: LoadResult | None = None
     cpu_ms: float | None = None
     beside_cpu_ms: float | None = None
+
+    @classmethod
+    def of(cls, run: Measurement, beside: Measurement | None) -> Round:
+        """The round of ``run``, with ``beside`` (the row it is compared with) when measured."""
+        return cls(run.measured, None if beside is None else beside.measured,
+                   run.cpu_ms_per_request, None if beside is None else beside.cpu_ms_per_request)
 
 
 @dataclass(frozen=True)

@@ -290,8 +290,7 @@ class TargetRun:
                 f" {self.arguments.goal_rounds}")
             base = None if beside is None else self._run_level(*beside, concurrency)
             runs.append(self._run_level(name, launch, concurrency))
-            rounds.append(Round(runs[-1].measured, base and base.measured,
-                                runs[-1].cpu_ms_per_request, base and base.cpu_ms_per_request))
+            rounds.append(Round.of(runs[-1], base))
         return replace(runs[0], rounds=tuple(rounds))
 
     def _run_level(self, name: str, launch: Launch, concurrency: int) -> Measurement:

@@ -42,6 +42,7 @@ UNWIND_SECONDS = 5
 HANDSHAKE_S = 0.05
 #: Seconds at most for the accept queue to empty before the listening sockets close anyway.
 QUEUE_WAIT_S = 1.0
+#: Seconds between two readings of the accept queue (the kernel gives no event when it empties).
 QUEUE_POLL_S = 0.005
 
 
@@ -118,7 +119,6 @@ class GatewayServer(uvicorn.Server):
         if not closing:
             return
         await asyncio.sleep(HANDSHAKE_S)
-        # the kernel tells of no change to its queue: it is read every QUEUE_POLL_S
         for _ in range(round(QUEUE_WAIT_S / QUEUE_POLL_S)):
             if self.force_exit or not any(queued(sock) for sock in closing):
                 return
