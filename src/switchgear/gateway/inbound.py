@@ -37,18 +37,47 @@ class StreamEncoder(Protocol):
         """The events that end a stream cut by ``error`` after its first byte."""
 
 
-@dataclass(frozen=True, slots=True)
-class InboundAPI:
+class InboundAPI(Protocol):
     """How one client API maps onto the OpenAI pipeline.
 
-    ``parse`` gets the parsed JSON body and the caller's verified key (None in open mode) and
-    returns the OpenAI body to run (raising ``InvalidRequest`` for a bad one); ``reply``
-    translates a whole answer (a body, or its JSON when the adapter has encoded it already);
-    ``stream`` makes the encoder of one streamed answer; ``error`` gives an error's status and
-    body.
+    ``credential`` finds the caller's key in the request's scope; ``parse`` gets the parsed
+    JSON body and the caller's verified key (None in open mode) and returns the OpenAI body to
+    run (raising ``InvalidRequest`` for a bad one); ``reply`` translates a whole answer (to a
+    body, or to its JSON when the adapter has encoded it already); ``stream`` makes the encoder
+    of one streamed answer; ``error`` gives an error's status and body. An API whose answer
+    needs what its request said (the Responses API) is an object made per request; one that
+    needs nothing of it is a ``StatelessAPI``, made once.
     """
 
-    #: What ``Exchange.api`` records.
+    @property
+    def name(self) -> str:
+        """What ``Exchange.api`` records."""
+
+    @property
+    def operation(self) -> Operation:
+        """The pipeline operation its requests run."""
+
+    def credential(self, scope: Scope, /) -> str | None:
+        """The caller's key as the request carries it."""
+
+    def parse(self, body: Any, key: ApiKey | None, /) -> Awaitable[Any]:
+        """The OpenAI body for the request ``body``."""
+
+    def reply(self, exchange: Exchange, reply: Body, /) -> Awaitable[Body | bytes]:
+        """The whole answer ``reply`` in this API's shape."""
+
+    def stream(self, exchange: Exchange, /) -> StreamEncoder:
+        """The encoder of one streamed answer."""
+
+    def error(self, error: SwitchgearError, request_id: str, /) -> tuple[int, Any]:
+        """``error``'s status and body in this API's shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatelessAPI:
+    """An InboundAPI whose translations need nothing of the request they answer: its
+    functions, given once."""
+
     name: str
     operation: Operation
     credential: Callable[[Scope], str | None]
@@ -98,7 +127,7 @@ async def _reply_as_is(exchange: Exchange, reply: Body) -> Body:
     return reply
 
 
-def openai_api(operation: Operation) -> InboundAPI:
+def openai_api(operation: Operation) -> StatelessAPI:
     """The OpenAI endpoint of ``operation``: bodies and answers pass as they are."""
-    return InboundAPI(name="openai", operation=operation, credential=bearer_token,
+    return StatelessAPI(name="openai", operation=operation, credential=bearer_token,
                       parse=_as_is, reply=_reply_as_is, stream=OpenAIEvents, error=openai_error)

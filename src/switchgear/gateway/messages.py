@@ -25,7 +25,7 @@ from switchgear.gateway.http import (
     send_error,
     send_json,
 )
-from switchgear.gateway.inbound import InboundAPI
+from switchgear.gateway.inbound import StatelessAPI
 from switchgear.gateway.state import AppState
 from switchgear.pipeline import Body
 from switchgear.protocols.anthropic import (
@@ -83,9 +83,9 @@ async def _reply(exchange: Exchange, reply: Body) -> Body:
     return message(reply, exchange.model, exchange.body.get("stop"))
 
 
-MESSAGES = InboundAPI(name=API_NAME, operation=Operation.CHAT, credential=api_key,
-                      parse=_parse, reply=_reply, stream=AnthropicEvents,
-                      error=error_status_and_body)
+MESSAGES = StatelessAPI(name=API_NAME, operation=Operation.CHAT, credential=api_key,
+                        parse=_parse, reply=_reply, stream=AnthropicEvents,
+                        error=error_status_and_body)
 
 
 @runtime_checkable

@@ -161,10 +161,16 @@ class ResponseSaves:
 
 
 class ResponseCall:
-    """The adapter of one ``POST /v1/responses``: parses it (reading the response it
-    continues), translates its answer or stream, and stores the response. ``api()`` is its
-    InboundAPI, made on demand: held here, it would make a reference cycle (its callables are
-    this call's methods) that only the garbage collector frees, one per request."""
+    """The adapter of one ``POST /v1/responses`` (its InboundAPI): parses it (reading the
+    response it continues), translates its answer or stream, and stores the response. Made per
+    request, as its answer repeats what the request said."""
+
+    __slots__ = ("frame", "items", "request", "request_id", "stored")
+
+    name = API_NAME
+    operation = Operation.CHAT
+    credential = staticmethod(bearer_token)
+    error = staticmethod(openai_error)
 
     def __init__(self, stored: ResponseSaves, request_id: str) -> None:
         self.stored = stored
@@ -173,12 +179,6 @@ class ResponseCall:
         #: The conversation before the response: the one it continues, then its input.
         self.items: list[Item] = []
         self.frame: ResponseFrame | None = None
-
-    def api(self) -> InboundAPI:
-        """The InboundAPI that runs this call through the pipeline."""
-        return InboundAPI(name=API_NAME, operation=Operation.CHAT, credential=bearer_token,
-                          parse=self.parse, reply=self.reply, stream=self.events,
-                          error=openai_error)
 
     async def parse(self, body: Any, key: ApiKey | None) -> Body:
         """The chat body for the Responses request ``body``, after the conversation its
@@ -219,7 +219,7 @@ class ResponseCall:
         self.save(exchange, response, encoded)
         return encoded
 
-    def events(self, exchange: Exchange) -> ResponseStream:
+    def stream(self, exchange: Exchange) -> ResponseStream:
         """The encoder of the streamed answer."""
         return ResponseStream(self, exchange, ResponseEvents(self._frame()))
 
@@ -278,7 +278,7 @@ class ResponsesAPI:
 
     async def create(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         """POST /v1/responses."""
-        await self.infer(ResponseCall(self.stored, request_id).api(), scope, receive, send,
+        await self.infer(ResponseCall(self.stored, request_id), scope, receive, send,
                          request_id)
 
     async def _target(self, scope: Scope) -> tuple[str, str]:

@@ -240,9 +240,10 @@ def _response_format(text: Any) -> Body | None:
 
 @dataclass(slots=True)
 class ResponseFrame:
-    """What a Response object repeats of its request, and its identity."""
+    """What a Response object repeats of its request, and its identity: ``id`` is
+    ``resp_<key>``, its output items' ids are made from ``key`` too."""
 
-    id: str
+    key: str
     model: str
     created_at: int
     request: Body
@@ -252,48 +253,53 @@ class ResponseFrame:
     def of(cls, request: Body, request_id: str, now: float | None = None) -> ResponseFrame:
         """The frame of the response to ``request``: its id follows the gateway's request id
         (``req_X`` answers as ``resp_X``), so a response and its record are found by the other."""
-        return cls(id="resp_" + request_id.removeprefix("req_"), model=str(request["model"]),
-                   created_at=int(time.time() if now is None else now), request=request,
-                   previous_response_id=request.get("previous_response_id"))
+        return cls(request_id.removeprefix("req_"), str(request["model"]),
+                   int(time.time() if now is None else now), request,
+                   request.get("previous_response_id"))
+
+    @property
+    def id(self) -> str:
+        """The response's id."""
+        return "resp_" + self.key
 
     def response(self, output: list[Item], status: str, usage: Body | None = None,
                  incomplete: str | None = None, error: Body | None = None) -> Body:
         """The Response object with ``output`` and ``usage`` (Responses shape)."""
-        request = self.request
-        text = request.get("text") if isinstance(request.get("text"), dict) else None
+        get = self.request.get
+        text = get("text")
         return {
-            "id": self.id,
+            "id": "resp_" + self.key,
             "object": "response",
             "created_at": self.created_at,
             "status": status,
             "background": False,
             "error": error,
             "incomplete_details": None if incomplete is None else {"reason": incomplete},
-            "instructions": request.get("instructions"),
-            "max_output_tokens": request.get("max_output_tokens"),
-            "metadata": request.get("metadata") or {},
+            "instructions": get("instructions"),
+            "max_output_tokens": get("max_output_tokens"),
+            "metadata": get("metadata") or {},
             "model": self.model,
             "output": output,
-            "parallel_tool_calls": request.get("parallel_tool_calls", True),
+            "parallel_tool_calls": get("parallel_tool_calls", True),
             "previous_response_id": self.previous_response_id,
-            "store": request.get("store", True),
-            "temperature": request.get("temperature"),
-            "text": text or {"format": {"type": "text"}},
-            "tool_choice": request.get("tool_choice", "auto"),
-            "tools": request.get("tools") or [],
-            "top_p": request.get("top_p"),
+            "store": get("store", True),
+            "temperature": get("temperature"),
+            "text": text if isinstance(text, dict) and text else {"format": {"type": "text"}},
+            "tool_choice": get("tool_choice", "auto"),
+            "tools": get("tools") or [],
+            "top_p": get("top_p"),
             "truncation": "disabled",
             "usage": usage,
-            "user": request.get("user"),
+            "user": get("user"),
         }
 
     def message_id(self, index: int) -> str:
         """The item id of the output message at output index ``index``."""
-        return f"msg_{self.id.removeprefix('resp_')}_{index}"
+        return f"msg_{self.key}_{index}"
 
     def call_id(self, index: int) -> str:
         """The item id of the response's ``index``-th function call."""
-        return f"fc_{self.id.removeprefix('resp_')}_{index}"
+        return f"fc_{self.key}_{index}"
 
 
 def response_usage(usage: Any) -> Body | None:
