@@ -439,6 +439,38 @@ async def test_responses_answered_one_after_another_go_in_one_write(
     await saves.drain()
 
 
+async def test_a_read_starts_the_write_of_a_response_still_gathering(
+    store: RecordStore,
+) -> None:
+    """A client continuing a response at once on this replica does not wait out the gathering:
+    its read starts the write (a minute's gathering would time the read out)."""
+    held = HeldWrites(store)
+    held.release.set()
+    saves = ResponseSaves(held, gather_s=60)
+    saves.save("t", stored("resp_now"), [])
+    assert await asyncio.wait_for(saves.get("t", "resp_now"), 10) is not None
+    assert held.batches == [["resp_now"]]
+    await saves.drain()
+
+
+async def test_responses_answered_during_a_write_wait_for_the_next_gathering(
+    store: RecordStore,
+) -> None:
+    """Writes come a gathering apart, not back to back: under load each write would wake the
+    store's thread again at once."""
+    held = HeldWrites(store)
+    saves = ResponseSaves(held, gather_s=0.05)
+    saves.save("t", stored("resp_1"), [])
+    await asyncio.sleep(0.1)  # gathered: its write starts, and is held
+    assert held.batches == [["resp_1"]]
+    saves.save("t", stored("resp_2"), [])
+    held.release.set()
+    await asyncio.sleep(0.01)  # before the next gathering ends (its timer fires later)
+    assert held.batches == [["resp_1"]]
+    await saves.drain()
+    assert held.batches == [["resp_1"], ["resp_2"]]
+
+
 async def test_a_store_outage_loses_the_stored_response_not_the_reads(
     store: RecordStore,
 ) -> None:

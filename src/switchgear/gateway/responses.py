@@ -14,6 +14,7 @@ fails no answer: the response is answered unstored, with a warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -46,16 +47,18 @@ from switchgear.store.responses import (
 log = logging.getLogger("switchgear.gateway")
 
 API_NAME = "openai.responses"
-#: How long a stored response's write may take to land (a batch on a busy store): a response
-#: not found is looked for again after this long, in case another replica is writing it.
-WRITE_LAG_S = 0.05
+#: How long a stored response's write may take to land (its gathering, then a batch on a busy
+#: store): a response not found is looked for again after this long, in case another replica
+#: is writing it.
+WRITE_LAG_S = 0.1
 #: Stored responses waiting for their write at most (each holds its whole conversation): past
 #: it, as when the store is down or far behind, responses are answered unstored.
 MAX_WAITING = 1000
-#: How long a write waits for more responses to join it: one statement (and one trip to the
-#: store's thread) for every response answered meanwhile, not one each at low concurrency.
-#: A read here waits for the write it is in; another replica's is read again after WRITE_LAG_S.
-GATHER_S = 0.01
+#: How long responses gather before their write, and so the most writes a second: one
+#: statement (one trip to the store's thread) for every response answered meanwhile. Under
+#: load, back-to-back writes kept the store's thread waking and taking the core from the event
+#: loop; a read of a response still gathering here starts its write at once.
+GATHER_S = 0.05
 PREFIX = "/v1/responses/"
 #: GatewayApp.infer: runs an InboundAPI's request through the pipeline.
 Infer = Callable[[InboundAPI, Scope, Receive, Send, str], Awaitable[None]]
@@ -74,10 +77,10 @@ def named_event(payload: Body) -> bytes:
 
 class ResponseSaves:
     """Stored responses, written in the background and together: those answered within
-    ``gather_s`` of each other, or while a write runs, go in one statement. Each waits as its
-    row (JSON text, made when it is saved), not as the objects it was made of.
-    A read of a response still waiting or being written here waits for its write first; at
-    most ``limit`` responses wait."""
+    ``gather_s`` of each other go in one statement, a write each ``gather_s`` at most. Each
+    waits as its row (JSON text, made when it is saved), not as the objects it was made of.
+    A read of a response still waiting or being written here waits for its write first, and
+    a read of one still gathering starts its write at once; at most ``limit`` responses wait."""
 
     def __init__(self, stored: StoredResponses, limit: int = MAX_WAITING,
                  gather_s: float = GATHER_S) -> None:
@@ -91,6 +94,8 @@ class ResponseSaves:
         self._next_write: asyncio.Future[None] | None = None
         #: Per response id not yet written: the future of the write it is in.
         self._written: dict[str, asyncio.Future[None]] = {}
+        #: Set when a read waits for a response still gathering: its write starts now.
+        self._wanted = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
     def save(self, tenant: str, response: Body, items: list[Item],
@@ -113,9 +118,8 @@ class ResponseSaves:
             self._writer = asyncio.ensure_future(self._write())
 
     async def _write(self) -> None:
-        if self.gather_s:
-            await asyncio.sleep(self.gather_s)
         while self._waiting:
+            await self._gathered()
             batch, self._waiting = self._waiting, []
             written, self._next_write = self._next_write, None
             try:
@@ -130,8 +134,18 @@ class ResponseSaves:
                 if written is not None:
                     written.set_result(None)
 
+    async def _gathered(self) -> None:
+        """Wait ``gather_s`` for more responses to join the write, or until a read wants it."""
+        if self.gather_s and not self._wanted.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.gather_s):
+                    await self._wanted.wait()
+        self._wanted.clear()
+
     async def _settled(self, response_id: str) -> None:
         written = self._written.get(response_id)
+        if written is self._next_write is not None:  # still gathering: write it now
+            self._wanted.set()
         if written is not None:
             await asyncio.shield(written)
 
