@@ -130,4 +130,5 @@ async def _reply_as_is(exchange: Exchange, reply: Body) -> Body:
 def openai_api(operation: Operation) -> StatelessAPI:
     """The OpenAI endpoint of ``operation``: bodies and answers pass as they are."""
     return StatelessAPI(name="openai", operation=operation, credential=bearer_token,
-                      parse=_as_is, reply=_reply_as_is, stream=OpenAIEvents, error=openai_error)
+                        parse=_as_is, reply=_reply_as_is, stream=OpenAIEvents,
+                        error=openai_error)

@@ -3,11 +3,12 @@ adapter), and ``GET`` / ``DELETE /v1/responses/{id}`` of stored responses.
 
 Each request gets its own adapter (``ResponseCall``), which keeps what its answer needs: the
 Responses request, the conversation before it and the response's frame. A response is stored
-(``store`` is true unless the request says false) off the hot path, as records are: the write
-starts as the answer goes out (a streamed one's at ``response.completed``), and a read here of a
-response still being written waits for its write (``ResponseSaves``), so a client continuing it
-(``previous_response_id``) at once finds it on this replica; another replica, which cannot know
-of the write, reads a miss again after ``WRITE_LAG_S`` before it answers 404. A store outage
+(``store`` is true unless the request says false) off the hot path, as records are: it joins
+the next write as the answer goes out (a streamed one's at ``response.completed``), and a read
+here of a response not yet written waits for its write, starting it if it still gathers
+(``ResponseSaves``), so a client continuing it (``previous_response_id``) at once finds it on
+this replica; another replica, which cannot know of the write, reads a miss again after
+``WRITE_LAG_S`` before it answers 404. A store outage
 fails no answer: the response is answered unstored, with a warning.
 """
 
