@@ -268,7 +268,7 @@ class ResponseFrame:
         get = self.request.get
         text = get("text")
         return {
-            "id": "resp_" + self.key,
+            "id": self.id,
             "object": "response",
             "created_at": self.created_at,
             "status": status,
