@@ -122,6 +122,30 @@ def test_body_over_the_limit_without_content_length_is_413(base_url: str) -> Non
     assert head.startswith(b"HTTP/1.1 413")
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Note: a\x7fb\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Note: a\x00b\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX No\x01te: b\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello\r\n\r\n",
+    b"GET /v1/models HTTP/9.9 extra\r\n\r\n",
+])
+def test_bytes_that_are_not_http_get_a_400_in_openai_shape(base_url: str,
+                                                             request_bytes: bytes) -> None:
+    port = int(base_url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"content-type: application/json" in head.lower(), head
+    error = json.loads(body)
+    assert_openai_error(error)
+    assert error["error"]["code"] == "invalid_http"
+    assert urllib3.request("GET", base_url + "/models", timeout=10).status == 200
+
+
 def test_unknown_path_and_method(base_url: str) -> None:
     status, answer, _ = post(base_url, "/nope", b"{}")
     assert status == 404

@@ -114,6 +114,9 @@ def test_a_header_timeout_answers_408(limited: tuple[str, int]) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == {
+            "message": "The request's headers did not arrive in time.",
+            "type": "invalid_request_error", "param": None, "code": "request_timeout"}
         assert closed_by_server(sock, 2)
 
 

@@ -4,7 +4,8 @@ uvicorn's httptools protocol, with a guard shared by every connection of one ser
 ``max_connections`` open, at most ``max_connections_per_client`` from one address (a new one
 beyond either is closed at once, with a reset); a request's headers must arrive within
 ``header_timeout_s`` (else 408 and closed) and its body within ``body_timeout_s`` of them (else
-closed). When the server is full, a new connection evicts the oldest one still sending its
+closed); bytes its HTTP parser refuses (a control character in a header) get a 400 in
+OpenAI's shape and a close. When the server is full, a new connection evicts the oldest one still sending its
 headers, so idle half-requests cannot keep /healthz and honest callers out.
 
 The hot path costs a dict update per connection and a timer per connection. Each response's head
@@ -18,10 +19,12 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
 from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from switchgear.config import ServerConfig
+from switchgear.errors import InvalidRequest, SwitchgearError
 from switchgear.gateway.http import CLIENT_WATCH, ClientWatch
 
 log = logging.getLogger("switchgear.gateway")
@@ -32,8 +35,21 @@ MOST_COPIED = 64 * 1024
 #: a balancer may have sent on it just then.
 LINGER_S = 1.0
 
-REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                   b"content-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n")
+
+
+def closing_answer(status_line: bytes, error: SwitchgearError) -> bytes:
+    """A whole answer that closes its connection, ``error`` in OpenAI's shape: for what the
+    protocol refuses before there is a request to answer."""
+    body = orjson.dumps(error.body())
+    return b"".join((status_line, b"content-type: application/json\r\ncontent-length: ",
+                     str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body))
+
+
+REQUEST_TIMEOUT = closing_answer(b"HTTP/1.1 408 Request Timeout\r\n", InvalidRequest(
+    "The request's headers did not arrive in time.", code="request_timeout"))
+NOT_HTTP = closing_answer(b"HTTP/1.1 400 Bad Request\r\n", InvalidRequest(
+    "The request is not valid HTTP/1.1: a malformed request line or header (a control "
+    "character in a header, say).", code="invalid_http"))
 
 
 class ConnectionGuard:
@@ -195,6 +211,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _body_too_slow(self) -> None:
         self.guard.timed_out += 1
         self.cut_off(answer=False)
+
+    def send_400_response(self, msg: str) -> None:
+        """Bytes the HTTP parser refused: a 400 in OpenAI's shape (uvicorn's is plain text),
+        then close."""
+        self._stop_clock()
+        self.transport.write(NOT_HTTP)
+        self.transport.close()
 
     def cut_off(self, answer: bool) -> None:
         """Close this connection now; with a 408 when ``answer`` and no response is under way."""
