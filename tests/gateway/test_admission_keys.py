@@ -95,6 +95,72 @@ def test_revoked_and_expired_keys_stop_working(secured: str) -> None:
             client.chat.completions.create(model="sim", messages=HELLO, max_tokens=1)
 
 
+#: Every inference endpoint, with a body naming the model: (path, body, error shape). Messages
+#: answer in Anthropic's shape ({"type": "error", "error": {...}}), the rest in OpenAI's.
+INFERENCE = [
+    ("/v1/chat/completions", lambda model: {"model": model, "messages": HELLO, "max_tokens": 1},
+     "openai"),
+    ("/v1/chat/completions", lambda model: {"model": model, "messages": HELLO, "max_tokens": 1,
+                                            "stream": True}, "openai"),
+    ("/v1/completions", lambda model: {"model": model, "prompt": "hi", "max_tokens": 1}, "openai"),
+    ("/v1/embeddings", lambda model: {"model": model, "input": "hi"}, "openai"),
+    ("/v1/responses", lambda model: {"model": model, "input": "hi", "max_output_tokens": 16},
+     "openai"),
+    ("/v1/responses", lambda model: {"model": model, "input": "hi", "max_output_tokens": 16,
+                                     "stream": True, "store": False}, "openai"),
+    ("/v1/messages", lambda model: {"model": model, "messages": HELLO, "max_tokens": 1},
+     "anthropic"),
+    ("/v1/messages", lambda model: {"model": model, "messages": HELLO, "max_tokens": 1,
+                                    "stream": True}, "anthropic"),
+    ("/v1/messages/count_tokens", lambda model: {"model": model, "messages": HELLO}, "anthropic"),
+]
+
+
+#: A refused key's error in each shape: OpenAI says invalid_api_key, Anthropic authentication_error.
+UNAUTHENTICATED = {"openai": (401, "invalid_request_error", "invalid_api_key"),
+                   "anthropic": (401, "authentication_error", None)}
+
+
+def refused(base_url: str, path: str, token: str, body: Any,
+            shape: str) -> tuple[int, str, str | None]:
+    """POST a request that must be refused (a streamed one is refused before its stream): its
+    status, error type and code, read from the error shape its API answers in."""
+    status, answer = call(base_url, "POST", path, token, body)
+    assert (answer.get("type") == "error") == (shape == "anthropic"), (path, answer)
+    return status, answer["error"]["type"], answer["error"].get("code")
+
+
+def test_scoped_and_non_calling_keys_are_refused_on_every_inference_endpoint(
+        secured: str) -> None:
+    scoped, _ = make_key(secured, tenant="acme", name="scoped", role="client", scopes=["sim"])
+    viewer, _ = make_key(secured, tenant="acme", name="looker", role="viewer")
+    for path, body, shape in INFERENCE:
+        allowed = body("sim")
+        if not allowed.get("stream"):
+            status, answer = call(secured, "POST", path, scoped, allowed)
+            assert status == 200, (path, answer)
+        for token, model in ((scoped, "other"), (viewer, "sim")):
+            status, kind, _code = refused(secured, path, token, body(model), shape)
+            assert (status, kind) == (403, "permission_error"), (path, model)
+    status, models = call(secured, "GET", "/v1/models", scoped)
+    assert status == 200 and [m["id"] for m in models["data"]] == ["sim"]
+
+
+def test_a_revoked_key_is_401_on_every_endpoint_that_takes_a_key(secured: str) -> None:
+    token, key = make_key(secured, tenant="acme", name="gone", role="operator")
+    status, created = call(secured, "POST", "/v1/responses", token,
+                           {"model": "sim", "input": "hi", "max_output_tokens": 16})
+    assert status == 200, created
+    assert call(secured, "DELETE", f"/admin/keys/{key['id']}", ADMIN)[0] == 200
+    for path, body, shape in INFERENCE:
+        assert refused(secured, path, token, body("sim"), shape) == UNAUTHENTICATED[shape], path
+    for path in ("/v1/models", f"/v1/responses/{created['id']}", "/v1/files", "/v1/batches",
+                 "/admin/records", "/admin/keys"):
+        status, answer = call(secured, "GET", path, token)
+        error = answer["error"]
+        assert (status, error["type"], error.get("code")) == UNAUTHENTICATED["openai"], path
+
+
 def test_roles_on_every_admin_endpoint(secured: str) -> None:
     tokens = {role: make_key(secured, tenant="acme", name=role, role=role)[0]
               for role in ("operator", "approver", "viewer", "client")}

@@ -353,6 +353,34 @@ def test_hostile_bodies_are_refused_in_openais_shape_never_a_500(
     assert fake.bodies == []  # nothing refused reached the model
 
 
+#: Text each store and sink must keep byte for byte: a NUL (PostgreSQL's text refuses it), CRLF
+#: with a forged log line, bidirectional overrides, markup, SQL, astral characters.
+HOSTILE_TEXT = ("nul\x00byte\r\nINFO forged log line\u202egnp.exe\u2066 <script>alert(1)"
+                "</script> '); DROP TABLE responses;-- \U0001f600 \\x00 %s %(x)s")
+
+
+def test_hostile_text_is_stored_read_back_and_continued_byte_for_byte(
+    make_config: Callable[..., Config], upstream: tuple[RecordingUpstream, str], store_url: str,
+) -> None:
+    fake, url = upstream
+    with gateway(make_config(models(url), store_url)) as base_url, client(base_url) as sdk:
+        first = sdk.responses.create(model="fake", input=HOSTILE_TEXT,
+                                     instructions=HOSTILE_TEXT, metadata={"note": HOSTILE_TEXT})
+        kept = sdk.responses.retrieve(first.id)
+        second = sdk.responses.create(model="fake", input="again",
+                                      previous_response_id=first.id)
+        assert sdk.responses.retrieve(second.id).output_text == "You said: again"
+    assert first.output_text == kept.output_text == f"You said: {HOSTILE_TEXT}"
+    assert kept.instructions == HOSTILE_TEXT and kept.metadata == {"note": HOSTILE_TEXT}
+    assert fake.bodies[0]["messages"] == [{"role": "system", "content": HOSTILE_TEXT},
+                                          {"role": "user", "content": HOSTILE_TEXT}]
+    assert fake.bodies[1]["messages"][:2] == [
+        {"role": "user", "content": HOSTILE_TEXT},
+        {"role": "assistant", "content": f"You said: {HOSTILE_TEXT}"}]
+    record = wait_for_record(store_url, request_id(first.id))
+    assert record.status == 200 and record.api == "openai.responses"
+
+
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The default config: the embedded model as 'smollm2'."""

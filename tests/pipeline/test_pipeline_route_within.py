@@ -26,6 +26,20 @@ async def test_a_wait_past_the_limit_is_an_upstream_timeout() -> None:
     assert task is not None and task.cancelling() == 0
 
 
+async def test_a_step_that_swallows_the_limit_answers_and_leaves_nothing_cancelled() -> None:
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "late"
+        return "never"
+
+    assert await _within(stubborn(), 0.01, "d") == "late"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)  # and the task is not cancelled at its next wait
+
+
 @pytest.mark.parametrize("seconds", [0.0, -1.0])
 async def test_no_time_left_times_out_at_the_first_wait(seconds: float) -> None:
     with pytest.raises(UpstreamTimeout):
