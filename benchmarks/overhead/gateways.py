@@ -17,12 +17,13 @@ from typing import Protocol
 from processes import (
     Endpoint,
     ProbeAnswer,
+    Service,
     ServiceProcess,
     free_port,
     pinned,
     wait_until_answers,
 )
-from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream
+from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream, redis_service
 
 HERE = Path(__file__).resolve().parent
 #: Where setup.sh installs granian (not in the lock: only the proxy-granian-server row needs it).
@@ -41,6 +42,8 @@ class Launch:
 
     process: ServiceProcess | None
     endpoint: Endpoint
+    #: What the target needs beside it (its own Redis): started before it, stopped after it.
+    services: tuple[Service, ...] = ()
 
 
 class Target(Protocol):
@@ -86,6 +89,8 @@ def running(target: Target, upstream: NginxUpstream, core: int, work_dir: Path,
     with 200 (BenchmarkError when it does not); its process is stopped on the way out."""
     launch = target.launch(upstream, free_port(), core, work_dir)
     try:
+        for service in launch.services:
+            service.start()
         if launch.process is not None:
             launch.process.start()
         body = json.dumps(launch.endpoint.body(request_body)).encode()
@@ -97,6 +102,8 @@ def running(target: Target, upstream: NginxUpstream, core: int, work_dir: Path,
         if launch.process is not None:
             announce(f"[{target.name}] stopping")
             launch.process.stop()
+        for service in launch.services:
+            service.process.stop()
 
 
 def _environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -273,6 +280,8 @@ class SwitchgearGateway:
     #: Keys, limits, budget, tiers gate and cache on (``switchgear_config``); off, the requests
     #: carry no key.
     admission: bool = True
+    #: The cache in a Redis of the row's own, pinned to the upstream's core (``redis_service``).
+    redis_cache: bool = False
 
     def missing(self) -> str | None:
         """Set when the `switchgear` command is not installed in the venv."""
@@ -289,8 +298,13 @@ class SwitchgearGateway:
         database = directory / "bench.db"
         for stale in directory.glob("bench.db*"):
             stale.unlink()
+        extra, services = self.extra, ()
+        if self.redis_cache:
+            redis = redis_service(directory / "redis", free_port(), upstream.core)
+            extra += f'cache: {{url: "redis://127.0.0.1:{redis.port}/0", prefix: "sgbench:"}}\n'
+            services = (redis,)
         config = directory / "switchgear.yaml"
-        config.write_text(switchgear_config(upstream, database, self.extra, self.streamed,
+        config.write_text(switchgear_config(upstream, database, extra, self.streamed,
                                             self.admission))
         argv = [*self.wrapper, str(self.executable), "serve", "--config", str(config),
                 "--host", "127.0.0.1", "--port", str(port)]
@@ -307,7 +321,7 @@ class SwitchgearGateway:
         else:
             endpoint = Endpoint(f"http://127.0.0.1:{port}{self.api.path}", GATEWAY_MODEL,
                                 self.api.auth(admin_key), self.fields, self.api.request)
-        return Launch(process, endpoint)
+        return Launch(process, endpoint, services)
 
 
 def litellm_config(upstream: NginxUpstream) -> str:

@@ -249,3 +249,26 @@ def wait_until_answers(
         f"{endpoint.url} did not answer 200 within {timeout_s:.0f} s; last answer: status"
         f" {last.status}: {last.body[:500].decode('utf-8', errors='replace')}{log}"
     )
+
+
+@dataclass
+class Service:
+    """A process a target needs beside it (its own Redis), and the port it listens on."""
+
+    process: ServiceProcess
+    port: int
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start it and wait until its port takes connections (BenchmarkError when it dies or
+        ``timeout_s`` passes first)."""
+        self.process.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.exit_code() is not None:
+                break
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1.0):
+                return
+            time.sleep(0.05)
+        raise BenchmarkError(f"{self.process.name} did not listen on port {self.port}; log"
+                             f" {self.process.log_path}:\n{tail(self.process.log_path)}")

@@ -57,8 +57,8 @@ from report import (
     Round,
     TargetOutcome,
     api_checks,
-    api_levels,
     cache_checks,
+    chat_levels,
     goal_checks,
     goal_levels,
     problems,
@@ -139,8 +139,7 @@ def all_targets() -> list[Target]:
         full_path(FULL, streamed=False),
         full_path(FULL_STREAM, streamed=True),
         SwitchgearGateway(SWITCHGEAR_COMMAND, name=CACHE_HIT, fields={"temperature": 0}),
-        SwitchgearGateway(SWITCHGEAR_COMMAND, name=REDIS_CACHE_HIT,
-                          extra='cache: {url: "redis://127.0.0.1:6379/0", prefix: "sgbench:"}\n',
+        SwitchgearGateway(SWITCHGEAR_COMMAND, name=REDIS_CACHE_HIT, redis_cache=True,
                           fields={"temperature": 0}),
         SwitchgearGateway(SWITCHGEAR_COMMAND, name=GUARDED, extra=GUARDS),
         SwitchgearGateway(SWITCHGEAR_COMMAND, name=MESSAGES, api=MESSAGES_API),
@@ -335,7 +334,7 @@ def run_benchmark(arguments: argparse.Namespace, targets: Sequence[Target]) -> F
         wait_until_answers(upstream.endpoint(), probe, nginx, timeout_s=10.0)
         say(f"[nginx] upstream answering on {upstream.base_url} (core {arguments.load_core})")
         load = WrkLoad(WORK, arguments.load_core, REQUEST_BODY, arguments.load_threads)
-        levels = {**api_levels([target.name for target in targets], arguments.concurrency),
+        levels = {**chat_levels([target.name for target in targets], arguments.concurrency),
                   **goal_levels()}
         with ExitStack() as partners_running:
             runner = TargetRun(load, upstream, arguments,

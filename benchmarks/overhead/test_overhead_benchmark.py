@@ -5,6 +5,7 @@ upstream and proxy tests use the real nginx and wrk (installed by setup.sh)."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from report import (
     MESSAGES,
     PROXY,
     RECORDS,
+    REDIS_CACHE_HIT,
     RESPONSES,
     STREAM_BASELINE,
     SWITCHGEAR,
@@ -51,8 +53,8 @@ from report import (
     Round,
     TargetOutcome,
     api_checks,
-    api_levels,
     cache_checks,
+    chat_levels,
     goal_checks,
     goal_levels,
     problems,
@@ -60,7 +62,7 @@ from report import (
     target_checks,
 )
 from rss import CHUNK_S, MIB, chunk_seconds, rss_run
-from run import GUARDS, full_path, parse_arguments
+from run import GUARDS, full_path, parse_arguments, switchgear_rows
 from run import REQUEST_BODY as REQUEST_BODY_OF_RUN
 from upstream import (
     FIXED_COMPLETION,
@@ -230,6 +232,25 @@ def test_cache_checks_hold_a_hit_to_the_miss_paths_overhead() -> None:
     assert "not checked" in cache_checks([miss, fast])[0]
 
 
+def test_cache_checks_over_rounds_take_the_median_share_of_the_miss_path_beside() -> None:
+    """Each hit round is held to the miss path's overhead in the chat run just before it (p50
+    minus the upstream's 0.05 ms), not to the chat row's own run minutes earlier."""
+    upstream = TargetOutcome("upstream", measurements=[_measured("upstream", 1, 20_000, 0.05)])
+    miss = TargetOutcome("switchgear", measurements=[_measured("switchgear", 1, 1_500, 0.25)])
+    rounds = (Round(_result(3_000.0, p50=0.30), _result(1_400.0, p50=0.35)),
+              Round(_result(3_000.0, p50=0.40), _result(1_400.0, p50=0.30)),
+              Round(_result(3_000.0, p50=0.27), _result(1_400.0, p50=0.35)))
+    row = _measured(REDIS_CACHE_HIT, 1, 3_000, 0.30)
+    hit = TargetOutcome(REDIS_CACHE_HIT, measurements=[replace(row, rounds=rounds)])
+    assert cache_checks([upstream, miss, hit]) == [
+        f"{REDIS_CACHE_HIT} at concurrency 1: p50 0.300 ms, p99 0.600 ms, 3,000 req/s; its p50"
+        " a median 100% of the miss path's overhead p50, run just before each of 3 rounds (100%,"
+        " 160%, 90%) (target <= 100%): met"]
+    slower = (*rounds[:2], Round(_result(3_000.0, p50=0.33), _result(1_400.0, p50=0.35)))
+    hit = TargetOutcome(REDIS_CACHE_HIT, measurements=[replace(row, rounds=slower)])
+    assert cache_checks([upstream, hit])[0].endswith("(100%, 160%, 110%) (target <= 100%): MISSED")
+
+
 def test_api_checks_hold_messages_and_responses_within_a_fifth_of_the_chat_path() -> None:
     upstream = TargetOutcome("upstream", measurements=[_measured("upstream", 1, 20_000, 0.05)])
     chat = TargetOutcome("switchgear", measurements=[_measured("switchgear", 1, 1_500, 0.35)])
@@ -260,9 +281,10 @@ def test_api_checks_over_rounds_take_the_median_share_of_the_chat_run_beside() -
     # Without the chat row's own run, the rounds still compare; without rounds, nothing does.
     assert api_checks([upstream, responses])[0].endswith("met")
     assert "not checked" in api_checks([upstream, TargetOutcome(RESPONSES, measurements=[row])])[0]
-    assert api_levels({SWITCHGEAR, RESPONSES, "upstream"}, [1, 16]) == {
-        (RESPONSES, 1): SWITCHGEAR, (RESPONSES, 16): SWITCHGEAR}
-    assert api_levels({MESSAGES, RESPONSES}, [1]) == {}
+    assert chat_levels({SWITCHGEAR, RESPONSES, REDIS_CACHE_HIT, "upstream"}, [1, 16]) == {
+        (RESPONSES, 1): SWITCHGEAR, (RESPONSES, 16): SWITCHGEAR,
+        (REDIS_CACHE_HIT, 1): SWITCHGEAR, (REDIS_CACHE_HIT, 16): SWITCHGEAR}
+    assert chat_levels({MESSAGES, RESPONSES}, [1]) == {}
 
 
 # Issue 28: the streamed upstream, the featureless proxy, the goals, the profile, the RSS run.
@@ -405,6 +427,25 @@ def test_full_path_rows_add_the_guards_and_stream_from_the_stream_location(
                                                  ).read_text()
 
 
+def test_the_redis_hit_row_runs_its_own_redis_on_the_upstreams_core(tmp_path: Path) -> None:
+    upstream = NginxUpstream(tmp_path, 8080, core=0)
+    launch = switchgear_rows()[REDIS_CACHE_HIT].launch(upstream, 9000, 1, tmp_path)
+    (redis,) = launch.services
+    config = yaml.safe_load((tmp_path / "switchgear" / "switchgear.yaml").read_text())
+    assert config["cache"]["url"] == f"redis://127.0.0.1:{redis.port}/0"
+    assert list(redis.process.argv[:3]) == ["taskset", "-c", "0"]
+    assert launch.process is not None and list(launch.process.argv[:3]) == ["taskset", "-c", "1"]
+    redis.start()
+    try:
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as connection:
+            connection.sendall(b"PING\r\n")
+            assert connection.recv(64) == b"+PONG\r\n"
+    finally:
+        redis.process.stop()
+    assert redis.process.exit_code() is not None
+    assert switchgear_rows()[SWITCHGEAR].launch(upstream, 9000, 1, tmp_path).services == ()
+
+
 def test_arguments_for_the_profile_and_the_rss_run() -> None:
     cores = ["--load-core", "0", "--gateway-core", "0"]  # usable on any machine
     arguments = parse_arguments([*cores, "--only", "", "--profile", "--rss-requests", "50000"])
@@ -511,6 +552,9 @@ def test_service_process_reads_its_rss_and_threads(tmp_path: Path) -> None:
     process = ServiceProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
                              tmp_path / "s.log")
     with process:
+        deadline = time.monotonic() + 10
+        while process.rss_bytes() <= 1024 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.01)  # just started, the child may not be running Python yet
         assert process.rss_bytes() > 1024 * 1024
         assert process.pid in thread_cpu_seconds(process.pid)
     assert thread_cpu_seconds(process.pid) == {}

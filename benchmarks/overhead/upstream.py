@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from processes import BenchmarkError, Endpoint, ServiceProcess, pinned
+from processes import BenchmarkError, Endpoint, Service, ServiceProcess, pinned
 
 UPSTREAM_MODEL = "bench-upstream"
 
@@ -171,3 +171,23 @@ class NginxUpstream:
         argv = [binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
                 "-c", str(config_path)]
         return ServiceProcess("nginx", pinned(argv, self.core), self.prefix / "nginx.log")
+
+
+def redis_binary() -> str | None:
+    """The redis-server executable, or None when it is not installed."""
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+
+
+def redis_service(directory: Path, port: int, core: int) -> Service:
+    """A redis-server of the benchmark's own on ``port``, pinned to ``core`` (the upstream's):
+    a shared cache's Redis is a dependency like the upstream, so it must not share the gateway's
+    core, as the machine's own Redis may. It keeps nothing on disk."""
+    binary = redis_binary()
+    if binary is None:
+        raise BenchmarkError("redis-server is not installed: run scripts/services")
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(directory)]
+    return Service(ServiceProcess("redis", pinned(argv, core), directory / "redis.log"), port)
