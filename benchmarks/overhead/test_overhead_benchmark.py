@@ -232,6 +232,12 @@ def test_cache_checks_hold_a_hit_to_the_miss_paths_overhead() -> None:
     assert "not checked" in cache_checks([miss, fast])[0]
 
 
+def _in_rounds(name: str, rate: float, p50: float, rounds: tuple[Round, ...]) -> TargetOutcome:
+    """``name``'s outcome at concurrency 1, its level measured in ``rounds``."""
+    return TargetOutcome(name, measurements=[replace(_measured(name, 1, rate, p50),
+                                                     rounds=rounds)])
+
+
 def test_cache_checks_over_rounds_take_the_median_share_of_the_miss_path_beside() -> None:
     """Each hit round is held to the miss path's overhead in the chat run just before it (p50
     minus the upstream's 0.05 ms), not to the chat row's own run minutes earlier."""
@@ -240,14 +246,13 @@ def test_cache_checks_over_rounds_take_the_median_share_of_the_miss_path_beside(
     rounds = (Round(_result(3_000.0, p50=0.30), _result(1_400.0, p50=0.35)),
               Round(_result(3_000.0, p50=0.40), _result(1_400.0, p50=0.30)),
               Round(_result(3_000.0, p50=0.27), _result(1_400.0, p50=0.35)))
-    row = _measured(REDIS_CACHE_HIT, 1, 3_000, 0.30)
-    hit = TargetOutcome(REDIS_CACHE_HIT, measurements=[replace(row, rounds=rounds)])
+    hit = _in_rounds(REDIS_CACHE_HIT, 3_000, 0.30, rounds)
     assert cache_checks([upstream, miss, hit]) == [
         f"{REDIS_CACHE_HIT} at concurrency 1: p50 0.300 ms, p99 0.600 ms, 3,000 req/s; its p50"
         " a median 100% of the miss path's overhead p50, run just before each of 3 rounds (100%,"
         " 160%, 90%) (target <= 100%): met"]
     slower = (*rounds[:2], Round(_result(3_000.0, p50=0.33), _result(1_400.0, p50=0.35)))
-    hit = TargetOutcome(REDIS_CACHE_HIT, measurements=[replace(row, rounds=slower)])
+    hit = _in_rounds(REDIS_CACHE_HIT, 3_000, 0.30, slower)
     assert cache_checks([upstream, hit])[0].endswith("(100%, 160%, 110%) (target <= 100%): MISSED")
 
 
@@ -272,15 +277,15 @@ def test_api_checks_over_rounds_take_the_median_share_of_the_chat_run_beside() -
     rounds = (Round(_result(1_000.0, p50=0.45), _result(1_100.0, p50=0.42), 0.40, 0.36),
               Round(_result(1_000.0, p50=0.61), _result(1_400.0, p50=0.35), 0.55, 0.30),
               Round(_result(1_000.0, p50=0.40), _result(1_400.0, p50=0.36), 0.35, 0.31))
-    row = _measured(RESPONSES, 1, 1_000, 0.45)
-    responses = TargetOutcome(RESPONSES, measurements=[replace(row, rounds=rounds)])
+    responses = _in_rounds(RESPONSES, 1_000, 0.45, rounds)
     assert api_checks([upstream, chat, responses]) == [
         f"{RESPONSES} at concurrency 1: added p50 a median 113% of the chat path's, run just"
         " before each of 3 rounds (108%, 187%, 113%); cpu a median 113% of chat's (111%, 183%,"
         " 113%) (target <= 120%): met"]
     # Without the chat row's own run, the rounds still compare; without rounds, nothing does.
     assert api_checks([upstream, responses])[0].endswith("met")
-    assert "not checked" in api_checks([upstream, TargetOutcome(RESPONSES, measurements=[row])])[0]
+    alone = TargetOutcome(RESPONSES, measurements=[_measured(RESPONSES, 1, 1_000, 0.45)])
+    assert "not checked" in api_checks([upstream, alone])[0]
     assert chat_levels({SWITCHGEAR, RESPONSES, REDIS_CACHE_HIT, "upstream"}, [1, 16]) == {
         (RESPONSES, 1): SWITCHGEAR, (RESPONSES, 16): SWITCHGEAR,
         (REDIS_CACHE_HIT, 1): SWITCHGEAR, (REDIS_CACHE_HIT, 16): SWITCHGEAR}
