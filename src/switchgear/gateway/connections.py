@@ -4,9 +4,9 @@ uvicorn's httptools protocol, with a guard shared by every connection of one ser
 ``max_connections`` open, at most ``max_connections_per_client`` from one address (a new one
 beyond either is closed at once, with a reset); a request's headers must arrive within
 ``header_timeout_s`` (else 408 and closed) and its body within ``body_timeout_s`` of them (else
-closed); bytes its HTTP parser refuses (a control character in a header) get a 400 in
-OpenAI's shape and a close. When the server is full, a new connection evicts the oldest one still sending its
-headers, so idle half-requests cannot keep /healthz and honest callers out.
+closed); bytes its HTTP parser refuses (a control character in a header) get a 400, both in
+OpenAI's shape, and a close. When the server is full, a new connection evicts the oldest one
+still sending its headers, so idle half-requests cannot keep /healthz and honest callers out.
 
 The hot path costs a dict update per connection and a timer per connection. Each response's head
 is held until its body's first write and leaves with it (OneWriteCycle): one system call and
@@ -34,7 +34,6 @@ MOST_COPIED = 64 * 1024
 #: Seconds a connection with no request running stays open once the server stops, for a request
 #: a balancer may have sent on it just then.
 LINGER_S = 1.0
-
 
 
 def closing_answer(status_line: bytes, error: SwitchgearError) -> bytes:
