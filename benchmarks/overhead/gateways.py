@@ -23,7 +23,7 @@ from processes import (
     pinned,
     wait_until_answers,
 )
-from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream, redis_service
+from upstream import STREAM_FIELDS, UPSTREAM_MODEL, NginxUpstream, redis_binary, redis_service
 
 HERE = Path(__file__).resolve().parent
 #: Where setup.sh installs granian (not in the lock: only the proxy-granian-server row needs it).
@@ -284,8 +284,13 @@ class SwitchgearGateway:
     redis_cache: bool = False
 
     def missing(self) -> str | None:
-        """Set when the `switchgear` command is not installed in the venv."""
-        return None if self.executable.exists() else f"{self.executable} does not exist"
+        """Set when the `switchgear` command is not installed in the venv, or the row's own
+        Redis cannot be started."""
+        if not self.executable.exists():
+            return f"{self.executable} does not exist"
+        if self.redis_cache and redis_binary() is None:
+            return "redis-server is not installed (run scripts/services)"
+        return None
 
     def version(self) -> str:
         """`switchgear --version`."""

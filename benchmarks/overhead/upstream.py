@@ -121,11 +121,15 @@ def nginx_config(prefix: Path, port: int) -> str:
                                       stream=STREAM_PREFIX, events=events.replace("\n", "\\n"))
 
 
+def installed(name: str, system_path: str) -> str | None:
+    """The executable ``name`` on the PATH, else at ``system_path`` (a Debian package's sbin is
+    not on every user's PATH), or None when it is not installed."""
+    return shutil.which(name) or (system_path if Path(system_path).exists() else None)
+
+
 def nginx_binary() -> str | None:
     """The nginx executable, or None when it is not installed."""
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
+    return installed("nginx", "/usr/sbin/nginx")
 
 
 class NginxUpstream:
@@ -175,9 +179,7 @@ class NginxUpstream:
 
 def redis_binary() -> str | None:
     """The redis-server executable, or None when it is not installed."""
-    return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    return installed("redis-server", "/usr/bin/redis-server")
 
 
 def redis_service(directory: Path, port: int, core: int) -> Service:
